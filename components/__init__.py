@@ -1,0 +1,1 @@
+"""Kubernetes platform layer: GPU operators, monitoring and autoscaling (pinned Helm charts)."""

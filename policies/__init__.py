@@ -1,0 +1,1 @@
+"""CrossGuard policy pack run by CI on every stack."""

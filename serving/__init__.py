@@ -1,0 +1,1 @@
+"""Triton model services: repository building, publishing, client, local runtime and benchmarks."""
