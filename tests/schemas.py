@@ -1,0 +1,70 @@
+"""Validate manifests the way the API server would: built-in kinds against the Kubernetes OpenAPI
+schemas (kubernetes-validate, offline), custom resources against the vendored CRD schemas.
+
+CRD schemas are made strict here (unknown fields rejected) because the API server would silently
+prune a misspelled field, and a pruned field is a bug we want to see.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION
+
+
+def validate_k8s(manifest: dict[str, Any], version: str = DEFAULT_KUBERNETES_VERSION) -> None:
+    """Raise if a built-in kind does not validate (strict: unknown fields are errors)."""
+    kubernetes_validate.validate(manifest, f"{version}.0", strict=True)
+
+
+def _strict(schema: dict[str, Any]) -> dict[str, Any]:
+    schema = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+@cache
+def _crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict openAPIV3Schema, for every CRD in ``crd_dir``."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(crd_dir.glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd:
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                schema = version["schema"]["openAPIV3Schema"]
+                found[(f"{group}/{version['name']}", kind)] = _strict(schema)
+    return found
+
+
+def validate_custom_resource(manifest: dict[str, Any], vendor_dir: Path) -> None:
+    """Raise if a custom resource does not validate against its vendored CRD schema."""
+    key = (manifest["apiVersion"], manifest["kind"])
+    schemas = _crd_schemas(vendor_dir / "crds")
+    if key not in schemas:
+        raise AssertionError(f"no vendored CRD for {key}; have {sorted(schemas)}")
+    body = {k: v for k, v in manifest.items() if k != "metadata"}
+    jsonschema.validate(body, schemas[key])
