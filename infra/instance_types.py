@@ -84,4 +84,5 @@ def lookup(name: str, *, field: str) -> InstanceType:
     try:
         return INSTANCE_TYPES[name]
     except KeyError:
-        raise InvalidInput(field, name, f"one of the known instance types: {', '.join(sorted(INSTANCE_TYPES))}") from None
+        known = ", ".join(sorted(INSTANCE_TYPES))
+        raise InvalidInput(field, name, f"one of the known instance types: {known}") from None

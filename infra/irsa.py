@@ -14,7 +14,9 @@ def issuer_host(issuer_url: str) -> str:
     return issuer_url.removeprefix("https://")
 
 
-def trust_policy(oidc_provider_arn: str, issuer_url: str, namespace: str, service_account: str) -> dict[str, Any]:
+def trust_policy(
+    oidc_provider_arn: str, issuer_url: str, namespace: str, service_account: str
+) -> dict[str, Any]:
     """A trust policy allowing exactly ``system:serviceaccount:<namespace>:<service_account>``.
 
     Both ``sub`` and ``aud`` are pinned with StringEquals: a wildcard ``sub`` would let every

@@ -99,7 +99,9 @@ def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str,
         out |= {
             "endpoint": f"https://{name}.eks.{REGION}.amazonaws.com",
             "certificateAuthority": {"data": "Y2VydA=="},
-            "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.{REGION}.amazonaws.com/id/{name.upper()}"}]}],
+            "identities": [
+                {"oidcs": [{"issuer": f"https://oidc.eks.{REGION}.amazonaws.com/id/{name.upper()}"}]}
+            ],
             "name": inputs.get("name", name),
         }
     if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
@@ -132,7 +134,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.recording = recording
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request: Any) -> Any:
         if request.type != "pulumi:pulumi:Stack":
             inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
             self.recording.resources.append(
