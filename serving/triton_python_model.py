@@ -1,0 +1,76 @@
+"""Triton python-backend model that serves a TorchScript ``model.pt`` from its own version folder.
+
+Copied verbatim into every ``python``-target model as ``<model>/<version>/model.py``; it reads names,
+types and batching from the model's config at load time, so one file serves every model.
+It runs inside Triton's python-backend stub, never inside inferstack.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import triton_python_backend_utils as pb_utils
+
+Array = npt.NDArray[Any]
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        self.inputs = [t["name"] for t in config["input"]]
+        self.outputs = [
+            (t["name"], pb_utils.triton_string_to_numpy(t["data_type"])) for t in config["output"]
+        ]
+        folder = Path(args["model_repository"]) / args["model_version"]
+        self.module = torch.jit.load(str(folder / "model.pt"), map_location="cpu")  # type: ignore[no-untyped-call]
+        self.module.eval()
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        """One response per request, in order.
+
+        With dynamic batching Triton hands over several requests at once: those whose non-batch
+        shapes agree go through the model in one forward pass and are split back afterwards;
+        requests of other lengths form their own groups (they cannot be concatenated).
+        """
+        responses: list[Any] = [None] * len(requests)
+        groups: dict[tuple[Any, ...], list[tuple[int, list[Array]]]] = {}
+        for index, request in enumerate(requests):
+            arrays = [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs]
+            key = tuple(a.shape[1:] if self.batched else (index,) for a in arrays)
+            groups.setdefault(key, []).append((index, arrays))
+        for members in groups.values():
+            try:
+                for index, outputs in self._run(members):
+                    tensors = [
+                        pb_utils.Tensor(name, np.ascontiguousarray(value.astype(dtype, copy=False)))
+                        for (name, dtype), value in zip(self.outputs, outputs, strict=True)
+                    ]
+                    responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            except Exception as error:  # a failing forward pass fails its requests, not the server
+                for index, _ in members:
+                    responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+        return responses
+
+    def _run(self, members: list[tuple[int, list[Array]]]) -> list[tuple[int, list[Array]]]:
+        columns = list(zip(*(arrays for _, arrays in members), strict=True))
+        tensors = [
+            torch.from_numpy(np.concatenate(column) if self.batched else np.array(column[0]))
+            for column in columns
+        ]
+        with torch.inference_mode():
+            result = self.module(*tensors)
+        outputs = [t.numpy() for t in (result if isinstance(result, tuple | list) else (result,))]
+        if not self.batched:
+            return [(members[0][0], outputs)]
+        split, start = [], 0
+        for index, arrays in members:
+            size = arrays[0].shape[0]
+            split.append((index, [o[start : start + size] for o in outputs]))
+            start += size
+        return split
