@@ -1,0 +1,202 @@
+"""The ``inferstack`` command line.
+
+Heavy imports (torch, tritonclient, boto3, moto) happen inside the commands that need them, so
+``inferstack --help`` is instant. Bad input exits with code 2 and one line naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, NoReturn
+
+from inferstack.infra.errors import InvalidInput
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inferstack", description="GPU model serving on AWS with Triton.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    local = commands.add_parser("local", help="the embedded runtime: emulated S3 + real Triton on loopback")
+    local_commands = local.add_subparsers(dest="local_command", required=True)
+    up = local_commands.add_parser(
+        "up", help="publish a model repository to emulated S3 and serve it with Triton"
+    )
+    up.add_argument(
+        "--repository", type=Path, help="a model repository folder (default: build the demo model)"
+    )
+    up.add_argument("--once", action="store_true", help="exit after the smoke inference (0 on success)")
+    up.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    up.add_argument(
+        "--work-dir", type=Path, help="where logs and the served copy go (default: a temp folder)"
+    )
+    for name in ("http", "grpc", "metrics", "s3"):
+        up.add_argument(f"--{name}-port", type=int, help=f"{name} port on 127.0.0.1 (default: a free one)")
+
+    models = commands.add_parser("models", help="build and publish Triton model repositories")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    build = model_commands.add_parser("build", help="package a TorchScript file as a Triton model")
+    build.add_argument("--torchscript", type=Path, required=True)
+    build.add_argument("--name", required=True)
+    build.add_argument("--input", action="append", required=True, metavar="NAME:DTYPE:DIMS")
+    build.add_argument("--output", action="append", required=True, metavar="NAME:DTYPE:DIMS")
+    build.add_argument("--max-batch-size", type=int, default=8)
+    build.add_argument("--target", default="python", choices=["python", "pytorch_libtorch"])
+    build.add_argument("--instance-kind", default="KIND_CPU", choices=["KIND_CPU", "KIND_GPU"])
+    build.add_argument("--version", type=int, default=1)
+    build.add_argument("--out", type=Path, required=True, help="the repository folder to write into")
+    publish = model_commands.add_parser("publish", help="upload a model repository to S3")
+    publish.add_argument("repository", type=Path)
+    publish.add_argument("destination", metavar="s3://BUCKET/PREFIX")
+    publish.add_argument("--endpoint-url", help="a non-AWS S3 endpoint, e.g. http://127.0.0.1:5000")
+    return parser
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for number, row in enumerate(rows):
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if number == 0:
+            print("  " + "  ".join("-" * width for width in widths))
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    from inferstack.serving.local import LocalRuntime, Ports, build_demo_repository
+
+    say = (
+        (lambda _m: None)
+        if args.json
+        else (lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
+    )
+    ports = Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port, s3=args.s3_port)
+    with tempfile.TemporaryDirectory(prefix="inferstack-demo-") as scratch:
+        repository = args.repository
+        if repository is None:
+            say("building the demo model (a small network built in code)")
+            repository = build_demo_repository(Path(scratch) / "repository")
+        runtime = LocalRuntime(repository, work_dir=args.work_dir, ports=ports, progress=say)
+        with runtime:
+            results = runtime.smoke()
+            ok = all(r.ok for r in results)
+            summary: dict[str, Any] = {
+                "ok": ok,
+                "endpoints": {
+                    "http": runtime.http_url,
+                    "grpc": runtime.grpc_url,
+                    "metrics": runtime.metrics_url,
+                    "s3": runtime.s3_endpoint,
+                    "model_repository": runtime.model_repository_uri,
+                },
+                "models": [m.name for m in runtime.models],
+                "smoke": [asdict(r) for r in results],
+            }
+            if args.json:
+                print(json.dumps(summary, indent=2, default=str))
+            else:
+                print("\nsmoke inference (Triton vs the model's own TorchScript):")
+                _print_table(
+                    [["model", "protocol", "max |diff|", "latency", "result"]]
+                    + [
+                        [
+                            r.model,
+                            r.protocol,
+                            f"{r.max_abs_diff:.2e}",
+                            f"{r.latency_ms:.1f} ms",
+                            "ok" if r.ok else r.error or "MISMATCH",
+                        ]
+                        for r in results
+                    ]
+                )
+                print("\nendpoints:")
+                _print_table([["what", "where"], *([k, v] for k, v in summary["endpoints"].items())])
+            if args.once or not ok:
+                return 0 if ok else 1
+            say("serving; press Ctrl-C to stop")
+            while all(child.alive() for child in runtime.children):
+                time.sleep(0.5)
+            say("a child process exited; stopping")
+            return 1
+
+
+def _models_build(args: argparse.Namespace) -> int:
+    from inferstack.serving.repository import ModelOptions, build_from_signature, parse_tensor_spec
+
+    inputs = [parse_tensor_spec(text, field=f"--input[{i}]") for i, text in enumerate(args.input)]
+    outputs = [parse_tensor_spec(text, field=f"--output[{i}]") for i, text in enumerate(args.output)]
+    options = ModelOptions(
+        max_batch_size=args.max_batch_size,
+        instance_kind=args.instance_kind,
+        dynamic_batching=ModelOptions().dynamic_batching if args.max_batch_size > 0 else None,
+    )
+    built = build_from_signature(
+        args.torchscript,
+        name=args.name,
+        inputs=inputs,
+        outputs=outputs,
+        repository=args.out,
+        target=args.target,
+        options=options,
+        version=args.version,
+    )
+    print(f"built {built.name} version {built.version} ({built.target}) in {built.path}")
+    return 0
+
+
+def _models_publish(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from inferstack.serving.publish import publish_repository
+
+    try:
+        report = publish_repository(
+            args.repository, args.destination, endpoint_url=args.endpoint_url, progress=print
+        )
+    except (BotoCoreError, ClientError) as error:
+        print(f"inferstack: publishing to {args.destination} failed: {error}", file=sys.stderr)
+        return 1
+    print(f"{report.location.uri}: {len(report.uploaded)} uploaded, {len(report.skipped)} unchanged")
+    return 0
+
+
+def _stop_on_sigterm() -> None:
+    def handler(_signum: int, _frame: object) -> NoReturn:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _stop_on_sigterm()
+    handlers = {
+        ("local", "up"): _local_up,
+        ("models", "build"): _models_build,
+        ("models", "publish"): _models_publish,
+    }
+    sub = getattr(args, "local_command", None) or getattr(args, "models_command", None)
+    try:
+        return handlers[(args.command, sub)](args)
+    except InvalidInput as error:
+        print(f"inferstack: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninferstack: stopped", file=sys.stderr)
+        return 130
+    except Exception as error:
+        from inferstack.serving.local import RuntimeFailure
+
+        if isinstance(error, RuntimeFailure):
+            print(f"inferstack: {error}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
