@@ -70,11 +70,10 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 def _local_up(args: argparse.Namespace) -> int:
     from inferstack.serving.local import LocalRuntime, Ports, build_demo_repository
 
-    say = (
-        (lambda _m: None)
-        if args.json
-        else (lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
-    )
+    def say(message: str) -> None:
+        if not args.json:
+            print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
     ports = Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port, s3=args.s3_port)
     with tempfile.TemporaryDirectory(prefix="inferstack-demo-") as scratch:
         repository = args.repository
@@ -150,6 +149,7 @@ def _models_build(args: argparse.Namespace) -> int:
 
 
 def _models_publish(args: argparse.Namespace) -> int:
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     from inferstack.serving.publish import publish_repository
@@ -158,7 +158,7 @@ def _models_publish(args: argparse.Namespace) -> int:
         report = publish_repository(
             args.repository, args.destination, endpoint_url=args.endpoint_url, progress=print
         )
-    except (BotoCoreError, ClientError) as error:
+    except (Boto3Error, BotoCoreError, ClientError) as error:
         print(f"inferstack: publishing to {args.destination} failed: {error}", file=sys.stderr)
         return 1
     print(f"{report.location.uri}: {len(report.uploaded)} uploaded, {len(report.skipped)} unchanged")
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("models", "build"): _models_build,
         ("models", "publish"): _models_publish,
     }
-    sub = getattr(args, "local_command", None) or getattr(args, "models_command", None)
+    sub: str = getattr(args, "local_command", None) or args.models_command
     try:
         return handlers[(args.command, sub)](args)
     except InvalidInput as error:

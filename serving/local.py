@@ -239,7 +239,7 @@ class LocalRuntime:
             self._publish()
             self._start_triton(triton, ports)
         except BaseException:
-            self.stop()
+            self.stop(keep_work_dir=True)  # the logs it names must still be there to read
             raise
         return self
 
@@ -391,11 +391,11 @@ class LocalRuntime:
                 results.append(SmokeResult(model.name, protocol, diff <= tolerance, diff, latency))
         return results
 
-    def stop(self) -> None:
+    def stop(self, *, keep_work_dir: bool = False) -> None:
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
-        if self._owns_work_dir and self.work_dir is not None:
+        if self._owns_work_dir and self.work_dir is not None and not keep_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalRuntime:

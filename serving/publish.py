@@ -102,6 +102,20 @@ def _remote_sha256(s3: Any, bucket: str, key: str) -> str | None:
     return value
 
 
+def _check_bucket(s3: Any, location: S3Location) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=location.bucket)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code")
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise InvalidInput(
+                "destination", location.uri, "a bucket that exists (create it first)"
+            ) from None
+        raise
+
+
 def _verify(s3: Any, bucket: str, key: str, expected: str) -> None:
     """Read the object back and hash what S3 actually stored."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
@@ -128,6 +142,7 @@ def publish_repository(
         import boto3
 
         s3 = boto3.client("s3", endpoint_url=endpoint_url)
+    _check_bucket(s3, location)
     local = {relative: sha256_of(repository / relative) for relative in order}
     remote = {relative: _remote_sha256(s3, location.bucket, location.key(relative)) for relative in order}
     changed_versions = [

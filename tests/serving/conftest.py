@@ -1,0 +1,82 @@
+"""A real Triton, started once per test session, serving models shaped like real ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from inferstack.serving.local import LocalRuntime, RuntimeFailure, build_demo_repository, find_triton
+from inferstack.serving.repository import DynamicBatching, ModelOptions, build_model
+from tests.conftest import unavailable
+
+
+class Ranker(torch.nn.Module):
+    """Two inputs of different dtypes: FP32 features and INT64 ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.embedding = torch.nn.Embedding(10, 8)
+        self.features = torch.nn.Linear(6, 8)
+        self.head = torch.nn.Linear(8, 1)
+
+    def forward(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.features(features) + self.embedding(ids).sum(dim=1)))
+
+
+class Sequence(torch.nn.Module):
+    """A variable-length axis in and out: per-position scores and a pooled vector."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(8)
+        self.project = torch.nn.Linear(4, 3)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        projected = self.project(tokens)
+        return projected.sum(dim=-1), projected.mean(dim=1)
+
+
+BATCHING = ModelOptions(
+    max_batch_size=16,
+    dynamic_batching=DynamicBatching(preferred_batch_sizes=(8, 16), max_queue_delay_us=20_000),
+)
+
+
+def build_test_repository(path: Path) -> Path:
+    build_model(
+        Ranker(),
+        [torch.randn(2, 6), torch.randint(0, 10, (2, 3))],
+        name="ranker",
+        repository=path,
+        input_names=["features", "ids"],
+        output_names=["score"],
+        options=BATCHING,
+    )
+    build_model(
+        Sequence(),
+        [torch.randn(2, 5, 4)],
+        name="sequence",
+        repository=path,
+        input_names=["tokens"],
+        output_names=["positions", "pooled"],
+        variable_axes={"tokens": [0], "positions": [0]},
+        options=BATCHING,
+    )
+    # The demo in the cluster's format (libtorch): the runtime serves it through the python backend.
+    build_demo_repository(path, target="pytorch_libtorch")
+    return path
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+    try:
+        find_triton()
+    except RuntimeFailure as error:
+        unavailable(str(error))
+    repository = build_test_repository(tmp_path_factory.mktemp("repository"))
+    with LocalRuntime(repository, work_dir=tmp_path_factory.mktemp("runtime"), progress=print) as runtime:
+        yield runtime

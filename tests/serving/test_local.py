@@ -1,0 +1,98 @@
+"""The local runtime's failure modes: each gives a clear message quickly and leaves nothing running."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.serving.local import LocalRuntime, Ports, RuntimeFailure, build_demo_repository, find_triton
+from tests.conftest import unavailable
+
+pytestmark = pytest.mark.real_server
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0); its state tells.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] == "Z"
+
+
+def running_children() -> set[int]:
+    """Live (non-zombie) processes whose parent is this test process (other tests' servers included)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def triton_present() -> None:
+    try:
+        find_triton()
+    except RuntimeFailure as error:
+        unavailable(str(error))
+
+
+def test_stop_leaves_no_child_process_and_no_work_dir(tmp_path: Path) -> None:
+    runtime = LocalRuntime(build_demo_repository(tmp_path / "repo"))
+    with runtime:
+        pids = [child.process.pid for child in runtime.children]
+        work_dir = runtime.work_dir
+        assert len(pids) == 2 and set(pids) <= running_children()
+    assert all(gone(pid) for pid in pids) and not set(pids) & running_children()
+    assert work_dir is not None and not work_dir.exists()
+
+
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    before = running_children()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        runtime = LocalRuntime(build_demo_repository(tmp_path / "repo"), ports=Ports(grpc=port))
+        with pytest.raises(InvalidInput) as caught:
+            runtime.start()
+    assert caught.value.field == "grpc_port" and str(port) in str(caught.value)
+    assert running_children() <= before
+
+
+def test_a_missing_triton_binary_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = running_children()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a)
+    )
+    runtime = LocalRuntime(build_demo_repository(tmp_path / "repo"))
+    with pytest.raises(RuntimeFailure, match="nvidia-pytriton"):
+        runtime.start()
+    assert running_children() <= before
+
+
+def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) -> None:
+    before = running_children()
+    repository = build_demo_repository(tmp_path / "repo")
+    (repository / "demo" / "1" / "model.pt").write_bytes(b"this is not TorchScript")
+    runtime = LocalRuntime(repository, startup_timeout_s=120, work_dir=tmp_path / "work")
+    start = time.monotonic()
+    with pytest.raises(RuntimeFailure) as caught:
+        runtime.start()
+    assert time.monotonic() - start < 60
+    message = str(caught.value)
+    assert "demo" in message and str(tmp_path / "work" / "triton.log") in message
+    assert "PytorchStreamReader" in (tmp_path / "work" / "triton.log").read_text()
+    assert "failed to load" in message.lower() or "error" in message.lower()
+    assert running_children() <= before
