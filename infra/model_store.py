@@ -1,0 +1,193 @@
+"""The S3 model repository and the IRSA roles that read it.
+
+The bucket is versioned (a bad publish can be rolled back), encrypted with KMS, closed to the public,
+owner-enforced (no ACLs), reachable over TLS only, and forgets noncurrent versions after a while.
+Each model service gets its own role that can read its own prefix and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.irsa import trust_policy
+
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def check_prefix(prefix: str) -> str:
+    if not _PREFIX.match(prefix) or ".." in prefix:
+        raise InvalidInput(
+            "prefix",
+            prefix,
+            "a key prefix like 'team/ranker': segments of letters, digits, . _ -; "
+            "no leading or trailing '/', no '..', no wildcards",
+        )
+    return prefix
+
+
+def tls_only_policy(bucket_arn: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }
+            ],
+        }
+    )
+
+
+def reader_policy(bucket_arn: str, prefix: str) -> dict[str, Any]:
+    """Read-only on ``prefix``: list keys under it, get its objects; nothing else in the bucket."""
+    check_prefix(prefix)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ListOwnPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+            },
+            {
+                "Sid": "ReadOwnPrefix",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"{bucket_arn}/{prefix}/*",
+            },
+        ],
+    }
+
+
+@dataclass
+class ModelStoreArgs:
+    noncurrent_version_days: int = 30
+    force_destroy: bool = False  # a stack destroy must not silently delete every model
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class ModelStore(pulumi.ComponentResource):
+    bucket_name: pulumi.Output[str]
+    bucket_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ModelStoreArgs | None = None, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        args = args or ModelStoreArgs()
+        if args.noncurrent_version_days < 1:
+            raise InvalidInput("noncurrent_version_days", args.noncurrent_version_days, "an integer >= 1")
+        super().__init__("inferstack:model_store:ModelStore", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = {"inferstack.io/purpose": "model-repository", **args.tags}
+        bucket = aws.s3.Bucket(
+            f"{name}-bucket",
+            bucket_prefix=f"{name}-",
+            force_destroy=args.force_destroy,
+            tags=tags,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-ownership",
+            bucket=bucket.id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=bucket.id,
+            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+            opts=child,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="aws:kms"
+                    ),
+                    bucket_key_enabled=True,  # one data key per bucket, not a KMS call per object read
+                )
+            ],
+            opts=child,
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only", bucket=bucket.id, policy=bucket.arn.apply(tls_only_policy), opts=child
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-noncurrent-versions",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                        noncurrent_days=args.noncurrent_version_days
+                    ),
+                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=7
+                    ),
+                )
+            ],
+            opts=child,
+        )
+        self.bucket_name = bucket.bucket
+        self.bucket_arn = bucket.arn
+        self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn})
+
+    def uri(self, prefix: str) -> pulumi.Output[str]:
+        check_prefix(prefix)
+        return self.bucket_name.apply(lambda bucket: f"s3://{bucket}/{prefix}")
+
+    def reader_role(
+        self,
+        name: str,
+        *,
+        namespace: str,
+        service_account: str,
+        prefix: str,
+        oidc_provider_arn: pulumi.Input[str],
+        oidc_issuer_url: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> aws.iam.Role:
+        """An IRSA role for ``namespace/service_account`` that can read ``prefix`` and nothing else."""
+        check_prefix(prefix)
+        for field_name, value in (("namespace", namespace), ("service_account", service_account)):
+            if not _DNS_LABEL.match(value):
+                raise InvalidInput(field_name, value, "a DNS-1123 label (lowercase letters, digits, '-')")
+        trust = pulumi.Output.all(oidc_provider_arn, oidc_issuer_url).apply(
+            lambda v: json.dumps(trust_policy(v[0], v[1], namespace, service_account))
+        )
+        role = aws.iam.Role(f"{name}-reader", assume_role_policy=trust, opts=opts)
+        aws.iam.RolePolicy(
+            f"{name}-reader",
+            role=role.id,
+            policy=self.bucket_arn.apply(lambda arn: json.dumps(reader_policy(arn, prefix))),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=role)),
+        )
+        return role

@@ -1,0 +1,209 @@
+"""A VPC over several availability zones, laid out for EKS.
+
+Per zone: one private subnet (nodes and pods; large, since the VPC CNI gives every pod a VPC
+address) and one public subnet (load balancers and NAT gateways; small). Private subnets route to
+the internet through a NAT gateway in their own zone (``per_zone``: a zone outage takes out only
+its own egress), through one shared gateway (``single``: cheaper, for dev), or not at all (``none``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pulumi
+import pulumi_aws as aws
+
+from inferstack.infra.errors import InvalidInput
+
+NatMode = Literal["per_zone", "single", "none"]
+Tier = Literal["private", "public"]
+MIN_ZONES = 2
+
+
+@dataclass(frozen=True)
+class SubnetPlan:
+    zone: str
+    tier: Tier
+    cidr: str
+
+
+def plan_subnets(
+    vpc_cidr: str, zones: Sequence[str], *, private_prefix: int, public_prefix: int
+) -> list[SubnetPlan]:
+    """Non-overlapping subnets inside ``vpc_cidr``: every private subnet, then every public one.
+
+    Largest blocks first keeps every block aligned, so the only way to fail is a VPC too small.
+    """
+    try:
+        vpc = ipaddress.IPv4Network(vpc_cidr)
+    except ValueError:
+        raise InvalidInput(
+            "vpc_cidr", vpc_cidr, "an IPv4 network such as 10.0.0.0/16 (host bits zero)"
+        ) from None
+    if not 16 <= vpc.prefixlen <= 24:
+        raise InvalidInput("vpc_cidr", vpc_cidr, "a prefix length from /16 to /24 (the sizes a VPC may have)")
+    check_zones(zones)
+    for name, prefix in (("private_prefix", private_prefix), ("public_prefix", public_prefix)):
+        if not vpc.prefixlen < prefix <= 28:
+            raise InvalidInput(
+                name, prefix, f"a prefix length from /{vpc.prefixlen + 1} to /28 inside {vpc_cidr}"
+            )
+    needed = len(zones) * (2 ** (32 - private_prefix) + 2 ** (32 - public_prefix))
+    if needed > vpc.num_addresses:
+        raise InvalidInput(
+            "vpc_cidr",
+            vpc_cidr,
+            f"room for {len(zones)} x (/{private_prefix} + /{public_prefix}) = {needed} addresses; "
+            f"it has {vpc.num_addresses}: use a larger VPC or smaller subnets",
+        )
+    plans: list[SubnetPlan] = []
+    cursor = int(vpc.network_address)
+    for tier, prefix in (("private", private_prefix), ("public", public_prefix)):
+        size = 2 ** (32 - prefix)
+        for zone in zones:
+            plans.append(SubnetPlan(zone, tier, str(ipaddress.IPv4Network((cursor, prefix)))))  # type: ignore[arg-type]
+            cursor += size
+    return plans
+
+
+def check_zones(zones: Sequence[str]) -> None:
+    if len(zones) < MIN_ZONES:
+        raise InvalidInput("zones", list(zones), f"at least {MIN_ZONES} availability zones, so one can fail")
+    if len(set(zones)) != len(zones):
+        raise InvalidInput("zones", list(zones), "distinct availability zones")
+
+
+def subnet_tags(cluster_name: str, tier: Tier, zone: str) -> dict[str, str]:
+    """Tags the AWS load balancer controller and EKS look for when they pick subnets."""
+    role = "kubernetes.io/role/internal-elb" if tier == "private" else "kubernetes.io/role/elb"
+    return {
+        "Name": f"{cluster_name}-{tier}-{zone}",
+        role: "1",
+        f"kubernetes.io/cluster/{cluster_name}": "shared",
+        "inferstack.io/tier": tier,
+    }
+
+
+def nat_zones(zones: Sequence[str], nat: NatMode) -> list[str]:
+    """The zones that get a NAT gateway."""
+    if nat not in ("per_zone", "single", "none"):
+        raise InvalidInput("nat", nat, "per_zone, single or none")
+    return {"per_zone": list(zones), "single": list(zones[:1]), "none": []}[nat]
+
+
+@dataclass
+class NetworkArgs:
+    cluster_name: str
+    vpc_cidr: str = "10.0.0.0/16"
+    zones: Sequence[str] | None = None  # None: the first ``zone_count`` available zones of the region
+    zone_count: int = 3
+    nat: NatMode = "per_zone"
+    private_prefix: int = 19
+    public_prefix: int = 24
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Network(pulumi.ComponentResource):
+    vpc_id: pulumi.Output[str]
+    zones: list[str]
+    private_subnet_ids: list[pulumi.Output[str]]  # in zone order
+    public_subnet_ids: list[pulumi.Output[str]]
+
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        zones = list(args.zones) if args.zones is not None else _available_zones(args.zone_count)
+        plans = plan_subnets(
+            args.vpc_cidr, zones, private_prefix=args.private_prefix, public_prefix=args.public_prefix
+        )
+        with_nat = nat_zones(zones, args.nat)
+        super().__init__("inferstack:network:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = {"inferstack.io/cluster": args.cluster_name, **args.tags}
+
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.vpc_cidr,
+            enable_dns_hostnames=True,  # EKS nodes register by their private DNS names
+            enable_dns_support=True,
+            tags={**tags, "Name": f"{args.cluster_name}-vpc"},
+            opts=child,
+        )
+        gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=tags, opts=child)
+        subnets = {
+            (p.tier, p.zone): aws.ec2.Subnet(
+                f"{name}-{p.tier}-{p.zone}",
+                vpc_id=vpc.id,
+                cidr_block=p.cidr,
+                availability_zone=p.zone,
+                map_public_ip_on_launch=False,  # nothing launched here gets a public address by default
+                tags={**tags, **subnet_tags(args.cluster_name, p.tier, p.zone)},
+                opts=child,
+            )
+            for p in plans
+        }
+        public_routes = aws.ec2.RouteTable(
+            f"{name}-public",
+            vpc_id=vpc.id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=gateway.id)],
+            tags={**tags, "Name": f"{args.cluster_name}-public"},
+            opts=child,
+        )
+        nats = {}
+        for zone in zones:
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-{zone}",
+                subnet_id=subnets[("public", zone)].id,
+                route_table_id=public_routes.id,
+                opts=child,
+            )
+        for zone in with_nat:
+            address = aws.ec2.Eip(f"{name}-nat-{zone}", domain="vpc", tags=tags, opts=child)
+            nats[zone] = aws.ec2.NatGateway(
+                f"{name}-nat-{zone}",
+                allocation_id=address.id,
+                subnet_id=subnets[("public", zone)].id,
+                tags={**tags, "Name": f"{args.cluster_name}-nat-{zone}"},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+            )
+        for zone in zones:
+            nat = nats.get(zone) or (next(iter(nats.values())) if nats else None)
+            routes = (
+                [aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)] if nat else []
+            )
+            table = aws.ec2.RouteTable(
+                f"{name}-private-{zone}",
+                vpc_id=vpc.id,
+                routes=routes,
+                tags={**tags, "Name": f"{args.cluster_name}-private-{zone}"},
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-private-{zone}",
+                subnet_id=subnets[("private", zone)].id,
+                route_table_id=table.id,
+                opts=child,
+            )
+
+        self.vpc_id = vpc.id
+        self.zones = zones
+        self.private_subnet_ids = [subnets[("private", z)].id for z in zones]
+        self.public_subnet_ids = [subnets[("public", z)].id for z in zones]
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "zones": zones,
+                "private_subnet_ids": self.private_subnet_ids,
+                "public_subnet_ids": self.public_subnet_ids,
+            }
+        )
+
+
+def _available_zones(count: int) -> list[str]:
+    if count < MIN_ZONES:
+        raise InvalidInput("zone_count", count, f"at least {MIN_ZONES}")
+    names = list(aws.get_availability_zones(state="available").names)
+    if len(names) < count:
+        raise InvalidInput("zone_count", count, f"at most the {len(names)} zones available in this region")
+    return names[:count]

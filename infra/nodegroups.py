@@ -1,0 +1,455 @@
+"""EKS managed node groups: the system group, GPU on demand, GPU on spot.
+
+GPU groups come one per zone, so cluster-autoscaler can add capacity in the very zone a pending
+pod needs (a group spanning zones lets the ASG pick the wrong one). Spot groups diversify across
+instance families with the same GPU count, so one reclaimed pool does not take all capacity and
+a pod fits whichever type arrives. Every GPU node carries the ``nvidia.com/gpu`` taint so only
+pods that ask for GPUs land there, and the node-template tags let the autoscaler scale a group up
+from zero: it cannot see a node's labels, taints or GPUs before one exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pulumi
+import pulumi_aws as aws
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.instance_types import lookup
+from inferstack.infra.network import check_zones
+
+CAPACITY_TYPE_LABEL = "inferstack.io/capacity-type"
+GPU_MODEL_LABEL = "inferstack.io/gpu-model"
+NODE_ROLE_LABEL = "inferstack.io/node-role"
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_RESOURCE = "nvidia.com/gpu"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+SPOT, ON_DEMAND = "spot", "on-demand"  # values of CAPACITY_TYPE_LABEL
+
+CapacityType = Literal["ON_DEMAND", "SPOT"]
+AmiType = Literal[
+    "AL2023_x86_64_STANDARD", "AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_x86_64_NVIDIA"
+]
+GPU_AMI_TYPES: tuple[AmiType, ...] = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
+CPU_AMI_TYPES: tuple[AmiType, ...] = ("AL2023_x86_64_STANDARD", "BOTTLEROCKET_x86_64")
+# Spot types count as comparable when GPU memory differs by at most this factor: a model sized
+# for the smallest still fits, and the larger ones are not wasted on it.
+SPOT_GPU_MEMORY_SPREAD = 1.5
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: Literal["NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE"] = "NO_SCHEDULE"
+
+    @property
+    def kubernetes_effect(self) -> str:
+        return {
+            "NO_SCHEDULE": "NoSchedule",
+            "NO_EXECUTE": "NoExecute",
+            "PREFER_NO_SCHEDULE": "PreferNoSchedule",
+        }[self.effect]
+
+
+GPU_TAINT = Taint(GPU_TAINT_KEY, "true")
+
+
+@dataclass(frozen=True)
+class NodeGroupPlan:
+    """Everything about one managed node group that can be decided without AWS."""
+
+    name: str
+    zones: tuple[str, ...]
+    capacity_type: CapacityType
+    instance_types: tuple[str, ...]
+    ami_type: AmiType
+    min_size: int
+    desired_size: int
+    max_size: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    disk_gib: int = 50
+
+    @property
+    def gpus_per_node(self) -> int:
+        return lookup(self.instance_types[0], field=f"{self.name}.instance_types[0]").gpus
+
+
+def check_sizes(prefix: str, min_size: int, desired_size: int, max_size: int) -> None:
+    if min_size < 0:
+        raise InvalidInput(f"{prefix}.min_size", min_size, "an integer >= 0")
+    if max_size < 1:
+        raise InvalidInput(f"{prefix}.max_size", max_size, "an integer >= 1")
+    if not min_size <= desired_size <= max_size:
+        raise InvalidInput(
+            f"{prefix}.desired_size",
+            desired_size,
+            f"min_size ({min_size}) <= desired_size <= max_size ({max_size})",
+        )
+
+
+def _check_gpu_types(prefix: str, types: Sequence[str]) -> None:
+    for i, name in enumerate(types):
+        if not lookup(name, field=f"{prefix}.instance_types[{i}]").is_gpu:
+            raise InvalidInput(
+                f"{prefix}.instance_types[{i}]", name, "a GPU instance type (g4dn, g5, g6, g6e, p4d, p5)"
+            )
+
+
+def check_spot_types(prefix: str, types: Sequence[str]) -> None:
+    """Diversified: >= 2 types, >= 2 families, one GPU count, comparable GPU memory."""
+    if len(types) < 2:
+        raise InvalidInput(
+            f"{prefix}.instance_types", list(types), "at least 2 types, so one spot pool can run dry"
+        )
+    _check_gpu_types(prefix, types)
+    infos = [lookup(t, field=f"{prefix}.instance_types") for t in types]
+    if len({i.family for i in infos}) < 2:
+        raise InvalidInput(f"{prefix}.instance_types", list(types), "types from at least 2 instance families")
+    counts = {i.name: i.gpus for i in infos}
+    if len(set(counts.values())) != 1:
+        raise InvalidInput(f"{prefix}.instance_types", counts, "types with the same number of GPUs")
+    memory = [i.gpu_memory_gib for i in infos]
+    if max(memory) > SPOT_GPU_MEMORY_SPREAD * min(memory):
+        raise InvalidInput(
+            f"{prefix}.instance_types",
+            {i.name: i.gpu_memory_gib for i in infos},
+            f"GPU memory within a factor {SPOT_GPU_MEMORY_SPREAD} across types",
+        )
+
+
+def system_plan(
+    zones: Sequence[str],
+    *,
+    instance_types: Sequence[str] = ("m7i.xlarge", "m6i.xlarge"),
+    min_size: int = 2,
+    desired_size: int = 3,
+    max_size: int = 6,
+) -> NodeGroupPlan:
+    """On-demand CPU nodes across every zone for the controllers, Prometheus, KEDA and CoreDNS."""
+    check_zones(zones)
+    check_sizes("system", min_size, desired_size, max_size)
+    for i, name in enumerate(instance_types):
+        if lookup(name, field=f"system.instance_types[{i}]").is_gpu:
+            raise InvalidInput(
+                f"system.instance_types[{i}]", name, "a CPU instance type (GPUs are for the gpu groups)"
+            )
+    return NodeGroupPlan(
+        name="system",
+        zones=tuple(zones),
+        capacity_type="ON_DEMAND",
+        instance_types=tuple(instance_types),
+        ami_type="AL2023_x86_64_STANDARD",
+        min_size=min_size,
+        desired_size=desired_size,
+        max_size=max_size,
+        labels={NODE_ROLE_LABEL: "system", CAPACITY_TYPE_LABEL: ON_DEMAND},
+    )
+
+
+def _gpu_labels(instance_type: str, capacity: str) -> dict[str, str]:
+    return {
+        NODE_ROLE_LABEL: "gpu",
+        CAPACITY_TYPE_LABEL: capacity,
+        GPU_MODEL_LABEL: lookup(instance_type, field="instance_type").gpu_model,
+        GPU_PRESENT_LABEL: "true",
+    }
+
+
+def gpu_plans(
+    zones: Sequence[str],
+    *,
+    instance_type: str = "g5.xlarge",
+    ami_type: AmiType = "AL2023_x86_64_NVIDIA",
+    min_size: int = 0,
+    desired_size: int = 1,
+    max_size: int = 4,
+    disk_gib: int = 200,
+) -> list[NodeGroupPlan]:
+    """On-demand GPU capacity: one group per zone, tainted, labelled with GPU model and capacity type."""
+    check_zones(zones)
+    check_sizes("gpu", min_size, desired_size, max_size)
+    _check_gpu_types("gpu", [instance_type])
+    if ami_type not in GPU_AMI_TYPES:
+        raise InvalidInput("gpu.ami_type", ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}")
+    return [
+        NodeGroupPlan(
+            name=f"gpu-{zone}",
+            zones=(zone,),
+            capacity_type="ON_DEMAND",
+            instance_types=(instance_type,),
+            ami_type=ami_type,
+            min_size=min_size,
+            desired_size=desired_size,
+            max_size=max_size,
+            labels=_gpu_labels(instance_type, ON_DEMAND),
+            taints=(GPU_TAINT,),
+            disk_gib=disk_gib,
+        )
+        for zone in zones
+    ]
+
+
+def gpu_spot_plans(
+    zones: Sequence[str],
+    *,
+    instance_types: Sequence[str] = ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"),
+    ami_type: AmiType = "AL2023_x86_64_NVIDIA",
+    min_size: int = 0,
+    desired_size: int = 0,
+    max_size: int = 6,
+    disk_gib: int = 200,
+) -> list[NodeGroupPlan]:
+    """Spot GPU capacity, per zone, across diversified types with the same GPU count."""
+    check_zones(zones)
+    check_sizes("gpu_spot", min_size, desired_size, max_size)
+    check_spot_types("gpu_spot", instance_types)
+    if ami_type not in GPU_AMI_TYPES:
+        raise InvalidInput("gpu_spot.ami_type", ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}")
+    # The GPU model label would differ per type; pods select spot GPUs by capacity type instead.
+    labels = {k: v for k, v in _gpu_labels(instance_types[0], SPOT).items() if k != GPU_MODEL_LABEL}
+    return [
+        NodeGroupPlan(
+            name=f"gpu-spot-{zone}",
+            zones=(zone,),
+            capacity_type="SPOT",
+            instance_types=tuple(instance_types),
+            ami_type=ami_type,
+            min_size=min_size,
+            desired_size=desired_size,
+            max_size=max_size,
+            labels=labels,
+            taints=(GPU_TAINT,),
+            disk_gib=disk_gib,
+        )
+        for zone in zones
+    ]
+
+
+def validate_plan(plan: NodeGroupPlan) -> None:
+    """The checks the preset builders make, for a plan however it was made."""
+    if not plan.zones:
+        raise InvalidInput(f"{plan.name}.zones", [], "one or more zones")
+    check_sizes(plan.name, plan.min_size, plan.desired_size, plan.max_size)
+    if not plan.instance_types:
+        raise InvalidInput(f"{plan.name}.instance_types", [], "one or more instance types")
+    infos = [lookup(t, field=f"{plan.name}.instance_types[{i}]") for i, t in enumerate(plan.instance_types)]
+    if any(i.is_gpu for i in infos):
+        if plan.capacity_type == "SPOT":
+            check_spot_types(plan.name, plan.instance_types)
+        else:
+            _check_gpu_types(plan.name, plan.instance_types)
+        if plan.ami_type not in GPU_AMI_TYPES:
+            raise InvalidInput(
+                f"{plan.name}.ami_type", plan.ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}"
+            )
+        if GPU_TAINT not in plan.taints:
+            raise InvalidInput(
+                f"{plan.name}.taints", list(plan.taints), f"the {GPU_TAINT_KEY}=true:NoSchedule taint"
+            )
+    elif plan.ami_type not in CPU_AMI_TYPES:
+        raise InvalidInput(f"{plan.name}.ami_type", plan.ami_type, f"a CPU AMI: {', '.join(CPU_AMI_TYPES)}")
+
+
+def autoscaler_tags(cluster_name: str, plan: NodeGroupPlan) -> dict[str, str]:
+    """Discovery tags plus the node template cluster-autoscaler needs to scale this group up from zero."""
+    tags = {
+        "k8s.io/cluster-autoscaler/enabled": "true",
+        f"k8s.io/cluster-autoscaler/{cluster_name}": "owned",
+    }
+    template = "k8s.io/cluster-autoscaler/node-template"
+    for key, value in plan.labels.items():
+        tags[f"{template}/label/{key}"] = value
+    if len(plan.zones) == 1:
+        tags[f"{template}/label/{ZONE_LABEL}"] = plan.zones[0]
+    for taint in plan.taints:
+        tags[f"{template}/taint/{taint.key}"] = f"{taint.value}:{taint.kubernetes_effect}"
+    if plan.gpus_per_node:
+        tags[f"{template}/resources/{GPU_RESOURCE}"] = str(plan.gpus_per_node)
+    return tags
+
+
+def gpu_capacity_by_zone(plans: Sequence[NodeGroupPlan]) -> dict[str, float]:
+    """GPUs each zone can reach at full scale (max size x GPUs per node; multi-zone groups split evenly)."""
+    capacity: dict[str, float] = {}
+    for plan in plans:
+        for zone in plan.zones:
+            capacity[zone] = capacity.get(zone, 0.0) + plan.max_size * plan.gpus_per_node / len(plan.zones)
+    return capacity
+
+
+def surviving_share(plans: Sequence[NodeGroupPlan], lost_zone: str) -> float:
+    capacity = gpu_capacity_by_zone(plans)
+    total = sum(capacity.values())
+    return (total - capacity.get(lost_zone, 0.0)) / total if total else 0.0
+
+
+def check_zone_loss(plans: Sequence[NodeGroupPlan], min_share: float) -> None:
+    """Refuse node groups where losing any one zone would leave less than ``min_share`` of GPU capacity."""
+    if not 0 <= min_share < 1:
+        raise InvalidInput("min_surviving_gpu_share", min_share, "a fraction from 0 to below 1")
+    capacity = gpu_capacity_by_zone(plans)
+    if min_share and len([z for z, c in capacity.items() if c > 0]) < 2:
+        raise InvalidInput("gpu zones", sorted(capacity), "GPU capacity in at least 2 zones")
+    for zone in capacity:
+        share = surviving_share(plans, zone)
+        if share < min_share:
+            raise InvalidInput(
+                "min_surviving_gpu_share",
+                min_share,
+                f"at most {share:.2f}: losing {zone} leaves only that share of GPU capacity; "
+                "spread max sizes over zones",
+            )
+
+
+def launch_template_block_device(plan: NodeGroupPlan) -> dict[str, object]:
+    # Bottlerocket keeps images and containers on its second volume; AL2023 on the root volume.
+    device = "/dev/xvdb" if plan.ami_type.startswith("BOTTLEROCKET") else "/dev/xvda"
+    return {
+        "device_name": device,
+        "ebs": {
+            "volume_size": plan.disk_gib,
+            "volume_type": "gp3",
+            "encrypted": "true",
+            "delete_on_termination": "true",
+        },
+    }
+
+
+@dataclass
+class NodeGroupArgs:
+    cluster_name: str
+    eks_cluster_name: pulumi.Input[str]  # the cluster resource's output, so the group waits for it
+    node_role_arn: pulumi.Input[str]
+    subnet_ids_by_zone: Mapping[str, pulumi.Input[str]]
+    plan: NodeGroupPlan
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class NodeGroup(pulumi.ComponentResource):
+    """One managed node group with its hardened launch template and autoscaler tags."""
+
+    node_group: aws.eks.NodeGroup
+
+    def __init__(self, name: str, args: NodeGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        plan = args.plan
+        validate_plan(plan)
+        missing = sorted(set(plan.zones) - set(args.subnet_ids_by_zone))
+        if missing:
+            raise InvalidInput(
+                f"{plan.name}.zones", missing, f"zones with subnets: {sorted(args.subnet_ids_by_zone)}"
+            )
+        super().__init__("inferstack:nodegroups:NodeGroup", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = {"inferstack.io/cluster": args.cluster_name, **args.tags}
+        device = launch_template_block_device(plan)
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-lt",
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",  # IMDSv2 only
+                # 2 hops: pods on the host network (aws-node, kube-proxy) still reach it.
+                http_put_response_hop_limit=2,
+            ),
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name=str(device["device_name"]),
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(**device["ebs"]),  # type: ignore[arg-type]
+                )
+            ],
+            tag_specifications=[
+                aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags={**tags, "Name": name})
+                for kind in ("instance", "volume")
+            ],
+            tags=tags,
+            opts=child,
+        )
+        scaling_tags = autoscaler_tags(args.cluster_name, plan)
+        self.node_group = aws.eks.NodeGroup(
+            f"{name}-ng",
+            cluster_name=args.eks_cluster_name,
+            node_role_arn=args.node_role_arn,
+            subnet_ids=[args.subnet_ids_by_zone[z] for z in plan.zones],
+            capacity_type=plan.capacity_type,
+            instance_types=list(plan.instance_types),
+            ami_type=plan.ami_type,
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                min_size=plan.min_size, desired_size=plan.desired_size, max_size=plan.max_size
+            ),
+            labels=dict(plan.labels),
+            taints=[
+                aws.eks.NodeGroupTaintArgs(key=t.key, value=t.value, effect=t.effect) for t in plan.taints
+            ],
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            tags={**tags, **scaling_tags},
+            # The autoscaler owns desired size once running; Pulumi must not reset it on every update.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"]),
+        )
+        # Managed node groups do not copy their tags to the Auto Scaling group, where the autoscaler
+        # reads node templates; tag the group explicitly.
+        asg_name = self.node_group.resources.apply(_autoscaling_group_name)
+        for i, (key, value) in enumerate(sorted(scaling_tags.items())):
+            aws.autoscaling.Tag(
+                f"{name}-asg-tag-{i}",
+                autoscaling_group_name=asg_name,
+                tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
+                opts=child,
+            )
+        self.register_outputs({"node_group_name": self.node_group.node_group_name})
+
+
+def _autoscaling_group_name(resources: Sequence[aws.eks.outputs.NodeGroupResource] | None) -> str:
+    groups = resources[0].autoscaling_groups if resources else None
+    return (groups[0].name or "") if groups else ""
+
+
+@dataclass
+class NodeGroupsArgs:
+    cluster_name: str
+    eks_cluster_name: pulumi.Input[str]
+    node_role_arn: pulumi.Input[str]
+    subnet_ids_by_zone: Mapping[str, pulumi.Input[str]]
+    plans: Sequence[NodeGroupPlan]
+    min_surviving_gpu_share: float = 0.5
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class NodeGroups(pulumi.ComponentResource):
+    """Every node group of a cluster, checked together: names unique, GPU capacity survives a zone loss."""
+
+    groups: dict[str, NodeGroup]
+
+    def __init__(self, name: str, args: NodeGroupsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        for plan in args.plans:
+            validate_plan(plan)
+        names = [p.name for p in args.plans]
+        if len(set(names)) != len(names):
+            raise InvalidInput("plans", names, "unique node group names")
+        gpu = [p for p in args.plans if p.gpus_per_node]
+        if gpu:
+            check_zone_loss(gpu, args.min_surviving_gpu_share)
+        super().__init__("inferstack:nodegroups:NodeGroups", name, None, opts)
+        self.groups = {
+            plan.name: NodeGroup(
+                f"{name}-{plan.name}",
+                NodeGroupArgs(
+                    cluster_name=args.cluster_name,
+                    eks_cluster_name=args.eks_cluster_name,
+                    node_role_arn=args.node_role_arn,
+                    subnet_ids_by_zone=args.subnet_ids_by_zone,
+                    plan=plan,
+                    tags=args.tags,
+                ),
+                pulumi.ResourceOptions(parent=self),
+            )
+            for plan in args.plans
+        }
+        self.register_outputs({"groups": sorted(self.groups)})
