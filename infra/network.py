@@ -35,7 +35,7 @@ def plan_subnets(
 ) -> list[SubnetPlan]:
     """Non-overlapping subnets inside ``vpc_cidr``: every private subnet, then every public one.
 
-    Largest blocks first keeps every block aligned, so the only way to fail is a VPC too small.
+    Larger blocks first keeps every block aligned, so the only way to fail is a VPC too small.
     """
     try:
         vpc = ipaddress.IPv4Network(vpc_cidr)
@@ -61,12 +61,13 @@ def plan_subnets(
         )
     plans: list[SubnetPlan] = []
     cursor = int(vpc.network_address)
-    for tier, prefix in (("private", private_prefix), ("public", public_prefix)):
-        size = 2 ** (32 - prefix)
+    # Larger blocks first: each block then starts on a multiple of its own size (aligned).
+    tiers: list[tuple[Tier, int]] = [("private", private_prefix), ("public", public_prefix)]
+    for tier, prefix in sorted(tiers, key=lambda t: t[1]):
         for zone in zones:
-            plans.append(SubnetPlan(zone, tier, str(ipaddress.IPv4Network((cursor, prefix)))))  # type: ignore[arg-type]
-            cursor += size
-    return plans
+            plans.append(SubnetPlan(zone, tier, str(ipaddress.IPv4Network((cursor, prefix)))))
+            cursor += 2 ** (32 - prefix)
+    return sorted(plans, key=lambda p: p.tier != "private")
 
 
 def check_zones(zones: Sequence[str]) -> None:

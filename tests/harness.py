@@ -15,6 +15,8 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.sync_await import _sync_await
 
+from inferstack.infra.errors import InvalidInput
+
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
@@ -110,6 +112,11 @@ def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str,
         out["bucket"] = inputs.get("bucket", name)
     if typ == "aws:ec2/launchTemplate:LaunchTemplate":
         out["latestVersion"] = 1
+    if typ == "aws:eks/nodeGroup:NodeGroup":
+        out["resources"] = [{"autoscalingGroups": [{"name": f"eks-{name}-asg"}]}]
+        out["nodeGroupName"] = name
+    if typ == "aws:kms/key:Key":
+        out["keyId"] = f"{name}-key-id"
     if typ == "random:index/randomPassword:RandomPassword":
         out["result"] = "mock-password"
     return out
@@ -176,3 +183,19 @@ def run_program(
 
     _sync_await(pulumi.runtime.stack.run_pulumi_func(body))
     return recording, result[0] if result else None
+
+
+def run_invalid(program: Callable[[], Any], **kwargs: Any) -> tuple[Recording, InvalidInput]:
+    """Run ``program`` under mocks, expecting bad input: what it registered, and the error it raised."""
+    caught: list[InvalidInput] = []
+
+    def body() -> None:
+        try:
+            program()
+        except InvalidInput as error:
+            caught.append(error)
+
+    recording, _ = run_program(body, **kwargs)
+    if not caught:
+        raise AssertionError("expected InvalidInput, nothing was raised")
+    return recording, caught[0]

@@ -1,0 +1,122 @@
+"""Network: subnet math (pure) and the resources the component registers (mocks)."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.network import Network, NetworkArgs, plan_subnets
+from tests.harness import ZONES, run_invalid, run_program
+
+Z3 = ["us-east-1a", "us-east-1b", "us-east-1c"]
+
+
+def test_default_layout() -> None:
+    plans = plan_subnets("10.0.0.0/16", Z3, private_prefix=19, public_prefix=24)
+    assert [(p.tier, p.zone, p.cidr) for p in plans] == [
+        ("private", "us-east-1a", "10.0.0.0/19"),
+        ("private", "us-east-1b", "10.0.32.0/19"),
+        ("private", "us-east-1c", "10.0.64.0/19"),
+        ("public", "us-east-1a", "10.0.96.0/24"),
+        ("public", "us-east-1b", "10.0.97.0/24"),
+        ("public", "us-east-1c", "10.0.98.0/24"),
+    ]
+
+
+@given(
+    vpc_prefix=st.integers(16, 24),
+    zones=st.integers(2, 6),
+    private=st.integers(17, 28),
+    public=st.integers(17, 28),
+)
+def test_subnets_never_overlap_and_stay_inside_the_vpc(
+    vpc_prefix: int, zones: int, private: int, public: int
+) -> None:
+    vpc = ipaddress.IPv4Network(f"10.0.0.0/{vpc_prefix}")
+    names = [f"z{i}" for i in range(zones)]
+    try:
+        plans = plan_subnets(str(vpc), names, private_prefix=private, public_prefix=public)
+    except InvalidInput as error:
+        assert error.field in ("vpc_cidr", "private_prefix", "public_prefix")
+        fits = private > vpc_prefix and public > vpc_prefix
+        assert not fits or zones * (2 ** (32 - private) + 2 ** (32 - public)) > vpc.num_addresses
+        return
+    networks = [ipaddress.IPv4Network(p.cidr) for p in plans]
+    assert len(networks) == 2 * zones
+    assert all(n.subnet_of(vpc) for n in networks)
+    assert not any(a.overlaps(b) for a, b in itertools.combinations(networks, 2))
+
+
+@pytest.mark.parametrize(
+    ("cidr", "zones", "private", "public", "field"),
+    [
+        ("10.0.0.0/16", ["a"], 19, 24, "zones"),
+        ("10.0.0.0/16", ["a", "a"], 19, 24, "zones"),
+        ("10.0.0.0/24", Z3, 26, 28, "vpc_cidr"),  # 3 x (64 + 16) = 240 fits; see next case
+        ("10.0.0.0/24", Z3, 25, 28, "vpc_cidr"),  # 3 x (128 + 16) = 432 > 256
+        ("10.0.0.1/16", Z3, 19, 24, "vpc_cidr"),
+        ("not-a-cidr", Z3, 19, 24, "vpc_cidr"),
+        ("10.0.0.0/8", Z3, 19, 24, "vpc_cidr"),
+        ("10.0.0.0/16", Z3, 16, 24, "private_prefix"),
+    ],
+)
+def test_bad_layouts(cidr: str, zones: list[str], private: int, public: int, field: str) -> None:
+    if cidr == "10.0.0.0/24" and private == 26:
+        assert len(plan_subnets(cidr, zones, private_prefix=private, public_prefix=public)) == 6
+        return
+    with pytest.raises(InvalidInput) as caught:
+        plan_subnets(cidr, zones, private_prefix=private, public_prefix=public)
+    assert caught.value.field == field and str(caught.value.value) in str(caught.value)
+
+
+def by_type(recording: object, token: str) -> list[dict[str, object]]:
+    return [r.inputs for r in recording.of_type(token)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("nat", "gateways"), [("per_zone", 3), ("single", 1), ("none", 0)])
+def test_network_resources(nat: str, gateways: int) -> None:
+    recording, _ = run_program(lambda: Network("net", NetworkArgs(cluster_name="prod", nat=nat)))  # type: ignore[arg-type]
+    subnets = recording.of_type("aws:ec2/subnet:Subnet")
+    assert sorted(s.inputs["availabilityZone"] for s in subnets) == sorted(ZONES * 2)
+    assert all(s.parent_type == "inferstack:network:Network" for s in subnets)
+    for subnet in subnets:
+        tags = subnet.inputs["tags"]
+        assert tags["kubernetes.io/cluster/prod"] == "shared"
+        assert subnet.inputs["mapPublicIpOnLaunch"] is False
+        role = "kubernetes.io/role/internal-elb" if "private" in subnet.name else "kubernetes.io/role/elb"
+        assert tags[role] == "1"
+    nat_gateways = recording.of_type("aws:ec2/natGateway:NatGateway")
+    assert len(nat_gateways) == gateways
+    private_tables = [t for t in recording.of_type("aws:ec2/routeTable:RouteTable") if "private" in t.name]
+    assert len(private_tables) == 3
+    routes = [t.inputs.get("routes", []) for t in private_tables]
+    assert all(len(r) == (1 if gateways else 0) for r in routes)
+    vpc = recording.one("aws:ec2/vpc:Vpc")
+    assert vpc.inputs["enableDnsHostnames"] and vpc.inputs["cidrBlock"] == "10.0.0.0/16"
+
+
+def test_nat_per_zone_routes_each_zone_through_its_own_gateway() -> None:
+    recording, _ = run_program(lambda: Network("net", NetworkArgs(cluster_name="prod")))
+    for zone in ZONES:
+        table = recording.one("aws:ec2/routeTable:RouteTable", f"net-private-{zone}")
+        assert table.inputs["routes"][0]["natGatewayId"] == f"net-nat-{zone}-id"
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (NetworkArgs(cluster_name="prod", zones=["us-east-1a"]), "zones"),
+        (NetworkArgs(cluster_name="prod", nat="two"), "nat"),  # type: ignore[arg-type]
+        (NetworkArgs(cluster_name="prod", zone_count=4), "zone_count"),
+        (NetworkArgs(cluster_name="prod", vpc_cidr="10.0.0.0/18"), "vpc_cidr"),
+    ],
+)
+def test_bad_input_registers_nothing(args: NetworkArgs, field: str) -> None:
+    recording, error = run_invalid(lambda: Network("net", args))
+    assert error.field == field
+    assert recording.resources == []
