@@ -1,0 +1,171 @@
+"""Autoscaling: KEDA (pods, on Triton and GPU metrics) and cluster-autoscaler (nodes).
+
+The autoscaler discovers node groups by the cluster's tags, prefers spot GPU groups through the
+priority expander and falls back to on-demand when spot cannot be had, and balances similar groups
+across zones so capacity stays spread. Its IAM role can change only groups tagged as this cluster's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from inferstack.components.charts import (
+    CLUSTER_AUTOSCALER,
+    CLUSTER_AUTOSCALER_IMAGE_TAG,
+    KEDA,
+    KEDA_IMAGE_TAG,
+    release,
+)
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.irsa import trust_policy
+from inferstack.infra.nodegroups import NODE_ROLE_LABEL
+
+AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
+# Priority expander: higher wins; a pattern matches node group (ASG) names.
+EXPANDER_PRIORITIES = {"50": [".*gpu-spot.*"], "20": [".*gpu-.*"], "10": [".*"]}
+
+
+def autoscaler_policy(cluster_name: str) -> dict[str, Any]:
+    """Read what it needs to plan; change only the Auto Scaling groups this cluster owns."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Describe",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeLaunchConfigurations",
+                    "autoscaling:DescribeScalingActivities",
+                    "autoscaling:DescribeTags",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplateVersions",
+                    "ec2:GetInstanceTypesFromInstanceRequirements",
+                    "eks:DescribeNodegroup",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "ScaleOwnGroups",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:SetDesiredCapacity",
+                    "autoscaling:TerminateInstanceInAutoScalingGroup",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"}
+                },
+            },
+        ],
+    }
+
+
+def cluster_autoscaler_values(
+    *, cluster_name: str, region: str, role_arn: pulumi.Input[str], namespace: str
+) -> dict[str, Any]:
+    return {
+        "autoDiscovery": {"clusterName": cluster_name},
+        "awsRegion": region,
+        "image": {"tag": CLUSTER_AUTOSCALER_IMAGE_TAG},
+        "nodeSelector": {NODE_ROLE_LABEL: "system"},
+        "rbac": {
+            "serviceAccount": {
+                "create": True,
+                "name": AUTOSCALER_SERVICE_ACCOUNT,
+                "annotations": {"eks.amazonaws.com/role-arn": role_arn},
+            }
+        },
+        "expanderPriorities": EXPANDER_PRIORITIES,
+        "extraArgs": {
+            "expander": "priority",
+            "balance-similar-node-groups": True,
+            # Zone and capacity labels differ between otherwise similar groups; balancing must ignore them.
+            "balancing-ignore-label_1": "topology.kubernetes.io/zone",
+            "balancing-ignore-label_2": "eks.amazonaws.com/nodegroup",
+            "skip-nodes-with-system-pods": False,
+            "scale-down-unneeded-time": "10m",
+            "scale-down-delay-after-add": "10m",
+            "scale-down-utilization-threshold": 0.5,
+            # A spot request that never arrives must not block the on-demand fallback for long.
+            "max-node-provision-time": "10m",
+        },
+    }
+
+
+def keda_values() -> dict[str, Any]:
+    tag = {"tag": KEDA_IMAGE_TAG}
+    return {
+        "image": {"keda": tag, "metricsApiServer": tag, "webhooks": tag, "pullPolicy": "IfNotPresent"},
+        "nodeSelector": {NODE_ROLE_LABEL: "system"},
+    }
+
+
+@dataclass
+class AutoscalingArgs:
+    provider: k8s.Provider
+    cluster_name: str
+    region: str
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_issuer_url: pulumi.Input[str]
+    autoscaler_namespace: str = "kube-system"
+    keda_namespace: str = "keda"
+
+
+class Autoscaling(pulumi.ComponentResource):
+    autoscaler_role_arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AutoscalingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        if not args.cluster_name:
+            raise InvalidInput("cluster_name", args.cluster_name, "the EKS cluster's name")
+        if not args.region:
+            raise InvalidInput("region", args.region, "an AWS region such as us-east-1")
+        super().__init__("inferstack:autoscaling:Autoscaling", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
+            lambda v: json.dumps(
+                trust_policy(v[0], v[1], args.autoscaler_namespace, AUTOSCALER_SERVICE_ACCOUNT)
+            )
+        )
+        role = aws.iam.Role(f"{name}-cluster-autoscaler", assume_role_policy=trust, opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-cluster-autoscaler",
+            role=role.id,
+            policy=json.dumps(autoscaler_policy(args.cluster_name)),
+            opts=child,
+        )
+        in_cluster = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        keda_ns = k8s.core.v1.Namespace(
+            f"{name}-keda-ns",
+            metadata={"name": args.keda_namespace, "labels": {"app.kubernetes.io/part-of": "inferstack"}},
+            opts=in_cluster,
+        )
+        release(
+            f"{name}-keda",
+            KEDA,
+            namespace=args.keda_namespace,
+            values=keda_values(),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[keda_ns]),
+        )
+        release(
+            f"{name}-cluster-autoscaler",
+            CLUSTER_AUTOSCALER,
+            namespace=args.autoscaler_namespace,
+            values=cluster_autoscaler_values(
+                cluster_name=args.cluster_name,
+                region=args.region,
+                role_arn=role.arn,
+                namespace=args.autoscaler_namespace,
+            ),
+            opts=in_cluster,
+        )
+        self.autoscaler_role_arn = role.arn
+        self.register_outputs({"autoscaler_role_arn": self.autoscaler_role_arn})

@@ -1,0 +1,192 @@
+"""Every PromQL expression inferstack ships: dashboards, alert rules and KEDA triggers all call these.
+
+One place means one spelling: a query that autoscaling depends on is the same string the
+dashboards show and the real-metrics test evaluates against a real Triton.
+
+Triton's latency metrics are cumulative counters of microseconds (no histogram buckets), so a time
+per request is a ratio of rates: rate(total time) / rate(requests). Denominators are clamped so an
+idle model reads 0, not NaN: KEDA and alert rules need a number.
+
+Label conventions. Triton labels its series ``model`` and ``version`` (``reason`` on failures);
+Prometheus adds ``namespace``, ``pod`` and ``service`` from the ServiceMonitor's target. DCGM
+exporter labels GPU series with ``Hostname`` and ``gpu``, and with the ``namespace``/``pod`` of the
+pod using the GPU.
+"""
+
+from __future__ import annotations
+
+import re
+
+from inferstack.infra.errors import InvalidInput
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_GRAFANA_VARIABLE = re.compile(r"^\$[a-z_]+$")
+_WINDOW = re.compile(r"^[1-9][0-9]*[smh]$")
+_EPSILON = "1e-9"
+
+
+def _value(field: str, value: str) -> str:
+    """A label value that is safe to put between quotes: a name, or a Grafana ``$variable``."""
+    if not (_NAME.match(value) or _GRAFANA_VARIABLE.match(value)):
+        raise InvalidInput(field, value, "letters, digits, '_', '.', '-' (or a Grafana $variable)")
+    return value
+
+
+def _regex(field: str, value: str) -> str:
+    if not value or any(c in value for c in '"\\{}') or len(value) > 200:
+        raise InvalidInput(field, value, "a label regex without quotes, backslashes or braces")
+    return value
+
+
+def _window(window: str) -> str:
+    if not _WINDOW.match(window):
+        raise InvalidInput("window", window, "a duration such as 30s, 1m, 5m or 1h")
+    return window
+
+
+def _triton(metric: str, model: str, namespace: str) -> str:
+    return f'{metric}{{namespace="{_value("namespace", namespace)}",model="{_value("model", model)}"}}'
+
+
+def _rate(metric: str, model: str, namespace: str, window: str) -> str:
+    return f"sum(rate({_triton(metric, model, namespace)}[{_window(window)}]))"
+
+
+def _per_request_ms(metric: str, model: str, namespace: str, window: str) -> str:
+    requests = _rate("nv_inference_request_success", model, namespace, window)
+    return f"({_rate(metric, model, namespace, window)} / clamp_min({requests}, {_EPSILON})) / 1000"
+
+
+# --- Triton -------------------------------------------------------------------------------------
+
+
+def triton_queue_time_per_request_ms(*, model: str, namespace: str, window: str = "1m") -> str:
+    """Mean time a successful request waited in Triton's queue, in ms: the autoscaling signal."""
+    return _per_request_ms("nv_inference_queue_duration_us", model, namespace, window)
+
+
+def triton_compute_time_per_request_ms(*, model: str, namespace: str, window: str = "1m") -> str:
+    """Mean time a request spent in the model (inference proper), in ms."""
+    return _per_request_ms("nv_inference_compute_infer_duration_us", model, namespace, window)
+
+
+def triton_request_time_per_request_ms(*, model: str, namespace: str, window: str = "1m") -> str:
+    """Mean end-to-end time inside Triton per request, in ms."""
+    return _per_request_ms("nv_inference_request_duration_us", model, namespace, window)
+
+
+def triton_request_rate(*, model: str, namespace: str, window: str = "1m") -> str:
+    """Successful requests per second."""
+    return _rate("nv_inference_request_success", model, namespace, window)
+
+
+def triton_failure_rate_by_reason(*, model: str, namespace: str, window: str = "1m") -> str:
+    """Failed requests per second, by Triton's failure reason (REJECTED, CANCELED, BACKEND, OTHER)."""
+    selector = _triton("nv_inference_request_failure", model, namespace)
+    return f"sum by (reason) (rate({selector}[{_window(window)}]))"
+
+
+def triton_failure_ratio(*, model: str, namespace: str, window: str = "5m") -> str:
+    """Share of requests that failed, 0..1."""
+    failures = _rate("nv_inference_request_failure", model, namespace, window)
+    successes = _rate("nv_inference_request_success", model, namespace, window)
+    return f"{failures} / clamp_min({failures} + {successes}, {_EPSILON})"
+
+
+def triton_average_batch_size(*, model: str, namespace: str, window: str = "1m") -> str:
+    """Inferences per model execution: how well dynamic batching is merging requests."""
+    inferences = _rate("nv_inference_count", model, namespace, window)
+    executions = _rate("nv_inference_exec_count", model, namespace, window)
+    return f"{inferences} / clamp_min({executions}, {_EPSILON})"
+
+
+def triton_pending_requests(*, model: str, namespace: str) -> str:
+    """Requests Triton has accepted and not yet started: KEDA divides it by the replica count."""
+    return f"sum({_triton('nv_inference_pending_request_count', model, namespace)})"
+
+
+def triton_ready_replicas(*, service: str, namespace: str) -> str:
+    """Replicas of a service's Deployment that pass their readiness probe (kube-state-metrics)."""
+    selector = f'namespace="{_value("namespace", namespace)}",deployment="{_value("service", service)}"'
+    return f"sum(kube_deployment_status_replicas_available{{{selector}}})"
+
+
+def triton_queries(*, model: str, namespace: str, window: str = "1m") -> dict[str, str]:
+    """Every query over Triton's own metrics, by name: what the real-metrics test evaluates."""
+    return {
+        "queue_time_per_request_ms": triton_queue_time_per_request_ms(
+            model=model, namespace=namespace, window=window
+        ),
+        "compute_time_per_request_ms": triton_compute_time_per_request_ms(
+            model=model, namespace=namespace, window=window
+        ),
+        "request_time_per_request_ms": triton_request_time_per_request_ms(
+            model=model, namespace=namespace, window=window
+        ),
+        "request_rate": triton_request_rate(model=model, namespace=namespace, window=window),
+        "failure_rate_by_reason": triton_failure_rate_by_reason(
+            model=model, namespace=namespace, window=window
+        ),
+        "failure_ratio": triton_failure_ratio(model=model, namespace=namespace, window=window),
+        "average_batch_size": triton_average_batch_size(model=model, namespace=namespace, window=window),
+        "pending_requests": triton_pending_requests(model=model, namespace=namespace),
+    }
+
+
+# --- GPUs (DCGM exporter) ----------------------------------------------------------------------------
+
+
+def gpu_utilization(*, namespace: str, pod_regex: str, window: str = "1m") -> str:
+    """Mean GPU utilisation (0-100) of the GPUs used by the pods matching ``pod_regex``."""
+    selector = f'namespace="{_value("namespace", namespace)}",pod=~"{_regex("pod_regex", pod_regex)}"'
+    return f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{selector}}}[{_window(window)}]))"
+
+
+def gpu_utilization_by_node() -> str:
+    return "avg by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL)"
+
+
+def gpu_utilization_by_pod() -> str:
+    return 'avg by (namespace, pod) (DCGM_FI_DEV_GPU_UTIL{pod!=""})'
+
+
+def gpu_memory_used_bytes() -> str:
+    # DCGM reports framebuffer in MiB.
+    return "sum by (Hostname, gpu) (DCGM_FI_DEV_FB_USED) * 1024 * 1024"
+
+
+def gpu_memory_free_bytes() -> str:
+    return "sum by (Hostname, gpu) (DCGM_FI_DEV_FB_FREE) * 1024 * 1024"
+
+
+def gpu_memory_used_ratio() -> str:
+    used, free = "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
+    return f"max by (Hostname, gpu, namespace, pod) ({used} / clamp_min({used} + {free}, 1))"
+
+
+def gpu_power_watts() -> str:
+    return "sum by (Hostname, gpu) (DCGM_FI_DEV_POWER_USAGE)"
+
+
+def gpu_temperature_celsius() -> str:
+    return "max by (Hostname, gpu) (DCGM_FI_DEV_GPU_TEMP)"
+
+
+def gpu_xid_errors() -> str:
+    """The last XID error code per GPU; any non-zero value is a driver-reported fault."""
+    return "max by (Hostname, gpu) (DCGM_FI_DEV_XID_ERRORS)"
+
+
+def gpu_underused(*, window: str = "1h") -> str:
+    """Mean utilisation per pod's GPUs over ``window``."""
+    return f'avg by (namespace, pod) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{{pod!=""}}[{_window(window)}]))'
+
+
+# --- nodes (kube-state-metrics, with the node labels allow-listed by the monitoring component) --------
+
+
+def gpu_nodes(*, capacity: str) -> str:
+    """GPU nodes of one capacity type (``spot`` or ``on-demand``); 0 when there are none."""
+    capacity = _value("capacity", capacity)
+    selector = f'label_inferstack_io_node_role="gpu",label_inferstack_io_capacity_type="{capacity}"'
+    return f"(count(kube_node_labels{{{selector}}}) or vector(0))"
