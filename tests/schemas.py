@@ -29,6 +29,10 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
+            pattern = node.get("pattern")
+            if isinstance(pattern, str) and pattern.startswith("^(?i)"):
+                # Go's RE2 takes inline flags anywhere; Python only at the very start.
+                node["pattern"] = "(?i)^" + pattern.removeprefix("^(?i)")
             if (
                 "properties" in node
                 and "additionalProperties" not in node
@@ -67,4 +71,4 @@ def validate_custom_resource(manifest: dict[str, Any], vendor_dir: Path) -> None
     if key not in schemas:
         raise AssertionError(f"no vendored CRD for {key}; have {sorted(schemas)}")
     body = {k: v for k, v in manifest.items() if k != "metadata"}
-    jsonschema.validate(body, schemas[key])
+    jsonschema.Draft7Validator(schemas[key]).validate(body)

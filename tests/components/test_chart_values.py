@@ -1,0 +1,117 @@
+"""Every Helm value inferstack sets exists in the pinned chart's own default values (vendored).
+
+Helm ignores an unknown key without a word, so a misspelled or renamed key would silently do
+nothing. Where a chart passes values through to a subchart or takes an open map, the path is
+listed below with the reason, narrowly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inferstack.components import charts
+from inferstack.components.autoscaling import cluster_autoscaler_values, keda_values
+from inferstack.components.gpu import dcgm_exporter_values, device_plugin_values
+from inferstack.components.monitoring import kube_prometheus_stack_values
+
+OPEN_PATHS = {
+    # Values of the grafana subchart; the parent documents adminPassword in a comment only.
+    ("kube-prometheus-stack", "grafana.adminPassword"),
+    # Value of the kube-state-metrics subchart.
+    ("kube-prometheus-stack", "kube-state-metrics.metricLabelsAllowlist"),
+    # Free-form map of command-line flags, as the chart documents.
+    ("cluster-autoscaler", "extraArgs"),
+}
+
+
+def unknown_keys(chart: str, ours: dict[str, Any], defaults: dict[str, Any], path: str = "") -> list[str]:
+    unknown = []
+    for key, value in ours.items():
+        where = f"{path}.{key}" if path else key
+        if (chart, where) in OPEN_PATHS:
+            continue
+        if key not in defaults:
+            unknown.append(where)
+            continue
+        default = defaults[key]
+        # Recurse where the chart spells out the keys; an empty map ({}) is open by design.
+        if isinstance(value, dict) and isinstance(default, dict) and default:
+            unknown += unknown_keys(chart, value, default, where)
+    return unknown
+
+
+def defaults(vendor_dir: Path, chart: charts.Chart) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(
+        (vendor_dir / "charts" / chart.vendored / "values.yaml").read_text()
+    )
+    return loaded
+
+
+VALUES = [
+    (
+        charts.KUBE_PROMETHEUS_STACK,
+        lambda: kube_prometheus_stack_values(
+            retention="15d",
+            storage_gib=100,
+            storage_class="gp3",
+            grafana_admin_password="x",
+            node_selector={"a": "b"},
+        ),
+    ),
+    (charts.NVIDIA_DEVICE_PLUGIN, lambda: device_plugin_values(None)),
+    (charts.NVIDIA_DEVICE_PLUGIN, lambda: device_plugin_values(4)),
+    (charts.DCGM_EXPORTER, dcgm_exporter_values),
+    (charts.KEDA, keda_values),
+    (
+        charts.CLUSTER_AUTOSCALER,
+        lambda: cluster_autoscaler_values(
+            cluster_name="prod", region="us-east-1", role_arn="arn", namespace="kube-system"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("chart", "values"), VALUES, ids=[f"{c.name}-{i}" for i, (c, _) in enumerate(VALUES)]
+)
+def test_every_value_exists_in_the_pinned_chart(vendor_dir: Path, chart: charts.Chart, values: Any) -> None:
+    assert unknown_keys(chart.name, values(), defaults(vendor_dir, chart)) == []
+
+
+def test_a_misspelled_key_is_caught(vendor_dir: Path) -> None:
+    values = dcgm_exporter_values()
+    values["serviceMonitor"]["enable"] = True
+    values["tolerashuns"] = []
+    found = unknown_keys("dcgm-exporter", values, defaults(vendor_dir, charts.DCGM_EXPORTER))
+    assert found == ["serviceMonitor.enable", "tolerashuns"]
+
+
+def test_pinned_versions_match_the_vendored_charts(vendor_dir: Path) -> None:
+    for chart in charts.CHARTS:
+        meta = yaml.safe_load((vendor_dir / "charts" / chart.vendored / "Chart.yaml").read_text())
+        assert (meta["name"], str(meta["version"])) == (chart.name, chart.version)
+
+
+def test_images_are_pinned_to_the_charts_app_versions(vendor_dir: Path) -> None:
+    app = {
+        c.name: str(
+            yaml.safe_load((vendor_dir / "charts" / c.vendored / "Chart.yaml").read_text())["appVersion"]
+        )
+        for c in charts.CHARTS
+    }
+    assert app["keda"] == charts.KEDA_IMAGE_TAG
+    assert f"v{app['nvidia-device-plugin']}" == charts.DEVICE_PLUGIN_IMAGE_TAG
+    assert f"v{app['cluster-autoscaler']}" == charts.CLUSTER_AUTOSCALER_IMAGE_TAG
+    assert defaults(vendor_dir, charts.DCGM_EXPORTER)["image"]["tag"] == charts.DCGM_EXPORTER_IMAGE_TAG
+
+
+def test_time_slicing_config_is_what_the_device_plugin_reads() -> None:
+    config = yaml.safe_load(device_plugin_values(4)["config"]["map"]["default"])
+    assert config == {
+        "version": "v1",
+        "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}},
+    }

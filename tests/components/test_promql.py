@@ -1,0 +1,77 @@
+"""The PromQL module: parameters are validated, and every expression parses with Prometheus's parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inferstack.components import promql
+from inferstack.infra.errors import InvalidInput
+from tests.components.promtool import check_expressions
+
+
+def all_expressions() -> dict[str, str]:
+    queries = promql.triton_queries(model="ranker", namespace="serving")
+    queries |= {
+        "ready": promql.triton_ready_replicas(service="ranker", namespace="serving"),
+        "gpu_util": promql.gpu_utilization(namespace="serving", pod_regex="ranker-.*"),
+        "by_node": promql.gpu_utilization_by_node(),
+        "by_pod": promql.gpu_utilization_by_pod(),
+        "fb_used": promql.gpu_memory_used_bytes(),
+        "fb_free": promql.gpu_memory_free_bytes(),
+        "fb_ratio": promql.gpu_memory_used_ratio(),
+        "power": promql.gpu_power_watts(),
+        "temperature": promql.gpu_temperature_celsius(),
+        "xid": promql.gpu_xid_errors(),
+        "underused": promql.gpu_underused(window="2h"),
+        "spot_nodes": promql.gpu_nodes(capacity="spot"),
+    }
+    return queries
+
+
+def test_every_expression_parses(tmp_path: Path) -> None:
+    result = check_expressions(all_expressions(), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_broken_expression_does_fail_the_check(tmp_path: Path) -> None:
+    result = check_expressions({"broken": "sum(rate(x[1m])"}, tmp_path)
+    assert result.returncode != 0
+
+
+def test_time_per_request_is_a_ratio_of_rates_in_ms() -> None:
+    query = promql.triton_queue_time_per_request_ms(model="ranker", namespace="serving", window="2m")
+    assert query == (
+        '(sum(rate(nv_inference_queue_duration_us{namespace="serving",model="ranker"}[2m])) / '
+        'clamp_min(sum(rate(nv_inference_request_success{namespace="serving",model="ranker"}[2m])), 1e-9)) / 1000'
+    )
+    assert "_bucket" not in " ".join(all_expressions().values())
+
+
+def test_batch_size_divides_inferences_by_executions() -> None:
+    query = promql.triton_average_batch_size(model="m", namespace="n")
+    assert query.index("nv_inference_count") < query.index("nv_inference_exec_count")
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: promql.triton_request_rate(model='x"} or vector(1) #', namespace="n"), "model"),
+        (lambda: promql.triton_request_rate(model="m", namespace="a b"), "namespace"),
+        (lambda: promql.triton_request_rate(model="m", namespace="n", window="1 minute"), "window"),
+        (lambda: promql.triton_request_rate(model="m", namespace="n", window="0m"), "window"),
+        (lambda: promql.gpu_utilization(namespace="n", pod_regex='a"}'), "pod_regex"),
+        (lambda: promql.triton_ready_replicas(service="", namespace="n"), "service"),
+    ],
+)
+def test_parameters_that_could_break_or_inject_a_query_are_refused(call: object, field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        call()  # type: ignore[operator]
+    assert caught.value.field == field
+
+
+def test_grafana_variables_are_allowed() -> None:
+    assert '{namespace="$namespace",model="$model"}' in promql.triton_pending_requests(
+        model="$model", namespace="$namespace"
+    )
