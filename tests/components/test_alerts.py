@@ -6,6 +6,7 @@ Series are named and labelled as Triton, DCGM exporter and kube-state-metrics na
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from inferstack.components.alerts import (
     service_rule_group,
 )
 from tests.components.promtool import check_rules, run
+from tests.conftest import require_tool
 from tests.schemas import validate_custom_resource
 
 SERVICE = service_rule_group(
@@ -268,8 +270,19 @@ def test_p0_inhibits_p1_and_p2_of_the_same_service() -> None:
     assert inhibit["equal"] == ["service"]
 
 
-def test_alertmanager_config_passes_amtool_style_check(tmp_path: Path) -> None:
-    # promtool cannot check Alertmanager config; the routing must at least be valid YAML with a default receiver.
-    text = yaml.safe_dump(alertmanager_config())
-    parsed = yaml.safe_load(text)
-    assert parsed["route"]["receiver"] in {r["name"] for r in parsed["receivers"]}
+def test_alertmanager_config_passes_amtool_check(tmp_path: Path) -> None:
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(alertmanager_config()))
+    result = subprocess.run(
+        [require_tool("amtool"), "check-config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Found:" in result.stdout and "1 receivers" in result.stdout
+    broken = alertmanager_config() | {"route": {"receiver": "nobody"}}
+    path.write_text(yaml.safe_dump(broken))
+    assert (
+        subprocess.run(
+            [require_tool("amtool"), "check-config", str(path)], capture_output=True, timeout=60
+        ).returncode
+        != 0
+    )
