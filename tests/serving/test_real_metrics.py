@@ -1,0 +1,119 @@
+"""Every Triton query inferstack ships, evaluated by a real Prometheus scraping a real Triton under load.
+
+A query with a misspelled metric or label returns nothing and autoscales nothing; here each one must
+return data, and queue time per request must rise under concurrent load compared with light traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from inferstack.components import promql
+from inferstack.components.alerts import service_rule_group
+from inferstack.components.dashboards import triton_dashboard
+from inferstack.serving.client import TritonClient
+from inferstack.serving.local import LocalRuntime, RuntimeFailure
+from inferstack.serving.prometheus import LocalPrometheus, ScrapeTarget
+from tests.conftest import require_tool, unavailable
+
+pytestmark = pytest.mark.real_server
+
+NAMESPACE, MODEL, SERVICE = "serving", "demo", "demo"
+
+
+def shipped_queries() -> dict[str, str]:
+    """Dashboards' Triton panels, the service alert rules over Triton metrics, and the KEDA-facing functions."""
+    queries = {
+        f"dashboard {panel['title']}": target["expr"]
+        .replace("$model", MODEL)
+        .replace("$namespace", NAMESPACE)
+        for panel in triton_dashboard()["panels"]
+        for target in panel["targets"]
+    }
+    group = service_rule_group(service=SERVICE, namespace=NAMESPACE, models=[MODEL], queue_time_target_ms=50)
+    for rule in group["rules"]:
+        if "nv_inference" in rule["expr"]:  # TritonNoReadyReplica reads kube-state-metrics, not Triton
+            # The alert's comparison filters its result; the query under it must return data.
+            queries[f"rule {rule['alert']}"] = rule["expr"].rsplit(" > ", 1)[0]
+    for name, query in promql.triton_queries(model=MODEL, namespace=NAMESPACE).items():
+        queries[f"promql {name}"] = query
+    return queries
+
+
+@pytest.fixture(scope="module")
+def prometheus(served: LocalRuntime) -> Iterator[LocalPrometheus]:
+    require_tool("prometheus")
+    target = ScrapeTarget(
+        "triton", served.metrics_url, {"namespace": NAMESPACE, "service": SERVICE, "pod": "demo-5f7b9c-abcde"}
+    )
+    try:
+        with LocalPrometheus([target], interval_s=1.0) as running:
+            assert running.wait_for(
+                f'nv_inference_request_success{{namespace="{NAMESPACE}",model="{MODEL}"}}'
+            )
+            yield running
+    except RuntimeFailure as error:
+        unavailable(str(error))
+
+
+def drive(url: str, *, workers: int, seconds: float, pause_s: float = 0.0) -> int:
+    """Send requests from ``workers`` threads for ``seconds``; returns how many were answered."""
+    deadline = time.monotonic() + seconds
+    batch = {"features": np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)}
+
+    def worker() -> int:
+        done = 0
+        with TritonClient(url, timeout_s=10) as client:
+            while time.monotonic() < deadline:
+                client.infer(MODEL, batch)
+                done += 1
+                time.sleep(pause_s)
+        return done
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return sum(pool.map(lambda _: worker(), range(workers)))
+
+
+def value(prometheus: LocalPrometheus, expr: str) -> float:
+    result = prometheus.query(expr)
+    assert len(result) == 1, (expr, result)
+    return float(result[0]["value"][1])
+
+
+def test_every_shipped_triton_query_returns_data_and_queue_time_rises_under_load(
+    served: LocalRuntime, prometheus: LocalPrometheus
+) -> None:
+    queue = promql.triton_queue_time_per_request_ms(model=MODEL, namespace=NAMESPACE)
+    light = drive(served.http_url, workers=1, seconds=6, pause_s=0.2)
+    time.sleep(3)  # let two scrapes land
+    idle_queue = value(prometheus, queue)
+
+    heavy = drive(served.http_url, workers=32, seconds=12)
+    time.sleep(3)
+    loaded_queue = value(prometheus, queue)
+    print(
+        f"\nlight: {light} requests, queue {idle_queue:.3f} ms/request; heavy: {heavy} requests, queue {loaded_queue:.3f} ms/request"
+    )
+    assert heavy > light
+    assert loaded_queue > idle_queue
+
+    batch = value(prometheus, promql.triton_average_batch_size(model=MODEL, namespace=NAMESPACE))
+    assert batch > 1.0, "concurrent load should be merged into batches"
+    assert value(prometheus, promql.triton_request_rate(model=MODEL, namespace=NAMESPACE)) > 0
+
+    empty = {name: query for name, query in shipped_queries().items() if not prometheus.query(query)}
+    assert not empty, f"queries that returned no data: {empty}"
+
+
+def test_a_misspelled_query_would_have_been_caught(prometheus: LocalPrometheus) -> None:
+    broken = promql.triton_request_rate(model=MODEL, namespace=NAMESPACE).replace(
+        "nv_inference_request_success", "nv_inference_requests_success"
+    )
+    assert prometheus.query(broken) == []
+    wrong_label = promql.triton_pending_requests(model=MODEL, namespace="other")
+    assert prometheus.query(wrong_label) == []
