@@ -105,6 +105,22 @@ def triton_pending_requests(*, model: str, namespace: str) -> str:
     return f"sum({_triton('nv_inference_pending_request_count', model, namespace)})"
 
 
+def triton_replicas(*, model: str, namespace: str) -> str:
+    """Triton pods serving ``model`` that Prometheus scrapes (one series per pod)."""
+    return f"count({_triton('nv_inference_request_success', model, namespace)})"
+
+
+def triton_queue_time_ms_times_replicas(*, model: str, namespace: str, window: str = "1m") -> str:
+    """Queue time per request x replicas: the queue-time signal in the form KEDA's AverageValue needs.
+
+    KEDA supports ``fallback`` only for AverageValue triggers, which divide the metric by the replica
+    count. Multiplying by the replicas first makes the HPA compute
+    ceil(replicas x queue time / target), i.e. scale in proportion to how far latency is over target.
+    """
+    queue = triton_queue_time_per_request_ms(model=model, namespace=namespace, window=window)
+    return f"({queue}) * {triton_replicas(model=model, namespace=namespace)}"
+
+
 def triton_ready_replicas(*, service: str, namespace: str) -> str:
     """Replicas of a service's Deployment that pass their readiness probe (kube-state-metrics)."""
     selector = f'namespace="{_value("namespace", namespace)}",deployment="{_value("service", service)}"'
@@ -130,6 +146,10 @@ def triton_queries(*, model: str, namespace: str, window: str = "1m") -> dict[st
         "failure_ratio": triton_failure_ratio(model=model, namespace=namespace, window=window),
         "average_batch_size": triton_average_batch_size(model=model, namespace=namespace, window=window),
         "pending_requests": triton_pending_requests(model=model, namespace=namespace),
+        "replicas": triton_replicas(model=model, namespace=namespace),
+        "queue_time_ms_times_replicas": triton_queue_time_ms_times_replicas(
+            model=model, namespace=namespace, window=window
+        ),
     }
 
 
@@ -140,6 +160,13 @@ def gpu_utilization(*, namespace: str, pod_regex: str, window: str = "1m") -> st
     """Mean GPU utilisation (0-100) of the GPUs used by the pods matching ``pod_regex``."""
     selector = f'namespace="{_value("namespace", namespace)}",pod=~"{_regex("pod_regex", pod_regex)}"'
     return f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{selector}}}[{_window(window)}]))"
+
+
+def gpu_utilization_total(*, namespace: str, pod_regex: str, window: str = "1m") -> str:
+    """Sum over the service's pods of each pod's mean GPU utilisation: KEDA's AverageValue divides it
+    by the replicas, so the target reads as utilisation per replica (see the queue-time note)."""
+    selector = f'namespace="{_value("namespace", namespace)}",pod=~"{_regex("pod_regex", pod_regex)}"'
+    return f"sum(avg by (pod) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{selector}}}[{_window(window)}])))"
 
 
 def gpu_utilization_by_node() -> str:

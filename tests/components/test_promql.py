@@ -16,6 +16,7 @@ def all_expressions() -> dict[str, str]:
     queries |= {
         "ready": promql.triton_ready_replicas(service="ranker", namespace="serving"),
         "gpu_util": promql.gpu_utilization(namespace="serving", pod_regex="ranker-.*"),
+        "gpu_total": promql.gpu_utilization_total(namespace="serving", pod_regex="ranker-.*"),
         "by_node": promql.gpu_utilization_by_node(),
         "by_pod": promql.gpu_utilization_by_pod(),
         "fb_used": promql.gpu_memory_used_bytes(),
