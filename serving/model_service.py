@@ -76,7 +76,7 @@ class TritonModelServiceArgs:
     node_instance_type: str = "g5.xlarge"
     gpus_per_replica: int = 1
     cpu: float = 3.0
-    memory_gib: float = 12.0
+    memory_gib: float = 9.0
     shm_gib: float = 2.0
     placement: Placement = "spot-with-fallback"
     min_replicas: int = 3
