@@ -18,12 +18,26 @@ from inferstack.components.alerts import service_rule_group
 from inferstack.components.dashboards import triton_dashboard
 from inferstack.serving.client import TritonClient
 from inferstack.serving.local import LocalRuntime, RuntimeFailure
+from inferstack.serving.model_service import ModelSource, TritonModelServiceArgs, scaled_object
 from inferstack.serving.prometheus import LocalPrometheus, ScrapeTarget
 from tests.conftest import require_tool, unavailable
 
 pytestmark = pytest.mark.real_server
 
 NAMESPACE, MODEL, SERVICE = "serving", "demo", "demo"
+# The service a cluster would run for this model; its ScaledObject's queries are evaluated verbatim.
+SERVICE_ARGS = TritonModelServiceArgs(
+    models=[MODEL],
+    namespace=NAMESPACE,
+    source=ModelSource(role_arn="arn:aws:iam::1:role/r", repository_uri="s3://b/p"),
+)
+
+
+def keda_trigger_queries() -> dict[str, str]:
+    """The query strings of the ScaledObject itself (the GPU trigger is off: no GPU, no DCGM here)."""
+    return {
+        t["name"]: t["metadata"]["query"] for t in scaled_object(SERVICE, SERVICE_ARGS)["spec"]["triggers"]
+    }
 
 
 def shipped_queries() -> dict[str, str]:
@@ -42,6 +56,8 @@ def shipped_queries() -> dict[str, str]:
             queries[f"rule {rule['alert']}"] = rule["expr"].rsplit(" > ", 1)[0]
     for name, query in promql.triton_queries(model=MODEL, namespace=NAMESPACE).items():
         queries[f"promql {name}"] = query
+    for name, query in keda_trigger_queries().items():
+        queries[f"keda {name}"] = query
     return queries
 
 
@@ -89,18 +105,21 @@ def test_every_shipped_triton_query_returns_data_and_queue_time_rises_under_load
     served: LocalRuntime, prometheus: LocalPrometheus
 ) -> None:
     queue = promql.triton_queue_time_per_request_ms(model=MODEL, namespace=NAMESPACE)
+    keda_queue = keda_trigger_queries()[f"queue-time-{MODEL}"]
     light = drive(served.http_url, workers=1, seconds=6, pause_s=0.2)
     time.sleep(3)  # let two scrapes land
-    idle_queue = value(prometheus, queue)
+    idle_queue, idle_keda = value(prometheus, queue), value(prometheus, keda_queue)
 
     heavy = drive(served.http_url, workers=32, seconds=12)
     time.sleep(3)
-    loaded_queue = value(prometheus, queue)
+    loaded_queue, loaded_keda = value(prometheus, queue), value(prometheus, keda_queue)
     print(
-        f"\nlight: {light} requests, queue {idle_queue:.3f} ms/request; heavy: {heavy} requests, queue {loaded_queue:.3f} ms/request"
+        f"\nlight: {light} requests, queue {idle_queue:.3f} ms/request (KEDA metric {idle_keda:.3f}); "
+        f"heavy: {heavy} requests, queue {loaded_queue:.3f} ms/request (KEDA metric {loaded_keda:.3f})"
     )
     assert heavy > light
     assert loaded_queue > idle_queue
+    assert loaded_keda > idle_keda  # the autoscaling signal itself rises
 
     batch = value(prometheus, promql.triton_average_batch_size(model=MODEL, namespace=NAMESPACE))
     assert batch > 1.0, "concurrent load should be merged into batches"
