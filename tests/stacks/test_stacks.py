@@ -1,0 +1,115 @@
+"""The Pulumi program itself, run under mocks for every stack file, and its config validation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import runpy
+import sys
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.harness import Recording, run_invalid, run_program
+
+STACKS = ROOT / "stacks"
+
+
+def platform_stack() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("platform_stack", STACKS / "platform_stack.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stack_config(stack: str) -> dict[str, str]:
+    """The stack file's config in the form the engine hands a program (objects as JSON strings)."""
+    raw = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
+
+
+def run_stack(stack: str) -> tuple[Recording, Any]:
+    sys.path.insert(0, str(STACKS))
+    try:
+        return run_program(
+            lambda: runpy.run_path(str(STACKS / "__main__.py")), config=stack_config(stack), stack=stack
+        )
+    finally:
+        sys.path.remove(str(STACKS))
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_stack_builds_the_whole_platform(stack: str) -> None:
+    recording, _ = run_stack(stack)
+    types = {r.type for r in recording}
+    for component in (
+        "inferstack:network:Network",
+        "inferstack:cluster:Cluster",
+        "inferstack:nodegroups:NodeGroups",
+        "inferstack:model_store:ModelStore",
+        "inferstack:gpu:GpuOperators",
+        "inferstack:monitoring:Monitoring",
+        "inferstack:autoscaling:Autoscaling",
+        "inferstack:model_service:TritonModelService",
+    ):
+        assert component in types, component
+    assert len(recording.of_type("kubernetes:helm.sh/v3:Release")) == 5
+
+
+def test_prod_shape() -> None:
+    recording, _ = run_stack("prod")
+    assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 3
+    groups = recording.of_type("aws:eks/nodeGroup:NodeGroup")
+    assert len(groups) == 1 + 3 + 3
+    deployment = recording.one("kubernetes:apps/v1:Deployment").inputs
+    assert (
+        deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["whenUnsatisfiable"]
+        == "DoNotSchedule"
+    )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "--model-repository=s3://models-bucket/ranker"
+    coredns = recording.one("aws:eks/addon:Addon", "inferstack-prod-coredns")
+    assert coredns.inputs["addonName"] == "coredns"
+
+
+def test_dev_is_smaller() -> None:
+    recording, _ = run_stack("dev")
+    assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 1
+    assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 1 + 2 + 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"environment": "qa"}, "inferstack:environment"),
+        ({"network": {"zone": 3}}, "inferstack:network"),
+        ({"bogus": 1}, "inferstack"),
+        ({"services": [{"name": "x", "models": ["x"]}]}, "inferstack:services[0]"),
+        (
+            {
+                "environment": "prod",
+                "services": [{"name": "x", "models": ["x"], "prefix": "x", "minReplicas": 1}],
+            },
+            "inferstack:services[0].min_replicas",
+        ),
+        ({"services": [{"name": "x", "models": ["x"], "prefix": "../x"}]}, "inferstack:services[0].prefix"),
+        ({"cluster": {"kubernetesVersion": "1.20"}}, "version"),
+        ({"gpu": {"spotInstanceTypes": ["g5.xlarge"]}}, "gpu_spot.instance_types"),
+        ({"network": {"vpcCidr": "10.0.0.0/20"}}, "private_prefix"),
+    ],
+)
+def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], field: str) -> None:
+    module = platform_stack()
+    recording, error = run_invalid(lambda: module.build(module.parse_config(raw, stack="dev")))
+    assert error.field == field, error
+    assert recording.resources == []
+
+
+def test_the_pulumi_project_points_at_this_program() -> None:
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["main"] == "stacks/" and project["stackConfigDir"] == "stacks"
+    assert project["runtime"]["name"] == "python"
