@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_aws as aws
@@ -20,7 +20,7 @@ from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
-from inferstack.infra.network import Network, NetworkArgs, nat_zones, plan_subnets
+from inferstack.infra.network import NatMode, Network, NetworkArgs, nat_zones, plan_subnets
 from inferstack.infra.nodegroups import (
     NodeGroupPlan,
     NodeGroups,
@@ -30,7 +30,13 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
-from inferstack.serving.model_service import ModelSource, TritonModelService, TritonModelServiceArgs, validate
+from inferstack.serving.model_service import (
+    ModelSource,
+    Placement,
+    TritonModelService,
+    TritonModelServiceArgs,
+    validate,
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class ServiceConfig:
     prefix: str
     min_replicas: int = 3
     max_replicas: int = 12
-    placement: str = "spot-with-fallback"
+    placement: Placement = "spot-with-fallback"
     queue_time_target_ms: float = 50.0
     pending_requests_per_replica: float = 16.0
     gpu_utilization_target: float | None = None
@@ -55,7 +61,7 @@ class PlatformConfig:
     public_access_cidrs: tuple[str, ...]
     vpc_cidr: str
     zone_count: int
-    nat: str
+    nat: NatMode
     system_instance_types: tuple[str, ...]
     gpu_instance_type: str
     gpu_max_per_zone: int
@@ -128,7 +134,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         public_access_cidrs=tuple(cluster["publicAccessCidrs"]),
         vpc_cidr=network["vpcCidr"],
         zone_count=int(network["zones"]),
-        nat=network["nat"],
+        nat=cast(NatMode, network["nat"]),  # checked with the rest in check()
         system_instance_types=tuple(nodes["systemInstanceTypes"]),
         gpu_instance_type=gpu["instanceType"],
         gpu_max_per_zone=int(gpu["maxPerZone"]),
@@ -159,7 +165,7 @@ def service_args(
         node_instance_type=config.gpu_instance_type,
         min_replicas=service.min_replicas,
         max_replicas=service.max_replicas,
-        placement=service.placement,  # type: ignore[arg-type]
+        placement=service.placement,
         queue_time_target_ms=service.queue_time_target_ms,
         pending_requests_per_replica=service.pending_requests_per_replica,
         gpu_utilization_target=service.gpu_utilization_target,
@@ -170,7 +176,7 @@ def service_args(
 def check(config: PlatformConfig, zones: Sequence[str]) -> None:
     """Everything the components would check, for the whole stack, before anything is registered."""
     plan_subnets(config.vpc_cidr, zones, private_prefix=19, public_prefix=24)
-    nat_zones(zones, config.nat)  # type: ignore[arg-type]
+    nat_zones(zones, config.nat)
     validate_cluster_args(
         config.cluster_name,
         ClusterArgs(
@@ -212,7 +218,7 @@ def build(config: PlatformConfig) -> dict[str, Any]:
         "network",
         NetworkArgs(
             cluster_name=config.cluster_name, vpc_cidr=config.vpc_cidr, zones=zones, nat=config.nat, tags=tags
-        ),  # type: ignore[arg-type]
+        ),
     )
     cluster = Cluster(
         config.cluster_name,
