@@ -22,6 +22,7 @@ from inferstack.components.charts import (
     KEDA_IMAGE_TAG,
     release,
 )
+from inferstack.components.namespaces import namespace
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import trust_policy
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL
@@ -143,11 +144,7 @@ class Autoscaling(pulumi.ComponentResource):
             opts=child,
         )
         in_cluster = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        keda_ns = k8s.core.v1.Namespace(
-            f"{name}-keda-ns",
-            metadata={"name": args.keda_namespace, "labels": {"app.kubernetes.io/part-of": "inferstack"}},
-            opts=in_cluster,
-        )
+        keda_ns = namespace(f"{name}-keda-ns", args.keda_namespace, in_cluster)
         release(
             f"{name}-keda",
             KEDA,

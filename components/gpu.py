@@ -16,6 +16,7 @@ from inferstack.components.charts import (
     NVIDIA_DEVICE_PLUGIN,
     release,
 )
+from inferstack.components.namespaces import namespace
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.nodegroups import GPU_PRESENT_LABEL, GPU_TAINT_KEY
 
@@ -72,12 +73,8 @@ class GpuOperators(pulumi.ComponentResource):
             )
         super().__init__("inferstack:gpu:GpuOperators", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-ns",
-            metadata={"name": args.namespace, "labels": {"app.kubernetes.io/part-of": "inferstack"}},
-            opts=child,
-        )
-        after_namespace = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[namespace])
+        ns = namespace(f"{name}-ns", args.namespace, child)
+        after_namespace = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[ns])
         release(
             f"{name}-device-plugin",
             NVIDIA_DEVICE_PLUGIN,
@@ -92,5 +89,5 @@ class GpuOperators(pulumi.ComponentResource):
             values=dcgm_exporter_values(),
             opts=after_namespace,
         )
-        self.namespace = namespace.metadata.apply(lambda m: m.name or args.namespace)
+        self.namespace = ns.metadata.apply(lambda m: m.name or args.namespace)
         self.register_outputs({"namespace": self.namespace})

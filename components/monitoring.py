@@ -15,6 +15,7 @@ import pulumi_random as random
 from inferstack.components.alerts import alertmanager_config, platform_rule_groups, prometheus_rule
 from inferstack.components.charts import KUBE_PROMETHEUS_STACK, release
 from inferstack.components.dashboards import dashboard_configmap, dashboards
+from inferstack.components.namespaces import namespace
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.nodegroups import CAPACITY_TYPE_LABEL, NODE_ROLE_LABEL
 
@@ -97,12 +98,8 @@ class Monitoring(pulumi.ComponentResource):
         password = random.RandomPassword(
             f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
         )
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-ns",
-            metadata={"name": args.namespace, "labels": {"app.kubernetes.io/part-of": "inferstack"}},
-            opts=child,
-        )
-        after_namespace = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[namespace])
+        ns = namespace(f"{name}-ns", args.namespace, child)
+        after_namespace = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[ns])
         stack = release(
             f"{name}-kube-prometheus-stack",
             KUBE_PROMETHEUS_STACK,

@@ -23,6 +23,7 @@ import pulumi_kubernetes as k8s
 from inferstack.components import promql
 from inferstack.components.alerts import prometheus_rule, service_rule_group
 from inferstack.components.monitoring import prometheus_url
+from inferstack.components.namespaces import namespace
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.model_store import ModelStore, check_prefix
@@ -580,13 +581,7 @@ class TritonModelService(pulumi.ComponentResource):
 
         dependencies: list[pulumi.Resource] = []
         if args.create_namespace:
-            dependencies.append(
-                k8s.core.v1.Namespace(
-                    f"{name}-ns",
-                    metadata={"name": args.namespace, "labels": {"app.kubernetes.io/part-of": "inferstack"}},
-                    opts=in_cluster,
-                )
-            )
+            dependencies.append(namespace(f"{name}-ns", args.namespace, in_cluster))
         opts_ns = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=dependencies)
 
         account = service_account(name, args, role_arn)
