@@ -128,7 +128,8 @@ def test_failure_midway_leaves_the_published_version_intact(tmp_path: Path, s3: 
 
     demo_repository(repo, version=2, seed=1, max_batch_size=4)
     with pytest.raises(ConnectionError):
-        publish_repository(repo, f"s3://{BUCKET}/m", s3=FailingS3(s3, fail_on=1))
+        # the last file of version 2 fails: everything before it went up, the config must not have
+        publish_repository(repo, f"s3://{BUCKET}/m", s3=FailingS3(s3, fail_on=2))
     # version 1 and the config that points at it are untouched; version 2 is not announced.
     for key, content in published.items():
         assert body(s3, key) == content
