@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,15 +30,15 @@ def gone(pid: int) -> bool:
         return stat.read().split()[2] == "Z"
 
 
-def running_children() -> set[int]:
-    """Live (non-zombie) processes whose parent is this test process (other tests' servers included)."""
+def running_children(parent: int | None = None) -> set[int]:
+    """Live (non-zombie) children of ``parent`` (default: this test process, other tests' servers included)."""
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+        if int(fields[1]) == (parent or os.getpid()) and fields[0] != "Z":
             found.add(int(stat.parent.name))
     return found
 
@@ -96,3 +99,29 @@ def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) 
     assert "PytorchStreamReader" in (tmp_path / "work" / "triton.log").read_text()
     assert "failed to load" in message.lower() or "error" in message.lower()
     assert running_children() <= before
+
+
+def test_ctrl_c_stops_every_child_of_local_up() -> None:
+    """`inferstack local up` serving until Ctrl-C: SIGINT must end it and everything it started."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferstack.serving.cli", "local", "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 180
+        for line in process.stdout:
+            if "press Ctrl-C" in line or time.monotonic() > deadline:
+                break
+        else:
+            pytest.fail("local up ended before serving")
+        children = running_children(process.pid)
+        assert len(children) == 2, "moto and Triton should be running"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+        assert all(gone(pid) for pid in children)
+    finally:
+        if process.poll() is None:
+            process.kill()
