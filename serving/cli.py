@@ -7,17 +7,22 @@ Heavy imports (torch, tritonclient, boto3, moto) happen inside the commands that
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from inferstack.infra.errors import InvalidInput
+
+if TYPE_CHECKING:  # the CLI imports these lazily: `inferstack --help` must not load torch
+    from inferstack.serving.local import LocalRuntime
+    from inferstack.serving.prometheus import LocalPrometheus
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--json", action="store_true", help="print a machine-readable summary")
     up.add_argument(
         "--work-dir", type=Path, help="where logs and the served copy go (default: a temp folder)"
+    )
+    up.add_argument(
+        "--no-prometheus",
+        action="store_true",
+        help="skip the local Prometheus (used by default when the prometheus binary is installed)",
     )
     for name in ("http", "grpc", "metrics", "s3"):
         up.add_argument(f"--{name}-port", type=int, help=f"{name} port on 127.0.0.1 (default: a free one)")
@@ -81,7 +91,13 @@ def _local_up(args: argparse.Namespace) -> int:
             say("building the demo model (a small network built in code)")
             repository = build_demo_repository(Path(scratch) / "repository")
         runtime = LocalRuntime(repository, work_dir=args.work_dir, ports=ports, progress=say)
-        with runtime:
+        with contextlib.ExitStack() as running:
+            running.enter_context(runtime)
+            prometheus = None if args.no_prometheus else _local_prometheus(runtime, say)
+            if prometheus is not None:
+                running.enter_context(prometheus)
+                say(f"Prometheus on {prometheus.url}, scraping Triton every second")
+                prometheus.wait_for("nv_inference_request_success")
             results = runtime.smoke()
             ok = all(r.ok for r in results)
             summary: dict[str, Any] = {
@@ -96,6 +112,9 @@ def _local_up(args: argparse.Namespace) -> int:
                 "models": [m.name for m in runtime.models],
                 "smoke": [asdict(r) for r in results],
             }
+            if prometheus is not None:
+                summary["endpoints"]["prometheus"] = prometheus.url
+                summary["metrics"] = _evaluate_queries(prometheus, [m.name for m in runtime.models])
             if args.json:
                 print(json.dumps(summary, indent=2, default=str))
             else:
@@ -113,6 +132,19 @@ def _local_up(args: argparse.Namespace) -> int:
                         for r in results
                     ]
                 )
+                if "metrics" in summary:
+                    print(
+                        "\nthe cluster's PromQL, evaluated by Prometheus on this Triton "
+                        f"(namespace {LOCAL_NAMESPACE!r}):"
+                    )
+                    names = list(next(iter(summary["metrics"].values())))
+                    _print_table(
+                        [["model", *names]]
+                        + [
+                            [model, *(f"{v:.3g}" for v in values.values())]
+                            for model, values in summary["metrics"].items()
+                        ]
+                    )
                 print("\nendpoints:")
                 _print_table([["what", "where"], *([k, v] for k, v in summary["endpoints"].items())])
             if args.once or not ok:
@@ -122,6 +154,44 @@ def _local_up(args: argparse.Namespace) -> int:
                 time.sleep(0.5)
             say("a child process exited; stopping")
             return 1
+
+
+LOCAL_NAMESPACE = "local"
+# The signals the dashboards and KEDA triggers watch, shown after the smoke inference.
+_SHOWN_QUERIES = (
+    "request_rate",
+    "queue_time_per_request_ms",
+    "compute_time_per_request_ms",
+    "average_batch_size",
+    "pending_requests",
+)
+
+
+def _local_prometheus(runtime: LocalRuntime, say: Callable[[str], None]) -> LocalPrometheus | None:
+    """A real Prometheus for this Triton, labelled as a ServiceMonitor would; None if not installed."""
+    import shutil
+
+    from inferstack.serving.prometheus import LocalPrometheus, ScrapeTarget
+
+    if shutil.which("prometheus") is None:
+        say("prometheus not installed: skipping the PromQL check (bash .ci/bootstrap installs it)")
+        return None
+    labels = {"namespace": LOCAL_NAMESPACE, "service": "local", "pod": "local-0"}
+    return LocalPrometheus([ScrapeTarget("triton", runtime.metrics_url, labels)])
+
+
+def _evaluate_queries(prometheus: LocalPrometheus, models: list[str]) -> dict[str, dict[str, float]]:
+    from inferstack.components.promql import triton_queries
+
+    time.sleep(2.5 * prometheus.interval_s)  # two scrapes after the smoke requests
+    table: dict[str, dict[str, float]] = {}
+    for model in models:
+        queries = triton_queries(model=model, namespace=LOCAL_NAMESPACE)
+        table[model] = {}
+        for name in _SHOWN_QUERIES:
+            result = prometheus.query(queries[name])
+            table[model][name] = float(result[0]["value"][1]) if result else float("nan")
+    return table
 
 
 def _models_build(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from moto.server import ThreadedMotoServer
 
 from inferstack.serving.cli import main
 from inferstack.serving.local import free_port
+from tests.conftest import require_tool
 from tests.serving.conftest import Ranker
 
 
@@ -61,6 +62,10 @@ def test_local_up_once_json_serves_the_demo_for_real() -> None:
     assert summary["ok"] is True and summary["models"] == ["demo"]
     assert {(s["protocol"], s["ok"]) for s in summary["smoke"]} == {("http", True), ("grpc", True)}
     assert summary["endpoints"]["model_repository"].startswith("s3://http://127.0.0.1:")
+    require_tool("prometheus")
+    metrics = summary["metrics"]["demo"]  # the cluster's PromQL, evaluated on the local Triton
+    assert metrics["request_rate"] > 0 and metrics["average_batch_size"] >= 1
+    assert metrics["queue_time_per_request_ms"] >= 0 and metrics["pending_requests"] == 0
 
 
 @pytest.mark.real_server
