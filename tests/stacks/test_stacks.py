@@ -33,13 +33,17 @@ def stack_config(stack: str) -> dict[str, str]:
 
 
 def run_stack(stack: str) -> tuple[Recording, Any]:
-    sys.path.insert(0, str(STACKS))
+    """Run the program folder as the Pulumi language host does (runpy on the directory)."""
+    before = list(sys.path)
+
+    def program() -> None:
+        runpy.run_path(str(STACKS), run_name="__main__")
+
     try:
-        return run_program(
-            lambda: runpy.run_path(str(STACKS / "__main__.py")), config=stack_config(stack), stack=stack
-        )
+        return run_program(program, config=stack_config(stack), stack=stack)
     finally:
-        sys.path.remove(str(STACKS))
+        sys.path[:] = before
+        sys.modules.pop("platform_stack", None)
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
