@@ -22,6 +22,7 @@ def platform_stack() -> ModuleType:
     spec = importlib.util.spec_from_file_location("platform_stack", STACKS / "platform_stack.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules["platform_stack"] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
