@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("repository", type=Path)
     publish.add_argument("destination", metavar="s3://BUCKET/PREFIX")
     publish.add_argument("--endpoint-url", help="a non-AWS S3 endpoint, e.g. http://127.0.0.1:5000")
+    policy = commands.add_parser("policy", help="the CrossGuard policy pack")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser("check", help="run a stack offline and check it with the policy pack")
+    check.add_argument(
+        "--stack", required=True, help="dev, staging, prod: a Pulumi.<stack>.yaml in --stacks-dir"
+    )
+    check.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="the Pulumi program folder")
     return parser
 
 
@@ -235,6 +242,35 @@ def _models_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_check(args: argparse.Namespace) -> int:
+    from inferstack.policies.check import check_stack
+
+    if not (args.stacks_dir / "__main__.py").is_file():
+        raise InvalidInput(
+            "--stacks-dir", str(args.stacks_dir), "a Pulumi program folder holding __main__.py"
+        )
+    report = check_stack(args.stacks_dir, args.stack)
+    print(
+        f"stack {report.stack}: {report.resources} resources checked against {len(report.policies)} policies"
+    )
+    if report.findings:
+        _print_table(
+            [["level", "policy", "resource", "message"]]
+            + [
+                [
+                    "MANDATORY" if f.violation.mandatory else "advisory",
+                    f.violation.policy,
+                    f"{f.resource.type.rsplit(':', 1)[-1]} {f.resource.name}",
+                    f.violation.message.splitlines()[-1],
+                ]
+                for f in report.findings
+            ]
+        )
+    advisory = len(report.findings) - len(report.mandatory)
+    print(f"{len(report.mandatory)} mandatory violation(s), {advisory} advisory")
+    return 1 if report.mandatory else 0
+
+
 def _stop_on_sigterm() -> None:
     def handler(_signum: int, _frame: object) -> NoReturn:
         raise KeyboardInterrupt
@@ -249,8 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("local", "up"): _local_up,
         ("models", "build"): _models_build,
         ("models", "publish"): _models_publish,
+        ("policy", "check"): _policy_check,
     }
-    sub: str = getattr(args, "local_command", None) or args.models_command
+    sub: str = (
+        getattr(args, "local_command", None) or getattr(args, "models_command", None) or args.policy_command
+    )
     try:
         return handlers[(args.command, sub)](args)
     except InvalidInput as error:

@@ -23,7 +23,7 @@ def test_the_pack_serves_every_rule(pack: PolicyPackProcess) -> None:
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_every_stack_passes_every_mandatory_policy(pack: PolicyPackProcess, stack: str) -> None:
-    recording, _ = run_stack(stack)
+    recording = run_stack(stack)
     violations = [v for r in recording for v in pack.analyze(r.type, r.inputs, name=r.name)]
     assert len(recording.resources) > 100
     assert [v for v in violations if v.mandatory] == []

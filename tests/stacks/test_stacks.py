@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import runpy
 import sys
 from types import ModuleType
 from typing import Any
@@ -12,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from inferstack.policies import offline
 from tests.conftest import ROOT
-from tests.harness import Recording, run_invalid, run_program
+from tests.harness import Recording, run_invalid
 
 STACKS = ROOT / "stacks"
 
@@ -27,29 +26,13 @@ def platform_stack() -> ModuleType:
     return module
 
 
-def stack_config(stack: str) -> dict[str, str]:
-    """The stack file's config in the form the engine hands a program (objects as JSON strings)."""
-    raw = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
-
-
-def run_stack(stack: str) -> tuple[Recording, Any]:
-    """Run the program folder as the Pulumi language host does (runpy on the directory)."""
-    before = list(sys.path)
-
-    def program() -> None:
-        runpy.run_path(str(STACKS), run_name="__main__")
-
-    try:
-        return run_program(program, config=stack_config(stack), stack=stack)
-    finally:
-        sys.path[:] = before
-        sys.modules.pop("platform_stack", None)
+def run_stack(stack: str) -> Recording:
+    return offline.run_stack(STACKS, stack)
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_every_stack_builds_the_whole_platform(stack: str) -> None:
-    recording, _ = run_stack(stack)
+    recording = run_stack(stack)
     types = {r.type for r in recording}
     for component in (
         "inferstack:network:Network",
@@ -66,7 +49,7 @@ def test_every_stack_builds_the_whole_platform(stack: str) -> None:
 
 
 def test_prod_shape() -> None:
-    recording, _ = run_stack("prod")
+    recording = run_stack("prod")
     assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 3
     groups = recording.of_type("aws:eks/nodeGroup:NodeGroup")
     assert len(groups) == 1 + 3 + 3
@@ -82,7 +65,7 @@ def test_prod_shape() -> None:
 
 
 def test_dev_is_smaller() -> None:
-    recording, _ = run_stack("dev")
+    recording = run_stack("dev")
     assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 1
     assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 1 + 2 + 2
 

@@ -1,0 +1,225 @@
+"""Run a Pulumi program offline: the SDK's mock monitor, deterministic answers for invokes, and a
+record of every registered resource.
+
+Inputs are recorded in engine form (camelCase keys, nested outputs resolved), the same form a policy
+pack's Analyzer receives: ``inferstack policy check`` feeds exactly these to the pack, and the tests
+assert on them. Provider-computed outputs are plausible stand-ins (ARNs, ids, endpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.sync_await import _sync_await
+
+from inferstack.infra.errors import InvalidInput
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+
+Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+
+DEFAULT_INVOKES: dict[str, Invoke] = {
+    "aws:index/getAvailabilityZones:getAvailabilityZones": lambda _args: {
+        "names": list(ZONES),
+        "zoneIds": [f"use1-az{i + 1}" for i in range(len(ZONES))],
+        "state": "available",
+    },
+    "aws:index/getCallerIdentity:getCallerIdentity": lambda _args: {
+        "accountId": ACCOUNT_ID,
+        "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci",
+        "userId": "AIDATEST",
+        "id": ACCOUNT_ID,
+    },
+    "aws:index/getRegion:getRegion": lambda _args: {"name": REGION, "region": REGION, "id": REGION},
+    "aws:index/getPartition:getPartition": lambda _args: {
+        "partition": "aws",
+        "dnsSuffix": "amazonaws.com",
+        "id": "aws",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One registered resource as the engine saw it."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent_urn: str
+    custom: bool
+
+    @property
+    def parent_type(self) -> str:
+        """The type token of the parent (the last segment of the parent URN's type chain)."""
+        if not self.parent_urn:
+            return ""
+        return self.parent_urn.split("::")[2].split("$")[-1]
+
+    @property
+    def parent_name(self) -> str:
+        return self.parent_urn.split("::")[-1] if self.parent_urn else ""
+
+
+@dataclass
+class Recording:
+    resources: list[Recorded] = field(default_factory=list)
+
+    def of_type(self, type_token: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name: str | None = None) -> Recorded:
+        found = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        if len(found) != 1:
+            names = [r.name for r in self.of_type(type_token)]
+            raise AssertionError(f"expected one {type_token} named {name!r}, found {names}")
+        return found[0]
+
+    def named(self, name: str) -> Recorded:
+        found = [r for r in self.resources if r.name == name]
+        if len(found) != 1:
+            raise AssertionError(f"expected one resource named {name!r}, found {len(found)}")
+        return found[0]
+
+    def children_of(self, parent_name: str) -> list[Recorded]:
+        return [r for r in self.resources if r.parent_name == parent_name]
+
+    def __iter__(self) -> Iterator[Recorded]:
+        return iter(self.resources)
+
+
+def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Plausible provider-computed outputs, so dependent resources get concrete values."""
+    service = typ.split(":")[1].split("/")[0] if ":" in typ else "x"
+    out: dict[str, Any] = {"arn": f"arn:aws:{service}:{REGION}:{ACCOUNT_ID}:{name}"}
+    if typ == "aws:eks/cluster:Cluster":
+        out |= {
+            "endpoint": f"https://{name}.eks.{REGION}.amazonaws.com",
+            "certificateAuthority": {"data": "Y2VydA=="},
+            "identities": [
+                {"oidcs": [{"issuer": f"https://oidc.eks.{REGION}.amazonaws.com/id/{name.upper()}"}]}
+            ],
+            "name": inputs.get("name", name),
+        }
+    if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+        out["url"] = inputs.get("url", "")
+    if typ == "aws:s3/bucket:Bucket" or typ.startswith("aws:s3/bucketV2"):
+        out["bucket"] = inputs.get("bucket", name)
+    if typ == "aws:ec2/launchTemplate:LaunchTemplate":
+        out["latestVersion"] = 1
+    if typ == "aws:eks/nodeGroup:NodeGroup":
+        out["resources"] = [{"autoscalingGroups": [{"name": f"eks-{name}-asg"}]}]
+        out["nodeGroupName"] = name
+    if typ == "aws:kms/key:Key":
+        out["keyId"] = f"{name}-key-id"
+    if typ == "random:index/randomPassword:RandomPassword":
+        out["result"] = "mock-password"
+    return out
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self, invokes: dict[str, Invoke] | None = None) -> None:
+        self.invokes = DEFAULT_INVOKES | (invokes or {})
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        outputs = _synthetic_outputs(args.typ, args.name, args.inputs) | dict(args.inputs)
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token not in self.invokes:
+            raise KeyError(
+                f"no offline answer for invoke {args.token}; add one to inferstack.policies.offline"
+            )
+        return self.invokes[args.token](dict(args.args)), []
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: RecordingMocks, recording: Recording) -> None:
+        super().__init__(mocks)
+        self.recording = recording
+
+    def RegisterResource(self, request: Any) -> Any:
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
+            self.recording.resources.append(
+                Recorded(
+                    type=request.type,
+                    name=request.name,
+                    inputs=json.loads(json.dumps(inputs, default=str)),
+                    parent_urn=request.parent,
+                    custom=bool(request.custom),
+                )
+            )
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+
+
+def run_program(
+    program: Callable[[], Any],
+    *,
+    invokes: dict[str, Invoke] | None = None,
+    config: dict[str, str] | None = None,
+    stack: str = "test",
+    preview: bool = False,
+) -> tuple[Recording, Any]:
+    """Run ``program`` under mocks; return what it registered and its (resolved) return value."""
+    recording = Recording()
+    mocks = RecordingMocks(invokes)
+    pulumi.runtime.set_all_config(config or {})
+    pulumi.runtime.set_mocks(
+        mocks, project="inferstack", stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, recording)
+    )
+    pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
+    pulumi.runtime.settings.SETTINGS.outputs.clear()
+    result: list[Any] = []
+
+    def body() -> Any:
+        value = program()
+        resolved = _sync_await(pulumi.Output.from_input(value).future(with_unknowns=True))
+        result.append(resolved)
+        return resolved
+
+    _sync_await(pulumi.runtime.stack.run_pulumi_func(body))
+    return recording, result[0] if result else None
+
+
+def stack_config(stacks_dir: Path, stack: str) -> dict[str, str]:
+    """A stack file's config in the form the engine hands a program (objects as JSON strings)."""
+    path = stacks_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = sorted(
+            p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml")
+        )
+        raise InvalidInput(
+            "stack", stack, f"one of the stack files in {stacks_dir}: {', '.join(known) or 'none'}"
+        )
+    raw = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
+
+
+def run_stack(stacks_dir: Path, stack: str) -> Recording:
+    """Run the program folder with a stack's config, as the Pulumi language host does (runpy on it)."""
+    config = stack_config(stacks_dir, stack)
+    before_path, before_modules = list(sys.path), set(sys.modules)
+
+    def program() -> None:
+        runpy.run_path(str(stacks_dir), run_name="__main__")
+
+    try:
+        recording, _ = run_program(program, config=config, stack=stack)
+    finally:
+        sys.path[:] = before_path
+        for name in set(sys.modules) - before_modules:
+            if not name.startswith(("inferstack", "pulumi")):
+                sys.modules.pop(name)  # the program's own modules: a next run must load them afresh
+    return recording
