@@ -22,7 +22,7 @@ from inferstack.components.charts import (
     KEDA_IMAGE_TAG,
     release,
 )
-from inferstack.components.namespaces import namespace
+from inferstack.components.manifests import namespace
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import trust_policy
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL

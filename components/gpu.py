@@ -16,7 +16,7 @@ from inferstack.components.charts import (
     NVIDIA_DEVICE_PLUGIN,
     release,
 )
-from inferstack.components.namespaces import namespace
+from inferstack.components.manifests import namespace
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.nodegroups import GPU_PRESENT_LABEL, GPU_TAINT_KEY
 

@@ -15,7 +15,7 @@ import pulumi_random as random
 from inferstack.components.alerts import alertmanager_config, platform_rule_groups, prometheus_rule
 from inferstack.components.charts import KUBE_PROMETHEUS_STACK, release
 from inferstack.components.dashboards import dashboard_configmap, dashboards
-from inferstack.components.namespaces import namespace
+from inferstack.components.manifests import custom_resource, namespace
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.nodegroups import CAPACITY_TYPE_LABEL, NODE_ROLE_LABEL
 
@@ -123,13 +123,10 @@ class Monitoring(pulumi.ComponentResource):
             )
         rule = prometheus_rule("inferstack-platform", args.namespace, platform_rule_groups())
         # The PrometheusRule CRD arrives with the chart.
-        k8s.apiextensions.CustomResource(
+        custom_resource(
             f"{name}-platform-rules",
-            api_version=rule["apiVersion"],
-            kind=rule["kind"],
-            metadata=rule["metadata"],
-            spec=rule["spec"],
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[stack]),
+            rule,
+            pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[stack]),
         )
         self.namespace = args.namespace
         self.prometheus_url = prometheus_url(args.namespace)

@@ -22,8 +22,8 @@ import pulumi_kubernetes as k8s
 
 from inferstack.components import promql
 from inferstack.components.alerts import prometheus_rule, service_rule_group
+from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.monitoring import prometheus_url
-from inferstack.components.namespaces import namespace
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.model_store import ModelStore, check_prefix
@@ -619,14 +619,7 @@ class TritonModelService(pulumi.ComponentResource):
             ("scaler", scaled_object(name, args)),
             ("alerts", rules),
         ):
-            k8s.apiextensions.CustomResource(
-                f"{name}-{key}",
-                api_version=custom["apiVersion"],
-                kind=custom["kind"],
-                metadata=custom["metadata"],
-                spec=custom["spec"],
-                opts=opts_ns,
-            )
+            custom_resource(f"{name}-{key}", custom, opts_ns)
 
         self.namespace = args.namespace
         self.service_name = name
