@@ -59,6 +59,7 @@ class Recorded:
     inputs: dict[str, Any]
     parent_urn: str
     custom: bool
+    urn: str
 
     @property
     def parent_type(self) -> str:
@@ -159,6 +160,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     inputs=json.loads(json.dumps(inputs, default=str)),
                     parent_urn=request.parent,
                     custom=bool(request.custom),
+                    urn=self.make_urn(request.parent, request.type, request.name),
                 )
             )
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]

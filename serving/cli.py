@@ -66,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("repository", type=Path)
     publish.add_argument("destination", metavar="s3://BUCKET/PREFIX")
     publish.add_argument("--endpoint-url", help="a non-AWS S3 endpoint, e.g. http://127.0.0.1:5000")
+    plan = commands.add_parser(
+        "plan", help="what `pulumi preview` would create, offline, with manifests written out"
+    )
+    plan.add_argument(
+        "--stack", required=True, help="dev, staging, prod: a Pulumi.<stack>.yaml in --stacks-dir"
+    )
+    plan.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="the Pulumi program folder")
+    plan.add_argument("--out", type=Path, default=Path("out/plan"), help="where the Kubernetes manifests go")
+
     policy = commands.add_parser("policy", help="the CrossGuard policy pack")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_commands.add_parser("check", help="run a stack offline and check it with the policy pack")
@@ -242,13 +251,31 @@ def _models_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_stacks_dir(path: Path) -> None:
+    if not (path / "__main__.py").is_file():
+        raise InvalidInput("--stacks-dir", str(path), "a Pulumi program folder holding __main__.py")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from inferstack.policies.offline import run_stack
+    from inferstack.policies.plan import summary, tree_lines, write_manifests
+
+    _check_stacks_dir(args.stacks_dir)
+    recording = run_stack(args.stacks_dir, args.stack)
+    print(f"stack {args.stack}: {len(recording.resources)} resources to create\n")
+    for line in tree_lines(recording):
+        print(line)
+    print()
+    _print_table([["count", "type"], *([str(n), t] for t, n in summary(recording))])
+    written = write_manifests(recording, args.out / args.stack)
+    print(f"\n{len(written)} Kubernetes manifests written to {args.out / args.stack}")
+    return 0
+
+
 def _policy_check(args: argparse.Namespace) -> int:
     from inferstack.policies.check import check_stack
 
-    if not (args.stacks_dir / "__main__.py").is_file():
-        raise InvalidInput(
-            "--stacks-dir", str(args.stacks_dir), "a Pulumi program folder holding __main__.py"
-        )
+    _check_stacks_dir(args.stacks_dir)
     report = check_stack(args.stacks_dir, args.stack)
     print(
         f"stack {report.stack}: {report.resources} resources checked against {len(report.policies)} policies"
@@ -281,15 +308,14 @@ def _stop_on_sigterm() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _stop_on_sigterm()
-    handlers = {
+    handlers: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
         ("local", "up"): _local_up,
         ("models", "build"): _models_build,
         ("models", "publish"): _models_publish,
         ("policy", "check"): _policy_check,
+        ("plan", None): _plan,
     }
-    sub: str = (
-        getattr(args, "local_command", None) or getattr(args, "models_command", None) or args.policy_command
-    )
+    sub: str | None = getattr(args, f"{args.command}_command", None)
     try:
         return handlers[(args.command, sub)](args)
     except InvalidInput as error:
