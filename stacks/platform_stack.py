@@ -174,13 +174,17 @@ def service_args(
 
 
 def check(config: PlatformConfig, zones: Sequence[str]) -> None:
-    """Everything the components would check, for the whole stack, before anything is registered."""
+    """Everything the components would check, for the whole stack, before anything is registered.
+
+    Subnet ids, role ARNs and bucket URIs exist only once resources do; the checks get stand-ins of
+    the right shape (one private subnet per zone, an IRSA role), which is all they look at.
+    """
     plan_subnets(config.vpc_cidr, zones, private_prefix=19, public_prefix=24)
     nat_zones(zones, config.nat)
     validate_cluster_args(
         config.cluster_name,
         ClusterArgs(
-            subnet_ids=list(zones),
+            subnet_ids=[f"private-{zone}" for zone in zones],
             version=config.kubernetes_version,
             admin_principal_arns=config.admin_principal_arns,
             public_access_cidrs=config.public_access_cidrs,
@@ -194,7 +198,11 @@ def check(config: PlatformConfig, zones: Sequence[str]) -> None:
         try:
             validate(
                 service.name,
-                service_args(config, service, ModelSource(role_arn="x", repository_uri="s3://x/y")),
+                service_args(
+                    config,
+                    service,
+                    ModelSource(role_arn="irsa-role", repository_uri=f"s3://models/{service.prefix}"),
+                ),
             )
             check_prefix(service.prefix)
         except InvalidInput as error:
