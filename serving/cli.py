@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("repository", type=Path)
     publish.add_argument("destination", metavar="s3://BUCKET/PREFIX")
     publish.add_argument("--endpoint-url", help="a non-AWS S3 endpoint, e.g. http://127.0.0.1:5000")
+    bench = commands.add_parser(
+        "bench", help="concurrency sweep: a candidate model against a baseline, side by side"
+    )
+    bench.add_argument(
+        "--url", help="a running Triton (default: start the local runtime with the bench models)"
+    )
+    bench.add_argument("--candidate", help="model to measure (default: the demo with dynamic batching)")
+    bench.add_argument("--baseline", help="model to compare with (default: the same demo without batching)")
+    bench.add_argument("--concurrency", default="1,4,16", help="client counts to sweep, e.g. 1,4,16")
+    bench.add_argument("--seconds", type=float, default=5.0, help="seconds per point")
+    bench.add_argument("--protocol", default="http", choices=["http", "grpc"])
+
     plan = commands.add_parser(
         "plan", help="what `pulumi preview` would create, offline, with manifests written out"
     )
@@ -251,6 +263,62 @@ def _models_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from inferstack.serving.bench import (
+        build_bench_repository,
+        geometric_mean_ratio,
+        inputs_from_metadata,
+        parse_concurrency,
+        ratio_table,
+        sweep,
+    )
+    from inferstack.serving.client import TritonClient
+
+    levels = parse_concurrency(args.concurrency)
+    if not 0.2 <= args.seconds <= 600:
+        raise InvalidInput("--seconds", args.seconds, "0.2 to 600 seconds per point")
+    if args.url and not (args.candidate and args.baseline):
+        raise InvalidInput("--candidate/--baseline", None, "both model names when --url is given")
+    with contextlib.ExitStack() as running:
+        url, candidate, baseline = args.url, args.candidate, args.baseline
+        if url is None:
+            from inferstack.serving.local import LocalRuntime
+
+            repository = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="inferstack-bench-")))
+            default_candidate, default_baseline = build_bench_repository(repository)
+            candidate, baseline = candidate or default_candidate, baseline or default_baseline
+            runtime = running.enter_context(
+                LocalRuntime(repository, progress=lambda m: print(f"  {m}", flush=True))
+            )
+            url = runtime.http_url if args.protocol == "http" else runtime.grpc_url
+        with TritonClient(url, protocol=args.protocol) as client:
+            inputs = inputs_from_metadata(client.model_metadata(candidate))
+        print(
+            f"\n{candidate} vs {baseline} over {args.protocol}, "
+            f"{args.seconds:g} s per point, closed-loop clients:"
+        )
+        points = sweep(
+            url,
+            [candidate, baseline],
+            inputs,
+            levels=levels,
+            seconds=args.seconds,
+            protocol=args.protocol,
+            progress=lambda p: print(
+                f"  {p.model:<16} {p.concurrency:>4} clients  {p.throughput:8.0f} req/s  "
+                f"p50 {p.p50_ms:7.1f} ms  p99 {p.p99_ms:7.1f} ms  errors {p.errors}",
+                flush=True,
+            ),
+        )
+    print()
+    _print_table(ratio_table(points, candidate, baseline))
+    print(
+        f"\nthroughput ratio {candidate}/{baseline}, geometric mean over the sweep: "
+        f"{geometric_mean_ratio(points, candidate, baseline):.2f}x"
+    )
+    return 1 if any(p.errors for p in points) else 0
+
+
 def _check_stacks_dir(path: Path) -> None:
     if not (path / "__main__.py").is_file():
         raise InvalidInput("--stacks-dir", str(path), "a Pulumi program folder holding __main__.py")
@@ -314,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("models", "publish"): _models_publish,
         ("policy", "check"): _policy_check,
         ("plan", None): _plan,
+        ("bench", None): _bench,
     }
     sub: str | None = getattr(args, f"{args.command}_command", None)
     try:
