@@ -18,6 +18,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.repository import (
     DTYPES,
+    BuiltModel,
     DynamicBatching,
     ModelOptions,
     TensorSpec,
@@ -45,6 +46,14 @@ class TwoInputs(torch.nn.Module):
 
     def forward(self, features: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.linear(features) + self.embedding(ids).mean(dim=1), ids.sum(dim=1, keepdim=True)
+
+
+def build_ranker(repository: Path) -> BuiltModel:
+    """TwoInputs as model "ranker", its ids axis variable."""
+    example = [torch.randn(2, 3), torch.randint(0, 10, (2, 5))]
+    return build_model(
+        TwoInputs(), example, name="ranker", repository=repository, variable_axes={"INPUT__1": [0]}
+    )
 
 
 class Cast(torch.nn.Module):
@@ -81,13 +90,7 @@ def test_every_supported_dtype_becomes_its_triton_type(tmp_path: Path, dtype_nam
 
 
 def test_two_inputs_variable_axis_and_libtorch_names(tmp_path: Path) -> None:
-    built = build_model(
-        TwoInputs(),
-        [torch.randn(2, 3), torch.randint(0, 10, (2, 5))],
-        name="ranker",
-        repository=tmp_path,
-        variable_axes={"INPUT__1": [0]},
-    )
+    built = build_ranker(tmp_path)
     config = parsed(built.config_text)
     assert [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in config.input] == [
         ("INPUT__0", "TYPE_FP32", [3]),
@@ -167,13 +170,7 @@ def test_script_export_keeps_data_dependent_control_flow(tmp_path: Path) -> None
 
 
 def test_read_repository_generate_inputs_and_reference(tmp_path: Path) -> None:
-    build_model(
-        TwoInputs(),
-        [torch.randn(2, 3), torch.randint(0, 10, (2, 5))],
-        name="ranker",
-        repository=tmp_path,
-        variable_axes={"INPUT__1": [0]},
-    )
+    build_ranker(tmp_path)
     (model,) = read_repository(tmp_path)
     inputs = generate_inputs(model, batch=3, variable_length=7)
     assert inputs["INPUT__0"].shape == (3, 3) and inputs["INPUT__0"].dtype == np.float32
@@ -447,13 +444,7 @@ def _load_python_model(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_python_model_answers_each_of_several_requests_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build_model(
-        TwoInputs(),
-        [torch.randn(2, 3), torch.randint(0, 10, (2, 5))],
-        name="ranker",
-        repository=tmp_path,
-        variable_axes={"INPUT__1": [0]},
-    )
+    build_ranker(tmp_path)
     model = _load_python_model(tmp_path / "ranker", monkeypatch)
     (reference_model,) = read_repository(tmp_path)
     rng = np.random.default_rng(3)
