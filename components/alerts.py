@@ -16,7 +16,7 @@ from typing import Any
 from inferstack.components import promql
 
 SEVERITIES = ("P0", "P1", "P2")
-_SERVICE_FROM_POD = '"service", "$1", "pod", "(.+)-[a-z0-9]+-[a-z0-9]+"'  # Deployment pod names
+_SERVICE_FROM_POD = f'"service", "$1", "pod", "(.+){promql.DEPLOYMENT_POD_SUFFIX}"'
 
 
 def _with_service(expr: str) -> str:
@@ -137,11 +137,17 @@ def prometheus_rule(name: str, namespace: str, groups: list[dict[str, Any]]) -> 
 
 
 def alertmanager_config() -> dict[str, Any]:
-    """Group by service; a P0 silences the same service's P1/P2. Receivers are the operator's to add."""
+    """Group by service; a P0 silences the same service's P1/P2. Receivers are the operator's to add.
+
+    A service is its namespace and name: ``ranker`` in ``staging`` down must not silence ``ranker``
+    in ``prod``. Alerts without a service (XID faults, spot capacity) form one platform group and
+    are never inhibited by a service's P0 (Alertmanager's ``equal`` needs the label on both sides
+    to agree, and an absent label equals only an absent one).
+    """
     return {
         "global": {"resolve_timeout": "5m"},
         "route": {
-            "group_by": ["alertname", "service"],
+            "group_by": ["namespace", "service"],
             "group_wait": "30s",
             "group_interval": "5m",
             "repeat_interval": "4h",
@@ -152,12 +158,12 @@ def alertmanager_config() -> dict[str, Any]:
             {
                 "source_matchers": ['severity = "P0"'],
                 "target_matchers": ['severity =~ "P1|P2"'],
-                "equal": ["service"],
+                "equal": ["namespace", "service"],
             },
             {
                 "source_matchers": ['severity = "P1"'],
                 "target_matchers": ['severity = "P2"'],
-                "equal": ["service"],
+                "equal": ["namespace", "service"],
             },
         ],
         "receivers": [{"name": "null"}],

@@ -5,7 +5,7 @@ that Grafana's sidecar (kube-prometheus-stack) picks up by label.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from inferstack.components import promql
 
@@ -93,6 +93,11 @@ def gpu_dashboard() -> dict[str, Any]:
                     (promql.gpu_memory_free_bytes(), "free {{Hostname}} gpu {{gpu}}"),
                 ],
             ),
+            (
+                "Framebuffer used by pod",
+                "bytes",
+                [(promql.gpu_memory_used_bytes_by_pod(), "{{namespace}}/{{pod}}")],
+            ),
             ("Power", "watt", [(promql.gpu_power_watts(), "{{Hostname}} gpu {{gpu}}")]),
             ("Temperature", "celsius", [(promql.gpu_temperature_celsius(), "{{Hostname}} gpu {{gpu}}")]),
             ("XID errors (last code)", "none", [(promql.gpu_xid_errors(), "{{Hostname}} gpu {{gpu}}")]),
@@ -101,47 +106,29 @@ def gpu_dashboard() -> dict[str, Any]:
     )
 
 
+class _TritonQuery(Protocol):
+    def __call__(self, *, model: str, namespace: str) -> str: ...
+
+
+# (title, unit, query, legend): every Triton panel is one query of the chosen model, legend by model.
+TRITON_PANELS: tuple[tuple[str, str, _TritonQuery, str], ...] = (
+    ("Requests / s", "reqps", promql.triton_request_rate, "{{model}}"),
+    ("Failures / s by reason", "reqps", promql.triton_failure_rate_by_reason, "{{reason}}"),
+    ("Queue time per request", "ms", promql.triton_queue_time_per_request_ms, "{{model}}"),
+    ("Compute time per request", "ms", promql.triton_compute_time_per_request_ms, "{{model}}"),
+    ("Average batch size", "none", promql.triton_average_batch_size, "{{model}}"),
+    ("Pending requests", "none", promql.triton_pending_requests, "{{model}}"),
+)
+
+
 def triton_dashboard() -> dict[str, Any]:
     model, namespace = "$model", "$namespace"
     return _dashboard(
         "inferstack-triton",
         "inferstack / Triton",
         [
-            (
-                "Requests / s",
-                "reqps",
-                [(promql.triton_request_rate(model=model, namespace=namespace), "{{model}}")],
-            ),
-            (
-                "Failures / s by reason",
-                "reqps",
-                [(promql.triton_failure_rate_by_reason(model=model, namespace=namespace), "{{reason}}")],
-            ),
-            (
-                "Queue time per request",
-                "ms",
-                [(promql.triton_queue_time_per_request_ms(model=model, namespace=namespace), "queue")],
-            ),
-            (
-                "Compute time per request",
-                "ms",
-                [(promql.triton_compute_time_per_request_ms(model=model, namespace=namespace), "compute")],
-            ),
-            (
-                "Average batch size",
-                "none",
-                [
-                    (
-                        promql.triton_average_batch_size(model=model, namespace=namespace),
-                        "inferences / execution",
-                    )
-                ],
-            ),
-            (
-                "Pending requests",
-                "none",
-                [(promql.triton_pending_requests(model=model, namespace=namespace), "pending")],
-            ),
+            (title, unit, [(query(model=model, namespace=namespace), legend)])
+            for title, unit, query, legend in TRITON_PANELS
         ],
         [
             _query_variable("namespace", "label_values(nv_inference_request_success, namespace)"),

@@ -42,6 +42,15 @@ def device_plugin_values(time_slicing_replicas: int | None) -> dict[str, Any]:
     return values
 
 
+# The exporter labels each GPU's series with the namespace/pod/container of the pod holding it.
+# Prometheus would also attach the exporter pod's own namespace/pod/container as target labels and,
+# by default (honorLabels false), rename the exporter's to exported_namespace/exported_pod: every
+# per-service GPU query (dashboards, alerts, KEDA's GPU trigger) would then match nothing. Honouring
+# the exporter's labels is not enough on its own: a GPU that no pod holds has none, and would be
+# stamped with the exporter pod's. So the target's copies are dropped before the scrape.
+DCGM_TARGET_LABELS_DROPPED = "namespace|pod|container"
+
+
 def dcgm_exporter_values() -> dict[str, Any]:
     """On every GPU node, with a ServiceMonitor that the cluster's Prometheus selects."""
     return {
@@ -51,6 +60,8 @@ def dcgm_exporter_values() -> dict[str, Any]:
         "serviceMonitor": {
             "enabled": True,
             "interval": "15s",
+            "honorLabels": True,
+            "relabelings": [{"action": "labeldrop", "regex": DCGM_TARGET_LABELS_DROPPED}],
             "additionalLabels": {"release": "kube-prometheus-stack"},
         },
     }

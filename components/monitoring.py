@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from inferstack.components.alerts import alertmanager_config, platform_rule_groups, prometheus_rule
-from inferstack.components.charts import KUBE_PROMETHEUS_STACK, release
+from inferstack.components.charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_OPERATOR_IMAGE_TAG, release
 from inferstack.components.dashboards import dashboard_configmap, dashboards
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.infra.errors import InvalidInput
@@ -36,7 +36,13 @@ def kube_prometheus_stack_values(
     grafana_admin_password: pulumi.Input[str],
     node_selector: dict[str, str],
 ) -> dict[str, Any]:
+    operator_image = {"tag": PROMETHEUS_OPERATOR_IMAGE_TAG}
     return {
+        "prometheusOperator": {
+            "image": operator_image,
+            "prometheusConfigReloader": {"image": operator_image},
+            "admissionWebhooks": {"deployment": {"image": operator_image}},
+        },
         "prometheus": {
             "prometheusSpec": {
                 # Select monitors and rules from every release, not only this chart's own.

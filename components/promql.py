@@ -7,10 +7,14 @@ Triton's latency metrics are cumulative counters of microseconds (no histogram b
 per request is a ratio of rates: rate(total time) / rate(requests). Denominators are clamped so an
 idle model reads 0, not NaN: KEDA and alert rules need a number.
 
+Triton queries sum over the namespace's pods *by model*: one series per query (what KEDA requires),
+and it keeps the ``model`` label, so dashboard legends and alerts can name the model.
+
 Label conventions. Triton labels its series ``model`` and ``version`` (``reason`` on failures);
 Prometheus adds ``namespace``, ``pod`` and ``service`` from the ServiceMonitor's target. DCGM
-exporter labels GPU series with ``Hostname`` and ``gpu``, and with the ``namespace``/``pod`` of the
-pod using the GPU.
+exporter labels GPU series with ``Hostname`` (the node) and ``gpu``, and with the
+``namespace``/``pod``/``container`` of the pod using the GPU (none when no pod holds it); the GPU
+component's ServiceMonitor keeps those labels instead of the exporter pod's own.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _GRAFANA_VARIABLE = re.compile(r"^\$[a-z_]+$")
 _WINDOW = re.compile(r"^[1-9][0-9]*[smh]$")
 _EPSILON = "1e-9"
+_BY_MODEL = "sum by (model)"
+# What a Deployment appends to its name to name a pod: the pod-template hash and a random suffix.
+DEPLOYMENT_POD_SUFFIX = "-[a-z0-9]+-[a-z0-9]+"
 
 
 def _value(field: str, value: str) -> str:
@@ -49,7 +56,7 @@ def _triton(metric: str, model: str, namespace: str) -> str:
 
 
 def _rate(metric: str, model: str, namespace: str, window: str) -> str:
-    return f"sum(rate({_triton(metric, model, namespace)}[{_window(window)}]))"
+    return f"{_BY_MODEL} (rate({_triton(metric, model, namespace)}[{_window(window)}]))"
 
 
 def _per_request_ms(metric: str, model: str, namespace: str, window: str) -> str:
@@ -83,7 +90,7 @@ def triton_request_rate(*, model: str, namespace: str, window: str = "1m") -> st
 def triton_failure_rate_by_reason(*, model: str, namespace: str, window: str = "1m") -> str:
     """Failed requests per second, by Triton's failure reason (REJECTED, CANCELED, BACKEND, OTHER)."""
     selector = _triton("nv_inference_request_failure", model, namespace)
-    return f"sum by (reason) (rate({selector}[{_window(window)}]))"
+    return f"sum by (model, reason) (rate({selector}[{_window(window)}]))"
 
 
 def triton_failure_ratio(*, model: str, namespace: str, window: str = "5m") -> str:
@@ -102,12 +109,16 @@ def triton_average_batch_size(*, model: str, namespace: str, window: str = "1m")
 
 def triton_pending_requests(*, model: str, namespace: str) -> str:
     """Requests Triton has accepted and not yet started: KEDA divides it by the replica count."""
-    return f"sum({_triton('nv_inference_pending_request_count', model, namespace)})"
+    return f"{_BY_MODEL} ({_triton('nv_inference_pending_request_count', model, namespace)})"
 
 
 def triton_replicas(*, model: str, namespace: str) -> str:
-    """Triton pods serving ``model`` that Prometheus scrapes (one series per pod)."""
-    return f"count({_triton('nv_inference_request_success', model, namespace)})"
+    """Triton pods serving ``model`` that Prometheus scrapes.
+
+    Counted per pod, not per series: a pod serving two versions of the model has two series.
+    """
+    selector = _triton("nv_inference_request_success", model, namespace)
+    return f"count by (model) (count by (model, pod) ({selector}))"
 
 
 def triton_queue_time_ms_times_replicas(*, model: str, namespace: str, window: str = "1m") -> str:
@@ -153,6 +164,15 @@ def triton_queries(*, model: str, namespace: str, window: str = "1m") -> dict[st
     }
 
 
+def deployment_pod_regex(*, service: str) -> str:
+    """The names of a Deployment's pods (``<name>-<template hash>-<suffix>``), and no other's.
+
+    ``ranker-.*`` would also match the pods of a Deployment named ``ranker-v2``. A dot in the name is
+    matched literally (``[.]``: the regex validation refuses backslashes).
+    """
+    return _value("service", service).replace(".", "[.]") + DEPLOYMENT_POD_SUFFIX
+
+
 # --- GPUs (DCGM exporter) ----------------------------------------------------------------------------
 
 
@@ -180,6 +200,11 @@ def gpu_utilization_by_pod() -> str:
 def gpu_memory_used_bytes() -> str:
     # DCGM reports framebuffer in MiB.
     return "sum by (Hostname, gpu) (DCGM_FI_DEV_FB_USED) * 1024 * 1024"
+
+
+def gpu_memory_used_bytes_by_pod() -> str:
+    """Framebuffer used by the GPUs each pod holds (a time-sliced GPU appears under each of its pods)."""
+    return 'sum by (namespace, pod) (DCGM_FI_DEV_FB_USED{pod!=""}) * 1024 * 1024'
 
 
 def gpu_memory_free_bytes() -> str:

@@ -1,9 +1,9 @@
 """The EKS control plane and what everything else needs from it.
 
-Pinned Kubernetes version, secrets encrypted with a rotating KMS key, every control-plane log type,
-a private endpoint (the public one only for the CIDRs given), API authentication with access entries
-for named admins (no aws-auth ConfigMap, no implicit creator admin), an OIDC provider for IRSA, the
-core add-ons pinned, and a ``pulumi_kubernetes.Provider`` built from the cluster's outputs.
+Pinned Kubernetes version, secrets encrypted with a rotating KMS key, every control-plane log type
+(kept for a bounded time), a private endpoint (the public one only for the CIDRs given), API
+authentication with access entries for named admins (no aws-auth ConfigMap), an OIDC provider for
+IRSA, the core add-ons pinned, and a ``pulumi_kubernetes.Provider`` built from the cluster's outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -31,15 +32,24 @@ _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 # Add-ons that must exist before nodes join (networking, identity); coredns waits for nodes.
 PRE_NODE_ADDONS = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
+# The retention periods CloudWatch Logs accepts.
+# fmt: off
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)
+# fmt: on
 
 
 @dataclass
 class ClusterArgs:
     subnet_ids: Sequence[pulumi.Input[str]]
     version: str = DEFAULT_KUBERNETES_VERSION
+    # The only cluster admins (IAM role or user ARNs): the identity that runs Pulumi must be among
+    # them, or the Kubernetes provider cannot deploy anything.
     admin_principal_arns: Sequence[str] = ()
     public_access_cidrs: Sequence[str] = ()  # empty: no public endpoint at all
     log_types: Sequence[str] = LOG_TYPES
+    log_retention_days: int = 90
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -66,9 +76,15 @@ def validate_cluster_args(name: str, args: ClusterArgs) -> None:
     for i, arn in enumerate(args.admin_principal_arns):
         if not _PRINCIPAL.match(arn):
             raise InvalidInput(f"admin_principal_arns[{i}]", arn, "an IAM role or user ARN")
+    if len(set(args.admin_principal_arns)) != len(args.admin_principal_arns):
+        raise InvalidInput("admin_principal_arns", list(args.admin_principal_arns), "distinct ARNs")
     unknown = sorted(set(args.log_types) - set(LOG_TYPES))
     if unknown:
         raise InvalidInput("log_types", unknown, f"a subset of {', '.join(LOG_TYPES)}")
+    if args.log_retention_days not in LOG_RETENTION_DAYS:
+        raise InvalidInput(
+            "log_retention_days", args.log_retention_days, f"one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
+        )
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -103,29 +119,35 @@ def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> s
     return json.dumps(config, indent=2)
 
 
+def _policy(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
 def assume_role_policy(service: str) -> str:
-    return json.dumps(
+    return _policy({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
+
+
+def kms_key_policy(account_id: str) -> str:
+    """The account administers the key, so IAM policies (the cluster role's below) decide who uses it."""
+    return _policy(
         {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+            "Sid": "AccountAdministers",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+            "Action": "kms:*",
+            "Resource": "*",
         }
     )
 
 
-def kms_key_policy(account_id: str) -> str:
-    """The account administers the key; EKS uses it through the cluster role's grant."""
-    return json.dumps(
+def secrets_key_usage_policy(key_arn: str) -> str:
+    """What the cluster role needs to encrypt and decrypt secrets with its own key, and no other key."""
+    return _policy(
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "AccountAdministers",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
-                    "Action": "kms:*",
-                    "Resource": "*",
-                }
-            ],
+            "Sid": "UseSecretsKey",
+            "Effect": "Allow",
+            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"],
+            "Resource": key_arn,
         }
     )
 
@@ -136,6 +158,7 @@ class Cluster(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
     oidc_provider_arn: pulumi.Output[str]
     oidc_issuer_url: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]  # the cluster security group EKS creates; nodes join it
     node_role: aws.iam.Role
     provider: k8s.Provider
     version: str
@@ -173,6 +196,20 @@ class Cluster(pulumi.ComponentResource):
         aws.kms.Alias(
             f"{name}-secrets", name=f"alias/eks/{name}-secrets", target_key_id=key.key_id, opts=child
         )
+        key_usage = aws.iam.RolePolicy(
+            f"{name}-cluster-secrets-key",
+            role=role.id,
+            policy=key.arn.apply(secrets_key_usage_policy),
+            opts=child,
+        )
+        # EKS would create this group itself on first log, with logs kept forever; owning it bounds them.
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-control-plane",
+            name=f"/aws/eks/{name}/cluster",
+            retention_in_days=args.log_retention_days,
+            tags=tags,
+            opts=child,
+        )
         cluster = aws.eks.Cluster(
             f"{name}-eks",
             name=name,
@@ -189,10 +226,13 @@ class Cluster(pulumi.ComponentResource):
                 resources=["secrets"], provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn)
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
-                authentication_mode="API", bootstrap_cluster_creator_admin_permissions=False
+                # No implicit admin for whoever happened to create the cluster; the setting cannot
+                # change later without replacing the cluster, so it never depends on the input.
+                authentication_mode="API",
+                bootstrap_cluster_creator_admin_permissions=False,
             ),
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_policy, key_usage, logs]),
         )
         issuer: pulumi.Output[str] = cluster.identities.apply(
             lambda ids: (ids[0].oidcs[0].issuer or "") if ids and ids[0].oidcs else ""
@@ -237,6 +277,7 @@ class Cluster(pulumi.ComponentResource):
         self.endpoint = cluster.endpoint
         self.oidc_provider_arn = oidc.arn
         self.oidc_issuer_url = issuer
+        self.security_group_id = cluster.vpc_config.apply(lambda vpc: vpc.cluster_security_group_id or "")
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority.data).apply(
                 lambda values: kubeconfig(values[0], values[1], values[2], region)
@@ -254,6 +295,7 @@ class Cluster(pulumi.ComponentResource):
                 "kubeconfig": self.kubeconfig,
                 "oidc_provider_arn": self.oidc_provider_arn,
                 "oidc_issuer_url": self.oidc_issuer_url,
+                "security_group_id": self.security_group_id,
             }
         )
 

@@ -62,7 +62,9 @@ def reader_policy(bucket_arn: str, prefix: str) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
                 "Resource": bucket_arn,
-                "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+                # "<prefix>/*", never the bare "<prefix>": listing "ranker" would also list "rankerx/".
+                # Triton lists with the trailing slash ("ranker/", "ranker/1/").
+                "Condition": {"StringLike": {"s3:prefix": f"{prefix}/*"}},
             },
             {
                 "Sid": "ReadOwnPrefix",

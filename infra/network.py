@@ -44,7 +44,9 @@ def plan_subnets(
             "vpc_cidr", vpc_cidr, "an IPv4 network such as 10.0.0.0/16 (host bits zero)"
         ) from None
     if not 16 <= vpc.prefixlen <= 24:
-        raise InvalidInput("vpc_cidr", vpc_cidr, "a prefix length from /16 to /24 (the sizes a VPC may have)")
+        raise InvalidInput(
+            "vpc_cidr", vpc_cidr, "a prefix length from /16 to /24 (room for the subnets EKS needs)"
+        )
     check_zones(zones)
     for name, prefix in (("private_prefix", private_prefix), ("public_prefix", public_prefix)):
         if not vpc.prefixlen < prefix <= 28:

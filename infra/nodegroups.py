@@ -10,7 +10,7 @@ from zero: it cannot see a node's labels, taints or GPUs before one exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -102,7 +102,7 @@ def _check_gpu_types(prefix: str, types: Sequence[str]) -> None:
 
 
 def check_spot_types(prefix: str, types: Sequence[str]) -> None:
-    """Diversified: >= 2 types, >= 2 families, one GPU count, comparable GPU memory."""
+    """Diversified: >= 2 types, >= 2 families, one GPU count, comparable GPU memory, one CPU/memory shape."""
     if len(types) < 2:
         raise InvalidInput(
             f"{prefix}.instance_types", list(types), "at least 2 types, so one spot pool can run dry"
@@ -121,6 +121,11 @@ def check_spot_types(prefix: str, types: Sequence[str]) -> None:
             {i.name: i.gpu_memory_gib for i in infos},
             f"GPU memory within a factor {SPOT_GPU_MEMORY_SPREAD} across types",
         )
+    shapes = {i.name: f"{i.vcpus} vCPU, {i.memory_gib:g} GiB" for i in infos}
+    if len(set(shapes.values())) != 1:
+        # cluster-autoscaler builds the group's node template from one type: a pod sized to it must
+        # fit whichever type spot delivers.
+        raise InvalidInput(f"{prefix}.instance_types", shapes, "types with the same vCPUs and memory")
 
 
 def system_plan(
@@ -295,7 +300,7 @@ def check_zone_loss(plans: Sequence[NodeGroupPlan], min_share: float) -> None:
         raise InvalidInput("min_surviving_gpu_share", min_share, "a fraction from 0 to below 1")
     capacity = gpu_capacity_by_zone(plans)
     if min_share and len([z for z, c in capacity.items() if c > 0]) < 2:
-        raise InvalidInput("gpu zones", sorted(capacity), "GPU capacity in at least 2 zones")
+        raise InvalidInput("plans", sorted(capacity), "GPU capacity in at least 2 zones, so one can fail")
     for zone in capacity:
         share = surviving_share(plans, zone)
         if share < min_share:
@@ -307,18 +312,28 @@ def check_zone_loss(plans: Sequence[NodeGroupPlan], min_share: float) -> None:
             )
 
 
-def launch_template_block_device(plan: NodeGroupPlan) -> dict[str, object]:
-    # Bottlerocket keeps images and containers on its second volume; AL2023 on the root volume.
-    device = "/dev/xvdb" if plan.ami_type.startswith("BOTTLEROCKET") else "/dev/xvda"
-    return {
-        "device_name": device,
-        "ebs": {
-            "volume_size": plan.disk_gib,
-            "volume_type": "gp3",
-            "encrypted": "true",
-            "delete_on_termination": "true",
-        },
-    }
+@dataclass(frozen=True)
+class Volume:
+    """One EBS volume of a node; every one is encrypted gp3."""
+
+    device_name: str
+    size_gib: int | None  # None: the size of the AMI's own snapshot
+
+
+def volumes(plan: NodeGroupPlan) -> list[Volume]:
+    """AL2023 keeps images and containers on its root volume; Bottlerocket on a second, data volume,
+    beside a small OS volume that is listed too, so that it is encrypted as well."""
+    if plan.ami_type.startswith("BOTTLEROCKET"):
+        return [Volume("/dev/xvda", None), Volume("/dev/xvdb", plan.disk_gib)]
+    return [Volume("/dev/xvda", plan.disk_gib)]
+
+
+def check_subnets(plans: Sequence[NodeGroupPlan], subnet_zones: Collection[str]) -> None:
+    """Every zone a plan names has a subnet to put its nodes in."""
+    for plan in plans:
+        missing = sorted(set(plan.zones) - set(subnet_zones))
+        if missing:
+            raise InvalidInput(f"{plan.name}.zones", missing, f"zones with subnets: {sorted(subnet_zones)}")
 
 
 @dataclass
@@ -339,15 +354,10 @@ class NodeGroup(pulumi.ComponentResource):
     def __init__(self, name: str, args: NodeGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         plan = args.plan
         validate_plan(plan)
-        missing = sorted(set(plan.zones) - set(args.subnet_ids_by_zone))
-        if missing:
-            raise InvalidInput(
-                f"{plan.name}.zones", missing, f"zones with subnets: {sorted(args.subnet_ids_by_zone)}"
-            )
+        check_subnets([plan], args.subnet_ids_by_zone)
         super().__init__("inferstack:nodegroups:NodeGroup", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = {"inferstack.io/cluster": args.cluster_name, **args.tags}
-        device = launch_template_block_device(plan)
         template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
@@ -358,9 +368,15 @@ class NodeGroup(pulumi.ComponentResource):
             ),
             block_device_mappings=[
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=str(device["device_name"]),
-                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(**device["ebs"]),  # type: ignore[arg-type]
+                    device_name=volume.device_name,
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=volume.size_gib,
+                        volume_type="gp3",
+                        encrypted="true",
+                        delete_on_termination="true",
+                    ),
                 )
+                for volume in volumes(plan)
             ],
             tag_specifications=[
                 aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags={**tags, "Name": name})
@@ -433,6 +449,7 @@ class NodeGroups(pulumi.ComponentResource):
         names = [p.name for p in args.plans]
         if len(set(names)) != len(names):
             raise InvalidInput("plans", names, "unique node group names")
+        check_subnets(args.plans, args.subnet_ids_by_zone)
         gpu = [p for p in args.plans if p.gpus_per_node]
         if gpu:
             check_zone_loss(gpu, args.min_surviving_gpu_share)

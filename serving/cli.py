@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import signal
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 from inferstack.infra.errors import InvalidInput
 
@@ -100,13 +102,30 @@ def _parser() -> argparse.ArgumentParser:
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for number, row in enumerate(rows):
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         if number == 0:
             print("  " + "  ".join("-" * width for width in widths))
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as None: strict JSON has no Infinity or NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def brief_error(error: str) -> str:
+    """A long error's first and last lines: a TorchScript traceback's middle stays in --json."""
+    lines = [line.strip() for line in error.splitlines() if line.strip(" )")]
+    return " ... ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else error.strip()
+
+
 def _local_up(args: argparse.Namespace) -> int:
-    from inferstack.serving.local import LocalRuntime, Ports, build_demo_repository
+    from inferstack.serving.local import SMOKE_TOLERANCE, LocalRuntime, Ports, build_demo_repository
 
     def say(message: str) -> None:
         if not args.json:
@@ -144,7 +163,7 @@ def _local_up(args: argparse.Namespace) -> int:
                 summary["endpoints"]["prometheus"] = prometheus.url
                 summary["metrics"] = _evaluate_queries(prometheus, [m.name for m in runtime.models])
             if args.json:
-                print(json.dumps(summary, indent=2, default=str))
+                print(json.dumps(json_safe(summary), indent=2, default=str, allow_nan=False))
             else:
                 print("\nsmoke inference (Triton vs the model's own TorchScript):")
                 _print_table(
@@ -155,11 +174,17 @@ def _local_up(args: argparse.Namespace) -> int:
                             r.protocol,
                             f"{r.max_abs_diff:.2e}",
                             f"{r.latency_ms:.1f} ms",
-                            "ok" if r.ok else r.error or "MISMATCH",
+                            "ok" if r.ok else "ERROR" if r.error else f"MISMATCH (> {SMOKE_TOLERANCE:g})",
                         ]
                         for r in results
                     ]
                 )
+                failures: dict[tuple[str, str], list[str]] = {}
+                for r in results:
+                    if r.error:
+                        failures.setdefault((r.model, r.error), []).append(r.protocol)
+                for (model, error), protocols in failures.items():
+                    print(f"\n{model} ({', '.join(protocols)}): {brief_error(error)}")
                 if "metrics" in summary:
                     print(
                         "\nthe cluster's PromQL, evaluated by Prometheus on this Triton "
@@ -252,11 +277,16 @@ def _models_publish(args: argparse.Namespace) -> int:
 
     from inferstack.serving.publish import publish_repository
 
+    if args.endpoint_url is not None:
+        url = urlsplit(args.endpoint_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise InvalidInput("--endpoint-url", args.endpoint_url, "an http(s)://HOST[:PORT] URL")
     try:
         report = publish_repository(
             args.repository, args.destination, endpoint_url=args.endpoint_url, progress=print
         )
-    except (Boto3Error, BotoCoreError, ClientError) as error:
+    # RuntimeError: an object read back with a sha256 other than the file's.
+    except (Boto3Error, BotoCoreError, ClientError, RuntimeError) as error:
         print(f"inferstack: publishing to {args.destination} failed: {error}", file=sys.stderr)
         return 1
     print(f"{report.location.uri}: {len(report.uploaded)} uploaded, {len(report.skipped)} unchanged")

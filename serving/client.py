@@ -1,8 +1,12 @@
 """A small typed client for Triton over HTTP or gRPC.
 
 Every call has a timeout. Given several endpoints (the replicas behind a headless Service, say), a
-call that cannot reach one endpoint moves on to the next; an answer from the server that says the
-request itself is wrong is raised at once, since another replica would say the same.
+call that cannot reach one endpoint moves on to the next, and later calls start at the endpoint that
+last answered, so a dead replica costs one timeout, not one per call. An answer from the server that
+says the request itself is wrong is raised at once, since another replica would say the same.
+
+An HTTP client belongs to the thread that first used it (tritonclient.http runs on gevent): use one
+``TritonClient`` per thread.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from inferstack.infra.errors import InvalidInput
 Array = npt.NDArray[Any]
 
 Protocol = Literal["http", "grpc"]
+# Statuses that say "this endpoint cannot serve now" (down, overloaded, too slow), not "bad request":
+# another replica may well answer. gRPC reports a refused connection as UNAVAILABLE too.
 _UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503")
 
 
@@ -28,6 +34,10 @@ class TritonUnavailable(RuntimeError):
 
 class TritonRequestError(RuntimeError):
     """The server answered, and refused or failed the request."""
+
+
+class _NotReady(Exception):
+    """An endpoint answered a readiness check with "not yet": ask the next one."""
 
 
 def _strip_scheme(url: str) -> str:
@@ -53,6 +63,8 @@ class TritonClient:
         self.protocol = protocol
         self.timeout_s = timeout_s
         self._clients: dict[str, Any] = {}
+        self._first = 0  # index of the endpoint that answered last
+        self._outputs: dict[str, list[str]] = {}  # output names per model, read once from its metadata
 
     def _client(self, endpoint: str) -> Any:
         if endpoint not in self._clients:
@@ -69,31 +81,48 @@ class TritonClient:
         return self._clients[endpoint]
 
     def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
-        """Run ``call`` against each endpoint in turn until one answers."""
+        """Run ``call`` against each endpoint in turn, starting at the last one that answered."""
+        from http.client import HTTPException
+
         from tritonclient.utils import InferenceServerException
 
         failures = []
-        for endpoint in self.endpoints:
+        count = len(self.endpoints)
+        for index in (self._first + step for step in range(count)):
+            endpoint = self.endpoints[index % count]
             try:
-                return call(self._client(endpoint))
+                result = call(self._client(endpoint))
             except InferenceServerException as error:
-                if str(error.status()) not in _UNREACHABLE_STATUS and "connect" not in str(error).lower():
+                if str(error.status()) not in _UNREACHABLE_STATUS:
                     raise TritonRequestError(f"{what} at {endpoint}: {error.message()}") from None
                 failures.append(f"{endpoint}: {error.message()}")
-            except OSError as error:  # connection refused or reset, timeouts of the HTTP client
-                failures.append(f"{endpoint}: {error}")
+                continue
+            # Refused, reset or timed-out connections (OSError), peers that close the connection or do
+            # not speak HTTP (geventhttpclient's parse errors are HTTPExceptions), replicas not ready.
+            except (OSError, HTTPException, _NotReady) as error:
+                failures.append(f"{endpoint}: {type(error).__name__}: {error}")
+                continue
+            self._first = index % count
+            return result
         raise TritonUnavailable(f"{what}: no endpoint answered ({'; '.join(failures)})")
 
     def _kwargs(self) -> dict[str, Any]:
         return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
 
     def is_ready(self, model: str | None = None) -> bool:
-        try:
+        """Whether some endpoint reports the server (or ``model``) ready; later calls start there."""
+
+        def check(client: Any) -> bool:
             if model is None:
-                return bool(self._call("server ready", lambda c: c.is_server_ready(**self._kwargs())))
-            return bool(
-                self._call(f"model {model} ready", lambda c: c.is_model_ready(model, **self._kwargs()))
-            )
+                ready = client.is_server_ready(**self._kwargs())
+            else:
+                ready = client.is_model_ready(model, **self._kwargs())
+            if not ready:
+                raise _NotReady("not ready")
+            return True
+
+        try:
+            return bool(self._call("server ready" if model is None else f"model {model} ready", check))
         except (TritonUnavailable, TritonRequestError):
             return False
 
@@ -105,7 +134,11 @@ class TritonClient:
         progress: Callable[[float], None] | None = None,
         interval_s: float = 0.5,
     ) -> None:
-        """Block until the server and ``models`` are ready; TimeoutError after ``timeout_s``."""
+        """Block until the server and ``models`` are ready; TimeoutError after ``timeout_s``.
+
+        Each poll is itself bounded by the client's ``timeout_s``, so against an endpoint that never
+        answers the wait can overrun ``timeout_s`` by up to one call timeout.
+        """
         start = time.monotonic()
         while True:
             if self.is_ready() and all(self.is_ready(m) for m in models):
@@ -139,7 +172,11 @@ class TritonClient:
         return config
 
     def infer(self, model: str, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        """Run ``model`` on named arrays; returns every output the model declares, by name."""
+        """Run ``model`` on named arrays; returns every output the model declares, by name.
+
+        The output names come from the model's metadata, read on the first call for that model only,
+        so a steady stream of requests costs one round trip each.
+        """
         from tritonclient.utils import np_to_triton_dtype
 
         if self.protocol == "http":
@@ -147,7 +184,9 @@ class TritonClient:
         else:
             import tritonclient.grpc as api
 
-        outputs = [o["name"] for o in self.model_metadata(model)["outputs"]]
+        if model not in self._outputs:
+            self._outputs[model] = [o["name"] for o in self.model_metadata(model)["outputs"]]
+        outputs = self._outputs[model]
 
         def call(client: Any) -> dict[str, Array]:
             request = []

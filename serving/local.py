@@ -5,6 +5,9 @@ straight from ``s3://http://127.0.0.1:PORT/bucket/prefix``. Every child process 
 process group, dies with its parent (PR_SET_PDEATHSIG) and is stopped on exit, on error and on
 Ctrl-C; starting never hangs: a dead process or a model that fails to load ends the wait at once,
 with Triton's own log lines.
+
+PR_SET_PDEATHSIG fires when the *thread* that started a child ends, so start a ``LocalRuntime`` from
+a thread that outlives it (the main thread, typically).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ _DUMMY_AWS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
+SMOKE_TOLERANCE = 1e-5  # max |Triton - PyTorch| over float outputs; integers and booleans must match
 _LOAD_FAILURE_MARKERS = ("failed to load", "error:", "exception", "traceback")
 
 
@@ -87,8 +91,6 @@ def free_port() -> int:
 
 def check_port(port: int, *, field: str) -> int:
     """A user-chosen port must be free on 127.0.0.1 now, or we say so before starting anything."""
-    if not 1 <= port <= 65535:
-        raise InvalidInput(field, port, "a port number from 1 to 65535")
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -97,10 +99,17 @@ def check_port(port: int, *, field: str) -> int:
     return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask the kernel to SIGTERM it when inferstack dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_PR_SET_PDEATHSIG = 1
+
+
+def _death_signal() -> Callable[[], None]:
+    """A pre-exec hook that asks the kernel to SIGTERM the child when inferstack dies.
+
+    prctl is looked up here, in the parent: loading a library in a forked child of a threaded
+    process can deadlock on the loader's lock.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -142,7 +151,7 @@ def start_child(name: str, argv: Sequence[str], *, log: Path, env: dict[str, str
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_death_signal(),
         )
     finally:
         handle.close()
@@ -151,12 +160,23 @@ def start_child(name: str, argv: Sequence[str], *, log: Path, env: dict[str, str
 
 @dataclass(frozen=True)
 class Ports:
-    """Ports on 127.0.0.1; None picks a free one."""
+    """Ports on 127.0.0.1; None picks a free one. Whether a given port is free is checked at start."""
 
     http: int | None = None
     grpc: int | None = None
     metrics: int | None = None
     s3: int | None = None
+
+    def __post_init__(self) -> None:
+        given = {name: port for name, port in self.items() if port is not None}
+        for name, port in given.items():
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise InvalidInput(f"{name}_port", port, "a port number from 1 to 65535")
+        if len(set(given.values())) != len(given):
+            raise InvalidInput("ports", given, "a different port for each of http, grpc, metrics and s3")
+
+    def items(self) -> list[tuple[str, int | None]]:
+        return [("http", self.http), ("grpc", self.grpc), ("metrics", self.metrics), ("s3", self.s3)]
 
 
 @dataclass(frozen=True)
@@ -170,13 +190,16 @@ class SmokeResult:
 
 
 def compare(expected: dict[str, Array], actual: dict[str, Array]) -> float:
-    """Largest absolute difference over all outputs; inf where shapes or names disagree."""
+    """Largest absolute difference over all outputs; inf where names, shapes or dtypes disagree.
+
+    Integers and booleans must match exactly (any difference is inf): ids and masks are not approximate.
+    """
     if set(expected) != set(actual):
         return float("inf")
     worst = 0.0
     for name, want in expected.items():
         got = actual[name]
-        if got is None or got.shape != want.shape:
+        if got is None or got.shape != want.shape or got.dtype != want.dtype:
             return float("inf")
         if want.dtype.kind in "biu":
             worst = max(worst, 0.0 if np.array_equal(want, got) else float("inf"))
@@ -220,16 +243,11 @@ class LocalRuntime:
         self.models = read_repository(self.repository)
         triton = find_triton()
         ports = {
-            name: check_port(value, field=f"{name}_port") if value is not None else free_port()
-            for name, value in (
-                ("http", self.ports.http),
-                ("grpc", self.ports.grpc),
-                ("metrics", self.ports.metrics),
-                ("s3", self.ports.s3),
-            )
+            name: free_port() if value is None else check_port(value, field=f"{name}_port")
+            for name, value in self.ports.items()
         }
-        if len(set(ports.values())) != len(ports):
-            raise InvalidInput("ports", ports, "four different ports")
+        if len(set(ports.values())) != len(ports):  # a free port the kernel handed out twice
+            raise RuntimeFailure(f"could not pick four different free ports on 127.0.0.1: {ports}")
         if self.work_dir is None:
             self.work_dir = Path(tempfile.mkdtemp(prefix="inferstack-local-"))
             self._owns_work_dir = True
@@ -301,8 +319,11 @@ class LocalRuntime:
         assert self.work_dir is not None
         backends = self.work_dir / "backends"
         if not backends.exists():
-            shutil.copytree(triton.backends, backends)
-            shutil.copy2(triton.python_stub, backends / "python" / triton.python_stub.name)
+            # Built aside and renamed: an interrupted copy must not be reused from a kept --work-dir.
+            partial = Path(tempfile.mkdtemp(prefix=".backends-", dir=self.work_dir))
+            shutil.copytree(triton.backends, partial, dirs_exist_ok=True)
+            shutil.copy2(triton.python_stub, partial / "python" / triton.python_stub.name)
+            partial.rename(backends)
         env = self._env()
         # The python backend's stub imports torch and numpy from the first python on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -368,13 +389,20 @@ class LocalRuntime:
         return f"{headline}; Triton's log ({triton.log}):\n" + "\n".join(relevant[-20:])
 
     def smoke(
-        self, protocols: Sequence[Protocol] = ("http", "grpc"), *, tolerance: float = 1e-5
+        self, protocols: Sequence[Protocol] = ("http", "grpc"), *, tolerance: float = SMOKE_TOLERANCE
     ) -> list[SmokeResult]:
         """Every model: generated inputs -> Triton per protocol, compared with its TorchScript in-process."""
-        results = []
+        results: list[SmokeResult] = []
         for model in self.models:
             inputs = generate_inputs(model)
-            expected = run_reference(model, inputs)
+            try:
+                expected = run_reference(model, inputs)
+            except Exception as error:  # one broken model must not hide the others' results
+                results.extend(
+                    SmokeResult(model.name, p, False, float("inf"), 0.0, f"reference run failed: {error}")
+                    for p in protocols
+                )
+                continue
             for protocol in protocols:
                 url = self.http_url if protocol == "http" else self.grpc_url
                 with TritonClient(url, protocol=protocol, timeout_s=30.0) as client:

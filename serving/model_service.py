@@ -4,7 +4,7 @@ Defaults are the ones an operator would choose: the service reads its models fro
 (no keys), spreads over zones so losing one leaves it up, drains in-flight requests within the
 two-minute spot notice, scales on Triton's queue time and pending requests through KEDA (falling
 back to a fixed size when Prometheus cannot be read), and keeps a disruption budget that survives
-a zone loss plus one voluntary disruption.
+a zone loss on top of voluntary disruptions.
 
 Every manifest is a pure function of the validated args; the component only turns them into resources.
 """
@@ -42,19 +42,41 @@ TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, as the lo
 SPOT_NOTICE_S = 120
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 TRITON_UID = 1000  # the image's triton-server user
+HEALTH_READY, HEALTH_LIVE = "/v2/health/ready", "/v2/health/live"
+STARTUP_PERIOD_S = 10
 # Memory the kubelet, system daemons and DaemonSets (device plugin, DCGM, CNI) keep on a GPU node.
 NODE_MEMORY_RESERVED_GIB = 4.0
 NODE_CPU_RESERVED = 0.5
+# Triton copies the S3 repository here (TRITON_AWS_MOUNT_DIRECTORY); the root filesystem is read-only.
+MODEL_CACHE_DIR = "/var/cache/triton"
+SCRATCH_GIB = 4  # /tmp and $HOME: python backend stubs, the AWS SDK's files
+# Before a new pod counts as progressing: a GPU node scaled up from zero and the ~10 GB Triton image
+# pulled take this long on top of the models' own load time.
+NODE_AND_IMAGE_S = 900
+# SIGKILL follows the grace period; leave Triton this long past its exit timeout to exit on its own.
+EXIT_MARGIN_S = 5
+FALLBACK_AFTER_FAILURES = 3  # KEDA polls that must fail before the fallback size applies
+# Names go into "<name>-headless" (a Service: an RFC 1035 label, <= 63) and into the IRSA role
+# "<name>-models-reader-<7 random>" (IAM role names: <= 64).
+MAX_NAME_LENGTH = min(63 - len("-headless"), 64 - len("-models-reader-") - 7)
 
 Environment = Literal["prod", "dev"]
 Placement = Literal["on-demand", "spot", "spot-with-fallback"]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_RFC1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$")
+_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
 @dataclass
 class ModelSource:
-    """Where the models are and who may read them: a ModelStore prefix read through a new IRSA role,
-    or an existing role ARN with the repository URI."""
+    """Where the models are and who may read them: a ModelStore prefix read through a new IRSA role
+    (with the cluster's OIDC provider ARN and issuer URL), or an existing role ARN with the repository URI."""
 
     model_store: ModelStore | None = None
     prefix: str | None = None
@@ -68,7 +90,7 @@ class ModelSource:
 class TritonModelServiceArgs:
     models: Sequence[str]
     source: ModelSource
-    namespace: str = "serving"
+    namespace: str | None = None  # None: the service's own namespace, named after it
     create_namespace: bool = True
     environment: Environment = "prod"
     zones: int = 3
@@ -77,8 +99,9 @@ class TritonModelServiceArgs:
     node_instance_type: str = "g5.xlarge"
     gpus_per_replica: int = 1
     cpu: float = 3.0
-    memory_gib: float = 9.0
-    shm_gib: float = 2.0
+    memory_gib: float = 10.0
+    shm_gib: float = 2.0  # /dev/shm, part of memory_gib: tmpfs pages count against the memory limit
+    model_cache_gib: float = 40.0  # node disk for the local copy of the S3 repository
     placement: Placement = "spot-with-fallback"
     min_replicas: int = 3
     max_replicas: int = 12
@@ -91,12 +114,54 @@ class TritonModelServiceArgs:
     polling_interval_s: int = 15
     cooldown_s: int = 300
     fallback_replicas: int | None = None  # None: min_replicas
-    prometheus_namespace: str = "monitoring"
+    prometheus_server_address: str = prometheus_url("monitoring")  # kube-prometheus-stack's
     service_monitor_labels: Mapping[str, str] = field(
         default_factory=lambda: {"release": "kube-prometheus-stack"}
     )
     internal_load_balancer: bool = False
     provider: k8s.Provider | None = None
+
+
+def namespace_of(name: str, args: TritonModelServiceArgs) -> str:
+    return args.namespace if args.namespace is not None else name
+
+
+# --- failure-domain and drain arithmetic -----------------------------------------------------------------
+
+
+def pdb_min_available(min_replicas: int, zones: int) -> int:
+    """The disruption budget's minAvailable: one more pod than the fullest zone can hold.
+
+    Spread over ``zones`` at maxSkew 1, ``min_replicas`` pods put at most ceil(min_replicas / zones)
+    in one zone. Voluntary disruptions (drains, node consolidation) may leave any subset of the ready
+    pods, in the worst case a whole zone's worth side by side; a budget one above that means at least
+    one ready pod is outside whichever zone fails next. Beyond the minimum, the replicas KEDA adds are
+    capacity for load, not part of this guarantee.
+    """
+    return math.ceil(min_replicas / zones) + 1
+
+
+def prod_min_replicas(zones: int) -> int:
+    """The fewest replicas that leave the budget room for one voluntary disruption, one per zone at least.
+
+    ``min_replicas - ceil(min_replicas / zones)`` never falls as replicas grow, so the first count that
+    fits is the threshold. With one zone there is none: a zone loss takes everything.
+    """
+    if zones < 2:
+        raise InvalidInput("zones", zones, "at least 2 in prod: one zone cannot survive its own loss")
+    replicas = zones
+    while replicas < pdb_min_available(replicas, zones) + 1:
+        replicas += 1
+    return replicas
+
+
+def grace_period_s(args: TritonModelServiceArgs) -> int:
+    """The pod's terminationGracePeriodSeconds: the preStop sleep, then Triton's exit timeout."""
+    return args.drain_s + args.exit_timeout_s + EXIT_MARGIN_S
+
+
+def progress_deadline_s(args: TritonModelServiceArgs) -> int:
+    return NODE_AND_IMAGE_S + args.model_load_timeout_s
 
 
 # --- validation -----------------------------------------------------------------------------------------
@@ -111,36 +176,57 @@ def _dns_label(field_name: str, value: str) -> None:
         )
 
 
-def pdb_min_available(zones: int) -> int:
-    """The fewest ready pods from which losing the fullest zone still leaves one.
-
-    With pods spread at maxSkew 1, M pods put at most ceil(M / zones) in one zone; the budget lets a
-    voluntary disruption take the service down to M and no lower, so a zone lost then leaves
-    M - ceil(M / zones) >= 1 pods serving.
-    """
-    minimum = 1
-    while minimum - math.ceil(minimum / zones) < 1:
-        minimum += 1
-    return minimum
-
-
-def grace_period_s(args: TritonModelServiceArgs) -> int:
-    return args.drain_s + args.exit_timeout_s + 5
+def _validate_source(source: ModelSource) -> None:
+    if source.role_arn is None and source.model_store is None:
+        raise InvalidInput(
+            "source",
+            "neither",
+            "a ModelStore with prefix and OIDC provider, or a role_arn with repository_uri",
+        )
+    if source.role_arn is not None and source.model_store is not None:
+        raise InvalidInput("source", "both", "either a ModelStore or a role_arn, not both")
+    if source.role_arn is not None and source.repository_uri is None:
+        raise InvalidInput(
+            "source.repository_uri", None, "the s3:// URI of the model repository the role can read"
+        )
+    if isinstance(source.repository_uri, str) and not source.repository_uri.startswith("s3://"):
+        raise InvalidInput("source.repository_uri", source.repository_uri, "an s3:// URI")
+    if source.model_store is not None:
+        if source.prefix is None:
+            raise InvalidInput("source.prefix", None, "the key prefix of the service's model repository")
+        try:
+            check_prefix(source.prefix)
+        except InvalidInput as error:
+            raise InvalidInput("source.prefix", error.value, error.allowed) from None
+        if source.oidc_provider_arn is None or source.oidc_issuer_url is None:
+            raise InvalidInput(
+                "source.oidc_provider_arn", None, "the cluster's OIDC provider ARN and issuer URL"
+            )
 
 
 def validate(name: str, args: TritonModelServiceArgs) -> None:
     """Every check, before any resource is registered."""
-    _dns_label("name", name)
-    _dns_label("namespace", args.namespace)
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _RFC1035_LABEL.match(name):
+        raise InvalidInput(
+            "name",
+            name,
+            f"an RFC 1035 label of at most {MAX_NAME_LENGTH} characters (it names Services and the IAM "
+            "role): lowercase letters, digits or '-', starting with a letter",
+        )
+    _dns_label("namespace", namespace_of(name, args))
     if not args.models:
         raise InvalidInput("models", list(args.models), "one or more model names")
     for i, model in enumerate(args.models):
-        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", model):
+        if not _MODEL_NAME.match(model):
             raise InvalidInput(f"models[{i}]", model, "a Triton model name: letters, digits, _ . -")
+    if len(set(args.models)) != len(args.models):
+        raise InvalidInput("models", list(args.models), "each model once")
     if args.environment not in ("prod", "dev"):
         raise InvalidInput("environment", args.environment, "prod or dev")
     if args.placement not in ("on-demand", "spot", "spot-with-fallback"):
         raise InvalidInput("placement", args.placement, "on-demand, spot or spot-with-fallback")
+    if not _REGION.match(args.region):
+        raise InvalidInput("region", args.region, "an AWS region such as us-east-1")
     image, _, tag = args.image.rpartition(":")
     if not image or "/" in tag or tag in ("", "latest"):
         raise InvalidInput("image", args.image, "an image with a pinned tag (not 'latest', not missing)")
@@ -150,69 +236,71 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
         raise InvalidInput(
             "min_replicas", args.min_replicas, f"1 <= min_replicas <= max_replicas ({args.max_replicas})"
         )
-    if args.environment == "prod":
-        needed = max(args.zones, pdb_min_available(args.zones) + 1)
-        if args.min_replicas < needed:
-            raise InvalidInput(
-                "min_replicas",
-                args.min_replicas,
-                f"at least {needed} in prod: a replica per zone, and one voluntary disruption beyond the "
-                f"disruption budget ({pdb_min_available(args.zones)}) that survives a zone loss",
-            )
+    if args.environment == "prod" and args.min_replicas < (needed := prod_min_replicas(args.zones)):
+        raise InvalidInput(
+            "min_replicas",
+            args.min_replicas,
+            f"at least {needed} in prod over {args.zones} zones: a replica per zone, and one voluntary "
+            "disruption beyond the disruption budget that survives a zone loss",
+        )
     node = lookup(args.node_instance_type, field="node_instance_type")
     if not node.is_gpu:
         raise InvalidInput("node_instance_type", args.node_instance_type, "a GPU instance type")
     if not 1 <= args.gpus_per_replica <= node.gpus:
         raise InvalidInput("gpus_per_replica", args.gpus_per_replica, f"1..{node.gpus} (GPUs of {node.name})")
     memory_free = node.memory_gib - NODE_MEMORY_RESERVED_GIB
-    if not 0 < args.memory_gib + args.shm_gib <= memory_free:
+    if not 0 < args.memory_gib <= memory_free:
         raise InvalidInput(
             "memory_gib",
             args.memory_gib,
-            f"memory + /dev/shm ({args.shm_gib} GiB) within the {memory_free:g} GiB "
-            f"{node.name} leaves for pods",
+            f"0 < memory_gib <= {memory_free:g}: what {node.name} leaves for pods after system pods",
+        )
+    if not 0 < args.shm_gib < args.memory_gib:
+        raise InvalidInput(
+            "shm_gib", args.shm_gib, f"0 < shm_gib < memory_gib ({args.memory_gib:g}): /dev/shm is part of it"
         )
     if not 0 < args.cpu <= node.vcpus - NODE_CPU_RESERVED:
         raise InvalidInput("cpu", args.cpu, f"0 < cpu <= {node.vcpus - NODE_CPU_RESERVED:g} on {node.name}")
-    for field_name in ("queue_time_target_ms", "pending_requests_per_replica", "model_load_timeout_s"):
+    for field_name in (
+        "queue_time_target_ms",
+        "pending_requests_per_replica",
+        "model_load_timeout_s",
+        "model_cache_gib",
+        "polling_interval_s",
+    ):
         if getattr(args, field_name) <= 0:
             raise InvalidInput(field_name, getattr(args, field_name), "a number > 0")
+    if args.cooldown_s < 0:
+        raise InvalidInput("cooldown_s", args.cooldown_s, "a number of seconds >= 0")
     if args.gpu_utilization_target is not None and not 0 < args.gpu_utilization_target <= 100:
         raise InvalidInput(
             "gpu_utilization_target", args.gpu_utilization_target, "None, or a percentage in (0, 100]"
         )
-    if args.drain_s < 5 or args.exit_timeout_s < 10:
-        raise InvalidInput(
-            "drain_s/exit_timeout_s",
-            (args.drain_s, args.exit_timeout_s),
-            "drain_s >= 5 and exit_timeout_s >= 10",
-        )
+    # Endpoint removal propagates to kube-proxy and load balancers in seconds; Triton needs time to finish.
+    if args.drain_s < 5:
+        raise InvalidInput("drain_s", args.drain_s, "at least 5 s for endpoints to be removed everywhere")
+    if args.exit_timeout_s < 10:
+        raise InvalidInput("exit_timeout_s", args.exit_timeout_s, "at least 10 s for in-flight requests")
     if grace_period_s(args) >= SPOT_NOTICE_S:
         raise InvalidInput(
             "exit_timeout_s",
             args.exit_timeout_s,
-            f"drain_s + exit_timeout_s + 5 < {SPOT_NOTICE_S} s, the spot interruption notice",
+            f"drain_s ({args.drain_s}) + exit_timeout_s + {EXIT_MARGIN_S} < {SPOT_NOTICE_S} s, "
+            "the spot interruption notice",
         )
     fallback = args.fallback_replicas
     if fallback is not None and not args.min_replicas <= fallback <= args.max_replicas:
         raise InvalidInput("fallback_replicas", fallback, "between min_replicas and max_replicas")
-    source = args.source
-    if source.role_arn is None and source.model_store is None:
+    if not _URL.match(args.prometheus_server_address):
         raise InvalidInput(
-            "source",
-            "neither",
-            "a ModelStore with prefix and OIDC provider, or a role_arn with repository_uri",
+            "prometheus_server_address", args.prometheus_server_address, "an http:// or https:// URL"
         )
-    if source.role_arn is not None and source.repository_uri is None:
-        raise InvalidInput(
-            "source.repository_uri", None, "the s3:// URI of the model repository the role can read"
-        )
-    if source.model_store is not None:
-        check_prefix(source.prefix or "")
-        if source.oidc_provider_arn is None or source.oidc_issuer_url is None:
+    for key, value in args.service_monitor_labels.items():
+        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
             raise InvalidInput(
-                "source.oidc_provider_arn", None, "the cluster's OIDC provider ARN and issuer URL"
+                "service_monitor_labels", {key: value}, "Kubernetes label keys and values (<= 63 characters)"
             )
+    _validate_source(args.source)
 
 
 # --- manifests ----------------------------------------------------------------------------------------------
@@ -226,15 +314,16 @@ def labels(name: str) -> dict[str, str]:
     }
 
 
-def _metadata(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": labels(name), **extra}
+def _metadata(name: str, args: TritonModelServiceArgs, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace_of(name, args), "labels": labels(name), **extra}
 
 
-def service_account(name: str, args: TritonModelServiceArgs, role_arn: Any) -> dict[str, Any]:
+def service_account(name: str, args: TritonModelServiceArgs, role_arn: pulumi.Input[str]) -> dict[str, Any]:
+    """IRSA: EKS injects a web-identity token for this role; the AWS SDK in Triton picks it up."""
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(name, args.namespace, annotations={"eks.amazonaws.com/role-arn": role_arn}),
+        "metadata": _metadata(name, args, annotations={"eks.amazonaws.com/role-arn": role_arn}),
     }
 
 
@@ -267,7 +356,7 @@ def node_affinity(args: TritonModelServiceArgs) -> dict[str, Any]:
     return affinity
 
 
-def triton_args(args: TritonModelServiceArgs, repository_uri: Any) -> list[Any]:
+def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> list[pulumi.Input[str]]:
     return [
         pulumi.Output.concat("--model-repository=", repository_uri)
         if isinstance(repository_uri, pulumi.Output)
@@ -284,55 +373,73 @@ def triton_args(args: TritonModelServiceArgs, repository_uri: Any) -> list[Any]:
     ]
 
 
-def deployment(name: str, args: TritonModelServiceArgs, repository_uri: Any) -> dict[str, Any]:
-    selector = labels(name)
-    spread = "DoNotSchedule" if args.environment == "prod" else "ScheduleAnyway"
-    probe_port = {"path": "/v2/health/ready", "port": "http"}
+def _spread(topology_key: str, when_unsatisfiable: str, selector: dict[str, str]) -> dict[str, Any]:
+    return {
+        "maxSkew": 1,
+        "topologyKey": topology_key,
+        "whenUnsatisfiable": when_unsatisfiable,
+        "labelSelector": {"matchLabels": selector},
+        # Count only the current revision: a rollout's old pods must not skew where new ones go.
+        "matchLabelKeys": ["pod-template-hash"],
+    }
+
+
+def topology_spread(name: str, args: TritonModelServiceArgs) -> list[dict[str, Any]]:
+    if args.environment == "prod":
+        zone = _spread(ZONE_LABEL, "DoNotSchedule", labels(name))
+        # GPU groups scale from zero: without minDomains a zone with no node yet would not count, pods
+        # would pile into the others and the autoscaler would never add the missing zone's node.
+        zone["minDomains"] = args.zones
+    else:
+        zone = _spread(ZONE_LABEL, "ScheduleAnyway", labels(name))
+    return [zone, _spread("kubernetes.io/hostname", "ScheduleAnyway", labels(name))]
+
+
+def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> dict[str, Any]:
+    ready = {"path": HEALTH_READY, "port": "http"}
+    # Requests equal limits for cpu and memory: Guaranteed QoS, the last class evicted under node pressure.
+    sized = {
+        "cpu": f"{args.cpu:g}",
+        "memory": f"{args.memory_gib:g}Gi",
+        GPU_RESOURCE: str(args.gpus_per_replica),
+    }
     container = {
         "name": "triton",
         "image": args.image,
         "command": ["tritonserver"],
         "args": triton_args(args, repository_uri),
         "env": [
+            # Triton's S3 client needs the region; IRSA supplies the credentials, nothing else does.
             {"name": "AWS_DEFAULT_REGION", "value": args.region},
             {"name": "AWS_REGION", "value": args.region},
-            {"name": "HOME", "value": "/tmp"},  # the python backend and the AWS SDK write under $HOME
+            {"name": "TRITON_AWS_MOUNT_DIRECTORY", "value": MODEL_CACHE_DIR},
+            {"name": "HOME", "value": "/tmp"},  # the root filesystem is read-only
         ],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
+        # Ready only once every model is loaded; liveness waits until then, so a slow load is not a restart.
         "startupProbe": {
-            "httpGet": probe_port,
-            "periodSeconds": 10,
+            "httpGet": ready,
+            "periodSeconds": STARTUP_PERIOD_S,
             "timeoutSeconds": 5,
-            "failureThreshold": math.ceil(args.model_load_timeout_s / 10),
+            "failureThreshold": math.ceil(args.model_load_timeout_s / STARTUP_PERIOD_S),
         },
-        "readinessProbe": {
-            "httpGet": probe_port,
-            "periodSeconds": 5,
-            "timeoutSeconds": 3,
-            "failureThreshold": 2,
-        },
+        "readinessProbe": {"httpGet": ready, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 2},
         "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "httpGet": {"path": HEALTH_LIVE, "port": "http"},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
-        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(args.drain_s)]}}},
+        # Deletion removes the pod from Service endpoints while this sleep runs, so no new requests
+        # arrive by the time Triton gets SIGTERM and finishes what it has (--exit-timeout-secs).
+        "lifecycle": {"preStop": {"sleep": {"seconds": args.drain_s}}},
         "resources": {
-            "requests": {
-                "cpu": f"{args.cpu:g}",
-                "memory": f"{args.memory_gib:g}Gi",
-                GPU_RESOURCE: str(args.gpus_per_replica),
-            },
-            "limits": {
-                "cpu": f"{args.cpu:g}",
-                "memory": f"{args.memory_gib:g}Gi",
-                GPU_RESOURCE: str(args.gpus_per_replica),
-            },
+            "requests": {**sized, "ephemeral-storage": f"{args.model_cache_gib + SCRATCH_GIB:g}Gi"},
+            "limits": dict(sized),
         },
         "securityContext": {
             "runAsNonRoot": True,
@@ -345,20 +452,22 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: Any) -> 
         },
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
-            {"name": "tmp", "mountPath": "/tmp"},  # the S3 repository is downloaded here
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "model-cache", "mountPath": MODEL_CACHE_DIR},
         ],
     }
-    spread_selector = {"matchLabels": selector}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(name, args.namespace),
+        "metadata": _metadata(name, args),
         "spec": {
             "replicas": args.min_replicas,
-            "selector": {"matchLabels": selector},
+            "selector": {"matchLabels": labels(name)},
+            # Surge one pod at a time and remove none first: capacity never dips during a rollout.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "progressDeadlineSeconds": progress_deadline_s(args),
             "template": {
-                "metadata": {"labels": selector},
+                "metadata": {"labels": labels(name)},
                 "spec": {
                     "serviceAccountName": name,
                     "terminationGracePeriodSeconds": grace_period_s(args),
@@ -369,29 +478,15 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: Any) -> 
                     },
                     "affinity": {"nodeAffinity": node_affinity(args)},
                     "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
-                    "topologySpreadConstraints": [
-                        {
-                            "maxSkew": 1,
-                            "topologyKey": ZONE_LABEL,
-                            "whenUnsatisfiable": spread,
-                            "labelSelector": spread_selector,
-                            "matchLabelKeys": ["pod-template-hash"],
-                        },
-                        {
-                            "maxSkew": 1,
-                            "topologyKey": "kubernetes.io/hostname",
-                            "whenUnsatisfiable": "ScheduleAnyway",
-                            "labelSelector": spread_selector,
-                            "matchLabelKeys": ["pod-template-hash"],
-                        },
-                    ],
+                    "topologySpreadConstraints": topology_spread(name, args),
                     "containers": [container],
                     "volumes": [
                         {
                             "name": "dshm",
                             "emptyDir": {"medium": "Memory", "sizeLimit": f"{args.shm_gib:g}Gi"},
                         },
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "50Gi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": f"{SCRATCH_GIB}Gi"}},
+                        {"name": "model-cache", "emptyDir": {"sizeLimit": f"{args.model_cache_gib:g}Gi"}},
                     ],
                 },
             },
@@ -399,32 +494,38 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: Any) -> 
     }
 
 
-def _ports() -> list[dict[str, Any]]:
-    return [
-        {"name": port, "port": number, "targetPort": port, "protocol": "TCP"}
-        for port, number in (("http", HTTP_PORT), ("grpc", GRPC_PORT), ("metrics", METRICS_PORT))
-    ]
+def _ports(*names: str) -> list[dict[str, Any]]:
+    numbers = {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}
+    return [{"name": n, "port": numbers[n], "targetPort": n, "protocol": "TCP"} for n in names]
+
+
+def load_balancer_annotations(args: TritonModelServiceArgs) -> dict[str, str]:
+    """An internal NLB from the AWS Load Balancer Controller, sending traffic straight to pod IPs."""
+    prefix = "service.beta.kubernetes.io/aws-load-balancer"
+    return {
+        f"{prefix}-type": "external",
+        f"{prefix}-scheme": "internal",
+        f"{prefix}-nlb-target-type": "ip",
+        f"{prefix}-cross-zone-load-balancing-enabled": "true",
+        # The NLB checks what readiness checks: a loading or draining pod gets no traffic.
+        f"{prefix}-healthcheck-protocol": "HTTP",
+        f"{prefix}-healthcheck-port": str(HTTP_PORT),
+        f"{prefix}-healthcheck-path": HEALTH_READY,
+        # Held connections end with the pod, not after the NLB's default 300 s.
+        f"{prefix}-target-group-attributes": f"deregistration_delay.timeout_seconds={grace_period_s(args)}",
+    }
 
 
 def service(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
-    annotations = (
-        {
-            "service.beta.kubernetes.io/aws-load-balancer-type": "external",
-            "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
-            "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
-            "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled": "true",
-        }
-        if args.internal_load_balancer
-        else {}
-    )
+    internal = args.internal_load_balancer
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(name, args.namespace, annotations=annotations),
+        "metadata": _metadata(name, args, annotations=load_balancer_annotations(args) if internal else {}),
         "spec": {
-            "type": "LoadBalancer" if args.internal_load_balancer else "ClusterIP",
+            "type": "LoadBalancer" if internal else "ClusterIP",
             "selector": labels(name),
-            "ports": _ports(),
+            "ports": _ports("http", "grpc", "metrics"),
         },
     }
 
@@ -434,13 +535,15 @@ def headless_service(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(f"{name}-headless", args.namespace),
-        "spec": {"clusterIP": "None", "selector": labels(name), "ports": _ports()},
+        "metadata": {**_metadata(name, args), "name": f"{name}-headless"},
+        # No metrics port: the ServiceMonitor would otherwise scrape every pod a second time through
+        # this Service, doubling every sum the autoscaler reads.
+        "spec": {"clusterIP": "None", "selector": labels(name), "ports": _ports("http", "grpc")},
     }
 
 
 def service_monitor(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
-    metadata = _metadata(name, args.namespace)
+    metadata = _metadata(name, args)
     metadata["labels"] = {**metadata["labels"], **args.service_monitor_labels}
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -448,7 +551,7 @@ def service_monitor(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         "metadata": metadata,
         "spec": {
             "selector": {"matchLabels": labels(name)},
-            "namespaceSelector": {"matchNames": [args.namespace]},
+            "namespaceSelector": {"matchNames": [namespace_of(name, args)]},
             "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
         },
     }
@@ -456,16 +559,15 @@ def service_monitor(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
 
 def keda_queries(name: str, args: TritonModelServiceArgs) -> dict[str, str]:
     """Trigger name -> PromQL, all from the shared module: what the ScaledObject carries."""
+    namespace = namespace_of(name, args)
     queries: dict[str, str] = {}
     for model in args.models:
         queries[f"queue-time-{model}"] = promql.triton_queue_time_ms_times_replicas(
-            model=model, namespace=args.namespace
+            model=model, namespace=namespace
         )
-        queries[f"pending-{model}"] = promql.triton_pending_requests(model=model, namespace=args.namespace)
+        queries[f"pending-{model}"] = promql.triton_pending_requests(model=model, namespace=namespace)
     if args.gpu_utilization_target is not None:
-        queries["gpu-utilization"] = promql.gpu_utilization_total(
-            namespace=args.namespace, pod_regex=f"{name}-.*"
-        )
+        queries["gpu-utilization"] = promql.gpu_utilization_total(namespace=namespace, pod_regex=f"{name}-.*")
     return queries
 
 
@@ -482,7 +584,7 @@ def scaled_object(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
             # AverageValue everywhere: KEDA's fallback works only with it (see promql's queue-time note).
             "metricType": "AverageValue",
             "metadata": {
-                "serverAddress": prometheus_url(args.prometheus_namespace),
+                "serverAddress": args.prometheus_server_address,
                 "query": query,
                 "threshold": f"{next(v for k, v in thresholds.items() if trigger.startswith(k)):g}",
             },
@@ -492,14 +594,17 @@ def scaled_object(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _metadata(name, args.namespace),
+        "metadata": _metadata(name, args),
         "spec": {
             "scaleTargetRef": {"name": name},
             "minReplicaCount": args.min_replicas,
             "maxReplicaCount": args.max_replicas,
             "pollingInterval": args.polling_interval_s,
             "cooldownPeriod": args.cooldown_s,
-            "fallback": {"failureThreshold": 3, "replicas": args.fallback_replicas or args.min_replicas},
+            "fallback": {
+                "failureThreshold": FALLBACK_AFTER_FAILURES,
+                "replicas": args.fallback_replicas or args.min_replicas,
+            },
             "advanced": {
                 "horizontalPodAutoscalerConfig": {
                     "behavior": {
@@ -527,11 +632,14 @@ def scaled_object(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
 
 
 def pod_disruption_budget(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
-    minimum = pdb_min_available(args.zones) if args.environment == "prod" else max(args.min_replicas - 1, 0)
+    if args.environment == "prod":
+        minimum = pdb_min_available(args.min_replicas, args.zones)
+    else:
+        minimum = args.min_replicas - 1  # dev: drains proceed one pod at a time, down to none
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(name, args.namespace),
+        "metadata": _metadata(name, args),
         "spec": {
             "minAvailable": minimum,
             "selector": {"matchLabels": labels(name)},
@@ -558,7 +666,7 @@ class TritonModelService(pulumi.ComponentResource):
     ) -> None:
         validate(name, args)
         super().__init__("inferstack:model_service:TritonModelService", name, None, opts)
-        in_cluster = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        ns = namespace_of(name, args)
         source = args.source
         if source.model_store is not None:
             assert (
@@ -566,7 +674,7 @@ class TritonModelService(pulumi.ComponentResource):
             )
             role = source.model_store.reader_role(
                 f"{name}-models",
-                namespace=args.namespace,
+                namespace=ns,
                 service_account=name,
                 prefix=source.prefix,
                 oidc_provider_arn=source.oidc_provider_arn,
@@ -581,34 +689,43 @@ class TritonModelService(pulumi.ComponentResource):
 
         dependencies: list[pulumi.Resource] = []
         if args.create_namespace:
-            dependencies.append(namespace(f"{name}-ns", args.namespace, in_cluster))
-        opts_ns = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=dependencies)
+            ns_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
+            dependencies.append(namespace(f"{name}-ns", ns, ns_opts))
+        in_namespace = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=dependencies)
 
         account = service_account(name, args, role_arn)
-        k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=account["metadata"], opts=opts_ns)
+        k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=account["metadata"], opts=in_namespace)
         manifest = deployment(name, args, repository_uri)
+        # Pulumi waits for the rollout as long as Kubernetes itself gives it, not its default 10 minutes.
+        rollout = f"{progress_deadline_s(args) + 60}s"
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            # KEDA's HPA owns the replica count once the service runs.
             opts=pulumi.ResourceOptions.merge(
-                opts_ns, pulumi.ResourceOptions(ignore_changes=["spec.replicas"])
+                in_namespace,
+                pulumi.ResourceOptions(
+                    # KEDA's HPA owns the replica count once the service runs.
+                    ignore_changes=["spec.replicas"],
+                    custom_timeouts=pulumi.CustomTimeouts(create=rollout, update=rollout),
+                ),
             ),
         )
         for key, built in (("svc", service(name, args)), ("headless", headless_service(name, args))):
-            k8s.core.v1.Service(f"{name}-{key}", metadata=built["metadata"], spec=built["spec"], opts=opts_ns)
+            k8s.core.v1.Service(
+                f"{name}-{key}", metadata=built["metadata"], spec=built["spec"], opts=in_namespace
+            )
         budget = pod_disruption_budget(name, args)
         k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb", metadata=budget["metadata"], spec=budget["spec"], opts=opts_ns
+            f"{name}-pdb", metadata=budget["metadata"], spec=budget["spec"], opts=in_namespace
         )
         rules = prometheus_rule(
             f"{name}-alerts",
-            args.namespace,
+            ns,
             [
                 service_rule_group(
                     service=name,
-                    namespace=args.namespace,
+                    namespace=ns,
                     models=args.models,
                     queue_time_target_ms=args.queue_time_target_ms,
                 )
@@ -619,15 +736,16 @@ class TritonModelService(pulumi.ComponentResource):
             ("scaler", scaled_object(name, args)),
             ("alerts", rules),
         ):
-            custom_resource(f"{name}-{key}", custom, opts_ns)
+            custom_resource(f"{name}-{key}", custom, in_namespace)
 
-        self.namespace = args.namespace
+        self.namespace = ns
         self.service_name = name
-        self.http_endpoint = f"http://{name}.{args.namespace}.svc:{HTTP_PORT}"
-        self.grpc_endpoint = f"dns:///{name}-headless.{args.namespace}.svc:{GRPC_PORT}"
+        self.http_endpoint = f"http://{name}.{ns}.svc:{HTTP_PORT}"
+        self.grpc_endpoint = f"dns:///{name}-headless.{ns}.svc:{GRPC_PORT}"
         self.role_arn = pulumi.Output.from_input(role_arn)
         self.register_outputs(
             {
+                "namespace": self.namespace,
                 "http_endpoint": self.http_endpoint,
                 "grpc_endpoint": self.grpc_endpoint,
                 "role_arn": self.role_arn,

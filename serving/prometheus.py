@@ -28,24 +28,45 @@ class ScrapeTarget:
     job: str
     url: str  # http://127.0.0.1:PORT/metrics
     labels: Mapping[str, str] = field(default_factory=dict)
+    # As a ServiceMonitor endpoint's honorLabels and relabelings would configure the cluster's scrape.
+    honor_labels: bool = False
+    relabel_configs: Sequence[Mapping[str, Any]] = ()
 
 
 def scrape_config(targets: Sequence[ScrapeTarget], *, interval_s: float) -> dict[str, Any]:
     jobs = []
     for target in targets:
         parsed = urllib.parse.urlparse(target.url)
-        jobs.append(
-            {
-                "job_name": target.job,
-                "scrape_interval": f"{interval_s:g}s",
-                "metrics_path": parsed.path or "/metrics",
-                "static_configs": [{"targets": [parsed.netloc], "labels": dict(target.labels)}],
-            }
-        )
+        job: dict[str, Any] = {
+            "job_name": target.job,
+            "scrape_interval": f"{interval_s:g}s",
+            "metrics_path": parsed.path or "/metrics",
+            "honor_labels": target.honor_labels,
+            "static_configs": [{"targets": [parsed.netloc], "labels": dict(target.labels)}],
+        }
+        if target.relabel_configs:
+            job["relabel_configs"] = [dict(c) for c in target.relabel_configs]
+        jobs.append(job)
     return {
         "global": {"scrape_interval": f"{interval_s:g}s", "evaluation_interval": f"{interval_s:g}s"},
         "scrape_configs": jobs,
     }
+
+
+def wait_ready(child: ChildProcess, url: str, timeout_s: float = 30.0) -> None:
+    """Poll ``url`` (a Prometheus-style /-/ready) until it answers 200; fail early if ``child`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise RuntimeFailure(f"{child.name} exited:\n" + "\n".join(child.tail()))
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeFailure(f"{child.name} not ready after {timeout_s:.0f} s:\n" + "\n".join(child.tail()))
 
 
 @dataclass
@@ -83,28 +104,11 @@ class LocalPrometheus:
             env={"PATH": "/usr/bin:/bin"},
         )
         try:
-            self._wait_ready()
+            wait_ready(self._child, f"{self.url}/-/ready")
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _wait_ready(self, timeout_s: float = 30.0) -> None:
-        assert self._child is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self._child.alive():
-                raise RuntimeFailure("prometheus exited:\n" + "\n".join(self._child.tail()))
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeFailure(
-            f"prometheus not ready after {timeout_s:.0f} s:\n" + "\n".join(self._child.tail())
-        )
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query; the result vector (or scalar as one sample). Raises on a query error."""

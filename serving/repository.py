@@ -12,13 +12,13 @@ local runtime serves).
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,19 +47,42 @@ DTYPES: Mapping[str, torch.dtype] = {
     "BOOL": torch.bool,
 }
 _TRITON_NAME = {dtype: name for name, dtype in DTYPES.items()}
-# numpy has no bfloat16, and the python backend hands tensors over as numpy arrays.
-_NUMPY: Mapping[str, type[np.generic]] = {
+# The numpy type a client sends and receives. numpy has no bfloat16: tritonclient carries BF16 as
+# float32 arrays, and so do generate_inputs and run_reference.
+NUMPY_DTYPES: Mapping[str, type[np.generic]] = {
     "FP32": np.float32,
     "FP16": np.float16,
+    "BF16": np.float32,
     "INT64": np.int64,
     "INT32": np.int32,
     "INT8": np.int8,
     "UINT8": np.uint8,
     "BOOL": np.bool_,
 }
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# The python backend hands model.py numpy arrays of the exact type, which BF16 has none of.
+PYTHON_TARGET_DTYPES = tuple(name for name in DTYPES if name != "BF16")
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _MODEL_FILE = "model.pt"
+_PYTHON_MODEL_FILE = "model.py"
 _PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
+# Generated integers stay below this: id inputs usually index an embedding table.
+_INT_HIGH = 10
+
+
+def check_name(name: object, *, field: str) -> str:
+    """Model and tensor names: a folder name Triton accepts, never a path."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput(
+            field, name, "1-128 characters from A-Z a-z 0-9 _ . -, not starting with '.' or '-' (no paths)"
+        )
+    return name
+
+
+def _integer(value: object, field: str, *, minimum: int, note: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInput(field, value, f"an integer >= {minimum}{note}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -74,17 +97,10 @@ class TensorSpec:
         check_name(self.name, field="tensor name")
         if self.dtype not in DTYPES:
             raise InvalidInput(f"{self.name}.dtype", self.dtype, f"one of {', '.join(DTYPES)}")
-        if not self.dims or any(d == 0 or d < -1 for d in self.dims):
+        if not self.dims or any(
+            isinstance(d, bool) or not isinstance(d, int) or d == 0 or d < -1 for d in self.dims
+        ):
             raise InvalidInput(f"{self.name}.dims", list(self.dims), "one or more sizes, each positive or -1")
-
-
-def check_name(name: str, *, field: str) -> str:
-    """Model and tensor names: a folder name Triton accepts, never a path."""
-    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 128:
-        raise InvalidInput(
-            field, name, "1-128 characters from A-Z a-z 0-9 _ . -, not starting with '.' (no path separators)"
-        )
-    return name
 
 
 def parse_tensor_spec(text: str, *, field: str) -> TensorSpec:
@@ -114,22 +130,35 @@ class DynamicBatching:
 
 
 @dataclass(frozen=True)
-class VersionPolicy:
-    """Which versions Triton serves: the newest ``latest``, ``all``, or the ``specific`` ones."""
+class LatestVersions:
+    """Serve the ``count`` highest-numbered versions (Triton's default, with count 1)."""
 
-    kind: Literal["latest", "all", "specific"] = "latest"
-    latest: int = 1
-    versions: tuple[int, ...] = ()
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class AllVersions:
+    """Serve every version folder."""
+
+
+@dataclass(frozen=True)
+class SpecificVersions:
+    """Serve exactly these versions."""
+
+    versions: tuple[int, ...]
+
+
+VersionPolicy = LatestVersions | AllVersions | SpecificVersions
 
 
 @dataclass(frozen=True)
 class ModelOptions:
     max_batch_size: int = 8  # 0: the model has no batch axis
-    dynamic_batching: DynamicBatching | None = field(default_factory=DynamicBatching)
+    dynamic_batching: DynamicBatching | None = DynamicBatching()
     instance_kind: InstanceKind = "KIND_CPU"
     instance_count: int = 1
-    warmup: bool = False
-    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    warmup: bool = False  # zero-filled requests at max_batch_size (variable axes at length 1) before ready
+    version_policy: VersionPolicy = LatestVersions()
 
 
 @dataclass(frozen=True)
@@ -160,40 +189,45 @@ class RepositoryModel:
 
 
 def check_options(options: ModelOptions, target: Target) -> None:
+    """Options as the caller gave them, checked with the caller's field names."""
     if target not in TARGETS:
         raise InvalidInput("target", target, f"one of {', '.join(TARGETS)}")
-    if not isinstance(options.max_batch_size, int) or options.max_batch_size < 0:
-        raise InvalidInput("max_batch_size", options.max_batch_size, "an integer >= 0 (0: no batch axis)")
+    max_batch = _integer(options.max_batch_size, "max_batch_size", minimum=0, note=" (0: no batch axis)")
     if options.instance_kind not in ("KIND_GPU", "KIND_CPU"):
         raise InvalidInput("instance_kind", options.instance_kind, "KIND_GPU or KIND_CPU")
-    if options.instance_count < 1:
-        raise InvalidInput("instance_count", options.instance_count, "an integer >= 1")
+    _integer(options.instance_count, "instance_count", minimum=1)
     batching = options.dynamic_batching
     if batching is not None:
-        if options.max_batch_size == 0:
+        if max_batch == 0:
             raise InvalidInput("dynamic_batching", batching, "None when max_batch_size is 0")
-        for size in batching.preferred_batch_sizes:
-            if not 1 <= size <= options.max_batch_size:
-                raise InvalidInput(
-                    "dynamic_batching.preferred_batch_sizes",
-                    list(batching.preferred_batch_sizes),
-                    f"sizes from 1 to max_batch_size ({options.max_batch_size})",
-                )
-        if batching.max_queue_delay_us < 0:
+        sizes = batching.preferred_batch_sizes
+        if any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= max_batch for s in sizes):
             raise InvalidInput(
-                "dynamic_batching.max_queue_delay_us", batching.max_queue_delay_us, "an integer >= 0"
+                "dynamic_batching.preferred_batch_sizes",
+                list(sizes),
+                f"integers from 1 to max_batch_size ({max_batch})",
             )
-        if batching.max_queue_size is not None and batching.max_queue_size < 1:
-            raise InvalidInput("dynamic_batching.max_queue_size", batching.max_queue_size, "None or >= 1")
-        if batching.queue_timeout_us is not None and batching.queue_timeout_us < 1:
-            raise InvalidInput("dynamic_batching.queue_timeout_us", batching.queue_timeout_us, "None or >= 1")
-    policy = options.version_policy
-    if policy.kind not in ("latest", "all", "specific"):
-        raise InvalidInput("version_policy.kind", policy.kind, "latest, all or specific")
-    if policy.kind == "latest" and policy.latest < 1:
-        raise InvalidInput("version_policy.latest", policy.latest, "an integer >= 1")
-    if policy.kind == "specific" and (not policy.versions or min(policy.versions) < 1):
-        raise InvalidInput("version_policy.versions", list(policy.versions), "one or more versions >= 1")
+        _integer(batching.max_queue_delay_us, "dynamic_batching.max_queue_delay_us", minimum=0)
+        if batching.max_queue_size is not None:
+            _integer(batching.max_queue_size, "dynamic_batching.max_queue_size", minimum=1, note=" or None")
+        if batching.queue_timeout_us is not None:
+            _integer(
+                batching.queue_timeout_us, "dynamic_batching.queue_timeout_us", minimum=1, note=" or None"
+            )
+    match options.version_policy:
+        case LatestVersions(count=count):
+            _integer(count, "version_policy.count", minimum=1)
+        case SpecificVersions(versions=versions):
+            if not versions:
+                raise InvalidInput("version_policy.versions", list(versions), "one or more versions")
+            for version in versions:
+                _integer(version, "version_policy.versions", minimum=1)
+        case AllVersions():
+            pass
+        case other:
+            raise InvalidInput(
+                "version_policy", other, "LatestVersions(count), AllVersions() or SpecificVersions(versions)"
+            )
 
 
 def model_config(
@@ -226,21 +260,22 @@ def model_config(
         if batching.max_queue_size is not None or batching.queue_timeout_us is not None:
             queue = config.dynamic_batching.default_queue_policy
             queue.timeout_action = mc.ModelQueuePolicy.TimeoutAction.REJECT
-            queue.max_queue_size = batching.max_queue_size or 0
-            queue.default_timeout_microseconds = batching.queue_timeout_us or 0
-    policy = options.version_policy
-    if policy.kind == "latest":
-        config.version_policy.latest.num_versions = policy.latest
-    elif policy.kind == "all":
-        config.version_policy.all.SetInParent()
-    else:
-        config.version_policy.specific.versions.extend(policy.versions)
+            queue.max_queue_size = batching.max_queue_size or 0  # 0: unbounded
+            queue.default_timeout_microseconds = batching.queue_timeout_us or 0  # 0: no timeout
+    match options.version_policy:
+        case LatestVersions(count=count):
+            config.version_policy.latest.num_versions = count
+        case AllVersions():
+            config.version_policy.all.SetInParent()
+        case SpecificVersions(versions=versions):
+            config.version_policy.specific.versions.extend(versions)
     if options.warmup:
         warmup = config.model_warmup.add(
             name=f"{name}-warmup", batch_size=max(options.max_batch_size, 1), count=1
         )
         for spec in inputs:
-            # Variable axes get length 1: warmup must work for every model, whatever its real lengths.
+            # Variable axes get length 1: warmup must work for every model, whatever its real lengths;
+            # zeros are valid for every input, ids into an embedding included.
             warmup.inputs[spec.name].CopyFrom(
                 mc.ModelWarmup.Input(
                     data_type=_type_enum(spec.dtype), dims=[max(d, 1) for d in spec.dims], zero_data=True
@@ -278,11 +313,12 @@ def validate_config(config: Any, *, folder: str) -> None:
     if config.name != folder:
         raise InvalidInput(f"{where}: name", config.name, f"the model's folder name {folder!r}")
     check_name(config.name, field=f"{where}: name")
-    if (config.backend == "python") == (config.platform == "pytorch_libtorch"):
+    python = config.backend == "python"
+    if python == (config.platform == "pytorch_libtorch"):
         raise InvalidInput(
             f"{where}: backend/platform",
             (config.backend, config.platform),
-            'backend "python" or platform "pytorch_libtorch"',
+            'backend "python" or platform "pytorch_libtorch", not both',
         )
     if config.max_batch_size < 0:
         raise InvalidInput(f"{where}: max_batch_size", config.max_batch_size, "an integer >= 0")
@@ -294,39 +330,78 @@ def validate_config(config: Any, *, folder: str) -> None:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InvalidInput(f"{where}: tensor names", duplicates, "names unique across inputs and outputs")
-    supported = {_type_enum(name) for name in DTYPES}
+    allowed = PYTHON_TARGET_DTYPES if python else tuple(DTYPES)
     for tensor in [*config.input, *config.output]:
-        if tensor.data_type not in supported:
+        check_name(tensor.name, field=f"{where}: tensor name")
+        if tensor.data_type not in {_type_enum(name) for name in allowed}:
             raise InvalidInput(
                 f"{where}: {tensor.name}.data_type",
                 mc.DataType.Name(tensor.data_type),
-                f"one of {', '.join('TYPE_' + n for n in DTYPES)}",
-            )
-        if config.backend == "python" and tensor.data_type == mc.TYPE_BF16:
-            raise InvalidInput(
-                f"{where}: {tensor.name}.data_type",
-                "TYPE_BF16",
-                "a type with a numpy equivalent for the python target",
+                f"for {'backend python' if python else 'pytorch_libtorch'} one of "
+                + ", ".join("TYPE_" + n for n in allowed),
             )
         if not tensor.dims or any(d == 0 or d < -1 for d in tensor.dims):
             raise InvalidInput(
                 f"{where}: {tensor.name}.dims", list(tensor.dims), "one or more sizes, positive or -1"
             )
-    batching_sizes = list(config.dynamic_batching.preferred_batch_size)
-    if config.HasField("dynamic_batching") and config.max_batch_size == 0:
+    _validate_batching(config, where)
+    _validate_warmup(config, where)
+    _validate_version_policy(config, where)
+    for group in config.instance_group:
+        if group.count < 1:
+            raise InvalidInput(f"{where}: instance_group.count", group.count, "an integer >= 1")
+
+
+def _validate_batching(config: Any, where: str) -> None:
+    if not config.HasField("dynamic_batching"):
+        return
+    if config.max_batch_size == 0:
         raise InvalidInput(f"{where}: dynamic_batching", "set", "absent when max_batch_size is 0")
-    if any(not 1 <= s <= config.max_batch_size for s in batching_sizes):
+    sizes = list(config.dynamic_batching.preferred_batch_size)
+    if any(not 1 <= s <= config.max_batch_size for s in sizes):
         raise InvalidInput(
-            f"{where}: dynamic_batching.preferred_batch_size", batching_sizes, f"1..{config.max_batch_size}"
+            f"{where}: dynamic_batching.preferred_batch_size", sizes, f"1..{config.max_batch_size}"
         )
+    queue = config.dynamic_batching.default_queue_policy
+    if queue.max_queue_size < 0:
+        raise InvalidInput(f"{where}: default_queue_policy.max_queue_size", queue.max_queue_size, ">= 0")
+
+
+def _validate_warmup(config: Any, where: str) -> None:
+    """Warmup requests must be ones the model accepts: every input, its type, concrete declared dims."""
+    declared = {t.name: t for t in config.input}
     for warmup in config.model_warmup:
         if not 1 <= warmup.batch_size <= max(config.max_batch_size, 1):
             raise InvalidInput(
                 f"{where}: model_warmup.batch_size", warmup.batch_size, f"1..{max(config.max_batch_size, 1)}"
             )
-    for group in config.instance_group:
-        if group.count < 1:
-            raise InvalidInput(f"{where}: instance_group.count", group.count, "an integer >= 1")
+        if set(warmup.inputs) != set(declared):
+            raise InvalidInput(
+                f"{where}: model_warmup.inputs", sorted(warmup.inputs), f"exactly {sorted(declared)}"
+            )
+        for name, given in warmup.inputs.items():
+            tensor = declared[name]
+            dims = list(given.dims)
+            fits = len(dims) == len(tensor.dims) and all(
+                d >= 1 and want in (-1, d) for d, want in zip(dims, tensor.dims, strict=True)
+            )
+            if given.data_type != tensor.data_type or not fits:
+                raise InvalidInput(
+                    f"{where}: model_warmup.inputs[{name}]",
+                    f"{mc.DataType.Name(given.data_type)} {dims}",
+                    f"{mc.DataType.Name(tensor.data_type)} {list(tensor.dims)} with every -1 made concrete",
+                )
+
+
+def _validate_version_policy(config: Any, where: str) -> None:
+    policy = config.version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "latest" and policy.latest.num_versions < 1:
+        raise InvalidInput(f"{where}: version_policy.latest.num_versions", policy.latest.num_versions, ">= 1")
+    if kind == "specific" and (not policy.specific.versions or min(policy.specific.versions) < 1):
+        raise InvalidInput(
+            f"{where}: version_policy.specific.versions", list(policy.specific.versions), "versions >= 1"
+        )
 
 
 def _type_enum(dtype: str) -> int:
@@ -338,7 +413,7 @@ def _dtype_name(enum_value: int) -> str:
     return str(mc.DataType.Name(enum_value)).removeprefix("TYPE_")
 
 
-# --- export ---------------------------------------------------------------------------------------
+# --- export and checking the model against its config -------------------------------------------
 
 
 def _outputs_of(result: Any, *, field: str) -> tuple[torch.Tensor, ...]:
@@ -348,34 +423,39 @@ def _outputs_of(result: Any, *, field: str) -> tuple[torch.Tensor, ...]:
     return tuple(items)
 
 
-def _check_signature(model: torch.nn.Module, count: int) -> None:
-    """Compare the number of example inputs with ``forward``'s positional parameters."""
-    if isinstance(model, torch.jit.ScriptModule):
-        return  # TorchScript modules report no Python signature; running them below catches mismatches.
-    params = list(inspect.signature(model.forward).parameters.values())
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in positional if p.default is p.empty]
-    if not len(required) <= count <= len(positional):
-        names = ", ".join(p.name for p in positional)
-        raise InvalidInput(
-            "example_inputs",
-            f"{count} tensor(s)",
-            f"{len(required)}..{len(positional)} tensors for forward({names})",
-        )
+def _described(tensors: Sequence[torch.Tensor]) -> list[str]:
+    return [f"{_TRITON_NAME.get(t.dtype, t.dtype)}{list(t.shape)}" for t in tensors]
 
 
-def _run(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *, field: str) -> tuple[torch.Tensor, ...]:
+def _run(
+    module: torch.nn.Module,
+    inputs: Sequence[torch.Tensor],
+    *,
+    field: str,
+    promise: str = "inputs the model's forward accepts",
+) -> tuple[torch.Tensor, ...]:
     try:
         with torch.no_grad():
             result = module(*inputs)
     except Exception as error:
-        shapes = [f"{_TRITON_NAME.get(t.dtype, t.dtype)}{list(t.shape)}" for t in inputs]
         raise InvalidInput(
-            field, shapes, f"inputs the model's forward accepts ({type(error).__name__}: {error})"
+            field, _described(inputs), f"{promise} ({type(error).__name__}: {error})"
         ) from None
     return _outputs_of(result, field=f"{field} (model output)")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: object) -> Iterator[None]:
+    """Export and save in eval mode (dropout off, batch norm frozen); the caller's module keeps its mode."""
+    if not isinstance(model, torch.nn.Module):
+        yield
+        return
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
 
 
 def load_torchscript(path: Path) -> torch.jit.ScriptModule:
@@ -386,34 +466,32 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
 def export_torchscript(
     model: torch.nn.Module | Path, example_inputs: Sequence[torch.Tensor], export: Literal["trace", "script"]
 ) -> torch.jit.ScriptModule:
-    """The TorchScript of ``model``: loaded from a file, or traced / scripted from a module."""
+    """The TorchScript of ``model``: loaded from a file, given as is, or traced / scripted from a module."""
     if isinstance(model, Path | str):
         try:
-            return load_torchscript(Path(model))
+            return load_torchscript(Path(model)).eval()
         except Exception as error:
             raise InvalidInput(
                 "torchscript", str(model), f"a TorchScript file torch.jit.load reads ({error})"
             ) from None
     if not isinstance(model, torch.nn.Module):
         raise InvalidInput("model", type(model).__name__, "a torch.nn.Module or a TorchScript file path")
-    if export not in ("trace", "script"):
-        raise InvalidInput("export", export, "trace or script")
-    model = model.eval()
     if isinstance(model, torch.jit.ScriptModule):
         return model
-    _check_signature(model, len(example_inputs))
-    _run(model, example_inputs, field="example_inputs")
+    if export not in ("trace", "script"):
+        raise InvalidInput("export", export, "trace or script")
     try:
         with torch.no_grad():
             if export == "trace":
-                exported = torch.jit.trace(  # type: ignore[no-untyped-call]
-                    model, tuple(example_inputs), check_trace=False
-                )
+                # check_trace=False: _probe compares the trace with the model on other inputs instead.
+                exported = torch.jit.trace(model, tuple(example_inputs), check_trace=False)  # type: ignore[no-untyped-call]
             else:
                 exported = torch.jit.script(model)
     except Exception as error:
         raise InvalidInput(
-            "model", type(model).__name__, f"a module torch.jit.{export} can export ({error})"
+            "model",
+            type(model).__name__,
+            f"a module torch.jit.{export} can export ({type(error).__name__}: {error})",
         ) from None
     if not isinstance(exported, torch.jit.ScriptModule):
         raise InvalidInput(
@@ -422,24 +500,40 @@ def export_torchscript(
     return exported
 
 
+def _check_examples(example_inputs: Sequence[torch.Tensor], max_batch_size: int) -> tuple[torch.Tensor, ...]:
+    if not example_inputs or not all(isinstance(t, torch.Tensor) for t in example_inputs):
+        raise InvalidInput("example_inputs", example_inputs, "one or more torch tensors")
+    examples = tuple(example_inputs)
+    if max_batch_size > 0:
+        batches = {t.shape[0] if t.dim() else 0 for t in examples}
+        if len(batches) != 1 or not 1 <= min(batches) <= max_batch_size:
+            raise InvalidInput(
+                "example_inputs",
+                [list(t.shape) for t in examples],
+                f"tensors sharing one leading batch axis of 1..max_batch_size ({max_batch_size})",
+            )
+    return examples
+
+
 def _spec_of(
     tensor: torch.Tensor, name: str, *, batched: bool, variable: Sequence[int], field: str, target: Target
 ) -> TensorSpec:
     if tensor.dtype not in _TRITON_NAME:
-        raise InvalidInput(
-            f"{field}.dtype", str(tensor.dtype), f"one of {', '.join(map(str, DTYPES.values()))}"
-        )
+        supported = ", ".join(f"{dtype} ({name})" for name, dtype in DTYPES.items())
+        raise InvalidInput(f"{field}.dtype", str(tensor.dtype), f"one of {supported}")
     dtype = _TRITON_NAME[tensor.dtype]
-    if target == "python" and dtype not in _NUMPY:
+    if target == "python" and dtype not in PYTHON_TARGET_DTYPES:
         raise InvalidInput(
-            f"{field}.dtype", dtype, f"for target python one of {', '.join(_NUMPY)} (numpy types)"
+            f"{field}.dtype",
+            dtype,
+            f"for target python one of {', '.join(PYTHON_TARGET_DTYPES)} (numpy has no bfloat16); "
+            "BF16 is served by target pytorch_libtorch",
         )
     shape = list(tensor.shape[1:] if batched else tensor.shape)
     if not shape:
-        # Triton needs at least one dim; a per-item scalar is served as [1].
         raise InvalidInput(f"{field}.shape", list(tensor.shape), "at least one axis besides the batch axis")
     for axis in variable:
-        if not 0 <= axis < len(shape):
+        if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < len(shape):
             raise InvalidInput(
                 f"variable_axes[{name!r}]", list(variable), f"axes 0..{len(shape) - 1} (batch excluded)"
             )
@@ -458,44 +552,176 @@ def _names(given: Sequence[str] | None, count: int, prefix: str, field: str) -> 
     return names
 
 
-def _check_variable(
-    module: torch.nn.Module,
-    example_inputs: Sequence[torch.Tensor],
+def libtorch_binding(names: Sequence[str], arguments: Sequence[str] | None) -> list[int]:
+    """The position Triton's libtorch backend binds each config tensor to, in config order.
+
+    Inputs (``arguments``: forward's parameter names): by parameter name when every name is one, else
+    by the index in ``<name>__<index>`` when every name has that form, else in config order. Outputs
+    (``arguments`` None): ``<name>__<index>`` or config order. Mirrors the backend's own rules.
+    """
+    if arguments is not None and all(name in arguments for name in names):
+        return [list(arguments).index(name) for name in names]
+    suffixes = [name.partition("__")[2] for name in names]
+    if all(
+        "__" in name and all(c in "0123456789" for c in suffix)
+        for name, suffix in zip(names, suffixes, strict=True)
+    ):
+        return [int(suffix or 0) for suffix in suffixes]
+    return list(range(len(names)))
+
+
+def _check_libtorch_binding(
+    module: torch.jit.ScriptModule,
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
     *,
-    batched: bool,
+    inputs_field: str,
+    input_names_field: str,
+    output_names_field: str,
 ) -> None:
-    """Run the exported model on other batch sizes and lengths, where the config says they may vary.
+    """Would Triton's libtorch backend feed each tensor where this config says it goes?
 
-    A trace bakes in shapes it saw; this catches a config that promises what the TorchScript can't do.
+    The backend passes every argument of forward (no defaults), each a tensor, bound by the rules of
+    ``libtorch_binding``; a config whose order disagrees would load and then compute on swapped inputs.
     """
-    offset = 1 if batched else 0
-    changed = []
-    for tensor, spec in zip(example_inputs, inputs, strict=True):
-        shape = list(tensor.shape)
-        if batched:
-            shape[0] = shape[0] + 1
-        for axis, dim in enumerate(spec.dims):
-            if dim == -1:
-                shape[axis + offset] += 1
-        changed.append(_random(shape, tensor.dtype, seed=1))
-    if all(c.shape == t.shape for c, t in zip(changed, example_inputs, strict=True)):
-        return
-    results = _run(module, changed, field="variable_axes / batch axis (the exported model on other sizes)")
-    if len(results) != len(outputs):
+    forward: Any = module.forward
+    schema = forward.schema
+    arguments = [a for a in schema.arguments if a.type.kind() != "ClassType"]
+    signature = f"forward({', '.join(f'{a.name}: {a.type}' for a in arguments)})"
+    if len(arguments) != len(inputs) or any(
+        a.type.kind() not in ("TensorType", "ListType") for a in arguments
+    ):
         raise InvalidInput(
-            "model", len(results), f"the same number of outputs ({len(outputs)}) for every input size"
+            inputs_field,
+            [s.name for s in inputs],
+            f"for pytorch_libtorch one tensor for every parameter of {signature}: "
+            "Triton's libtorch backend passes them all and nothing else",
+        )
+    names = [a.name for a in arguments]
+    if libtorch_binding([s.name for s in inputs], names) != list(range(len(inputs))):
+        raise InvalidInput(
+            input_names_field,
+            [s.name for s in inputs],
+            f"names Triton's libtorch backend binds in order: {names}, INPUT__0.., or names that are neither",
+        )
+    if libtorch_binding([s.name for s in outputs], None) != list(range(len(outputs))):
+        raise InvalidInput(
+            output_names_field,
+            [s.name for s in outputs],
+            "names without '__', or <name>__<i> where i is the output's position",
         )
 
 
-def _random(shape: Sequence[int], dtype: torch.dtype, *, seed: int) -> torch.Tensor:
+def _other_size(size: int) -> int:
+    # Shorter where possible: a model with a maximum length (positional embeddings) takes it.
+    return size - 1 if size > 1 else size + 1
+
+
+def _resampled(
+    tensors: Sequence[torch.Tensor],
+    specs: Sequence[TensorSpec],
+    *,
+    batched: bool,
+    new_batch: bool,
+    new_lengths: bool,
+    seed: int,
+) -> list[torch.Tensor]:
+    """Tensors shaped like ``tensors`` (batch and/or variable axes resized), with values drawn from each
+    example's own values: an id stays a valid index, a positive input stays positive."""
     generator = torch.Generator().manual_seed(seed)
-    if dtype.is_floating_point:
-        return torch.randn(*shape, generator=generator).to(dtype)
-    if dtype == torch.bool:
-        return torch.randint(0, 2, tuple(shape), generator=generator).bool()
-    return torch.randint(0, 10, tuple(shape), generator=generator).to(dtype)
+    offset = 1 if batched else 0
+    resized = []
+    for tensor, spec in zip(tensors, specs, strict=True):
+        shape = list(tensor.shape)
+        if new_batch:
+            shape[0] = _other_size(shape[0])
+        if new_lengths:
+            for axis, dim in enumerate(spec.dims):
+                if dim == -1:
+                    shape[axis + offset] = _other_size(shape[axis + offset])
+        values = tensor.detach().reshape(-1)
+        if values.numel() == 0:
+            resized.append(torch.zeros(shape, dtype=tensor.dtype))
+        else:
+            resized.append(values[torch.randint(0, values.numel(), tuple(shape), generator=generator)])
+    return resized
+
+
+def _agree(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.is_floating_point():
+        return torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5, equal_nan=True)
+    return torch.equal(a, b)
+
+
+def _check_batch_axis(results: Sequence[torch.Tensor], batch: int, names: Sequence[str]) -> None:
+    for result, name in zip(results, names, strict=True):
+        if result.dim() < 2 or result.shape[0] != batch:
+            raise InvalidInput(
+                f"output {name}",
+                list(result.shape),
+                f"a leading batch axis of the inputs' batch size ({batch}) and at least one more axis; "
+                "a model that does not batch its outputs takes max_batch_size 0",
+            )
+
+
+def _probe(
+    module: torch.jit.ScriptModule,
+    eager: torch.nn.Module | None,
+    tensors: Sequence[torch.Tensor],
+    inputs: Sequence[TensorSpec],
+    results: Sequence[torch.Tensor],
+    out_names: Sequence[str],
+    *,
+    batched: bool,
+    variable_field: str,
+) -> list[set[int]]:
+    """Run the exported model where the config promises freedom, next to the eager model if there is one.
+
+    A trace records the shapes and the branches it saw. These runs catch a config promising batch sizes
+    or lengths the TorchScript cannot take, and a TorchScript whose answers differ from the model's.
+    Returns, per output, the axes (batch excluded) whose length changed with the inputs'.
+    """
+    variable = any(-1 in spec.dims for spec in inputs)
+    probes = []
+    if batched:
+        probes.append(
+            ("max_batch_size", "0 for a model that only runs at its example batch size", True, False)
+        )
+    if variable:
+        probes.append((variable_field, "axes the model accepts at other lengths", batched, True))
+    if not probes:
+        probes.append(("model", "a model that runs on other values of the example shapes", False, False))
+    changed: list[set[int]] = [set() for _ in results]
+    offset = 1 if batched else 0
+    for seed, (field, promise, new_batch, new_lengths) in enumerate(probes, start=1):
+        probe = _resampled(
+            tensors, inputs, batched=batched, new_batch=new_batch, new_lengths=new_lengths, seed=seed
+        )
+        got = _run(module, probe, field=field, promise=promise)
+        expected = got if eager is None else _run(eager, probe, field=field, promise=promise)
+        if len(expected) != len(got) or not all(map(_agree, got, expected)):
+            raise InvalidInput(
+                "model",
+                type(eager).__name__,
+                f"a model whose TorchScript answers as the model does; on inputs {_described(probe)} they "
+                "differ (a trace records one path through shape- or data-dependent control flow: "
+                "try export='script')",
+            )
+        if len(got) != len(results) or any(
+            g.dtype != r.dtype or g.dim() != r.dim() for g, r in zip(got, results, strict=True)
+        ):
+            raise InvalidInput(
+                "model",
+                _described(got),
+                f"outputs of the same number, types and ranks for every input size ({_described(results)})",
+            )
+        if batched:
+            _check_batch_axis(got, probe[0].shape[0], out_names)
+        for axes, g, r in zip(changed, got, results, strict=True):
+            axes.update(k for k in range(r.dim() - offset) if g.shape[k + offset] != r.shape[k + offset])
+    return changed
 
 
 def build_model(
@@ -505,7 +731,7 @@ def build_model(
     name: str,
     repository: Path,
     target: Target = "python",
-    options: ModelOptions | None = None,
+    options: ModelOptions = ModelOptions(),
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     variable_axes: Mapping[str, Sequence[int]] | None = None,
@@ -515,46 +741,81 @@ def build_model(
     """Export ``model`` and write ``<repository>/<name>/{config.pbtxt,<version>/model.pt}``.
 
     ``example_inputs`` include the batch axis when ``options.max_batch_size > 0``. ``variable_axes``
-    maps tensor names to the axes (batch excluded) that vary, which become -1 in the config.
+    maps input names to the axes (batch excluded) that vary, which become -1 in the config; an output
+    axis whose length follows them becomes -1 too (declaring output axes is allowed, not needed).
     """
-    options = options or ModelOptions()
     check_name(name, field="name")
     check_options(options, target)
-    if not isinstance(version, int) or version < 1:
-        raise InvalidInput("version", version, "an integer >= 1")
-    if not example_inputs or not all(isinstance(t, torch.Tensor) for t in example_inputs):
-        raise InvalidInput("example_inputs", example_inputs, "one or more torch tensors")
+    _integer(version, "version", minimum=1)
+    examples = _check_examples(example_inputs, options.max_batch_size)
     batched = options.max_batch_size > 0
-    if batched:
-        for i, tensor in enumerate(example_inputs):
-            if tensor.dim() == 0 or not 1 <= tensor.shape[0] <= options.max_batch_size:
-                raise InvalidInput(
-                    f"example_inputs[{i}].shape",
-                    list(tensor.shape),
-                    f"a leading batch axis of 1..max_batch_size ({options.max_batch_size})",
-                )
-    module = export_torchscript(model, example_inputs, export)
-    results = _run(module, example_inputs, field="example_inputs")
-    in_names = _names(input_names, len(example_inputs), "INPUT", "input_names")
-    out_names = _names(output_names, len(results), "OUTPUT", "output_names")
-    variable = dict(variable_axes or {})
-    unknown = sorted(set(variable) - set(in_names) - set(out_names))
-    if unknown:
-        raise InvalidInput("variable_axes", unknown, f"names of inputs or outputs: {[*in_names, *out_names]}")
-    inputs = tuple(
-        _spec_of(
-            t, n, batched=batched, variable=variable.get(n, ()), field=f"example_inputs[{i}]", target=target
+    eager = (
+        model
+        if isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
+        else None
+    )
+    with _eval_mode(model):
+        if eager is not None:
+            # The eager model first: a signature mismatch reads better from forward than from the tracer.
+            _run(eager, examples, field="example_inputs")
+        module = export_torchscript(model, examples, export)
+        results = _run(module, examples, field="example_inputs")
+        in_names = _names(input_names, len(examples), "INPUT", "input_names")
+        out_names = _names(output_names, len(results), "OUTPUT", "output_names")
+        shared = sorted(set(in_names) & set(out_names))
+        if shared:
+            raise InvalidInput("input_names/output_names", shared, "names unique across inputs and outputs")
+        variable = dict(variable_axes or {})
+        unknown = sorted(set(variable) - set(in_names) - set(out_names))
+        if unknown:
+            raise InvalidInput(
+                "variable_axes", unknown, f"names of inputs or outputs: {[*in_names, *out_names]}"
+            )
+        inputs = tuple(
+            _spec_of(
+                t,
+                n,
+                batched=batched,
+                variable=variable.get(n, ()),
+                field=f"example_inputs[{i}]",
+                target=target,
+            )
+            for i, (t, n) in enumerate(zip(examples, in_names, strict=True))
         )
-        for i, (t, n) in enumerate(zip(example_inputs, in_names, strict=True))
-    )
-    outputs = tuple(
-        _spec_of(t, n, batched=batched, variable=variable.get(n, ()), field=f"output[{i}]", target=target)
-        for i, (t, n) in enumerate(zip(results, out_names, strict=True))
-    )
-    _check_variable(module, example_inputs, inputs, outputs, batched=batched)
-    config = model_config(name, inputs, outputs, target=target, options=options)
-    text = render_config(config)
-    path = _write(repository, name, version, text, module, target)
+        if batched:
+            _check_batch_axis(results, examples[0].shape[0], out_names)
+        followed = _probe(
+            module,
+            eager,
+            examples,
+            inputs,
+            results,
+            out_names,
+            batched=batched,
+            variable_field="variable_axes",
+        )
+        outputs = tuple(
+            _spec_of(
+                t,
+                n,
+                batched=batched,
+                variable=sorted({*variable.get(n, ()), *axes}),
+                field=f"output {n}",
+                target=target,
+            )
+            for t, n, axes in zip(results, out_names, followed, strict=True)
+        )
+        if target == "pytorch_libtorch":
+            _check_libtorch_binding(
+                module,
+                inputs,
+                outputs,
+                inputs_field="example_inputs",
+                input_names_field="input_names",
+                output_names_field="output_names",
+            )
+        text = render_config(model_config(name, inputs, outputs, target=target, options=options))
+        path = _write(repository, name, version, text, module, target)
     return BuiltModel(name, version, path, target, text, inputs, outputs)
 
 
@@ -566,29 +827,37 @@ def build_from_signature(
     outputs: Sequence[TensorSpec],
     repository: Path,
     target: Target = "python",
-    options: ModelOptions | None = None,
+    options: ModelOptions = ModelOptions(),
     version: int = 1,
 ) -> BuiltModel:
     """Package a TorchScript file whose signature is declared rather than discovered.
 
-    The model runs once on inputs generated from the declaration (variable axes at length 3, batch 2)
-    and its outputs are compared with the declared ones, so a wrong declaration fails here.
+    The model runs on inputs generated from the declaration (batch 2 where it batches, variable axes
+    at length 3) and on other sizes where the declaration lets them vary; its outputs are compared
+    with the declared ones, so a wrong declaration fails here rather than in Triton.
     """
-    options = options or ModelOptions()
     check_name(name, field="name")
     check_options(options, target)
-    if not inputs:
-        raise InvalidInput("inputs", [], "one or more NAME:DTYPE:DIMS")
-    if not outputs:
-        raise InvalidInput("outputs", [], "one or more NAME:DTYPE:DIMS")
+    _integer(version, "version", minimum=1)
+    for field, specs in (("inputs", inputs), ("outputs", outputs)):
+        if not specs or not all(isinstance(s, TensorSpec) for s in specs):
+            raise InvalidInput(field, list(specs), "one or more NAME:DTYPE:DIMS")
+        for spec in specs:
+            if target == "python" and spec.dtype not in PYTHON_TARGET_DTYPES:
+                raise InvalidInput(
+                    f"{spec.name}.dtype",
+                    spec.dtype,
+                    f"for target python one of {', '.join(PYTHON_TARGET_DTYPES)}",
+                )
+    names = [s.name for s in [*inputs, *outputs]]
+    if len(set(names)) != len(names):
+        raise InvalidInput("inputs/outputs", names, "names unique across inputs and outputs")
     module = export_torchscript(torchscript, (), "trace")
     batched = options.max_batch_size > 0
-    batch = [min(2, options.max_batch_size)] if batched else []
-    generated = [
-        _random([*batch, *(3 if d == -1 else d for d in spec.dims)], DTYPES[spec.dtype], seed=0)
-        for spec in inputs
-    ]
-    results = _run(module, generated, field="inputs (the declared signature)")
+    batch = min(2, options.max_batch_size) if batched else None
+    generated = _sample_inputs(inputs, batch=batch, variable_length=3, seed=0)
+    tensors = [_to_torch(generated[spec.name], spec) for spec in inputs]
+    results = _run(module, tensors, field="inputs", promise="a declaration matching the model's forward")
     if len(results) != len(outputs):
         raise InvalidInput(
             "outputs", [s.name for s in outputs], f"{len(results)} output(s), as the model returns"
@@ -599,20 +868,42 @@ def build_from_signature(
         fits = len(shape) == len(spec.dims) and all(
             d in (-1, s) for d, s in zip(spec.dims, shape, strict=True)
         )
-        if dtype != spec.dtype or not fits:
+        if dtype != spec.dtype or not fits or (batched and tensor.shape[0] != batch):
             raise InvalidInput(
                 f"output {spec.name}",
                 f"{spec.dtype}:{','.join(map(str, spec.dims))}",
-                f"what the model returns: {dtype}:{','.join(map(str, shape))} (-1 allowed for variable axes)",
+                f"what the model returns: {dtype}:{','.join(map(str, shape))}"
+                + (f" after a batch axis of {batch}" if batched else "")
+                + " (-1 allowed for variable axes)",
             )
-    for spec in [*inputs, *outputs]:
-        if target == "python" and spec.dtype not in _NUMPY:
+    followed = _probe(
+        module,
+        None,
+        tensors,
+        inputs,
+        results,
+        [s.name for s in outputs],
+        batched=batched,
+        variable_field="inputs",
+    )
+    for spec, axes in zip(outputs, followed, strict=True):
+        fixed = sorted(k for k in axes if spec.dims[k] != -1)
+        if fixed:
             raise InvalidInput(
-                f"{spec.name}.dtype", spec.dtype, f"for target python one of {', '.join(_NUMPY)}"
+                f"output {spec.name}",
+                f"{spec.dtype}:{','.join(map(str, spec.dims))}",
+                f"-1 at axis {fixed[0]}: its length follows the inputs'",
             )
-    _check_variable(module, generated, inputs, outputs, batched=batched)
-    config = model_config(name, inputs, outputs, target=target, options=options)
-    text = render_config(config)
+    if target == "pytorch_libtorch":
+        _check_libtorch_binding(
+            module,
+            inputs,
+            outputs,
+            inputs_field="inputs",
+            input_names_field="inputs",
+            output_names_field="outputs",
+        )
+    text = render_config(model_config(name, inputs, outputs, target=target, options=options))
     path = _write(repository, name, version, text, module, target)
     return BuiltModel(name, version, path, target, text, tuple(inputs), tuple(outputs))
 
@@ -625,29 +916,38 @@ def _write(
     module: torch.jit.ScriptModule,
     target: Target,
 ) -> Path:
-    """Write one version: staged in a sibling temp folder, moved into place, config written last."""
-    model_dir = repository / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
+    """Write one version: staged in a hidden temp folder, moved into place, then the config, atomically."""
+    repository.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=repository))
     try:
-        module.save(str(staging / _MODEL_FILE))
+        version_dir = staging / str(version)
+        version_dir.mkdir()
+        module.save(str(version_dir / _MODEL_FILE))
         if target == "python":
-            shutil.copyfile(_PYTHON_MODEL, staging / "model.py")
+            shutil.copyfile(_PYTHON_MODEL, version_dir / _PYTHON_MODEL_FILE)
+        (staging / "config.pbtxt").write_text(config_text)
+        model_dir = repository / name
+        model_dir.mkdir(exist_ok=True)
         final = model_dir / str(version)
         if final.exists():
             shutil.rmtree(final)
-        os.replace(staging, final)
+        os.replace(version_dir, final)
+        os.replace(staging / "config.pbtxt", model_dir / "config.pbtxt")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    (model_dir / "config.pbtxt").write_text(config_text)
     return model_dir
 
 
 # --- reading a repository back ------------------------------------------------------------------------
 
 
+def _specs(tensors: Any) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(t.name, _dtype_name(t.data_type), tuple(t.dims)) for t in tensors)
+
+
 def read_repository(path: Path) -> list[RepositoryModel]:
-    """Every model of a local repository folder, each config parsed and validated."""
+    """Every model of a local repository folder, each config parsed and validated, each newest version
+    holding the files its backend loads."""
     if not path.is_dir():
         raise InvalidInput("repository", str(path), "an existing folder holding <model>/config.pbtxt")
     models = []
@@ -655,22 +955,22 @@ def read_repository(path: Path) -> list[RepositoryModel]:
         folder = config_path.parent
         config = parse_config(config_path.read_text(), folder=folder.name)
         versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-        if not versions or not (folder / str(versions[-1]) / _MODEL_FILE).is_file():
+        needed = [_MODEL_FILE, _PYTHON_MODEL_FILE] if config.backend == "python" else [_MODEL_FILE]
+        newest = folder / str(versions[-1]) if versions else None
+        if newest is None or not all((newest / file).is_file() for file in needed):
             raise InvalidInput(
-                f"{folder.name}", [str(v) for v in versions], f"a version folder holding {_MODEL_FILE}"
+                folder.name,
+                [p.name for p in sorted(folder.iterdir())],
+                f"a numbered version folder holding {' and '.join(needed)}",
             )
-
-        def specs(tensors: Any) -> tuple[TensorSpec, ...]:
-            return tuple(TensorSpec(t.name, _dtype_name(t.data_type), tuple(t.dims)) for t in tensors)
-
         models.append(
             RepositoryModel(
                 name=config.name,
                 version=versions[-1],
                 config=config,
-                torchscript=folder / str(versions[-1]) / _MODEL_FILE,
-                inputs=specs(config.input),
-                outputs=specs(config.output),
+                torchscript=newest / _MODEL_FILE,
+                inputs=_specs(config.input),
+                outputs=_specs(config.output),
                 max_batch_size=config.max_batch_size,
             )
         )
@@ -699,36 +999,54 @@ def to_python_target(source: Path, destination: Path) -> Path:
         folder = destination / model.name
         (folder / "config.pbtxt").write_text(render_config(config))
         for version in (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()):
-            shutil.copyfile(_PYTHON_MODEL, version / "model.py")
+            shutil.copyfile(_PYTHON_MODEL, version / _PYTHON_MODEL_FILE)
     return destination
+
+
+def _sample_inputs(
+    specs: Sequence[TensorSpec], *, batch: int | None, variable_length: int, seed: int
+) -> dict[str, Array]:
+    """Arrays of the declared shapes in the client's numpy types: normal floats, small ids, coin flips."""
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, Array] = {}
+    for spec in specs:
+        shape = ([] if batch is None else [batch]) + [variable_length if d == -1 else d for d in spec.dims]
+        numpy_type = NUMPY_DTYPES[spec.dtype]
+        if spec.dtype == "BOOL":
+            arrays[spec.name] = rng.random(shape) < 0.5
+        elif np.issubdtype(numpy_type, np.floating):
+            arrays[spec.name] = rng.standard_normal(shape).astype(numpy_type)
+        else:
+            arrays[spec.name] = rng.integers(0, _INT_HIGH, size=shape).astype(numpy_type)
+    return arrays
+
+
+def _to_torch(array: Array, spec: TensorSpec) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, dtype=NUMPY_DTYPES[spec.dtype])).to(DTYPES[spec.dtype])
+
+
+def _to_numpy(tensor: torch.Tensor) -> Array:
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 def generate_inputs(
     model: RepositoryModel, *, batch: int = 2, variable_length: int = 5, seed: int = 0
 ) -> dict[str, Array]:
     """Inputs of the model's declared shapes: variable axes at ``variable_length``, small integers for ids."""
-    rng = np.random.default_rng(seed)
-    arrays: dict[str, Array] = {}
-    for spec in model.inputs:
-        shape = ([batch] if model.max_batch_size > 0 else []) + [
-            variable_length if d == -1 else d for d in spec.dims
-        ]
-        dtype = _NUMPY.get(spec.dtype, np.float32)
-        if spec.dtype == "BOOL":
-            arrays[spec.name] = rng.random(shape) < 0.5
-        elif np.issubdtype(dtype, np.floating):
-            arrays[spec.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            arrays[spec.name] = rng.integers(0, 10, size=shape).astype(dtype)
-    return arrays
+    return _sample_inputs(
+        model.inputs,
+        batch=batch if model.max_batch_size > 0 else None,
+        variable_length=variable_length,
+        seed=seed,
+    )
 
 
 def run_reference(model: RepositoryModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
     """The model's own TorchScript on ``inputs``, in-process: what Triton's answer is compared with."""
     module = load_torchscript(model.torchscript).eval()
-    tensors = [torch.from_numpy(np.array(inputs[spec.name])) for spec in model.inputs]
+    tensors = [_to_torch(inputs[spec.name], spec) for spec in model.inputs]
     results = _run(module, tensors, field=f"{model.name} inputs")
-    return {spec.name: t.numpy() for spec, t in zip(model.outputs, results, strict=True)}
+    return {spec.name: _to_numpy(t) for spec, t in zip(model.outputs, results, strict=True)}
 
 
 def demo_model() -> tuple[torch.nn.Module, list[torch.Tensor]]:

@@ -6,7 +6,12 @@ Series are named and labelled as Triton, DCGM exporter and kube-state-metrics na
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +25,10 @@ from inferstack.components.alerts import (
     prometheus_rule,
     service_rule_group,
 )
+from inferstack.serving.local import free_port, start_child
+from inferstack.serving.prometheus import wait_ready
 from tests.components.promtool import check_rules, run
-from tests.conftest import require_tool
+from tests.conftest import require_tool, unavailable
 from tests.schemas import validate_custom_resource
 
 SERVICE = service_rule_group(
@@ -261,13 +268,92 @@ def test_prometheus_rule_object_validates_against_the_crd(vendor_dir: Path) -> N
     validate_custom_resource(prometheus_rule("inferstack-platform", "monitoring", all_groups()), vendor_dir)
 
 
-def test_p0_inhibits_p1_and_p2_of_the_same_service() -> None:
-    config = alertmanager_config()
-    assert config["route"]["group_by"] == ["alertname", "service"]
-    inhibit = config["inhibit_rules"][0]
-    assert inhibit["source_matchers"] == ['severity = "P0"']
-    assert inhibit["target_matchers"] == ['severity =~ "P1|P2"']
-    assert inhibit["equal"] == ["service"]
+def alertmanager_binary() -> str:
+    """Debian ships Alertmanager as ``prometheus-alertmanager``; upstream's release as ``alertmanager``."""
+    found = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
+    if found is None:
+        unavailable("`alertmanager` (Debian: prometheus-alertmanager) is not on PATH (bash .ci/bootstrap)")
+    assert found is not None
+    return found
+
+
+def http(url: str, body: object = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """A real Alertmanager on loopback, running inferstack's config; yields its URL."""
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(yaml.safe_dump(alertmanager_config()))
+    port = free_port()
+    argv = [
+        alertmanager_binary(),
+        f"--config.file={config}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # no gossip: a single, private instance
+    ]
+    child = start_child(
+        "alertmanager", argv, log=tmp_path / "alertmanager.log", env={"PATH": "/usr/bin:/bin"}
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(child, f"{url}/-/ready", timeout_s=20)
+        yield url
+    finally:
+        child.stop()
+
+
+def firing(group: dict[str, Any], alert: str, **labels: str) -> dict[str, Any]:
+    """An alert as Prometheus would send it: the rule's own labels plus those of the series."""
+    rule = next(r for r in group["rules"] if r["alert"] == alert)
+    return {"labels": {"alertname": alert, **rule["labels"], **labels}, "annotations": {}}
+
+
+def test_a_p0_inhibits_p1_and_p2_of_its_own_service_only(alertmanager: str) -> None:
+    """Posted to a real Alertmanager: what it suppresses is what the operator will not be paged for."""
+    staging = service_rule_group(
+        service="ranker", namespace="staging", models=["ranker"], queue_time_target_ms=50
+    )
+    search = service_rule_group(
+        service="search", namespace="serving", models=["search"], queue_time_target_ms=50
+    )
+    (gpu,) = platform_rule_groups()
+    alerts = {
+        "P0 serving/ranker": firing(SERVICE, "TritonNoReadyReplica"),
+        "P1 serving/ranker": firing(SERVICE, "TritonQueueTimeHigh"),
+        "P2 serving/ranker": firing(
+            gpu, "GPUUnderused", namespace="serving", pod="ranker-7d9f8b6c4-x2x9q", service="ranker"
+        ),
+        "P1 staging/ranker": firing(staging, "TritonQueueTimeHigh"),
+        "P1 serving/search": firing(search, "TritonQueueTimeHigh"),
+        "P1 no service": firing(gpu, "GPUXidErrors", Hostname="node-a", gpu="0"),
+    }
+    http(f"{alertmanager}/api/v2/alerts", list(alerts.values()))
+    expected = {
+        name: "suppressed" if name in ("P1 serving/ranker", "P2 serving/ranker") else "active"
+        for name in alerts
+    }
+    by_labels = {json.dumps(a["labels"], sort_keys=True): name for name, a in alerts.items()}
+    deadline = time.monotonic() + 10
+    while True:  # the inhibitor learns of the P0 asynchronously, within moments
+        states = {
+            by_labels[json.dumps(a["labels"], sort_keys=True)]: a["status"]["state"]
+            for a in http(f"{alertmanager}/api/v2/alerts")
+        }
+        if states == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert states == expected
+
+
+def test_alerts_are_grouped_per_service() -> None:
+    assert alertmanager_config()["route"]["group_by"] == ["namespace", "service"]
 
 
 def test_alertmanager_config_passes_amtool_check(tmp_path: Path) -> None:

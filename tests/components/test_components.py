@@ -10,8 +10,9 @@ import pulumi_kubernetes as k8s
 import pytest
 
 from inferstack.components import charts
+from inferstack.components.alerts import alertmanager_config
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
-from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
+from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs, dcgm_exporter_values
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from tests.harness import Recording, run_invalid, run_program
 from tests.infra.iam import allowed
@@ -78,7 +79,11 @@ def test_gpu_daemons_run_only_on_gpu_nodes(recording: Recording) -> None:
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values[
             "tolerations"
         ]
-    assert releases(recording)["dcgm-exporter"]["values"]["serviceMonitor"]["enabled"] is True
+    # Enabled, and keeping the GPU-holding pod's labels (components/gpu.py says why).
+    assert (
+        releases(recording)["dcgm-exporter"]["values"]["serviceMonitor"]
+        == dcgm_exporter_values()["serviceMonitor"]
+    )
     assert "replicas: 2" in releases(recording)["nvidia-device-plugin"]["values"]["config"]["map"]["default"]
 
 
@@ -93,7 +98,7 @@ def test_prometheus_selects_everything_and_grafana_gets_a_generated_password(rec
         assert spec[key] is False
     assert spec["retention"] == "15d"
     assert values["grafana"]["adminPassword"] == "mock-password"
-    assert values["alertmanager"]["config"]["inhibit_rules"][0]["equal"] == ["service"]
+    assert values["alertmanager"]["config"] == alertmanager_config()
     password = recording.one("random:index/randomPassword:RandomPassword").inputs
     assert password["length"] >= 32
 

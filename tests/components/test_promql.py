@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from inferstack.components import promql
 from inferstack.infra.errors import InvalidInput
-from tests.components.promtool import check_expressions
+from tests.components.promtool import check_expressions, run
 
 
 def all_expressions() -> dict[str, str]:
@@ -44,8 +46,9 @@ def test_a_broken_expression_does_fail_the_check(tmp_path: Path) -> None:
 def test_time_per_request_is_a_ratio_of_rates_in_ms() -> None:
     query = promql.triton_queue_time_per_request_ms(model="ranker", namespace="serving", window="2m")
     assert query == (
-        '(sum(rate(nv_inference_queue_duration_us{namespace="serving",model="ranker"}[2m])) / '
-        'clamp_min(sum(rate(nv_inference_request_success{namespace="serving",model="ranker"}[2m])), 1e-9)) / 1000'
+        '(sum by (model) (rate(nv_inference_queue_duration_us{namespace="serving",model="ranker"}[2m])) / '
+        "clamp_min(sum by (model) "
+        '(rate(nv_inference_request_success{namespace="serving",model="ranker"}[2m])), 1e-9)) / 1000'
     )
     assert "_bucket" not in " ".join(all_expressions().values())
 
@@ -76,3 +79,60 @@ def test_grafana_variables_are_allowed() -> None:
     assert '{namespace="$namespace",model="$model"}' in promql.triton_pending_requests(
         model="$model", namespace="$namespace"
     )
+
+
+def test_triton_queries_compute_what_they_claim(tmp_path: Path) -> None:
+    """Evaluated by Prometheus's engine (promtool) on series shaped as two Triton pods report them."""
+    a = 'namespace="serving",service="ranker",pod="ranker-7d9f8b6c4-aaaaa",model="ranker"'
+    b = 'namespace="serving",service="ranker",pod="ranker-7d9f8b6c4-bbbbb",model="ranker"'
+    elsewhere = 'namespace="staging",service="ranker",pod="ranker-5c8d7f9b6-ccccc",model="ranker"'
+    series = {  # 15 s apart: each pod answers 1 request/s; a queues each 10 ms, b 30 ms
+        f'nv_inference_request_success{{{a},version="1"}}': "0+15x40",
+        f'nv_inference_request_success{{{a},version="2"}}': "0x40",  # a second version: same pod
+        f'nv_inference_request_success{{{b},version="1"}}': "0+15x40",
+        f'nv_inference_queue_duration_us{{{a},version="1"}}': "0+150000x40",
+        f'nv_inference_queue_duration_us{{{b},version="1"}}': "0+450000x40",
+        f'nv_inference_pending_request_count{{{a},version="1"}}': "3x40",
+        f'nv_inference_pending_request_count{{{b},version="1"}}': "1x40",
+        f'nv_inference_request_success{{{elsewhere},version="1"}}': "0+1500x40",
+        f'nv_inference_pending_request_count{{{elsewhere},version="1"}}': "100x40",
+    }
+    queries = promql.triton_queries(model="ranker", namespace="serving")
+    expected = {  # one series each, labelled by model
+        "queue_time_per_request_ms": 20,  # (10000 + 30000) us/s over 2 requests/s
+        "request_rate": 2,
+        "pending_requests": 4,
+        "replicas": 2,  # pods, not series
+        "queue_time_ms_times_replicas": 40,
+    }
+    test = {
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [{"series": k, "values": v} for k, v in series.items()],
+                "promql_expr_test": [
+                    {
+                        "expr": queries[name],
+                        "eval_time": "5m",
+                        "exp_samples": [{"labels": '{model="ranker"}', "value": value}],
+                    }
+                    for name, value in expected.items()
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
+    result = run("test", "rules", tmp_path / "test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_deployment_pod_regex_matches_its_own_pods_only() -> None:
+    regex = promql.deployment_pod_regex(service="ranker")
+    # Prometheus anchors label regexes at both ends, as fullmatch does.
+    assert re.fullmatch(regex, "ranker-7d9f8b6c4-x2x9q")
+    assert not re.fullmatch(regex, "ranker-v2-7d9f8b6c4-x2x9q")
+    assert not re.fullmatch(regex, "ranker-x2x9q")  # a DaemonSet's or StatefulSet's shape
+    assert re.fullmatch(promql.deployment_pod_regex(service="a.b"), "a.b-7d9f8b6c4-x2x9q")
+    assert not re.fullmatch(promql.deployment_pod_regex(service="a.b"), "axb-7d9f8b6c4-x2x9q")
+    assert promql.gpu_utilization(namespace="serving", pod_regex=promql.deployment_pod_regex(service="a.b"))

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pulumi.runtime import rpc
 
 from inferstack.infra.cluster import LOG_TYPES, Cluster, ClusterArgs, kubeconfig
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION, EKS_ADDON_VERSIONS
 from tests.harness import run_invalid, run_program
+from tests.infra.iam import allowed
 
 ADMIN = "arn:aws:iam::123456789012:role/platform-admins"
 
@@ -73,12 +75,20 @@ def test_kubeconfig_uses_the_exec_plugin_and_is_secret() -> None:
     config = yaml.safe_load(text)
     user = config["users"][0]["user"]
     assert "token" not in user
+    assert user["exec"]["apiVersion"] == "client.authentication.k8s.io/v1beta1"
     assert user["exec"]["command"] == "aws"
-    assert user["exec"]["args"][:4] == ["eks", "get-token", "--cluster-name", "prod"]
-    assert "eu-west-1" in user["exec"]["args"]
+    assert user["exec"]["args"][:6] == ["eks", "get-token", "--cluster-name", "prod", "--region", "eu-west-1"]
+    assert config["clusters"][0]["cluster"] == {
+        "server": "https://x.eks",
+        "certificate-authority-data": "Y2E=",
+    }
     recording, _ = run_program(build)
-    provider = recording.one("pulumi:providers:kubernetes")
-    assert "prod" in json.dumps(provider.inputs)
+    given = recording.one("pulumi:providers:kubernetes").inputs["kubeconfig"]
+    # The engine receives the kubeconfig wrapped as a secret, so it is encrypted in the state.
+    assert given[rpc._special_sig_key] == rpc._special_secret_sig
+    built = yaml.safe_load(given["value"])
+    assert built["clusters"][0]["cluster"]["server"] == "https://prod-eks.eks.us-east-1.amazonaws.com"
+    assert built["users"][0]["user"]["exec"]["args"][3] == "prod"
 
 
 def test_cluster_and_node_roles_trust_the_right_services() -> None:
@@ -88,6 +98,32 @@ def test_cluster_and_node_roles_trust_the_right_services() -> None:
     assert roles["prod-node"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
 
 
+def test_cluster_role_may_use_its_secrets_key_and_no_other() -> None:
+    recording, _ = run_program(build)
+    grant = recording.one("aws:iam/rolePolicy:RolePolicy", "prod-cluster-secrets-key")
+    assert grant.inputs["role"] == "prod-cluster-id"
+    policy = json.loads(grant.inputs["policy"])
+    key = "arn:aws:kms:us-east-1:123456789012:prod-secrets"
+    for action in ("kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"):
+        assert allowed(policy, action, key)
+    assert not allowed(policy, "kms:Decrypt", "arn:aws:kms:us-east-1:123456789012:key/another")
+    for action in (
+        "kms:ScheduleKeyDeletion",
+        "kms:PutKeyPolicy",
+        "kms:DisableKeyRotation",
+        "kms:CreateGrant",
+    ):
+        assert not allowed(policy, action, key)
+
+
+def test_control_plane_logs_are_kept_for_a_bounded_time() -> None:
+    recording, _ = run_program(lambda: build(log_retention_days=30))
+    group = recording.one("aws:cloudwatch/logGroup:LogGroup").inputs
+    # The very name EKS writes to, so the cluster uses this group instead of making one that never expires.
+    assert group["name"] == "/aws/eks/prod/cluster"
+    assert group["retentionInDays"] == 30
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
@@ -95,7 +131,9 @@ def test_cluster_and_node_roles_trust_the_right_services() -> None:
         ({"public_access_cidrs": ["0.0.0.0/0"]}, "public_access_cidrs[0]"),
         ({"public_access_cidrs": ["nope"]}, "public_access_cidrs[0]"),
         ({"admin_principal_arns": ["root"]}, "admin_principal_arns[0]"),
+        ({"admin_principal_arns": [ADMIN, ADMIN]}, "admin_principal_arns"),
         ({"log_types": ["api", "everything"]}, "log_types"),
+        ({"log_retention_days": 42}, "log_retention_days"),
         ({"subnet_ids": ["one"]}, "subnet_ids"),
     ],
 )

@@ -23,11 +23,14 @@ ISSUER = "https://oidc.eks.us-east-1.amazonaws.com/id/ABC"
         ("s3:GetObject", f"{BUCKET}/ranker/demo/1/model.pt", None, True),
         ("s3:GetObject", f"{BUCKET}/ranker/demo/config.pbtxt", None, True),
         ("s3:ListBucket", BUCKET, "ranker/demo/", True),
-        ("s3:ListBucket", BUCKET, "ranker", True),
+        ("s3:ListBucket", BUCKET, "ranker/", True),
+        ("s3:ListBucket", BUCKET, "ranker", False),  # would list the sibling "rankerx/" too
+        ("s3:ListBucket", BUCKET, "rankerx/", False),
         ("s3:GetObject", f"{BUCKET}/rankerx/secret.pt", None, False),  # a sibling prefix sharing the name
         ("s3:GetObject", f"{BUCKET}/other/model.pt", None, False),
         ("s3:ListBucket", BUCKET, "other/", False),
         ("s3:ListBucket", BUCKET, "", False),  # listing the whole bucket
+        ("s3:ListBucket", BUCKET, None, False),  # ... with no prefix at all
         ("s3:PutObject", f"{BUCKET}/ranker/demo/config.pbtxt", None, False),
         ("s3:DeleteObject", f"{BUCKET}/ranker/demo/1/model.pt", None, False),
         ("s3:GetObject", "arn:aws:s3:::another-bucket/ranker/x", None, False),

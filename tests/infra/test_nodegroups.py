@@ -6,12 +6,14 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import yaml
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.nodegroups import (
     CAPACITY_TYPE_LABEL,
     GPU_MODEL_LABEL,
     GPU_TAINT,
+    ZONE_LABEL,
     NodeGroupPlan,
     NodeGroups,
     NodeGroupsArgs,
@@ -21,7 +23,9 @@ from inferstack.infra.nodegroups import (
     surviving_share,
     system_plan,
 )
-from tests.harness import ZONES, run_invalid, run_program
+from inferstack.policies import offline
+from tests.conftest import ROOT
+from tests.harness import ZONES, Recording, run_invalid, run_program
 
 SUBNETS = {zone: f"subnet-{zone}" for zone in ZONES}
 TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
@@ -112,19 +116,83 @@ def test_launch_templates_require_imdsv2_and_encrypt_gp3() -> None:
     assert all(ng["launchTemplate"]["id"].endswith("-lt-id") for ng in ngs.values())
 
 
-def test_bottlerocket_puts_the_volume_on_its_data_device() -> None:
-    plans = [system_plan(ZONES), *gpu_plans(ZONES, ami_type="BOTTLEROCKET_x86_64_NVIDIA")]
+def test_bottlerocket_sizes_its_data_volume_and_encrypts_both() -> None:
+    plans = [system_plan(ZONES), *gpu_plans(ZONES, ami_type="BOTTLEROCKET_x86_64_NVIDIA", disk_gib=300)]
     recording, _ = run_program(lambda: build(plans))
     template = recording.one("aws:ec2/launchTemplate:LaunchTemplate", "nodes-gpu-us-east-1a-lt")
-    assert template.inputs["blockDeviceMappings"][0]["deviceName"] == "/dev/xvdb"
+    devices = {m["deviceName"]: m["ebs"] for m in template.inputs["blockDeviceMappings"]}
+    assert sorted(devices) == ["/dev/xvda", "/dev/xvdb"]
+    assert devices["/dev/xvdb"]["volumeSize"] == 300  # images and containers live here
+    assert "volumeSize" not in devices["/dev/xvda"]  # the OS volume keeps the AMI snapshot's size
+    assert all(ebs["encrypted"] == "true" and ebs["volumeType"] == "gp3" for ebs in devices.values())
 
 
-def test_default_prod_settings_survive_the_loss_of_any_zone() -> None:
+def test_default_presets_survive_the_loss_of_any_zone() -> None:
     gpu = [p for p in default_prod_plans() if p.gpus_per_node]
     for zone in ZONES:
-        assert surviving_share(gpu, zone) >= 0.5
         assert surviving_share(gpu, zone) == pytest.approx(2 / 3)
-    check_zone_loss(gpu, 0.6)
+    check_zone_loss(gpu, 0.66)
+    with pytest.raises(InvalidInput):
+        check_zone_loss(gpu, 0.67)
+
+
+def recorded_gpu_plans(recording: Recording) -> list[NodeGroupPlan]:
+    """The GPU node groups as the engine received them, in the zone and with the GPUs per node that
+    cluster-autoscaler reads from their node-template tags."""
+    plans = []
+    for group in recording.of_type("aws:eks/nodeGroup:NodeGroup"):
+        tags, scaling = group.inputs["tags"], group.inputs["scalingConfig"]
+        if f"{TEMPLATE}/resources/nvidia.com/gpu" not in tags:
+            continue
+        plan = NodeGroupPlan(
+            group.name,
+            (tags[f"{TEMPLATE}/label/{ZONE_LABEL}"],),
+            group.inputs["capacityType"],
+            tuple(group.inputs["instanceTypes"]),
+            group.inputs["amiType"],
+            int(scaling["minSize"]),
+            int(scaling["desiredSize"]),
+            int(scaling["maxSize"]),
+        )
+        assert str(plan.gpus_per_node) == tags[f"{TEMPLATE}/resources/nvidia.com/gpu"]
+        plans.append(plan)
+    return plans
+
+
+def test_prod_stack_keeps_its_configured_share_of_gpus_when_any_zone_fails() -> None:
+    config = yaml.safe_load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
+    required = config["inferstack:gpu"]["minSurvivingShare"]
+    plans = recorded_gpu_plans(offline.run_stack(ROOT / "stacks", "prod"))
+    zones = {zone for plan in plans for zone in plan.zones}
+    assert len(zones) == config["inferstack:network"]["zones"] == 3
+    assert {p.capacity_type for p in plans} == {"ON_DEMAND", "SPOT"}
+    for zone in zones:
+        assert surviving_share(plans, zone) >= required, zone
+
+
+def test_gpu_capacity_in_one_zone_only_is_refused() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        check_zone_loss(gpu_plans(ZONES)[:1], 0.5)
+    assert caught.value.field == "plans" and caught.value.value == [ZONES[0]]
+    check_zone_loss(gpu_plans(ZONES)[:1], 0)  # no share asked for: allowed (dev)
+
+
+def test_zones_without_subnets_are_refused_before_anything_registers() -> None:
+    def program() -> None:
+        NodeGroups(
+            "nodes",
+            NodeGroupsArgs(
+                cluster_name="prod",
+                eks_cluster_name="prod",
+                node_role_arn="arn:aws:iam::123456789012:role/node",
+                subnet_ids_by_zone={z: SUBNETS[z] for z in ZONES[:2]},
+                plans=default_prod_plans(),
+            ),
+        )
+
+    recording, error = run_invalid(program)
+    assert error.field == "system.zones" and error.value == [ZONES[2]]
+    assert recording.resources == []
 
 
 def test_lopsided_capacity_is_refused_before_anything_registers() -> None:
@@ -160,6 +228,10 @@ def test_lopsided_capacity_is_refused_before_anything_registers() -> None:
         (
             lambda: gpu_spot_plans(ZONES, instance_types=["g5.xlarge", "m6i.xlarge"]),
             "gpu_spot.instance_types[1]",
+        ),
+        (  # same GPU, different CPU/memory: the autoscaler's template would be wrong for one of them
+            lambda: gpu_spot_plans(ZONES, instance_types=["g5.2xlarge", "g6.xlarge"]),
+            "gpu_spot.instance_types",
         ),
         (lambda: system_plan(ZONES, instance_types=["g5.xlarge"]), "system.instance_types[0]"),
     ],

@@ -7,16 +7,34 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 import torch
 from moto.server import ThreadedMotoServer
 
-from inferstack.serving.cli import main
-from inferstack.serving.local import free_port
-from tests.conftest import require_tool
+from inferstack.serving.cli import brief_error, json_safe, main
+from inferstack.serving.local import RuntimeFailure, build_demo_repository, find_triton, free_port
+from tests.conftest import require_tool, unavailable
 from tests.serving.conftest import Ranker
+
+
+@pytest.fixture
+def triton_present() -> None:
+    try:
+        find_triton()
+    except RuntimeFailure as error:
+        unavailable(str(error))
+
+
+def strict_json(text: str) -> Any:
+    """Parse as a strict JSON reader (jq, JavaScript) would: no NaN or Infinity."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 @pytest.fixture
@@ -50,6 +68,7 @@ BUILD = [
 
 
 @pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
 def test_local_up_once_json_serves_the_demo_for_real() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "inferstack.serving.cli", "local", "up", "--once", "--json"],
@@ -58,7 +77,7 @@ def test_local_up_once_json_serves_the_demo_for_real() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    summary = strict_json(result.stdout)
     assert summary["ok"] is True and summary["models"] == ["demo"]
     assert {(s["protocol"], s["ok"]) for s in summary["smoke"]} == {("http", True), ("grpc", True)}
     assert summary["endpoints"]["model_repository"].startswith("s3://http://127.0.0.1:")
@@ -69,6 +88,7 @@ def test_local_up_once_json_serves_the_demo_for_real() -> None:
 
 
 @pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
 def test_build_publish_and_serve_a_users_model(
     tmp_path: Path, ranker_file: Path, moto_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -85,8 +105,56 @@ def test_build_publish_and_serve_a_users_model(
     )
     assert "0 uploaded, 3 unchanged" in capsys.readouterr().out
     assert main(["local", "up", "--repository", str(repo), "--once", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    summary = strict_json(capsys.readouterr().out)
     assert summary["ok"] and summary["models"] == ["ranker"]
+
+
+class Noisy(torch.nn.Module):
+    """Answers differently every time: Triton's answer cannot match the in-process one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.rand_like(x)
+
+
+@pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
+def test_local_up_once_exits_1_and_reports_each_failing_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "repo"
+    torch.jit.script(Noisy()).save(str(tmp_path / "noisy.pt"))
+    build = ["--name", "noisy", "--input", "x:FP32:4", "--output", "y:FP32:4", "--out", str(repo)]
+    assert main(["models", "build", "--torchscript", str(tmp_path / "noisy.pt"), *build]) == 0
+    # A config that no longer matches its TorchScript: the in-process reference itself fails.
+    config = build_demo_repository(repo) / "demo" / "config.pbtxt"
+    config.write_text(config.read_text().replace("dims: 16", "dims: 8"))
+    capsys.readouterr()
+
+    code = main(["local", "up", "--repository", str(repo), "--once", "--json", "--no-prometheus"])
+
+    summary = strict_json(capsys.readouterr().out)
+    assert code == 1 and summary["ok"] is False
+    smoke = {(s["model"], s["protocol"]): s for s in summary["smoke"]}
+    assert set(smoke) == {(m, p) for m in ("demo", "noisy") for p in ("http", "grpc")}
+    for protocol in ("http", "grpc"):
+        noisy, demo = smoke["noisy", protocol], smoke["demo", protocol]
+        assert not noisy["ok"] and 1e-5 < noisy["max_abs_diff"] < 1 and not noisy["error"]
+        assert not demo["ok"] and demo["max_abs_diff"] is None
+        assert "reference run failed" in demo["error"] and "FP32[2, 8]" in demo["error"]
+
+
+def test_brief_error_keeps_the_first_and_last_line() -> None:
+    traceback = "demo inputs: bad (RuntimeError: failed in TorchScript\n  File x\n    ~~~ <--- HERE\nRuntimeError: 2x8 and 16x32\n)"
+    assert (
+        brief_error(traceback)
+        == "demo inputs: bad (RuntimeError: failed in TorchScript ... RuntimeError: 2x8 and 16x32"
+    )
+    assert brief_error("one line\n") == "one line"
+
+
+def test_json_safe_turns_non_finite_numbers_into_null() -> None:
+    value = {"a": [1.0, float("inf")], "b": {"c": float("nan"), "d": (float("-inf"), "x", 2)}}
+    assert json_safe(value) == {"a": [1.0, None], "b": {"c": None, "d": [None, "x", 2]}}
 
 
 @pytest.mark.parametrize(
@@ -130,6 +198,11 @@ def test_publish_to_a_bad_destination_or_missing_bucket(
     (tmp_path / "repo").mkdir()
     assert main(["models", "publish", str(tmp_path / "repo"), "bucket/prefix"]) == 2
     assert "destination" in capsys.readouterr().err
+    for url in ("127.0.0.1:5000", "ftp://host", "http://"):
+        assert (
+            main(["models", "publish", str(tmp_path / "repo"), "s3://bucket/x", "--endpoint-url", url]) == 2
+        )
+        assert capsys.readouterr().err.startswith("inferstack: --endpoint-url:")
     from tests.serving.conftest import build_test_repository
 
     repo = build_test_repository(tmp_path / "built")

@@ -2,41 +2,147 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import pytest
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.client import TritonClient, TritonRequestError, TritonUnavailable
+from inferstack.serving.client import Protocol, TritonClient, TritonRequestError, TritonUnavailable
 from inferstack.serving.local import LocalRuntime, free_port
 
 pytestmark = pytest.mark.real_server
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_a_dead_endpoint_is_skipped(served: LocalRuntime, protocol: str) -> None:
-    live = served.http_url if protocol == "http" else served.grpc_url
-    dead = f"127.0.0.1:{free_port()}"
-    with TritonClient([dead, live], protocol=protocol, timeout_s=5) as client:  # type: ignore[arg-type]
-        assert client.is_ready()
+PeerKind = Literal["refuses", "closes", "garbage", "silent", "unready"]
+
+
+@contextlib.contextmanager
+def peer(kind: PeerKind) -> Iterator[str]:
+    """A loopback endpoint that is not a working Triton: what a dead, restarting or wrong replica looks like.
+
+    refuses: nothing listens; closes: accepts and hangs up; garbage: answers with bytes that are not
+    HTTP/2 or HTTP/1.1; silent: accepts and never answers; unready: an HTTP server answering 503.
+    """
+    if kind == "refuses":
+        yield f"127.0.0.1:{free_port()}"
+        return
+    stop = threading.Event()
+
+    def handle(connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(0.2)
+            while not stop.is_set():
+                if kind == "closes":
+                    return
+                try:
+                    request = connection.recv(65536)
+                except TimeoutError:
+                    continue
+                if not request:
+                    return
+                if kind == "garbage":
+                    connection.sendall(b"garbage garbage\r\n\r\n")
+                    return
+                connection.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+
+    def accept(server: socket.socket) -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(connection,), daemon=True).start()
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        server.settimeout(0.2)
+        thread = threading.Thread(target=accept, args=(server,), daemon=True)
+        if kind != "silent":  # silent: the kernel completes the handshake, nobody ever reads
+            thread.start()
+        try:
+            yield f"127.0.0.1:{server.getsockname()[1]}"
+        finally:
+            stop.set()
+            if thread.is_alive():
+                thread.join(timeout=5)
+
+
+def live_url(runtime: LocalRuntime, protocol: Protocol) -> str:
+    return runtime.http_url if protocol == "http" else runtime.grpc_url
+
+
+@pytest.mark.parametrize(
+    ("protocol", "kind"),
+    [
+        *((p, k) for p in ("http", "grpc") for k in ("refuses", "closes", "garbage")),
+        ("http", "unready"),
+    ],
+)
+def test_a_broken_endpoint_is_skipped(served: LocalRuntime, protocol: Protocol, kind: PeerKind) -> None:
+    with (
+        peer(kind) as broken,
+        TritonClient([broken, live_url(served, protocol)], protocol=protocol) as client,
+    ):
+        assert client.is_ready() and client.is_ready("demo")
         answer = client.infer("demo", {"features": np.ones((1, 16), dtype=np.float32)})
     assert answer["probabilities"].shape == (1, 4)
     np.testing.assert_allclose(answer["probabilities"].sum(), 1.0, atol=1e-5)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_no_live_endpoint_fails_fast_and_names_them(protocol: str) -> None:
-    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    start = time.monotonic()
+def test_after_a_failover_calls_start_at_the_endpoint_that_answered(
+    served: LocalRuntime, protocol: Protocol
+) -> None:
+    inputs = {"features": np.ones((1, 16), dtype=np.float32)}
     with (
-        TritonClient(dead, protocol=protocol, timeout_s=2) as client,
-        pytest.raises(TritonUnavailable) as caught,
-    ):  # type: ignore[arg-type]
-        client.model_metadata("demo")
+        peer("silent") as silent,
+        TritonClient([silent, live_url(served, protocol)], protocol=protocol, timeout_s=1.5) as client,
+    ):
+        start = time.monotonic()
+        client.infer("demo", inputs)
+        first = time.monotonic() - start
+        start = time.monotonic()
+        for _ in range(3):
+            client.infer("demo", inputs)
+        later = time.monotonic() - start
+    assert first >= 1.4, "the silent endpoint should have cost one timeout"
+    assert later < 1.4, f"three calls took {later:.1f} s: the silent endpoint was tried again"
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_output_names_are_read_once_per_model(
+    served: LocalRuntime, protocol: Protocol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with TritonClient(live_url(served, protocol), protocol=protocol) as client:
+        reads: list[str] = []
+        real = client.model_metadata
+        monkeypatch.setattr(client, "model_metadata", lambda model: reads.append(model) or real(model))
+        for batch in (1, 2, 3):
+            answer = client.infer("demo", {"features": np.ones((batch, 16), dtype=np.float32)})
+            assert answer["probabilities"].shape == (batch, 4)
+    assert reads == ["demo"]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_no_live_endpoint_fails_fast_and_names_them(protocol: Protocol) -> None:
+    with contextlib.ExitStack() as peers:
+        broken = [peers.enter_context(peer(kind)) for kind in ("refuses", "closes", "garbage")]
+        start = time.monotonic()
+        with (
+            TritonClient(broken, protocol=protocol, timeout_s=2) as client,
+            pytest.raises(TritonUnavailable) as caught,
+        ):
+            client.model_metadata("demo")
+        assert not client.is_ready()
     assert time.monotonic() - start < 10
-    assert all(d in str(caught.value) for d in dead)
+    assert all(endpoint in str(caught.value) for endpoint in broken)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

@@ -12,13 +12,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.local import LocalRuntime, Ports, RuntimeFailure, build_demo_repository, find_triton
+from inferstack.serving.local import (
+    LocalRuntime,
+    Ports,
+    RuntimeFailure,
+    build_demo_repository,
+    compare,
+    find_triton,
+)
 from tests.conftest import unavailable
-
-pytestmark = pytest.mark.real_server
 
 
 def gone(pid: int) -> bool:
@@ -44,7 +50,7 @@ def running_children(parent: int | None = None) -> set[int]:
     return found
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def triton_present() -> None:
     try:
         find_triton()
@@ -52,6 +58,37 @@ def triton_present() -> None:
         unavailable(str(error))
 
 
+@pytest.mark.parametrize(
+    ("ports", "field"),
+    [
+        ({"http": 0}, "http_port"),
+        ({"metrics": 65536}, "metrics_port"),
+        ({"s3": True}, "s3_port"),
+        ({"grpc": "8001"}, "grpc_port"),
+        ({"http": 8000, "grpc": 8000}, "ports"),
+    ],
+)
+def test_bad_ports_are_refused_when_declared(ports: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Ports(**ports)  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+def test_compare_is_exact_for_integers_and_strict_about_shape_and_dtype() -> None:
+    floats = np.array([[0.5, -1.0]], dtype=np.float32)
+    ids = np.array([[3, 4]], dtype=np.int64)
+    assert compare(
+        {"y": floats, "i": ids}, {"y": floats + np.float32(5e-6), "i": ids.copy()}
+    ) == pytest.approx(5e-6, rel=1e-2)
+    assert compare({"i": ids}, {"i": ids + 1}) == float("inf")
+    assert compare({"m": ids > 3}, {"m": ids > 2}) == float("inf")
+    assert compare({"y": floats}, {"y": floats.astype(np.float64)}) == float("inf")
+    assert compare({"y": floats}, {"y": floats.reshape(2, 1)}) == float("inf")
+    assert compare({"y": floats}, {"z": floats}) == float("inf")
+
+
+@pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
 def test_stop_leaves_no_child_process_and_no_work_dir(tmp_path: Path) -> None:
     runtime = LocalRuntime(build_demo_repository(tmp_path / "repo"))
     with runtime:
@@ -62,6 +99,8 @@ def test_stop_leaves_no_child_process_and_no_work_dir(tmp_path: Path) -> None:
     assert work_dir is not None and not work_dir.exists()
 
 
+@pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
 def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     before = running_children()
     with socket.socket() as taken:
@@ -86,6 +125,8 @@ def test_a_missing_triton_binary_says_how_to_install(tmp_path: Path, monkeypatch
     assert running_children() <= before
 
 
+@pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
 def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) -> None:
     before = running_children()
     repository = build_demo_repository(tmp_path / "repo")
@@ -102,6 +143,8 @@ def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) 
     assert running_children() <= before
 
 
+@pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
 def test_ctrl_c_stops_every_child_of_local_up() -> None:
     """`inferstack local up` serving until Ctrl-C: SIGINT must end it and everything it started."""
     process = subprocess.Popen(

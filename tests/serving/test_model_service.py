@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pulumi_kubernetes as k8s
 import pytest
+from pulumi.runtime import mocks as pulumi_mocks
 
 from inferstack.components import promql
 from inferstack.infra.model_store import ModelStore
 from inferstack.serving.model_service import (
+    MODEL_CACHE_DIR,
     SPOT_NOTICE_S,
     ModelSource,
     TritonModelService,
@@ -23,18 +29,22 @@ from inferstack.serving.model_service import (
     keda_queries,
     pdb_min_available,
     pod_disruption_budget,
+    prod_min_replicas,
     scaled_object,
     service,
     service_account,
     service_monitor,
 )
-from tests.harness import Recording, run_invalid, run_program
+from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
 from tests.schemas import validate_custom_resource, validate_k8s
 
 OIDC = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC"
 ISSUER = "https://oidc.eks.us-east-1.amazonaws.com/id/ABC"
 ROLE = "arn:aws:iam::123456789012:role/ranker-models"
 URI = "s3://models/ranker"
+SERVICE = "inferstack:model_service:TritonModelService"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+LB = "service.beta.kubernetes.io/aws-load-balancer"
 
 
 def args(**overrides: Any) -> TritonModelServiceArgs:
@@ -44,27 +54,47 @@ def args(**overrides: Any) -> TritonModelServiceArgs:
     return dataclasses.replace(base, **overrides)
 
 
-def build_with_store() -> TritonModelService:
+def build_with_store() -> dict[str, Any]:
     store = ModelStore("models")
     source = ModelSource(model_store=store, prefix="ranker", oidc_provider_arn=OIDC, oidc_issuer_url=ISSUER)
     provider = k8s.Provider("k8s", kubeconfig="{}")
-    return TritonModelService("ranker", args(source=source, provider=provider))
+    triton = TritonModelService("ranker", args(source=source, provider=provider))
+    return {
+        "namespace": triton.namespace,
+        "http": triton.http_endpoint,
+        "grpc": triton.grpc_endpoint,
+        "role_arn": triton.role_arn,
+    }
 
 
 @pytest.fixture(scope="module")
-def recording() -> Recording:
-    recorded, _ = run_program(build_with_store)
-    return recorded
+def built() -> tuple[Recording, dict[str, Any]]:
+    return run_program(build_with_store)
 
 
-def spec(recording: Recording, token: str, name: str | None = None) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def recording(built: tuple[Recording, dict[str, Any]]) -> Recording:
+    return built[0]
+
+
+def inputs(recording: Recording, token: str, name: str | None = None) -> dict[str, Any]:
     return recording.one(token, name).inputs
 
 
+def pod_spec(recording: Recording) -> dict[str, Any]:
+    result: dict[str, Any] = inputs(recording, DEPLOYMENT)["spec"]["template"]["spec"]
+    return result
+
+
 def container(recording: Recording) -> dict[str, Any]:
-    containers = spec(recording, "kubernetes:apps/v1:Deployment")["spec"]["template"]["spec"]["containers"]
+    containers = pod_spec(recording)["containers"]
     assert len(containers) == 1
     result: dict[str, Any] = containers[0]
+    return result
+
+
+def pod_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = manifest["spec"]["template"]["spec"]
     return result
 
 
@@ -72,33 +102,57 @@ def container(recording: Recording) -> dict[str, Any]:
 
 
 def test_service_account_uses_irsa_scoped_to_the_prefix(recording: Recording) -> None:
-    account = spec(recording, "kubernetes:core/v1:ServiceAccount")["metadata"]
-    assert account["annotations"]["eks.amazonaws.com/role-arn"].endswith("ranker-models-reader")
+    account = inputs(recording, "kubernetes:core/v1:ServiceAccount")["metadata"]
     role = recording.one("aws:iam/role:Role", "ranker-models-reader")
-    assert role.parent_type == "inferstack:model_service:TritonModelService"
+    # The mocks give a role the ARN arn:aws:iam:<region>:<account>:<resource name>.
+    assert account["annotations"] == {
+        "eks.amazonaws.com/role-arn": f"arn:aws:iam:{REGION}:{ACCOUNT_ID}:ranker-models-reader"
+    }
+    assert pod_spec(recording)["serviceAccountName"] == account["name"] == "ranker"
+    assert role.parent_type == SERVICE
     trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Condition"]["StringEquals"]
-    assert "system:serviceaccount:serving:ranker" in trust.values()
+    assert "system:serviceaccount:ranker:ranker" in trust.values()
     policy = json.loads(recording.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
     assert policy["Statement"][1]["Resource"].endswith("models-bucket/ranker/*")
+    assert container(recording)["args"][0] == "--model-repository=s3://models-bucket/ranker"
+
+
+def test_an_existing_role_is_used_as_given() -> None:
+    recording, outputs = run_program(lambda: TritonModelService("ranker", args()).role_arn)
+    assert outputs == ROLE
+    annotations = inputs(recording, "kubernetes:core/v1:ServiceAccount")["metadata"]["annotations"]
+    assert annotations == {"eks.amazonaws.com/role-arn": ROLE}
+    assert not [r for r in recording if r.type.startswith("aws:")]
+    assert container(recording)["args"][0] == f"--model-repository={URI}"
 
 
 def test_no_aws_keys_anywhere(recording: Recording) -> None:
     text = json.dumps([r.inputs for r in recording])
-    assert "AWS_ACCESS_KEY_ID" not in text and "AWS_SECRET_ACCESS_KEY" not in text
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        assert key not in text
     env = {e["name"]: e["value"] for e in container(recording)["env"]}
     assert env["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert not [r for r in recording if r.type == "kubernetes:core/v1:Secret"]
 
 
 def test_triton_arguments(recording: Recording) -> None:
     main = container(recording)
     assert main["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
-    assert main["args"][0] == "--model-repository=s3://models-bucket/ranker"
+    assert main["command"] == ["tritonserver"]
     assert "--model-control-mode=explicit" in main["args"]
     assert [a for a in main["args"] if a.startswith("--load-model=")] == [
         "--load-model=ranker",
         "--load-model=ranker-v2",
     ]
-    assert "--exit-timeout-secs=80" in main["args"] and "--allow-metrics=true" in main["args"]
+    for flag in (
+        "--exit-timeout-secs=80",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=true",
+        "--metrics-port=8002",
+        "--http-port=8000",
+        "--grpc-port=8001",
+    ):
+        assert flag in main["args"]
     assert {p["name"]: p["containerPort"] for p in main["ports"]} == {
         "http": 8000,
         "grpc": 8001,
@@ -112,21 +166,35 @@ def test_triton_arguments(recording: Recording) -> None:
 def test_probes(recording: Recording) -> None:
     main = container(recording)
     startup = main["startupProbe"]
-    assert startup["httpGet"]["path"] == "/v2/health/ready"
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # the model load timeout
-    assert main["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert main["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert main["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+
+
+@pytest.mark.parametrize("load_s", [30, 600, 905, 3600])
+def test_startup_probe_is_sized_to_the_model_load_time(load_s: int) -> None:
+    startup = pod_of(deployment("ranker", args(model_load_timeout_s=load_s), URI))["containers"][0][
+        "startupProbe"
+    ]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert load_s <= budget < load_s + startup["periodSeconds"]
+    progress = deployment("ranker", args(model_load_timeout_s=load_s), URI)["spec"]["progressDeadlineSeconds"]
+    assert progress > budget  # a slow but healthy first load is not a failed rollout
 
 
 def test_gpu_and_resources(recording: Recording) -> None:
     resources = container(recording)["resources"]
-    assert resources["limits"]["nvidia.com/gpu"] == "1" and resources["requests"]["nvidia.com/gpu"] == "1"
-    assert resources["requests"]["memory"] == resources["limits"]["memory"] == "9Gi"
-    assert resources["requests"]["cpu"] == "3"
-    pod = spec(recording, "kubernetes:apps/v1:Deployment")["spec"]["template"]["spec"]
+    assert resources["limits"] == {"cpu": "3", "memory": "10Gi", "nvidia.com/gpu": "1"}
+    requests = dict(resources["requests"])
+    assert requests.pop("ephemeral-storage") == "44Gi"  # the model cache and scratch space
+    assert requests == resources["limits"]  # Guaranteed QoS
+    pod = pod_spec(recording)
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
-    assert shm["emptyDir"]["medium"] == "Memory"
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    big = args(node_instance_type="g5.12xlarge", gpus_per_replica=4, memory_gib=64, cpu=32)
+    limits = pod_of(deployment("ranker", big, URI))["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "32", "memory": "64Gi", "nvidia.com/gpu": "4"}
 
 
 @pytest.mark.parametrize(
@@ -138,50 +206,92 @@ def test_gpu_and_resources(recording: Recording) -> None:
     ],
 )
 def test_placement(placement: str, required: list[str], preferred: list[str] | None) -> None:
-    affinity = deployment("ranker", args(placement=placement), URI)["spec"]["template"]["spec"]["affinity"][
-        "nodeAffinity"
-    ]
-    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
-        "matchExpressions"
-    ]
-    by_key = {t["key"]: t["values"] for t in terms}
+    built = args(placement=placement, node_instance_type="g6.xlarge")
+    affinity = pod_of(deployment("ranker", built, URI))["affinity"]["nodeAffinity"]
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert len(terms) == 1  # terms are ORed: every requirement must sit in the one term
+    by_key = {t["key"]: t["values"] for t in terms[0]["matchExpressions"]}
     assert by_key["inferstack.io/capacity-type"] == required
     assert by_key["nvidia.com/gpu.present"] == ["true"]
-    assert ("inferstack.io/gpu-model" in by_key) == (placement == "on-demand")
+    # Spot groups mix GPU types and carry no GPU model label; on demand it is pinned to the type's GPU.
+    assert by_key.get("inferstack.io/gpu-model") == (["L4"] if placement == "on-demand" else None)
     preferences = affinity.get("preferredDuringSchedulingIgnoredDuringExecution")
     if preferred is None:
         assert preferences is None
     else:
-        assert preferences[0]["preference"]["matchExpressions"][0]["values"] == preferred
+        assert preferences[0]["preference"]["matchExpressions"] == [
+            {"key": "inferstack.io/capacity-type", "operator": "In", "values": preferred}
+        ]
 
 
-@pytest.mark.parametrize(("environment", "zone_rule"), [("prod", "DoNotSchedule"), ("dev", "ScheduleAnyway")])
-def test_spread_over_zones_and_nodes(environment: str, zone_rule: str) -> None:
-    built = deployment("ranker", args(environment=environment, min_replicas=3), URI)
-    constraints = {
-        c["topologyKey"]: c for c in built["spec"]["template"]["spec"]["topologySpreadConstraints"]
-    }
-    assert constraints["topology.kubernetes.io/zone"]["maxSkew"] == 1
-    assert constraints["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == zone_rule
+@pytest.mark.parametrize(
+    ("environment", "zone_rule", "min_domains"),
+    [("prod", "DoNotSchedule", 3), ("dev", "ScheduleAnyway", None)],
+)
+def test_spread_over_zones_and_nodes(environment: str, zone_rule: str, min_domains: int | None) -> None:
+    built = deployment("ranker", args(environment=environment), URI)
+    pod_labels = built["spec"]["template"]["metadata"]["labels"]
+    constraints = {c["topologyKey"]: c for c in pod_of(built)["topologySpreadConstraints"]}
+    assert set(constraints) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    zone = constraints["topology.kubernetes.io/zone"]
+    assert (zone["maxSkew"], zone["whenUnsatisfiable"], zone.get("minDomains")) == (1, zone_rule, min_domains)
     assert constraints["kubernetes.io/hostname"]["whenUnsatisfiable"] == "ScheduleAnyway"
+    for constraint in constraints.values():
+        assert constraint["labelSelector"]["matchLabels"].items() <= pod_labels.items()
 
 
 def test_security_context(recording: Recording) -> None:
-    security = container(recording)["securityContext"]
-    assert security["runAsNonRoot"] and security["runAsUser"] > 0
+    main = container(recording)
+    security = main["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == int(security["runAsUser"]) > 0  # numeric: runAsNonRoot can check it
     assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
     assert security["capabilities"] == {"drop": ["ALL"]}
-    mounts = {m["mountPath"] for m in container(recording)["volumeMounts"]}
-    assert {"/tmp", "/dev/shm"} <= mounts  # writable scratch beside the read-only root
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod_spec(recording)["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # Every place Triton writes is a writable emptyDir beside the read-only root.
+    empty_dirs = {v["name"] for v in pod_spec(recording)["volumes"] if "emptyDir" in v}
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    env = {e["name"]: e["value"] for e in main["env"]}
+    assert {"/tmp", "/dev/shm", MODEL_CACHE_DIR} <= set(mounts)
+    assert set(mounts.values()) <= empty_dirs
+    assert env["TRITON_AWS_MOUNT_DIRECTORY"] == MODEL_CACHE_DIR
+    assert env["HOME"] in mounts
 
 
 def test_graceful_drain_fits_the_spot_notice(recording: Recording) -> None:
-    pod = spec(recording, "kubernetes:apps/v1:Deployment")["spec"]["template"]["spec"]
-    grace = pod["terminationGracePeriodSeconds"]
-    assert container(recording)["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "20"]
-    assert 20 + 80 <= grace < SPOT_NOTICE_S
-    strategy = spec(recording, "kubernetes:apps/v1:Deployment")["spec"]["strategy"]
-    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    grace = pod_spec(recording)["terminationGracePeriodSeconds"]
+    assert container(recording)["lifecycle"]["preStop"] == {"sleep": {"seconds": 20}}
+    assert "--exit-timeout-secs=80" in container(recording)["args"]
+    assert 20 + 80 < grace < SPOT_NOTICE_S  # drain, then Triton's own exit, then SIGKILL
+    strategy = inputs(recording, DEPLOYMENT)["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    custom = pod_of(deployment("ranker", args(drain_s=30, exit_timeout_s=60), URI))
+    assert custom["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] == 30
+    assert custom["terminationGracePeriodSeconds"] == grace_period_s(args(drain_s=30, exit_timeout_s=60)) > 90
+
+
+@pytest.fixture
+def registrations(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Resource options as the engine receives them (the recording keeps inputs only)."""
+    seen: dict[str, Any] = {}
+    register = pulumi_mocks.MockMonitor.RegisterResource
+
+    def spy(monitor: Any, request: Any) -> Any:
+        seen[request.name] = request
+        return register(monitor, request)
+
+    monkeypatch.setattr(pulumi_mocks.MockMonitor, "RegisterResource", spy)
+    yield seen
+
+
+def test_pulumi_waits_for_the_rollout_and_leaves_replicas_to_keda(registrations: dict[str, Any]) -> None:
+    run_program(lambda: TritonModelService("ranker", args(model_load_timeout_s=1200)))
+    request = registrations["ranker-deployment"]
+    assert list(request.ignoreChanges) == ["spec.replicas"]
+    deadline = deployment("ranker", args(model_load_timeout_s=1200), URI)["spec"]["progressDeadlineSeconds"]
+    for timeout in (request.customTimeouts.create, request.customTimeouts.update):
+        assert timeout.endswith("s") and int(timeout[:-1]) > deadline
 
 
 # --- services, monitoring, autoscaling, disruption ------------------------------------------------------------
@@ -189,40 +299,75 @@ def test_graceful_drain_fits_the_spot_notice(recording: Recording) -> None:
 
 def test_services(recording: Recording) -> None:
     services = {
-        r.inputs["metadata"]["name"]: r.inputs["spec"]
-        for r in recording.of_type("kubernetes:core/v1:Service")
+        r.inputs["metadata"]["name"]: r.inputs for r in recording.of_type("kubernetes:core/v1:Service")
     }
-    assert services["ranker"]["type"] == "ClusterIP"
-    assert services["ranker-headless"]["clusterIP"] == "None"
-    assert {p["port"] for p in services["ranker-headless"]["ports"]} == {8000, 8001, 8002}
+    pod_labels = inputs(recording, DEPLOYMENT)["spec"]["template"]["metadata"]["labels"]
+    main, headless = services["ranker"], services["ranker-headless"]
+    assert main["spec"]["type"] == "ClusterIP" and not main["metadata"].get("annotations")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert {p["name"]: p["port"] for p in main["spec"]["ports"]} == {
+        "http": 8000,
+        "grpc": 8001,
+        "metrics": 8002,
+    }
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"http": 8000, "grpc": 8001}
+    for spec in (main["spec"], headless["spec"]):
+        assert spec["selector"].items() <= pod_labels.items()
+
+
+def test_optional_internal_load_balancer() -> None:
     lb = service("ranker", args(internal_load_balancer=True))
+    annotations = lb["metadata"]["annotations"]
     assert lb["spec"]["type"] == "LoadBalancer"
-    assert lb["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
+    assert annotations[f"{LB}-scheme"] == "internal"
+    assert annotations[f"{LB}-type"] == "external"  # the AWS Load Balancer Controller's NLB
+    assert annotations[f"{LB}-nlb-target-type"] == "ip"
+    assert annotations[f"{LB}-healthcheck-path"] == "/v2/health/ready"
+    assert annotations[f"{LB}-target-group-attributes"] == "deregistration_delay.timeout_seconds=105"
+    assert headless_service("ranker", args(internal_load_balancer=True))["spec"]["clusterIP"] == "None"
 
 
-def test_service_monitor_scrapes_the_metrics_port(recording: Recording) -> None:
-    monitor = spec(recording, "kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
+def test_service_monitor_scrapes_each_pod_once(recording: Recording) -> None:
+    monitor = inputs(recording, "kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ranker"]}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [
+        r.inputs["metadata"]["name"]
+        for r in recording.of_type("kubernetes:core/v1:Service")
+        if selector.items() <= r.inputs["metadata"]["labels"].items()
+        and any(p["name"] == "metrics" for p in r.inputs["spec"]["ports"])
+    ]
+    assert scraped == ["ranker"]  # two would double every sum the autoscaler reads
+    custom = service_monitor("ranker", args(service_monitor_labels={"prometheus": "platform"}))
+    assert custom["metadata"]["labels"]["prometheus"] == "platform"
+    assert "release" not in custom["metadata"]["labels"]
 
 
 def test_scaled_object_triggers_are_the_shared_queries(recording: Recording) -> None:
-    scaler = spec(recording, "kubernetes:keda.sh/v1alpha1:ScaledObject")["spec"]
+    scaler = inputs(recording, "kubernetes:keda.sh/v1alpha1:ScaledObject")["spec"]
+    assert scaler["scaleTargetRef"] == {"name": inputs(recording, DEPLOYMENT)["metadata"]["name"]}
     assert (scaler["minReplicaCount"], scaler["maxReplicaCount"]) == (3, 12)
+    assert (scaler["pollingInterval"], scaler["cooldownPeriod"]) == (15, 300)
     assert scaler["fallback"] == {"failureThreshold": 3, "replicas": 3}
     triggers = {t["name"]: t for t in scaler["triggers"]}
+    assert set(triggers) == {
+        "queue-time-ranker",
+        "pending-ranker",
+        "queue-time-ranker-v2",
+        "pending-ranker-v2",
+    }
     for model in ("ranker", "ranker-v2"):
         queue = triggers[f"queue-time-{model}"]
         assert queue["metadata"]["query"] == promql.triton_queue_time_ms_times_replicas(
-            model=model, namespace="serving"
+            model=model, namespace="ranker"
         )
         assert queue["metadata"]["threshold"] == "50"
         pending = triggers[f"pending-{model}"]
-        assert pending["metadata"]["query"] == promql.triton_pending_requests(
-            model=model, namespace="serving"
-        )
+        assert pending["metadata"]["query"] == promql.triton_pending_requests(model=model, namespace="ranker")
         assert pending["metadata"]["threshold"] == "16"
-    assert all(t["metricType"] == "AverageValue" for t in triggers.values())
+    assert all(t["type"] == "prometheus" and t["metricType"] == "AverageValue" for t in triggers.values())
     assert all(
         t["metadata"]["serverAddress"] == "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
         for t in triggers.values()
@@ -230,6 +375,26 @@ def test_scaled_object_triggers_are_the_shared_queries(recording: Recording) -> 
     behavior = scaler["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+
+
+def test_scaler_settings_are_configurable() -> None:
+    custom = args(
+        prometheus_server_address="http://prometheus.observability.svc:9090",
+        min_replicas=4,
+        max_replicas=20,
+        fallback_replicas=8,
+        polling_interval_s=5,
+        cooldown_s=600,
+        queue_time_target_ms=12.5,
+    )
+    spec = scaled_object("ranker", custom)["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["fallback"]["replicas"]) == (4, 20, 8)
+    assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (5, 600)
+    assert {t["metadata"]["serverAddress"] for t in spec["triggers"]} == {
+        "http://prometheus.observability.svc:9090"
+    }
+    assert spec["triggers"][0]["metadata"]["threshold"] == "12.5"
 
 
 def test_gpu_trigger_is_optional() -> None:
@@ -237,33 +402,73 @@ def test_gpu_trigger_is_optional() -> None:
         t["name"]: t for t in scaled_object("ranker", args(gpu_utilization_target=70))["spec"]["triggers"]
     }
     assert triggers["gpu-utilization"]["metadata"]["query"] == promql.gpu_utilization_total(
-        namespace="serving", pod_regex="ranker-.*"
+        namespace="ranker", pod_regex="ranker-.*"
     )
     assert triggers["gpu-utilization"]["metadata"]["threshold"] == "70"
     assert "gpu-utilization" not in keda_queries("ranker", args())
 
 
-def test_disruption_budget_survives_a_zone_and_one_voluntary_disruption(recording: Recording) -> None:
-    budget = spec(recording, "kubernetes:policy/v1:PodDisruptionBudget")["spec"]
-    assert budget["minAvailable"] == pdb_min_available(3) == 2
-    # Brute force: spread M pods over Z zones at maxSkew 1, remove the fullest zone, one pod must remain.
-    for zones in range(1, 7):
-        minimum = pdb_min_available(zones) if zones > 1 else None
-        if minimum is None:
-            continue
-        fullest = -(-minimum // zones)
-        assert minimum - fullest >= 1
-        assert (minimum - 1) - (-(-(minimum - 1) // zones)) < 1, "the budget is the smallest that works"
+def spreads(replicas: int, zones: int) -> Iterator[tuple[int, ...]]:
+    """Every way maxSkew 1 can place ``replicas`` pods over ``zones`` zones."""
+    low = replicas // zones
+    for extra in itertools.combinations(range(zones), replicas - low * zones):
+        yield tuple(low + (zone in extra) for zone in range(zones))
+
+
+def survives(placement: tuple[int, ...], min_available: int) -> bool:
+    """Whether every set of pods the budget lets evictions leave keeps one pod through any zone loss."""
+    for kept in itertools.product(*(range(n + 1) for n in placement)):
+        if sum(kept) >= min_available and any(sum(kept) - lost < 1 for lost in kept):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("zones", [2, 3, 4])
+def test_budget_survives_a_zone_loss_after_voluntary_disruptions(zones: int) -> None:
+    for replicas in range(prod_min_replicas(zones), 10):
+        budget = pdb_min_available(replicas, zones)
+        assert replicas - budget >= 1, "at least one voluntary disruption must be allowed"
+        assert all(survives(p, budget) for p in spreads(replicas, zones))
+        assert not all(survives(p, budget - 1) for p in spreads(replicas, zones)), "the smallest that works"
+    # One replica fewer: either fewer than one per zone, or no budget both survives and allows a drain.
+    fewer = prod_min_replicas(zones) - 1
+    if fewer >= zones:
+        for budget in range(1, fewer):
+            assert not all(survives(p, budget) for p in spreads(fewer, zones))
+
+
+def test_disruption_budget_in_the_cluster(recording: Recording) -> None:
+    budget = inputs(recording, "kubernetes:policy/v1:PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 2  # three replicas over three zones
+    pod_labels = inputs(recording, DEPLOYMENT)["spec"]["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pod_disruption_budget("ranker", args(min_replicas=6))["spec"]["minAvailable"] == 3
+    assert pod_disruption_budget("ranker", args(zones=2, min_replicas=4))["spec"]["minAvailable"] == 3
+
+
+def test_dev_allows_a_single_replica_without_blocking_drains() -> None:
+    dev = args(environment="dev", min_replicas=1, zones=1)
+    recording, _ = run_program(lambda: TritonModelService("ranker", dev))
+    assert inputs(recording, "kubernetes:policy/v1:PodDisruptionBudget")["spec"]["minAvailable"] == 0
+    assert (
+        pod_disruption_budget("ranker", args(environment="dev", min_replicas=2))["spec"]["minAvailable"] == 1
+    )
 
 
 def test_service_alerts_are_installed(recording: Recording) -> None:
-    rule = spec(recording, "kubernetes:monitoring.coreos.com/v1:PrometheusRule")
+    rule = inputs(recording, "kubernetes:monitoring.coreos.com/v1:PrometheusRule")
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert alerts == {"TritonNoReadyReplica", "TritonAllRequestsFailing", "TritonQueueTimeHigh"}
 
 
-def test_every_child_belongs_to_the_service(recording: Recording) -> None:
-    kubernetes = [r for r in recording if r.type.startswith("kubernetes:")]
+# --- the component ------------------------------------------------------------------------------------------------
+
+
+def test_every_child_belongs_to_the_service_in_its_own_namespace(
+    built: tuple[Recording, dict[str, Any]],
+) -> None:
+    recording, outputs = built
+    kubernetes = [r for r in recording if r.type.startswith("kubernetes:") and r.custom]
     assert sorted(r.type.rsplit(":", 1)[1] for r in kubernetes) == [
         "Deployment",
         "Namespace",
@@ -275,34 +480,98 @@ def test_every_child_belongs_to_the_service(recording: Recording) -> None:
         "ServiceAccount",
         "ServiceMonitor",
     ]
-    assert all(r.parent_type == "inferstack:model_service:TritonModelService" for r in kubernetes)
+    assert all(r.parent_type == SERVICE for r in kubernetes)
+    assert inputs(recording, "kubernetes:core/v1:Namespace")["metadata"]["name"] == "ranker"
+    assert {
+        r.inputs["metadata"]["namespace"] for r in kubernetes if r.type != "kubernetes:core/v1:Namespace"
+    } == {"ranker"}
+    assert outputs == {
+        "namespace": "ranker",
+        "http": "http://ranker.ranker.svc:8000",
+        "grpc": "dns:///ranker-headless.ranker.svc:8001",
+        "role_arn": f"arn:aws:iam:{REGION}:{ACCOUNT_ID}:ranker-models-reader",
+    }
+
+
+def test_a_given_namespace_is_used_and_not_created() -> None:
+    shared = args(namespace="serving", create_namespace=False)
+    recording, _ = run_program(lambda: TritonModelService("ranker", shared))
+    assert not recording.of_type("kubernetes:core/v1:Namespace")
+    namespaces = {r.inputs["metadata"]["namespace"] for r in recording if r.type.startswith("kubernetes:")}
+    assert namespaces == {"serving"}
+    queries = keda_queries("ranker", shared)
+    assert queries["pending-ranker"] == promql.triton_pending_requests(model="ranker", namespace="serving")
+
+
+def test_importing_the_component_pulls_in_no_serving_runtime() -> None:
+    code = (
+        "import sys, inferstack.serving.model_service; "
+        "print(sorted(m for m in ('torch', 'tritonclient', 'moto') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # --- manifests against real schemas ------------------------------------------------------------------------------
 
+VARIANTS = [
+    args(),
+    args(environment="dev", min_replicas=1, zones=1, placement="spot"),
+    args(placement="on-demand", internal_load_balancer=True, gpu_utilization_target=60),
+    args(node_instance_type="g5.12xlarge", gpus_per_replica=4, memory_gib=120.5, cpu=40, shm_gib=16),
+]
 
-def test_first_party_manifests_validate_against_kubernetes_schemas() -> None:
-    for built in (
-        deployment("ranker", args(), URI),
-        service("ranker", args()),
-        service("ranker", args(internal_load_balancer=True)),
-        headless_service("ranker", args()),
-        service_account("ranker", args(), ROLE),
-        pod_disruption_budget("ranker", args()),
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_first_party_manifests_validate_against_kubernetes_schemas(variant: TritonModelServiceArgs) -> None:
+    for manifest in (
+        deployment("ranker", variant, URI),
+        service("ranker", variant),
+        headless_service("ranker", variant),
+        service_account("ranker", variant, ROLE),
+        pod_disruption_budget("ranker", variant),
     ):
-        validate_k8s(built)
+        validate_k8s(manifest)
 
 
-def test_custom_resources_validate_against_vendored_crds(vendor_dir: Path) -> None:
-    validate_custom_resource(scaled_object("ranker", args(gpu_utilization_target=60)), vendor_dir)
-    validate_custom_resource(service_monitor("ranker", args()), vendor_dir)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_custom_resources_validate_against_vendored_crds(
+    variant: TritonModelServiceArgs, vendor_dir: Path
+) -> None:
+    validate_custom_resource(scaled_object("ranker", variant), vendor_dir)
+    validate_custom_resource(service_monitor("ranker", variant), vendor_dir)
 
 
-def test_schema_validation_does_catch_a_wrong_field() -> None:
+def test_recorded_resources_validate_as_the_engine_received_them(
+    recording: Recording, vendor_dir: Path
+) -> None:
+    """What the component registered (outputs resolved), not only what the pure builders return."""
+    for token in (
+        DEPLOYMENT,
+        "kubernetes:core/v1:ServiceAccount",
+        "kubernetes:policy/v1:PodDisruptionBudget",
+        "kubernetes:core/v1:Service",
+    ):
+        for recorded in recording.of_type(token):
+            group_version, kind = token.removeprefix("kubernetes:").rsplit(":", 1)
+            api_version = group_version.removeprefix("core/")
+            validate_k8s({"apiVersion": api_version, "kind": kind, **recorded.inputs})
+    for token in (
+        "kubernetes:keda.sh/v1alpha1:ScaledObject",
+        "kubernetes:monitoring.coreos.com/v1:ServiceMonitor",
+    ):
+        validate_custom_resource(inputs(recording, token), vendor_dir)
+
+
+def test_schema_validation_does_catch_a_wrong_field(vendor_dir: Path) -> None:
     broken = deployment("ranker", args(), URI)
-    broken["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    pod_of(broken)["containers"][0]["livenesProbe"] = {}
     with pytest.raises(Exception, match="livenesProbe"):
         validate_k8s(broken)
+    scaler = scaled_object("ranker", args())
+    scaler["spec"]["fallback"]["replica"] = 3
+    with pytest.raises(Exception, match="replica"):
+        validate_custom_resource(scaler, vendor_dir)
 
 
 # --- validation ----------------------------------------------------------------------------------------------------
@@ -312,24 +581,47 @@ def test_schema_validation_does_catch_a_wrong_field() -> None:
     ("overrides", "field"),
     [
         ({"min_replicas": 5, "max_replicas": 4}, "min_replicas"),
+        ({"min_replicas": 0}, "min_replicas"),
         ({"min_replicas": 2}, "min_replicas"),  # prod, 3 zones
+        ({"zones": 2, "min_replicas": 3}, "min_replicas"),  # prod, 2 zones: 2 + 1 could share a zone
+        ({"zones": 1, "min_replicas": 3}, "zones"),  # prod cannot survive the loss of its only zone
+        ({"zones": 0, "environment": "dev"}, "zones"),
         ({"gpus_per_replica": 2}, "gpus_per_replica"),  # g5.xlarge has 1 GPU
+        ({"gpus_per_replica": 0}, "gpus_per_replica"),
         ({"node_instance_type": "m6i.xlarge"}, "node_instance_type"),
         ({"node_instance_type": "g9.huge"}, "node_instance_type"),
-        ({"memory_gib": 15}, "memory_gib"),  # g5.xlarge: 16 GiB
+        ({"memory_gib": 13}, "memory_gib"),  # g5.xlarge: 16 GiB, 4 kept for the system
+        ({"memory_gib": 0}, "memory_gib"),
+        ({"shm_gib": 10}, "shm_gib"),  # /dev/shm comes out of memory_gib
+        ({"shm_gib": 0}, "shm_gib"),
         ({"cpu": 4}, "cpu"),
+        ({"model_cache_gib": 0}, "model_cache_gib"),
         ({"queue_time_target_ms": 0}, "queue_time_target_ms"),
         ({"pending_requests_per_replica": -1}, "pending_requests_per_replica"),
         ({"gpu_utilization_target": 120}, "gpu_utilization_target"),
+        ({"gpu_utilization_target": 0}, "gpu_utilization_target"),
+        ({"model_load_timeout_s": 0}, "model_load_timeout_s"),
+        ({"polling_interval_s": 0}, "polling_interval_s"),
+        ({"cooldown_s": -1}, "cooldown_s"),
         ({"namespace": "Serving"}, "namespace"),
+        ({"namespace": "a" * 64}, "namespace"),
         ({"image": "nvcr.io/nvidia/tritonserver:latest"}, "image"),
         ({"image": "nvcr.io/nvidia/tritonserver"}, "image"),
-        ({"exit_timeout_s": 100}, "exit_timeout_s"),
+        ({"image": "registry:5000/tritonserver"}, "image"),
+        ({"exit_timeout_s": 100}, "exit_timeout_s"),  # 20 + 100 + 5 > the 120 s spot notice
+        ({"exit_timeout_s": 5}, "exit_timeout_s"),
+        ({"drain_s": 2}, "drain_s"),
         ({"models": []}, "models"),
         ({"models": ["a/b"]}, "models[0]"),
+        ({"models": ["a", "a"]}, "models"),
         ({"placement": "cheap"}, "placement"),
+        ({"environment": "staging"}, "environment"),
+        ({"region": "mars-1"}, "region"),
         ({"fallback_replicas": 50}, "fallback_replicas"),
+        ({"prometheus_server_address": "prometheus:9090"}, "prometheus_server_address"),
+        ({"service_monitor_labels": {"release": "not ok!"}}, "service_monitor_labels"),
         ({"source": ModelSource(role_arn=ROLE)}, "source.repository_uri"),
+        ({"source": ModelSource(role_arn=ROLE, repository_uri="/models")}, "source.repository_uri"),
         ({"source": ModelSource()}, "source"),
     ],
 )
@@ -339,13 +631,49 @@ def test_bad_arguments_name_the_field_and_register_nothing(overrides: dict[str, 
     assert recording.resources == []
 
 
-def test_bad_service_name() -> None:
-    recording, error = run_invalid(lambda: TritonModelService("Ranker_1", args()))
+def store_source(**overrides: Any) -> Any:
+    def program() -> None:
+        store = ModelStore("models")
+        fields = {
+            "model_store": store,
+            "prefix": "ranker",
+            "oidc_provider_arn": OIDC,
+            "oidc_issuer_url": ISSUER,
+        }
+        source = ModelSource(**(fields | overrides))
+        TritonModelService("ranker", args(source=source))
+
+    return program
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"prefix": None}, "source.prefix"),
+        ({"prefix": "../other"}, "source.prefix"),
+        ({"oidc_issuer_url": None}, "source.oidc_provider_arn"),
+        ({"role_arn": ROLE}, "source"),
+    ],
+)
+def test_bad_model_store_sources_register_nothing_of_the_service(
+    overrides: dict[str, Any], field: str
+) -> None:
+    recording, error = run_invalid(store_source(**overrides))
+    assert error.field == field, error
+    # The user's ModelStore was registered before; the service added nothing, not even itself.
+    assert not [r for r in recording if r.type == SERVICE or r.type.startswith("kubernetes:")]
+    assert not recording.of_type("aws:iam/role:Role")
+
+
+@pytest.mark.parametrize("name", ["Ranker", "ranker_1", "1ranker", "ranker-", "r" * 43])
+def test_bad_service_name(name: str) -> None:
+    recording, error = run_invalid(lambda: TritonModelService(name, args()))
     assert error.field == "name" and recording.resources == []
 
 
-def test_dev_allows_a_single_replica_without_blocking_drains() -> None:
-    dev = args(environment="dev", min_replicas=1, zones=1)
-    recording, _ = run_program(lambda: TritonModelService("ranker", dev))
-    assert recording.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["minAvailable"] == 0
-    assert grace_period_s(dev) < SPOT_NOTICE_S
+def test_the_longest_name_fits_every_object() -> None:
+    name = "r" * 42
+    recording, _ = run_program(lambda: TritonModelService(name, args()))
+    assert len(headless_service(name, args())["metadata"]["name"]) <= 63  # Service names
+    assert len(f"{name}-models-reader-") + 7 <= 64  # the IRSA role: Pulumi appends 7 random characters
+    assert recording.one(DEPLOYMENT).inputs["metadata"]["name"] == name

@@ -6,9 +6,13 @@ return data, and queue time per request must rise under concurrent load compared
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ import pytest
 from inferstack.components import promql
 from inferstack.components.alerts import service_rule_group
 from inferstack.components.dashboards import triton_dashboard
+from inferstack.components.gpu import dcgm_exporter_values
 from inferstack.serving.client import TritonClient
 from inferstack.serving.local import LocalRuntime, RuntimeFailure
 from inferstack.serving.model_service import ModelSource, TritonModelServiceArgs, scaled_object
@@ -136,3 +141,122 @@ def test_a_misspelled_query_would_have_been_caught(prometheus: LocalPrometheus) 
     assert prometheus.query(broken) == []
     wrong_label = promql.triton_pending_requests(model=MODEL, namespace="other")
     assert prometheus.query(wrong_label) == []
+
+
+# --- GPU queries against DCGM exporter series, as the cluster's scrape labels them --------------------
+
+NODE, SERVICE_POD = "ip-10-0-1-5.ec2.internal", "ranker-7d9f8b6c4-x2x9q"
+# Shaped as dcgm-exporter 4.8.2 renders them (rendermetrics): GPU 0 is held by a serving pod (the
+# exporter adds its namespace/pod/container), GPU 1 by no pod.
+_GPU = 'device="nvidia{i}",gpu="{i}",modelName="NVIDIA A10G",Hostname="{node}",UUID="GPU-{i}"'
+DCGM_TEXT = "\n".join(
+    [
+        "# TYPE DCGM_FI_DEV_GPU_UTIL gauge",
+        "DCGM_FI_DEV_GPU_UTIL{"
+        + _GPU.format(i=0, node=NODE)
+        + f',container="triton",namespace="serving",pod="{SERVICE_POD}"}} 87',
+        "DCGM_FI_DEV_GPU_UTIL{" + _GPU.format(i=1, node=NODE) + "} 0",
+        "",
+    ]
+)
+# What the Prometheus Operator attaches to every target of the exporter's ServiceMonitor.
+OPERATOR_TARGET_LABELS = {
+    "namespace": "gpu-operators",
+    "service": "dcgm-exporter",
+    "pod": "dcgm-exporter-x7k2p",
+    "container": "exporter",
+    "endpoint": "metrics",
+}
+
+
+@contextmanager
+def fake_dcgm_exporter() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = DCGM_TEXT.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def scrape_as_service_monitor(url: str, service_monitor: dict[str, Any]) -> ScrapeTarget:
+    """The scrape the operator generates from a ServiceMonitor endpoint's honorLabels and relabelings."""
+    snake = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    relabel = [{snake.get(k, k): v for k, v in r.items()} for r in service_monitor.get("relabelings", [])]
+    return ScrapeTarget(
+        "dcgm-exporter",
+        url,
+        OPERATOR_TARGET_LABELS,
+        honor_labels=bool(service_monitor.get("honorLabels", False)),
+        relabel_configs=relabel,
+    )
+
+
+@pytest.fixture(scope="module")
+def gpu_results() -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The GPU queries' answers under our ServiceMonitor and under the chart's default one.
+
+    Two Prometheus servers side by side: each takes ~5 s to apply its first targets.
+    """
+    require_tool("prometheus")
+    monitors = {
+        "ours": dcgm_exporter_values()["serviceMonitor"],
+        "chart default": {"honorLabels": False, "relabelings": []},
+    }
+    queries = {
+        "service": promql.gpu_utilization(
+            namespace="serving", pod_regex=promql.deployment_pod_regex(service="ranker")
+        ),
+        "by_pod": promql.gpu_utilization_by_pod(),
+        "by_node": promql.gpu_utilization_by_node(),
+    }
+    try:
+        with ExitStack() as stack:
+            url = stack.enter_context(fake_dcgm_exporter())
+            servers = {
+                name: stack.enter_context(LocalPrometheus([scrape_as_service_monitor(url, monitor)]))
+                for name, monitor in monitors.items()
+            }
+            for server in servers.values():
+                assert server.wait_for("DCGM_FI_DEV_GPU_UTIL")
+            return {
+                name: {key: server.query(query) for key, query in queries.items()}
+                for name, server in servers.items()
+            }
+    except RuntimeFailure as error:
+        unavailable(str(error))
+        raise
+
+
+def test_gpu_queries_see_the_serving_pods_gpu_through_our_service_monitor(
+    gpu_results: dict[str, dict[str, list[dict[str, Any]]]],
+) -> None:
+    found = gpu_results["ours"]
+    assert [float(s["value"][1]) for s in found["service"]] == [87.0]
+    # Only the GPU a pod holds is attributed, and to that pod, not to the exporter's own.
+    assert [s["metric"] for s in found["by_pod"]] == [{"namespace": "serving", "pod": SERVICE_POD}]
+    assert sorted(s["metric"]["gpu"] for s in found["by_node"]) == ["0", "1"]
+
+
+def test_with_the_charts_default_service_monitor_the_service_gpu_query_sees_nothing(
+    gpu_results: dict[str, dict[str, list[dict[str, Any]]]],
+) -> None:
+    """The failure our values prevent: the exporter's pod labels renamed exported_*, no GPU per service."""
+    found = gpu_results["chart default"]
+    assert found["service"] == []
+    assert {s["metric"]["pod"] for s in found["by_pod"]} == {"dcgm-exporter-x7k2p"}
