@@ -60,6 +60,11 @@ class Recorded:
     parent_urn: str
     custom: bool
     urn: str
+    # What the engine orders this resource after: depends_on (components expanded to their
+    # resources) and every resource whose outputs its inputs use.
+    dependencies: tuple[str, ...] = ()
+    property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    provider: str = ""  # "<provider urn>::<id>", empty for the default provider
 
     @property
     def parent_type(self) -> str:
@@ -161,6 +166,11 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     parent_urn=request.parent,
                     custom=bool(request.custom),
                     urn=self.make_urn(request.parent, request.type, request.name),
+                    dependencies=tuple(request.dependencies),
+                    property_dependencies={
+                        key: tuple(deps.urns) for key, deps in request.propertyDependencies.items()
+                    },
+                    provider=request.provider,
                 )
             )
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
