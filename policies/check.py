@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,8 @@ class Report:
         return [f for f in self.findings if f.violation.mandatory]
 
 
-def check_stack(stacks_dir: Path, stack: str) -> Report:
-    recording = run_stack(stacks_dir, stack)
+def check_stack(stacks_dir: Path, stack: str, settings: Mapping[str, str] | None = None) -> Report:
+    recording = run_stack(stacks_dir, stack, settings)
     findings = []
     with PolicyPackProcess() as pack:
         names = pack.policy_names()

@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="the Pulumi program folder")
     plan.add_argument("--out", type=Path, default=Path("out/plan"), help="where the Kubernetes manifests go")
+    _config_argument(plan)
 
     policy = commands.add_parser("policy", help="the CrossGuard policy pack")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
@@ -96,7 +97,30 @@ def _parser() -> argparse.ArgumentParser:
         "--stack", required=True, help="dev, staging, prod: a Pulumi.<stack>.yaml in --stacks-dir"
     )
     check.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="the Pulumi program folder")
+    _config_argument(check)
     return parser
+
+
+def _config_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a stack setting, as `pulumi config set --path KEY VALUE` would make it "
+        "(e.g. 'inferstack:cluster.publicAccessCidrs=[\"198.51.100.7/32\"]'); repeatable",
+    )
+
+
+def _settings(pairs: Sequence[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidInput("--config", pair, "KEY=VALUE, such as inferstack:cluster.name=ml-prod")
+        settings[key] = value
+    return settings
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
@@ -359,7 +383,7 @@ def _plan(args: argparse.Namespace) -> int:
     from inferstack.policies.plan import summary, tree_lines, write_manifests
 
     _check_stacks_dir(args.stacks_dir)
-    recording = run_stack(args.stacks_dir, args.stack)
+    recording = run_stack(args.stacks_dir, args.stack, _settings(args.config))
     print(f"stack {args.stack}: {len(recording.resources)} resources to create\n")
     for line in tree_lines(recording):
         print(line)
@@ -374,7 +398,7 @@ def _policy_check(args: argparse.Namespace) -> int:
     from inferstack.policies.check import check_stack
 
     _check_stacks_dir(args.stacks_dir)
-    report = check_stack(args.stacks_dir, args.stack)
+    report = check_stack(args.stacks_dir, args.stack, _settings(args.config))
     print(
         f"stack {report.stack}: {report.resources} resources checked against {len(report.policies)} policies"
     )

@@ -8,11 +8,14 @@ import pytest
 
 from inferstack.serving.cli import main
 from tests.conftest import ROOT
+from tests.harness import DEPLOYER_ARGS
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_the_shipped_stacks_pass(stack: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["policy", "check", "--stack", stack, "--stacks-dir", str(ROOT / "stacks")]) == 0
+    assert (
+        main(["policy", "check", "--stack", stack, "--stacks-dir", str(ROOT / "stacks"), *DEPLOYER_ARGS]) == 0
+    )
     out = capsys.readouterr().out
     assert f"stack {stack}:" in out and "0 mandatory violation(s), 0 advisory" in out
 
