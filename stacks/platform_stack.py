@@ -39,7 +39,7 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
-from inferstack.serving.model_service import (
+from inferstack.components.model_service import (
     ModelSource,
     Placement,
     TritonModelService,
