@@ -16,7 +16,6 @@ import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
 from inferstack.components import promql
-from inferstack.infra.model_store import ModelStore
 from inferstack.components.model_service import (
     MODEL_CACHE_DIR,
     SPOT_NOTICE_S,
@@ -35,6 +34,7 @@ from inferstack.components.model_service import (
     service_account,
     service_monitor,
 )
+from inferstack.infra.model_store import ModelStore
 from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
 from tests.schemas import validate_custom_resource, validate_k8s
 

@@ -26,8 +26,9 @@ def test_plan_prints_the_tree_and_writes_valid_manifests(
     out = capsys.readouterr().out
     assert f"stack {stack}:" in out
     # Components at the top, their resources indented beneath.
-    assert "\n+ inferstack:cluster:Cluster" in out and "\n    + aws:eks/cluster:Cluster" in out
-    assert "\n+ inferstack:model_service:TritonModelService" in out
+    assert "\n+ inferstack:platform:InferencePlatform" in out
+    assert "\n    + inferstack:cluster:Cluster" in out and "\n        + aws:eks/cluster:Cluster" in out
+    assert "\n    + inferstack:model_service:TritonModelService" in out
     manifests = sorted((tmp_path / stack).rglob("*.yaml"))
     kinds = {yaml.safe_load(p.read_text())["kind"] for p in manifests}
     assert {
