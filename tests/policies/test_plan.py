@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inferstack.policies import offline
 from inferstack.policies.offline import with_settings
 from inferstack.serving.cli import main
 from tests.conftest import ROOT
-from tests.harness import DEPLOYER_ARGS
+from tests.harness import DEPLOYER, DEPLOYER_ARGS
 from tests.schemas import validate_custom_resource, validate_k8s
 
 BUILT_IN = {"v1", "apps/v1", "policy/v1"}
@@ -102,3 +103,11 @@ def test_settings_apply_as_pulumi_config_set_path_would() -> None:
         "publicAccessCidrs": ["198.51.100.7/32"],
     }
     assert merged["aws:region"] == "eu-west-1" and json.loads(merged["inferstack:gpu"]) == {"maxPerZone": 3}
+
+
+def test_the_plan_follows_the_stacks_region() -> None:
+    recording = offline.run_stack(ROOT / "stacks", "dev", {**DEPLOYER, "aws:region": "eu-west-1"})
+    subnets = {r.inputs["availabilityZone"] for r in recording.of_type("aws:ec2/subnet:Subnet")}
+    assert subnets == {"eu-west-1a", "eu-west-1b"}
+    kubeconfig = recording.one("pulumi:providers:kubernetes").inputs["kubeconfig"]["value"]
+    assert "--region\n      - eu-west-1" in kubeconfig or '"eu-west-1"' in kubeconfig
