@@ -15,9 +15,9 @@ import pulumi_random as random
 from inferstack.components.alerts import alertmanager_config, platform_rule_groups, prometheus_rule
 from inferstack.components.charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_OPERATOR_IMAGE_TAG, release
 from inferstack.components.dashboards import dashboard_configmap, dashboards
-from inferstack.components.manifests import custom_resource, namespace
+from inferstack.components.manifests import child_options, custom_resource, namespace
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.nodegroups import CAPACITY_TYPE_LABEL, NODE_ROLE_LABEL
+from inferstack.infra.nodegroups import NODE_ROLE_LABEL
 
 _RETENTION = re.compile(r"^[1-9][0-9]*[hdwy]$")
 # kube-prometheus-stack's Prometheus service, as KEDA triggers reach it from any namespace.
@@ -74,8 +74,6 @@ def kube_prometheus_stack_values(
                 }
             },
         },
-        # The spot/on-demand alert counts nodes by these labels; kube-state-metrics drops unlisted labels.
-        "kube-state-metrics": {"metricLabelsAllowlist": [f"nodes=[{CAPACITY_TYPE_LABEL},{NODE_ROLE_LABEL}]"]},
     }
 
 
@@ -100,12 +98,11 @@ class Monitoring(pulumi.ComponentResource):
         if args.storage_gib < 10:
             raise InvalidInput("storage_gib", args.storage_gib, "at least 10 GiB")
         super().__init__("inferstack:monitoring:Monitoring", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
         password = random.RandomPassword(
             f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
         )
-        ns = namespace(f"{name}-ns", args.namespace, child)
-        after_namespace = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[ns])
+        ns = namespace(f"{name}-ns", args.namespace, child_options(self, opts, provider=args.provider))
+        after_namespace = child_options(self, opts, provider=args.provider, after=[ns])
         stack = release(
             f"{name}-kube-prometheus-stack",
             KUBE_PROMETHEUS_STACK,
@@ -132,7 +129,7 @@ class Monitoring(pulumi.ComponentResource):
         custom_resource(
             f"{name}-platform-rules",
             rule,
-            pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[stack]),
+            child_options(self, opts, provider=args.provider, after=[stack]),
         )
         self.namespace = args.namespace
         self.prometheus_url = prometheus_url(args.namespace)
