@@ -22,8 +22,9 @@ from inferstack.components.charts import (
     KEDA_IMAGE_TAG,
     release,
 )
-from inferstack.components.manifests import child_options, namespace
+from inferstack.components.manifests import namespace
 from inferstack.components.promql import SPOT_NODE_GROUPS
+from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import trust_policy
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL
@@ -112,7 +113,11 @@ def cluster_autoscaler_values(
             "max-node-provision-time": "10m",
         },
         # Prometheus selects every ServiceMonitor; the chart's default namespace is not the release's.
-        "serviceMonitor": {"enabled": True, "namespace": namespace, "selector": {"release": "kube-prometheus-stack"}},
+        "serviceMonitor": {
+            "enabled": True,
+            "namespace": namespace,
+            "selector": {"release": "kube-prometheus-stack"},
+        },
     }
 
 

@@ -21,7 +21,8 @@ from inferstack.components.charts import (
     NVIDIA_DEVICE_PLUGIN,
     release,
 )
-from inferstack.components.manifests import child_options, namespace
+from inferstack.components.manifests import namespace
+from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.nodegroups import GPU_AMI_TYPES, GPU_PRESENT_LABEL, GPU_TAINT_KEY, AmiType
 
@@ -86,7 +87,9 @@ def needs_device_plugin(gpu_ami_types: Sequence[str]) -> bool:
     families = {_bottlerocket(t) for t in gpu_ami_types}
     if len(families) > 1:
         raise InvalidInput(
-            "gpu_ami_types", sorted(set(gpu_ami_types)), "one AMI family (AL2023 or Bottlerocket) for all GPU groups"
+            "gpu_ami_types",
+            sorted(set(gpu_ami_types)),
+            "one AMI family (AL2023 or Bottlerocket) for all GPU groups",
         )
     return not families.pop()
 

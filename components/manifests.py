@@ -1,9 +1,7 @@
-"""Kubernetes objects from inferstack's pure manifests: labelled namespaces and custom resources,
-and the one rule every component follows for the order of its children."""
+"""Kubernetes objects from inferstack's pure manifests: labelled namespaces and custom resources."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pulumi
@@ -28,33 +26,4 @@ def custom_resource(
         metadata=manifest["metadata"],
         spec=manifest["spec"],
         opts=opts,
-    )
-
-
-def inherited_dependencies(opts: pulumi.ResourceOptions | None) -> list[pulumi.Resource]:
-    """What a component was told to wait for, for its children to wait for too.
-
-    The Python SDK does not pass a component's ``depends_on`` down to its children: without this, a
-    ScaledObject inside a service that "depends on" KEDA would still race KEDA's CRD.
-    """
-    given = opts.depends_on if opts is not None else None
-    if given is None:
-        return []
-    if isinstance(given, pulumi.Resource):
-        return [given]
-    if isinstance(given, Sequence) and all(isinstance(r, pulumi.Resource) for r in given):
-        return list(given)
-    raise TypeError("depends_on of an inferstack component: a resource or a list of resources")
-
-
-def child_options(
-    parent: pulumi.Resource,
-    opts: pulumi.ResourceOptions | None,
-    *,
-    provider: pulumi.ProviderResource | None = None,
-    after: Sequence[pulumi.Resource] = (),
-) -> pulumi.ResourceOptions:
-    """Options of a component's child: parented, on ``provider``, after what the component waits for and ``after``."""
-    return pulumi.ResourceOptions(
-        parent=parent, provider=provider, depends_on=[*inherited_dependencies(opts), *after]
     )

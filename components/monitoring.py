@@ -15,7 +15,9 @@ import pulumi_random as random
 from inferstack.components.alerts import alertmanager_config, platform_rule_groups, prometheus_rule
 from inferstack.components.charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_OPERATOR_IMAGE_TAG, release
 from inferstack.components.dashboards import dashboard_configmap, dashboards
-from inferstack.components.manifests import child_options, custom_resource, namespace
+from inferstack.components.manifests import custom_resource, namespace
+from inferstack.components.storage import GP3
+from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL
 
@@ -83,7 +85,7 @@ class MonitoringArgs:
     namespace: str = "monitoring"
     retention: str = "15d"
     storage_gib: int = 100
-    storage_class: str = "gp3"
+    storage_class: str = GP3  # components.storage creates it
     node_selector: dict[str, str] = field(default_factory=lambda: {NODE_ROLE_LABEL: "system"})
 
 

@@ -22,8 +22,9 @@ import pulumi_kubernetes as k8s
 
 from inferstack.components import promql
 from inferstack.components.alerts import prometheus_rule, service_rule_group
-from inferstack.components.manifests import child_options, custom_resource, namespace
+from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.monitoring import prometheus_url
+from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.model_store import ModelStore, check_prefix
@@ -545,7 +546,9 @@ def keda_queries(name: str, args: TritonModelServiceArgs) -> dict[str, str]:
     namespace = namespace_of(name, args)
     queries: dict[str, str] = {}
     for model in args.models:
-        queries[f"queue-time-{model}"] = promql.triton_queue_time_per_request_ms(model=model, namespace=namespace)
+        queries[f"queue-time-{model}"] = promql.triton_queue_time_per_request_ms(
+            model=model, namespace=namespace
+        )
         queries[f"pending-{model}"] = promql.triton_pending_requests(model=model, namespace=namespace)
     if args.gpu_utilization_target is not None:
         queries["gpu-utilization"] = promql.gpu_utilization(

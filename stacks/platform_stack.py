@@ -17,6 +17,7 @@ import pulumi_aws as aws
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
+from inferstack.components.storage import StorageClasses, StorageClassesArgs
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
@@ -30,6 +31,7 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
+from inferstack.infra.storage import BlockStorage, BlockStorageArgs
 from inferstack.serving.model_service import (
     ModelSource,
     Placement,
@@ -252,10 +254,35 @@ def build(config: PlatformConfig) -> dict[str, Any]:
     )
     cluster.install_coredns(after=[nodes.groups["system"]])
     store = ModelStore("models", ModelStoreArgs(tags=tags))
-    after_nodes = pulumi.ResourceOptions(depends_on=[nodes])
-    GpuOperators("gpu", GpuOperatorsArgs(provider=cluster.provider), after_nodes)
-    monitoring = Monitoring("monitoring", MonitoringArgs(provider=cluster.provider), after_nodes)
-    Autoscaling(
+    # --- issue 9: block storage, and every component after what it needs (components pass their
+    # depends_on to their children): PVCs need a class and its driver, custom resources their CRDs.
+    block_storage = BlockStorage(
+        "storage",
+        BlockStorageArgs(
+            cluster_name=cluster.name,
+            oidc_provider_arn=cluster.oidc_provider_arn,
+            oidc_issuer_url=cluster.oidc_issuer_url,
+            kubernetes_version=config.kubernetes_version,
+            tags=tags,
+        ),
+        pulumi.ResourceOptions(depends_on=[nodes]),
+    )
+    storage_classes = StorageClasses(
+        "storage",
+        StorageClassesArgs(provider=cluster.provider),
+        pulumi.ResourceOptions(depends_on=[block_storage]),
+    )
+    monitoring = Monitoring(
+        "monitoring",
+        MonitoringArgs(provider=cluster.provider, storage_class=storage_classes.gp3),
+        pulumi.ResourceOptions(depends_on=[nodes, block_storage, storage_classes]),
+    )
+    after_monitoring = pulumi.ResourceOptions(depends_on=[nodes, monitoring])  # ServiceMonitor CRD
+    gpu_ami_types = sorted({p.ami_type for p in node_plans(config, zones) if p.gpus_per_node})
+    GpuOperators(
+        "gpu", GpuOperatorsArgs(provider=cluster.provider, gpu_ami_types=gpu_ami_types), after_monitoring
+    )
+    autoscaling = Autoscaling(
         "autoscaling",
         AutoscalingArgs(
             provider=cluster.provider,
@@ -264,8 +291,9 @@ def build(config: PlatformConfig) -> dict[str, Any]:
             oidc_provider_arn=cluster.oidc_provider_arn,
             oidc_issuer_url=cluster.oidc_issuer_url,
         ),
-        after_nodes,
+        after_monitoring,
     )
+    # --- end of issue 9's block
     endpoints = {}
     for service in config.services:
         source = ModelSource(
@@ -277,7 +305,7 @@ def build(config: PlatformConfig) -> dict[str, Any]:
         triton = TritonModelService(
             service.name,
             service_args(config, service, source, region=region, provider=cluster.provider),
-            pulumi.ResourceOptions(depends_on=[monitoring]),
+            pulumi.ResourceOptions(depends_on=[monitoring, autoscaling]),  # issue 9: its CRs' CRDs
         )
         endpoints[service.name] = {"http": triton.http_endpoint, "grpc": triton.grpc_endpoint}
     return {

@@ -94,9 +94,7 @@ def render(
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
     """The one rendered object of ``kind`` (and ``name``)."""
-    found = [
-        o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
-    ]
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
     if len(found) != 1:
         names = [o["metadata"]["name"] for o in objects if o["kind"] == kind]
         raise AssertionError(f"expected one {kind} named {name!r}, rendered {names}")

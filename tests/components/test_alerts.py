@@ -158,7 +158,12 @@ CASES: list[tuple[str, str, list[dict[str, str]], str, dict[str, str] | None]] =
     (
         "SpotGPUCapacityGone",
         "one brief backoff",
-        [{"series": f"cluster_autoscaler_node_group_backoff_status{{{SPOT_GROUP}}}", "values": "0x30 1x5 0x60"}],
+        [
+            {
+                "series": f"cluster_autoscaler_node_group_backoff_status{{{SPOT_GROUP}}}",
+                "values": "0x30 1x5 0x60",
+            }
+        ],
         "90m",
         None,
     ),

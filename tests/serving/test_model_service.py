@@ -401,7 +401,10 @@ def test_gpu_trigger_is_optional() -> None:
     assert triggers["gpu-utilization"]["metadata"]["query"] == promql.gpu_utilization(
         namespace="ranker", pod_regex=promql.deployment_pod_regex(service="ranker")
     )
-    assert (triggers["gpu-utilization"]["metricType"], triggers["gpu-utilization"]["metadata"]["threshold"]) == (
+    assert (
+        triggers["gpu-utilization"]["metricType"],
+        triggers["gpu-utilization"]["metadata"]["threshold"],
+    ) == (
         "Value",
         "70",
     )
