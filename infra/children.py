@@ -19,8 +19,9 @@ def inherited_dependencies(opts: pulumi.ResourceOptions | None) -> list[pulumi.R
         return []
     if isinstance(given, pulumi.Resource):
         return [given]
-    if isinstance(given, Sequence) and all(isinstance(r, pulumi.Resource) for r in given):
-        return list(given)
+    resources = [r for r in given if isinstance(r, pulumi.Resource)] if isinstance(given, Sequence) else []
+    if isinstance(given, Sequence) and len(resources) == len(given):
+        return resources
     raise TypeError("depends_on of an inferstack component: a resource or a list of resources")
 
 

@@ -18,13 +18,16 @@ import pulumi_aws as aws
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import trust_policy
-from inferstack.infra.versions import EKS_ADDON_VERSIONS
+from inferstack.infra.versions import SUPPORTED_KUBERNETES_VERSIONS
 
 EBS_CSI_ADDON = "aws-ebs-csi-driver"
 EBS_CSI_PROVISIONER = "ebs.csi.aws.com"  # what a StorageClass names to use this driver
 # The add-on's controller runs as this service account (fixed by the add-on).
 EBS_CSI_NAMESPACE, EBS_CSI_SERVICE_ACCOUNT = "kube-system", "ebs-csi-controller-sa"
 EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+# The add-on's version per Kubernetes minor (as `aws eks describe-addon-versions` lists them); the
+# cluster installs the add-ons of infra.versions itself, this one comes with the storage it serves.
+EBS_CSI_VERSIONS: dict[str, str] = {minor: "v1.51.1-eksbuild.1" for minor in SUPPORTED_KUBERNETES_VERSIONS}
 
 
 @dataclass
@@ -43,10 +46,10 @@ class BlockStorage(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: BlockStorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        versions = EKS_ADDON_VERSIONS.get(args.kubernetes_version)
-        if versions is None:
+        version = EBS_CSI_VERSIONS.get(args.kubernetes_version)
+        if version is None:
             raise InvalidInput(
-                "kubernetes_version", args.kubernetes_version, f"one of {', '.join(EKS_ADDON_VERSIONS)}"
+                "kubernetes_version", args.kubernetes_version, f"one of {', '.join(EBS_CSI_VERSIONS)}"
             )
         super().__init__("inferstack:storage:BlockStorage", name, None, opts)
         trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
@@ -62,7 +65,7 @@ class BlockStorage(pulumi.ComponentResource):
             f"{name}-ebs-csi",
             cluster_name=args.cluster_name,
             addon_name=EBS_CSI_ADDON,
-            addon_version=versions[EBS_CSI_ADDON],
+            addon_version=version,
             service_account_role_arn=role.arn,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",

@@ -18,7 +18,6 @@ EKS_ADDON_VERSIONS: dict[str, dict[str, str]] = {
         "coredns": "v1.12.4-eksbuild.1",
         "kube-proxy": f"v{minor}.0-eksbuild.2",
         "eks-pod-identity-agent": "v1.3.9-eksbuild.3",
-        "aws-ebs-csi-driver": "v1.51.1-eksbuild.1",
     }
     for minor in SUPPORTED_KUBERNETES_VERSIONS
 }

@@ -9,10 +9,11 @@ import pytest
 from inferstack.infra.storage import (
     EBS_CSI_ADDON,
     EBS_CSI_POLICY,
+    EBS_CSI_VERSIONS,
     BlockStorage,
     BlockStorageArgs,
 )
-from inferstack.infra.versions import EKS_ADDON_VERSIONS, SUPPORTED_KUBERNETES_VERSIONS
+from inferstack.infra.versions import SUPPORTED_KUBERNETES_VERSIONS
 from tests.harness import run_invalid, run_program
 
 OIDC_ARN = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC"
@@ -36,7 +37,7 @@ def test_the_addon_is_pinned_and_runs_with_its_own_role(version: str) -> None:
     recording, _ = run_program(lambda: storage(version))
     addon = recording.one("aws:eks/addon:Addon").inputs
     assert addon["addonName"] == EBS_CSI_ADDON
-    assert addon["addonVersion"] == EKS_ADDON_VERSIONS[version][EBS_CSI_ADDON]
+    assert addon["addonVersion"] == EBS_CSI_VERSIONS[version]
     assert addon["addonVersion"].startswith("v") and "eksbuild" in addon["addonVersion"]
     role = recording.one("aws:iam/role:Role")
     assert addon["serviceAccountRoleArn"].endswith(role.name)
