@@ -11,7 +11,7 @@ from inferstack.serving.cli import main
 from tests.conftest import ROOT
 from tests.schemas import validate_custom_resource, validate_k8s
 
-BUILT_IN = {"v1", "apps/v1", "policy/v1"}
+BUILT_IN = {"v1", "apps/v1", "policy/v1", "storage.k8s.io/v1"}
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
