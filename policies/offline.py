@@ -52,6 +52,12 @@ DEFAULT_INVOKES: dict[str, Invoke] = {
     },
     # Every zone offers every instance type asked about; tests narrow this to check zone choice.
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": lambda args: _offerings(args),
+    "aws:route53/getZone:getZone": lambda args: {
+        "name": args["name"],
+        "zoneId": "Z0OFFLINE0000000000",
+        "id": "Z0OFFLINE0000000000",
+        "privateZone": False,
+    },
     "aws:index/getPartition:getPartition": lambda _args: {
         "partition": "aws",
         "dnsSuffix": "amazonaws.com",
@@ -60,9 +66,42 @@ DEFAULT_INVOKES: dict[str, Invoke] = {
 }
 
 
-def _offerings(args: dict[str, Any]) -> dict[str, Any]:
+def _region_invokes(region: str) -> dict[str, Invoke]:
+    """Zones and region of a stack in another region than the default (a standby's ``aws:region``)."""
+    if region == REGION:
+        return {}
+    parts = region.split("-")
+    short = parts[0] + "".join(p[0] for p in parts[1:-1]) + parts[-1]  # us-west-2 -> usw2
+    zones = tuple(f"{region}{letter}" for letter in "abc")
+    return {
+        "aws:index/getAvailabilityZones:getAvailabilityZones": lambda _args: {
+            "names": list(zones),
+            "zoneIds": [f"{short}-az{n}" for n in (1, 2, 3)],
+            "state": "available",
+        },
+        "aws:index/getRegion:getRegion": lambda _args: {"name": region, "region": region, "id": region},
+        "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": lambda args: _offerings(args, zones),
+    }
+
+
+def _aws_managed_key(region: str) -> dict[str, Any]:
+    key_id = f"aws-s3-{region}"
+    return {"arn": f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{key_id}", "id": key_id, "keyManager": "AWS"}
+
+
+def _stack_reference_outputs(name: str) -> dict[str, Any]:
+    """Stand-ins for a referenced stack's outputs (what a standby reads of its primary)."""
+    stack = name.rsplit("/", 1)[-1]
+    return {
+        "model_bucket": f"models-{stack}-offline",
+        "cluster_name": f"inferstack-{stack}",
+        "kubeconfig": json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []}),
+    }
+
+
+def _offerings(args: dict[str, Any], zones: tuple[str, ...] = ZONES) -> dict[str, Any]:
     types = [v for f in args.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
-    pairs = [(t, zone) for t in types for zone in ZONES]
+    pairs = [(t, zone) for t in types for zone in zones]
     return {
         "instanceTypes": [t for t, _ in pairs],
         "locations": [z for _, z in pairs],
@@ -153,18 +192,29 @@ def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str,
         out["keyId"] = f"{name}-key-id"
     if typ == "random:index/randomPassword:RandomPassword":
         out["result"] = "mock-password"
+    if typ == "pulumi:pulumi:StackReference":
+        out["outputs"] = _stack_reference_outputs(inputs["name"])
+    if typ == "kubernetes:core/v1:Service" and inputs.get("spec", {}).get("type") == "LoadBalancer":
+        out["status"] = {"loadBalancer": {"ingress": [{"hostname": f"{name}-0123456789.elb.amazonaws.com"}]}}
     return out
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, invokes: dict[str, Invoke] | None = None) -> None:
-        self.invokes = DEFAULT_INVOKES | (invokes or {})
+    def __init__(self, invokes: dict[str, Invoke] | None = None, region: str = REGION) -> None:
+        self.invokes = DEFAULT_INVOKES | _region_invokes(region) | (invokes or {})
+        self.region = region
+        self.provider_regions: dict[str, str] = {}  # explicit AWS providers' ids -> their region
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = _synthetic_outputs(args.typ, args.name, args.inputs) | dict(args.inputs)
+        if args.typ == "pulumi:providers:aws":
+            self.provider_regions[f"{args.name}-id"] = args.inputs.get("region", self.region)
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token == "aws:kms/getKey:getKey":  # the region's key: the one of the invoke's provider
+            provider_id = (args.provider or "").rsplit("::", 1)[-1]
+            return _aws_managed_key(self.provider_regions.get(provider_id, self.region)), []
         if args.token not in self.invokes:
             raise KeyError(
                 f"no offline answer for invoke {args.token}; add one to inferstack.policies.offline"
@@ -208,7 +258,7 @@ def run_program(
 ) -> tuple[Recording, Any]:
     """Run ``program`` under mocks; return what it registered and its (resolved) return value."""
     recording = Recording()
-    mocks = RecordingMocks(invokes)
+    mocks = RecordingMocks(invokes, region=(config or {}).get("aws:region", REGION))
     pulumi.runtime.set_all_config(config or {})
     pulumi.runtime.set_mocks(
         mocks, project="inferstack", stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, recording)

@@ -39,6 +39,8 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
+from failover_stack import FailoverConfig, build_failover, check_failover, parse_failover
+
 from inferstack.serving.model_service import (
     ModelSource,
     Placement,
@@ -78,6 +80,7 @@ class PlatformConfig:
     spot_max_per_zone: int
     min_surviving_gpu_share: float
     services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
+    failover: FailoverConfig | None = None  # this stack is the standby of another
 
 
 _SECTIONS: dict[str, dict[str, Any]] = {
@@ -117,9 +120,11 @@ def _section(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
     """The ``inferstack:*`` keys of a stack file, typed; unknown keys and bad values name their key."""
-    unknown = sorted(set(raw) - {"environment", "services", *_SECTIONS})
+    unknown = sorted(set(raw) - {"environment", "services", "failover", *_SECTIONS})
     if unknown:
-        raise InvalidInput("inferstack", unknown, f"keys among environment, services, {', '.join(_SECTIONS)}")
+        raise InvalidInput(
+            "inferstack", unknown, f"keys among environment, services, failover, {', '.join(_SECTIONS)}"
+        )
     environment = raw.get("environment", "dev")
     if environment not in ("dev", "staging", "prod"):
         raise InvalidInput("inferstack:environment", environment, "dev, staging or prod")
@@ -151,6 +156,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         spot_max_per_zone=int(gpu["spotMaxPerZone"]),
         min_surviving_gpu_share=float(gpu["minSurvivingShare"]),
         services=tuple(services),
+        failover=parse_failover(raw.get("failover")),
     )
 
 
@@ -264,6 +270,8 @@ def build(config: PlatformConfig) -> dict[str, Any]:
     )
     check(config, zones)
     region = aws.get_region().region
+    if config.failover:
+        check_failover(config.failover, region=region, services=[s.name for s in config.services])
     tags = {"inferstack.io/environment": config.environment}
 
     network = Network(
@@ -312,7 +320,7 @@ def build(config: PlatformConfig) -> dict[str, Any]:
         ),
         after_nodes,
     )
-    endpoints = {}
+    endpoints, tritons = {}, {}
     for service in config.services:
         source = ModelSource(
             model_store=store,
@@ -326,10 +334,20 @@ def build(config: PlatformConfig) -> dict[str, Any]:
             pulumi.ResourceOptions(depends_on=[monitoring]),
         )
         endpoints[service.name] = {"http": triton.http_endpoint, "grpc": triton.grpc_endpoint}
-    return {
+        tritons[service.name] = triton
+    outputs: dict[str, Any] = {
         "cluster_name": cluster.name,
         "kubeconfig": cluster.kubeconfig,
         "model_bucket": store.bucket_name,
         "grafana_admin_password": monitoring.grafana_admin_password,
         "services": endpoints,
     }
+    if config.failover:
+        outputs["failover"] = build_failover(
+            config.failover,
+            region=region,
+            store=store,
+            triton=tritons[config.failover.service],
+            provider=cluster.provider,
+        )
+    return outputs

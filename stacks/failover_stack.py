@@ -1,0 +1,186 @@
+"""The standby half of an active/passive pair: the optional ``inferstack:failover`` section.
+
+A standby stack (``prod-dr``) is a whole platform in another region, plus what ties it to the
+primary stack: the primary's model bucket replicates into this stack's, each region's Triton gets an
+internet-facing NLB, and Route 53 answers ``recordName`` with the primary's NLB while it passes its
+health checks, this region's once it does not. The primary stack is read through a stack reference
+(its ``model_bucket`` and ``kubeconfig`` outputs) and is not changed: deleting the standby stack
+removes the pairing and nothing of the primary's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.failover import RegionalFailover, RegionalFailoverArgs, check_regions, check_timing
+from inferstack.infra.model_store import ModelStore
+from inferstack.serving.model_service import HEALTH_READY, HTTP_PORT, labels
+
+_KEYS: dict[str, Any] = {
+    "primaryStack": None,  # the primary's stack: name, or org/project/name
+    "primaryRegion": None,
+    "service": None,  # which service's endpoint fails over
+    "zone": None,  # the public hosted zone the record goes in
+    "recordName": None,  # default: <service>.<zone>
+    "ttl": 60,
+    "healthCheckInterval": 10,
+    "failureThreshold": 3,
+    "replicationTimeControl": True,
+}
+
+
+@dataclass(frozen=True)
+class FailoverConfig:
+    primary_stack: str
+    primary_region: str
+    service: str
+    zone: str
+    record_name: str
+    ttl_s: int
+    health_check_interval_s: int
+    failure_threshold: int
+    replication_time_control: bool
+
+
+def parse_failover(raw: Any) -> FailoverConfig | None:
+    """``inferstack:failover`` typed; None where the stack has no standby role."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("inferstack:failover", raw, "a mapping of settings")
+    unknown = sorted(set(raw) - set(_KEYS))
+    if unknown:
+        raise InvalidInput("inferstack:failover", unknown, f"keys among {', '.join(_KEYS)}")
+    values = {**_KEYS, **raw}
+    missing = [k for k in ("primaryStack", "primaryRegion", "service", "zone") if not values[k]]
+    if missing:
+        raise InvalidInput(
+            "inferstack:failover",
+            missing,
+            "primaryStack, primaryRegion, service and zone are required; zone is the deployer's own "
+            "public hosted zone: `pulumi config set --path inferstack:failover.zone <zone>`",
+        )
+    zone = str(values["zone"]).rstrip(".")
+    return FailoverConfig(
+        primary_stack=str(values["primaryStack"]),
+        primary_region=str(values["primaryRegion"]),
+        service=str(values["service"]),
+        zone=zone,
+        record_name=str(values["recordName"] or f"{values['service']}.{zone}"),
+        ttl_s=int(values["ttl"]),
+        health_check_interval_s=int(values["healthCheckInterval"]),
+        failure_threshold=int(values["failureThreshold"]),
+        replication_time_control=bool(values["replicationTimeControl"]),
+    )
+
+
+def check_failover(failover: FailoverConfig, *, region: str, services: Sequence[str]) -> None:
+    """What RegionalFailover would reject, named by config key, before anything is registered."""
+    keys = {
+        "standby_region": "aws:region",
+        "primary_region": "inferstack:failover.primaryRegion",
+        "health_check_interval_s": "inferstack:failover.healthCheckInterval",
+        "failure_threshold": "inferstack:failover.failureThreshold",
+        "ttl_s": "inferstack:failover.ttl",
+    }
+    try:
+        check_regions(failover.primary_region, region)
+        check_timing(failover.health_check_interval_s, failover.failure_threshold, failover.ttl_s)
+    except InvalidInput as error:
+        raise InvalidInput(keys[error.field], error.value, error.allowed) from None
+    if failover.service not in services:
+        raise InvalidInput(
+            "inferstack:failover.service", failover.service, f"one of this stack's services: {list(services)}"
+        )
+    if not failover.record_name.endswith(f".{failover.zone}"):
+        raise InvalidInput("inferstack:failover.recordName", failover.record_name, f"a name in {failover.zone}")
+
+
+def endpoint_service(service: str) -> dict[str, Any]:
+    """An internet-facing NLB in front of the service's Triton pods (HTTP only), for Route 53 to check
+    and clients to call; made by the cluster's AWS cloud provider, no controller needed."""
+    prefix = "service.beta.kubernetes.io/aws-load-balancer"
+    return {
+        "metadata": {
+            "name": f"{service}-public",
+            "namespace": service,
+            "labels": labels(service),
+            "annotations": {
+                f"{prefix}-type": "nlb",
+                # The NLB sends traffic only to nodes whose Triton is ready, as Route 53 checks it.
+                f"{prefix}-healthcheck-protocol": "http",
+                f"{prefix}-healthcheck-path": HEALTH_READY,
+            },
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": labels(service),
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _hostname(service: k8s.core.v1.Service) -> pulumi.Output[str]:
+    return service.status.apply(lambda s: s.load_balancer.ingress[0].hostname)
+
+
+def build_failover(
+    failover: FailoverConfig,
+    *,
+    region: str,
+    store: ModelStore,
+    triton: pulumi.Resource,
+    provider: k8s.Provider,
+) -> dict[str, Any]:
+    """Register the pairing with the primary stack; returns the ``failover`` stack output."""
+    primary_stack = pulumi.StackReference(failover.primary_stack)
+    primary = aws.Provider("primary-region", region=failover.primary_region)
+    standby = aws.Provider("standby-region", region=region)
+    primary_cluster = k8s.Provider("primary-cluster", kubeconfig=primary_stack.require_output("kubeconfig"))
+    manifest = endpoint_service(failover.service)
+    endpoints = {
+        key: _hostname(
+            k8s.core.v1.Service(
+                f"{failover.service}-public-{key}",
+                metadata=manifest["metadata"],
+                spec=manifest["spec"],
+                opts=pulumi.ResourceOptions(provider=cluster, depends_on=after),
+            )
+        )
+        for key, cluster, after in (("primary", primary_cluster, []), ("standby", provider, [triton]))
+    }
+    zone = aws.route53.get_zone_output(name=failover.zone, private_zone=False)
+    pair = RegionalFailover(
+        "failover",
+        RegionalFailoverArgs(
+            primary_region=failover.primary_region,
+            standby_region=region,
+            primary_bucket=primary_stack.require_output("model_bucket"),
+            standby_bucket=store.bucket_name,
+            primary_endpoint=endpoints["primary"],
+            standby_endpoint=endpoints["standby"],
+            zone_id=zone.zone_id,
+            record_name=failover.record_name,
+            ttl_s=failover.ttl_s,
+            health_check_interval_s=failover.health_check_interval_s,
+            failure_threshold=failover.failure_threshold,
+            replication_time_control=failover.replication_time_control,
+        ),
+        primary=primary,
+        standby=standby,
+        # Replication needs the destination versioned first: the store versions its bucket.
+        opts=pulumi.ResourceOptions(depends_on=[store]),
+    )
+    return {
+        "record": pair.record_name,
+        "rto_s": pair.rto_s,
+        "rpo_s": pair.rpo_s,
+        "endpoints": endpoints,
+    }
