@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,6 +187,8 @@ class RegionalFailoverArgs:
     health_check_port: int = 8000
     health_check_path: str = HEALTH_PATH
     replication_time_control: bool = True
+    # What the replication waits for: S3 refuses it until both buckets are versioned.
+    after: Sequence[pulumi.Resource] = ()
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -306,7 +309,7 @@ class RegionalFailover(pulumi.ComponentResource):
                 )
             ],
             # The role must be able to read before S3 tests it on the first replicated object.
-            opts=pulumi.ResourceOptions(parent=self, provider=primary, depends_on=[grant]),
+            opts=pulumi.ResourceOptions(parent=self, provider=primary, depends_on=[grant, *args.after]),
         )
 
         for key, role_type, endpoint in (

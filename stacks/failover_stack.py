@@ -172,11 +172,10 @@ def build_failover(
             health_check_interval_s=failover.health_check_interval_s,
             failure_threshold=failover.failure_threshold,
             replication_time_control=failover.replication_time_control,
+            after=[store],  # which versions its bucket
         ),
         primary=primary,
         standby=standby,
-        # Replication needs the destination versioned first: the store versions its bucket.
-        opts=pulumi.ResourceOptions(depends_on=[store]),
     )
     return {
         "record": pair.record_name,
