@@ -13,7 +13,7 @@ RECORD = "aws:route53/record:Record"
 
 
 def replication_on(resource_type: str, props: Props) -> list[str]:
-    """Every replication rule is enabled, replicates KMS-encrypted objects and says how to encrypt replicas."""
+    """Every replication rule is on, takes KMS-encrypted objects and says how to encrypt the replicas."""
     if resource_type != REPLICATION:
         return []
     rules = props.get("rules") or []

@@ -100,7 +100,9 @@ def check_failover(failover: FailoverConfig, *, region: str, services: Sequence[
             "inferstack:failover.service", failover.service, f"one of this stack's services: {list(services)}"
         )
     if not failover.record_name.endswith(f".{failover.zone}"):
-        raise InvalidInput("inferstack:failover.recordName", failover.record_name, f"a name in {failover.zone}")
+        raise InvalidInput(
+            "inferstack:failover.recordName", failover.record_name, f"a name in {failover.zone}"
+        )
 
 
 def endpoint_service(service: str) -> dict[str, Any]:

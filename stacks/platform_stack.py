@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pulumi
 import pulumi_aws as aws
+from failover_stack import FailoverConfig, build_failover, check_failover, parse_failover
 
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
@@ -39,8 +40,6 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
-from failover_stack import FailoverConfig, build_failover, check_failover, parse_failover
-
 from inferstack.serving.model_service import (
     ModelSource,
     Placement,

@@ -172,4 +172,3 @@ def test_health_checks_and_failover_records() -> None:
         assert record["name"] == "ranker.example.com" and record["ttl"] == 30 and record["type"] == "CNAME"
         assert record["healthCheckId"] == f"{key}-id"  # each record checked by its own region's check
     assert records["failover-primary"]["records"] == ["east-123.elb.us-east-1.amazonaws.com"]
-

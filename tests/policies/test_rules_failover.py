@@ -73,7 +73,9 @@ def test_rule_passes_the_stack_and_fails_the_broken_fixture(
 
 
 def test_records_without_failover_and_other_types_are_not_judged(standby: dict[str, dict[str, Any]]) -> None:
-    plain = {k: v for k, v in standby["primary"].items() if k not in ("failoverRoutingPolicies", "healthCheckId")}
+    plain = {
+        k: v for k, v in standby["primary"].items() if k not in ("failoverRoutingPolicies", "healthCheckId")
+    }
     assert failover_health_checked(RECORD, plain) == []
     assert replication_on(RECORD, standby["primary"]) == []
     assert failover_health_checked(REPLICATION, standby[REPLICATION]) == []
