@@ -18,6 +18,8 @@ STACKS = ROOT / "stacks"
 
 
 def platform_stack() -> ModuleType:
+    if str(STACKS) not in sys.path:  # as the language host runs it: the program folder importable
+        sys.path.insert(0, str(STACKS))
     spec = importlib.util.spec_from_file_location("platform_stack", STACKS / "platform_stack.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
