@@ -47,17 +47,17 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9
 class FailoverTiming:
     """Route 53 health-check settings and the record TTL, with what they imply for recovery."""
 
-    interval_s: int
+    interval_s: float
     failure_threshold: int
-    ttl_s: int
+    ttl_s: float
 
     @property
-    def detection_s(self) -> int:
+    def detection_s(self) -> float:
         """The longest a failure goes unseen: ``failure_threshold`` failed checks, one interval apart."""
         return self.interval_s * self.failure_threshold
 
     @property
-    def rto_s(self) -> int:
+    def rto_s(self) -> float:
         """Detection plus the TTL for which clients keep the failed region's answer."""
         return self.detection_s + self.ttl_s
 
@@ -217,7 +217,7 @@ class RegionalFailover(pulumi.ComponentResource):
     """
 
     timing: FailoverTiming
-    rto_s: int
+    rto_s: float
     rpo_s: int | None
     record_name: str
 
@@ -322,8 +322,8 @@ class RegionalFailover(pulumi.ComponentResource):
                 fqdn=endpoint,
                 port=args.health_check_port,
                 resource_path=args.health_check_path,
-                request_interval=timing.interval_s,
-                failure_threshold=timing.failure_threshold,
+                request_interval=args.health_check_interval_s,
+                failure_threshold=args.failure_threshold,
                 tags={**tags, "Name": f"{args.record_name} {key}"},
                 opts=in_primary,
             )
@@ -332,7 +332,7 @@ class RegionalFailover(pulumi.ComponentResource):
                 zone_id=args.zone_id,
                 name=args.record_name,
                 type="CNAME",
-                ttl=timing.ttl_s,
+                ttl=args.ttl_s,
                 records=[endpoint],
                 set_identifier=key,
                 failover_routing_policies=[aws.route53.RecordFailoverRoutingPolicyArgs(type=role_type)],
