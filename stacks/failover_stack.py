@@ -129,8 +129,16 @@ def endpoint_service(service: str) -> dict[str, Any]:
     }
 
 
-def _hostname(service: k8s.core.v1.Service) -> pulumi.Output[str]:
-    return service.status.apply(lambda s: s.load_balancer.ingress[0].hostname)
+def _hostname(name: str, service: k8s.core.v1.Service) -> pulumi.Output[str]:
+    """The NLB's DNS name: Pulumi waits for a LoadBalancer Service's ingress before it is created."""
+
+    def first(status: k8s.core.v1.outputs.ServiceStatus | None) -> str:
+        ingress = (status.load_balancer.ingress if status and status.load_balancer else None) or []
+        if not ingress or not ingress[0].hostname:
+            raise RuntimeError(f"Service {name} has no load balancer hostname: {status}")
+        return ingress[0].hostname
+
+    return service.status.apply(first)
 
 
 def build_failover(
@@ -149,12 +157,13 @@ def build_failover(
     manifest = endpoint_service(failover.service)
     endpoints = {
         key: _hostname(
+            f"{failover.service}-public in the {key} region",
             k8s.core.v1.Service(
                 f"{failover.service}-public-{key}",
                 metadata=manifest["metadata"],
                 spec=manifest["spec"],
                 opts=pulumi.ResourceOptions(provider=cluster, depends_on=after),
-            )
+            ),
         )
         for key, cluster, after in (("primary", primary_cluster, []), ("standby", provider, [triton]))
     }

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.policies import offline
 from inferstack.serving.cli import main
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, Recording
+from tests.schemas import validate_k8s
 
 STACKS = ROOT / "stacks"
 # The deployer's own hosted zone (RFC 2606's documentation domain here), as CI passes it.
@@ -66,6 +68,8 @@ def test_plan_and_policy_check_run_the_standby(tmp_path: Path, capsys: pytest.Ca
     common = ["--stack", "prod-dr", "--stacks-dir", str(STACKS), *STANDBY_ARGS]
     assert main(["plan", *common, "--out", str(tmp_path)]) == 0
     assert "inferstack:failover:RegionalFailover" in capsys.readouterr().out
+    # the NLB Service is a valid Kubernetes object (the same manifest in both clusters)
+    validate_k8s(yaml.safe_load((tmp_path / "prod-dr" / "ranker" / "Service-ranker-public.yaml").read_text()))
     assert main(["policy", "check", *common]) == 0
     out = capsys.readouterr().out
     assert "0 mandatory violation(s)" in out
