@@ -1,7 +1,7 @@
 """Active/passive across two regions: the model store replicated to the standby, DNS that fails over.
 
-The primary region takes all traffic. Its model bucket replicates every object version (and delete
-marker) to the standby region's bucket, KMS-encrypted objects included, so the standby serves the
+The primary region takes all traffic. Its model bucket replicates every new object version (and
+delete marker) to the standby region's bucket, KMS-encrypted objects included, so the standby serves the
 same models. Route 53 checks each region's load-balanced Triton endpoint (``/v2/health/ready``) and
 answers the service's name with the PRIMARY record while the primary is healthy, the SECONDARY
 record once it is not.
@@ -11,7 +11,7 @@ Recovery time (RTO), what the numbers given here bound:
   ``interval x failure_threshold`` after the failure (the first failing check comes within one
   interval); resolvers and clients keep the old answer for at most the record's ``TTL``, so
   ``RTO <= interval x failure_threshold + TTL``. Route 53 also spends some time aggregating its
-  checkers' votes, which AWS does not bound; the alarm on the health check is the ground truth.
+  checkers' votes, which AWS does not bound.
 Recovery point (RPO): with S3 Replication Time Control, AWS commits to 99.99 % of objects replicated
 within 15 minutes, so a model published up to 15 minutes before the primary failed may be missing in
 the standby; without it replication is best effort and no bound can be stated.
