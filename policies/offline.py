@@ -212,7 +212,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        if args.token == "aws:kms/getKey:getKey":  # the region's key: the one of the invoke's provider
+        if args.token == "aws:kms/getKey:getKey" and args.token not in self.invokes:
+            # The region's key: the region of the provider the invoke went through.
             provider_id = (args.provider or "").rsplit("::", 1)[-1]
             return _aws_managed_key(self.provider_regions.get(provider_id, self.region)), []
         if args.token not in self.invokes:

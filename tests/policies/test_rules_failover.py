@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from inferstack.policies import offline
+from inferstack.policies.analyzer import PolicyPackProcess
 from inferstack.policies.pack import policies
 from inferstack.policies.rules_failover import (
     FAILOVER_RULES,
@@ -85,6 +86,22 @@ def test_an_alias_that_evaluates_its_target_counts_as_checked(standby: dict[str,
     alias = {k: v for k, v in standby["primary"].items() if k != "healthCheckId"}
     alias["aliases"] = [{"name": "x.elb.amazonaws.com", "zoneId": "Z1", "evaluateTargetHealth": True}]
     assert failover_health_checked(RECORD, alias) == []
+
+
+def test_the_real_analyzer_rejects_a_standby_without_kms_replication(
+    standby: dict[str, dict[str, Any]],
+) -> None:
+    broken = copy.deepcopy(standby[REPLICATION])
+    rule0(broken).pop("sourceSelectionCriteria")
+    unchecked = {k: v for k, v in standby["primary"].items() if k != "healthCheckId"}
+    with PolicyPackProcess() as pack:
+        found = pack.analyze(REPLICATION, broken, name="failover-replication") + pack.analyze(
+            RECORD, unchecked, name="failover-primary"
+        )
+    assert {(v.policy, v.mandatory) for v in found} == {
+        ("model-replication-on", True),
+        ("failover-health-checked", True),
+    }
 
 
 def test_the_pack_carries_both_rules_as_mandatory() -> None:
