@@ -10,8 +10,10 @@ Recovery time (RTO), what the numbers given here bound:
   a failure is seen by the ``failure_threshold``-th failed check in a row, at most
   ``interval x failure_threshold`` after the failure (the first failing check comes within one
   interval); resolvers and clients keep the old answer for at most the record's ``TTL``, so
-  ``RTO <= interval x failure_threshold + TTL``. Route 53 also spends some time aggregating its
-  checkers' votes, which AWS does not bound.
+  ``RTO <= interval x failure_threshold + TTL``. Not in the bound: an endpoint that hangs rather
+  than refuses fails each check only after the checker's timeout (4 s to connect, 2 s to answer), and
+  Route 53 aggregates checkers around the world (unhealthy once 18 % or fewer see it healthy), whose
+  probes are not synchronised, with a delay AWS does not state.
 Recovery point (RPO): with S3 Replication Time Control, AWS commits to 99.99 % of objects replicated
 within 15 minutes, so a model published up to 15 minutes before the primary failed may be missing in
 the standby; without it replication is best effort and no bound can be stated.
