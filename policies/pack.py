@@ -11,6 +11,7 @@ from pulumi_policy import (
 )
 
 from inferstack.policies.rules import RULES, Rule
+from inferstack.policies.rules_failover import FAILOVER_RULES
 
 PACK_NAME = "inferstack"
 
@@ -29,7 +30,7 @@ def _policy(rule: Rule) -> ResourceValidationPolicy:
 
 
 def policies() -> list[ResourceValidationPolicy]:
-    return [_policy(rule) for rule in RULES]
+    return [_policy(rule) for rule in (*RULES, *FAILOVER_RULES)]
 
 
 def serve() -> None:

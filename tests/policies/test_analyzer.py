@@ -8,6 +8,7 @@ import pytest
 
 from inferstack.policies.analyzer import PolicyPackProcess
 from inferstack.policies.rules import RULES
+from inferstack.policies.rules_failover import FAILOVER_RULES
 from tests.stacks.test_stacks import run_stack
 
 
@@ -18,7 +19,7 @@ def pack() -> Iterator[PolicyPackProcess]:
 
 
 def test_the_pack_serves_every_rule(pack: PolicyPackProcess) -> None:
-    assert pack.policy_names() == [r.name for r in RULES]
+    assert pack.policy_names() == [r.name for r in (*RULES, *FAILOVER_RULES)]
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
