@@ -169,3 +169,13 @@ def test_the_readme_library_program_runs_as_written() -> None:
     assert recording.one("aws:eks/cluster:Cluster").inputs["name"] == "ml-prod"
     deployment = recording.one("kubernetes:apps/v1:Deployment").inputs
     assert deployment["metadata"]["namespace"] == "ranker"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_kubernetes_resource_goes_through_the_clusters_provider(stack: str) -> None:
+    """Providers travel in ResourceOptions: a resource on the default provider would deploy to
+    whatever cluster the deployer's kubeconfig happens to name."""
+    recording = run_stack(stack)
+    kubernetes = [r for r in recording if r.custom and r.type.startswith("kubernetes:")]
+    assert kubernetes
+    assert [r.name for r in kubernetes if f"inferstack-{stack}-k8s" not in r.provider] == []
