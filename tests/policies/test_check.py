@@ -51,4 +51,4 @@ def test_bad_arguments_exit_2(arguments: list[str], field: str, capsys: pytest.C
         )
         == 2
     )
-    assert capsys.readouterr().err.startswith(f"inferstack: {field}")
+    assert f"not valid for {field}" in capsys.readouterr().err
