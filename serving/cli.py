@@ -63,6 +63,29 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--target", default="python", choices=["python", "pytorch_libtorch"])
     build.add_argument("--instance-kind", default="KIND_CPU", choices=["KIND_CPU", "KIND_GPU"])
     build.add_argument("--version", type=int, default=1)
+    build.add_argument(
+        "--version-policy",
+        default="latest:1",
+        metavar="latest:N|specific:V,V|all",
+        help="which versions Triton serves (several: a stable and a canary)",
+    )
+    build.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp16", "bf16", "int8-dynamic"],
+        help="reduce at packaging, refused unless within the tolerance of the FP32 answers "
+        "(int8-dynamic: CPU instances only)",
+    )
+    build.add_argument(
+        "--calibration", type=Path, metavar="FILE.npz", help="inputs to compare on (default: generated)"
+    )
+    build.add_argument("--max-abs-error", type=float, help="tolerance: largest |reduced - fp32|")
+    build.add_argument(
+        "--max-rel-error", type=float, help="tolerance: largest |reduced - fp32| / largest |fp32| per output"
+    )
+    build.add_argument(
+        "--min-top1-agreement", type=float, help="tolerance for classifiers: share of rows with one argmax"
+    )
     build.add_argument("--out", type=Path, required=True, help="the repository folder to write into")
     publish = model_commands.add_parser("publish", help="upload a model repository to S3")
     publish.add_argument("repository", type=Path)
@@ -272,7 +295,19 @@ def _evaluate_queries(prometheus: LocalPrometheus, models: list[str]) -> dict[st
 
 
 def _models_build(args: argparse.Namespace) -> int:
-    from inferstack.serving.repository import ModelOptions, build_from_signature, parse_tensor_spec
+    from inferstack.serving.precision import (
+        REPORT_FILE,
+        PrecisionOptions,
+        Tolerance,
+        ToleranceExceeded,
+        load_calibration,
+    )
+    from inferstack.serving.repository import (
+        ModelOptions,
+        build_from_signature,
+        parse_tensor_spec,
+        parse_version_policy,
+    )
 
     inputs = [parse_tensor_spec(text, field=f"--input[{i}]") for i, text in enumerate(args.input)]
     outputs = [parse_tensor_spec(text, field=f"--output[{i}]") for i, text in enumerate(args.output)]
@@ -280,18 +315,33 @@ def _models_build(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         instance_kind=args.instance_kind,
         dynamic_batching=ModelOptions().dynamic_batching if args.max_batch_size > 0 else None,
+        version_policy=parse_version_policy(args.version_policy, field="--version-policy"),
     )
-    built = build_from_signature(
-        args.torchscript,
-        name=args.name,
-        inputs=inputs,
-        outputs=outputs,
-        repository=args.out,
-        target=args.target,
-        options=options,
-        version=args.version,
+    precision = PrecisionOptions(
+        args.precision,
+        Tolerance(args.max_abs_error, args.max_rel_error, args.min_top1_agreement),
+        None if args.calibration is None else load_calibration(args.calibration),
     )
+    try:
+        built = build_from_signature(
+            args.torchscript,
+            name=args.name,
+            inputs=inputs,
+            outputs=outputs,
+            repository=args.out,
+            target=args.target,
+            options=options,
+            version=args.version,
+            precision=precision,
+        )
+    except ToleranceExceeded as refused:
+        print("\n".join(refused.report.lines()), file=sys.stderr)
+        print(f"inferstack: {refused}", file=sys.stderr)
+        return 1
     print(f"built {built.name} version {built.version} ({built.target}) in {built.path}")
+    if built.report is not None:
+        print("\n".join(built.report.lines()))
+        print(f"report written to {built.path / str(built.version) / REPORT_FILE}")
     return 0
 
 
