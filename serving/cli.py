@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 from inferstack.infra.errors import InvalidInput
 
 if TYPE_CHECKING:  # the CLI imports these lazily: `inferstack --help` must not load torch
+    from inferstack.components.canary import CanaryRelease
     from inferstack.serving.local import LocalRuntime
     from inferstack.serving.prometheus import LocalPrometheus
+    from inferstack.serving.traffic_split import CanaryRun
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +53,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name in ("http", "grpc", "metrics", "s3"):
         up.add_argument(f"--{name}-port", type=int, help=f"{name} port on 127.0.0.1 (default: a free one)")
+    up.add_argument(
+        "--canary",
+        nargs="?",
+        const="demo:1:2",
+        metavar="MODEL:STABLE:CANARY",
+        help="after the smoke, split real requests between two served versions and mirror some "
+        "(alone: the demo at FP32 as version 1 and at FP16 as version 2)",
+    )
+    up.add_argument(
+        "--canary-weight", type=float, default=20.0, help="percent of requests the canary answers"
+    )
+    up.add_argument(
+        "--mirror", type=float, default=50.0, help="percent of stable requests mirrored to the canary"
+    )
+    up.add_argument("--canary-requests", type=int, default=200, help="requests sent through the split")
 
     models = commands.add_parser("models", help="build and publish Triton model repositories")
     model_commands = models.add_subparsers(dest="models_command", required=True)
@@ -172,7 +189,13 @@ def brief_error(error: str) -> str:
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    from inferstack.serving.local import SMOKE_TOLERANCE, LocalRuntime, Ports, build_demo_repository
+    from inferstack.serving.local import (
+        SMOKE_TOLERANCE,
+        LocalRuntime,
+        Ports,
+        build_canary_demo_repository,
+        build_demo_repository,
+    )
 
     def say(message: str) -> None:
         if not args.json:
@@ -181,7 +204,11 @@ def _local_up(args: argparse.Namespace) -> int:
     ports = Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port, s3=args.s3_port)
     with tempfile.TemporaryDirectory(prefix="inferstack-demo-") as scratch:
         repository = args.repository
-        if repository is None:
+        release = None if args.canary is None else _canary_release(args)
+        if repository is None and release is not None:
+            say("building the demo model at FP32 (version 1) and FP16 (version 2)")
+            repository = build_canary_demo_repository(Path(scratch) / "repository")
+        elif repository is None:
             say("building the demo model (a small network built in code)")
             repository = build_demo_repository(Path(scratch) / "repository")
         runtime = LocalRuntime(repository, work_dir=args.work_dir, ports=ports, progress=say)
@@ -206,6 +233,12 @@ def _local_up(args: argparse.Namespace) -> int:
                 "models": [m.name for m in runtime.models],
                 "smoke": [asdict(r) for r in results],
             }
+            if release is not None:
+                run = _run_canary(runtime, release, args.canary_requests, say)
+                summary["canary"] = asdict(run)
+                ok = summary["ok"] = (
+                    ok and run.stats.mirror_errors == 0 and sum(run.triton_failure.values()) == 0
+                )
             if prometheus is not None:
                 summary["endpoints"]["prometheus"] = prometheus.url
                 summary["metrics"] = _evaluate_queries(prometheus, [m.name for m in runtime.models])
@@ -245,6 +278,8 @@ def _local_up(args: argparse.Namespace) -> int:
                             for model, values in summary["metrics"].items()
                         ]
                     )
+                if release is not None:
+                    _print_canary(summary["canary"])
                 print("\nendpoints:")
                 _print_table([["what", "where"], *([k, v] for k, v in summary["endpoints"].items())])
             if args.once or not ok:
@@ -254,6 +289,68 @@ def _local_up(args: argparse.Namespace) -> int:
                 time.sleep(0.5)
             say("a child process exited; stopping")
             return 1
+
+
+def _canary_release(args: argparse.Namespace) -> CanaryRelease:
+    from inferstack.components.canary import CanaryRelease, check_canary
+
+    model, *versions = args.canary.split(":")
+    if len(versions) != 2 or not all(v.isdigit() for v in versions):
+        raise InvalidInput("--canary", args.canary, "MODEL:STABLE:CANARY with version numbers, e.g. demo:1:2")
+    release = CanaryRelease(model, int(versions[0]), int(versions[1]), args.canary_weight, args.mirror)
+    check_canary(release, [model])
+    if not 1 <= args.canary_requests <= 100_000:
+        raise InvalidInput("--canary-requests", args.canary_requests, "1 to 100000 requests")
+    return release
+
+
+def _run_canary(
+    runtime: LocalRuntime, release: CanaryRelease, count: int, say: Callable[[str], None]
+) -> CanaryRun:
+    """Real requests through the split; the mirror is held to the canary build's own tolerance."""
+    from inferstack.serving.local import SMOKE_TOLERANCE
+    from inferstack.serving.precision import served_tolerance
+    from inferstack.serving.repository import generate_inputs
+    from inferstack.serving.traffic_split import exercise
+
+    model = next((m for m in runtime.models if m.name == release.model), None)
+    if model is None:
+        raise InvalidInput("--canary", release.model, f"a served model: {[m.name for m in runtime.models]}")
+    folder = runtime.repository / model.name
+    tolerance = served_tolerance(folder / str(release.canary_version), SMOKE_TOLERANCE)
+    say(f"sending {count} requests through the canary split of {model.name}")
+    requests = [generate_inputs(model, batch=1 + i % 4, seed=1000 + i) for i in range(count)]
+    return exercise(runtime.http_url, runtime.metrics_url, release, requests, tolerance=tolerance)
+
+
+def _print_canary(run: dict[str, Any]) -> None:
+    release, stats = run["release"], run["stats"]
+    stable, canary = release["stable_version"], release["canary_version"]
+    print(
+        f"\ncanary release of {release['model']}: {run['requests']} requests, "
+        f"{release['weight_percent']:g}% to the canary, {release['mirror_percent']:g}% of the rest mirrored"
+    )
+    sent = {stable: stats["stable"], canary: stats["canary"]}
+    mirrored = {stable: 0, canary: stats["mirrored"] + stats["mirror_errors"]}
+    _print_table(
+        [["version", "role", "answered", "mirrored to it", "Triton counted ok", "Triton counted failed"]]
+        + [
+            [
+                str(version),
+                role,
+                str(sent[version]),
+                str(mirrored[version]),
+                f"{run['triton_success'].get(version, 0):.0f}",
+                f"{run['triton_failure'].get(version, 0):.0f}",
+            ]
+            for version, role in ((stable, "stable"), (canary, "canary"))
+        ]
+    )
+    print(
+        f"mirrored answers compared: {stats['mirrored']}, beyond tolerance: {stats['mirror_mismatches']}, "
+        f"max |stable - canary| {stats['mirror_max_abs_diff']:.2e}, canary errors {stats['mirror_errors']}, "
+        f"dropped {stats['mirror_dropped']}"
+    )
 
 
 LOCAL_NAMESPACE = "local"

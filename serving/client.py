@@ -171,8 +171,12 @@ class TritonClient:
         config: dict[str, Any] = self._call(f"config of {model}", call)
         return config
 
-    def infer(self, model: str, inputs: Mapping[str, Array]) -> dict[str, Array]:
+    def infer(
+        self, model: str, inputs: Mapping[str, Array], *, version: int | None = None
+    ) -> dict[str, Array]:
         """Run ``model`` on named arrays; returns every output the model declares, by name.
+
+        ``version`` picks one of the versions Triton serves (None: Triton's choice, the newest).
 
         The output names come from the model's metadata, read on the first call for that model only,
         so a steady stream of requests costs one round trip each.
@@ -196,6 +200,8 @@ class TritonClient:
                 request.append(tensor)
             wanted = [api.InferRequestedOutput(name) for name in outputs]
             kwargs: dict[str, Any] = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+            if version is not None:
+                kwargs["model_version"] = str(version)
             result = client.infer(model, request, outputs=wanted, **kwargs)
             return {name: result.as_numpy(name) for name in outputs}
 
