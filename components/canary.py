@@ -76,37 +76,38 @@ def canary_rule_group(*, service: str, namespace: str, canary: CanaryRelease) ->
     """The P1 alerts that say a canary is worse than the stable version it is meant to replace."""
     versions = {"stable_version": str(canary.stable_version), "canary_version": str(canary.canary_version)}
     labels = {"severity": "P1", "service": service, "namespace": namespace, "model": canary.model, **versions}
-    pair = {
-        "model": canary.model,
-        "stable_version": canary.stable_version,
-        "canary_version": canary.canary_version,
-        "namespace": namespace,
-    }
-    where = f"{namespace}/{service}: {canary.model} version {canary.canary_version}"
+    model, stable, version = canary.model, canary.stable_version, canary.canary_version
+    where = f"{namespace}/{service}: {model} version {version}"
+    failures = promql.triton_canary_failure_ratio_excess(
+        model=model, stable_version=stable, canary_version=version, namespace=namespace, window=canary.window
+    )
+    p99 = promql.triton_canary_p99_excess_ms(
+        model=model, stable_version=stable, canary_version=version, namespace=namespace
+    )
+    alerts = [
+        (
+            "TritonCanaryFailureRatioHigh",
+            f"{failures} > {canary.failure_ratio_margin:g}",
+            f"{where} fails more than version {stable} "
+            f"(by over {canary.failure_ratio_margin:.1%} of requests)",
+        ),
+        (
+            "TritonCanaryLatencyHigh",
+            f"{p99} > {canary.p99_margin_ms:g}",
+            f"{where} has a p99 over {canary.p99_margin_ms:g} ms above version {stable}'s",
+        ),
+    ]
     return {
         "name": f"inferstack-canary-{namespace}-{service}",
         "rules": [
             {
-                "alert": "TritonCanaryFailureRatioHigh",
-                "expr": f"{promql.triton_canary_failure_ratio_excess(**pair, window=canary.window)}"
-                f" > {canary.failure_ratio_margin:g}",
+                "alert": alert,
+                "expr": expr,
                 "for": canary.alert_after,
                 "labels": labels,
-                "annotations": {
-                    "summary": f"{where} fails more than version {canary.stable_version} "
-                    f"(by over {canary.failure_ratio_margin:.1%} of requests): roll back (weight 0)"
-                },
-            },
-            {
-                "alert": "TritonCanaryLatencyHigh",
-                "expr": f"{promql.triton_canary_p99_excess_ms(**pair)} > {canary.p99_margin_ms:g}",
-                "for": canary.alert_after,
-                "labels": labels,
-                "annotations": {
-                    "summary": f"{where} has a p99 over {canary.p99_margin_ms:g} ms above version "
-                    f"{canary.stable_version}'s: roll back (weight 0)"
-                },
-            },
+                "annotations": {"summary": f"{summary}: roll back (weight_percent 0)"},
+            }
+            for alert, expr, summary in alerts
         ],
     }
 

@@ -146,7 +146,7 @@ class _Boundary(torch.nn.Module):
 
 def _copy(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     buffer = io.BytesIO()
-    torch.jit.save(module, buffer)  # type: ignore[no-untyped-call]
+    torch.jit.save(module, buffer)
     buffer.seek(0)
     loaded: torch.jit.ScriptModule = torch.jit.load(buffer, map_location="cpu")  # type: ignore[no-untyped-call]
     return loaded.eval()
@@ -182,14 +182,14 @@ def reduce(
             reduced: torch.jit.ScriptModule = torch.jit.trace(cast, tuple(example), check_trace=False)  # type: ignore[no-untyped-call]
             return reduced, (f"floating inputs and outputs stay FP32; cast to {precision} inside the model",)
         if eager is not None and export is not None:
-            quantized = torch.ao.quantization.quantize_dynamic(
+            quantized = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                 copy.deepcopy(eager).eval(), {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8
             )
             reduced, note = export(quantized), "Linear and LSTM layers quantized (eager dynamic quantization)"
         else:
             from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic_jit
 
-            reduced = quantize_dynamic_jit(_copy(module), {"": default_dynamic_qconfig})
+            reduced = quantize_dynamic_jit(_copy(module), {"": default_dynamic_qconfig})  # type: ignore[no-untyped-call]
             note = "Linear layers quantized (graph mode, from TorchScript: LSTM layers stay FP32)"
     if not _quantized_ops(reduced):
         raise InvalidInput(
@@ -341,7 +341,7 @@ def measure(
 def saved_bytes(module: torch.jit.ScriptModule) -> int:
     """The size of the TorchScript file ``module.save`` would write."""
     buffer = io.BytesIO()
-    torch.jit.save(module, buffer)  # type: ignore[no-untyped-call]
+    torch.jit.save(module, buffer)
     return buffer.getbuffer().nbytes
 
 

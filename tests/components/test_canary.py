@@ -6,13 +6,11 @@ Series are labelled as Triton labels them (``model``, ``version``, ``reason``, `
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from inferstack.components import promql
 from inferstack.components.alerts import prometheus_rule
@@ -24,7 +22,7 @@ from inferstack.components.canary import (
     traffic_config_map,
 )
 from inferstack.infra.errors import InvalidInput
-from tests.components.promtool import check_expressions, check_rules, run
+from tests.components.promtool import check_expressions, check_rules, unit_test_alert
 from tests.schemas import validate_custom_resource, validate_k8s
 
 RELEASE = CanaryRelease(
@@ -146,29 +144,7 @@ def test_canary_rules_pass_promtool_check(tmp_path: Path) -> None:
 def test_canary_alert_fires_exactly_when_it_should(
     tmp_path: Path, alert: str, case: str, series: list[dict[str, str]], expected: dict[str, str] | None
 ) -> None:
-    group = copy.deepcopy(GROUP)
-    for rule in group["rules"]:
-        rule.pop("annotations")
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [group]}))
-    test = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "alert_rule_test": [
-                    {
-                        "eval_time": "30m",
-                        "alertname": alert,
-                        "exp_alerts": [{"exp_labels": expected}] if expected else [],
-                    }
-                ],
-            }
-        ],
-    }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
-    result = run("test", "rules", tmp_path / "test.yml")
+    result = unit_test_alert([GROUP], tmp_path, alert=alert, series=series, at="30m", expected=expected)
     assert result.returncode == 0, f"{alert} / {case}:\n{result.stdout}{result.stderr}"
 
 

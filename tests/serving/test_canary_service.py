@@ -38,9 +38,7 @@ def test_a_canary_adds_the_split_config_map_and_its_alerts(vendor_dir: Path) -> 
     }
     validate_k8s({"apiVersion": "v1", "kind": "ConfigMap", **config_map})
     # What the service publishes is what a client builds its split from.
-    assert release_from_document(config_map["data"][TRAFFIC_KEY]) == dataclasses.replace(
-        RELEASE, failure_ratio_margin=0.01, p99_margin_ms=25.0
-    )
+    assert release_from_document(config_map["data"][TRAFFIC_KEY]) == RELEASE
     rules = [
         r.inputs
         for r in recording.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
