@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
+from inferstack.components.canary import CanaryRelease, check_canary
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
@@ -59,6 +60,7 @@ class ServiceConfig:
     queue_time_target_ms: float = 50.0
     pending_requests_per_replica: float = 16.0
     gpu_utilization_target: float | None = None
+    canary: CanaryRelease | None = None  # promote or roll back by editing it
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,36 @@ _SERVICE_KEYS = {
     "queueTimeTargetMs": "queue_time_target_ms",
     "pendingRequestsPerReplica": "pending_requests_per_replica",
     "gpuUtilizationTarget": "gpu_utilization_target",
+    "canary": "canary",
 }
+_CANARY_KEYS = {
+    "model": "model",
+    "stableVersion": "stable_version",
+    "canaryVersion": "canary_version",
+    "weightPercent": "weight_percent",
+    "mirrorPercent": "mirror_percent",
+    "failureRatioMargin": "failure_ratio_margin",
+    "p99MarginMs": "p99_margin_ms",
+}
+
+
+def _canary(entry: Any, models: Sequence[str], *, key: str) -> CanaryRelease:
+    """A service's ``canary`` mapping; a bad value names its stack key, as Pulumi spells it."""
+    given = set(entry) if isinstance(entry, Mapping) else set()
+    if not given or given - set(_CANARY_KEYS) or {"model", "stableVersion", "canaryVersion"} - given:
+        raise InvalidInput(
+            key,
+            entry,
+            f"a mapping of {', '.join(_CANARY_KEYS)}: model, stableVersion, canaryVersion required",
+        )
+    release = CanaryRelease(**{_CANARY_KEYS[k]: v for k, v in entry.items()})
+    try:
+        check_canary(release, models)
+    except InvalidInput as error:
+        field = error.field.removeprefix("canary.")
+        spelled = {v: k for k, v in _CANARY_KEYS.items()}.get(field, field)
+        raise InvalidInput(f"{key}.{spelled}", error.value, error.allowed) from None
+    return release
 
 
 def _section(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -134,6 +165,10 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
             raise InvalidInput(f"inferstack:services[{i}]", missing, "name, models and prefix are required")
         values = {_SERVICE_KEYS[k]: v for k, v in entry.items()}
         values["models"] = tuple(values["models"])
+        if "canary" in values:
+            values["canary"] = _canary(
+                values["canary"], values["models"], key=f"inferstack:services[{i}].canary"
+            )
         services.append(ServiceConfig(**values))
     return PlatformConfig(
         environment=environment,
@@ -209,6 +244,7 @@ def service_args(
         queue_time_target_ms=service.queue_time_target_ms,
         pending_requests_per_replica=service.pending_requests_per_replica,
         gpu_utilization_target=service.gpu_utilization_target,
+        canary=service.canary,
         **extra,
     )
 
