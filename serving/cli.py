@@ -242,6 +242,8 @@ def _local_up(args: argparse.Namespace) -> int:
             if prometheus is not None:
                 summary["endpoints"]["prometheus"] = prometheus.url
                 summary["metrics"] = _evaluate_queries(prometheus, [m.name for m in runtime.models])
+                if release is not None:
+                    summary["canary"]["promql"] = _evaluate_canary_queries(prometheus, release)
             if args.json:
                 print(json.dumps(json_safe(summary), indent=2, default=str, allow_nan=False))
             else:
@@ -323,6 +325,26 @@ def _run_canary(
     return exercise(runtime.http_url, runtime.metrics_url, release, requests, tolerance=tolerance)
 
 
+def _evaluate_canary_queries(prometheus: LocalPrometheus, release: CanaryRelease) -> dict[str, float]:
+    """The canary alerts' own signals, by Prometheus, on the counts of the run just made."""
+    from inferstack.components import promql
+
+    model, stable, canary = release.model, release.stable_version, release.canary_version
+    queries = {
+        "failure_ratio_excess": promql.triton_canary_failure_ratio_excess(
+            model=model, stable_version=stable, canary_version=canary, namespace=LOCAL_NAMESPACE
+        ),
+        "p99_excess_ms": promql.triton_canary_p99_excess_ms(
+            model=model, stable_version=stable, canary_version=canary, namespace=LOCAL_NAMESPACE
+        ),
+    }
+    values = {}
+    for name, query in queries.items():
+        result = prometheus.query(query)
+        values[name] = float(result[0]["value"][1]) if result else float("nan")
+    return values
+
+
 def _print_canary(run: dict[str, Any]) -> None:
     release, stats = run["release"], run["stats"]
     stable, canary = release["stable_version"], release["canary_version"]
@@ -351,6 +373,12 @@ def _print_canary(run: dict[str, Any]) -> None:
         f"max |stable - canary| {stats['mirror_max_abs_diff']:.2e}, canary errors {stats['mirror_errors']}, "
         f"dropped {stats['mirror_dropped']}"
     )
+    if "promql" in run:
+        signals = run["promql"]
+        print(
+            "the canary alerts' signals, by Prometheus: failure ratio above stable "
+            f"{signals['failure_ratio_excess']:+.3g}, p99 above stable {signals['p99_excess_ms']:+.3g} ms"
+        )
 
 
 LOCAL_NAMESPACE = "local"

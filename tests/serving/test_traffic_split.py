@@ -188,7 +188,8 @@ def test_local_up_shows_the_split_and_the_mirror(capsys: pytest.CaptureFixture[s
         find_triton()
     except RuntimeFailure as error:
         unavailable(str(error))
-    command = ["local", "up", "--canary", "--once", "--json", "--no-prometheus", "--canary-requests", "50"]
+    require_tool("prometheus")
+    command = ["local", "up", "--canary", "--once", "--json", "--canary-requests", "50"]
     assert main([*command, "--canary-weight", "10", "--mirror", "20"]) == 0
     summary = json.loads(capsys.readouterr().out)
     canary = summary["canary"]
@@ -196,3 +197,6 @@ def test_local_up_shows_the_split_and_the_mirror(capsys: pytest.CaptureFixture[s
     assert (canary["stats"]["stable"], canary["stats"]["canary"], canary["stats"]["mirrored"]) == (45, 5, 9)
     assert canary["triton_success"] == {"1": 45, "2": 5 + 9}
     assert summary["ok"] and all(r["ok"] for r in summary["smoke"])
+    # The canary alerts' signals, by a real Prometheus: no failures on either side, both p99s known.
+    assert canary["promql"]["failure_ratio_excess"] == 0
+    assert np.isfinite(canary["promql"]["p99_excess_ms"])
