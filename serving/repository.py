@@ -1081,9 +1081,21 @@ def _specs(tensors: Any) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(t.name, _dtype_name(t.data_type), tuple(t.dims)) for t in tensors)
 
 
+def _served_versions(policy: Any, versions: Sequence[int]) -> list[int]:
+    """The versions Triton loads under ``policy`` (a ModelVersionPolicy) from the folders present."""
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "specific":
+        return sorted(policy.specific.versions)
+    if kind == "all":
+        return list(versions)
+    count = policy.latest.num_versions if kind == "latest" else 1
+    return list(versions[-count:]) if versions else []
+
+
 def read_repository(path: Path) -> list[RepositoryModel]:
-    """Every model of a local repository folder, each config parsed and validated, each newest version
-    holding the files its backend loads."""
+    """Every model of a local repository folder, each config parsed and validated, each version its
+    policy serves holding the files its backend loads; ``version`` is the one Triton answers by default
+    (the highest served)."""
     if not path.is_dir():
         raise InvalidInput("repository", str(path), "an existing folder holding <model>/config.pbtxt")
     models = []
@@ -1092,17 +1104,19 @@ def read_repository(path: Path) -> list[RepositoryModel]:
         config = parse_config(config_path.read_text(), folder=folder.name)
         versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
         needed = [_MODEL_FILE, _PYTHON_MODEL_FILE] if config.backend == "python" else [_MODEL_FILE]
-        newest = folder / str(versions[-1]) if versions else None
-        if newest is None or not all((newest / file).is_file() for file in needed):
+        served = _served_versions(config.version_policy, versions)
+        if not served or not all((folder / str(v) / file).is_file() for v in served for file in needed):
             raise InvalidInput(
                 folder.name,
                 [p.name for p in sorted(folder.iterdir())],
-                f"a numbered version folder holding {' and '.join(needed)}",
+                f"numbered version folders holding {' and '.join(needed)} for every version "
+                f"its version policy serves ({served or 'the newest'})",
             )
+        newest = folder / str(served[-1])
         models.append(
             RepositoryModel(
                 name=config.name,
-                version=versions[-1],
+                version=served[-1],
                 config=config,
                 torchscript=newest / _MODEL_FILE,
                 inputs=_specs(config.input),

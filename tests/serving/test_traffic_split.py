@@ -13,6 +13,7 @@ import torch
 
 from inferstack.components import promql
 from inferstack.components.canary import CanaryRelease, canary_rule_group
+from inferstack.infra.errors import InvalidInput
 from inferstack.serving.cli import main
 from inferstack.serving.client import TritonClient, TritonRequestError
 from inferstack.serving.local import (
@@ -30,6 +31,7 @@ from inferstack.serving.repository import (
     build_model,
     demo_model,
     generate_inputs,
+    read_repository,
 )
 from inferstack.serving.traffic_split import TrafficSplit, _Diffusion, exercise, version_counts
 from tests.conftest import require_tool, unavailable
@@ -44,6 +46,32 @@ def test_the_split_is_exact_at_every_count(percent: float) -> None:
     for count in range(1, 1001):
         taken += split.next()
         assert abs(taken - count * percent / 100) < 1, (count, taken)
+
+
+def build_versions(path: Path, versions: tuple[int, ...], policy: SpecificVersions) -> Path:
+    module, example = demo_model()
+    for version in versions:
+        build_model(
+            module,
+            example,
+            name="demo",
+            repository=path,
+            version=version,
+            options=ModelOptions(version_policy=policy),
+        )
+    return path
+
+
+def test_the_default_version_is_the_highest_the_policy_serves(tmp_path: Path) -> None:
+    # Version 2 is on disk but not served: the smoke must compare Triton's answer with version 1.
+    (model,) = read_repository(build_versions(tmp_path, (1, 2), SpecificVersions((1,))))
+    assert model.version == 1 and model.torchscript == tmp_path / "demo" / "1" / "model.pt"
+
+
+def test_a_policy_naming_a_missing_version_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    build_versions(tmp_path, (1,), SpecificVersions((1, 2)))
+    with pytest.raises(InvalidInput, match=r"for every version its version policy serves \(\[1, 2\]\)"):
+        read_repository(tmp_path)
 
 
 class Broken(torch.nn.Module):
