@@ -158,18 +158,23 @@ def _quantized_ops(module: torch.jit.ScriptModule) -> bool:
     return any(node.kind().startswith(("quantized::", "aten::quantized_")) for node in graph.nodes())
 
 
+Export = Callable[[torch.nn.Module, Sequence[torch.Tensor]], torch.jit.ScriptModule]
+
+
 def reduce(
     module: torch.jit.ScriptModule,
     precision: Precision,
     example: Sequence[torch.Tensor],
     *,
     eager: torch.nn.Module | None = None,
-    export: Callable[[torch.nn.Module], torch.jit.ScriptModule] | None = None,
+    export: Export | None = None,
 ) -> tuple[torch.jit.ScriptModule, tuple[str, ...]]:
     """The TorchScript of ``module`` at ``precision``, and notes on what was (not) reduced.
 
-    INT8 quantizes ``eager`` (Linear and LSTM layers) when given with the ``export`` that made
-    ``module``, else ``module`` itself in graph mode (Linear layers only).
+    Given the ``eager`` module and the ``export`` that made ``module`` from it, the eager module is
+    reduced and exported again: a trace records the dtypes it saw (an LSTM's FP32 initial state, say),
+    so casting the FP32 TorchScript would not run. INT8 then covers Linear and LSTM layers; from
+    TorchScript alone, graph-mode quantization covers Linear layers only.
     """
     if precision == "fp32":
         return module, ()
@@ -178,14 +183,20 @@ def reduce(
         warnings.simplefilter("ignore")
         if precision in _CAST:
             dtype = _CAST[precision]
-            cast = _Boundary(_copy(module).to(dtype), dtype).eval()
-            reduced: torch.jit.ScriptModule = torch.jit.trace(cast, tuple(example), check_trace=False)  # type: ignore[no-untyped-call]
+            if eager is not None and export is not None:
+                cast_example = [t.to(dtype) if t.is_floating_point() else t for t in example]
+                inner = export(copy.deepcopy(eager).eval().to(dtype), cast_example)
+            else:
+                inner = _copy(module).to(dtype)
+            boundary = _Boundary(inner, dtype).eval()
+            reduced: torch.jit.ScriptModule = torch.jit.trace(boundary, tuple(example), check_trace=False)  # type: ignore[no-untyped-call]
             return reduced, (f"floating inputs and outputs stay FP32; cast to {precision} inside the model",)
         if eager is not None and export is not None:
             quantized = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                 copy.deepcopy(eager).eval(), {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8
             )
-            reduced, note = export(quantized), "Linear and LSTM layers quantized (eager dynamic quantization)"
+            reduced = export(quantized, example)
+            note = "Linear and LSTM layers quantized (eager dynamic quantization)"
         else:
             from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic_jit
 
@@ -378,12 +389,21 @@ def reduce_checked(
     *,
     batched: bool,
     eager: torch.nn.Module | None = None,
-    export: Callable[[torch.nn.Module], torch.jit.ScriptModule] | None = None,
+    export: Export | None = None,
 ) -> tuple[torch.jit.ScriptModule, PrecisionReport]:
     """Reduce ``module`` and compare it with the FP32 one on ``batches``; ToleranceExceeded if too far."""
-    reduced, notes = reduce(module, options.precision, batches[0], eager=eager, export=export)
     tolerance = options.effective_tolerance
-    outputs, failures = measure(module, reduced, batches, names, tolerance)
+    try:
+        reduced, notes = reduce(module, options.precision, batches[0], eager=eager, export=export)
+        outputs, failures = measure(module, reduced, batches, names, tolerance)
+    except RuntimeError as error:  # a kernel without the reduced type, dtypes mixed inside the model
+        last = [line for line in str(error).splitlines() if line.strip()][-1:] or [""]
+        raise InvalidInput(
+            "precision",
+            options.precision,
+            f"a model that runs at {options.precision} ({last[0].strip()}); a trace keeps the dtypes it "
+            "saw: build from the torch module, or script it",
+        ) from None
     fp32_ms, reduced_ms = median_ms([module, reduced], batches[0])
     report = PrecisionReport(
         precision=options.precision,

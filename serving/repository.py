@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.serving.precision import (
     FULL_PRECISION,
     REPORT_FILE,
+    Export,
     PrecisionOptions,
     PrecisionReport,
     check_precision,
@@ -849,7 +850,7 @@ def build_model(
             out_names,
             options,
             eager=eager,
-            export=lambda reduced: export_torchscript(reduced, examples, export),
+            export=lambda reduced, example: export_torchscript(reduced, example, export),
         )
         text = render_config(model_config(name, inputs, outputs, target=target, options=options))
         path = _write(repository, name, version, text, module, target, report)
@@ -999,7 +1000,7 @@ def _reduced(
     options: ModelOptions,
     *,
     eager: torch.nn.Module | None = None,
-    export: Callable[[torch.nn.Module], torch.jit.ScriptModule] | None = None,
+    export: Export | None = None,
 ) -> tuple[torch.jit.ScriptModule, PrecisionReport | None]:
     """``module`` at the requested precision with its report (None for FP32); ToleranceExceeded if too far."""
     if precision.precision == "fp32":

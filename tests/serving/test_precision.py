@@ -254,6 +254,35 @@ def test_int8_from_a_module_quantizes_lstm_and_from_torchscript_says_it_cannot(t
     assert "quantized::linear_dynamic" in graph and "quantized_lstm" not in graph
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_a_cast_is_made_on_the_module_and_a_trace_that_cannot_take_it_is_refused(
+    tmp_path: Path, precision: str
+) -> None:
+    # The LSTM's initial state is made in the input's dtype: re-exported from the cast module, it runs.
+    built = build_model(
+        Recurrent(),
+        [torch.randn(2, 5, 8)],
+        name="eager",
+        repository=tmp_path,
+        precision=PrecisionOptions(precision),  # type: ignore[arg-type]
+    )
+    assert built.report is not None and built.report.passed
+    # A trace recorded that state as FP32: cast afterwards, it mixes dtypes, and is refused plainly.
+    traced = tmp_path / "traced.pt"
+    torch.jit.trace(Recurrent().eval(), (torch.randn(2, 5, 8),)).save(str(traced))
+    with pytest.raises(InvalidInput) as error:
+        build_from_signature(
+            traced,
+            name="traced",
+            inputs=[TensorSpec("tokens", "FP32", (5, 8))],
+            outputs=[TensorSpec("OUTPUT__0", "FP32", (2,))],
+            repository=tmp_path,
+            precision=PrecisionOptions(precision),  # type: ignore[arg-type]
+        )
+    assert error.value.field == "precision" and "a trace keeps the dtypes it saw" in error.value.allowed
+    assert not (tmp_path / "traced").exists()
+
+
 def test_a_new_version_must_keep_the_signature_of_the_others(tmp_path: Path) -> None:
     build_mlp(tmp_path, "fp32", name="mlp")
     # Version 2 at FP16 keeps the FP32 boundary: it may sit beside version 1 under one config.
