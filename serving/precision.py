@@ -117,13 +117,15 @@ def check_precision(options: PrecisionOptions, *, instance_kind: str) -> None:
 
 def load_calibration(path: Path) -> dict[str, Array]:
     """Named input arrays from an ``.npz`` file (``numpy.savez(path, features=..., ids=...)``)."""
+    allowed = "an .npz file of named input arrays, as numpy.savez writes"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+        loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise InvalidInput(
-            "calibration", str(path), f"an .npz file of named input arrays, as numpy.savez writes ({error})"
-        ) from None
+        raise InvalidInput("calibration", str(path), f"{allowed} ({error})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array has no input names
+        raise InvalidInput("calibration", str(path), allowed)
+    with loaded:
+        return {name: loaded[name] for name in loaded.files}
 
 
 # --- reducing ---------------------------------------------------------------------------------------

@@ -446,6 +446,13 @@ def test_models_build_calibration_file_and_version_policy(
     capsys.readouterr()
     assert main(build_command(mlp_file, out, "--version-policy", "newest")) == 2
     assert "--version-policy: 'newest' is not allowed; latest:N" in capsys.readouterr().err
+    np.save(tmp_path / "array.npy", np.zeros((2, 16), np.float32))
+    assert (
+        main(
+            build_command(mlp_file, out, "--precision", "fp16", "--calibration", str(tmp_path / "array.npy"))
+        )
+        == 2
+    )
     (tmp_path / "bad.npz").write_text("not numpy")
     assert (
         main(build_command(mlp_file, out, "--precision", "fp16", "--calibration", str(tmp_path / "bad.npz")))
