@@ -1052,26 +1052,26 @@ def _write(
 
 
 def _check_other_versions(model_dir: Path, version: int, config_text: str) -> None:
-    """One config.pbtxt serves every version: a new version keeps the others' tensors and backend."""
+    """One config.pbtxt serves every version: the other versions its policy serves must fit it too."""
     config_path = model_dir / "config.pbtxt"
-    others = sorted(
-        int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit() and int(p.name) != version
-    )
+    present = sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
+    new_config = parse_config(config_text, folder=model_dir.name)
+    others = sorted(set(_served_versions(new_config.version_policy, sorted({*present, version}))) - {version})
     if not others or not config_path.is_file():
         return
 
     def signature(config: Any) -> tuple[Any, ...]:
         tensors = (_specs(config.input), _specs(config.output))
-        return (config.backend, config.platform, config.max_batch_size, *tensors)
+        return (config.backend, config.platform, config.max_batch_size > 0, *tensors)
 
     old = signature(parse_config(config_path.read_text(), folder=model_dir.name))
-    new = signature(parse_config(config_text, folder=model_dir.name))
+    new = signature(new_config)
     if new != old:
         raise InvalidInput(
             f"{model_dir.name} version {version}",
-            f"backend, batch size, inputs, outputs: {new}",
-            f"those of versions {others} already in {model_dir} ({old}): one config.pbtxt serves every "
-            "version, so a new signature is a new model name",
+            f"backend, batching, inputs, outputs: {new}",
+            f"those of versions {others} ({old}), which its version policy also serves: one config.pbtxt "
+            "serves them all (a new signature is a new model name, or a policy serving this version alone)",
         )
 
 

@@ -23,6 +23,7 @@ from inferstack.serving.precision import (
     served_tolerance,
 )
 from inferstack.serving.repository import (
+    LatestVersions,
     ModelOptions,
     TensorSpec,
     build_from_signature,
@@ -283,26 +284,32 @@ def test_a_cast_is_made_on_the_module_and_a_trace_that_cannot_take_it_is_refused
     assert not (tmp_path / "traced").exists()
 
 
-def test_a_new_version_must_keep_the_signature_of_the_others(tmp_path: Path) -> None:
-    build_mlp(tmp_path, "fp32", name="mlp")
-    # Version 2 at FP16 keeps the FP32 boundary: it may sit beside version 1 under one config.
+def test_versions_served_together_must_share_the_signature(tmp_path: Path) -> None:
     module, example = demo_model()
-    build_model(
-        module,
-        example,
-        name="mlp",
-        repository=tmp_path,
-        version=2,
-        input_names=["features"],
-        output_names=["probabilities"],
-        precision=PrecisionOptions("fp16"),
-    )
-    assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == ["1", "2", "config.pbtxt"]
-    with pytest.raises(InvalidInput, match=r"one config\.pbtxt serves every version"):
-        build_model(
-            module, example, name="mlp", repository=tmp_path, version=3, input_names=["x"], output_names=["y"]
+    served_two = ModelOptions(version_policy=LatestVersions(2))
+
+    def build(version: int, names: tuple[str, str], options: ModelOptions, precision: str = "fp32") -> Any:
+        return build_model(
+            module,
+            example,
+            name="mlp",
+            repository=tmp_path,
+            version=version,
+            input_names=[names[0]],
+            output_names=[names[1]],
+            options=options,
+            precision=PrecisionOptions(precision),  # type: ignore[arg-type]
         )
+
+    build(1, ("features", "probabilities"), served_two)
+    # FP16 keeps the FP32 boundary: version 2 may be served beside version 1 under one config.
+    build(2, ("features", "probabilities"), served_two, "fp16")
+    assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == ["1", "2", "config.pbtxt"]
+    with pytest.raises(InvalidInput, match=r"which its version policy also serves"):
+        build(3, ("x", "y"), served_two)
     assert not (tmp_path / "mlp" / "3").exists()
+    # Served alone, a new signature fits its config.
+    build(3, ("x", "y"), ModelOptions())
 
 
 def test_served_tolerance_is_the_builds_own_bound(tmp_path: Path) -> None:
