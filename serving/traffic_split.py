@@ -30,7 +30,7 @@ import numpy.typing as npt
 from inferstack.components.canary import CanaryRelease, check_canary
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.answers import compare
-from inferstack.serving.client import TritonClient
+from inferstack.serving.client import Protocol, TritonClient
 
 Array = npt.NDArray[Any]
 _MAX_PENDING_MIRRORS = 64
@@ -89,7 +89,7 @@ class TrafficSplit:
         urls: str | list[str],
         release: CanaryRelease,
         *,
-        protocol: str = "http",
+        protocol: Protocol = "http",
         tolerance: float = 1e-5,
     ) -> None:
         check_canary(release, [release.model])
@@ -98,7 +98,7 @@ class TrafficSplit:
         self.release = release
         self.tolerance = tolerance
         self.stats = SplitStats()
-        self._client = TritonClient(urls, protocol=protocol)  # type: ignore[arg-type]
+        self._client = TritonClient(urls, protocol=protocol)
         self._urls, self._protocol = urls, protocol
         self._to_canary = _Diffusion(release.weight_percent)
         self._mirror = _Diffusion(release.mirror_percent)
@@ -127,7 +127,7 @@ class TrafficSplit:
 
     def _mirrored(self, inputs: dict[str, Array], stable: dict[str, Array]) -> None:
         if self._mirror_client is None:
-            self._mirror_client = TritonClient(self._urls, protocol=self._protocol)  # type: ignore[arg-type]
+            self._mirror_client = TritonClient(self._urls, protocol=self._protocol)
         try:
             canary = self._mirror_client.infer(
                 self.release.model, inputs, version=self.release.canary_version
