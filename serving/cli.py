@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the CLI imports these lazily: `inferstack --help` must not 
     from inferstack.components.canary import CanaryRelease
     from inferstack.serving.local import LocalRuntime
     from inferstack.serving.prometheus import LocalPrometheus
+    from inferstack.serving.repository import RepositoryModel
     from inferstack.serving.traffic_split import CanaryRun
 
 
@@ -196,6 +197,7 @@ def _local_up(args: argparse.Namespace) -> int:
         build_canary_demo_repository,
         build_demo_repository,
     )
+    from inferstack.serving.repository import read_repository
 
     def say(message: str) -> None:
         if not args.json:
@@ -211,6 +213,8 @@ def _local_up(args: argparse.Namespace) -> int:
         elif repository is None:
             say("building the demo model (a small network built in code)")
             repository = build_demo_repository(Path(scratch) / "repository")
+        # Checked before anything starts: both versions must be ones the repository has Triton serve.
+        canary_model = None if release is None else _canary_model(read_repository(repository), release)
         runtime = LocalRuntime(repository, work_dir=args.work_dir, ports=ports, progress=say)
         with contextlib.ExitStack() as running:
             running.enter_context(runtime)
@@ -233,8 +237,8 @@ def _local_up(args: argparse.Namespace) -> int:
                 "models": [m.name for m in runtime.models],
                 "smoke": [asdict(r) for r in results],
             }
-            if release is not None:
-                run = _run_canary(runtime, release, args.canary_requests, say)
+            if release is not None and canary_model is not None:
+                run = _run_canary(runtime, canary_model, release, args.canary_requests, say)
                 summary["canary"] = asdict(run)
                 ok = summary["ok"] = (
                     ok and run.stats.mirror_errors == 0 and sum(run.triton_failure.values()) == 0
@@ -306,8 +310,28 @@ def _canary_release(args: argparse.Namespace) -> CanaryRelease:
     return release
 
 
+def _canary_model(models: Sequence[RepositoryModel], release: CanaryRelease) -> RepositoryModel:
+    model = next((m for m in models if m.name == release.model), None)
+    if model is None:
+        raise InvalidInput(
+            "--canary", release.model, f"a model of the repository: {[m.name for m in models]}"
+        )
+    if not {release.stable_version, release.canary_version} <= set(model.served_versions):
+        raise InvalidInput(
+            "--canary",
+            f"{model.name}:{release.stable_version}:{release.canary_version}",
+            f"versions its version policy serves: {list(model.served_versions)} "
+            "(build them with --version-policy specific:STABLE,CANARY)",
+        )
+    return model
+
+
 def _run_canary(
-    runtime: LocalRuntime, release: CanaryRelease, count: int, say: Callable[[str], None]
+    runtime: LocalRuntime,
+    model: RepositoryModel,
+    release: CanaryRelease,
+    count: int,
+    say: Callable[[str], None],
 ) -> CanaryRun:
     """Real requests through the split; the mirror is held to the canary build's own tolerance."""
     from inferstack.serving.local import SMOKE_TOLERANCE
@@ -315,9 +339,6 @@ def _run_canary(
     from inferstack.serving.repository import generate_inputs
     from inferstack.serving.traffic_split import exercise
 
-    model = next((m for m in runtime.models if m.name == release.model), None)
-    if model is None:
-        raise InvalidInput("--canary", release.model, f"a served model: {[m.name for m in runtime.models]}")
     folder = runtime.repository / model.name
     tolerance = served_tolerance(folder / str(release.canary_version), SMOKE_TOLERANCE)
     say(f"sending {count} requests through the canary split of {model.name}")

@@ -209,6 +209,7 @@ class RepositoryModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int
+    served_versions: tuple[int, ...] = ()  # what its version policy has Triton load; ``version`` is the last
 
 
 # --- config.pbtxt ------------------------------------------------------------------------------
@@ -1123,6 +1124,7 @@ def read_repository(path: Path) -> list[RepositoryModel]:
                 inputs=_specs(config.input),
                 outputs=_specs(config.output),
                 max_batch_size=config.max_batch_size,
+                served_versions=tuple(served),
             )
         )
     if not models:

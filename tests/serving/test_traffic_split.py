@@ -74,6 +74,18 @@ def test_a_policy_naming_a_missing_version_is_refused_before_anything_starts(tmp
         read_repository(tmp_path)
 
 
+def test_local_up_refuses_a_canary_of_versions_not_served_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repository = build_versions(tmp_path / "repo", (1, 2), SpecificVersions((2,)))
+    command = ["local", "up", "--repository", str(repository), "--once", "--no-prometheus"]
+    assert main([*command, "--canary", "demo:1:2", "--work-dir", str(tmp_path / "work")]) == 2
+    assert "versions its version policy serves: [2]" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+    assert main([*command, "--canary", "other:1:2"]) == 2
+    assert "a model of the repository: ['demo']" in capsys.readouterr().err
+
+
 class Broken(torch.nn.Module):
     """A canary that fails every request it gets, as a bad release would."""
 
