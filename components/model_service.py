@@ -24,6 +24,7 @@ import pulumi_kubernetes as k8s
 
 from inferstack.components import promql
 from inferstack.components.alerts import prometheus_rule, service_rule_group
+from inferstack.components.canary import CanaryRelease, canary_rule_group, check_canary, traffic_config_map
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.monitoring import prometheus_url
 from inferstack.infra.children import child_options
@@ -123,6 +124,8 @@ class TritonModelServiceArgs:
     service_monitor_labels: Mapping[str, str] = field(
         default_factory=lambda: {"release": "kube-prometheus-stack"}
     )
+    # Two versions of one model in these pods, split per request by the clients (components/canary.py).
+    canary: CanaryRelease | None = None
 
 
 def namespace_of(name: str, args: TritonModelServiceArgs) -> str:
@@ -299,6 +302,8 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
                 "service_monitor_labels", {key: value}, "Kubernetes label keys and values (<= 63 characters)"
             )
     _validate_source(args.source)
+    if args.canary is not None:
+        check_canary(args.canary, args.models)
 
 
 # --- manifests ----------------------------------------------------------------------------------------------
@@ -365,6 +370,8 @@ def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str])
         "--strict-readiness=true",
         "--allow-metrics=true",
         "--allow-gpu-metrics=true",
+        # Latency quantiles per model version: what a canary's p99 is compared on.
+        "--metrics-config=summary_latencies=true",
         f"--metrics-port={METRICS_PORT}",
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
@@ -736,6 +743,15 @@ class TritonModelService(pulumi.ComponentResource):
             ("alerts", rules),
         ):
             custom_resource(f"{name}-{key}", custom, in_namespace)
+        if args.canary is not None:
+            split = traffic_config_map(service=name, namespace=ns, canary=args.canary)
+            k8s.core.v1.ConfigMap(
+                f"{name}-traffic", metadata=split["metadata"], data=split["data"], opts=in_namespace
+            )
+            group = canary_rule_group(service=name, namespace=ns, canary=args.canary)
+            custom_resource(
+                f"{name}-canary-alerts", prometheus_rule(f"{name}-canary", ns, [group]), in_namespace
+            )
 
         self.namespace = ns
         self.service_name = name

@@ -12,8 +12,10 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+from pydantic.alias_generators import to_camel
 
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
+from inferstack.components.canary import CanaryRelease
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
 from inferstack.components.model_service import (
     ModelSource,
@@ -97,6 +99,7 @@ def service_args(
         queue_time_target_ms=service.queue_time_target_ms,
         pending_requests_per_replica=service.pending_requests_per_replica,
         gpu_utilization_target=service.gpu_utilization_target,
+        canary=CanaryRelease(**service.canary.model_dump()) if service.canary else None,
         **extra,
     )
 
@@ -138,7 +141,8 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
             validate(service.name, service_args(config, service, source, zones))
             check_prefix(service.prefix)
         except InvalidInput as error:
-            raise InvalidInput(f"{KEY}:services[{i}].{error.field}", error.value, error.allowed) from None
+            key = ".".join(to_camel(part) for part in error.field.split("."))  # as the stack file spells it
+            raise InvalidInput(f"{KEY}:services[{i}].{key}", error.value, error.allowed) from None
 
 
 class InferencePlatform(pulumi.ComponentResource):

@@ -74,6 +74,16 @@ class GpuConfig(_Section):
     )
 
 
+class CanaryConfig(_Section):
+    model: str = Field(description="which of the service's models runs a canary")
+    stable_version: int = Field(ge=1, description="the version most requests go to")
+    canary_version: int = Field(ge=1, description="the version under trial")
+    weight_percent: float = Field(5.0, ge=0, le=100, description="share of requests the canary answers")
+    mirror_percent: float = Field(0.0, ge=0, le=100, description="share of stable requests mirrored")
+    failure_ratio_margin: float = Field(0.01, ge=0, description="alert: failure ratio over stable's by")
+    p99_margin_ms: float = Field(25.0, ge=0, description="alert: canary p99 above stable's by (ms)")
+
+
 class ServiceConfig(_Section):
     name: str = Field(description="service name: Kubernetes namespace, Services, IAM role")
     models: tuple[str, ...] = Field(description="Triton model names to load (a list, even of one)")
@@ -86,6 +96,7 @@ class ServiceConfig(_Section):
     gpu_utilization_target: float | None = Field(
         None, gt=0, le=100, description="KEDA target: GPU utilisation percent (off when unset)"
     )
+    canary: CanaryConfig | None = Field(None, description="a canary version; promote or roll back by editing")
 
 
 class FailoverConfig(_Section):

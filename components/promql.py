@@ -150,6 +150,60 @@ def triton_queries(*, model: str, namespace: str, window: str = "1m") -> dict[st
     }
 
 
+# --- canary: one version of a model against another -----------------------------------------------
+# Triton labels every series with the model's ``version``: a stable and a canary version loaded by the
+# same pods are told apart by it alone. Each side sums over the pods by model, so they match one to one.
+
+
+def _version(metric: str, model: str, version: int, namespace: str, extra: str = "") -> str:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInput("version", version, "a model version number >= 1")
+    selector = _triton(metric, model, namespace)[:-1]
+    return f'{selector},version="{version}"{extra}}}'
+
+
+def triton_version_failure_ratio(*, model: str, version: int, namespace: str, window: str = "10m") -> str:
+    """Share of one version's requests that failed, 0..1 (0 when it had none)."""
+    failures, successes = (
+        f"{_BY_MODEL} (rate({_version(metric, model, version, namespace)}[{_window(window)}]))"
+        for metric in ("nv_inference_request_failure", "nv_inference_request_success")
+    )
+    return f"({failures} / clamp_min({failures} + {successes}, {_EPSILON}))"
+
+
+def triton_version_p99_ms(*, model: str, version: int, namespace: str) -> str:
+    """One version's p99 request time in ms, from Triton's latency summaries (``--metrics-config
+    summary_latencies=true``), over Triton's own summary window.
+
+    Quantiles of separate pods cannot be merged: the slowest pod's p99 stands for the version, so a
+    canary is never judged better than its worst replica.
+    """
+    selector = _version("nv_inference_request_summary_us", model, version, namespace, ',quantile="0.99"')
+    return f"(max by (model) ({selector}) / 1000)"
+
+
+def triton_canary_failure_ratio_excess(
+    *, model: str, stable_version: int, canary_version: int, namespace: str, window: str = "10m"
+) -> str:
+    """How far the canary's failure ratio is above the stable version's (negative: below)."""
+    canary = triton_version_failure_ratio(
+        model=model, version=canary_version, namespace=namespace, window=window
+    )
+    stable = triton_version_failure_ratio(
+        model=model, version=stable_version, namespace=namespace, window=window
+    )
+    return f"{canary} - {stable}"
+
+
+def triton_canary_p99_excess_ms(
+    *, model: str, stable_version: int, canary_version: int, namespace: str
+) -> str:
+    """How many ms the canary's p99 is above the stable version's (negative: faster)."""
+    canary = triton_version_p99_ms(model=model, version=canary_version, namespace=namespace)
+    stable = triton_version_p99_ms(model=model, version=stable_version, namespace=namespace)
+    return f"{canary} - {stable}"
+
+
 def deployment_pod_regex(*, service: str) -> str:
     """The names of a Deployment's pods (``<name>-<template hash>-<suffix>``), and no other's.
 

@@ -23,8 +23,11 @@ from urllib.parse import urlsplit
 from inferstack.infra.errors import InvalidInput
 
 if TYPE_CHECKING:  # the CLI imports these lazily: `inferstack --help` must not load torch
+    from inferstack.components.canary import CanaryRelease
     from inferstack.serving.local import LocalRuntime
     from inferstack.serving.prometheus import LocalPrometheus
+    from inferstack.serving.repository import RepositoryModel
+    from inferstack.serving.traffic_split import CanaryRun
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +54,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name in ("http", "grpc", "metrics", "s3"):
         up.add_argument(f"--{name}-port", type=int, help=f"{name} port on 127.0.0.1 (default: a free one)")
+    up.add_argument(
+        "--canary",
+        nargs="?",
+        const="demo:1:2",
+        metavar="MODEL:STABLE:CANARY",
+        help="after the smoke, split real requests between two served versions and mirror some "
+        "(alone: the demo at FP32 as version 1 and at FP16 as version 2)",
+    )
+    up.add_argument(
+        "--canary-weight", type=float, default=20.0, help="percent of requests the canary answers"
+    )
+    up.add_argument(
+        "--mirror", type=float, default=50.0, help="percent of stable requests mirrored to the canary"
+    )
+    up.add_argument("--canary-requests", type=int, default=200, help="requests sent through the split")
 
     models = commands.add_parser("models", help="build and publish Triton model repositories")
     model_commands = models.add_subparsers(dest="models_command", required=True)
@@ -63,6 +81,29 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--target", default="python", choices=["python", "pytorch_libtorch"])
     build.add_argument("--instance-kind", default="KIND_CPU", choices=["KIND_CPU", "KIND_GPU"])
     build.add_argument("--version", type=int, default=1)
+    build.add_argument(
+        "--version-policy",
+        default="latest:1",
+        metavar="latest:N|specific:V,V|all",
+        help="which versions Triton serves (several: a stable and a canary)",
+    )
+    build.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp16", "bf16", "int8-dynamic"],
+        help="reduce at packaging, refused unless within the tolerance of the FP32 answers "
+        "(int8-dynamic: CPU instances only)",
+    )
+    build.add_argument(
+        "--calibration", type=Path, metavar="FILE.npz", help="inputs to compare on (default: generated)"
+    )
+    build.add_argument("--max-abs-error", type=float, help="tolerance: largest |reduced - fp32|")
+    build.add_argument(
+        "--max-rel-error", type=float, help="tolerance: largest |reduced - fp32| / largest |fp32| per output"
+    )
+    build.add_argument(
+        "--min-top1-agreement", type=float, help="tolerance for classifiers: share of rows with one argmax"
+    )
     build.add_argument("--out", type=Path, required=True, help="the repository folder to write into")
     publish = model_commands.add_parser("publish", help="upload a model repository to S3")
     publish.add_argument("repository", type=Path)
@@ -164,7 +205,14 @@ def brief_error(error: str) -> str:
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    from inferstack.serving.local import SMOKE_TOLERANCE, LocalRuntime, Ports, build_demo_repository
+    from inferstack.serving.local import (
+        SMOKE_TOLERANCE,
+        LocalRuntime,
+        Ports,
+        build_canary_demo_repository,
+        build_demo_repository,
+    )
+    from inferstack.serving.repository import read_repository
 
     def say(message: str) -> None:
         if not args.json:
@@ -173,9 +221,15 @@ def _local_up(args: argparse.Namespace) -> int:
     ports = Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port, s3=args.s3_port)
     with tempfile.TemporaryDirectory(prefix="inferstack-demo-") as scratch:
         repository = args.repository
-        if repository is None:
+        release = None if args.canary is None else _canary_release(args)
+        if repository is None and release is not None:
+            say("building the demo model at FP32 (version 1) and FP16 (version 2)")
+            repository = build_canary_demo_repository(Path(scratch) / "repository")
+        elif repository is None:
             say("building the demo model (a small network built in code)")
             repository = build_demo_repository(Path(scratch) / "repository")
+        # Checked before anything starts: both versions must be ones the repository has Triton serve.
+        canary_model = None if release is None else _canary_model(read_repository(repository), release)
         runtime = LocalRuntime(repository, work_dir=args.work_dir, ports=ports, progress=say)
         with contextlib.ExitStack() as running:
             running.enter_context(runtime)
@@ -198,9 +252,17 @@ def _local_up(args: argparse.Namespace) -> int:
                 "models": [m.name for m in runtime.models],
                 "smoke": [asdict(r) for r in results],
             }
+            if release is not None and canary_model is not None:
+                run = _run_canary(runtime, canary_model, release, args.canary_requests, say)
+                summary["canary"] = asdict(run)
+                ok = summary["ok"] = (
+                    ok and run.stats.mirror_errors == 0 and sum(run.triton_failure.values()) == 0
+                )
             if prometheus is not None:
                 summary["endpoints"]["prometheus"] = prometheus.url
                 summary["metrics"] = _evaluate_queries(prometheus, [m.name for m in runtime.models])
+                if release is not None:
+                    summary["canary"]["promql"] = _evaluate_canary_queries(prometheus, release)
             if args.json:
                 print(json.dumps(json_safe(summary), indent=2, default=str, allow_nan=False))
             else:
@@ -237,6 +299,8 @@ def _local_up(args: argparse.Namespace) -> int:
                             for model, values in summary["metrics"].items()
                         ]
                     )
+                if release is not None:
+                    _print_canary(summary["canary"])
                 print("\nendpoints:")
                 _print_table([["what", "where"], *([k, v] for k, v in summary["endpoints"].items())])
             if args.once or not ok:
@@ -246,6 +310,111 @@ def _local_up(args: argparse.Namespace) -> int:
                 time.sleep(0.5)
             say("a child process exited; stopping")
             return 1
+
+
+def _canary_release(args: argparse.Namespace) -> CanaryRelease:
+    from inferstack.components.canary import CanaryRelease, check_canary
+
+    model, *versions = args.canary.split(":")
+    if len(versions) != 2 or not all(v.isdigit() for v in versions):
+        raise InvalidInput("--canary", args.canary, "MODEL:STABLE:CANARY with version numbers, e.g. demo:1:2")
+    release = CanaryRelease(model, int(versions[0]), int(versions[1]), args.canary_weight, args.mirror)
+    check_canary(release, [model])
+    if not 1 <= args.canary_requests <= 100_000:
+        raise InvalidInput("--canary-requests", args.canary_requests, "1 to 100000 requests")
+    return release
+
+
+def _canary_model(models: Sequence[RepositoryModel], release: CanaryRelease) -> RepositoryModel:
+    model = next((m for m in models if m.name == release.model), None)
+    if model is None:
+        raise InvalidInput(
+            "--canary", release.model, f"a model of the repository: {[m.name for m in models]}"
+        )
+    if not {release.stable_version, release.canary_version} <= set(model.served_versions):
+        raise InvalidInput(
+            "--canary",
+            f"{model.name}:{release.stable_version}:{release.canary_version}",
+            f"versions its version policy serves: {list(model.served_versions)} "
+            "(build them with --version-policy specific:STABLE,CANARY)",
+        )
+    return model
+
+
+def _run_canary(
+    runtime: LocalRuntime,
+    model: RepositoryModel,
+    release: CanaryRelease,
+    count: int,
+    say: Callable[[str], None],
+) -> CanaryRun:
+    """Real requests through the split; the mirror is held to the canary build's own tolerance."""
+    from inferstack.serving.local import SMOKE_TOLERANCE
+    from inferstack.serving.precision import served_tolerance
+    from inferstack.serving.repository import generate_inputs
+    from inferstack.serving.traffic_split import exercise
+
+    folder = runtime.repository / model.name
+    tolerance = served_tolerance(folder / str(release.canary_version), SMOKE_TOLERANCE)
+    say(f"sending {count} requests through the canary split of {model.name}")
+    requests = [generate_inputs(model, batch=1 + i % 4, seed=1000 + i) for i in range(count)]
+    return exercise(runtime.http_url, runtime.metrics_url, release, requests, tolerance=tolerance)
+
+
+def _evaluate_canary_queries(prometheus: LocalPrometheus, release: CanaryRelease) -> dict[str, float]:
+    """The canary alerts' own signals, by Prometheus, on the counts of the run just made."""
+    from inferstack.components import promql
+
+    model, stable, canary = release.model, release.stable_version, release.canary_version
+    queries = {
+        "failure_ratio_excess": promql.triton_canary_failure_ratio_excess(
+            model=model, stable_version=stable, canary_version=canary, namespace=LOCAL_NAMESPACE
+        ),
+        "p99_excess_ms": promql.triton_canary_p99_excess_ms(
+            model=model, stable_version=stable, canary_version=canary, namespace=LOCAL_NAMESPACE
+        ),
+    }
+    values = {}
+    for name, query in queries.items():
+        result = prometheus.query(query)
+        values[name] = float(result[0]["value"][1]) if result else float("nan")
+    return values
+
+
+def _print_canary(run: dict[str, Any]) -> None:
+    release, stats = run["release"], run["stats"]
+    stable, canary = release["stable_version"], release["canary_version"]
+    print(
+        f"\ncanary release of {release['model']}: {run['requests']} requests, "
+        f"{release['weight_percent']:g}% to the canary, {release['mirror_percent']:g}% of the rest mirrored"
+    )
+    sent = {stable: stats["stable"], canary: stats["canary"]}
+    mirrored = {stable: 0, canary: stats["mirrored"] + stats["mirror_errors"]}
+    _print_table(
+        [["version", "role", "answered", "mirrored to it", "Triton counted ok", "Triton counted failed"]]
+        + [
+            [
+                str(version),
+                role,
+                str(sent[version]),
+                str(mirrored[version]),
+                f"{run['triton_success'].get(version, 0):.0f}",
+                f"{run['triton_failure'].get(version, 0):.0f}",
+            ]
+            for version, role in ((stable, "stable"), (canary, "canary"))
+        ]
+    )
+    print(
+        f"mirrored answers compared: {stats['mirrored']}, beyond tolerance: {stats['mirror_mismatches']}, "
+        f"max |stable - canary| {stats['mirror_max_abs_diff']:.2e}, canary errors {stats['mirror_errors']}, "
+        f"dropped {stats['mirror_dropped']}"
+    )
+    if "promql" in run:
+        signals = run["promql"]
+        print(
+            "the canary alerts' signals, by Prometheus: failure ratio above stable "
+            f"{signals['failure_ratio_excess']:+.3g}, p99 above stable {signals['p99_excess_ms']:+.3g} ms"
+        )
 
 
 LOCAL_NAMESPACE = "local"
@@ -287,7 +456,19 @@ def _evaluate_queries(prometheus: LocalPrometheus, models: list[str]) -> dict[st
 
 
 def _models_build(args: argparse.Namespace) -> int:
-    from inferstack.serving.repository import ModelOptions, build_from_signature, parse_tensor_spec
+    from inferstack.serving.precision import (
+        REPORT_FILE,
+        PrecisionOptions,
+        Tolerance,
+        ToleranceExceeded,
+        load_calibration,
+    )
+    from inferstack.serving.repository import (
+        ModelOptions,
+        build_from_signature,
+        parse_tensor_spec,
+        parse_version_policy,
+    )
 
     inputs = [parse_tensor_spec(text, field=f"--input[{i}]") for i, text in enumerate(args.input)]
     outputs = [parse_tensor_spec(text, field=f"--output[{i}]") for i, text in enumerate(args.output)]
@@ -295,18 +476,33 @@ def _models_build(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         instance_kind=args.instance_kind,
         dynamic_batching=ModelOptions().dynamic_batching if args.max_batch_size > 0 else None,
+        version_policy=parse_version_policy(args.version_policy, field="--version-policy"),
     )
-    built = build_from_signature(
-        args.torchscript,
-        name=args.name,
-        inputs=inputs,
-        outputs=outputs,
-        repository=args.out,
-        target=args.target,
-        options=options,
-        version=args.version,
+    precision = PrecisionOptions(
+        args.precision,
+        Tolerance(args.max_abs_error, args.max_rel_error, args.min_top1_agreement),
+        None if args.calibration is None else load_calibration(args.calibration),
     )
+    try:
+        built = build_from_signature(
+            args.torchscript,
+            name=args.name,
+            inputs=inputs,
+            outputs=outputs,
+            repository=args.out,
+            target=args.target,
+            options=options,
+            version=args.version,
+            precision=precision,
+        )
+    except ToleranceExceeded as refused:
+        print("\n".join(refused.report.lines()), file=sys.stderr)
+        print(f"inferstack: {refused}", file=sys.stderr)
+        return 1
     print(f"built {built.name} version {built.version} ({built.target}) in {built.path}")
+    if built.report is not None:
+        print("\n".join(built.report.lines()))
+        print(f"report written to {built.path / str(built.version) / REPORT_FILE}")
     return 0
 
 

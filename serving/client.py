@@ -176,11 +176,13 @@ class TritonClient:
         model: str,
         inputs: Mapping[str, Array],
         *,
+        version: int | None = None,
         request_id: str = "",
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Array]:
         """Run ``model`` on named arrays; returns every output the model declares, by name.
 
+        ``version`` picks one of the versions Triton serves (None: Triton's choice, the newest).
         ``request_id`` appears in Triton's log lines about the request; ``headers`` go with it, e.g. a
         W3C ``traceparent`` (`inferstack.serving.tracing.traceparent`) that makes Triton's spans part
         of the caller's trace.
@@ -207,6 +209,8 @@ class TritonClient:
                 request.append(tensor)
             wanted = [api.InferRequestedOutput(name) for name in outputs]
             kwargs: dict[str, Any] = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+            if version is not None:
+                kwargs["model_version"] = str(version)
             result = client.infer(
                 model, request, outputs=wanted, request_id=request_id, headers=dict(headers or {}), **kwargs
             )

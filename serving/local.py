@@ -27,14 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
 from inferstack.infra.errors import InvalidInput
+from inferstack.serving.answers import compare
 from inferstack.serving.client import Protocol, TritonClient
+from inferstack.serving.precision import served_tolerance
 from inferstack.serving.repository import RepositoryModel, generate_inputs, read_repository, run_reference
-
-Array = npt.NDArray[Any]
 
 PYTHON_TAG = f"{sys.version_info.major}.{sys.version_info.minor}"
 INSTALL_HINT = "install it with `bash .ci/bootstrap` or `pip install --no-deps nvidia-pytriton==0.7.0`"
@@ -189,27 +186,6 @@ class SmokeResult:
     error: str = ""
 
 
-def compare(expected: dict[str, Array], actual: dict[str, Array]) -> float:
-    """Largest absolute difference over all outputs; inf where names, shapes or dtypes disagree.
-
-    Integers and booleans must match exactly (any difference is inf): ids and masks are not approximate.
-    """
-    if set(expected) != set(actual):
-        return float("inf")
-    worst = 0.0
-    for name, want in expected.items():
-        got = actual[name]
-        if got is None or got.shape != want.shape or got.dtype != want.dtype:
-            return float("inf")
-        if want.dtype.kind in "biu":
-            worst = max(worst, 0.0 if np.array_equal(want, got) else float("inf"))
-        else:
-            worst = max(
-                worst, float(np.max(np.abs(want.astype(np.float64) - got.astype(np.float64)), initial=0.0))
-            )
-    return worst
-
-
 @dataclass
 class LocalRuntime:
     """moto S3 + real Triton on loopback, serving ``repository`` (a local model repository folder).
@@ -345,6 +321,8 @@ class LocalRuntime:
             f"--metrics-port={ports['metrics']}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
+            # Latency quantiles per model version: what a canary's p99 is compared on.
+            "--metrics-config=summary_latencies=true",
             "--strict-readiness=true",
             "--exit-timeout-secs=10",
             *self.triton_args,
@@ -393,9 +371,13 @@ class LocalRuntime:
     def smoke(
         self, protocols: Sequence[Protocol] = ("http", "grpc"), *, tolerance: float = SMOKE_TOLERANCE
     ) -> list[SmokeResult]:
-        """Every model: generated inputs -> Triton per protocol, compared with its TorchScript in-process."""
+        """Every model: generated inputs -> Triton per protocol, compared with its TorchScript in-process.
+
+        A reduced-precision model is held to its own build's tolerance instead (see precision.py).
+        """
         results: list[SmokeResult] = []
         for model in self.models:
+            limit = served_tolerance(model.torchscript.parent, tolerance)
             inputs = generate_inputs(model)
             try:
                 expected = run_reference(model, inputs)
@@ -418,7 +400,7 @@ class LocalRuntime:
                         continue
                     latency = (time.perf_counter() - start) * 1000
                 diff = compare(expected, actual)
-                results.append(SmokeResult(model.name, protocol, diff <= tolerance, diff, latency))
+                results.append(SmokeResult(model.name, protocol, diff <= limit, diff, latency))
         return results
 
     def stop(self, *, keep_work_dir: bool = False) -> None:
@@ -453,4 +435,27 @@ def build_demo_repository(path: Path, *, target: Literal["python", "pytorch_libt
         input_names=["features"],
         output_names=["probabilities"],
     )
+    return path
+
+
+def build_canary_demo_repository(path: Path) -> Path:
+    """The demo model twice, as a stable and a canary version Triton serves side by side: version 1 at
+    FP32, version 2 the same network at FP16 (checked against version 1's answers when built)."""
+    from inferstack.serving.precision import PrecisionOptions
+    from inferstack.serving.repository import ModelOptions, SpecificVersions, build_model, demo_model
+
+    module, example = demo_model()
+    options = ModelOptions(version_policy=SpecificVersions((1, 2)))
+    for version, precision in ((1, PrecisionOptions()), (2, PrecisionOptions("fp16"))):
+        build_model(
+            module,
+            example,
+            name="demo",
+            repository=path,
+            options=options,
+            version=version,
+            input_names=["features"],
+            output_names=["probabilities"],
+            precision=precision,
+        )
     return path

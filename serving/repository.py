@@ -29,6 +29,15 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.serving.precision import (
+    FULL_PRECISION,
+    REPORT_FILE,
+    Export,
+    PrecisionOptions,
+    PrecisionReport,
+    check_precision,
+    reduce_checked,
+)
 
 Array = npt.NDArray[Any]
 
@@ -68,6 +77,7 @@ _PYTHON_MODEL_FILE = "model.py"
 _PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 # Generated integers stay below this: id inputs usually index an embedding table.
 _INT_HIGH = 10
+_CALIBRATION_BATCHES = 16  # generated batches a reduced-precision build is compared on
 
 
 def check_name(name: object, *, field: str) -> str:
@@ -151,6 +161,21 @@ class SpecificVersions:
 VersionPolicy = LatestVersions | AllVersions | SpecificVersions
 
 
+def parse_version_policy(text: str, *, field: str) -> VersionPolicy:
+    """``latest:N``, ``specific:V,V`` or ``all``, as given on the command line."""
+    kind, _, values = text.partition(":")
+    try:
+        if kind == "latest":
+            return LatestVersions(int(values))
+        if kind == "specific":
+            return SpecificVersions(tuple(int(v) for v in values.split(",")))
+    except ValueError:
+        pass
+    if text == "all":
+        return AllVersions()
+    raise InvalidInput(field, text, "latest:N, specific:V[,V...] or all (e.g. specific:1,2 for a canary)")
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     max_batch_size: int = 8  # 0: the model has no batch axis
@@ -170,6 +195,7 @@ class BuiltModel:
     config_text: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    report: PrecisionReport | None = None  # a reduced-precision build's comparison with FP32
 
 
 @dataclass(frozen=True)
@@ -183,6 +209,7 @@ class RepositoryModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int
+    served_versions: tuple[int, ...] = ()  # what its version policy has Triton load; ``version`` is the last
 
 
 # --- config.pbtxt ------------------------------------------------------------------------------
@@ -737,15 +764,18 @@ def build_model(
     variable_axes: Mapping[str, Sequence[int]] | None = None,
     version: int = 1,
     export: Literal["trace", "script"] = "trace",
+    precision: PrecisionOptions = FULL_PRECISION,
 ) -> BuiltModel:
     """Export ``model`` and write ``<repository>/<name>/{config.pbtxt,<version>/model.pt}``.
 
     ``example_inputs`` include the batch axis when ``options.max_batch_size > 0``. ``variable_axes``
     maps input names to the axes (batch excluded) that vary, which become -1 in the config; an output
     axis whose length follows them becomes -1 too (declaring output axes is allowed, not needed).
+    A reduced ``precision`` is compared with the FP32 model first and refused outside its tolerance.
     """
     check_name(name, field="name")
     check_options(options, target)
+    check_precision(precision, instance_kind=options.instance_kind)
     _integer(version, "version", minimum=1)
     examples = _check_examples(example_inputs, options.max_batch_size)
     batched = options.max_batch_size > 0
@@ -814,9 +844,18 @@ def build_model(
                 input_names_field="input_names",
                 output_names_field="output_names",
             )
+        module, report = _reduced(
+            module,
+            precision,
+            inputs,
+            out_names,
+            options,
+            eager=eager,
+            export=lambda reduced, example: export_torchscript(reduced, example, export),
+        )
         text = render_config(model_config(name, inputs, outputs, target=target, options=options))
-        path = _write(repository, name, version, text, module, target)
-    return BuiltModel(name, version, path, target, text, inputs, outputs)
+        path = _write(repository, name, version, text, module, target, report)
+    return BuiltModel(name, version, path, target, text, inputs, outputs, report)
 
 
 def build_from_signature(
@@ -829,15 +868,18 @@ def build_from_signature(
     target: Target = "python",
     options: ModelOptions = ModelOptions(),
     version: int = 1,
+    precision: PrecisionOptions = FULL_PRECISION,
 ) -> BuiltModel:
     """Package a TorchScript file whose signature is declared rather than discovered.
 
     The model runs on inputs generated from the declaration (batch 2 where it batches, variable axes
     at length 3) and on other sizes where the declaration lets them vary; its outputs are compared
-    with the declared ones, so a wrong declaration fails here rather than in Triton.
+    with the declared ones, so a wrong declaration fails here rather than in Triton. A reduced
+    ``precision`` is compared with the FP32 model first and refused outside its tolerance.
     """
     check_name(name, field="name")
     check_options(options, target)
+    check_precision(precision, instance_kind=options.instance_kind)
     _integer(version, "version", minimum=1)
     for field, specs in (("inputs", inputs), ("outputs", outputs)):
         if not specs or not all(isinstance(s, TensorSpec) for s in specs):
@@ -903,9 +945,77 @@ def build_from_signature(
             input_names_field="inputs",
             output_names_field="outputs",
         )
+    module, report = _reduced(module, precision, inputs, [s.name for s in outputs], options)
     text = render_config(model_config(name, inputs, outputs, target=target, options=options))
-    path = _write(repository, name, version, text, module, target)
-    return BuiltModel(name, version, path, target, text, tuple(inputs), tuple(outputs))
+    path = _write(repository, name, version, text, module, target, report)
+    return BuiltModel(name, version, path, target, text, tuple(inputs), tuple(outputs), report)
+
+
+def _calibration_batches(
+    specs: Sequence[TensorSpec], arrays: Mapping[str, Array] | None, max_batch_size: int
+) -> list[list[torch.Tensor]]:
+    """The inputs a reduced build is compared on: the user's arrays split into batches, or generated."""
+    batched = max_batch_size > 0
+    if arrays is None:
+        generated = [
+            _sample_inputs(
+                specs, batch=max_batch_size if batched else None, variable_length=2 + i % 4, seed=100 + i
+            )
+            for i in range(_CALIBRATION_BATCHES)
+        ]
+        return [[_to_torch(g[spec.name], spec) for spec in specs] for g in generated]
+    names = [spec.name for spec in specs]
+    if sorted(arrays) != sorted(names):
+        raise InvalidInput("calibration", sorted(arrays), f"one array per input, named {names}")
+    rows = set()
+    for spec in specs:
+        array = arrays[spec.name]
+        shape = list(array.shape[1:] if batched else array.shape)
+        wanted = np.dtype(NUMPY_DTYPES[spec.dtype])
+        fits = len(shape) == len(spec.dims) and all(
+            d in (-1, n) for d, n in zip(spec.dims, shape, strict=True)
+        )
+        if array.dtype != wanted or not fits or (batched and array.shape[0] == 0):
+            raise InvalidInput(
+                f"calibration[{spec.name}]",
+                f"{array.dtype}{list(array.shape)}",
+                f"{wanted} shaped {(['rows'] if batched else []) + list(spec.dims)} (-1: any length)",
+            )
+        rows.add(array.shape[0] if batched else 1)
+    if len(rows) != 1:
+        shapes = {name: list(arrays[name].shape) for name in names}
+        raise InvalidInput("calibration", shapes, "the same number of rows in every input")
+    if not batched:
+        return [[_to_torch(arrays[spec.name], spec) for spec in specs]]
+    return [
+        [_to_torch(arrays[spec.name][start : start + max_batch_size], spec) for spec in specs]
+        for start in range(0, rows.pop(), max_batch_size)
+    ]
+
+
+def _reduced(
+    module: torch.jit.ScriptModule,
+    precision: PrecisionOptions,
+    inputs: Sequence[TensorSpec],
+    output_names: Sequence[str],
+    options: ModelOptions,
+    *,
+    eager: torch.nn.Module | None = None,
+    export: Export | None = None,
+) -> tuple[torch.jit.ScriptModule, PrecisionReport | None]:
+    """``module`` at the requested precision with its report (None for FP32); ToleranceExceeded if too far."""
+    if precision.precision == "fp32":
+        return module, None
+    batches = _calibration_batches(inputs, precision.calibration, options.max_batch_size)
+    return reduce_checked(
+        module,
+        batches,
+        output_names,
+        precision,
+        batched=options.max_batch_size > 0,
+        eager=eager,
+        export=export,
+    )
 
 
 def _write(
@@ -915,8 +1025,10 @@ def _write(
     config_text: str,
     module: torch.jit.ScriptModule,
     target: Target,
+    report: PrecisionReport | None = None,
 ) -> Path:
     """Write one version: staged in a hidden temp folder, moved into place, then the config, atomically."""
+    _check_other_versions(repository / name, version, config_text)
     repository.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=repository))
     try:
@@ -925,6 +1037,8 @@ def _write(
         module.save(str(version_dir / _MODEL_FILE))
         if target == "python":
             shutil.copyfile(_PYTHON_MODEL, version_dir / _PYTHON_MODEL_FILE)
+        if report is not None:
+            (version_dir / REPORT_FILE).write_text(report.to_json())
         (staging / "config.pbtxt").write_text(config_text)
         model_dir = repository / name
         model_dir.mkdir(exist_ok=True)
@@ -938,6 +1052,30 @@ def _write(
     return model_dir
 
 
+def _check_other_versions(model_dir: Path, version: int, config_text: str) -> None:
+    """One config.pbtxt serves every version: the other versions its policy serves must fit it too."""
+    config_path = model_dir / "config.pbtxt"
+    present = sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
+    new_config = parse_config(config_text, folder=model_dir.name)
+    others = sorted(set(_served_versions(new_config.version_policy, sorted({*present, version}))) - {version})
+    if not others or not config_path.is_file():
+        return
+
+    def signature(config: Any) -> tuple[Any, ...]:
+        tensors = (_specs(config.input), _specs(config.output))
+        return (config.backend, config.platform, config.max_batch_size > 0, *tensors)
+
+    old = signature(parse_config(config_path.read_text(), folder=model_dir.name))
+    new = signature(new_config)
+    if new != old:
+        raise InvalidInput(
+            f"{model_dir.name} version {version}",
+            f"backend, batching, inputs, outputs: {new}",
+            f"those of versions {others} ({old}), which its version policy also serves: one config.pbtxt "
+            "serves them all (a new signature is a new model name, or a policy serving this version alone)",
+        )
+
+
 # --- reading a repository back ------------------------------------------------------------------------
 
 
@@ -945,9 +1083,21 @@ def _specs(tensors: Any) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(t.name, _dtype_name(t.data_type), tuple(t.dims)) for t in tensors)
 
 
+def _served_versions(policy: Any, versions: Sequence[int]) -> list[int]:
+    """The versions Triton loads under ``policy`` (a ModelVersionPolicy) from the folders present."""
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "specific":
+        return sorted(policy.specific.versions)
+    if kind == "all":
+        return list(versions)
+    count = policy.latest.num_versions if kind == "latest" else 1
+    return list(versions[-count:]) if versions else []
+
+
 def read_repository(path: Path) -> list[RepositoryModel]:
-    """Every model of a local repository folder, each config parsed and validated, each newest version
-    holding the files its backend loads."""
+    """Every model of a local repository folder, each config parsed and validated, each version its
+    policy serves holding the files its backend loads; ``version`` is the one Triton answers by default
+    (the highest served)."""
     if not path.is_dir():
         raise InvalidInput("repository", str(path), "an existing folder holding <model>/config.pbtxt")
     models = []
@@ -956,22 +1106,25 @@ def read_repository(path: Path) -> list[RepositoryModel]:
         config = parse_config(config_path.read_text(), folder=folder.name)
         versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
         needed = [_MODEL_FILE, _PYTHON_MODEL_FILE] if config.backend == "python" else [_MODEL_FILE]
-        newest = folder / str(versions[-1]) if versions else None
-        if newest is None or not all((newest / file).is_file() for file in needed):
+        served = _served_versions(config.version_policy, versions)
+        if not served or not all((folder / str(v) / file).is_file() for v in served for file in needed):
             raise InvalidInput(
                 folder.name,
                 [p.name for p in sorted(folder.iterdir())],
-                f"a numbered version folder holding {' and '.join(needed)}",
+                f"numbered version folders holding {' and '.join(needed)} for every version "
+                f"its version policy serves ({served or 'the newest'})",
             )
+        newest = folder / str(served[-1])
         models.append(
             RepositoryModel(
                 name=config.name,
-                version=versions[-1],
+                version=served[-1],
                 config=config,
                 torchscript=newest / _MODEL_FILE,
                 inputs=_specs(config.input),
                 outputs=_specs(config.output),
                 max_batch_size=config.max_batch_size,
+                served_versions=tuple(served),
             )
         )
     if not models:

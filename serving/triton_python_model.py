@@ -44,6 +44,7 @@ class TritonPythonModel:
             arrays = [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs]
             key = tuple(a.shape[1:] if self.batched else (index,) for a in arrays)
             groups.setdefault(key, []).append((index, arrays))
+        errors = []
         for members in groups.values():
             try:
                 for index, outputs in self._run(members):
@@ -53,8 +54,14 @@ class TritonPythonModel:
                     ]
                     responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             except Exception as error:  # a failing forward pass fails its requests, not the server
+                errors.append(str(error))
                 for index, _ in members:
                     responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+        if len(errors) == len(groups):
+            # Triton counts an error *response* as a successful request; only a raised error reaches
+            # nv_inference_request_failure, which the failure alerts and canary checks read. When
+            # some groups succeeded, raising would fail them too: those errors stay uncounted.
+            raise pb_utils.TritonModelException(errors[0])
         return responses
 
     def _run(self, members: list[tuple[int, list[Array]]]) -> list[tuple[int, list[Array]]]:

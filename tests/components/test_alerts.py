@@ -5,7 +5,6 @@ Series are named and labelled as Triton, DCGM exporter and kube-state-metrics na
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from inferstack.components.alerts import (
 )
 from inferstack.serving.local import free_port, start_child
 from inferstack.serving.prometheus import wait_ready
-from tests.components.promtool import check_rules, run
+from tests.components.promtool import check_rules, unit_test_alert
 from tests.conftest import require_tool, unavailable
 from tests.schemas import validate_custom_resource
 
@@ -266,31 +265,7 @@ def test_alert_fires_exactly_when_it_should(
     at: str,
     expected: dict[str, str] | None,
 ) -> None:
-    # Annotations are checked by `promtool check rules`; the unit tests compare labels only.
-    groups = copy.deepcopy(all_groups())
-    for group in groups:
-        for rule in group["rules"]:
-            rule.pop("annotations")
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": groups}))
-    test = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "alert_rule_test": [
-                    {
-                        "eval_time": at,
-                        "alertname": alert,
-                        "exp_alerts": [{"exp_labels": expected}] if expected else [],
-                    }
-                ],
-            }
-        ],
-    }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
-    result = run("test", "rules", tmp_path / "test.yml")
+    result = unit_test_alert(all_groups(), tmp_path, alert=alert, series=series, at=at, expected=expected)
     assert result.returncode == 0, f"{alert} / {case}:\n{result.stdout}{result.stderr}"
 
 

@@ -89,7 +89,7 @@ def test_dev_is_smaller() -> None:
                 "environment": "prod",
                 "services": [{"name": "x", "models": ["x"], "prefix": "x", "minReplicas": 1}],
             },
-            "inferstack:services[0].min_replicas",
+            "inferstack:services[0].minReplicas",
         ),
         ({"services": [{"name": "x", "models": ["x"], "prefix": "../x"}]}, "inferstack:services[0].prefix"),
         ({"cluster": {"kubernetesVersion": "1.20"}}, "version"),
