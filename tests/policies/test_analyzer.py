@@ -1,4 +1,9 @@
-"""The policy pack's real Analyzer (a gRPC server started as the Pulumi CLI starts it) on whole stacks."""
+"""Every policy through the pack's real Analyzer (a gRPC server started as the Pulumi CLI starts it).
+
+Each policy's fail fixture must come back as a violation from ``Analyze`` (resource policies) or
+``AnalyzeStack`` (stack policies), and its pass fixture must not; levels come from the pack config
+sent through ``Configure``, as ``pulumi preview --policy-pack-config`` sends it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from inferstack.policies.analyzer import PolicyPackProcess
+from inferstack.infra.errors import InvalidInput
+from inferstack.policies.analyzer import PolicyPackProcess, Violation
+from inferstack.policies.offline import Recorded, run_stack
+from inferstack.policies.pack_config import load, stack_config_path
 from inferstack.policies.rules import RULES
-from tests.stacks.test_stacks import run_stack
+from inferstack.policies.stack_rules import STACK_RULES
+from tests.conftest import ROOT
+from tests.policies.fixtures import CASES, Case, Stack
+
+STACK_POLICIES = {r.name for r in STACK_RULES}
+# Today's stacks violate these until the infra fixes of issues 8 and 9 land; the policies are
+# advisory until then (see the README's policy section for the lines to flip).
+PENDING = {"deployable", "crd-ordered", "imds-v2-hop-limit-1"}
 
 
 @pytest.fixture(scope="module")
@@ -17,33 +32,82 @@ def pack() -> Iterator[PolicyPackProcess]:
         yield running
 
 
-def test_the_pack_serves_every_rule(pack: PolicyPackProcess) -> None:
-    assert pack.policy_names() == [r.name for r in RULES]
+@pytest.fixture(scope="module")
+def prod() -> list[Recorded]:
+    return run_stack(ROOT / "stacks", "prod").resources
+
+
+def violations_of(pack: PolicyPackProcess, policy: str, stack: Stack) -> list[Violation]:
+    if policy in STACK_POLICIES:
+        found = pack.analyze_stack(stack)
+    else:
+        found = [v for r in stack for v in pack.analyze(r.type, r.inputs, name=r.name, urn=r.urn)]
+    return [v for v in found if v.policy == policy]
+
+
+def test_the_pack_serves_every_rule_with_its_level(pack: PolicyPackProcess) -> None:
+    declared = {p.name: p.level for p in pack.declarations()}
+    assert declared == {r.name: r.level for r in (*RULES, *STACK_RULES)}
+    assert len(declared) >= 15
+
+
+def test_every_policy_has_a_fail_fixture() -> None:
+    assert {c.policy for c in CASES} == {r.name for r in (*RULES, *STACK_RULES)}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_policy_fires_through_the_analyzer(pack: PolicyPackProcess, prod: list[Recorded], case: Case) -> None:
+    levels = pack.configure(case.config)
+    assert levels[case.policy] != "disabled"
+    good = case.good(prod)
+    assert violations_of(pack, case.policy, good) == []
+    found = violations_of(pack, case.policy, case.fail(good))
+    assert found and any(case.expected in v.reason for v in found), found
+    assert all(v.mandatory == (levels[case.policy] == "mandatory") for v in found)
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
-def test_every_stack_passes_every_mandatory_policy(pack: PolicyPackProcess, stack: str) -> None:
-    recording = run_stack(stack)
-    violations = [v for r in recording for v in pack.analyze(r.type, r.inputs, name=r.name)]
-    assert len(recording.resources) > 100
+def test_every_stack_passes_under_its_pack_config(pack: PolicyPackProcess, stack: str) -> None:
+    config = stack_config_path(stack)
+    assert config is not None
+    pack.configure(load(config))
+    recording = run_stack(ROOT / "stacks", stack)
+    violations = [v for r in recording for v in pack.analyze(r.type, r.inputs, name=r.name, urn=r.urn)]
+    violations += pack.analyze_stack(recording)
     assert [v for v in violations if v.mandatory] == []
-    assert violations == []  # advisory ones too: the stacks are meant to be clean
+    assert {v.policy for v in violations} <= PENDING
 
 
-def test_a_violation_is_reported_with_its_policy_and_level(pack: PolicyPackProcess) -> None:
-    bucket_block = {
-        "blockPublicAcls": True,
-        "blockPublicPolicy": False,
-        "ignorePublicAcls": True,
-        "restrictPublicBuckets": True,
-    }
-    (violation,) = pack.analyze(
-        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", bucket_block, name="models"
-    )
-    assert violation.policy == "s3-public-access-blocked" and violation.mandatory
-    assert "blockPublicPolicy" in violation.message
-    deployment = {
-        "spec": {"template": {"spec": {"containers": [{"name": "triton", "image": "triton:24.10"}]}}}
-    }
-    advisory = pack.analyze("kubernetes:apps/v1:Deployment", deployment, name="ranker")
-    assert advisory and all(v.policy == "triton-production-ready" and not v.mandatory for v in advisory)
+def test_the_pack_config_sets_levels_and_properties(pack: PolicyPackProcess, prod: list[Recorded]) -> None:
+    levels = pack.configure({"all": "advisory", "gpu-capacity": {"enforcementLevel": "disabled"}})
+    assert set(levels.values()) == {"advisory", "disabled"} and levels["gpu-capacity"] == "disabled"
+    pack.configure({"zones": {"minimum": 4}})
+    (violation,) = violations_of(pack, "zones", prod)
+    assert violation.mandatory and "at least 4" in violation.reason
+    pack.configure({})
+    assert violations_of(pack, "zones", prod) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"zone": {"minimum": 3}}, "policy config"),
+        ({"zones": "strict"}, "policy config: zones.enforcementLevel"),
+        ({"zones": {"minimum": "three"}}, "policy config: zones"),
+        ({"zones": {"maximum": 3}}, "policy config: zones"),
+    ],
+)
+def test_a_bad_pack_config_names_the_policy(
+    pack: PolicyPackProcess, config: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        pack.configure(config)
+    assert caught.value.field == field
+
+
+def test_the_shipped_pack_configs_are_valid(pack: PolicyPackProcess) -> None:
+    for stack in ("dev", "staging", "prod"):
+        path = stack_config_path(stack)
+        assert path is not None
+        pack.configure(load(path))
+    assert stack_config_path("qa") is None
