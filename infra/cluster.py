@@ -1,13 +1,15 @@
 """The EKS control plane and what everything else needs from it.
 
 Pinned Kubernetes version, secrets encrypted with a rotating KMS key, every control-plane log type
-(kept for a bounded time), a private endpoint (the public one only for the CIDRs given), API
-authentication with access entries for named admins (no aws-auth ConfigMap), an OIDC provider for
-IRSA, the core add-ons pinned, and a ``pulumi_kubernetes.Provider`` built from the cluster's outputs.
+(kept for a bounded time), a private endpoint plus a public one for the given CIDRs only, API
+authentication with access entries (the identity running Pulumi, and named admins; no aws-auth
+ConfigMap), an OIDC provider for IRSA, the core add-ons pinned (the VPC CNI with its own IRSA role,
+not the node role's), and a ``pulumi_kubernetes.Provider`` that waits for the deployer's access.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -19,7 +21,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from inferstack.infra import irsa
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
 from inferstack.infra.versions import (
     DEFAULT_KUBERNETES_VERSION,
     EKS_ADDON_VERSIONS,
@@ -28,8 +32,22 @@ from inferstack.infra.versions import (
 
 LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
+# IAM roles named after the cluster: the longest suffix bounds the cluster name.
+_ROLE_SUFFIXES = ("-cluster", "-node", "-vpc-cni")
+# Sources a public endpoint never sees: traffic from these reaches the private endpoint instead.
+_NON_PUBLIC = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+    )
+)
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+ADMIN_POLICY = "cluster-access-policy/AmazonEKSClusterAdminPolicy"  # arn:<partition>:eks::aws:...
 # Add-ons that must exist before nodes join (networking, identity); coredns waits for nodes.
 PRE_NODE_ADDONS = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
 # The retention periods CloudWatch Logs accepts.
@@ -44,10 +62,12 @@ LOG_RETENTION_DAYS = (
 class ClusterArgs:
     subnet_ids: Sequence[pulumi.Input[str]]
     version: str = DEFAULT_KUBERNETES_VERSION
-    # The only cluster admins (IAM role or user ARNs): the identity that runs Pulumi must be among
-    # them, or the Kubernetes provider cannot deploy anything.
+    # Cluster admins besides the identity that runs Pulumi, which is always one: without it the
+    # Kubernetes provider could not deploy anything (IAM role or user ARNs).
     admin_principal_arns: Sequence[str] = ()
-    public_access_cidrs: Sequence[str] = ()  # empty: no public endpoint at all
+    # Where `pulumi up` (and kubectl) reach the API from; empty: a private endpoint only, reachable
+    # only from inside the VPC.
+    public_access_cidrs: Sequence[str] = ()
     log_types: Sequence[str] = LOG_TYPES
     log_retention_days: int = 90
     tags: dict[str, str] = field(default_factory=dict)
@@ -58,6 +78,8 @@ def validate_cluster_args(name: str, args: ClusterArgs) -> None:
         raise InvalidInput(
             "name", name, "1-100 characters of letters, digits, - and _, starting alphanumeric"
         )
+    for suffix in _ROLE_SUFFIXES:
+        check_derived_name("name", name, suffix=suffix, limit=IAM_ROLE_NAME_MAX)
     if args.version not in SUPPORTED_KUBERNETES_VERSIONS:
         raise InvalidInput("version", args.version, f"one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}")
     if len(args.subnet_ids) < 2:
@@ -68,10 +90,19 @@ def validate_cluster_args(name: str, args: ClusterArgs) -> None:
         try:
             network = ipaddress.ip_network(cidr)
         except ValueError:
-            raise InvalidInput(f"public_access_cidrs[{i}]", cidr, "a CIDR such as 203.0.113.0/24") from None
+            raise InvalidInput(f"public_access_cidrs[{i}]", cidr, "a CIDR such as 198.51.100.7/32") from None
+        if network.version != 4:
+            raise InvalidInput(f"public_access_cidrs[{i}]", cidr, "an IPv4 CIDR (EKS takes no IPv6 here)")
         if network.prefixlen == 0:
             raise InvalidInput(
                 f"public_access_cidrs[{i}]", cidr, "a restricted range, not the whole internet"
+            )
+        if any(network.subnet_of(private) for private in _NON_PUBLIC):  # type: ignore[arg-type]
+            raise InvalidInput(
+                f"public_access_cidrs[{i}]",
+                cidr,
+                "a public range: the public endpoint never sees private addresses (those reach the "
+                "private endpoint, from inside the VPC)",
             )
     for i, arn in enumerate(args.admin_principal_arns):
         if not _PRINCIPAL.match(arn):
@@ -127,13 +158,13 @@ def assume_role_policy(service: str) -> str:
     return _policy({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
 
 
-def kms_key_policy(account_id: str) -> str:
+def kms_key_policy(account_id: str, partition: str = "aws") -> str:
     """The account administers the key, so IAM policies (the cluster role's below) decide who uses it."""
     return _policy(
         {
             "Sid": "AccountAdministers",
             "Effect": "Allow",
-            "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+            "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
             "Action": "kms:*",
             "Resource": "*",
         }
@@ -152,6 +183,28 @@ def secrets_key_usage_policy(key_arn: str) -> str:
     )
 
 
+def admin_principals(deployer_arn: str, admin_principal_arns: Sequence[str]) -> dict[str, str]:
+    """Logical name suffix -> principal ARN: the deployer, then every other named admin.
+
+    Names come from the ARN, not the list position, so adding or removing an admin never
+    replaces the access entries of the others.
+    """
+    admins = {"deployer": deployer_arn}
+    for arn in admin_principal_arns:
+        if arn != deployer_arn:
+            admins[f"admin-{hashlib.sha256(arn.encode()).hexdigest()[:8]}"] = arn
+    return admins
+
+
+def deployer_arn(caller_arn: str, issuer_arn: str | None) -> str:
+    """The IAM principal an access entry must name for the caller.
+
+    An assumed role's caller ARN (``arn:aws:sts::…:assumed-role/Name/session``) is not what EKS takes;
+    the role's own ARN, with its path, is the session's issuer.
+    """
+    return issuer_arn or caller_arn
+
+
 class Cluster(pulumi.ComponentResource):
     name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
@@ -160,6 +213,10 @@ class Cluster(pulumi.ComponentResource):
     oidc_issuer_url: pulumi.Output[str]
     security_group_id: pulumi.Output[str]  # the cluster security group EKS creates; nodes join it
     node_role: aws.iam.Role
+    # What a node group must wait for: the node role's policies, and the add-ons that make a node
+    # Ready (networking, kube-proxy, pod identity). Destroy runs in reverse, so nodes go first.
+    node_prerequisites: list[pulumi.Resource]
+    admins: dict[str, str]  # logical suffix -> principal ARN with cluster-admin access
     provider: k8s.Provider
     version: str
 
@@ -167,10 +224,16 @@ class Cluster(pulumi.ComponentResource):
         validate_cluster_args(name, args)
         super().__init__("inferstack:cluster:Cluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOptions(parent=self)  # the cluster's own provider, not the default
         tags = {"inferstack.io/cluster": name, **args.tags}
-        account_id = aws.get_caller_identity().account_id
-        region = aws.get_region().region
+        caller = aws.get_caller_identity(opts=invoke)
+        session = aws.iam.get_session_context(arn=caller.arn, opts=invoke)
+        partition = aws.get_partition(opts=invoke).partition
+        region = aws.get_region(opts=invoke).region
         self.version = args.version
+        self.admins = admin_principals(
+            deployer_arn(caller.arn, session.issuer_arn), args.admin_principal_arns
+        )
 
         role = aws.iam.Role(
             f"{name}-cluster",
@@ -181,7 +244,7 @@ class Cluster(pulumi.ComponentResource):
         cluster_policy = aws.iam.RolePolicyAttachment(
             f"{name}-cluster-policy",
             role=role.name,
-            policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",
+            policy_arn=f"arn:{partition}:iam::aws:policy/AmazonEKSClusterPolicy",
             opts=child,
         )
         key = aws.kms.Key(
@@ -189,7 +252,7 @@ class Cluster(pulumi.ComponentResource):
             description=f"EKS secrets encryption for {name}",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=kms_key_policy(account_id),
+            policy=kms_key_policy(caller.account_id, partition),
             tags=tags,
             opts=child,
         )
@@ -226,8 +289,8 @@ class Cluster(pulumi.ComponentResource):
                 resources=["secrets"], provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn)
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
-                # No implicit admin for whoever happened to create the cluster; the setting cannot
-                # change later without replacing the cluster, so it never depends on the input.
+                # The deployer gets its access from an access entry below, which Pulumi owns and can
+                # change; the implicit creator admin could never be removed or moved to another role.
                 authentication_mode="API",
                 bootstrap_cluster_creator_admin_permissions=False,
             ),
@@ -240,38 +303,58 @@ class Cluster(pulumi.ComponentResource):
         oidc = aws.iam.OpenIdConnectProvider(
             f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], tags=tags, opts=child
         )
-        for i, arn in enumerate(args.admin_principal_arns):
+        admin_access: list[pulumi.Resource] = []
+        for suffix, arn in self.admins.items():
             entry = aws.eks.AccessEntry(
-                f"{name}-admin-{i}", cluster_name=cluster.name, principal_arn=arn, opts=child
+                f"{name}-{suffix}", cluster_name=cluster.name, principal_arn=arn, opts=child
             )
-            aws.eks.AccessPolicyAssociation(
-                f"{name}-admin-{i}",
-                cluster_name=cluster.name,
-                principal_arn=arn,
-                policy_arn=ADMIN_POLICY,
-                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
+            admin_access.append(
+                aws.eks.AccessPolicyAssociation(
+                    f"{name}-{suffix}",
+                    cluster_name=cluster.name,
+                    principal_arn=arn,
+                    policy_arn=f"arn:{partition}:eks::aws:{ADMIN_POLICY}",
+                    access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
+                )
             )
+
+        # The VPC CNI manages every pod's network interfaces; its permissions belong to its own
+        # service account, not to the node role that every pod on the host could borrow.
+        cni_role = aws.iam.Role(
+            f"{name}-vpc-cni",
+            assume_role_policy=pulumi.Output.all(oidc.arn, issuer).apply(
+                lambda v: json.dumps(irsa.trust_policy(v[0], v[1], "kube-system", "aws-node"))
+            ),
+            tags=tags,
+            opts=child,
+        )
+        cni_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-vpc-cni",
+            role=cni_role.name,
+            policy_arn=f"arn:{partition}:iam::aws:policy/AmazonEKS_CNI_Policy",
+            opts=child,
+        )
         self._addons: dict[str, aws.eks.Addon] = {}
         self._cluster = cluster
         self._resource_name = name
         for addon in PRE_NODE_ADDONS:
-            self._add_addon(addon, [])
+            role_arn = cni_role.arn if addon == "vpc-cni" else None
+            self._add_addon(addon, [cni_policy] if role_arn else [], role_arn)
 
         self.node_role = aws.iam.Role(
             f"{name}-node", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), tags=tags, opts=child
         )
-        for policy in (
-            "AmazonEKSWorkerNodePolicy",
-            "AmazonEC2ContainerRegistryReadOnly",
-            "AmazonEKS_CNI_Policy",
-        ):
+        node_policies = [
             aws.iam.RolePolicyAttachment(
                 f"{name}-node-{policy}",
                 role=self.node_role.name,
-                policy_arn=f"arn:aws:iam::aws:policy/{policy}",
+                policy_arn=f"arn:{partition}:iam::aws:policy/{policy}",
                 opts=child,
             )
+            for policy in ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
+        ]
+        self.node_prerequisites = [*node_policies, *self._addons.values()]
 
         self.name = cluster.name
         self.endpoint = cluster.endpoint
@@ -283,10 +366,11 @@ class Cluster(pulumi.ComponentResource):
                 lambda values: kubeconfig(values[0], values[1], values[2], region)
             )
         )
+        # Every Kubernetes call is refused until the deployer's access policy is associated.
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self._addons.values())),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._addons.values(), *admin_access]),
         )
         self.register_outputs(
             {
@@ -299,12 +383,18 @@ class Cluster(pulumi.ComponentResource):
             }
         )
 
-    def _add_addon(self, addon: str, depends_on: Sequence[pulumi.Resource]) -> aws.eks.Addon:
+    def _add_addon(
+        self,
+        addon: str,
+        depends_on: Sequence[pulumi.Resource],
+        service_account_role_arn: pulumi.Input[str] | None = None,
+    ) -> aws.eks.Addon:
         resource = aws.eks.Addon(
             f"{self._resource_name}-{addon}",
             cluster_name=self._cluster.name,
             addon_name=addon,
             addon_version=EKS_ADDON_VERSIONS[self.version][addon],
+            service_account_role_arn=service_account_role_arn,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),

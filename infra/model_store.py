@@ -17,6 +17,7 @@ import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import trust_policy
+from inferstack.infra.names import S3_BUCKET_PREFIX_MAX, check_derived_name
 
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -91,6 +92,7 @@ class ModelStore(pulumi.ComponentResource):
         self, name: str, args: ModelStoreArgs | None = None, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         args = args or ModelStoreArgs()
+        check_derived_name("name", name, suffix="-", limit=S3_BUCKET_PREFIX_MAX, autonamed=False)
         if args.noncurrent_version_days < 1:
             raise InvalidInput("noncurrent_version_days", args.noncurrent_version_days, "an integer >= 1")
         super().__init__("inferstack:model_store:ModelStore", name, None, opts)
@@ -103,28 +105,35 @@ class ModelStore(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        aws.s3.BucketOwnershipControls(
+        # S3 answers OperationAborted (409) to concurrent changes of one bucket's configuration:
+        # each setting waits for the one before it.
+        previous: pulumi.Resource = bucket
+
+        def after(resource: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=[resource])
+
+        previous = aws.s3.BucketOwnershipControls(
             f"{name}-ownership",
             bucket=bucket.id,
             rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=child,
+            opts=after(previous),
         )
-        aws.s3.BucketPublicAccessBlock(
+        previous = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access",
             bucket=bucket.id,
             block_public_acls=True,
             block_public_policy=True,
             ignore_public_acls=True,
             restrict_public_buckets=True,
-            opts=child,
+            opts=after(previous),
         )
-        aws.s3.BucketVersioning(
+        previous = aws.s3.BucketVersioning(
             f"{name}-versioning",
             bucket=bucket.id,
             versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-            opts=child,
+            opts=after(previous),
         )
-        aws.s3.BucketServerSideEncryptionConfiguration(
+        previous = aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-encryption",
             bucket=bucket.id,
             rules=[
@@ -135,12 +144,15 @@ class ModelStore(pulumi.ComponentResource):
                     bucket_key_enabled=True,  # one data key per bucket, not a KMS call per object read
                 )
             ],
-            opts=child,
+            opts=after(previous),
         )
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only", bucket=bucket.id, policy=bucket.arn.apply(tls_only_policy), opts=child
+        previous = aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=bucket.id,
+            policy=bucket.arn.apply(tls_only_policy),
+            opts=after(previous),
         )
-        aws.s3.BucketLifecycleConfiguration(
+        previous = aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
             bucket=bucket.id,
             rules=[
@@ -156,7 +168,7 @@ class ModelStore(pulumi.ComponentResource):
                     ),
                 )
             ],
-            opts=child,
+            opts=after(previous),
         )
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn

@@ -9,7 +9,7 @@ its own egress), through one shared gateway (``single``: cheaper, for dev), or n
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -79,6 +79,71 @@ def check_zones(zones: Sequence[str]) -> None:
         raise InvalidInput("zones", list(zones), "distinct availability zones")
 
 
+# Zones where EKS refuses control-plane subnets (the EKS user guide's subnet requirements).
+EKS_UNSUPPORTED_ZONE_IDS = frozenset({"use1-az3", "usw1-az2", "cac1-az3"})
+# What a node in a subnet without a NAT route needs to join the cluster and pull images from ECR.
+INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "ec2", "logs", "eks-auth")
+
+
+@dataclass(frozen=True)
+class Zone:
+    name: str
+    zone_id: str  # the same physical zone in every account, unlike the name
+
+
+def zone_problems(
+    zones: Sequence[Zone], offerings: Mapping[str, Collection[str]], instance_types: Sequence[str]
+) -> dict[str, str]:
+    """Zone name -> why the stack cannot use it; zones not named are fine.
+
+    ``offerings`` maps an instance type to the zones that offer it (EC2's instance type offerings).
+    """
+    problems = {}
+    for zone in zones:
+        missing = [t for t in instance_types if zone.name not in offerings.get(t, ())]
+        if zone.zone_id in EKS_UNSUPPORTED_ZONE_IDS:
+            problems[zone.name] = f"{zone.zone_id} does not support EKS"
+        elif missing:
+            problems[zone.name] = f"does not offer {', '.join(missing)}"
+    return problems
+
+
+def choose_zones(
+    field: str,
+    wanted: int | Sequence[str],
+    zones: Sequence[Zone],
+    offerings: Mapping[str, Collection[str]],
+    instance_types: Sequence[str] = (),
+) -> list[str]:
+    """The first ``wanted`` usable zones, or exactly the ``wanted`` names if they are all usable."""
+    problems = zone_problems(zones, offerings, instance_types)
+    usable = [z.name for z in zones if z.name not in problems]
+    why = "; ".join(f"{name} {reason}" for name, reason in problems.items()) or "none excluded"
+    if isinstance(wanted, int):
+        if wanted < MIN_ZONES:
+            raise InvalidInput(field, wanted, f"at least {MIN_ZONES}, so one zone can fail")
+        if len(usable) < wanted:
+            raise InvalidInput(field, wanted, f"at most the {len(usable)} usable zones here ({why})")
+        return usable[:wanted]
+    check_zones(wanted)
+    for i, name in enumerate(wanted):
+        if name not in usable:
+            reason = problems.get(name, "not a zone of this region")
+            raise InvalidInput(f"{field}[{i}]", name, f"a usable zone: {', '.join(usable)} ({name} {reason})")
+    return list(wanted)
+
+
+def check_egress(nat: NatMode, vpc_endpoints: bool) -> None:
+    """Private nodes need a way out: a NAT gateway, or the endpoints of what they call to join."""
+    if nat == "none" and not vpc_endpoints:
+        raise InvalidInput(
+            "nat",
+            nat,
+            "per_zone or single, or none together with vpc_endpoints (nodes without a NAT route reach "
+            f"ECR, S3, {', '.join(INTERFACE_ENDPOINTS[2:])} only through VPC endpoints)",
+        )
+
+
 def subnet_tags(cluster_name: str, tier: Tier, zone: str) -> dict[str, str]:
     """Tags the AWS load balancer controller and EKS look for when they pick subnets."""
     role = "kubernetes.io/role/internal-elb" if tier == "private" else "kubernetes.io/role/elb"
@@ -106,6 +171,9 @@ class NetworkArgs:
     nat: NatMode = "per_zone"
     private_prefix: int = 19
     public_prefix: int = 24
+    # Interface endpoints (ECR, STS, EC2, CloudWatch Logs, EKS Auth) and an S3 gateway: required with
+    # nat="none"; with a NAT they keep image pulls and AWS calls off the NAT's data charges.
+    vpc_endpoints: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -121,6 +189,7 @@ class Network(pulumi.ComponentResource):
             args.vpc_cidr, zones, private_prefix=args.private_prefix, public_prefix=args.public_prefix
         )
         with_nat = nat_zones(zones, args.nat)
+        check_egress(args.nat, args.vpc_endpoints)
         super().__init__("inferstack:network:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = {"inferstack.io/cluster": args.cluster_name, **args.tags}
@@ -154,6 +223,7 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
         nats = {}
+        private_tables = []
         for zone in zones:
             aws.ec2.RouteTableAssociation(
                 f"{name}-public-{zone}",
@@ -182,12 +252,16 @@ class Network(pulumi.ComponentResource):
                 tags={**tags, "Name": f"{args.cluster_name}-private-{zone}"},
                 opts=child,
             )
+            private_tables.append(table)
             aws.ec2.RouteTableAssociation(
                 f"{name}-private-{zone}",
                 subnet_id=subnets[("private", zone)].id,
                 route_table_id=table.id,
                 opts=child,
             )
+
+        if args.vpc_endpoints:
+            self._endpoints(name, args, vpc, [subnets[("private", z)] for z in zones], private_tables, tags)
 
         self.vpc_id = vpc.id
         self.zones = zones
@@ -202,11 +276,80 @@ class Network(pulumi.ComponentResource):
             }
         )
 
+    def _endpoints(
+        self,
+        name: str,
+        args: NetworkArgs,
+        vpc: aws.ec2.Vpc,
+        subnets: Sequence[aws.ec2.Subnet],
+        route_tables: Sequence[aws.ec2.RouteTable],
+        tags: dict[str, str],
+    ) -> None:
+        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        child = pulumi.ResourceOptions(parent=self)
+        https_from_vpc = aws.ec2.SecurityGroup(
+            f"{name}-endpoints",
+            vpc_id=vpc.id,
+            description="HTTPS from the VPC to its AWS service endpoints",
+            ingress=[
+                aws.ec2.SecurityGroupIngressArgs(
+                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=[args.vpc_cidr]
+                )
+            ],
+            tags=tags,
+            opts=child,
+        )
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[t.id for t in route_tables],
+            tags=tags,
+            opts=child,
+        )
+        for service in INTERFACE_ENDPOINTS:
+            aws.ec2.VpcEndpoint(
+                f"{name}-{service.replace('.', '-')}",
+                vpc_id=vpc.id,
+                service_name=f"com.amazonaws.{region}.{service}",
+                vpc_endpoint_type="Interface",
+                private_dns_enabled=True,
+                subnet_ids=[s.id for s in subnets],
+                security_group_ids=[https_from_vpc.id],
+                tags=tags,
+                opts=child,
+            )
+
+
+def region_zones(opts: pulumi.InvokeOptions | None = None) -> list[Zone]:
+    """The region's availability zones that are up; Local and Wavelength Zones are not for EKS nodes."""
+    found = aws.get_availability_zones(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="zone-type", values=["availability-zone"])],
+        opts=opts,
+    )
+    return [Zone(name, zone_id) for name, zone_id in zip(found.names, found.zone_ids, strict=True)]
+
+
+def instance_type_offerings(
+    instance_types: Sequence[str], opts: pulumi.InvokeOptions | None = None
+) -> dict[str, set[str]]:
+    """Instance type -> the zones of the region that offer it."""
+    if not instance_types:
+        return {}
+    found = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone",
+        filters=[
+            aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=list(instance_types))
+        ],
+        opts=opts,
+    )
+    offered: dict[str, set[str]] = {t: set() for t in instance_types}
+    for instance_type, location in zip(found.instance_types, found.locations, strict=True):
+        offered.setdefault(instance_type, set()).add(location)
+    return offered
+
 
 def _available_zones(count: int) -> list[str]:
-    if count < MIN_ZONES:
-        raise InvalidInput("zone_count", count, f"at least {MIN_ZONES}")
-    names = list(aws.get_availability_zones(state="available").names)
-    if len(names) < count:
-        raise InvalidInput("zone_count", count, f"at most the {len(names)} zones available in this region")
-    return names[:count]
+    return choose_zones("zone_count", count, region_zones(), {})

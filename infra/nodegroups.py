@@ -10,6 +10,7 @@ from zero: it cannot see a node's labels, taints or GPUs before one exists.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -20,6 +21,7 @@ import pulumi_aws as aws
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.network import check_zones
+from inferstack.infra.versions import AL2023_RELEASE_VERSIONS, SUPPORTED_KUBERNETES_VERSIONS
 
 CAPACITY_TYPE_LABEL = "inferstack.io/capacity-type"
 GPU_MODEL_LABEL = "inferstack.io/gpu-model"
@@ -28,6 +30,10 @@ GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_RESOURCE = "nvidia.com/gpu"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+# The label cluster-autoscaler reads to know a node from a scale-from-zero template carries a GPU.
+ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
+# EKS puts these two on every managed node group's Auto Scaling group itself.
+AUTOSCALER_DISCOVERY_TAGS = ("k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/{cluster}")
 SPOT, ON_DEMAND = "spot", "on-demand"  # values of CAPACITY_TYPE_LABEL
 
 CapacityType = Literal["ON_DEMAND", "SPOT"]
@@ -74,6 +80,8 @@ class NodeGroupPlan:
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     disk_gib: int = 50
+    # The AMI release; None: the pinned AL2023 release of the cluster's Kubernetes version.
+    release_version: str | None = None
 
     @property
     def gpus_per_node(self) -> int:
@@ -163,6 +171,7 @@ def _gpu_labels(instance_type: str, capacity: str) -> dict[str, str]:
         CAPACITY_TYPE_LABEL: capacity,
         GPU_MODEL_LABEL: lookup(instance_type, field="instance_type").gpu_model,
         GPU_PRESENT_LABEL: "true",
+        ACCELERATOR_LABEL: lookup(instance_type, field="instance_type").gpu_model,
     }
 
 
@@ -175,6 +184,7 @@ def gpu_plans(
     desired_size: int = 1,
     max_size: int = 4,
     disk_gib: int = 200,
+    release_version: str | None = None,
 ) -> list[NodeGroupPlan]:
     """On-demand GPU capacity: one group per zone, tainted, labelled with GPU model and capacity type."""
     check_zones(zones)
@@ -195,6 +205,7 @@ def gpu_plans(
             labels=_gpu_labels(instance_type, ON_DEMAND),
             taints=(GPU_TAINT,),
             disk_gib=disk_gib,
+            release_version=release_version,
         )
         for zone in zones
     ]
@@ -209,6 +220,7 @@ def gpu_spot_plans(
     desired_size: int = 0,
     max_size: int = 6,
     disk_gib: int = 200,
+    release_version: str | None = None,
 ) -> list[NodeGroupPlan]:
     """Spot GPU capacity, per zone, across diversified types with the same GPU count."""
     check_zones(zones)
@@ -216,8 +228,12 @@ def gpu_spot_plans(
     check_spot_types("gpu_spot", instance_types)
     if ami_type not in GPU_AMI_TYPES:
         raise InvalidInput("gpu_spot.ami_type", ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}")
-    # The GPU model label would differ per type; pods select spot GPUs by capacity type instead.
-    labels = {k: v for k, v in _gpu_labels(instance_types[0], SPOT).items() if k != GPU_MODEL_LABEL}
+    # The GPU model labels would differ per type; pods select spot GPUs by capacity type instead.
+    labels = {
+        k: v
+        for k, v in _gpu_labels(instance_types[0], SPOT).items()
+        if k not in (GPU_MODEL_LABEL, ACCELERATOR_LABEL)
+    }
     return [
         NodeGroupPlan(
             name=f"gpu-spot-{zone}",
@@ -231,6 +247,7 @@ def gpu_spot_plans(
             labels=labels,
             taints=(GPU_TAINT,),
             disk_gib=disk_gib,
+            release_version=release_version,
         )
         for zone in zones
     ]
@@ -259,6 +276,28 @@ def validate_plan(plan: NodeGroupPlan) -> None:
             )
     elif plan.ami_type not in CPU_AMI_TYPES:
         raise InvalidInput(f"{plan.name}.ami_type", plan.ami_type, f"a CPU AMI: {', '.join(CPU_AMI_TYPES)}")
+
+
+def release_version(plan: NodeGroupPlan, kubernetes_version: str) -> str:
+    """The AMI release a group runs: pinned, so a replaced node never boots a newer image unasked."""
+    if kubernetes_version not in SUPPORTED_KUBERNETES_VERSIONS:
+        raise InvalidInput(
+            "kubernetes_version", kubernetes_version, f"one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}"
+        )
+    if plan.release_version is not None:
+        al2023 = plan.ami_type.startswith("AL2023")
+        if al2023 and not plan.release_version.startswith(f"{kubernetes_version}."):
+            raise InvalidInput(
+                f"{plan.name}.release_version",
+                plan.release_version,
+                f"an AL2023 release for {kubernetes_version}",
+            )
+        return plan.release_version
+    if plan.ami_type.startswith("BOTTLEROCKET"):
+        raise InvalidInput(
+            f"{plan.name}.release_version", None, "a pinned Bottlerocket release (such as 1.55.0-xxxxxxxx)"
+        )
+    return AL2023_RELEASE_VERSIONS[kubernetes_version]
 
 
 def autoscaler_tags(cluster_name: str, plan: NodeGroupPlan) -> dict[str, str]:
@@ -343,7 +382,27 @@ class NodeGroupArgs:
     node_role_arn: pulumi.Input[str]
     subnet_ids_by_zone: Mapping[str, pulumi.Input[str]]
     plan: NodeGroupPlan
+    kubernetes_version: str
     tags: dict[str, str] = field(default_factory=dict)
+
+
+def asg_tags(cluster_name: str, plan: NodeGroupPlan) -> dict[str, str]:
+    """The autoscaler tags the Auto Scaling group needs and EKS does not put there itself."""
+    skip = {tag.format(cluster=cluster_name) for tag in AUTOSCALER_DISCOVERY_TAGS}
+    return {k: v for k, v in autoscaler_tags(cluster_name, plan).items() if k not in skip}
+
+
+def tag_resource_name(group: str, key: str) -> str:
+    """A stable logical name per tag key: adding a label never renames the other tags' resources."""
+    return f"{group}-asg-{re.sub(r'[^A-Za-z0-9-]+', '-', key.removeprefix('k8s.io/cluster-autoscaler/'))}"
+
+
+def caller_dependencies(opts: pulumi.ResourceOptions | None) -> list[pulumi.Resource]:
+    """The resources a caller's ``depends_on`` names, to hand on to the children that must wait."""
+    given = opts.depends_on if opts else None
+    if given is None:
+        return []
+    return [r for r in (given if isinstance(given, list) else [given]) if isinstance(r, pulumi.Resource)]
 
 
 class NodeGroup(pulumi.ComponentResource):
@@ -355,7 +414,11 @@ class NodeGroup(pulumi.ComponentResource):
         plan = args.plan
         validate_plan(plan)
         check_subnets([plan], args.subnet_ids_by_zone)
+        release = release_version(plan, args.kubernetes_version)
         super().__init__("inferstack:nodegroups:NodeGroup", name, None, opts)
+        # A component's depends_on does not reach its children: the group itself must wait (on
+        # create) and go first (on destroy) for what the caller named, such as the node role's policies.
+        waits_for = caller_dependencies(opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = {"inferstack.io/cluster": args.cluster_name, **args.tags}
         template = aws.ec2.LaunchTemplate(
@@ -363,8 +426,9 @@ class NodeGroup(pulumi.ComponentResource):
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
                 http_endpoint="enabled",
                 http_tokens="required",  # IMDSv2 only
-                # 2 hops: pods on the host network (aws-node, kube-proxy) still reach it.
-                http_put_response_hop_limit=2,
+                # 1 hop: host-network pods (aws-node, kube-proxy) still reach it; a pod with its own
+                # network namespace cannot, so no pod borrows the node role (IRSA gives pods theirs).
+                http_put_response_hop_limit=1,
             ),
             block_device_mappings=[
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
@@ -389,6 +453,8 @@ class NodeGroup(pulumi.ComponentResource):
         self.node_group = aws.eks.NodeGroup(
             f"{name}-ng",
             cluster_name=args.eks_cluster_name,
+            version=args.kubernetes_version,
+            release_version=release,
             node_role_arn=args.node_role_arn,
             subnet_ids=[args.subnet_ids_by_zone[z] for z in plan.zones],
             capacity_type=plan.capacity_type,
@@ -407,14 +473,16 @@ class NodeGroup(pulumi.ComponentResource):
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             tags={**tags, **scaling_tags},
             # The autoscaler owns desired size once running; Pulumi must not reset it on every update.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=waits_for, ignore_changes=["scalingConfig.desiredSize"]
+            ),
         )
         # Managed node groups do not copy their tags to the Auto Scaling group, where the autoscaler
         # reads node templates; tag the group explicitly.
         asg_name = self.node_group.resources.apply(_autoscaling_group_name)
-        for i, (key, value) in enumerate(sorted(scaling_tags.items())):
+        for key, value in sorted(asg_tags(args.cluster_name, plan).items()):
             aws.autoscaling.Tag(
-                f"{name}-asg-tag-{i}",
+                tag_resource_name(name, key),
                 autoscaling_group_name=asg_name,
                 tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
                 opts=child,
@@ -434,6 +502,7 @@ class NodeGroupsArgs:
     node_role_arn: pulumi.Input[str]
     subnet_ids_by_zone: Mapping[str, pulumi.Input[str]]
     plans: Sequence[NodeGroupPlan]
+    kubernetes_version: str
     min_surviving_gpu_share: float = 0.5
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -450,6 +519,8 @@ class NodeGroups(pulumi.ComponentResource):
         if len(set(names)) != len(names):
             raise InvalidInput("plans", names, "unique node group names")
         check_subnets(args.plans, args.subnet_ids_by_zone)
+        for plan in args.plans:
+            release_version(plan, args.kubernetes_version)
         gpu = [p for p in args.plans if p.gpus_per_node]
         if gpu:
             check_zone_loss(gpu, args.min_surviving_gpu_share)
@@ -463,9 +534,10 @@ class NodeGroups(pulumi.ComponentResource):
                     node_role_arn=args.node_role_arn,
                     subnet_ids_by_zone=args.subnet_ids_by_zone,
                     plan=plan,
+                    kubernetes_version=args.kubernetes_version,
                     tags=args.tags,
                 ),
-                pulumi.ResourceOptions(parent=self),
+                pulumi.ResourceOptions(parent=self, depends_on=caller_dependencies(opts)),
             )
             for plan in args.plans
         }

@@ -7,6 +7,7 @@ pack is configured with the stack's pack config, as ``pulumi preview --policy-pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,14 @@ class Report:
         }
 
 
-def check_stack(stacks_dir: Path, stack: str, config: Path | None = None) -> Report:
-    """Check ``stack`` under ``config`` (default: the pack config shipped for that stack, if any)."""
+def check_stack(
+    stacks_dir: Path, stack: str, config: Path | None = None, settings: Mapping[str, str] | None = None
+) -> Report:
+    """Check ``stack`` (with deployer ``settings``) under the pack ``config`` (default: the pack
+    config shipped for that stack, if any)."""
     config = config or stack_config_path(stack)
     given = load(config) if config else {}
-    recording = run_stack(stacks_dir, stack)
+    recording = run_stack(stacks_dir, stack, settings)
     by_urn = {r.urn: r for r in recording}
     with PolicyPackProcess() as pack:
         levels = pack.configure(given)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import runpy
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,15 @@ from inferstack.infra.errors import InvalidInput
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+# Zone ids EKS supports (use1-az3 is one it does not: the zone tests use it).
+ZONE_IDS = ("use1-az1", "use1-az2", "use1-az4")
 
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 
 DEFAULT_INVOKES: dict[str, Invoke] = {
     "aws:index/getAvailabilityZones:getAvailabilityZones": lambda _args: {
         "names": list(ZONES),
-        "zoneIds": [f"use1-az{i + 1}" for i in range(len(ZONES))],
+        "zoneIds": list(ZONE_IDS),
         "state": "available",
     },
     "aws:index/getCallerIdentity:getCallerIdentity": lambda _args: {
@@ -42,12 +44,32 @@ DEFAULT_INVOKES: dict[str, Invoke] = {
         "id": ACCOUNT_ID,
     },
     "aws:index/getRegion:getRegion": lambda _args: {"name": REGION, "region": REGION, "id": REGION},
+    # The offline caller is an IAM user: a user's session is issued by the user itself.
+    "aws:iam/getSessionContext:getSessionContext": lambda args: {
+        "arn": args["arn"],
+        "issuerArn": args["arn"],
+        "id": args["arn"],
+    },
+    # Every zone offers every instance type asked about; tests narrow this to check zone choice.
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": lambda args: _offerings(args),
     "aws:index/getPartition:getPartition": lambda _args: {
         "partition": "aws",
         "dnsSuffix": "amazonaws.com",
         "id": "aws",
     },
 }
+
+
+def _offerings(args: dict[str, Any]) -> dict[str, Any]:
+    types = [v for f in args.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
+    pairs = [(t, zone) for t in types for zone in ZONES]
+    return {
+        "instanceTypes": [t for t, _ in pairs],
+        "locations": [z for _, z in pairs],
+        "locationTypes": ["availability-zone"] * len(pairs),
+        "id": "offerings",
+        "locationType": "availability-zone",
+    }
 
 
 @dataclass(frozen=True)
@@ -222,9 +244,45 @@ def stack_config(stacks_dir: Path, stack: str) -> dict[str, str]:
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
 
 
-def run_stack(stacks_dir: Path, stack: str) -> Recording:
-    """Run the program folder with a stack's config, as the Pulumi language host does (runpy on it)."""
-    config = stack_config(stacks_dir, stack)
+def with_settings(config: Mapping[str, str], settings: Mapping[str, str]) -> dict[str, str]:
+    """``config`` with ``settings`` applied as ``pulumi config set --path`` would apply them.
+
+    A setting's key is ``namespace:key`` or ``namespace:key.sub.path``; its value is read as JSON
+    where it parses (``["198.51.100.7/32"]``, ``3``) and as a string otherwise.
+    """
+    merged = dict(config)
+    for path, text in settings.items():
+        key, _, rest = path.partition(".")
+        if ":" not in key:
+            raise InvalidInput(
+                "config", path, "namespace:key or namespace:key.path, such as inferstack:cluster.name"
+            )
+        try:
+            value: Any = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if not rest:
+            merged[key] = text if isinstance(value, str) else json.dumps(value)
+            continue
+        document = json.loads(merged[key]) if key in merged else {}
+        if not isinstance(document, dict):
+            raise InvalidInput("config", path, f"a path into an object; {key} is not one")
+        node = document
+        *parents, leaf = rest.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        merged[key] = json.dumps(document)
+    return merged
+
+
+def run_stack(stacks_dir: Path, stack: str, settings: Mapping[str, str] | None = None) -> Recording:
+    """Run the program folder with a stack's config, as the Pulumi language host does (runpy on it).
+
+    ``settings`` are applied over the stack file as ``pulumi config set --path`` would (see
+    ``with_settings``): what a deployer sets for their own account and network.
+    """
+    config = with_settings(stack_config(stacks_dir, stack), settings or {})
     before_path, before_modules = list(sys.path), set(sys.modules)
 
     def program() -> None:

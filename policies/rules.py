@@ -418,8 +418,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "imds-v2-hop-limit-1",
         "Launch templates require IMDSv2 with a hop limit of 1.",
-        # advisory until issue 8 (hop limit 1 in infra/nodegroups.py) lands; then "mandatory".
-        "advisory",
+        "mandatory",
         imds_v2_hop_limit_1,
     ),
     Rule("encrypted-volumes", "Node volumes are encrypted.", "mandatory", encrypted_volumes),

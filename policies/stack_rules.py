@@ -504,8 +504,7 @@ STACK_RULES: Sequence[StackRule] = (
     StackRule(
         "deployable",
         "`pulumi up` reaches the API endpoint and is a cluster admin.",
-        # advisory until issue 8 (public endpoint for given CIDRs, deployer admin) lands; then "mandatory".
-        "advisory",
+        "mandatory",
         deployable,
     ),
     StackRule(

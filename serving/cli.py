@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="the Pulumi program folder")
     plan.add_argument("--out", type=Path, default=Path("out/plan"), help="where the Kubernetes manifests go")
     plan.add_argument("--json", action="store_true", help="print the plan as `pulumi preview --json` does")
+    _config_argument(plan)
 
     policy = commands.add_parser("policy", help="the CrossGuard policy pack")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
@@ -104,7 +105,30 @@ def _parser() -> argparse.ArgumentParser:
         help="a `--policy-pack-config` file (default: policies/pack-config/<stack>.json where it exists)",
     )
     check.add_argument("--json", action="store_true", help="print the violations as JSON")
+    _config_argument(check)
     return parser
+
+
+def _config_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a stack setting, as `pulumi config set --path KEY VALUE` would make it "
+        "(e.g. 'inferstack:cluster.publicAccessCidrs=[\"198.51.100.7/32\"]'); repeatable",
+    )
+
+
+def _settings(pairs: Sequence[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidInput("--config", pair, "KEY=VALUE, such as inferstack:cluster.name=ml-prod")
+        settings[key] = value
+    return settings
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
@@ -363,14 +387,15 @@ def _check_stacks_dir(path: Path) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from inferstack.policies.offline import run_stack, stack_config
+    from inferstack.policies.offline import run_stack, stack_config, with_settings
     from inferstack.policies.plan import preview_json, summary, tree_lines, write_manifests
 
     _check_stacks_dir(args.stacks_dir)
-    recording = run_stack(args.stacks_dir, args.stack)
+    settings = _settings(args.config)
+    recording = run_stack(args.stacks_dir, args.stack, settings)
     if args.json:
         write_manifests(recording, args.out / args.stack)
-        config = stack_config(args.stacks_dir, args.stack)
+        config = with_settings(stack_config(args.stacks_dir, args.stack), settings)
         print(json.dumps(preview_json(recording, args.stack, config), indent=2))
         return 0
     print(f"stack {args.stack}: {len(recording.resources)} resources to create\n")
@@ -389,7 +414,7 @@ def _policy_check(args: argparse.Namespace) -> int:
 
     _check_stacks_dir(args.stacks_dir)
     try:
-        report = check_stack(args.stacks_dir, args.stack, args.policy_config)
+        report = check_stack(args.stacks_dir, args.stack, args.policy_config, _settings(args.config))
     except InvalidInput:
         raise
     except Exception as error:  # the program or the pack failed: no verdict, which must not read as a pass

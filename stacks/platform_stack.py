@@ -20,7 +20,16 @@ from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
-from inferstack.infra.network import NatMode, Network, NetworkArgs, nat_zones, plan_subnets
+from inferstack.infra.network import (
+    NatMode,
+    Network,
+    NetworkArgs,
+    choose_zones,
+    instance_type_offerings,
+    nat_zones,
+    plan_subnets,
+    region_zones,
+)
 from inferstack.infra.nodegroups import (
     NodeGroupPlan,
     NodeGroups,
@@ -60,7 +69,7 @@ class PlatformConfig:
     admin_principal_arns: tuple[str, ...]
     public_access_cidrs: tuple[str, ...]
     vpc_cidr: str
-    zone_count: int
+    zones: int | tuple[str, ...]  # how many (the first usable ones), or exactly which
     nat: NatMode
     system_instance_types: tuple[str, ...]
     gpu_instance_type: str
@@ -133,7 +142,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         admin_principal_arns=tuple(cluster["adminPrincipalArns"]),
         public_access_cidrs=tuple(cluster["publicAccessCidrs"]),
         vpc_cidr=network["vpcCidr"],
-        zone_count=int(network["zones"]),
+        zones=_zones(network["zones"]),
         nat=cast(NatMode, network["nat"]),  # checked with the rest in check()
         system_instance_types=tuple(nodes["systemInstanceTypes"]),
         gpu_instance_type=gpu["instanceType"],
@@ -143,6 +152,37 @@ def parse_config(raw: Mapping[str, Any], *, stack: str) -> PlatformConfig:
         min_surviving_gpu_share=float(gpu["minSurvivingShare"]),
         services=tuple(services),
     )
+
+
+def _zones(value: Any) -> int | tuple[str, ...]:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            "inferstack:network.zones", value, "a number of zones (such as 3) or a list of zone names"
+        ) from None
+
+
+def check_reachable(config: PlatformConfig) -> None:
+    """The program installs Helm releases and Triton services through the API endpoint from wherever
+    `pulumi up` runs, which is outside the VPC it creates: a private-only endpoint would time out."""
+    if not config.public_access_cidrs:
+        raise InvalidInput(
+            "inferstack:cluster.publicAccessCidrs",
+            [],
+            "the CIDRs `pulumi up` runs from (e.g. your egress IP as a /32): the program deploys "
+            "Kubernetes resources through the API endpoint from outside the VPC; set it with "
+            "`pulumi config set --path 'inferstack:cluster.publicAccessCidrs[0]' <cidr>`",
+        )
+    if config.nat == "none":
+        raise InvalidInput(
+            "inferstack:network.nat",
+            config.nat,
+            "per_zone or single: the platform's charts pull images from public registries "
+            "(registry.k8s.io, nvcr.io, quay.io), which private nodes reach only through a NAT",
+        )
 
 
 def node_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodeGroupPlan]:
@@ -161,7 +201,7 @@ def service_args(
         source=source,
         namespace=service.name,
         environment="prod" if config.environment == "prod" else "dev",
-        zones=config.zone_count,
+        zones=len(config.zones) if isinstance(config.zones, tuple) else config.zones,
         node_instance_type=config.gpu_instance_type,
         min_replicas=service.min_replicas,
         max_replicas=service.max_replicas,
@@ -179,6 +219,7 @@ def check(config: PlatformConfig, zones: Sequence[str]) -> None:
     Subnet ids, role ARNs and bucket URIs exist only once resources do; the checks get stand-ins of
     the right shape (one private subnet per zone, an IRSA role), which is all they look at.
     """
+    check_reachable(config)
     plan_subnets(config.vpc_cidr, zones, private_prefix=19, public_prefix=24)
     nat_zones(zones, config.nat)
     validate_cluster_args(
@@ -213,11 +254,14 @@ def check(config: PlatformConfig, zones: Sequence[str]) -> None:
 
 def build(config: PlatformConfig) -> dict[str, Any]:
     """Register the whole platform; returns the stack outputs."""
-    zones = list(aws.get_availability_zones(state="available").names)[: config.zone_count]
-    if len(zones) < config.zone_count:
-        raise InvalidInput(
-            "inferstack:network.zones", config.zone_count, f"at most {len(zones)} in this region"
-        )
+    gpu_types = sorted({config.gpu_instance_type, *config.spot_instance_types})
+    zones = choose_zones(
+        "inferstack:network.zones",
+        config.zones,
+        region_zones(),
+        instance_type_offerings(gpu_types),
+        gpu_types,
+    )
     check(config, zones)
     region = aws.get_region().region
     tags = {"inferstack.io/environment": config.environment}
@@ -246,9 +290,11 @@ def build(config: PlatformConfig) -> dict[str, Any]:
             node_role_arn=cluster.node_role.arn,
             subnet_ids_by_zone=dict(zip(zones, network.private_subnet_ids, strict=True)),
             plans=node_plans(config, zones),
+            kubernetes_version=config.kubernetes_version,
             min_surviving_gpu_share=config.min_surviving_gpu_share,
             tags=tags,
         ),
+        pulumi.ResourceOptions(depends_on=cluster.node_prerequisites),
     )
     cluster.install_coredns(after=[nodes.groups["system"]])
     store = ModelStore("models", ModelStoreArgs(tags=tags))

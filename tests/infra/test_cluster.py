@@ -9,9 +9,9 @@ import pytest
 import yaml
 from pulumi.runtime import rpc
 
-from inferstack.infra.cluster import LOG_TYPES, Cluster, ClusterArgs, kubeconfig
+from inferstack.infra.cluster import LOG_TYPES, Cluster, ClusterArgs, admin_principals, kubeconfig
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION, EKS_ADDON_VERSIONS
-from tests.harness import run_invalid, run_program
+from tests.harness import ACCOUNT_ID, run_invalid, run_program
 from tests.infra.iam import allowed
 
 ADMIN = "arn:aws:iam::123456789012:role/platform-admins"
@@ -48,20 +48,99 @@ def test_private_only_by_default() -> None:
     assert vpc["endpointPublicAccess"] is False and "publicAccessCidrs" not in vpc
 
 
-def test_access_entries_oidc_and_pinned_addons() -> None:
+def test_the_deployer_and_named_admins_are_cluster_admins() -> None:
     recording, outputs = run_program(lambda: {"issuer": build().oidc_issuer_url})
-    entry = recording.one("aws:eks/accessEntry:AccessEntry").inputs
-    assert entry["principalArn"] == ADMIN
-    association = recording.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation").inputs
-    assert association["policyArn"].endswith("AmazonEKSClusterAdminPolicy")
-    assert association["accessScope"] == {"type": "cluster"}
+    entries = {r.inputs["principalArn"] for r in recording.of_type("aws:eks/accessEntry:AccessEntry")}
+    # The offline caller (tests/harness) is the IAM user that runs Pulumi.
+    assert entries == {ADMIN, f"arn:aws:iam::{ACCOUNT_ID}:user/ci"}
+    associations = recording.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert {a.inputs["principalArn"] for a in associations} == entries
+    for association in associations:
+        assert association.inputs["policyArn"] == (
+            "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+        )
+        assert association.inputs["accessScope"] == {"type": "cluster"}
+    # Every Kubernetes call waits until the deployer may make it.
+    provider = recording.one("pulumi:providers:kubernetes")
+    assert {a.urn for a in associations} <= set(provider.dependencies)
     oidc = recording.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider").inputs
     assert oidc["clientIdLists"] == ["sts.amazonaws.com"] and oidc["url"] == outputs["issuer"]
+
     addons = {
         r.inputs["addonName"]: r.inputs["addonVersion"] for r in recording.of_type("aws:eks/addon:Addon")
     }
     pinned = EKS_ADDON_VERSIONS[DEFAULT_KUBERNETES_VERSION]
     assert addons == {k: v for k, v in pinned.items() if k != "coredns"}  # coredns waits for nodes
+
+
+def test_an_assumed_role_is_admitted_by_its_role_arn_with_path() -> None:
+    session = "arn:aws:sts::123456789012:assumed-role/deployers/ci-run-17"
+    role = "arn:aws:iam::123456789012:role/platform/deployers"
+    invokes = {
+        "aws:index/getCallerIdentity:getCallerIdentity": lambda _: {
+            "accountId": "123456789012",
+            "arn": session,
+            "userId": "AROA:ci-run-17",
+            "id": "123456789012",
+        },
+        "aws:iam/getSessionContext:getSessionContext": lambda args: {
+            "arn": args["arn"],
+            "issuerArn": role,
+            "issuerName": "deployers",
+            "id": args["arn"],
+        },
+    }
+    recording, _ = run_program(lambda: Cluster("prod", ClusterArgs(subnet_ids=["a", "b"])), invokes=invokes)
+    entry = recording.one("aws:eks/accessEntry:AccessEntry", "prod-deployer")
+    assert entry.inputs["principalArn"] == role
+
+
+def test_admin_entries_are_named_by_principal_not_position() -> None:
+    other = "arn:aws:iam::123456789012:role/oncall"
+    before = admin_principals("arn:aws:iam::1:user/ci", [ADMIN, other])
+    after = admin_principals("arn:aws:iam::1:user/ci", [other])
+    assert {k: v for k, v in before.items() if v == other} == {k: v for k, v in after.items() if v == other}
+    # The deployer listed again among the admins gets one entry, not a second that EKS would refuse.
+    assert list(admin_principals(ADMIN, [ADMIN]).values()) == [ADMIN]
+
+
+def test_vpc_cni_uses_its_own_role_and_the_node_role_does_not_carry_it() -> None:
+    recording, _ = run_program(build)
+    cni = recording.one("aws:eks/addon:Addon", "prod-vpc-cni").inputs
+    role = recording.one("aws:iam/role:Role", "prod-vpc-cni")
+    assert cni["serviceAccountRoleArn"].endswith("prod-vpc-cni")
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert (
+        trust["Condition"]["StringEquals"]["oidc.eks.us-east-1.amazonaws.com/id/PROD-EKS:sub"]
+        == "system:serviceaccount:kube-system:aws-node"
+    )
+    node_policies = [
+        r.inputs["policyArn"]
+        for r in recording.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if r.name.startswith("prod-node-")
+    ]
+    assert node_policies and not any("CNI" in arn for arn in node_policies)
+
+
+def test_arns_follow_the_partition() -> None:
+    invokes = {
+        "aws:index/getPartition:getPartition": lambda _: {
+            "partition": "aws-cn",
+            "dnsSuffix": "amazonaws.com.cn",
+            "id": "aws-cn",
+        }
+    }
+    recording, _ = run_program(build, invokes=invokes)
+    arns = [
+        r.inputs["policyArn"] for r in recording.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    ]
+    arns += [
+        r.inputs["policyArn"]
+        for r in recording.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    ]
+    assert arns and all(arn.startswith("arn:aws-cn:") for arn in arns)
+    key_policy = json.loads(recording.one("aws:kms/key:Key").inputs["policy"])
+    assert key_policy["Statement"][0]["Principal"]["AWS"].startswith("arn:aws-cn:iam::")
 
 
 def test_coredns_after_nodes() -> None:
@@ -130,6 +209,9 @@ def test_control_plane_logs_are_kept_for_a_bounded_time() -> None:
         ({"version": "1.20"}, "version"),
         ({"public_access_cidrs": ["0.0.0.0/0"]}, "public_access_cidrs[0]"),
         ({"public_access_cidrs": ["nope"]}, "public_access_cidrs[0]"),
+        # The public endpoint never sees private sources: a VPN's 10/8 there locks everyone out.
+        ({"public_access_cidrs": ["10.0.0.0/8"]}, "public_access_cidrs[0]"),
+        ({"public_access_cidrs": ["198.51.100.7/32", "192.168.1.0/24"]}, "public_access_cidrs[1]"),
         ({"admin_principal_arns": ["root"]}, "admin_principal_arns[0]"),
         ({"admin_principal_arns": [ADMIN, ADMIN]}, "admin_principal_arns"),
         ({"log_types": ["api", "everything"]}, "log_types"),

@@ -132,3 +132,18 @@ def test_bad_reader_arguments_register_nothing_more() -> None:
 
     recording, _ = run_program(bad)
     assert not recording.of_type("aws:iam/role:Role")
+
+
+def test_bucket_settings_are_applied_one_after_another() -> None:
+    """S3 refuses concurrent configuration changes of one bucket (409 OperationAborted): each bucket
+    setting must wait for another, so that they form one chain from the bucket."""
+    recording, _ = run_program(lambda: ModelStore("models"))
+    bucket = recording.one("aws:s3/bucket:Bucket")
+    settings = [r for r in recording if r.type.startswith("aws:s3/") and r is not bucket]
+    assert len(settings) == 6
+    by_urn = {r.urn: r for r in settings}
+    waits_for_a_setting = [r for r in settings if any(d in by_urn for d in r.dependencies)]
+    # All but the first wait for another setting, and no two wait for the same one.
+    assert len(waits_for_a_setting) == len(settings) - 1
+    predecessors = [next(d for d in r.dependencies if d in by_urn) for r in waits_for_a_setting]
+    assert len(set(predecessors)) == len(predecessors)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.network import Network, NetworkArgs, plan_subnets
+from inferstack.infra.network import Network, NetworkArgs, Zone, choose_zones, plan_subnets, zone_problems
 from tests.harness import ZONES, run_invalid, run_program
 
 Z3 = ["us-east-1a", "us-east-1b", "us-east-1c"]
@@ -80,7 +80,8 @@ def by_type(recording: object, token: str) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize(("nat", "gateways"), [("per_zone", 3), ("single", 1), ("none", 0)])
 def test_network_resources(nat: str, gateways: int) -> None:
-    recording, _ = run_program(lambda: Network("net", NetworkArgs(cluster_name="prod", nat=nat)))  # type: ignore[arg-type]
+    args = NetworkArgs(cluster_name="prod", nat=nat, vpc_endpoints=nat == "none")  # type: ignore[arg-type]
+    recording, _ = run_program(lambda: Network("net", args))
     subnets = recording.of_type("aws:ec2/subnet:Subnet")
     assert sorted(s.inputs["availabilityZone"] for s in subnets) == sorted(ZONES * 2)
     assert all(s.parent_type == "inferstack:network:Network" for s in subnets)
@@ -112,6 +113,8 @@ def test_nat_per_zone_routes_each_zone_through_its_own_gateway() -> None:
     [
         (NetworkArgs(cluster_name="prod", zones=["us-east-1a"]), "zones"),
         (NetworkArgs(cluster_name="prod", nat="two"), "nat"),  # type: ignore[arg-type]
+        # No NAT and no endpoints: nodes could neither join nor pull an image.
+        (NetworkArgs(cluster_name="prod", nat="none"), "nat"),
         (NetworkArgs(cluster_name="prod", zone_count=4), "zone_count"),
         (NetworkArgs(cluster_name="prod", vpc_cidr="10.0.0.0/18"), "vpc_cidr"),
     ],
@@ -120,3 +123,82 @@ def test_bad_input_registers_nothing(args: NetworkArgs, field: str) -> None:
     recording, error = run_invalid(lambda: Network("net", args))
     assert error.field == field
     assert recording.resources == []
+
+
+def test_without_nat_the_nodes_reach_aws_through_endpoints() -> None:
+    args = NetworkArgs(cluster_name="prod", nat="none", vpc_endpoints=True)
+    recording, _ = run_program(lambda: Network("net", args))
+    endpoints = {
+        r.inputs["serviceName"]: r.inputs for r in recording.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    }
+    needed = {"ecr.api", "ecr.dkr", "sts", "ec2", "logs", "eks-auth"}
+    assert set(endpoints) == {f"com.amazonaws.us-east-1.{s}" for s in needed | {"s3"}}
+    s3 = endpoints["com.amazonaws.us-east-1.s3"]
+    # A gateway endpoint works through the private route tables (image layers come from S3).
+    assert s3["vpcEndpointType"] == "Gateway" and len(s3["routeTableIds"]) == 3
+    for service in needed:
+        interface = endpoints[f"com.amazonaws.us-east-1.{service}"]
+        assert interface["vpcEndpointType"] == "Interface" and interface["privateDnsEnabled"] is True
+        assert sorted(interface["subnetIds"]) == sorted(f"net-private-{z}-id" for z in ZONES)
+    group = recording.one("aws:ec2/securityGroup:SecurityGroup", "net-endpoints").inputs
+    assert group["ingress"][0]["fromPort"] == 443 and group["ingress"][0]["cidrBlocks"] == ["10.0.0.0/16"]
+
+
+ZONE_LIST = [
+    Zone("us-east-1a", "use1-az1"),
+    Zone("us-east-1b", "use1-az3"),
+    Zone("us-east-1c", "use1-az4"),
+    Zone("us-east-1d", "use1-az6"),
+]
+OFFERED = {
+    "g5.xlarge": {"us-east-1a", "us-east-1b", "us-east-1c"},
+    "g6.xlarge": {"us-east-1a", "us-east-1c", "us-east-1d"},
+}
+
+
+def test_zones_that_cannot_host_the_stack_are_skipped_with_the_reason() -> None:
+    problems = zone_problems(ZONE_LIST, OFFERED, ["g5.xlarge", "g6.xlarge"])
+    assert problems == {
+        "us-east-1b": "use1-az3 does not support EKS",
+        "us-east-1d": "does not offer g5.xlarge",
+    }
+    assert choose_zones("zones", 2, ZONE_LIST, OFFERED, ["g5.xlarge", "g6.xlarge"]) == [
+        "us-east-1a",
+        "us-east-1c",
+    ]
+    with pytest.raises(InvalidInput) as caught:
+        choose_zones("inferstack:network.zones", 3, ZONE_LIST, OFFERED, ["g5.xlarge", "g6.xlarge"])
+    assert (
+        caught.value.field == "inferstack:network.zones"
+        and "use1-az3 does not support EKS" in caught.value.allowed
+    )
+
+
+def test_pinned_zones_are_checked_too() -> None:
+    assert choose_zones("zones", ["us-east-1c", "us-east-1a"], ZONE_LIST, OFFERED, ["g5.xlarge"]) == [
+        "us-east-1c",
+        "us-east-1a",
+    ]
+    with pytest.raises(InvalidInput) as caught:
+        choose_zones(
+            "inferstack:network.zones", ["us-east-1a", "us-east-1d"], ZONE_LIST, OFFERED, ["g5.xlarge"]
+        )
+    assert (
+        caught.value.field == "inferstack:network.zones[1]"
+        and "does not offer g5.xlarge" in caught.value.allowed
+    )
+
+
+def test_local_zones_are_filtered_out_by_the_invoke() -> None:
+    seen: list[dict[str, object]] = []
+
+    def zones(args: dict[str, object]) -> dict[str, object]:
+        seen.append(args)
+        return {"names": list(ZONES), "zoneIds": ["use1-az1", "use1-az2", "use1-az4"], "id": "x"}
+
+    run_program(
+        lambda: Network("net", NetworkArgs(cluster_name="prod")),
+        invokes={"aws:index/getAvailabilityZones:getAvailabilityZones": zones},
+    )
+    assert seen and seen[0]["filters"] == [{"name": "zone-type", "values": ["availability-zone"]}]
+    assert seen[0]["state"] == "available"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from typing import Any
 
@@ -23,9 +24,10 @@ from inferstack.infra.nodegroups import (
     surviving_share,
     system_plan,
 )
-from inferstack.policies import offline
+from inferstack.infra.versions import AL2023_RELEASE_VERSIONS
+from inferstack.policies.offline import run_stack
 from tests.conftest import ROOT
-from tests.harness import ZONES, Recording, run_invalid, run_program
+from tests.harness import DEPLOYER, ZONES, Recording, run_invalid, run_program
 
 SUBNETS = {zone: f"subnet-{zone}" for zone in ZONES}
 TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
@@ -44,6 +46,7 @@ def build(plans: list[NodeGroupPlan], share: float = 0.5) -> NodeGroups:
             node_role_arn="arn:aws:iam::123456789012:role/node",
             subnet_ids_by_zone=SUBNETS,
             plans=plans,
+            kubernetes_version="1.35",
             min_surviving_gpu_share=share,
         ),
     )
@@ -92,13 +95,30 @@ def test_autoscaler_tags_make_scale_from_zero_possible() -> None:
     assert tags[f"{TEMPLATE}/resources/nvidia.com/gpu"] == "1"
     assert tags[f"{TEMPLATE}/label/{CAPACITY_TYPE_LABEL}"] == "on-demand"
     assert tags[f"{TEMPLATE}/label/topology.kubernetes.io/zone"] == "us-east-1b"
-    # ... and the same tags reach the Auto Scaling group itself, where the autoscaler reads them.
+    assert tags[f"{TEMPLATE}/label/k8s.amazonaws.com/accelerator"] == "A10G"
+    # ... and the node template reaches the Auto Scaling group itself, where the autoscaler reads it;
+    # the two discovery tags EKS puts there itself are left to EKS (two owners would fight over them).
     asg_tags = {
         r.inputs["tag"]["key"]: r.inputs["tag"]["value"]
         for r in recording.of_type("aws:autoscaling/tag:Tag")
         if r.inputs["autoscalingGroupName"] == "eks-nodes-gpu-us-east-1b-ng-asg"
     }
-    assert asg_tags == {k: v for k, v in tags.items() if k.startswith("k8s.io/cluster-autoscaler")}
+    discovery = {"k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/prod"}
+    assert asg_tags == {k: v for k, v in tags.items() if k.startswith(TEMPLATE)}
+    assert not discovery & set(asg_tags)
+
+
+def test_asg_tag_resources_are_named_by_key_so_a_new_label_replaces_nothing() -> None:
+    def tag_names(plans: list[NodeGroupPlan]) -> dict[str, str]:
+        recording, _ = run_program(lambda: build(plans))
+        return {r.name: r.inputs["tag"]["key"] for r in recording.of_type("aws:autoscaling/tag:Tag")}
+
+    before = tag_names(default_prod_plans())
+    system, *rest = default_prod_plans()
+    relabelled = dataclasses.replace(system, labels={"aaa.example.com/first": "yes", **system.labels})
+    after = tag_names([relabelled, *rest])
+    assert len(after) == len(before) + 1
+    assert {name: key for name, key in after.items() if name in before} == before
 
 
 def test_launch_templates_require_imdsv2_and_encrypt_gp3() -> None:
@@ -107,7 +127,8 @@ def test_launch_templates_require_imdsv2_and_encrypt_gp3() -> None:
     assert len(templates) == 7
     for template in templates:
         metadata = template.inputs["metadataOptions"]
-        assert metadata["httpTokens"] == "required" and metadata["httpPutResponseHopLimit"] == 2
+        # Hop limit 1: a pod in its own network namespace cannot reach IMDS and take the node role.
+        assert metadata["httpTokens"] == "required" and metadata["httpPutResponseHopLimit"] == 1
         ebs = template.inputs["blockDeviceMappings"][0]["ebs"]
         assert ebs["encrypted"] == "true" and ebs["volumeType"] == "gp3"
         if "gpu" in template.name:
@@ -117,8 +138,17 @@ def test_launch_templates_require_imdsv2_and_encrypt_gp3() -> None:
 
 
 def test_bottlerocket_sizes_its_data_volume_and_encrypts_both() -> None:
-    plans = [system_plan(ZONES), *gpu_plans(ZONES, ami_type="BOTTLEROCKET_x86_64_NVIDIA", disk_gib=300)]
+    bottlerocket = gpu_plans(ZONES, ami_type="BOTTLEROCKET_x86_64_NVIDIA", disk_gib=300)
+    _, error = run_invalid(lambda: build([system_plan(ZONES), *bottlerocket]))
+    assert error.field == "gpu-us-east-1a.release_version"  # no floating AMI: Bottlerocket names its release
+    plans = [
+        system_plan(ZONES),
+        *gpu_plans(
+            ZONES, ami_type="BOTTLEROCKET_x86_64_NVIDIA", disk_gib=300, release_version="1.55.0-4d2e7c1b"
+        ),
+    ]
     recording, _ = run_program(lambda: build(plans))
+    assert groups(recording)["gpu-us-east-1a"]["releaseVersion"] == "1.55.0-4d2e7c1b"
     template = recording.one("aws:ec2/launchTemplate:LaunchTemplate", "nodes-gpu-us-east-1a-lt")
     devices = {m["deviceName"]: m["ebs"] for m in template.inputs["blockDeviceMappings"]}
     assert sorted(devices) == ["/dev/xvda", "/dev/xvdb"]
@@ -162,7 +192,7 @@ def recorded_gpu_plans(recording: Recording) -> list[NodeGroupPlan]:
 def test_prod_stack_keeps_its_configured_share_of_gpus_when_any_zone_fails() -> None:
     config = yaml.safe_load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
     required = config["inferstack:gpu"]["minSurvivingShare"]
-    plans = recorded_gpu_plans(offline.run_stack(ROOT / "stacks", "prod"))
+    plans = recorded_gpu_plans(run_stack(ROOT / "stacks", "prod", DEPLOYER))
     zones = {zone for plan in plans for zone in plan.zones}
     assert len(zones) == config["inferstack:network"]["zones"] == 3
     assert {p.capacity_type for p in plans} == {"ON_DEMAND", "SPOT"}
@@ -187,6 +217,7 @@ def test_zones_without_subnets_are_refused_before_anything_registers() -> None:
                 node_role_arn="arn:aws:iam::123456789012:role/node",
                 subnet_ids_by_zone={z: SUBNETS[z] for z in ZONES[:2]},
                 plans=default_prod_plans(),
+                kubernetes_version="1.35",
             ),
         )
 
@@ -262,3 +293,37 @@ def test_hand_made_plans_are_validated_too() -> None:
     )
     recording, _ = run_program(lambda: build([tainted], share=0))
     assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 1
+
+
+def test_node_groups_pin_the_cluster_version_and_the_ami_release() -> None:
+    recording, _ = run_program(lambda: build(default_prod_plans()))
+    for group in groups(recording).values():
+        assert group["version"] == "1.35"
+        assert group["releaseVersion"] == AL2023_RELEASE_VERSIONS["1.35"]
+    _, error = run_invalid(
+        lambda: build(
+            [dataclasses.replace(system_plan(ZONES), release_version="1.34.4-20260304"), *gpu_plans(ZONES)]
+        )
+    )
+    assert error.field == "system.release_version"
+
+
+def test_node_groups_wait_for_the_node_role_policies_and_early_addons() -> None:
+    """terraform-aws-eks's before_compute: vpc-cni, kube-proxy and pod identity exist before any node
+    joins (a node without a CNI never turns Ready), and the role's policies outlive the nodes on destroy."""
+    recording = run_stack(ROOT / "stacks", "dev", DEPLOYER)
+    urns = {r.name: r.urn for r in recording}
+    needed = {
+        urns[name]
+        for name in (
+            "inferstack-dev-node-AmazonEKSWorkerNodePolicy",
+            "inferstack-dev-node-AmazonEC2ContainerRegistryReadOnly",
+            "inferstack-dev-vpc-cni",
+            "inferstack-dev-kube-proxy",
+            "inferstack-dev-eks-pod-identity-agent",
+        )
+    }
+    node_groups = recording.of_type("aws:eks/nodeGroup:NodeGroup")
+    assert node_groups
+    for group in node_groups:
+        assert needed <= set(group.dependencies), group.name

@@ -166,7 +166,7 @@ def set_statements(inputs: dict[str, Any], change: Callable[[list[dict[str, Any]
 
 CLUSTER = "Cluster inferstack-prod-eks"
 PROVIDER = "kubernetes inferstack-prod-k8s"
-ADMIN = "AccessPolicyAssociation inferstack-prod-admin-0"
+ADMIN = "AccessPolicyAssociation inferstack-prod-deployer"
 
 
 def reachable(inputs: dict[str, Any]) -> None:
@@ -354,7 +354,7 @@ CASES: list[Case] = [
     ),
     Case(
         "deployable",
-        drop("AccessEntry inferstack-prod-admin-0", ADMIN),
+        drop("AccessEntry inferstack-prod-deployer", ADMIN),
         "no identity can administer",
         good=deployable_fixed,
         label="no-admin",

@@ -13,17 +13,18 @@ import pytest
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.policies.analyzer import PolicyPackProcess, Violation
-from inferstack.policies.offline import Recorded, run_stack
+from inferstack.policies.offline import Recorded
 from inferstack.policies.pack_config import load, stack_config_path
 from inferstack.policies.rules import RULES
 from inferstack.policies.stack_rules import STACK_RULES
 from tests.conftest import ROOT
+from tests.harness import run_stack
 from tests.policies.fixtures import CASES, Case, Stack
 
 STACK_POLICIES = {r.name for r in STACK_RULES}
-# Today's stacks violate these until the infra fixes of issues 8 and 9 land; the policies are
-# advisory until then (see the README's policy section for the lines to flip).
-PENDING = {"deployable", "crd-ordered", "imds-v2-hop-limit-1"}
+# Today's stacks violate this until the component fix of issue 9 lands; the policy is advisory
+# until then (see the README's policy section for the line to flip).
+PENDING = {"crd-ordered"}
 
 
 @pytest.fixture(scope="module")

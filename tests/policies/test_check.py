@@ -10,6 +10,7 @@ import pytest
 
 from inferstack.serving.cli import main
 from tests.conftest import ROOT
+from tests.harness import DEPLOYER_ARGS
 
 OPEN_BUCKET = (
     "import pulumi_aws as aws\n"
@@ -27,7 +28,9 @@ def program(folder: Path, code: str) -> Path:
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_the_shipped_stacks_pass(stack: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["policy", "check", "--stack", stack, "--stacks-dir", str(ROOT / "stacks")]) == 0
+    assert (
+        main(["policy", "check", "--stack", stack, "--stacks-dir", str(ROOT / "stacks"), *DEPLOYER_ARGS]) == 0
+    )
     out = capsys.readouterr().out
     assert f"stack {stack}:" in out and f"pack-config/{stack}.json" in out
     assert "0 mandatory violation(s)" in out
@@ -82,7 +85,7 @@ def test_a_program_that_fails_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     [
         (["--stack", "qa"], "stack"),
         (["--stack", "prod", "--stacks-dir", "/nonexistent"], "--stacks-dir"),
-        (["--stack", "prod", "--policy-config", "/nonexistent.json"], "--policy-config"),
+        (["--stack", "prod", "--policy-config", "/nonexistent.json", *DEPLOYER_ARGS], "--policy-config"),
     ],
 )
 def test_bad_arguments_exit_2(arguments: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferstack.policies.offline import run_stack
+from inferstack.policies.offline import with_settings
 from inferstack.serving.cli import main
 from tests.conftest import ROOT
+from tests.harness import DEPLOYER_ARGS, run_stack
 from tests.schemas import validate_custom_resource, validate_k8s
 
 BUILT_IN = {"v1", "apps/v1", "policy/v1"}
@@ -20,7 +21,8 @@ BUILT_IN = {"v1", "apps/v1", "policy/v1"}
 def test_plan_prints_the_tree_and_writes_valid_manifests(
     stack: str, tmp_path: Path, vendor_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["plan", "--stack", stack, "--stacks-dir", str(ROOT / "stacks"), "--out", str(tmp_path)]) == 0
+    arguments = ["plan", "--stack", stack, "--stacks-dir", str(ROOT / "stacks"), "--out", str(tmp_path)]
+    assert main([*arguments, *DEPLOYER_ARGS]) == 0
     out = capsys.readouterr().out
     assert f"stack {stack}:" in out
     # Components at the top, their resources indented beneath.
@@ -60,6 +62,7 @@ def test_plans_are_reproducible(tmp_path: Path, capsys: pytest.CaptureFixture[st
                     str(ROOT / "stacks"),
                     "--out",
                     str(tmp_path / str(attempt)),
+                    *DEPLOYER_ARGS,
                 ]
             )
             == 0
@@ -77,11 +80,13 @@ def test_plan_json_has_the_shape_of_pulumi_preview_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["plan", "--stack", "prod", "--stacks-dir", str(ROOT / "stacks"), "--out", str(tmp_path), "--json"]
+    argv += DEPLOYER_ARGS
     assert main(argv) == 0
     plan = json.loads(capsys.readouterr().out)
     steps = plan["steps"]
     assert {s["op"] for s in steps} == {"create"} and plan["changeSummary"] == {"create": len(steps)}
     assert plan["config"]["inferstack:environment"] == "prod"
+    assert "198.51.100.7/32" in plan["config"]["inferstack:cluster"]  # the deployer's settings applied
     states = {s["urn"]: s["newState"] for s in steps}
     assert all(s["urn"] == s["newState"]["urn"] for s in steps)
     seen: set[str] = set()
@@ -114,3 +119,30 @@ def test_each_run_has_its_own_stack_resource() -> None:
         }
         assert roots == {f"urn:pulumi:{stack}::inferstack::pulumi:pulumi:Stack::inferstack-{stack}"}
         assert all(f"urn:pulumi:{stack}::" in r.urn for r in recording)
+
+
+def test_a_stack_nobody_could_deploy_is_refused_with_the_key_to_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The committed stack files leave the deployer's CIDRs to the deployer: without them the API
+    endpoint would be private and every Helm release would time out from where `pulumi up` runs."""
+    assert main(["plan", "--stack", "dev", "--stacks-dir", str(ROOT / "stacks"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "inferstack:cluster.publicAccessCidrs" in err and "pulumi config set --path" in err
+
+
+def test_settings_apply_as_pulumi_config_set_path_would() -> None:
+    config = {"inferstack:cluster": '{"kubernetesVersion": "1.35"}', "aws:region": "us-east-1"}
+    merged = with_settings(
+        config,
+        {
+            "inferstack:cluster.publicAccessCidrs": '["198.51.100.7/32"]',
+            "aws:region": "eu-west-1",
+            "inferstack:gpu.maxPerZone": "3",
+        },
+    )
+    assert json.loads(merged["inferstack:cluster"]) == {
+        "kubernetesVersion": "1.35",
+        "publicAccessCidrs": ["198.51.100.7/32"],
+    }
+    assert merged["aws:region"] == "eu-west-1" and json.loads(merged["inferstack:gpu"]) == {"maxPerZone": 3}

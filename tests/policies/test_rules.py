@@ -11,10 +11,10 @@ import pytest
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from inferstack.policies import rules
-from inferstack.policies.offline import run_stack
 from inferstack.policies.plain import plain
 from inferstack.policies.stack_rules import CRD_CHARTS, _api_group
 from tests.conftest import ROOT
+from tests.harness import run_stack
 
 DEPLOYMENT = {
     "spec": {

@@ -12,7 +12,7 @@ import yaml
 
 from inferstack.policies import offline
 from tests.conftest import ROOT
-from tests.harness import Recording, run_invalid
+from tests.harness import DEPLOYER, Recording, run_invalid
 
 STACKS = ROOT / "stacks"
 
@@ -27,7 +27,7 @@ def platform_stack() -> ModuleType:
 
 
 def run_stack(stack: str) -> Recording:
-    return offline.run_stack(STACKS, stack)
+    return offline.run_stack(STACKS, stack, DEPLOYER)
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
@@ -88,11 +88,21 @@ def test_dev_is_smaller() -> None:
         ({"cluster": {"kubernetesVersion": "1.20"}}, "version"),
         ({"gpu": {"spotInstanceTypes": ["g5.xlarge"]}}, "gpu_spot.instance_types"),
         ({"network": {"vpcCidr": "10.0.0.0/20"}}, "private_prefix"),
+        # Deployable from where `pulumi up` runs: a private-only endpoint times out every Helm release.
+        ({"cluster": {"publicAccessCidrs": []}}, "inferstack:cluster.publicAccessCidrs"),
+        ({"cluster": {"publicAccessCidrs": ["10.0.0.0/8"]}}, "public_access_cidrs[0]"),
+        ({"network": {"nat": "none"}}, "inferstack:network.nat"),
+        ({"network": {"zones": "two"}}, "inferstack:network.zones"),
+        ({"network": {"zones": 4}}, "inferstack:network.zones"),
+        ({"network": {"zones": ["us-east-1a", "us-west-2a"]}}, "inferstack:network.zones[1]"),
+        ({"cluster": {"name": "n" * 49}}, "name"),
     ],
 )
 def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], field: str) -> None:
     module = platform_stack()
-    recording, error = run_invalid(lambda: module.build(module.parse_config(raw, stack="dev")))
+    deployable = {"cluster": {"publicAccessCidrs": ["198.51.100.7/32"]}}
+    given = {**deployable, **raw, "cluster": {**deployable["cluster"], **raw.get("cluster", {})}}
+    recording, error = run_invalid(lambda: module.build(module.parse_config(given, stack="dev")))
     assert error.field == field, error
     assert recording.resources == []
 

@@ -1,0 +1,29 @@
+"""What AWS allows in a resource name, counting the suffix Pulumi's auto-naming appends.
+
+A resource whose physical name is not set is named ``<logical name>-<7 random characters>``: a
+user-given name that reads fine can still push a derived IAM role name past AWS's 64 characters,
+and `pulumi up` fails halfway. The components check every user-given name against the longest
+name derived from it before registering anything.
+"""
+
+from __future__ import annotations
+
+from inferstack.infra.errors import InvalidInput
+
+AUTONAME_SUFFIX = len("-") + 7
+# AWS's own limits (botocore's service models where they state them; the tests compare).
+IAM_ROLE_NAME_MAX = 64
+S3_BUCKET_PREFIX_MAX = 37  # bucket_prefix: 63 minus the 26 characters S3 auto-naming appends
+EKS_NODEGROUP_NAME_MAX = 63
+
+
+def check_derived_name(field: str, value: str, *, suffix: str, limit: int, autonamed: bool = True) -> None:
+    """``value + suffix`` (plus Pulumi's random suffix when ``autonamed``) fits in ``limit`` characters."""
+    extra = len(suffix) + (AUTONAME_SUFFIX if autonamed else 0)
+    if len(value) + extra > limit:
+        raise InvalidInput(
+            field,
+            value,
+            f"at most {limit - extra} characters: it names '{value}{suffix}"
+            f"{'-xxxxxxx' if autonamed else ''}', which AWS caps at {limit}",
+        )
