@@ -273,7 +273,7 @@ def gpu_capacity(stack: Stack, config: Config) -> list[Violation]:
         return []
     capacity = stack.gpu_capacity_by_zone()
     total = sum(capacity.values())
-    worst_zone, worst = max(capacity.items(), key=lambda item: item[1], default=("(none)", 0.0))
+    worst_zone, worst = max(sorted(capacity.items()), key=lambda item: item[1], default=("(none)", 0.0))
     problems: list[Violation] = []
     if demand_min > total - worst:
         problems.append(

@@ -8,17 +8,20 @@ sent through ``Configure``, as ``pulumi preview --policy-pack-config`` sends it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.policies import offline
 from inferstack.policies.analyzer import PolicyPackProcess, Violation
 from inferstack.policies.offline import Recorded
 from inferstack.policies.pack_config import load, stack_config_path
 from inferstack.policies.rules import RULES
 from inferstack.policies.stack_rules import STACK_RULES
 from tests.conftest import ROOT
-from tests.harness import run_stack
+from tests.harness import DEPLOYER, run_stack
 from tests.policies.fixtures import CASES, Case, Stack
 
 STACK_POLICIES = {r.name for r in STACK_RULES}
@@ -112,3 +115,22 @@ def test_the_shipped_pack_configs_are_valid(pack: PolicyPackProcess) -> None:
         assert path is not None
         pack.configure(load(path))
     assert stack_config_path("qa") is None
+
+
+def test_a_hundred_services_on_the_default_node_groups_are_refused(
+    pack: PolicyPackProcess, tmp_path: Path
+) -> None:
+    """The stack program with 100 services and no GPU settings: 3 zones x (4 on-demand + 6 spot) GPUs."""
+    for name in ("__main__.py", "platform_stack.py"):
+        (tmp_path / name).symlink_to(ROOT / "stacks" / name)
+    services = [{"name": f"svc{i:03d}", "models": ["m"], "prefix": f"svc{i:03d}"} for i in range(100)]
+    config = {"aws:region": "us-east-1", "inferstack:environment": "staging", "inferstack:services": services}
+    (tmp_path / "Pulumi.big.yaml").write_text(yaml.safe_dump({"config": config}))
+    pack.configure({})
+    recording = offline.run_stack(tmp_path, "big", DEPLOYER)
+    found = [v.reason for v in pack.analyze_stack(recording) if v.policy == "gpu-capacity"]
+    assert found == [
+        "100 GPU service(s) need 300 GPUs at their minimum replicas, but losing us-east-1a (10 GPUs) "
+        "leaves 20 of the node groups' 30 at maximum size",
+        "100 GPU service(s) scale to 1200 GPUs at their maximum replicas, but the GPU node groups reach only 30",
+    ]
