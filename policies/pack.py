@@ -34,7 +34,8 @@ LEVELS = {
 
 
 def _schema(rule: RuleBase) -> PolicyConfigSchema | None:
-    return PolicyConfigSchema(properties=dict(rule.config_schema)) if rule.config_schema else None
+    properties = {key: dict(schema) for key, schema in rule.config_schema.items()}
+    return PolicyConfigSchema(properties=properties) if properties else None
 
 
 def _config(rule: RuleBase, given: Any) -> dict[str, Any]:
