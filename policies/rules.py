@@ -381,11 +381,14 @@ def gpu_workloads_scheduled(resource_type: str, props: Props, config: Config) ->
     ) or _targets_gpu_nodes(pod)
     if not wants_gpu:
         return []
+    # Kubernetes counts extended resources by their limits; a sidecar needs none of its own.
     problems = [
-        f"container {c.get('name')!r} runs on GPU nodes without an nvidia.com/gpu limit"
-        for c in pod.get("containers") or []
-        if not gpus_of(c)
+        f"container {c.get('name')!r} requests GPUs without an nvidia.com/gpu limit"
+        for c in all_containers
+        if gpus_of(c, "requests") and not gpus_of(c)
     ]
+    if not any(gpus_of(c) for c in all_containers):
+        problems.append("the pod runs on GPU nodes without an nvidia.com/gpu limit")
     tolerations = pod.get("tolerations") or []
     if not any(
         t.get("key") in (GPU_RESOURCE, None) and t.get("effect") in ("NoSchedule", None) for t in tolerations

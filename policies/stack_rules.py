@@ -272,8 +272,12 @@ def gpu_capacity(stack: Stack, config: Config) -> list[Violation]:
     if not services:
         return []
     capacity = stack.gpu_capacity_by_zone()
+    if not capacity:
+        return [
+            (f"{services} GPU service(s) need {demand_min:g} GPUs, but the stack has no GPU node group", "")
+        ]
     total = sum(capacity.values())
-    worst_zone, worst = max(sorted(capacity.items()), key=lambda item: item[1], default=("(none)", 0.0))
+    worst_zone, worst = max(sorted(capacity.items()), key=lambda item: item[1])
     problems: list[Violation] = []
     if demand_min > total - worst:
         problems.append(

@@ -330,7 +330,7 @@ CASES: list[Case] = [
         edit(
             "Deployment ranker-deployment", lambda i: triton(i)["resources"]["limits"].pop("nvidia.com/gpu")
         ),
-        "nvidia.com/gpu limit",
+        "without an nvidia.com/gpu limit",
         label="limit",
     ),
     Case(

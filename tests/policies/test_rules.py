@@ -93,3 +93,18 @@ def test_the_analyzer_process_imports_no_resource_module() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for forbidden in ("components", "serving", "cluster", "network", "nodegroups", "model_store", "offline"):
         assert forbidden not in loaded, loaded
+
+
+def test_a_gpu_pod_may_have_sidecars_without_gpus() -> None:
+    gpu = {"name": "triton", "image": "t:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    spec = {
+        "containers": [gpu, {"name": "logs", "image": "l:1"}],
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    deployment = {"spec": {"template": {"spec": spec}}}
+    assert rules.gpu_workloads_scheduled(rules.DEPLOYMENT, deployment, {}) == []
+    gpu["resources"] = {"requests": {"nvidia.com/gpu": "1"}}
+    assert rules.gpu_workloads_scheduled(rules.DEPLOYMENT, deployment, {}) == [
+        "container 'triton' requests GPUs without an nvidia.com/gpu limit",
+        "the pod runs on GPU nodes without an nvidia.com/gpu limit",
+    ]
