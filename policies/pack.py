@@ -69,7 +69,6 @@ def stack_resource(resource: PolicyResource) -> StackResource:
         name=resource.name,
         urn=resource.urn,
         props=plain(resource.props),
-        parent=resource.parent.urn if resource.parent is not None else "",
         dependencies=tuple(dependencies),
         property_dependencies=by_property,
     )

@@ -325,7 +325,7 @@ def _static_keys(node: Any, path: str, secret_data: bool) -> Iterator[str]:
 
 def no_static_aws_keys(resource_type: str, props: Props, config: Config) -> list[str]:
     """Kubernetes objects and Helm values never carry AWS keys: pods get credentials through IRSA."""
-    if not resource_type.startswith("kubernetes:") or resource_type.startswith("pulumi:providers:"):
+    if not resource_type.startswith("kubernetes:"):
         return []
     found = sorted(set(_static_keys(dict(props), "", False)))
     return [f"static AWS credentials at {where}; use IRSA" for where in found]

@@ -53,7 +53,6 @@ class StackResource:
     name: str
     urn: str
     props: Mapping[str, Any]
-    parent: str = ""
     # Every URN the engine orders this after: dependsOn plus the resources its inputs come from.
     dependencies: tuple[str, ...] = ()
     property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
