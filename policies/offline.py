@@ -32,26 +32,18 @@ ZONE_IDS = ("use1-az1", "use1-az2", "use1-az4")
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 
 DEFAULT_INVOKES: dict[str, Invoke] = {
-    "aws:index/getAvailabilityZones:getAvailabilityZones": lambda _args: {
-        "names": list(ZONES),
-        "zoneIds": list(ZONE_IDS),
-        "state": "available",
-    },
     "aws:index/getCallerIdentity:getCallerIdentity": lambda _args: {
         "accountId": ACCOUNT_ID,
         "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci",
         "userId": "AIDATEST",
         "id": ACCOUNT_ID,
     },
-    "aws:index/getRegion:getRegion": lambda _args: {"name": REGION, "region": REGION, "id": REGION},
     # The offline caller is an IAM user: a user's session is issued by the user itself.
     "aws:iam/getSessionContext:getSessionContext": lambda args: {
         "arn": args["arn"],
         "issuerArn": args["arn"],
         "id": args["arn"],
     },
-    # Every zone offers every instance type asked about; tests narrow this to check zone choice.
-    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": lambda args: _offerings(args),
     "aws:index/getPartition:getPartition": lambda _args: {
         "partition": "aws",
         "dnsSuffix": "amazonaws.com",
@@ -60,16 +52,35 @@ DEFAULT_INVOKES: dict[str, Invoke] = {
 }
 
 
-def _offerings(args: dict[str, Any]) -> dict[str, Any]:
-    types = [v for f in args.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
-    pairs = [(t, zone) for t in types for zone in ZONES]
+def regional_invokes(region: str) -> dict[str, Invoke]:
+    """What the region's own invokes answer: its name and three zones (``<region>a`` to ``c``),
+    every one offering every instance type asked about (tests narrow this to check zone choice)."""
+    zones = [f"{region}{letter}" for letter in "abc"]
+    zone_ids = list(ZONE_IDS) if region == REGION else [f"{region}-az{i}" for i in (1, 2, 4)]
+
+    def offerings(args: dict[str, Any]) -> dict[str, Any]:
+        types = [v for f in args.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
+        pairs = [(t, zone) for t in types for zone in zones]
+        return {
+            "instanceTypes": [t for t, _ in pairs],
+            "locations": [z for _, z in pairs],
+            "locationTypes": ["availability-zone"] * len(pairs),
+            "id": "offerings",
+            "locationType": "availability-zone",
+        }
+
     return {
-        "instanceTypes": [t for t, _ in pairs],
-        "locations": [z for _, z in pairs],
-        "locationTypes": ["availability-zone"] * len(pairs),
-        "id": "offerings",
-        "locationType": "availability-zone",
+        "aws:index/getRegion:getRegion": lambda _args: {"name": region, "region": region, "id": region},
+        "aws:index/getAvailabilityZones:getAvailabilityZones": lambda _args: {
+            "names": zones,
+            "zoneIds": zone_ids,
+            "state": "available",
+        },
+        "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": offerings,
     }
+
+
+DEFAULT_INVOKES |= regional_invokes(REGION)
 
 
 @dataclass(frozen=True)
@@ -283,13 +294,14 @@ def run_stack(stacks_dir: Path, stack: str, settings: Mapping[str, str] | None =
     ``with_settings``): what a deployer sets for their own account and network.
     """
     config = with_settings(stack_config(stacks_dir, stack), settings or {})
+    region = config.get("aws:region", REGION)  # as the AWS provider takes it
     before_path, before_modules = list(sys.path), set(sys.modules)
 
     def program() -> None:
         runpy.run_path(str(stacks_dir), run_name="__main__")
 
     try:
-        recording, _ = run_program(program, config=config, stack=stack)
+        recording, _ = run_program(program, invokes=regional_invokes(region), config=config, stack=stack)
     finally:
         sys.path[:] = before_path
         for name in set(sys.modules) - before_modules:

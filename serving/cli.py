@@ -410,6 +410,9 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _policy_check(args: argparse.Namespace) -> int:
     """Exit 0: no mandatory violation; 1: at least one; 2: the check could not run."""
+    # The pack runs in a process of its own, which needs pulumi-policy: say so before running the stack.
+    import pulumi_policy  # noqa: F401
+
     from inferstack.policies.check import check_stack
 
     _check_stacks_dir(args.stacks_dir)
@@ -447,6 +450,24 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+# The extra that brings each third-party module a command may import (pyproject's optional deps).
+_EXTRAS = {
+    "torch": "serving",
+    "numpy": "serving",
+    "tritonclient": "serving",
+    "boto3": "serving",
+    "botocore": "serving",
+    "grpc": "serving",
+    "moto": "local",
+    "pulumi_policy": "policy",
+}
+
+
+def missing_extra(module: str) -> str | None:
+    """The extra to install for a module that failed to import, if it is one of the extras'."""
+    return _EXTRAS.get(module.split(".")[0])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _stop_on_sigterm()
@@ -467,6 +488,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninferstack: stopped", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        extra = missing_extra(error.name or "")
+        if extra is None:
+            raise
+        print(
+            f"inferstack: this command needs the {extra} extra (module {error.name} is not installed): "
+            f"pip install 'inferstack[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as error:
         from inferstack.serving.local import RuntimeFailure
 

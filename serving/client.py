@@ -171,8 +171,19 @@ class TritonClient:
         config: dict[str, Any] = self._call(f"config of {model}", call)
         return config
 
-    def infer(self, model: str, inputs: Mapping[str, Array]) -> dict[str, Array]:
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Array],
+        *,
+        request_id: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Array]:
         """Run ``model`` on named arrays; returns every output the model declares, by name.
+
+        ``request_id`` appears in Triton's log lines about the request; ``headers`` go with it, e.g. a
+        W3C ``traceparent`` (`inferstack.serving.tracing.traceparent`) that makes Triton's spans part
+        of the caller's trace.
 
         The output names come from the model's metadata, read on the first call for that model only,
         so a steady stream of requests costs one round trip each.
@@ -196,7 +207,9 @@ class TritonClient:
                 request.append(tensor)
             wanted = [api.InferRequestedOutput(name) for name in outputs]
             kwargs: dict[str, Any] = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-            result = client.infer(model, request, outputs=wanted, **kwargs)
+            result = client.infer(
+                model, request, outputs=wanted, request_id=request_id, headers=dict(headers or {}), **kwargs
+            )
             return {name: result.as_numpy(name) for name in outputs}
 
         answer: dict[str, Array] = self._call(f"inference on {model}", call)

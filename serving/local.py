@@ -224,6 +224,7 @@ class LocalRuntime:
     prefix: str = "models"
     startup_timeout_s: float = 180.0
     progress: Callable[[str], None] | None = None
+    triton_args: Sequence[str] = ()  # more server flags: tracing, logging
 
     models: list[RepositoryModel] = field(default_factory=list, init=False)
     children: list[ChildProcess] = field(default_factory=list, init=False)
@@ -346,6 +347,7 @@ class LocalRuntime:
             "--allow-gpu-metrics=false",
             "--strict-readiness=true",
             "--exit-timeout-secs=10",
+            *self.triton_args,
         ]
         self.http_url = f"http://127.0.0.1:{ports['http']}"
         self.grpc_url = f"127.0.0.1:{ports['grpc']}"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pulumi
-from platform_stack import build, parse_config
 
-config = pulumi.Config("inferstack")
-raw = {key: config.get_object(key) for key in ("cluster", "network", "nodes", "gpu", "services")}
-raw["environment"] = config.get("environment")
-outputs = build(parse_config({k: v for k, v in raw.items() if v is not None}, stack=pulumi.get_stack()))
-for name, value in outputs.items():
-    pulumi.export(
-        name, pulumi.Output.secret(value) if name in ("kubeconfig", "grafana_admin_password") else value
-    )
+from inferstack.components.platform import InferencePlatform
+from inferstack.components.platform_config import engine_config, parse_config
+
+config = parse_config(engine_config())
+platform = InferencePlatform(config.cluster.name or f"inferstack-{pulumi.get_stack()}", config)
+for name, value in platform.outputs().items():
+    pulumi.export(name, value)

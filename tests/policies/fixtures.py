@@ -40,20 +40,28 @@ class Case:
 # --- changes to a recorded stack ---------------------------------------------------------------------
 
 
-def ref(resource: Recorded) -> str:
-    """``"Kind name"``: how the fixtures name a resource (names alone repeat across types)."""
-    return f"{resource.type.rsplit(':', 1)[-1]} {resource.name}"
+def is_(resource: Recorded, wanted: str) -> bool:
+    """Whether ``resource`` is the one a fixture calls ``"Kind name"``: names alone repeat across
+    types, and a stack may prefix them (``inferstack-prod-...``)."""
+    kind, _, name = wanted.partition(" ")
+    return resource.type.rsplit(":", 1)[-1] == kind and (
+        resource.name == name or resource.name.endswith(f"-{name}")
+    )
+
+
+def is_any(resource: Recorded, wanted: tuple[str, ...]) -> bool:
+    return any(is_(resource, w) for w in wanted)
 
 
 def edit(name: str, change: Callable[[dict[str, Any]], Any]) -> Change:
     """Change the inputs of the resource ``name`` (``"Kind name"``)."""
 
     def apply(stack: Stack) -> Stack:
-        found = [r for r in stack if ref(r) == name]
+        found = [r for r in stack if is_(r, name)]
         assert len(found) == 1, f"expected one resource {name!r}, found {len(found)}"
         result = []
         for resource in stack:
-            if ref(resource) == name:
+            if is_(resource, name):
                 inputs = copy.deepcopy(resource.inputs)
                 change(inputs)
                 resource = replace(resource, inputs=inputs)
@@ -67,7 +75,7 @@ def edit_type(resource_type: str, change: Callable[[dict[str, Any]], Any]) -> Ch
     """Change the inputs of every resource of ``resource_type``."""
 
     def apply(stack: Stack) -> Stack:
-        names = [ref(r) for r in stack if r.type == resource_type]
+        names = [f"{r.type.rsplit(':', 1)[-1]} {r.name}" for r in stack if r.type == resource_type]
         for name in names:
             stack = edit(name, change)(stack)
         return stack
@@ -77,9 +85,9 @@ def edit_type(resource_type: str, change: Callable[[dict[str, Any]], Any]) -> Ch
 
 def drop(*names: str) -> Change:
     def apply(stack: Stack) -> Stack:
-        missing = set(names) - {ref(r) for r in stack}
+        missing = [n for n in names if not any(is_(r, n) for r in stack)]
         assert not missing, f"not in the stack: {missing}"
-        return [r for r in stack if ref(r) not in names]
+        return [r for r in stack if not is_any(r, names)]
 
     return apply
 
@@ -92,9 +100,9 @@ def ordered_after(name: str, *after: str) -> Change:
     """``name`` depends on the resources called ``after`` too."""
 
     def apply(stack: Stack) -> Stack:
-        urns = [r.urn for r in stack if ref(r) in after]
+        urns = [r.urn for r in stack if is_any(r, after)]
         assert len(urns) == len(after), after
-        return [replace(r, dependencies=(*r.dependencies, *urns)) if ref(r) == name else r for r in stack]
+        return [replace(r, dependencies=(*r.dependencies, *urns)) if is_(r, name) else r for r in stack]
 
     return apply
 
@@ -103,7 +111,7 @@ def not_after(name: str, *others: str) -> Change:
     """``name`` no longer depends on the resources ``others`` (``"Kind name"`` each)."""
 
     def apply(stack: Stack) -> Stack:
-        urns = {r.urn for r in stack if ref(r) in others}
+        urns = {r.urn for r in stack if is_any(r, others)}
         assert len(urns) == len(others), others
 
         def kept(found: tuple[str, ...]) -> tuple[str, ...]:
@@ -115,7 +123,7 @@ def not_after(name: str, *others: str) -> Change:
                 dependencies=kept(r.dependencies),
                 property_dependencies={k: kept(v) for k, v in r.property_dependencies.items()},
             )
-            if ref(r) == name
+            if is_(r, name)
             else r
             for r in stack
         ]

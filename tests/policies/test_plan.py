@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inferstack.policies import offline
 from inferstack.policies.offline import with_settings
 from inferstack.serving.cli import main
 from tests.conftest import ROOT
-from tests.harness import DEPLOYER_ARGS, run_stack
+from tests.harness import DEPLOYER, DEPLOYER_ARGS, run_stack
 from tests.schemas import validate_custom_resource, validate_k8s
 
 BUILT_IN = {"v1", "apps/v1", "policy/v1"}
@@ -26,8 +27,9 @@ def test_plan_prints_the_tree_and_writes_valid_manifests(
     out = capsys.readouterr().out
     assert f"stack {stack}:" in out
     # Components at the top, their resources indented beneath.
-    assert "\n+ inferstack:cluster:Cluster" in out and "\n    + aws:eks/cluster:Cluster" in out
-    assert "\n+ inferstack:model_service:TritonModelService" in out
+    assert "\n+ inferstack:platform:InferencePlatform" in out
+    assert "\n    + inferstack:cluster:Cluster" in out and "\n        + aws:eks/cluster:Cluster" in out
+    assert "\n    + inferstack:model_service:TritonModelService" in out
     manifests = sorted((tmp_path / stack).rglob("*.yaml"))
     kinds = {yaml.safe_load(p.read_text())["kind"] for p in manifests}
     assert {
@@ -146,3 +148,11 @@ def test_settings_apply_as_pulumi_config_set_path_would() -> None:
         "publicAccessCidrs": ["198.51.100.7/32"],
     }
     assert merged["aws:region"] == "eu-west-1" and json.loads(merged["inferstack:gpu"]) == {"maxPerZone": 3}
+
+
+def test_the_plan_follows_the_stacks_region() -> None:
+    recording = offline.run_stack(ROOT / "stacks", "dev", {**DEPLOYER, "aws:region": "eu-west-1"})
+    subnets = {r.inputs["availabilityZone"] for r in recording.of_type("aws:ec2/subnet:Subnet")}
+    assert subnets == {"eu-west-1a", "eu-west-1b"}
+    kubeconfig = recording.one("pulumi:providers:kubernetes").inputs["kubeconfig"]["value"]
+    assert "--region\n      - eu-west-1" in kubeconfig or '"eu-west-1"' in kubeconfig

@@ -217,3 +217,32 @@ def test_local_up_with_a_missing_repository_exits_2(
 ) -> None:
     assert main(["local", "up", "--repository", str(tmp_path / "nothing"), "--once"]) == 2
     assert "repository" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("blocked", "arguments", "extra"),
+    [
+        (
+            "torch",
+            [
+                *("models", "build", "--torchscript", "m.pt", "--name", "m"),
+                *("--input", "x:FP32:4", "--output", "y:FP32:4", "--out", "repo"),
+            ],
+            "serving",
+        ),
+        ("pulumi_policy", ["policy", "check", "--stack", "dev"], "policy"),
+    ],
+)
+def test_a_command_without_its_extra_says_which_to_install(
+    blocked: str, arguments: list[str], extra: str
+) -> None:
+    """An install without the extra has no such module: the CLI names the extra, no traceback."""
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None; "
+        "from inferstack.serving.cli import main; "
+        f"sys.exit(main({arguments!r}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert f"pip install 'inferstack[{extra}]'" in result.stderr
+    assert "Traceback" not in result.stderr

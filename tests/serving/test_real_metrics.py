@@ -21,9 +21,9 @@ from inferstack.components import promql
 from inferstack.components.alerts import service_rule_group
 from inferstack.components.dashboards import triton_dashboard
 from inferstack.components.gpu import dcgm_exporter_values
+from inferstack.components.model_service import ModelSource, TritonModelServiceArgs, scaled_object
 from inferstack.serving.client import TritonClient
 from inferstack.serving.local import LocalRuntime, RuntimeFailure
-from inferstack.serving.model_service import ModelSource, TritonModelServiceArgs, scaled_object
 from inferstack.serving.prometheus import LocalPrometheus, ScrapeTarget
 from tests.conftest import require_tool, unavailable
 

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
+import json
 from typing import Any
 
+import pulumi
 import pytest
 import yaml
 
+from inferstack.components.platform import InferencePlatform
+from inferstack.components.platform_config import parse_config, reference_table
+from inferstack.infra.errors import InvalidInput
 from inferstack.policies import offline
 from tests.conftest import ROOT
-from tests.harness import DEPLOYER, Recording, run_invalid
+from tests.harness import DEPLOYER, Recording, run_invalid, run_program
 
 STACKS = ROOT / "stacks"
 
 
-def platform_stack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("platform_stack", STACKS / "platform_stack.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["platform_stack"] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+def engine_form(raw: dict[str, Any]) -> dict[str, str]:
+    """Settings as the engine hands them to a program: one string per top-level key."""
+    return {f"inferstack:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
 
 
 def run_stack(stack: str) -> Recording:
@@ -59,7 +57,7 @@ def test_prod_shape() -> None:
         == "DoNotSchedule"
     )
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[0] == "--model-repository=s3://models-bucket/ranker"
+    assert args[0] == "--model-repository=s3://inferstack-prod-models-bucket/ranker"
     coredns = recording.one("aws:eks/addon:Addon", "inferstack-prod-coredns")
     assert coredns.inputs["addonName"] == "coredns"
 
@@ -74,9 +72,18 @@ def test_dev_is_smaller() -> None:
     ("raw", "field"),
     [
         ({"environment": "qa"}, "inferstack:environment"),
-        ({"network": {"zone": 3}}, "inferstack:network"),
-        ({"bogus": 1}, "inferstack"),
-        ({"services": [{"name": "x", "models": ["x"]}]}, "inferstack:services[0]"),
+        ({"network": {"zone": 3}}, "inferstack:network.zone"),
+        ({"bogus": 1}, "inferstack:bogus"),
+        ({"service": [{"name": "x"}]}, "inferstack:service"),
+        ({"services": [{"name": "x", "models": ["x"]}]}, "inferstack:services[0].prefix"),
+        # One model named "demo", not four named d, e, m, o.
+        ({"services": [{"name": "x", "models": "demo", "prefix": "x"}]}, "inferstack:services[0].models"),
+        (
+            {"services": [{"name": "x", "models": ["x"], "prefix": "x", "minReplica": 2}]},
+            "inferstack:services[0].minReplica",
+        ),
+        ({"gpu": {"maxPerZone": "lots"}}, "inferstack:gpu.maxPerZone"),
+        ({"gpu": {"minSurvivingShare": "37.5"}}, "inferstack:gpu.minSurvivingShare"),
         (
             {
                 "environment": "prod",
@@ -99,10 +106,11 @@ def test_dev_is_smaller() -> None:
     ],
 )
 def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], field: str) -> None:
-    module = platform_stack()
     deployable = {"cluster": {"publicAccessCidrs": ["198.51.100.7/32"]}}
     given = {**deployable, **raw, "cluster": {**deployable["cluster"], **raw.get("cluster", {})}}
-    recording, error = run_invalid(lambda: module.build(module.parse_config(given, stack="dev")))
+    recording, error = run_invalid(
+        lambda: InferencePlatform("inferstack-dev", parse_config(engine_form(given)))
+    )
     assert error.field == field, error
     assert recording.resources == []
 
@@ -111,3 +119,53 @@ def test_the_pulumi_project_points_at_this_program() -> None:
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["main"] == "stacks/" and project["stackConfigDir"] == "stacks"
     assert project["runtime"]["name"] == "python"
+
+
+def test_values_as_pulumi_config_set_path_stores_them_are_read() -> None:
+    """`pulumi config set --path` stores numbers as strings ("37.5"); they mean numbers."""
+    config = parse_config(
+        engine_form(
+            {
+                "gpu": {"maxPerZone": "3", "minSurvivingShare": "0.5"},
+                "services": [{"name": "x", "models": ["x"], "prefix": "x", "queueTimeTargetMs": "37.5"}],
+                "network": {"zones": ["us-east-1a", "us-east-1b"]},
+            }
+        )
+        | {"aws:region": "eu-west-1", "other:thing": "ignored"}
+    )
+    assert config.gpu.max_per_zone == 3 and config.gpu.min_surviving_share == 0.5
+    assert config.services[0].queue_time_target_ms == 37.5
+    assert config.network.zones == ("us-east-1a", "us-east-1b")
+
+
+def test_a_key_set_without_path_is_refused_with_the_command_that_works() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_config({"inferstack:gpu.instanceType": "g6.xlarge"})
+    assert caught.value.field == "inferstack:gpu.instanceType" and "--path" in caught.value.allowed
+
+
+def test_the_readme_config_reference_is_the_schemas() -> None:
+    assert reference_table() in (ROOT / "README.md").read_text()
+
+
+def readme_program() -> str:
+    """The README's complete library program: the first python block of "The Pulumi components"."""
+    section = (ROOT / "README.md").read_text().split("## The Pulumi components", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_library_program_runs_as_written() -> None:
+    exported: dict[str, Any] = {}
+
+    def program() -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pulumi, "export", lambda name, value: exported.__setitem__(name, value))
+            exec(compile(readme_program(), "README.md", "exec"), {})
+
+    recording, _ = run_program(program)
+    assert {"kubeconfig", "ranker"} <= set(exported)
+    platform = recording.one("inferstack:platform:InferencePlatform", "ml-prod")
+    assert platform.parent_type == "pulumi:pulumi:Stack"
+    assert recording.one("aws:eks/cluster:Cluster").inputs["name"] == "ml-prod"
+    deployment = recording.one("kubernetes:apps/v1:Deployment").inputs
+    assert deployment["metadata"]["namespace"] == "ranker"

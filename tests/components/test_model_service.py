@@ -16,8 +16,7 @@ import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
 from inferstack.components import promql
-from inferstack.infra.model_store import ModelStore
-from inferstack.serving.model_service import (
+from inferstack.components.model_service import (
     MODEL_CACHE_DIR,
     SPOT_NOTICE_S,
     ModelSource,
@@ -35,6 +34,7 @@ from inferstack.serving.model_service import (
     service_account,
     service_monitor,
 )
+from inferstack.infra.model_store import ModelStore
 from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
 from tests.schemas import validate_custom_resource, validate_k8s
 
@@ -505,7 +505,7 @@ def test_a_given_namespace_is_used_and_not_created() -> None:
 
 def test_importing_the_component_pulls_in_no_serving_runtime() -> None:
     code = (
-        "import sys, inferstack.serving.model_service; "
+        "import sys, inferstack.components.model_service; "
         "print(sorted(m for m in ('torch', 'tritonclient', 'moto') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

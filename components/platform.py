@@ -1,0 +1,278 @@
+"""InferencePlatform: one environment of GPU model serving, as one Pulumi component.
+
+network -> cluster -> node groups (system, GPU on demand, GPU spot) -> model store -> GPU operators,
+monitoring, autoscaling -> one TritonModelService per configured service. The whole `PlatformConfig`
+is checked before the first resource is registered, and every error names the stack config key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
+from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
+from inferstack.components.model_service import (
+    ModelSource,
+    TritonModelService,
+    TritonModelServiceArgs,
+    validate,
+)
+from inferstack.components.monitoring import Monitoring, MonitoringArgs
+from inferstack.components.platform_config import NAMESPACE, PlatformConfig, ServiceConfig
+from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
+from inferstack.infra.names import EKS_NODEGROUP_NAME_MAX, IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.network import (
+    Network,
+    NetworkArgs,
+    choose_zones,
+    instance_type_offerings,
+    nat_zones,
+    plan_subnets,
+    region_zones,
+)
+from inferstack.infra.nodegroups import (
+    NodeGroupPlan,
+    NodeGroups,
+    NodeGroupsArgs,
+    check_zone_loss,
+    gpu_plans,
+    gpu_spot_plans,
+    system_plan,
+)
+
+KEY = NAMESPACE  # the stack config namespace errors are named in
+MONITORING_NAMESPACE = MonitoringArgs.namespace
+
+
+def check_reachable(config: PlatformConfig) -> None:
+    """The platform installs Helm releases and Triton services through the API endpoint from wherever
+    `pulumi up` runs, which is outside the VPC it creates: a private-only endpoint would time out."""
+    if not config.cluster.public_access_cidrs:
+        raise InvalidInput(
+            f"{KEY}:cluster.publicAccessCidrs",
+            [],
+            "the CIDRs `pulumi up` runs from (e.g. your egress IP as a /32): the program deploys "
+            "Kubernetes resources through the API endpoint from outside the VPC; set it with "
+            f"`pulumi config set --path '{KEY}:cluster.publicAccessCidrs[0]' <cidr>`",
+        )
+    if config.network.nat == "none":
+        raise InvalidInput(
+            f"{KEY}:network.nat",
+            config.network.nat,
+            "per_zone or single: the platform's charts pull images from public registries "
+            "(registry.k8s.io, nvcr.io, quay.io), which private nodes reach only through a NAT",
+        )
+
+
+def node_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodeGroupPlan]:
+    gpu = config.gpu
+    return [
+        system_plan(zones, instance_types=config.nodes.system_instance_types),
+        *gpu_plans(zones, instance_type=gpu.instance_type, max_size=gpu.max_per_zone),
+        *gpu_spot_plans(zones, instance_types=gpu.spot_instance_types, max_size=gpu.spot_max_per_zone),
+    ]
+
+
+def service_args(
+    config: PlatformConfig, service: ServiceConfig, source: ModelSource, zones: Sequence[str], **extra: Any
+) -> TritonModelServiceArgs:
+    return TritonModelServiceArgs(
+        models=service.models,
+        source=source,
+        namespace=service.name,
+        environment="prod" if config.environment == "prod" else "dev",
+        zones=len(zones),
+        node_instance_type=config.gpu.instance_type,
+        min_replicas=service.min_replicas,
+        max_replicas=service.max_replicas,
+        placement=service.placement,
+        queue_time_target_ms=service.queue_time_target_ms,
+        pending_requests_per_replica=service.pending_requests_per_replica,
+        gpu_utilization_target=service.gpu_utilization_target,
+        **extra,
+    )
+
+
+def check_platform_name(name: str, zones: Sequence[str]) -> None:
+    """The platform's name prefixes its children's names; the longest derived ones must fit AWS."""
+    field = f"{KEY}:cluster.name"
+    check_derived_name(field, name, suffix="-autoscaling-cluster-autoscaler", limit=IAM_ROLE_NAME_MAX)
+    for zone in zones:
+        check_derived_name(field, name, suffix=f"-nodes-gpu-spot-{zone}-ng", limit=EKS_NODEGROUP_NAME_MAX)
+
+
+def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> None:
+    """Everything the components would check, for the whole platform, before anything is registered.
+
+    Subnet ids, role ARNs and bucket URIs exist only once resources do; the checks get stand-ins of
+    the right shape (one private subnet per zone, an IRSA role), which is all they look at.
+    """
+    check_reachable(config)
+    plan_subnets(config.network.vpc_cidr, zones, private_prefix=19, public_prefix=24)
+    nat_zones(zones, config.network.nat)
+    validate_cluster_args(
+        cluster_name,
+        ClusterArgs(
+            subnet_ids=[f"private-{zone}" for zone in zones],
+            version=config.cluster.kubernetes_version,
+            admin_principal_arns=config.cluster.admin_principal_arns,
+            public_access_cidrs=config.cluster.public_access_cidrs,
+        ),
+    )
+    gpu_groups = [p for p in node_plans(config, zones) if p.gpus_per_node]
+    check_zone_loss(gpu_groups, config.gpu.min_surviving_share)
+    names = [s.name for s in config.services]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"{KEY}:services", names, "unique service names")
+    for i, service in enumerate(config.services):
+        try:
+            source = ModelSource(role_arn="irsa-role", repository_uri=f"s3://models/{service.prefix}")
+            validate(service.name, service_args(config, service, source, zones))
+            check_prefix(service.prefix)
+        except InvalidInput as error:
+            raise InvalidInput(f"{KEY}:services[{i}].{error.field}", error.value, error.allowed) from None
+
+
+class InferencePlatform(pulumi.ComponentResource):
+    """The whole platform of one environment; ``name`` also names the EKS cluster unless the config does."""
+
+    cluster: Cluster
+    network: Network
+    model_store: ModelStore
+    services: dict[str, TritonModelService]
+    zones: list[str]
+    region: str
+    cluster_name: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    oidc_provider_arn: pulumi.Output[str]
+    oidc_issuer_url: pulumi.Output[str]
+    vpc_id: pulumi.Output[str]
+    private_subnet_ids: list[pulumi.Output[str]]
+    model_bucket: pulumi.Output[str]
+    grafana_admin_password: pulumi.Output[str]
+
+    def __init__(self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        # Every invoke goes through the provider the caller gave this component (its region, account).
+        invoke = pulumi.InvokeOptions(provider=opts.provider if opts else None)
+        cluster_name = config.cluster.name or name
+        gpu_types = sorted({config.gpu.instance_type, *config.gpu.spot_instance_types})
+        zones = choose_zones(
+            f"{KEY}:network.zones",
+            config.network.zones,
+            region_zones(invoke),
+            instance_type_offerings(gpu_types, invoke),
+            gpu_types,
+        )
+        check_platform_name(name, zones)
+        check(config, cluster_name, zones)
+        region = aws.get_region(opts=invoke).region
+        super().__init__("inferstack:platform:InferencePlatform", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags: dict[str, str] = {"inferstack.io/environment": config.environment}
+
+        network = Network(
+            f"{name}-network",
+            NetworkArgs(
+                cluster_name=cluster_name,
+                vpc_cidr=config.network.vpc_cidr,
+                zones=zones,
+                nat=config.network.nat,
+                tags=tags,
+            ),
+            child,
+        )
+        cluster = Cluster(
+            cluster_name,
+            ClusterArgs(
+                subnet_ids=network.private_subnet_ids,
+                version=config.cluster.kubernetes_version,
+                admin_principal_arns=config.cluster.admin_principal_arns,
+                public_access_cidrs=config.cluster.public_access_cidrs,
+                tags=tags,
+            ),
+            child,
+        )
+        nodes = NodeGroups(
+            f"{name}-nodes",
+            NodeGroupsArgs(
+                cluster_name=cluster_name,
+                eks_cluster_name=cluster.name,
+                node_role_arn=cluster.node_role.arn,
+                subnet_ids_by_zone=dict(zip(zones, network.private_subnet_ids, strict=True)),
+                plans=node_plans(config, zones),
+                kubernetes_version=config.cluster.kubernetes_version,
+                min_surviving_gpu_share=config.gpu.min_surviving_share,
+                tags=tags,
+            ),
+            pulumi.ResourceOptions(parent=self, depends_on=cluster.node_prerequisites),
+        )
+        cluster.install_coredns(after=[nodes.groups["system"]])
+        store = ModelStore(f"{name}-models", ModelStoreArgs(tags=tags), child)
+        after_nodes = pulumi.ResourceOptions(parent=self, depends_on=[nodes])
+        GpuOperators(f"{name}-gpu", GpuOperatorsArgs(provider=cluster.provider), after_nodes)
+        monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(provider=cluster.provider), after_nodes)
+        Autoscaling(
+            f"{name}-autoscaling",
+            AutoscalingArgs(
+                provider=cluster.provider,
+                cluster_name=cluster_name,
+                region=region,
+                oidc_provider_arn=cluster.oidc_provider_arn,
+                oidc_issuer_url=cluster.oidc_issuer_url,
+            ),
+            after_nodes,
+        )
+        self.services = {}
+        for service in config.services:
+            source = ModelSource(
+                model_store=store,
+                prefix=service.prefix,
+                oidc_provider_arn=cluster.oidc_provider_arn,
+                oidc_issuer_url=cluster.oidc_issuer_url,
+            )
+            self.services[service.name] = TritonModelService(
+                service.name,
+                service_args(config, service, source, zones, region=region, provider=cluster.provider),
+                pulumi.ResourceOptions(parent=self, depends_on=[monitoring]),
+            )
+
+        self.cluster, self.network, self.model_store = cluster, network, store
+        self.zones, self.region = zones, region
+        self.cluster_name = cluster.name
+        self.kubeconfig = cluster.kubeconfig
+        self.oidc_provider_arn = cluster.oidc_provider_arn
+        self.oidc_issuer_url = cluster.oidc_issuer_url
+        self.vpc_id = network.vpc_id
+        self.private_subnet_ids = network.private_subnet_ids
+        self.model_bucket = store.bucket_name
+        self.grafana_admin_password = monitoring.grafana_admin_password
+        self.register_outputs(self.outputs())
+
+    def outputs(self) -> dict[str, Any]:
+        """What other stacks and people need: export these from the program (``pulumi.export``)."""
+        return {
+            "region": self.region,
+            "zones": self.zones,
+            "cluster_name": self.cluster_name,
+            "kubeconfig": self.kubeconfig,
+            "oidc_provider_arn": self.oidc_provider_arn,
+            "oidc_issuer_url": self.oidc_issuer_url,
+            "vpc_id": self.vpc_id,
+            "private_subnet_ids": self.private_subnet_ids,
+            "model_bucket": self.model_bucket,
+            "grafana": {
+                "reach": f"kubectl -n {MONITORING_NAMESPACE} port-forward "
+                "svc/kube-prometheus-stack-grafana 3000:80",
+                "admin_password": self.grafana_admin_password,
+            },
+            "services": {
+                name: {"http": service.http_endpoint, "grpc": service.grpc_endpoint}
+                for name, service in self.services.items()
+            },
+        }

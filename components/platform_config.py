@@ -1,0 +1,211 @@
+"""The stack config of an inferstack platform: one typed schema, spelled as Pulumi spells it.
+
+`PlatformConfig` parses what the Pulumi engine hands a program: every ``inferstack:*`` key as a
+string, objects and lists as JSON text, and numbers as strings where ``pulumi config set --path``
+stored them (``"37.5"``). Unknown keys are refused at every level, the top-level namespace
+included, and every error names the key in Pulumi's own spelling (``inferstack:gpu.maxPerZone``,
+``inferstack:services[1].models``), so a user can fix the stack file without reading code.
+
+The same schema writes the config reference in the README (`reference_table`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+import pulumi.runtime
+import pulumi.runtime.config
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION
+
+NAMESPACE = "inferstack"
+Environment = Literal["dev", "staging", "prod"]
+Nat = Literal["per_zone", "single", "none"]
+Placement = Literal["on-demand", "spot", "spot-with-fallback"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=False
+    )
+
+
+class ClusterConfig(_Section):
+    name: str | None = Field(None, description="EKS cluster name; default `inferstack-<stack>`")
+    kubernetes_version: str = Field(DEFAULT_KUBERNETES_VERSION, description="EKS minor version, pinned")
+    admin_principal_arns: tuple[str, ...] = Field(
+        (), description="IAM roles/users made cluster admins besides the identity running Pulumi"
+    )
+    public_access_cidrs: tuple[str, ...] = Field(
+        (), description="where `pulumi up` and kubectl reach the API from (required; public ranges)"
+    )
+
+
+class NetworkConfig(_Section):
+    vpc_cidr: str = Field("10.0.0.0/16", description="the VPC's IPv4 range, /16 to /24")
+    zones: int | tuple[str, ...] = Field(
+        3, description="how many zones (the first usable ones), or a list of zone names"
+    )
+    nat: Nat = Field("per_zone", description="NAT gateways: per_zone, single (dev) or none")
+
+
+class NodesConfig(_Section):
+    system_instance_types: tuple[str, ...] = Field(
+        ("m7i.xlarge", "m6i.xlarge"), description="CPU types of the on-demand system group"
+    )
+
+
+class GpuConfig(_Section):
+    instance_type: str = Field("g5.xlarge", description="on-demand GPU instance type, one group per zone")
+    max_per_zone: int = Field(4, ge=1, description="on-demand GPU nodes per zone at most")
+    spot_instance_types: tuple[str, ...] = Field(
+        ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"), description="spot GPU types: same GPU count and shape"
+    )
+    spot_max_per_zone: int = Field(6, ge=1, description="spot GPU nodes per zone at most")
+    min_surviving_share: float = Field(
+        0.5, ge=0, lt=1, description="share of GPU capacity that must survive losing any one zone"
+    )
+
+
+class ServiceConfig(_Section):
+    name: str = Field(description="service name: Kubernetes namespace, Services, IAM role")
+    models: tuple[str, ...] = Field(description="Triton model names to load (a list, even of one)")
+    prefix: str = Field(description="the service's folder in the model bucket")
+    min_replicas: int = Field(3, ge=1, description="replicas at least (prod: one more than a zone holds)")
+    max_replicas: int = Field(12, ge=1, description="replicas at most")
+    placement: Placement = Field("spot-with-fallback", description="on-demand, spot or spot-with-fallback")
+    queue_time_target_ms: float = Field(50.0, gt=0, description="KEDA target: average queue time per request")
+    pending_requests_per_replica: float = Field(16.0, gt=0, description="KEDA target: pending requests")
+    gpu_utilization_target: float | None = Field(
+        None, gt=0, le=100, description="KEDA target: GPU utilisation percent (off when unset)"
+    )
+
+
+class PlatformConfig(_Section):
+    environment: Environment = Field("dev", description="dev, staging or prod: sets the prod checks")
+    cluster: ClusterConfig = ClusterConfig()
+    network: NetworkConfig = NetworkConfig()
+    nodes: NodesConfig = NodesConfig()
+    gpu: GpuConfig = GpuConfig()
+    services: tuple[ServiceConfig, ...] = Field((), description="the model services, one per list entry")
+
+    def cluster_name(self, stack: str) -> str:
+        return self.cluster.name or f"inferstack-{stack}"
+
+
+def _engine_value(text: Any) -> Any:
+    """A config value as the engine stores it: objects and lists as JSON text, scalars as text."""
+    if isinstance(text, str) and text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as Pulumi spells the key: ``inferstack:services[1].models``."""
+    key = f"{NAMESPACE}:{loc[0]}" if loc else NAMESPACE
+    for part in loc[1:]:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return key
+
+
+def _walk(loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], type[BaseModel], FieldInfo | None]:
+    """The keys of a location (without pydantic's union-member tags), the section it ends in, and
+    the field it names."""
+    model: type[BaseModel] = PlatformConfig
+    keys: list[int | str] = []
+    field: FieldInfo | None = None
+    for part in loc:
+        if isinstance(part, int):
+            keys.append(part)
+            continue
+        named = next((f for f in model.model_fields.values() if f.alias == part), None)
+        if named is None:
+            if field is None or part not in str(field.annotation):
+                keys.append(part)  # an unknown key: name it as given
+            continue  # a union member's tag, such as "int" or "tuple[str, ...]"
+        keys.append(part)
+        field = named
+        model = _section_type(named.annotation) or model
+    return tuple(keys), model, field
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def engine_config() -> dict[str, Any]:
+    """Every config key the Pulumi engine handed this program, whatever its namespace."""
+    return {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+
+
+def parse_config(config: Mapping[str, Any], *, namespace: str = NAMESPACE) -> PlatformConfig:
+    """The ``<namespace>:*`` keys of an engine config map, typed and checked; other namespaces ignored."""
+    raw: dict[str, Any] = {}
+    for key, value in config.items():
+        owner, _, name = key.partition(":")
+        if owner != namespace:
+            continue
+        if "." in name or "[" in name:
+            top = name.split(".")[0].split("[")[0]
+            raise InvalidInput(
+                key,
+                value,
+                f"set inside the {namespace}:{top} object: `pulumi config set --path '{key}' ...` "
+                "(without --path Pulumi stores a new top-level key that nothing reads)",
+            )
+        raw[name] = _engine_value(value)
+    try:
+        return PlatformConfig.model_validate(raw)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        keys, section, field = _walk(tuple(first["loc"]))
+        if first["type"] == "missing":
+            raise InvalidInput(
+                _key(keys), None, f"required: {field.description if field else 'a value'}"
+            ) from None
+        if first["type"] == "extra_forbidden":
+            known = ", ".join(f.alias or n for n, f in section.model_fields.items())
+            raise InvalidInput(
+                _key(keys), first["input"], f"not a setting here; the keys are {known}"
+            ) from None
+        what = f" ({field.description})" if field is not None and field.description else ""
+        raise InvalidInput(_key(keys), first.get("input"), f"{first['msg']}{what}") from None
+
+
+def _reference_rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{field.alias or name}" if prefix else f"{NAMESPACE}:{field.alias or name}"
+        section = _section_type(field.annotation)
+        if section is not None and field.annotation is not None and "tuple" not in str(field.annotation):
+            yield from _reference_rows(section, f"{key}.")
+            continue
+        if section is not None:
+            yield key, "list of objects", field.description or ""
+            yield from _reference_rows(section, f"{key}[i].")
+            continue
+        default = "required" if field.is_required() else json.dumps(field.default)
+        yield key, default, field.description or ""
+
+
+def reference_table() -> str:
+    """The README's config reference: every key, its default and what it is for."""
+    rows = ["| key | default | what |", "|---|---|---|"]
+    rows += [
+        f"| `{key}` | {default} | {what} |" for key, default, what in _reference_rows(PlatformConfig, "")
+    ]
+    return "\n".join(rows)

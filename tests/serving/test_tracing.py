@@ -1,0 +1,238 @@
+"""Traces and logs: a client's trace id reaches Triton's spans, and Triton's log lines become records.
+
+The real-server test runs the Triton 2.51 that the cluster image ships, with OpenTelemetry export to
+a receiver on loopback; the decoding tests use what that Triton really sent (captured on 2026-11-23).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.serving.client import TritonClient
+from inferstack.serving.local import LocalRuntime, RuntimeFailure, build_demo_repository, find_triton
+from inferstack.serving.tracing import (
+    SpanReceiver,
+    decode_export,
+    request_timings,
+    traceparent,
+    triton_trace_args,
+)
+from inferstack.serving.triton_logs import (
+    parse_line,
+    parse_lines,
+    request_states,
+    triton_log_args,
+    write_json_lines,
+)
+from tests.conftest import unavailable
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+# Two of the three exports Triton 2.51 made for one request (trimmed to one resource attribute).
+MODEL_SPAN = {
+    "resourceSpans": [
+        {
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "triton-local"}}]},
+            "scopeSpans": [
+                {
+                    "scope": {"name": "triton-server"},
+                    "spans": [
+                        {
+                            "attributes": [
+                                {"key": "triton.model_name", "value": {"stringValue": "demo"}},
+                                {"key": "triton.model_version", "value": {"intValue": "1"}},
+                            ],
+                            "endTimeUnixNano": "1795452823964576888",
+                            "events": [
+                                {"name": "REQUEST_START", "timeUnixNano": "1795452823813186568"},
+                                {"name": "QUEUE_START", "timeUnixNano": "1795452823813212757"},
+                                {"name": "REQUEST_END", "timeUnixNano": "1795452823964576888"},
+                            ],
+                            "kind": 2,
+                            "name": "demo",
+                            "parentSpanId": "0edf482053b46ce9",
+                            "spanId": "610c238a3262a793",
+                            "startTimeUnixNano": "1795452823813186568",
+                            "traceId": TRACE,
+                        }
+                    ],
+                }
+            ],
+        }
+    ]
+}
+COMPUTE_SPAN = {
+    "resourceSpans": [
+        {
+            "scopeSpans": [
+                {
+                    "spans": [
+                        {
+                            "endTimeUnixNano": "1795452823963605510",
+                            "events": [
+                                {"name": "COMPUTE_START", "timeUnixNano": "1795452823815568879"},
+                                {"name": "COMPUTE_INPUT_END", "timeUnixNano": "1795452823815886743"},
+                                {"name": "COMPUTE_OUTPUT_START", "timeUnixNano": "1795452823963478350"},
+                                {"name": "COMPUTE_END", "timeUnixNano": "1795452823963605510"},
+                            ],
+                            "kind": 2,
+                            "name": "compute",
+                            "parentSpanId": "610c238a3262a793",
+                            "spanId": "593899af3ee3fd30",
+                            "startTimeUnixNano": "1795452823815568879",
+                            "traceId": TRACE,
+                        }
+                    ]
+                }
+            ]
+        }
+    ]
+}
+
+
+def test_triton_json_exports_decode_with_hex_ids() -> None:
+    (model,) = decode_export(json.dumps(MODEL_SPAN).encode(), "application/json")
+    assert model.trace_id == TRACE and model.span_id == "610c238a3262a793"
+    assert model.parent_span_id == "0edf482053b46ce9"
+    assert model.attributes == {"triton.model_name": "demo", "triton.model_version": 1}
+    assert model.events["QUEUE_START"] == 1795452823813212757
+
+
+def test_protobuf_exports_decode_too() -> None:
+    span = ProtoSpan(trace_id=bytes.fromhex(TRACE), span_id=bytes.fromhex("593899af3ee3fd30"), name="compute")
+    body = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]
+    ).SerializeToString()
+    (decoded,) = decode_export(body, "application/x-protobuf")
+    assert decoded.trace_id == TRACE and decoded.name == "compute"
+
+
+def test_stage_timings_come_from_the_model_span_and_its_compute_child() -> None:
+    spans = decode_export(json.dumps(MODEL_SPAN).encode(), "application/json") + decode_export(
+        json.dumps(COMPUTE_SPAN).encode(), "application/json"
+    )
+    (timing,) = request_timings(spans)
+    assert timing.model == "demo" and timing.trace_id == TRACE
+    assert timing.stages_us == pytest.approx(
+        {
+            "queue": (1795452823815568879 - 1795452823813212757) / 1e3,
+            "compute_input": (1795452823815886743 - 1795452823815568879) / 1e3,
+            "infer": (1795452823963478350 - 1795452823815886743) / 1e3,
+            "compute_output": (1795452823963605510 - 1795452823963478350) / 1e3,
+        }
+    )
+    assert timing.total_us == pytest.approx((1795452823964576888 - 1795452823813186568) / 1e3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"trace_id": "xyz"}, "trace_id"),
+        ({"parent_id": "0" * 16}, "parent_id"),
+        ({"trace_id": "A" * 32}, "trace_id"),
+    ],
+)
+def test_traceparent_refuses_ids_w3c_does_not_allow(kwargs: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        traceparent(**kwargs)
+    assert caught.value.field == field
+
+
+def test_trace_flags_are_checked() -> None:
+    args = triton_trace_args("http://127.0.0.1:4318/v1/traces", rate=100, service_name="ranker")
+    assert args[args.index("mode=opentelemetry") - 1] == "--trace-config"
+    assert "rate=100" in args and "opentelemetry,url=http://127.0.0.1:4318/v1/traces" in args
+    with pytest.raises(InvalidInput):
+        triton_trace_args("http://127.0.0.1:4318", rate=1)
+    with pytest.raises(InvalidInput):
+        triton_trace_args("http://127.0.0.1:4318/v1/traces", rate=0)
+
+
+LOG = [
+    '2026-11-23T16:54:26Z I 30519 infer_request.cc:132] "[request id: req-42] Setting state from INITIALIZED to PENDING"\n',
+    '2026-11-23T16:54:26Z I 30519 infer_request.cc:905] "[request id: req-42] prepared: [0x0x7f2b68004590] request id: req-42, model: demo, requested version: -1, actual version: 1, flags: 0x0\\noriginal inputs:\\n"\n',
+    "| exit_timeout                     | 1 |\n",
+    '2026-11-23T16:54:26Z I 30519 infer_request.cc:132] "[request id: req-42] Setting state from PENDING to EXECUTING"\n',
+    "2026-11-23T16:54:27Z E 30520 model_lifecycle.cc:654] \"failed to load 'x'\"\n",
+]
+
+
+def test_log_lines_become_records_with_request_ids(tmp_path: Path) -> None:
+    records = list(parse_lines(LOG))
+    assert len(records) == 4  # the table row is not a log entry
+    prepared = records[1]
+    assert prepared.request_id == "req-42" and prepared.model == "demo" and prepared.model_version == 1
+    assert records[3].level == "error" and records[3].request_id is None
+    assert request_states(records) == {"req-42": ["PENDING", "EXECUTING"]}
+    assert write_json_lines(records, tmp_path / "triton.jsonl") == 4
+    first = json.loads((tmp_path / "triton.jsonl").read_text().splitlines()[0])
+    assert first["request_id"] == "req-42" and first["source"] == "infer_request.cc:132"
+    assert parse_line("not a log line") is None
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRuntime, SpanReceiver]]:
+    try:
+        find_triton()
+    except RuntimeFailure as error:
+        unavailable(str(error))
+    repository = build_demo_repository(tmp_path_factory.mktemp("repository"))
+    with SpanReceiver() as receiver:
+        args = [
+            *triton_trace_args(receiver.url, rate=1_000_000, service_name="triton-test"),
+            *triton_log_args(),
+        ]
+        work = tmp_path_factory.mktemp("runtime")
+        with LocalRuntime(repository, work_dir=work, triton_args=args) as runtime:
+            yield runtime, receiver
+
+
+@pytest.mark.real_server
+def test_a_clients_trace_id_reaches_tritons_spans(traced: tuple[LocalRuntime, SpanReceiver]) -> None:
+    """Sampling 1 in a million: only the request that carries a sampled traceparent is traced."""
+    runtime, receiver = traced
+    client = TritonClient(runtime.http_url, timeout_s=10)
+    features = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    client.infer(
+        "demo", {"features": features}, headers={"traceparent": traceparent(trace_id, "b7ad6b7169203331")}
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(receiver.of_trace(trace_id)) < 3:
+        time.sleep(0.1)
+    spans = receiver.of_trace(trace_id)
+    assert {s.name for s in spans} == {"InferRequest", "demo", "compute"}, receiver.errors
+    frontend = next(s for s in spans if s.name == "InferRequest")
+    assert frontend.parent_span_id == "b7ad6b7169203331"  # a child of the client's span
+    (timing,) = request_timings(spans)
+    assert set(timing.stages_us) == {"queue", "compute_input", "infer", "compute_output"}
+    assert all(v >= 0 for v in timing.stages_us.values()) and timing.total_us >= sum(
+        timing.stages_us.values()
+    )
+    assert not receiver.errors
+
+
+@pytest.mark.real_server
+def test_the_request_id_follows_a_request_through_tritons_log(
+    traced: tuple[LocalRuntime, SpanReceiver],
+) -> None:
+    runtime, _ = traced
+    client = TritonClient(runtime.http_url, timeout_s=10)
+    client.infer("demo", {"features": np.zeros((1, 16), np.float32)}, request_id="req-trace-test")
+    assert runtime.work_dir is not None
+    deadline = time.monotonic() + 10
+    states: list[str] = []
+    while time.monotonic() < deadline and "RELEASED" not in states:
+        records = parse_lines((runtime.work_dir / "triton.log").read_text().splitlines())
+        states = request_states(records).get("req-trace-test", [])
+        time.sleep(0.1)
+    assert states[:3] == ["PENDING", "EXECUTING", "RELEASED"] or states[-1] == "RELEASED", states
