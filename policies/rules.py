@@ -211,8 +211,9 @@ def imds_v2_hop_limit_1(resource_type: str, props: Props, config: Config) -> lis
     hops = metadata.get("httpPutResponseHopLimit")
     if hops is None or float(hops) != 1:
         # Unset, the AMI decides: EKS AL2023 AMIs answer 2 hops, i.e. every pod.
+        given = "unset (EKS AMIs then allow 2)" if hops is None else f"{float(hops):g}"
         problems.append(
-            f"IMDS hop limit is {hops if hops is None else int(float(hops))}, not 1: "
+            f"IMDS hop limit is {given}, not 1: "
             "every pod can read the node role's credentials (metadataOptions.httpPutResponseHopLimit)"
         )
     return problems
