@@ -2,7 +2,8 @@
 
 P0: the service is down for users (no ready replica; every request failing). Page now.
 P1: users feel it or soon will (queue time over the service's target; GPU memory nearly full; XID faults).
-P2: money or headroom is being wasted (GPUs idle for hours; spot capacity gone while on-demand carries load).
+P2: money or headroom is being wasted (GPUs idle for hours; spot groups failing to scale up, so
+on-demand carries the load).
 
 Every alert carries a ``service`` label where one applies, and a P0 inhibits that service's P1/P2:
 when nothing is ready, a page about queue time is noise.
@@ -36,10 +37,9 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: str, **l
 
 
 def platform_rule_groups(
-    *, gpu_memory_ratio: float = 0.95, underused_percent: float = 10.0
+    *, gpu_memory_ratio: float = 0.95, underused_percent: float = 10.0, spot_backoff_share: float = 0.25
 ) -> list[dict[str, Any]]:
     """Cluster-wide GPU and capacity alerts."""
-    spot, on_demand = promql.gpu_nodes(capacity="spot"), promql.gpu_nodes(capacity="on-demand")
     return [
         {
             "name": "inferstack-gpu",
@@ -54,8 +54,8 @@ def platform_rule_groups(
                 ),
                 _alert(
                     "GPUXidErrors",
-                    f"{promql.gpu_xid_errors()} > 0",
-                    "1m",
+                    promql.gpu_new_xid_errors(),
+                    "0m",
                     "P1",
                     "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} reported XID {{ $value }}: "
                     "drain the node if it repeats",
@@ -68,12 +68,15 @@ def platform_rule_groups(
                     f"GPUs of {{{{ $labels.pod }}}} averaged under {underused_percent:.0f}% for hours: "
                     "lower min replicas or share GPUs",
                 ),
+                # Not "no spot nodes while on-demand ones run": that is the idle shape of a stack whose
+                # on-demand baseline carries the minimum, and would fire for good.
                 _alert(
                     "SpotGPUCapacityGone",
-                    f"{spot} == 0 and on() {on_demand} > 0",
-                    "30m",
+                    f"{promql.spot_node_groups_backed_off(window='1h')} > {spot_backoff_share:g}",
+                    "15m",
                     "P2",
-                    "No spot GPU nodes while on-demand GPU nodes carry the load: spot pools may be exhausted",
+                    "Spot GPU group {{ $labels.node_group }} failed to scale up for much of the last hour: "
+                    "spot pools may be exhausted and on-demand carries the load",
                 ),
             ],
         }
@@ -140,10 +143,12 @@ def alertmanager_config() -> dict[str, Any]:
     """Group by service; a P0 silences the same service's P1/P2. Receivers are the operator's to add.
 
     A service is its namespace and name: ``ranker`` in ``staging`` down must not silence ``ranker``
-    in ``prod``. Alerts without a service (XID faults, spot capacity) form one platform group and
-    are never inhibited by a service's P0 (Alertmanager's ``equal`` needs the label on both sides
-    to agree, and an absent label equals only an absent one).
+    in ``prod``. Both sides of every inhibition must name a service: Alertmanager's ``equal`` takes
+    two absent labels as equal, so without that an XID fault (P1, no service) would silence the spot
+    capacity alert (P2, no service), and any chart's alert that reused a tier would silence ours.
     """
+    service = 'service =~ ".+"'
+
     return {
         "global": {"resolve_timeout": "5m"},
         "route": {
@@ -156,13 +161,13 @@ def alertmanager_config() -> dict[str, Any]:
         },
         "inhibit_rules": [
             {
-                "source_matchers": ['severity = "P0"'],
-                "target_matchers": ['severity =~ "P1|P2"'],
+                "source_matchers": ['severity = "P0"', service],
+                "target_matchers": ['severity =~ "P1|P2"', service],
                 "equal": ["namespace", "service"],
             },
             {
-                "source_matchers": ['severity = "P1"'],
-                "target_matchers": ['severity = "P2"'],
+                "source_matchers": ['severity = "P1"', service],
+                "target_matchers": ['severity = "P2"', service],
                 "equal": ["namespace", "service"],
             },
         ],

@@ -23,13 +23,25 @@ from inferstack.components.charts import (
     release,
 )
 from inferstack.components.manifests import namespace
+from inferstack.components.promql import SPOT_NODE_GROUPS
+from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import trust_policy
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL
 
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
 # Priority expander: higher wins; a pattern matches node group (ASG) names.
-EXPANDER_PRIORITIES = {"50": [".*gpu-spot.*"], "20": [".*gpu-.*"], "10": [".*"]}
+EXPANDER_PRIORITIES = {"50": [SPOT_NODE_GROUPS], "20": [".*gpu-.*"], "10": [".*"]}
+# Node labels that differ between otherwise identical groups in different zones; balancing must
+# ignore them or it never finds two similar groups. The autoscaler's AWS provider already ignores
+# the zone and eks.amazonaws.com/nodegroup; EKS also stamps each group's launch template and image.
+BALANCING_IGNORED_LABELS = (
+    "topology.kubernetes.io/zone",
+    "eks.amazonaws.com/nodegroup",
+    "eks.amazonaws.com/sourceLaunchTemplateId",
+    "eks.amazonaws.com/sourceLaunchTemplateVersion",
+    "eks.amazonaws.com/nodegroup-image",
+)
 
 
 def autoscaler_policy(cluster_name: str) -> dict[str, Any]:
@@ -73,6 +85,7 @@ def autoscaler_policy(cluster_name: str) -> dict[str, Any]:
 def cluster_autoscaler_values(
     *, cluster_name: str, region: str, role_arn: pulumi.Input[str], namespace: str
 ) -> dict[str, Any]:
+    ignored = {f"balancing-ignore-label_{i}": label for i, label in enumerate(BALANCING_IGNORED_LABELS, 1)}
     return {
         "autoDiscovery": {"clusterName": cluster_name},
         "awsRegion": region,
@@ -89,15 +102,21 @@ def cluster_autoscaler_values(
         "extraArgs": {
             "expander": "priority",
             "balance-similar-node-groups": True,
-            # Zone and capacity labels differ between otherwise similar groups; balancing must ignore them.
-            "balancing-ignore-label_1": "topology.kubernetes.io/zone",
-            "balancing-ignore-label_2": "eks.amazonaws.com/nodegroup",
+            **ignored,
+            # Per-group backoff: the spot alert reads when spot groups cannot scale up.
+            "emit-per-nodegroup-metrics": True,
             "skip-nodes-with-system-pods": False,
             "scale-down-unneeded-time": "10m",
             "scale-down-delay-after-add": "10m",
             "scale-down-utilization-threshold": 0.5,
             # A spot request that never arrives must not block the on-demand fallback for long.
             "max-node-provision-time": "10m",
+        },
+        # Prometheus selects every ServiceMonitor; the chart's default namespace is not the release's.
+        "serviceMonitor": {
+            "enabled": True,
+            "namespace": namespace,
+            "selector": {"release": "kube-prometheus-stack"},
         },
     }
 
@@ -130,7 +149,7 @@ class Autoscaling(pulumi.ComponentResource):
         if not args.region:
             raise InvalidInput("region", args.region, "an AWS region such as us-east-1")
         super().__init__("inferstack:autoscaling:Autoscaling", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = child_options(self, opts)
         trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
             lambda v: json.dumps(
                 trust_policy(v[0], v[1], args.autoscaler_namespace, AUTOSCALER_SERVICE_ACCOUNT)
@@ -143,14 +162,14 @@ class Autoscaling(pulumi.ComponentResource):
             policy=json.dumps(autoscaler_policy(args.cluster_name)),
             opts=child,
         )
-        in_cluster = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        in_cluster = child_options(self, opts, provider=args.provider)
         keda_ns = namespace(f"{name}-keda-ns", args.keda_namespace, in_cluster)
         release(
             f"{name}-keda",
             KEDA,
             namespace=args.keda_namespace,
             values=keda_values(),
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[keda_ns]),
+            opts=child_options(self, opts, provider=args.provider, after=[keda_ns]),
         )
         release(
             f"{name}-cluster-autoscaler",

@@ -1,8 +1,13 @@
-"""The GPU layer: NVIDIA's device plugin (GPUs become schedulable) and DCGM exporter (GPUs become visible)."""
+"""The GPU layer: NVIDIA's device plugin (GPUs become schedulable) and DCGM exporter (GPUs become visible).
+
+Bottlerocket's NVIDIA variants run the device plugin as part of the OS; a second one from the chart
+would advertise the same GPUs twice, so the chart's plugin is installed only for AL2023 GPU nodes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -17,8 +22,9 @@ from inferstack.components.charts import (
     release,
 )
 from inferstack.components.manifests import namespace
+from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.nodegroups import GPU_PRESENT_LABEL, GPU_TAINT_KEY
+from inferstack.infra.nodegroups import GPU_AMI_TYPES, GPU_PRESENT_LABEL, GPU_TAINT_KEY, AmiType
 
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODE_SELECTOR = {GPU_PRESENT_LABEL: "true"}
@@ -67,11 +73,34 @@ def dcgm_exporter_values() -> dict[str, Any]:
     }
 
 
+def _bottlerocket(ami_type: str) -> bool:
+    return ami_type.startswith("BOTTLEROCKET")
+
+
+def needs_device_plugin(gpu_ami_types: Sequence[str]) -> bool:
+    """Whether the GPU nodes need the chart's device plugin: AL2023 does, Bottlerocket brings its own.
+
+    One family for every GPU group: the DaemonSet could not tell the two apart by any node label.
+    """
+    if not gpu_ami_types or any(t not in GPU_AMI_TYPES for t in gpu_ami_types):
+        raise InvalidInput("gpu_ami_types", list(gpu_ami_types), f"one or more of {', '.join(GPU_AMI_TYPES)}")
+    families = {_bottlerocket(t) for t in gpu_ami_types}
+    if len(families) > 1:
+        raise InvalidInput(
+            "gpu_ami_types",
+            sorted(set(gpu_ami_types)),
+            "one AMI family (AL2023 or Bottlerocket) for all GPU groups",
+        )
+    return not families.pop()
+
+
 @dataclass
 class GpuOperatorsArgs:
     provider: k8s.Provider
     namespace: str = "gpu-operators"
     time_slicing_replicas: int | None = None  # None: one pod per GPU
+    # The AMI types of the GPU node groups: Bottlerocket runs its own device plugin.
+    gpu_ami_types: Sequence[AmiType] = field(default_factory=lambda: ["AL2023_x86_64_NVIDIA"])
 
 
 class GpuOperators(pulumi.ComponentResource):
@@ -82,17 +111,24 @@ class GpuOperators(pulumi.ComponentResource):
             raise InvalidInput(
                 "time_slicing_replicas", args.time_slicing_replicas, "None, or 2 to 48 shares per GPU"
             )
+        device_plugin = needs_device_plugin(args.gpu_ami_types)
+        if args.time_slicing_replicas is not None and not device_plugin:
+            raise InvalidInput(
+                "time_slicing_replicas",
+                args.time_slicing_replicas,
+                "None on Bottlerocket: its own device plugin takes time-slicing from the node settings",
+            )
         super().__init__("inferstack:gpu:GpuOperators", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        ns = namespace(f"{name}-ns", args.namespace, child)
-        after_namespace = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[ns])
-        release(
-            f"{name}-device-plugin",
-            NVIDIA_DEVICE_PLUGIN,
-            namespace=args.namespace,
-            values=device_plugin_values(args.time_slicing_replicas),
-            opts=after_namespace,
-        )
+        ns = namespace(f"{name}-ns", args.namespace, child_options(self, opts, provider=args.provider))
+        after_namespace = child_options(self, opts, provider=args.provider, after=[ns])
+        if device_plugin:
+            release(
+                f"{name}-device-plugin",
+                NVIDIA_DEVICE_PLUGIN,
+                namespace=args.namespace,
+                values=device_plugin_values(args.time_slicing_replicas),
+                opts=after_namespace,
+            )
         release(
             f"{name}-dcgm-exporter",
             DCGM_EXPORTER,

@@ -24,6 +24,7 @@ from inferstack.components import promql
 from inferstack.components.alerts import prometheus_rule, service_rule_group
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.monitoring import prometheus_url
+from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.model_store import ModelStore, check_prefix
@@ -118,7 +119,6 @@ class TritonModelServiceArgs:
     service_monitor_labels: Mapping[str, str] = field(
         default_factory=lambda: {"release": "kube-prometheus-stack"}
     )
-    internal_load_balancer: bool = False
     provider: k8s.Provider | None = None
 
 
@@ -129,28 +129,23 @@ def namespace_of(name: str, args: TritonModelServiceArgs) -> str:
 # --- failure-domain and drain arithmetic -----------------------------------------------------------------
 
 
-def pdb_min_available(min_replicas: int, zones: int) -> int:
-    """The disruption budget's minAvailable: one more pod than the fullest zone can hold.
-
-    Spread over ``zones`` at maxSkew 1, ``min_replicas`` pods put at most ceil(min_replicas / zones)
-    in one zone. Voluntary disruptions (drains, node consolidation) may leave any subset of the ready
-    pods, in the worst case a whole zone's worth side by side; a budget one above that means at least
-    one ready pod is outside whichever zone fails next. Beyond the minimum, the replicas KEDA adds are
-    capacity for load, not part of this guarantee.
-    """
-    return math.ceil(min_replicas / zones) + 1
+def fullest_zone(replicas: int, zones: int) -> int:
+    """The most of ``replicas`` pods one zone holds when spread over ``zones`` at maxSkew 1."""
+    return math.ceil(replicas / zones)
 
 
 def prod_min_replicas(zones: int) -> int:
-    """The fewest replicas that leave the budget room for one voluntary disruption, one per zone at least.
+    """The fewest replicas that stay up through one voluntary disruption and then the loss of any zone.
 
-    ``min_replicas - ceil(min_replicas / zones)`` never falls as replicas grow, so the first count that
-    fits is the threshold. With one zone there is none: a zone loss takes everything.
+    The budget lets one pod go at a time (drains, node consolidation); the pods left must outnumber
+    the fullest zone, so at least one is outside whichever zone fails next. ``replicas - 1 -
+    fullest_zone(replicas)`` never falls as replicas grow, so the first count that fits is the
+    threshold. With one zone there is none: a zone loss takes everything.
     """
     if zones < 2:
         raise InvalidInput("zones", zones, "at least 2 in prod: one zone cannot survive its own loss")
     replicas = zones
-    while replicas < pdb_min_available(replicas, zones) + 1:
+    while replicas - 1 <= fullest_zone(replicas, zones):
         replicas += 1
     return replicas
 
@@ -499,31 +494,13 @@ def _ports(*names: str) -> list[dict[str, Any]]:
     return [{"name": n, "port": numbers[n], "targetPort": n, "protocol": "TCP"} for n in names]
 
 
-def load_balancer_annotations(args: TritonModelServiceArgs) -> dict[str, str]:
-    """An internal NLB from the AWS Load Balancer Controller, sending traffic straight to pod IPs."""
-    prefix = "service.beta.kubernetes.io/aws-load-balancer"
-    return {
-        f"{prefix}-type": "external",
-        f"{prefix}-scheme": "internal",
-        f"{prefix}-nlb-target-type": "ip",
-        f"{prefix}-cross-zone-load-balancing-enabled": "true",
-        # The NLB checks what readiness checks: a loading or draining pod gets no traffic.
-        f"{prefix}-healthcheck-protocol": "HTTP",
-        f"{prefix}-healthcheck-port": str(HTTP_PORT),
-        f"{prefix}-healthcheck-path": HEALTH_READY,
-        # Held connections end with the pod, not after the NLB's default 300 s.
-        f"{prefix}-target-group-attributes": f"deregistration_delay.timeout_seconds={grace_period_s(args)}",
-    }
-
-
 def service(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
-    internal = args.internal_load_balancer
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(name, args, annotations=load_balancer_annotations(args) if internal else {}),
+        "metadata": _metadata(name, args),
         "spec": {
-            "type": "LoadBalancer" if internal else "ClusterIP",
+            "type": "ClusterIP",
             "selector": labels(name),
             "ports": _ports("http", "grpc", "metrics"),
         },
@@ -557,18 +534,31 @@ def service_monitor(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
     }
 
 
+# Trigger name prefix -> KEDA metric type. KEDA >= 2.18 falls back for Value triggers too (it divides
+# the fallback by the target's ready replicas), so each signal takes its plain form: a per-request
+# time and a utilisation are already per replica (Value: the HPA multiplies by the ready pods), and
+# pending requests are a total (AverageValue: the HPA divides by the replicas).
+METRIC_TYPES = {"queue-time": "Value", "pending": "AverageValue", "gpu-utilization": "Value"}
+
+
 def keda_queries(name: str, args: TritonModelServiceArgs) -> dict[str, str]:
     """Trigger name -> PromQL, all from the shared module: what the ScaledObject carries."""
     namespace = namespace_of(name, args)
     queries: dict[str, str] = {}
     for model in args.models:
-        queries[f"queue-time-{model}"] = promql.triton_queue_time_ms_times_replicas(
+        queries[f"queue-time-{model}"] = promql.triton_queue_time_per_request_ms(
             model=model, namespace=namespace
         )
         queries[f"pending-{model}"] = promql.triton_pending_requests(model=model, namespace=namespace)
     if args.gpu_utilization_target is not None:
-        queries["gpu-utilization"] = promql.gpu_utilization_total(namespace=namespace, pod_regex=f"{name}-.*")
+        queries["gpu-utilization"] = promql.gpu_utilization(
+            namespace=namespace, pod_regex=promql.deployment_pod_regex(service=name)
+        )
     return queries
+
+
+def _kind(trigger: str) -> str:
+    return next(kind for kind in METRIC_TYPES if trigger.startswith(kind))
 
 
 def scaled_object(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
@@ -581,12 +571,14 @@ def scaled_object(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         {
             "type": "prometheus",
             "name": trigger,
-            # AverageValue everywhere: KEDA's fallback works only with it (see promql's queue-time note).
-            "metricType": "AverageValue",
+            "metricType": METRIC_TYPES[_kind(trigger)],
             "metadata": {
                 "serverAddress": args.prometheus_server_address,
                 "query": query,
-                "threshold": f"{next(v for k, v in thresholds.items() if trigger.startswith(k)):g}",
+                "threshold": f"{thresholds[_kind(trigger)]:g}",
+                # Every series exists while the service is scraped; an empty answer means the scrape
+                # or the labels broke, and must count as a failure (towards the fallback), not as 0.
+                "ignoreNullValues": "false",
             },
         }
         for trigger, query in keda_queries(name, args).items()
@@ -632,16 +624,15 @@ def scaled_object(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
 
 
 def pod_disruption_budget(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
-    if args.environment == "prod":
-        minimum = pdb_min_available(args.min_replicas, args.zones)
-    else:
-        minimum = args.min_replicas - 1  # dev: drains proceed one pod at a time, down to none
+    """One pod at a time, however far KEDA scaled out: a fixed minAvailable sized for the minimum would
+    let a drain take every replica above it at once. validate() keeps the minimum large enough that
+    the pods left during one disruption still span more than one zone."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(name, args),
         "spec": {
-            "minAvailable": minimum,
+            "maxUnavailable": 1,
             "selector": {"matchLabels": labels(name)},
             # A pod that never became ready (bad rollout) must not block node drains.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
@@ -679,7 +670,7 @@ class TritonModelService(pulumi.ComponentResource):
                 prefix=source.prefix,
                 oidc_provider_arn=source.oidc_provider_arn,
                 oidc_issuer_url=source.oidc_issuer_url,
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=child_options(self, opts),
             )
             role_arn: pulumi.Input[str] = role.arn
             repository_uri: pulumi.Input[str] = source.model_store.uri(source.prefix)
@@ -689,9 +680,11 @@ class TritonModelService(pulumi.ComponentResource):
 
         dependencies: list[pulumi.Resource] = []
         if args.create_namespace:
-            ns_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
+            ns_opts = child_options(self, opts, provider=args.provider)
             dependencies.append(namespace(f"{name}-ns", ns, ns_opts))
-        in_namespace = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=dependencies)
+        # Whatever the service was told to wait for (the releases that install the ServiceMonitor,
+        # PrometheusRule and ScaledObject CRDs), its children wait for too.
+        in_namespace = child_options(self, opts, provider=args.provider, after=dependencies)
 
         account = service_account(name, args, role_arn)
         k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=account["metadata"], opts=in_namespace)

@@ -16,8 +16,10 @@ from inferstack.components.alerts import alertmanager_config, platform_rule_grou
 from inferstack.components.charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_OPERATOR_IMAGE_TAG, release
 from inferstack.components.dashboards import dashboard_configmap, dashboards
 from inferstack.components.manifests import custom_resource, namespace
+from inferstack.components.storage import GP3
+from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.nodegroups import CAPACITY_TYPE_LABEL, NODE_ROLE_LABEL
+from inferstack.infra.nodegroups import NODE_ROLE_LABEL
 
 _RETENTION = re.compile(r"^[1-9][0-9]*[hdwy]$")
 # kube-prometheus-stack's Prometheus service, as KEDA triggers reach it from any namespace.
@@ -74,8 +76,6 @@ def kube_prometheus_stack_values(
                 }
             },
         },
-        # The spot/on-demand alert counts nodes by these labels; kube-state-metrics drops unlisted labels.
-        "kube-state-metrics": {"metricLabelsAllowlist": [f"nodes=[{CAPACITY_TYPE_LABEL},{NODE_ROLE_LABEL}]"]},
     }
 
 
@@ -85,7 +85,7 @@ class MonitoringArgs:
     namespace: str = "monitoring"
     retention: str = "15d"
     storage_gib: int = 100
-    storage_class: str = "gp3"
+    storage_class: str = GP3  # components.storage creates it
     node_selector: dict[str, str] = field(default_factory=lambda: {NODE_ROLE_LABEL: "system"})
 
 
@@ -100,12 +100,11 @@ class Monitoring(pulumi.ComponentResource):
         if args.storage_gib < 10:
             raise InvalidInput("storage_gib", args.storage_gib, "at least 10 GiB")
         super().__init__("inferstack:monitoring:Monitoring", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
         password = random.RandomPassword(
             f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
         )
-        ns = namespace(f"{name}-ns", args.namespace, child)
-        after_namespace = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[ns])
+        ns = namespace(f"{name}-ns", args.namespace, child_options(self, opts, provider=args.provider))
+        after_namespace = child_options(self, opts, provider=args.provider, after=[ns])
         stack = release(
             f"{name}-kube-prometheus-stack",
             KUBE_PROMETHEUS_STACK,
@@ -132,7 +131,7 @@ class Monitoring(pulumi.ComponentResource):
         custom_resource(
             f"{name}-platform-rules",
             rule,
-            pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[stack]),
+            child_options(self, opts, provider=args.provider, after=[stack]),
         )
         self.namespace = args.namespace
         self.prometheus_url = prometheus_url(args.namespace)

@@ -23,6 +23,7 @@ from inferstack.components.model_service import (
 )
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.components.platform_config import NAMESPACE, PlatformConfig, ServiceConfig
+from inferstack.components.storage import StorageClasses, StorageClassesArgs
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
@@ -45,6 +46,7 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
+from inferstack.infra.storage import BlockStorage, BlockStorageArgs
 
 KEY = NAMESPACE  # the stack config namespace errors are named in
 MONITORING_NAMESPACE = MonitoringArgs.namespace
@@ -214,10 +216,37 @@ class InferencePlatform(pulumi.ComponentResource):
         )
         cluster.install_coredns(after=[nodes.groups["system"]])
         store = ModelStore(f"{name}-models", ModelStoreArgs(tags=tags), child)
-        after_nodes = pulumi.ResourceOptions(parent=self, depends_on=[nodes])
-        GpuOperators(f"{name}-gpu", GpuOperatorsArgs(provider=cluster.provider), after_nodes)
-        monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(provider=cluster.provider), after_nodes)
-        Autoscaling(
+        # Components hand their depends_on to their children: PVCs wait for a class and its driver,
+        # custom resources for the release that installs their CRD.
+        block_storage = BlockStorage(
+            f"{name}-storage",
+            BlockStorageArgs(
+                cluster_name=cluster.name,
+                oidc_provider_arn=cluster.oidc_provider_arn,
+                oidc_issuer_url=cluster.oidc_issuer_url,
+                kubernetes_version=config.cluster.kubernetes_version,
+                tags=tags,
+            ),
+            pulumi.ResourceOptions(parent=self, depends_on=[nodes]),
+        )
+        storage_classes = StorageClasses(
+            f"{name}-storage",
+            StorageClassesArgs(provider=cluster.provider),
+            pulumi.ResourceOptions(parent=self, depends_on=[block_storage]),
+        )
+        monitoring = Monitoring(
+            f"{name}-monitoring",
+            MonitoringArgs(provider=cluster.provider, storage_class=storage_classes.gp3),
+            pulumi.ResourceOptions(parent=self, depends_on=[nodes, block_storage, storage_classes]),
+        )
+        after_monitoring = pulumi.ResourceOptions(parent=self, depends_on=[nodes, monitoring])  # their CRDs
+        gpu_ami_types = sorted({p.ami_type for p in node_plans(config, zones) if p.gpus_per_node})
+        GpuOperators(
+            f"{name}-gpu",
+            GpuOperatorsArgs(provider=cluster.provider, gpu_ami_types=gpu_ami_types),
+            after_monitoring,
+        )
+        autoscaling = Autoscaling(
             f"{name}-autoscaling",
             AutoscalingArgs(
                 provider=cluster.provider,
@@ -226,7 +255,7 @@ class InferencePlatform(pulumi.ComponentResource):
                 oidc_provider_arn=cluster.oidc_provider_arn,
                 oidc_issuer_url=cluster.oidc_issuer_url,
             ),
-            after_nodes,
+            after_monitoring,
         )
         self.services = {}
         for service in config.services:
@@ -239,7 +268,7 @@ class InferencePlatform(pulumi.ComponentResource):
             self.services[service.name] = TritonModelService(
                 service.name,
                 service_args(config, service, source, zones, region=region, provider=cluster.provider),
-                pulumi.ResourceOptions(parent=self, depends_on=[monitoring]),
+                pulumi.ResourceOptions(parent=self, depends_on=[monitoring, autoscaling]),
             )
 
         self.cluster, self.network, self.model_store = cluster, network, store

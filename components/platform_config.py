@@ -88,6 +88,20 @@ class ServiceConfig(_Section):
     )
 
 
+class FailoverConfig(_Section):
+    primary_stack: str = Field(
+        description="the primary's stack (name, or org/project/name); this one is its standby"
+    )
+    primary_region: str = Field(description="the primary stack's region")
+    service: str = Field(description="the service whose endpoint fails over")
+    zone: str = Field(description="your public Route 53 hosted zone, where the failover record goes")
+    record_name: str | None = Field(None, description="the failover record; default `<service>.<zone>`")
+    ttl: int = Field(60, description="the record's TTL in seconds")
+    health_check_interval: int = Field(10, description="Route 53 health check interval: 10 or 30 s")
+    failure_threshold: int = Field(3, description="failed checks in a row before traffic moves")
+    replication_time_control: bool = Field(True, description="S3 RTC: replicas within 15 minutes")
+
+
 class PlatformConfig(_Section):
     environment: Environment = Field("dev", description="dev, staging or prod: sets the prod checks")
     cluster: ClusterConfig = ClusterConfig()
@@ -95,6 +109,9 @@ class PlatformConfig(_Section):
     nodes: NodesConfig = NodesConfig()
     gpu: GpuConfig = GpuConfig()
     services: tuple[ServiceConfig, ...] = Field((), description="the model services, one per list entry")
+    failover: FailoverConfig | None = Field(
+        None, description="set on a standby stack: pairs it with its primary"
+    )
 
     def cluster_name(self, stack: str) -> str:
         return self.cluster.name or f"inferstack-{stack}"

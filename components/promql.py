@@ -121,17 +121,6 @@ def triton_replicas(*, model: str, namespace: str) -> str:
     return f"count by (model) (count by (model, pod) ({selector}))"
 
 
-def triton_queue_time_ms_times_replicas(*, model: str, namespace: str, window: str = "1m") -> str:
-    """Queue time per request x replicas: the queue-time signal in the form KEDA's AverageValue needs.
-
-    KEDA supports ``fallback`` only for AverageValue triggers, which divide the metric by the replica
-    count. Multiplying by the replicas first makes the HPA compute
-    ceil(replicas x queue time / target), i.e. scale in proportion to how far latency is over target.
-    """
-    queue = triton_queue_time_per_request_ms(model=model, namespace=namespace, window=window)
-    return f"({queue}) * {triton_replicas(model=model, namespace=namespace)}"
-
-
 def triton_ready_replicas(*, service: str, namespace: str) -> str:
     """Replicas of a service's Deployment that pass their readiness probe (kube-state-metrics)."""
     selector = f'namespace="{_value("namespace", namespace)}",deployment="{_value("service", service)}"'
@@ -158,9 +147,6 @@ def triton_queries(*, model: str, namespace: str, window: str = "1m") -> dict[st
         "average_batch_size": triton_average_batch_size(model=model, namespace=namespace, window=window),
         "pending_requests": triton_pending_requests(model=model, namespace=namespace),
         "replicas": triton_replicas(model=model, namespace=namespace),
-        "queue_time_ms_times_replicas": triton_queue_time_ms_times_replicas(
-            model=model, namespace=namespace, window=window
-        ),
     }
 
 
@@ -180,13 +166,6 @@ def gpu_utilization(*, namespace: str, pod_regex: str, window: str = "1m") -> st
     """Mean GPU utilisation (0-100) of the GPUs used by the pods matching ``pod_regex``."""
     selector = f'namespace="{_value("namespace", namespace)}",pod=~"{_regex("pod_regex", pod_regex)}"'
     return f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{selector}}}[{_window(window)}]))"
-
-
-def gpu_utilization_total(*, namespace: str, pod_regex: str, window: str = "1m") -> str:
-    """Sum over the service's pods of each pod's mean GPU utilisation: KEDA's AverageValue divides it
-    by the replicas, so the target reads as utilisation per replica (see the queue-time note)."""
-    selector = f'namespace="{_value("namespace", namespace)}",pod=~"{_regex("pod_regex", pod_regex)}"'
-    return f"sum(avg by (pod) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{selector}}}[{_window(window)}])))"
 
 
 def gpu_utilization_by_node() -> str:
@@ -229,16 +208,32 @@ def gpu_xid_errors() -> str:
     return "max by (Hostname, gpu) (DCGM_FI_DEV_XID_ERRORS)"
 
 
+def gpu_new_xid_errors(*, window: str = "10m") -> str:
+    """The XID code of GPUs that reported a new one within ``window``.
+
+    The exporter's gauge keeps the last code until the driver reports another, so ``> 0`` alone would
+    fire for as long as the node lives after a single fault; a change of value is a new fault.
+    """
+    changed = f"max by (Hostname, gpu) (changes(DCGM_FI_DEV_XID_ERRORS[{_window(window)}]))"
+    return f"{gpu_xid_errors()} > 0 and on (Hostname, gpu) {changed} > 0"
+
+
 def gpu_underused(*, window: str = "1h") -> str:
     """Mean utilisation per pod's GPUs over ``window``."""
     return f'avg by (namespace, pod) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{{pod!=""}}[{_window(window)}]))'
 
 
-# --- nodes (kube-state-metrics, with the node labels allow-listed by the monitoring component) --------
+# --- cluster-autoscaler (its per-node-group metrics, scraped by its ServiceMonitor) ---------------------
+
+# The Auto Scaling groups of the spot GPU node groups: EKS names each group's ASG after the node group.
+SPOT_NODE_GROUPS = ".*gpu-spot.*"
 
 
-def gpu_nodes(*, capacity: str) -> str:
-    """GPU nodes of one capacity type (``spot`` or ``on-demand``); 0 when there are none."""
-    capacity = _value("capacity", capacity)
-    selector = f'label_inferstack_io_node_role="gpu",label_inferstack_io_capacity_type="{capacity}"'
-    return f"(count(kube_node_labels{{{selector}}}) or vector(0))"
+def spot_node_groups_backed_off(*, window: str = "1h") -> str:
+    """Share of ``window`` each spot GPU group spent backed off after failed scale-ups (0..1).
+
+    The autoscaler backs a group off when its scale-up fails (no spot capacity, a rejected request)
+    and tries the next priority meanwhile: on-demand carries the load while spot cannot be had.
+    """
+    selector = f'cluster_autoscaler_node_group_backoff_status{{node_group=~"{SPOT_NODE_GROUPS}"}}'
+    return f"max by (node_group) (avg_over_time({selector}[{_window(window)}]))"

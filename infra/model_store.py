@@ -2,7 +2,7 @@
 
 The bucket is versioned (a bad publish can be rolled back), encrypted with KMS, closed to the public,
 owner-enforced (no ACLs), reachable over TLS only, and forgets noncurrent versions after a while.
-Each model service gets its own role that can read its own prefix and nothing else.
+Each model service gets its own role that can read its own prefix's objects and nothing else.
 """
 
 from __future__ import annotations
@@ -53,24 +53,28 @@ def tls_only_policy(bucket_arn: str) -> str:
 
 
 def reader_policy(bucket_arn: str, prefix: str) -> dict[str, Any]:
-    """Read-only on ``prefix``: list keys under it, get its objects; nothing else in the bucket."""
+    """Read-only on ``prefix``: get its objects, list the bucket's keys; nothing else in the bucket.
+
+    Triton opens an S3 repository with HeadBucket, which IAM authorizes as s3:ListBucket with no
+    s3:prefix in the request: a prefix condition on the list grant denies it, and the pods crash-loop.
+    IAM cannot tell that call from an unprefixed ListObjects, so the list is on the bucket as a whole
+    (key names only); what can be read, the objects, stays scoped to the prefix.
+    """
     check_prefix(prefix)
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "ListOwnPrefix",
+                "Sid": "OpenAndListBucket",
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
                 "Resource": bucket_arn,
-                # "<prefix>/*", never the bare "<prefix>": listing "ranker" would also list "rankerx/".
-                # Triton lists with the trailing slash ("ranker/", "ranker/1/").
-                "Condition": {"StringLike": {"s3:prefix": f"{prefix}/*"}},
             },
             {
                 "Sid": "ReadOwnPrefix",
                 "Effect": "Allow",
                 "Action": "s3:GetObject",
+                # "<prefix>/*", never "<prefix>*": "ranker*" would also read "rankerx/".
                 "Resource": f"{bucket_arn}/{prefix}/*",
             },
         ],

@@ -228,11 +228,11 @@ def gpu_spot_plans(
     check_spot_types("gpu_spot", instance_types)
     if ami_type not in GPU_AMI_TYPES:
         raise InvalidInput("gpu_spot.ami_type", ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}")
-    # The GPU model labels would differ per type; pods select spot GPUs by capacity type instead.
+    # The GPU model would differ per type; pods select spot GPUs by capacity type instead. The
+    # autoscaler only asks whether the accelerator label is there, so spot groups name the vendor.
     labels = {
-        k: v
-        for k, v in _gpu_labels(instance_types[0], SPOT).items()
-        if k not in (GPU_MODEL_LABEL, ACCELERATOR_LABEL)
+        **{k: v for k, v in _gpu_labels(instance_types[0], SPOT).items() if k != GPU_MODEL_LABEL},
+        ACCELERATOR_LABEL: "nvidia",
     }
     return [
         NodeGroupPlan(

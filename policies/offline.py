@@ -44,6 +44,12 @@ DEFAULT_INVOKES: dict[str, Invoke] = {
         "issuerArn": args["arn"],
         "id": args["arn"],
     },
+    "aws:route53/getZone:getZone": lambda args: {
+        "name": args["name"],
+        "zoneId": "Z0OFFLINE0000000000",
+        "id": "Z0OFFLINE0000000000",
+        "privateZone": False,
+    },
     "aws:index/getPartition:getPartition": lambda _args: {
         "partition": "aws",
         "dnsSuffix": "amazonaws.com",
@@ -80,7 +86,19 @@ def regional_invokes(region: str) -> dict[str, Invoke]:
     }
 
 
-DEFAULT_INVOKES |= regional_invokes(REGION)
+def _aws_managed_key(region: str) -> dict[str, Any]:
+    key_id = f"aws-s3-{region}"
+    return {"arn": f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{key_id}", "id": key_id, "keyManager": "AWS"}
+
+
+def _stack_reference_outputs(name: str) -> dict[str, Any]:
+    """Stand-ins for a referenced stack's outputs (what a standby reads of its primary)."""
+    stack = name.rsplit("/", 1)[-1]
+    return {
+        "model_bucket": f"models-{stack}-offline",
+        "cluster_name": f"inferstack-{stack}",
+        "kubeconfig": json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []}),
+    }
 
 
 @dataclass(frozen=True)
@@ -164,18 +182,30 @@ def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str,
         out["keyId"] = f"{name}-key-id"
     if typ == "random:index/randomPassword:RandomPassword":
         out["result"] = "mock-password"
+    if typ == "pulumi:pulumi:StackReference":
+        out["outputs"] = _stack_reference_outputs(inputs["name"])
+    if typ == "kubernetes:core/v1:Service" and inputs.get("spec", {}).get("type") == "LoadBalancer":
+        out["status"] = {"loadBalancer": {"ingress": [{"hostname": f"{name}-0123456789.elb.amazonaws.com"}]}}
     return out
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, invokes: dict[str, Invoke] | None = None) -> None:
-        self.invokes = DEFAULT_INVOKES | (invokes or {})
+    def __init__(self, invokes: dict[str, Invoke] | None = None, region: str = REGION) -> None:
+        self.invokes = DEFAULT_INVOKES | regional_invokes(region) | (invokes or {})
+        self.region = region
+        self.provider_regions: dict[str, str] = {}  # explicit AWS providers' ids -> their region
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = _synthetic_outputs(args.typ, args.name, args.inputs) | dict(args.inputs)
+        if args.typ == "pulumi:providers:aws":
+            self.provider_regions[f"{args.name}-id"] = args.inputs.get("region", self.region)
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token == "aws:kms/getKey:getKey" and args.token not in self.invokes:
+            # The region's key: the region of the provider the invoke went through.
+            provider_id = (args.provider or "").rsplit("::", 1)[-1]
+            return _aws_managed_key(self.provider_regions.get(provider_id, self.region)), []
         if args.token not in self.invokes:
             raise KeyError(
                 f"no offline answer for invoke {args.token}; add one to inferstack.policies.offline"
@@ -219,7 +249,7 @@ def run_program(
 ) -> tuple[Recording, Any]:
     """Run ``program`` under mocks; return what it registered and its (resolved) return value."""
     recording = Recording()
-    mocks = RecordingMocks(invokes)
+    mocks = RecordingMocks(invokes, region=(config or {}).get("aws:region", REGION))
     pulumi.runtime.set_all_config(config or {})
     # set_mocks keeps an earlier run's Stack resource as the root: each run must get its own, or
     # its top-level resources would be parented to the stack that ran first in this process.
@@ -294,14 +324,13 @@ def run_stack(stacks_dir: Path, stack: str, settings: Mapping[str, str] | None =
     ``with_settings``): what a deployer sets for their own account and network.
     """
     config = with_settings(stack_config(stacks_dir, stack), settings or {})
-    region = config.get("aws:region", REGION)  # as the AWS provider takes it
     before_path, before_modules = list(sys.path), set(sys.modules)
 
     def program() -> None:
         runpy.run_path(str(stacks_dir), run_name="__main__")
 
     try:
-        recording, _ = run_program(program, invokes=regional_invokes(region), config=config, stack=stack)
+        recording, _ = run_program(program, config=config, stack=stack)
     finally:
         sys.path[:] = before_path
         for name in set(sys.modules) - before_modules:

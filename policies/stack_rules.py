@@ -450,7 +450,7 @@ def _object_scope_problem(resource: str) -> str | None:
 
 
 def irsa_one_prefix(stack: Stack, config: Config) -> list[Violation]:
-    """A service's IRSA role reads S3 objects under one prefix of one bucket, and lists only that prefix."""
+    """A service's IRSA role reads S3 objects under one prefix of one bucket, and lists only that bucket."""
     problems: list[Violation] = []
     for role in stack.of_type(ROLE):
         if not _is_irsa(role):
@@ -482,10 +482,10 @@ def _s3_grant_problems(policy: StackResource) -> list[str]:
         if any(a in ("*", "s3:*") for a in actions):
             problems.append(f"{policy.name} allows {actions} (every S3 action)")
         elif actions == ["s3:ListBucket"]:
-            listed = _listed(((statement.get("Condition") or {}).get("StringLike") or {}).get("s3:prefix"))
-            if len(listed) != 1 or not listed[0].endswith("/*") or "*" in listed[0].removesuffix("/*"):
-                problems.append(f"{policy.name} lists the bucket beyond one prefix (s3:prefix {listed})")
-            prefixes.update(p.removesuffix("/*") for p in listed)
+            # Key names of one bucket: Triton's HeadBucket is authorized as an unprefixed ListBucket,
+            # so a prefix condition is optional here; the objects are what stays within the prefix.
+            if len(resources) != 1 or "*" in resources[0] or "/" in resources[0].split(":::")[-1]:
+                problems.append(f"{policy.name} lists {resources}, not one bucket")
         else:
             for resource in resources:
                 problem = _object_scope_problem(resource)
@@ -513,8 +513,7 @@ STACK_RULES: Sequence[StackRule] = (
     StackRule(
         "crd-ordered",
         "Custom resources wait for the release that installs their CRD.",
-        # advisory until issue 9 (custom resources depend on their CRD's release) lands; then "mandatory".
-        "advisory",
+        "mandatory",
         crd_ordered,
     ),
     StackRule(

@@ -106,6 +106,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="print the violations as JSON")
     _config_argument(check)
+
+    cost = commands.add_parser(
+        "cost", help="monthly cost estimate of a stack by resource group, spot vs on-demand"
+    )
+    cost.add_argument("--stack", required=True, help="a Pulumi.<stack>.yaml in --stacks-dir")
+    cost.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="the Pulumi program folder")
+    cost.add_argument(
+        "--prices", type=Path, help="a JSON price table over the packaged one (same keys, any subset)"
+    )
+    cost.add_argument(
+        "--model-gb", type=float, default=20.0, help="size of the model store in GB (default 20)"
+    )
+    cost.add_argument("--json", action="store_true", help="print a machine-readable estimate")
+    cost.add_argument("--plot", type=Path, metavar="OUT.png", help="also write a bar chart")
+    _config_argument(cost)
     return parser
 
 
@@ -443,6 +458,55 @@ def _policy_check(args: argparse.Namespace) -> int:
     return 1 if report.mandatory else 0
 
 
+def _cost(args: argparse.Namespace) -> int:
+    from inferstack.infra.cost import estimate, footprint, load_prices
+    from inferstack.policies.offline import run_stack, stack_config
+
+    _check_stacks_dir(args.stacks_dir)
+    prices = load_prices(args.prices)
+    region = stack_config(args.stacks_dir, args.stack).get("aws:region", prices.region)
+    result = estimate(
+        footprint(run_stack(args.stacks_dir, args.stack, _settings(args.config))),
+        prices,
+        model_gb=args.model_gb,
+    )
+    sources = {
+        key: getattr(prices, key) for key in ("source", "date", "region", "currency", "spot_discount_source")
+    }
+    if args.json:
+        summary = {
+            "stack": args.stack,
+            "region": region,
+            "lines": [asdict(line) for line in result.lines],
+            "total": result.total,
+            "all_on_demand": result.all_on_demand,
+            "spot_saving_pct": result.spot_saving_pct,
+            "prices": sources,
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"stack {args.stack}: monthly estimate ({prices.currency}, {prices.hours_per_month:g} h/month)")
+        if region != prices.region:
+            print(f"note: priced at {prices.region}'s prices; the stack runs in {region}")
+        print()
+        rows = [
+            [line.group, f"{line.monthly:,.2f}" + ("" if line.in_total else " *"), line.detail]
+            for line in result.lines
+        ]
+        _print_table([["group", "per month", "what"], *rows, ["total", f"{result.total:,.2f}", ""]])
+        print(
+            f"\nall on demand: {result.all_on_demand:,.2f}; spot saves {result.spot_saving_pct:.1f} %"
+            "\n* spot at min and max: the range the autoscaler may take, not in the total"
+            f"\nprices: {prices.source} (as of {prices.date})\nspot discounts: {prices.spot_discount_source}"
+        )
+    if args.plot:
+        from inferstack.serving.cost_chart import write_bar_chart
+
+        written = write_bar_chart(result, prices, title=f"stack {args.stack}", path=args.plot)
+        print(f"bar chart written to {written}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def _stop_on_sigterm() -> None:
     def handler(_signum: int, _frame: object) -> NoReturn:
         raise KeyboardInterrupt
@@ -478,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("policy", "check"): _policy_check,
         ("plan", None): _plan,
         ("bench", None): _bench,
+        ("cost", None): _cost,
     }
     sub: str | None = getattr(args, f"{args.command}_command", None)
     try:

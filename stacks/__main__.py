@@ -1,13 +1,29 @@
-"""The inferstack Pulumi program: `pulumi up -s dev|staging|prod` (stack files beside this one)."""
+"""The inferstack Pulumi program: `pulumi up -s dev|staging|prod|prod-dr` (stack files beside this one)."""
 
 from __future__ import annotations
 
 import pulumi
+import pulumi_aws as aws
+from failover_stack import build_failover, check_failover
 
 from inferstack.components.platform import InferencePlatform
 from inferstack.components.platform_config import engine_config, parse_config
 
 config = parse_config(engine_config())
+if config.failover:  # a standby stack: its pairing is checked before anything is registered
+    services = [s.name for s in config.services]
+    check_failover(config.failover, region=aws.get_region().region, services=services)
 platform = InferencePlatform(config.cluster.name or f"inferstack-{pulumi.get_stack()}", config)
 for name, value in platform.outputs().items():
     pulumi.export(name, value)
+if config.failover:
+    pulumi.export(
+        "failover",
+        build_failover(
+            config.failover,
+            region=platform.region,
+            store=platform.model_store,
+            triton=platform.services[config.failover.service],
+            provider=platform.cluster.provider,
+        ),
+    )

@@ -8,6 +8,7 @@ prune a misspelled field, and a pruned field is a bug we want to see.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -49,25 +50,30 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-@cache
-def _crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> strict openAPIV3Schema, for every CRD in ``crd_dir``."""
+def crd_schemas(crds: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict openAPIV3Schema, for every CustomResourceDefinition in ``crds``."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(crd_dir.glob("*.yaml")):
-        for crd in yaml.safe_load_all(path.read_text()):
-            if not crd:
-                continue
-            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-            for version in crd["spec"]["versions"]:
-                schema = version["schema"]["openAPIV3Schema"]
-                found[(f"{group}/{version['name']}", kind)] = _strict(schema)
+    for crd in crds:
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schema = version["schema"]["openAPIV3Schema"]
+            found[(f"{group}/{version['name']}", kind)] = _strict(schema)
     return found
 
 
-def validate_custom_resource(manifest: dict[str, Any], vendor_dir: Path) -> None:
-    """Raise if a custom resource does not validate against its vendored CRD schema."""
+@cache
+def _crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    return crd_schemas(
+        crd for path in sorted(crd_dir.glob("*.yaml")) for crd in yaml.safe_load_all(path.read_text()) if crd
+    )
+
+
+def validate_custom_resource(
+    manifest: dict[str, Any], vendor_dir: Path, schemas: dict[tuple[str, str], dict[str, Any]] | None = None
+) -> None:
+    """Raise if a custom resource does not validate against its CRD schema (vendored, or ``schemas``)."""
     key = (manifest["apiVersion"], manifest["kind"])
-    schemas = _crd_schemas(vendor_dir / "crds")
+    schemas = {**_crd_schemas(vendor_dir / "crds"), **(schemas or {})}
     if key not in schemas:
         raise AssertionError(f"no vendored CRD for {key}; have {sorted(schemas)}")
     body = {k: v for k, v in manifest.items() if k != "metadata"}

@@ -38,6 +38,8 @@ GPU = 'Hostname="node-a",gpu="0",namespace="serving",pod="ranker-7d9f8b6c4-x2x9q
 TRITON = 'namespace="serving",model="ranker",version="1",pod="ranker-7d9f8b6c4-x2x9q",service="ranker"'
 GPU_LABELS = {"Hostname": "node-a", "gpu": "0", "namespace": "serving", "pod": "ranker-7d9f8b6c4-x2x9q"}
 SERVICE_LABELS = {"service": "ranker", "namespace": "serving"}
+SPOT_GROUP = 'node_group="eks-nodes-gpu-spot-us-east-1a-ng-5ec8a1b2",reason="cloudProviderError"'
+OD_GROUP = 'node_group="eks-nodes-gpu-us-east-1a-ng-77d0c3e9",reason="cloudProviderError"'
 
 
 def all_groups() -> list[dict[str, Any]]:
@@ -96,6 +98,28 @@ CASES: list[tuple[str, str, list[dict[str, str]], str, dict[str, str] | None]] =
         {"severity": "P1", "Hostname": "node-a", "gpu": "0"},
     ),
     (
+        # The exporter keeps the last code: one fault must not page for as long as the node lives.
+        "GPUXidErrors",
+        "xid 79 an hour ago",
+        [{"series": f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", "values": "0 0 79x60"}],
+        "60m",
+        None,
+    ),
+    (
+        "GPUXidErrors",
+        "another xid later",
+        [{"series": f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", "values": "0 0 79x60 48x10"}],
+        "65m",
+        {"severity": "P1", "Hostname": "node-a", "gpu": "0"},
+    ),
+    (
+        "GPUXidErrors",
+        "exporter restarted after an old xid",
+        [{"series": f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", "values": "79x30"}],
+        "20m",
+        None,
+    ),
+    (
         "GPUXidErrors",
         "no xid",
         [{"series": f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", "values": "0x10"}],
@@ -111,31 +135,43 @@ CASES: list[tuple[str, str, list[dict[str, str]], str, dict[str, str] | None]] =
     ),
     ("GPUUnderused", "busy", [{"series": f"DCGM_FI_DEV_GPU_UTIL{{{GPU}}}", "values": "60x300"}], "4h", None),
     (
+        # The default prod shape at rest: the on-demand baseline runs, spot is at zero, nothing fails.
         "SpotGPUCapacityGone",
-        "on-demand only",
+        "on-demand baseline, no spot nodes",
         [
             {
                 "series": 'kube_node_labels{node="a",label_inferstack_io_node_role="gpu",label_inferstack_io_capacity_type="on-demand"}',
-                "values": "1x60",
-            }
+                "values": "1x90",
+            },
+            {"series": f"cluster_autoscaler_node_group_backoff_status{{{SPOT_GROUP}}}", "values": "0x90"},
         ],
-        "45m",
-        {"severity": "P2"},
+        "75m",
+        None,
     ),
     (
         "SpotGPUCapacityGone",
-        "spot present",
+        "spot scale-ups keep failing",
+        [{"series": f"cluster_autoscaler_node_group_backoff_status{{{SPOT_GROUP}}}", "values": "0x10 1x80"}],
+        "75m",
+        {"severity": "P2", "node_group": "eks-nodes-gpu-spot-us-east-1a-ng-5ec8a1b2"},
+    ),
+    (
+        "SpotGPUCapacityGone",
+        "one brief backoff",
         [
             {
-                "series": 'kube_node_labels{node="a",label_inferstack_io_node_role="gpu",label_inferstack_io_capacity_type="on-demand"}',
-                "values": "1x60",
-            },
-            {
-                "series": 'kube_node_labels{node="b",label_inferstack_io_node_role="gpu",label_inferstack_io_capacity_type="spot"}',
-                "values": "1x60",
-            },
+                "series": f"cluster_autoscaler_node_group_backoff_status{{{SPOT_GROUP}}}",
+                "values": "0x30 1x5 0x60",
+            }
         ],
-        "45m",
+        "90m",
+        None,
+    ),
+    (
+        "SpotGPUCapacityGone",
+        "an on-demand group backed off",
+        [{"series": f"cluster_autoscaler_node_group_backoff_status{{{OD_GROUP}}}", "values": "1x90"}],
+        "75m",
         None,
     ),
     (
@@ -333,6 +369,8 @@ def test_a_p0_inhibits_p1_and_p2_of_its_own_service_only(alertmanager: str) -> N
         "P1 staging/ranker": firing(staging, "TritonQueueTimeHigh"),
         "P1 serving/search": firing(search, "TritonQueueTimeHigh"),
         "P1 no service": firing(gpu, "GPUXidErrors", Hostname="node-a", gpu="0"),
+        # A GPU fault somewhere says nothing about spot capacity: both stay active.
+        "P2 no service": firing(gpu, "SpotGPUCapacityGone", node_group="eks-nodes-gpu-spot-us-east-1a-ng-1"),
     }
     http(f"{alertmanager}/api/v2/alerts", list(alerts.values()))
     expected = {

@@ -21,8 +21,6 @@ from inferstack.components.monitoring import kube_prometheus_stack_values
 OPEN_PATHS = {
     # Values of the grafana subchart; the parent documents adminPassword in a comment only.
     ("kube-prometheus-stack", "grafana.adminPassword"),
-    # Value of the kube-state-metrics subchart.
-    ("kube-prometheus-stack", "kube-state-metrics.metricLabelsAllowlist"),
     # A Prometheus StorageSpec (the CRD's type), documented in the comment beside `storageSpec: {}`.
     ("kube-prometheus-stack", "prometheus.prometheusSpec.storageSpec"),
     # Kubernetes label maps: any label is a valid key.

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
@@ -13,6 +14,7 @@ from inferstack.components import charts
 from inferstack.components.alerts import alertmanager_config
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs, dcgm_exporter_values
+from inferstack.components.model_service import ModelSource, TritonModelService, TritonModelServiceArgs
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from tests.harness import Recording, run_invalid, run_program
 from tests.infra.iam import allowed
@@ -143,9 +145,62 @@ def test_cluster_autoscaler_prefers_spot_and_can_touch_only_its_own_groups(recor
     assert not allowed(policy, "ec2:TerminateInstances", "*", owned)
 
 
+def test_bottlerocket_gpu_nodes_get_no_second_device_plugin() -> None:
+    def program() -> None:
+        provider = k8s.Provider("k8s", kubeconfig="{}")
+        GpuOperators("gpu", GpuOperatorsArgs(provider=provider, gpu_ami_types=["BOTTLEROCKET_x86_64_NVIDIA"]))
+
+    recording, _ = run_program(program)
+    # Bottlerocket's NVIDIA variant runs its own plugin: a second would advertise every GPU twice.
+    assert [r.inputs["chart"] for r in recording.of_type(RELEASE)] == ["dcgm-exporter"]
+
+
+def test_children_wait_for_what_their_component_waits_for() -> None:
+    """The SDK does not pass a component's depends_on down; inferstack's components do."""
+
+    def program() -> None:
+        provider = k8s.Provider("k8s", kubeconfig="{}")
+        first = k8s.core.v1.ConfigMap("first", opts=pulumi.ResourceOptions(provider=provider))
+        source = ModelSource(role_arn="arn:aws:iam::123456789012:role/r", repository_uri="s3://b/p")
+        after = pulumi.ResourceOptions(depends_on=[first])
+        GpuOperators("gpu", GpuOperatorsArgs(provider=provider), after)
+        TritonModelService(
+            "ranker", TritonModelServiceArgs(models=["ranker"], source=source, provider=provider), after
+        )
+
+    recording, _ = run_program(program)
+    first = recording.named("first").urn
+    children = [r for r in recording if r.custom and r.parent_name in ("gpu", "ranker")]
+    assert {r.type for r in children} >= {
+        RELEASE,
+        "kubernetes:monitoring.coreos.com/v1:ServiceMonitor",
+        "kubernetes:keda.sh/v1alpha1:ScaledObject",
+    }
+    assert [r.name for r in children if first not in r.dependencies] == []
+
+
 @pytest.mark.parametrize(
     ("build", "field"),
     [
+        (
+            lambda p: GpuOperators(
+                "g",
+                GpuOperatorsArgs(
+                    provider=p, gpu_ami_types=["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"]
+                ),
+            ),
+            "gpu_ami_types",
+        ),
+        (lambda p: GpuOperators("g", GpuOperatorsArgs(provider=p, gpu_ami_types=[])), "gpu_ami_types"),
+        (
+            lambda p: GpuOperators(
+                "g",
+                GpuOperatorsArgs(
+                    provider=p, time_slicing_replicas=4, gpu_ami_types=["BOTTLEROCKET_x86_64_NVIDIA"]
+                ),
+            ),
+            "time_slicing_replicas",
+        ),
         (
             lambda p: GpuOperators("g", GpuOperatorsArgs(provider=p, time_slicing_replicas=1)),
             "time_slicing_replicas",

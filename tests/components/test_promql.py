@@ -18,7 +18,6 @@ def all_expressions() -> dict[str, str]:
     queries |= {
         "ready": promql.triton_ready_replicas(service="ranker", namespace="serving"),
         "gpu_util": promql.gpu_utilization(namespace="serving", pod_regex="ranker-.*"),
-        "gpu_total": promql.gpu_utilization_total(namespace="serving", pod_regex="ranker-.*"),
         "by_node": promql.gpu_utilization_by_node(),
         "by_pod": promql.gpu_utilization_by_pod(),
         "fb_used": promql.gpu_memory_used_bytes(),
@@ -27,8 +26,9 @@ def all_expressions() -> dict[str, str]:
         "power": promql.gpu_power_watts(),
         "temperature": promql.gpu_temperature_celsius(),
         "xid": promql.gpu_xid_errors(),
+        "new_xid": promql.gpu_new_xid_errors(window="5m"),
         "underused": promql.gpu_underused(window="2h"),
-        "spot_nodes": promql.gpu_nodes(capacity="spot"),
+        "spot_backoff": promql.spot_node_groups_backed_off(window="30m"),
     }
     return queries
 
@@ -103,7 +103,6 @@ def test_triton_queries_compute_what_they_claim(tmp_path: Path) -> None:
         "request_rate": 2,
         "pending_requests": 4,
         "replicas": 2,  # pods, not series
-        "queue_time_ms_times_replicas": 40,
     }
     test = {
         "evaluation_interval": "15s",

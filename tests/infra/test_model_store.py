@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, reader_policy, tls_only_policy
+from inferstack.serving.local import LocalRuntime, RuntimeFailure, build_demo_repository, find_triton
+from tests.conftest import unavailable
 from tests.harness import run_program
 from tests.infra.iam import allowed
 
@@ -24,13 +31,11 @@ ISSUER = "https://oidc.eks.us-east-1.amazonaws.com/id/ABC"
         ("s3:GetObject", f"{BUCKET}/ranker/demo/config.pbtxt", None, True),
         ("s3:ListBucket", BUCKET, "ranker/demo/", True),
         ("s3:ListBucket", BUCKET, "ranker/", True),
-        ("s3:ListBucket", BUCKET, "ranker", False),  # would list the sibling "rankerx/" too
-        ("s3:ListBucket", BUCKET, "rankerx/", False),
+        # HeadBucket, Triton's first call: s3:ListBucket with no prefix, which IAM cannot tell from an
+        # unprefixed list; so key names are listable bucket-wide, and objects stay scoped below.
+        ("s3:ListBucket", BUCKET, None, True),
         ("s3:GetObject", f"{BUCKET}/rankerx/secret.pt", None, False),  # a sibling prefix sharing the name
         ("s3:GetObject", f"{BUCKET}/other/model.pt", None, False),
-        ("s3:ListBucket", BUCKET, "other/", False),
-        ("s3:ListBucket", BUCKET, "", False),  # listing the whole bucket
-        ("s3:ListBucket", BUCKET, None, False),  # ... with no prefix at all
         ("s3:PutObject", f"{BUCKET}/ranker/demo/config.pbtxt", None, False),
         ("s3:DeleteObject", f"{BUCKET}/ranker/demo/1/model.pt", None, False),
         ("s3:GetObject", "arn:aws:s3:::another-bucket/ranker/x", None, False),
@@ -147,3 +152,142 @@ def test_bucket_settings_are_applied_one_after_another() -> None:
     assert len(waits_for_a_setting) == len(settings) - 1
     predecessors = [next(d for d in r.dependencies if d in by_urn) for r in waits_for_a_setting]
     assert len(set(predecessors)) == len(predecessors)
+
+
+# --- the calls the real Triton makes, against the policy ------------------------------------------------
+
+
+class S3Recorder(ThreadingHTTPServer):
+    """A loopback HTTP proxy in front of the moto server that records every request passing through."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.calls: list[tuple[str, str]] = []
+        super().__init__(("127.0.0.1", 0), _Forward)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Forward(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # the AWS SDK keeps connections alive
+    server: S3Recorder
+
+    def forward(self) -> None:
+        self.server.calls.append((self.command, self.path))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        upstream = http.client.HTTPConnection(self.server.upstream.netloc, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "server", "date"):
+                self.send_header(key, value)
+        if response.getheader("Content-Length") is None:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = forward
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def as_iam_request(method: str, path: str) -> tuple[str, str, dict[str, str]]:
+    """(action, resource, condition context) IAM evaluates for one path-style S3 request."""
+    url = urllib.parse.urlsplit(path)
+    bucket, _, key = urllib.parse.unquote(url.path).lstrip("/").partition("/")
+    query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+    arn = f"arn:aws:s3:::{bucket}"
+    if not key and method == "HEAD":  # HeadBucket
+        return "s3:ListBucket", arn, {}
+    if not key and method == "GET" and "location" in query:
+        return "s3:GetBucketLocation", arn, {}
+    if (
+        not key
+        and method == "GET"
+        and not set(query)
+        - {
+            "list-type",
+            "prefix",
+            "delimiter",
+            "max-keys",
+            "continuation-token",
+            "encoding-type",
+            "marker",
+            "start-after",
+            "fetch-owner",
+        }
+    ):
+        return "s3:ListBucket", arn, {"s3:prefix": query["prefix"][0]} if "prefix" in query else {}
+    if key and method in ("GET", "HEAD") and not set(query) - {"partNumber"}:
+        return "s3:GetObject", f"{arn}/{key}", {}
+    raise AssertionError(f"an S3 call this test cannot map to IAM: {method} {path}")
+
+
+class RecordedRuntime(LocalRuntime):
+    """The local runtime with Triton reading S3 through the recorder (publishing goes to moto directly)."""
+
+    recorder: S3Recorder
+
+    def _publish(self) -> None:
+        super()._publish()
+        self.recorder = S3Recorder(self.s3_endpoint)
+        self.model_repository_uri = f"s3://{self.recorder.endpoint}/{self.bucket}/{self.prefix}"
+
+
+@pytest.fixture(scope="module")
+def triton_s3_calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[str, str]]]:
+    try:
+        find_triton()
+    except RuntimeFailure as error:
+        unavailable(str(error))
+    repository = build_demo_repository(tmp_path_factory.mktemp("repository"))
+    runtime = RecordedRuntime(repository, work_dir=tmp_path_factory.mktemp("runtime"), prefix="ranker")
+    try:
+        with runtime:  # ready means every model loaded: Triton has read all it needs
+            yield list(runtime.recorder.calls)
+    finally:
+        if hasattr(runtime, "recorder"):
+            runtime.recorder.shutdown()
+
+
+@pytest.mark.real_server
+def test_the_reader_policy_allows_every_call_the_real_triton_makes(
+    triton_s3_calls: list[tuple[str, str]],
+) -> None:
+    """Real Triton 2.51 loads its repository through the recorder; IAM evaluates each call it made."""
+    requests = [as_iam_request(method, path) for method, path in triton_s3_calls]
+    assert ("s3:ListBucket", "arn:aws:s3:::inferstack-models", {}) in requests  # HeadBucket
+    assert any(action == "s3:GetObject" for action, _, _ in requests)
+    policy = reader_policy("arn:aws:s3:::inferstack-models", "ranker")
+    denied = [request for request in requests if not allowed(policy, *request)]
+    assert denied == []
+    # What it read, it read from its own prefix.
+    for action, resource, _ in requests:
+        if action == "s3:GetObject":
+            assert resource.startswith("arn:aws:s3:::inferstack-models/ranker/")
+
+
+def test_the_recorded_calls_map_to_iam_as_aws_documents() -> None:
+    assert as_iam_request("HEAD", "/b") == ("s3:ListBucket", "arn:aws:s3:::b", {})
+    assert as_iam_request("GET", "/b?list-type=2&prefix=ranker%2F&delimiter=%2F") == (
+        "s3:ListBucket",
+        "arn:aws:s3:::b",
+        {"s3:prefix": "ranker/"},
+    )
+    assert as_iam_request("GET", "/b/ranker/demo/config.pbtxt") == (
+        "s3:GetObject",
+        "arn:aws:s3:::b/ranker/demo/config.pbtxt",
+        {},
+    )
+    with pytest.raises(AssertionError):
+        as_iam_request("PUT", "/b/ranker/x")

@@ -1,8 +1,7 @@
 """Pass and fail fixtures for every policy of the pack, made from the prod stack as the engine records it.
 
 Each case changes the recorded prod stack twice: once into a shape the policy must accept, once into
-one it must refuse. Both are explicit, so a case keeps its meaning whatever today's stacks look like
-(the pending infra fixes of issues 8 and 9 turn some of today's violations into passes).
+one it must refuse. Both are explicit, so a case keeps its meaning whatever the stacks look like.
 """
 
 from __future__ import annotations
@@ -131,6 +130,17 @@ def not_after(name: str, *others: str) -> Change:
     return apply
 
 
+def only_after(name: str, *others: str) -> Change:
+    """``name`` depends on the resources ``others`` and nothing else (as before issue 9's fix)."""
+
+    def apply(stack: Stack) -> Stack:
+        urns = tuple(r.urn for r in stack if is_any(r, others))
+        assert len(urns) == len(others), others
+        return [replace(r, dependencies=urns, property_dependencies={}) if is_(r, name) else r for r in stack]
+
+    return apply
+
+
 def then(*changes: Change) -> Change:
     def apply(stack: Stack) -> Stack:
         for change in changes:
@@ -170,7 +180,7 @@ def set_statements(inputs: dict[str, Any], change: Callable[[list[dict[str, Any]
     inputs["policy"] = json.dumps(document)
 
 
-# --- the fixes issues 8 and 9 make, as changes, so pending policies have a passing fixture ---------
+# --- what makes a stack deployable and ordered, as changes: each case's passing shape ---------------
 
 CLUSTER = "Cluster inferstack-prod-eks"
 PROVIDER = "kubernetes inferstack-prod-k8s"
@@ -376,13 +386,13 @@ CASES: list[Case] = [
     ),
     Case(
         "crd-ordered",
-        not_after("ScaledObject ranker-scaler", "Release autoscaling-keda"),
+        only_after("ScaledObject ranker-scaler"),
         "not ordered after keda",
         good=crds_ordered,
     ),
     Case(
         "crd-ordered",
-        not_after("ServiceMonitor ranker-monitor", "Release monitoring-kube-prometheus-stack"),
+        only_after("ServiceMonitor ranker-monitor"),
         "not ordered after kube-prometheus-stack",
         good=crds_ordered,
         label="monitoring",
@@ -466,5 +476,14 @@ CASES: list[Case] = [
         ),
         "every S3 action",
         label="wildcard",
+    ),
+    Case(
+        "irsa-one-prefix",
+        edit(
+            "RolePolicy ranker-models-reader",
+            lambda i: set_statements(i, lambda s: s[0].update(Resource="arn:aws:s3:::*")),
+        ),
+        "not one bucket",
+        label="list",
     ),
 ]

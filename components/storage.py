@@ -1,0 +1,63 @@
+"""StorageClasses: gp3 volumes from the EBS CSI driver (infra.storage installs the driver).
+
+Encrypted, and bound only once a pod is scheduled (WaitForFirstConsumer): an EBS volume lives in
+one zone, and a volume made before the scheduler picks a node can strand its pod in the wrong zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from inferstack.components.manifests import PART_OF
+from inferstack.infra.children import child_options
+from inferstack.infra.storage import EBS_CSI_PROVISIONER
+
+GP3 = "gp3"
+
+
+def gp3_storage_class(*, default: bool) -> dict[str, Any]:
+    annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": GP3, "labels": PART_OF, "annotations": annotations},
+        "provisioner": EBS_CSI_PROVISIONER,
+        "parameters": {"type": "gp3", "encrypted": "true", "csi.storage.k8s.io/fstype": "ext4"},
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "allowVolumeExpansion": True,
+        "reclaimPolicy": "Delete",
+    }
+
+
+@dataclass
+class StorageClassesArgs:
+    provider: k8s.Provider
+    default: bool = True  # claims that name no class get gp3
+
+
+class StorageClasses(pulumi.ComponentResource):
+    """The cluster's StorageClasses; pass the CSI driver in ``depends_on``."""
+
+    gp3: str
+
+    def __init__(
+        self, name: str, args: StorageClassesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("inferstack:storage:StorageClasses", name, None, opts)
+        manifest = gp3_storage_class(default=args.default)
+        k8s.storage.v1.StorageClass(
+            f"{name}-gp3",
+            metadata=manifest["metadata"],
+            provisioner=manifest["provisioner"],
+            parameters=manifest["parameters"],
+            volume_binding_mode=manifest["volumeBindingMode"],
+            allow_volume_expansion=manifest["allowVolumeExpansion"],
+            reclaim_policy=manifest["reclaimPolicy"],
+            opts=child_options(self, opts, provider=args.provider),
+        )
+        self.gp3 = GP3
+        self.register_outputs({"gp3": self.gp3})

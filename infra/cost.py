@@ -1,0 +1,324 @@
+"""A monthly cost estimate of a stack, from the resources its program registers and a dated price table.
+
+Pure: it reads resources as the offline runner records them (type, name, engine-form inputs) and a
+price table (``prices.json`` beside this module, or a file of the same shape that overrides it), so a
+stack is priced before anything is deployed, and the arithmetic can be checked by hand.
+
+What is counted, per month of ``hours_per_month`` hours:
+- control plane: each EKS cluster's hourly fee;
+- NAT: each NAT gateway's hour and each Elastic IP's public-IPv4 hour (data processed is not known);
+- system nodes and the GPU on-demand baseline: on-demand groups at their desired size;
+- GPU spot at min / expected / max: the spot groups' summed min and max sizes, and in between the
+  nodes the services' minimum replicas ask for (their GPUs over the nodes' GPUs); each spot node is
+  priced as its group's first instance type at on-demand x (1 - the family's spot discount);
+- storage: node volumes (gp3) of the nodes counted above at expected, the model store's GB
+  (``model_gb``, not known from the stack) in S3 Standard, and KMS keys;
+- load balancers: NLBs from LoadBalancer Services, and Route 53 health checks (fast interval extra).
+The spot saving compares the estimate with the same fleet run entirely on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.instance_types import INSTANCE_TYPES
+
+PRICES_FILE = Path(__file__).with_name("prices.json")
+_GPU_LIMIT = "nvidia.com/gpu"
+_CAPACITY_LABEL = "inferstack.io/capacity-type"
+
+
+class ResourceRecord(Protocol):
+    """One registered resource as ``inferstack.policies.offline`` records it."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def inputs(self) -> dict[str, Any]: ...
+    @property
+    def urn(self) -> str: ...
+    @property
+    def property_dependencies(self) -> dict[str, tuple[str, ...]]: ...
+
+
+@dataclass(frozen=True)
+class NodeGroupShape:
+    name: str
+    spot: bool
+    instance_type: str  # the first listed: what the group is sized and priced by
+    min_size: int
+    desired_size: int
+    max_size: int
+    disk_gib: int
+
+    @property
+    def gpus_per_node(self) -> int:
+        known = INSTANCE_TYPES.get(self.instance_type)
+        return known.gpus if known else 0
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a stack runs that costs money by the hour or the month."""
+
+    clusters: int
+    nat_gateways: int
+    public_ips: int
+    node_groups: tuple[NodeGroupShape, ...]
+    spot_gpu_demand: int  # GPUs the services' minimum replicas may take on spot
+    kms_keys: int
+    model_buckets: int
+    load_balancers: int
+    health_check_intervals: tuple[int, ...]
+
+
+def _int(value: Any) -> int:
+    return int(float(value or 0))
+
+
+def _may_run_on_spot(pod: Mapping[str, Any]) -> bool:
+    terms = (
+        pod.get("affinity", {})
+        .get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    for term in terms:
+        for expression in term.get("matchExpressions", []):
+            if expression.get("key") == _CAPACITY_LABEL and "spot" not in expression.get("values", []):
+                return False
+    return True
+
+
+def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
+    records = list(resources)
+    disks = {
+        r.urn: max(
+            (_int(m.get("ebs", {}).get("volumeSize")) for m in r.inputs.get("blockDeviceMappings", [])),
+            default=0,
+        )
+        for r in records
+        if r.type == "aws:ec2/launchTemplate:LaunchTemplate"
+    }
+    groups = []
+    demand = 0
+    count = {t: 0 for t in ("cluster", "nat", "eip", "kms", "bucket", "lb")}
+    intervals = []
+    for r in records:
+        kind = {
+            "aws:eks/cluster:Cluster": "cluster",
+            "aws:ec2/natGateway:NatGateway": "nat",
+            "aws:ec2/eip:Eip": "eip",
+            "aws:kms/key:Key": "kms",
+            "aws:s3/bucket:Bucket": "bucket",
+        }.get(r.type)
+        if kind:
+            count[kind] += 1
+        if r.type == "aws:eks/nodeGroup:NodeGroup":
+            scaling = r.inputs.get("scalingConfig", {})
+            templates = r.property_dependencies.get("launchTemplate", ())
+            groups.append(
+                NodeGroupShape(
+                    name=r.name,
+                    spot=r.inputs.get("capacityType") == "SPOT",
+                    instance_type=(r.inputs.get("instanceTypes") or [""])[0],
+                    min_size=_int(scaling.get("minSize")),
+                    desired_size=_int(scaling.get("desiredSize")),
+                    max_size=_int(scaling.get("maxSize")),
+                    disk_gib=max([disks.get(u, 0) for u in templates] + [_int(r.inputs.get("diskSize"))]),
+                )
+            )
+        if r.type == "kubernetes:apps/v1:Deployment":
+            pod = r.inputs.get("spec", {}).get("template", {}).get("spec", {})
+            gpus = sum(
+                _int((c.get("resources") or {}).get("limits", {}).get(_GPU_LIMIT))
+                for c in pod.get("containers", [])
+            )
+            if gpus and _may_run_on_spot(pod):
+                demand += _int(r.inputs.get("spec", {}).get("replicas", 1)) * gpus
+        if r.type == "kubernetes:core/v1:Service" and r.inputs.get("spec", {}).get("type") == "LoadBalancer":
+            count["lb"] += 1
+        if r.type == "aws:route53/healthCheck:HealthCheck":
+            intervals.append(_int(r.inputs.get("requestInterval")) or 30)
+    return Footprint(
+        clusters=count["cluster"],
+        nat_gateways=count["nat"],
+        public_ips=count["eip"],
+        node_groups=tuple(groups),
+        spot_gpu_demand=demand,
+        kms_keys=count["kms"],
+        model_buckets=count["bucket"],
+        load_balancers=count["lb"],
+        health_check_intervals=tuple(intervals),
+    )
+
+
+@dataclass(frozen=True)
+class Prices:
+    source: str
+    date: str
+    region: str
+    currency: str
+    hours_per_month: float
+    on_demand_hourly: Mapping[str, float]
+    spot_discount: Mapping[str, float]
+    spot_discount_source: str
+    eks_cluster_hourly: float
+    nat_gateway_hourly: float
+    public_ipv4_hourly: float
+    nlb_hourly: float
+    gp3_gb_month: float
+    s3_standard_gb_month: float
+    kms_key_month: float
+    route53_health_check_month: float
+    route53_fast_interval_month: float
+
+    def on_demand(self, instance_type: str) -> float:
+        if instance_type not in self.on_demand_hourly:
+            raise InvalidInput(
+                "prices.on_demand_hourly",
+                instance_type,
+                f"a price for every instance type the stack runs (the table of {self.date} has "
+                f"{', '.join(sorted(self.on_demand_hourly))}); add it with --prices FILE",
+            )
+        return self.on_demand_hourly[instance_type]
+
+    def spot(self, instance_type: str) -> float:
+        family = instance_type.split(".")[0]
+        if family not in self.spot_discount:
+            raise InvalidInput(
+                "prices.spot_discount",
+                family,
+                f"a spot discount for every spot family the stack runs (known: "
+                f"{', '.join(sorted(self.spot_discount))}); add it with --prices FILE",
+            )
+        return self.on_demand(instance_type) * (1 - self.spot_discount[family])
+
+
+def load_prices(override: Path | None = None) -> Prices:
+    """The packaged table, with ``override`` (a JSON file of the same shape, any subset) on top."""
+    table: dict[str, Any] = json.loads(PRICES_FILE.read_text())
+    if override is not None:
+        try:
+            given = json.loads(override.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise InvalidInput("--prices", str(override), f"a readable JSON price table ({error})") from None
+        if not isinstance(given, dict):
+            raise InvalidInput("--prices", str(override), "a JSON object shaped like infra/prices.json")
+        unknown = sorted(set(given) - set(table))
+        if unknown:
+            raise InvalidInput("--prices", unknown, f"keys among {', '.join(table)}")
+        for key, value in given.items():
+            table[key] = {**table[key], **value} if isinstance(table[key], dict) else value
+    for family, discount in table["spot_discount"].items():
+        if not 0 <= discount < 1:
+            raise InvalidInput(f"prices.spot_discount.{family}", discount, "a fraction from 0 to below 1")
+    return Prices(**table)
+
+
+@dataclass(frozen=True)
+class Line:
+    group: str
+    monthly: float
+    detail: str
+    in_total: bool = True  # spot at min and max are alternatives to the expected line, not additions
+
+
+@dataclass(frozen=True)
+class Estimate:
+    lines: tuple[Line, ...]
+    total: float
+    all_on_demand: float  # the same fleet with the expected spot nodes on demand
+
+    @property
+    def spot_saving_pct(self) -> float:
+        return 100 * (self.all_on_demand - self.total) / self.all_on_demand if self.all_on_demand else 0.0
+
+
+def estimate(fp: Footprint, prices: Prices, *, model_gb: float = 20.0) -> Estimate:
+    if model_gb < 0:
+        raise InvalidInput("model_gb", model_gb, "a size in GB >= 0")
+    hours = prices.hours_per_month
+    on_demand = [g for g in fp.node_groups if not g.spot]
+    system = [g for g in on_demand if not g.gpus_per_node]
+    baseline = [g for g in on_demand if g.gpus_per_node]
+    spot = [g for g in fp.node_groups if g.spot]
+
+    def hourly(groups: list[NodeGroupShape]) -> float:
+        return sum(g.desired_size * prices.on_demand(g.instance_type) for g in groups) * hours
+
+    lines = [
+        Line(
+            "control plane", fp.clusters * prices.eks_cluster_hourly * hours, f"{fp.clusters} EKS cluster(s)"
+        ),
+        Line(
+            "NAT",
+            (fp.nat_gateways * prices.nat_gateway_hourly + fp.public_ips * prices.public_ipv4_hourly) * hours,
+            f"{fp.nat_gateways} gateway(s), {fp.public_ips} public IPv4; data processed not included",
+        ),
+        Line(
+            "system nodes", hourly(system), ", ".join(f"{g.desired_size} x {g.instance_type}" for g in system)
+        ),
+        Line(
+            "GPU on-demand baseline",
+            hourly(baseline),
+            f"{sum(g.desired_size for g in baseline)} x {baseline[0].instance_type}" if baseline else "none",
+        ),
+    ]
+    expected_spot = 0
+    spot_node_on_demand = 0.0
+    if spot:
+        low, high = sum(g.min_size for g in spot), sum(g.max_size for g in spot)
+        first = spot[0]
+        per_node = math.ceil(fp.spot_gpu_demand / first.gpus_per_node) if first.gpus_per_node else 0
+        expected_spot = min(max(per_node, low), high)
+        price = prices.spot(first.instance_type)
+        spot_node_on_demand = prices.on_demand(first.instance_type) * hours
+        discount = prices.spot_discount[first.instance_type.split(".")[0]]
+        for label, nodes in (("min", low), ("expected", expected_spot), ("max", high)):
+            lines.append(
+                Line(
+                    f"GPU spot ({label})",
+                    nodes * price * hours,
+                    f"{nodes} x {first.instance_type} at {discount:.0%} off on-demand",
+                    in_total=label == "expected",
+                )
+            )
+    node_disks = sum(g.desired_size * g.disk_gib for g in on_demand) + expected_spot * (
+        spot[0].disk_gib if spot else 0
+    )
+    lines.append(
+        Line(
+            "storage",
+            node_disks * prices.gp3_gb_month
+            + fp.model_buckets * model_gb * prices.s3_standard_gb_month
+            + fp.kms_keys * prices.kms_key_month,
+            f"{node_disks} GiB gp3, {fp.model_buckets} x {model_gb:g} GB S3, {fp.kms_keys} KMS key(s)",
+        )
+    )
+    fast = sum(1 for interval in fp.health_check_intervals if interval < 30)
+    lines.append(
+        Line(
+            "load balancers",
+            fp.load_balancers * prices.nlb_hourly * hours
+            + len(fp.health_check_intervals) * prices.route53_health_check_month
+            + fast * prices.route53_fast_interval_month,
+            f"{fp.load_balancers} NLB(s) (capacity units not included), "
+            f"{len(fp.health_check_intervals)} health check(s), {fast} fast",
+        )
+    )
+    total = sum(line.monthly for line in lines if line.in_total)
+    spot_expected = next((line.monthly for line in lines if line.group == "GPU spot (expected)"), 0.0)
+    return Estimate(
+        lines=tuple(lines),
+        total=total,
+        all_on_demand=total - spot_expected + expected_spot * spot_node_on_demand,
+    )

@@ -1,0 +1,143 @@
+"""The standby half of an active/passive pair: the optional ``inferstack:failover`` section.
+
+A standby stack (``prod-dr``) is a whole platform in another region, plus what ties it to the
+primary stack: the primary's model bucket replicates into this stack's, each region's Triton gets an
+internet-facing NLB, and Route 53 answers ``recordName`` with the primary's NLB while it passes its
+health checks, this region's once it does not. The primary stack is read through a stack reference
+(its ``model_bucket`` and ``kubeconfig`` outputs) and is not changed: deleting the standby stack
+removes the pairing and nothing of the primary's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from inferstack.components.model_service import HEALTH_READY, HTTP_PORT, labels
+from inferstack.components.platform_config import FailoverConfig
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.failover import RegionalFailover, RegionalFailoverArgs, check_regions, check_timing
+from inferstack.infra.model_store import ModelStore
+
+
+def record_name(failover: FailoverConfig) -> str:
+    return (failover.record_name or f"{failover.service}.{failover.zone}").rstrip(".")
+
+
+def check_failover(failover: FailoverConfig, *, region: str, services: Sequence[str]) -> None:
+    """What RegionalFailover would reject, named by config key, before anything is registered."""
+    keys = {
+        "standby_region": "aws:region",
+        "primary_region": "inferstack:failover.primaryRegion",
+        "health_check_interval_s": "inferstack:failover.healthCheckInterval",
+        "failure_threshold": "inferstack:failover.failureThreshold",
+        "ttl_s": "inferstack:failover.ttl",
+    }
+    try:
+        check_regions(failover.primary_region, region)
+        check_timing(failover.health_check_interval, failover.failure_threshold, failover.ttl)
+    except InvalidInput as error:
+        raise InvalidInput(keys[error.field], error.value, error.allowed) from None
+    if failover.service not in services:
+        raise InvalidInput(
+            "inferstack:failover.service", failover.service, f"one of this stack's services: {list(services)}"
+        )
+    if not record_name(failover).endswith(f".{failover.zone.rstrip('.')}"):
+        raise InvalidInput(
+            "inferstack:failover.recordName", failover.record_name, f"a name in {failover.zone}"
+        )
+
+
+def endpoint_service(service: str) -> dict[str, Any]:
+    """An internet-facing NLB in front of the service's Triton pods (HTTP only), for Route 53 to check
+    and clients to call; made by the cluster's AWS cloud provider, no controller needed."""
+    prefix = "service.beta.kubernetes.io/aws-load-balancer"
+    return {
+        "metadata": {
+            "name": f"{service}-public",
+            "namespace": service,
+            "labels": labels(service),
+            "annotations": {
+                f"{prefix}-type": "nlb",
+                # The NLB sends traffic only to nodes whose Triton is ready, as Route 53 checks it.
+                f"{prefix}-healthcheck-protocol": "http",
+                f"{prefix}-healthcheck-path": HEALTH_READY,
+            },
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": labels(service),
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _hostname(name: str, service: k8s.core.v1.Service) -> pulumi.Output[str]:
+    """The NLB's DNS name: Pulumi waits for a LoadBalancer Service's ingress before it is created."""
+
+    def first(status: k8s.core.v1.outputs.ServiceStatus | None) -> str:
+        ingress = (status.load_balancer.ingress if status and status.load_balancer else None) or []
+        if not ingress or not ingress[0].hostname:
+            raise RuntimeError(f"Service {name} has no load balancer hostname: {status}")
+        return ingress[0].hostname
+
+    return service.status.apply(first)
+
+
+def build_failover(
+    failover: FailoverConfig,
+    *,
+    region: str,
+    store: ModelStore,
+    triton: pulumi.Resource,
+    provider: k8s.Provider,
+) -> dict[str, Any]:
+    """Register the pairing with the primary stack; returns the ``failover`` stack output."""
+    primary_stack = pulumi.StackReference(failover.primary_stack)
+    primary = aws.Provider("primary-region", region=failover.primary_region)
+    standby = aws.Provider("standby-region", region=region)
+    primary_cluster = k8s.Provider("primary-cluster", kubeconfig=primary_stack.require_output("kubeconfig"))
+    manifest = endpoint_service(failover.service)
+    endpoints = {
+        key: _hostname(
+            f"{failover.service}-public in the {key} region",
+            k8s.core.v1.Service(
+                f"{failover.service}-public-{key}",
+                metadata=manifest["metadata"],
+                spec=manifest["spec"],
+                opts=pulumi.ResourceOptions(provider=cluster, depends_on=after),
+            ),
+        )
+        for key, cluster, after in (("primary", primary_cluster, []), ("standby", provider, [triton]))
+    }
+    zone = aws.route53.get_zone_output(name=failover.zone.rstrip("."), private_zone=False)
+    pair = RegionalFailover(
+        "failover",
+        RegionalFailoverArgs(
+            primary_region=failover.primary_region,
+            standby_region=region,
+            primary_bucket=primary_stack.require_output("model_bucket"),
+            standby_bucket=store.bucket_name,
+            primary_endpoint=endpoints["primary"],
+            standby_endpoint=endpoints["standby"],
+            zone_id=zone.zone_id,
+            record_name=record_name(failover),
+            ttl_s=failover.ttl,
+            health_check_interval_s=failover.health_check_interval,
+            failure_threshold=failover.failure_threshold,
+            replication_time_control=failover.replication_time_control,
+            after=[store],  # which versions its bucket
+        ),
+        primary=primary,
+        standby=standby,
+    )
+    return {
+        "record": pair.record_name,
+        "rto_s": pair.rto_s,
+        "rpo_s": pair.rpo_s,
+        "endpoints": endpoints,
+    }

@@ -1,0 +1,301 @@
+"""Every Helm release of every stack, rendered by the real helm from the vendored chart sources with
+exactly the values the stack passes (the Release inputs the engine receives), and every rendered
+object validated: built-in kinds against Kubernetes' schemas, custom resources against their CRDs.
+
+Then what the charts render is checked where it matters on a cluster (the scrape that keeps the GPU
+pods' labels, the storage Prometheus claims, the autoscaler's priorities and flags), and the plan's
+dependencies are walked: no custom resource may race the release that installs its CRD.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi_kubernetes as k8s
+import pytest
+import yaml
+
+from inferstack.components.autoscaling import BALANCING_IGNORED_LABELS, Autoscaling, AutoscalingArgs
+from inferstack.components.charts import CHARTS, KUBE_PROMETHEUS_STACK
+from inferstack.components.model_service import ModelSource, TritonModelService, TritonModelServiceArgs
+from inferstack.components.monitoring import Monitoring, MonitoringArgs
+from inferstack.infra.storage import EBS_CSI_ADDON, EBS_CSI_PROVISIONER
+from inferstack.policies import offline
+from tests.components.helm import chart_of, find, render
+from tests.conftest import ROOT
+from tests.harness import DEPLOYER, Recorded, Recording, run_program
+from tests.schemas import crd_schemas, validate_custom_resource, validate_k8s
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+CRD = "CustomResourceDefinition"
+STACKS = ("dev", "staging", "prod")
+_TAG = re.compile(r"^[^:@]+(:[^:@/]+)?(@sha256:[0-9a-f]{64})?$")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One program's recorded resources, and what helm renders for each of its releases."""
+
+    recording: Recording
+    objects: dict[str, list[dict[str, Any]]]  # release URN -> rendered objects
+
+    def release(self, chart: str) -> Recorded:
+        return next(r for r in self.recording.of_type(RELEASE) if r.inputs["chart"] == chart)
+
+    def of(self, chart: str) -> list[dict[str, Any]]:
+        return self.objects[self.release(chart).urn]
+
+    def crds(self) -> list[dict[str, Any]]:
+        return [o for objects in self.objects.values() for o in objects if o["kind"] == CRD]
+
+
+def vendored_api_versions(vendor_dir: Path) -> tuple[str, ...]:
+    """The custom API groups the cluster serves once the CRD-installing releases are in (see ordering)."""
+    found = set()
+    for path in (vendor_dir / "crds").glob("*.yaml"):
+        for crd in yaml.safe_load_all(path.read_text()):
+            found |= {f"{crd['spec']['group']}/{v['name']}" for v in crd["spec"]["versions"]}
+    return tuple(sorted(found))
+
+
+def render_all(recording: Recording, vendor_dir: Path) -> Rendered:
+    api_versions = vendored_api_versions(vendor_dir)
+    objects = {}
+    for release in recording.of_type(RELEASE):
+        given = release.inputs
+        objects[release.urn] = render(
+            vendor_dir,
+            chart_of(given["chart"], given["version"]),
+            release=given["name"],
+            namespace=given["namespace"],
+            values=given["values"],
+            api_versions=api_versions,
+        )
+    return Rendered(recording, objects)
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack(request: pytest.FixtureRequest, vendor_dir: Path) -> Rendered:
+    return render_all(offline.run_stack(ROOT / "stacks", request.param, DEPLOYER), vendor_dir)
+
+
+def images(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "image" and isinstance(value, str):
+                yield value
+            else:
+                yield from images(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from images(value)
+
+
+# --- every release renders, every object validates ------------------------------------------------------
+
+
+def test_every_release_renders_and_every_object_validates(stack: Rendered, vendor_dir: Path) -> None:
+    assert {r.inputs["chart"] for r in stack.recording.of_type(RELEASE)} == {c.name for c in CHARTS}
+    schemas = crd_schemas(stack.crds())
+    checked = 0
+    for release in stack.recording.of_type(RELEASE):
+        for manifest in stack.objects[release.urn]:
+            where = f"{release.inputs['chart']}: {manifest['kind']} {manifest['metadata']['name']}"
+            try:
+                if (manifest["apiVersion"], manifest["kind"]) in schemas:
+                    validate_custom_resource(manifest, vendor_dir, schemas)
+                else:
+                    validate_k8s(manifest)
+            except Exception as error:
+                raise AssertionError(f"{where} does not validate: {error}") from None
+            for image in images(manifest):
+                assert _TAG.match(image) and not image.endswith(":latest"), f"{where}: image {image}"
+            checked += 1
+    assert checked > 150  # kube-prometheus-stack alone renders well over a hundred objects
+
+
+def test_a_bad_value_fails_the_render_or_the_validation(vendor_dir: Path) -> None:
+    recording, _ = run_program(
+        lambda: Monitoring("monitoring", MonitoringArgs(provider=k8s.Provider("k8s", kubeconfig="{}")))
+    )
+    values = recording.one(RELEASE).inputs["values"]
+    values["prometheus"]["prometheusSpec"]["retention"] = 15  # a number where the CRD wants a duration
+    objects = render(
+        vendor_dir,
+        KUBE_PROMETHEUS_STACK,
+        release="kube-prometheus-stack",
+        namespace="monitoring",
+        values=values,
+        api_versions=vendored_api_versions(vendor_dir),
+    )
+    prometheus = find(objects, "Prometheus")
+    with pytest.raises(Exception, match="15"):
+        validate_custom_resource(prometheus, vendor_dir, crd_schemas(o for o in objects if o["kind"] == CRD))
+
+
+# --- what the charts render, where it matters -----------------------------------------------------------
+
+
+def test_dcgm_scrape_keeps_the_labels_of_the_pods_that_hold_the_gpus(stack: Rendered) -> None:
+    objects = stack.of("dcgm-exporter")
+    (endpoint,) = find(objects, "ServiceMonitor")["spec"]["endpoints"]
+    # The exporter's own pod/namespace/container labels name the pod holding each GPU; the target's
+    # (the exporter pod's) are dropped before the scrape, so they neither win nor fill the gaps.
+    assert endpoint["honorLabels"] is True
+    (drop,) = [r for r in endpoint["relabelings"] if r["action"] == "labeldrop"]
+    for label in ("namespace", "pod", "container"):
+        assert re.fullmatch(drop["regex"], label)
+    for label in ("Hostname", "gpu", "job", "instance"):
+        assert not re.fullmatch(drop["regex"], label)
+    (container,) = find(objects, "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"} in container["env"]
+    assert "/var/lib/kubelet/pod-resources" in {m["mountPath"] for m in container["volumeMounts"]}
+
+
+def claimed_classes(objects: list[dict[str, Any]]) -> list[str | None]:
+    """The storage class of every claim the objects make (PVCs, claim templates, operator storage specs)."""
+    claims: list[dict[str, Any]] = []
+    for manifest in objects:
+        spec = manifest.get("spec") or {}
+        if manifest["kind"] == "PersistentVolumeClaim":
+            claims.append(spec)
+        claims += [t["spec"] for t in spec.get("volumeClaimTemplates", [])]
+        template = (spec.get("storage") or {}).get("volumeClaimTemplate")
+        if template:
+            claims.append(template["spec"])
+    return [claim.get("storageClassName") for claim in claims]
+
+
+def test_every_claim_names_a_class_the_stack_creates_on_an_installed_driver(stack: Rendered) -> None:
+    classes = {
+        r.inputs["metadata"]["name"]: r.inputs
+        for r in stack.recording.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+    }
+    claims = [c for objects in stack.objects.values() for c in claimed_classes(objects)]
+    assert claims, "Prometheus claims a volume"
+    prometheus = find(stack.of("kube-prometheus-stack"), "Prometheus")
+    assert prometheus["spec"]["storage"]["volumeClaimTemplate"]["spec"]["storageClassName"] == "gp3"
+    for claim in claims:
+        assert claim in classes, f"a claim names storage class {claim!r}; the stack creates {sorted(classes)}"
+    gp3 = classes["gp3"]
+    validate_k8s({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", **gp3})
+    assert gp3["provisioner"] == EBS_CSI_PROVISIONER
+    assert gp3["parameters"]["encrypted"] == "true" and gp3["parameters"]["type"] == "gp3"
+    assert gp3["volumeBindingMode"] == "WaitForFirstConsumer"  # an EBS volume lives in one zone
+    addon = next(
+        r for r in stack.recording.of_type("aws:eks/addon:Addon") if r.inputs["addonName"] == EBS_CSI_ADDON
+    )
+    assert addon.inputs["serviceAccountRoleArn"]
+
+
+def test_autoscaler_prefers_spot_and_balances_groups_that_differ_only_per_group(stack: Rendered) -> None:
+    objects = stack.of("cluster-autoscaler")
+    priorities = yaml.safe_load(find(objects, "ConfigMap")["data"]["priorities"])
+    assert priorities[max(priorities)] == [".*gpu-spot.*"]
+    assert priorities[min(priorities)] == [".*"]
+    (container,) = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    flags = set(container["command"])
+    assert {
+        "--expander=priority",
+        "--balance-similar-node-groups=true",
+        "--emit-per-nodegroup-metrics=true",
+    } <= flags
+    for label in (
+        "eks.amazonaws.com/sourceLaunchTemplateId",
+        "eks.amazonaws.com/sourceLaunchTemplateVersion",
+        "eks.amazonaws.com/nodegroup-image",
+    ):
+        assert label in BALANCING_IGNORED_LABELS and f"--balancing-ignore-label={label}" in flags
+    # Its metrics (the spot alert reads the per-group backoff) are scraped from its own namespace.
+    monitor = find(objects, "ServiceMonitor")
+    release = stack.release("cluster-autoscaler").inputs
+    assert monitor["metadata"]["namespace"] == release["namespace"]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [release["namespace"]]}
+
+
+# --- ordering: no custom resource races the release that installs its CRD ------------------------------
+
+
+def crd_sources(rendered: Rendered) -> dict[tuple[str, str], str]:
+    """(API group, kind) -> URN of the release whose chart installs that CRD."""
+    return {
+        (o["spec"]["group"], o["spec"]["names"]["kind"]): urn
+        for urn, objects in rendered.objects.items()
+        for o in objects
+        if o["kind"] == CRD
+    }
+
+
+def waits_for(recording: Recording, urn: str) -> set[str]:
+    """Every resource the engine orders ``urn`` after: its dependencies, transitively."""
+    by_urn = {r.urn: r for r in recording}
+    seen: set[str] = set()
+    todo = list(by_urn[urn].dependencies)
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += by_urn[current].dependencies if current in by_urn else ()
+    return seen
+
+
+def crd_races(rendered: Rendered) -> list[str]:
+    """Custom resources (registered directly, or rendered by another release) not ordered after their CRD."""
+    sources = crd_sources(rendered)
+    races = []
+    for resource in rendered.recording:
+        if resource.type == RELEASE:
+            kinds = {(o["apiVersion"].split("/")[0], o["kind"]) for o in rendered.objects[resource.urn]}
+        elif resource.custom and resource.type.startswith("kubernetes:"):
+            _, api_version, kind = resource.type.split(":")
+            kinds = {(api_version.rsplit("/", 1)[0], kind)}
+        else:
+            continue
+        for kind in sorted(kinds):
+            source = sources.get(kind)
+            if (
+                source is not None
+                and source != resource.urn
+                and source not in waits_for(rendered.recording, resource.urn)
+            ):
+                races.append(f"{resource.name} ({kind[1]}) can race {source.split('::')[-1]}")
+    return races
+
+
+def test_no_custom_resource_races_its_crd(stack: Rendered) -> None:
+    sources = crd_sources(stack)
+    assert {("monitoring.coreos.com", "ServiceMonitor"), ("keda.sh", "ScaledObject")} <= set(sources)
+    assert crd_races(stack) == []
+
+
+def test_a_service_without_its_dependencies_is_caught_racing(vendor_dir: Path) -> None:
+    """The check itself: a model service that waits for nothing races both CRDs it needs."""
+
+    def program() -> None:
+        provider = k8s.Provider("k8s", kubeconfig="{}")
+        Monitoring("monitoring", MonitoringArgs(provider=provider))
+        Autoscaling(
+            "autoscaling",
+            AutoscalingArgs(
+                provider=provider,
+                cluster_name="c",
+                region="us-east-1",
+                oidc_provider_arn="arn:aws:iam::123456789012:oidc-provider/x",
+                oidc_issuer_url="https://x",
+            ),
+        )
+        source = ModelSource(role_arn="arn:aws:iam::123456789012:role/r", repository_uri="s3://b/p")
+        TritonModelService(
+            "ranker", TritonModelServiceArgs(models=["ranker"], source=source, provider=provider)
+        )
+
+    recording, _ = run_program(program)
+    races = crd_races(render_all(recording, vendor_dir))
+    for kind in ("ServiceMonitor", "ScaledObject", "PrometheusRule"):
+        assert any(f"({kind})" in race for race in races), races
+    # The autoscaler's chart renders a ServiceMonitor too: its release must wait for Prometheus's CRDs.
+    assert any("cluster-autoscaler (ServiceMonitor)" in race for race in races), races

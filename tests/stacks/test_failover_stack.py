@@ -1,0 +1,97 @@
+"""The prod-dr stack: prod's standby in a second region, run offline, planned and policy-checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.policies import offline
+from inferstack.serving.cli import main
+from tests.conftest import ROOT
+from tests.harness import DEPLOYER, Recording
+from tests.schemas import validate_k8s
+
+STACKS = ROOT / "stacks"
+# The deployer's own hosted zone (RFC 2606's documentation domain here), as CI passes it.
+STANDBY = DEPLOYER | {"inferstack:failover.zone": "example.com"}
+STANDBY_ARGS = [arg for key, value in STANDBY.items() for arg in ("-c", f"{key}={value}")]
+
+
+@pytest.fixture(scope="module")
+def standby() -> Recording:
+    return offline.run_stack(STACKS, "prod-dr", STANDBY)
+
+
+def test_the_standby_is_a_whole_platform_in_its_own_region(standby: Recording) -> None:
+    types = {r.type for r in standby}
+    assert {"inferstack:cluster:Cluster", "inferstack:failover:RegionalFailover"} <= types
+    kubeconfig = standby.one("pulumi:providers:kubernetes", "inferstack-prod-dr-k8s").inputs["kubeconfig"]
+    assert "us-west-2" in json.dumps(kubeconfig)
+    regions = {r.name: r.inputs["region"] for r in standby.of_type("pulumi:providers:aws")}
+    assert regions == {"primary-region": "us-east-1", "standby-region": "us-west-2"}
+
+
+def test_models_replicate_from_the_primary_stacks_bucket_into_this_ones(standby: Recording) -> None:
+    replication = standby.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig")
+    assert replication.inputs["bucket"] == "models-prod-offline"  # the prod stack's model_bucket output
+    destination = replication.inputs["rules"][0]["destination"]["bucket"]
+    assert (
+        destination
+        == f"arn:aws:s3:::{standby.one('aws:s3/bucket:Bucket', 'inferstack-prod-dr-models-bucket').name}"
+    )
+    # versioning on both sides: this stack's store, and prod's store (the same component)
+    for recording in (standby, offline.run_stack(STACKS, "prod", DEPLOYER)):
+        versioning = recording.one("aws:s3/bucketVersioning:BucketVersioning")
+        assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
+    # S3 refuses a replication configuration before the destination is versioned
+    assert standby.one("aws:s3/bucketVersioning:BucketVersioning").urn in replication.dependencies
+
+
+def test_each_region_gets_a_load_balancer_that_route53_checks(standby: Recording) -> None:
+    services = {r.name: r for r in standby.of_type("kubernetes:core/v1:Service") if "public" in r.name}
+    assert set(services) == {"ranker-public-primary", "ranker-public-standby"}
+    assert "primary-cluster" in services["ranker-public-primary"].provider
+    assert "inferstack-prod-dr-k8s" in services["ranker-public-standby"].provider
+    for service in services.values():
+        assert service.inputs["spec"]["type"] == "LoadBalancer"
+    checks = {r.name: r.inputs["fqdn"] for r in standby.of_type("aws:route53/healthCheck:HealthCheck")}
+    assert checks == {
+        "failover-primary": "ranker-public-primary-0123456789.elb.amazonaws.com",
+        "failover-standby": "ranker-public-standby-0123456789.elb.amazonaws.com",
+    }
+    names = {r.inputs["name"] for r in standby.of_type("aws:route53/record:Record")}
+    assert names == {"ranker.example.com"}
+
+
+def test_plan_and_policy_check_run_the_standby(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--stack", "prod-dr", "--stacks-dir", str(STACKS), *STANDBY_ARGS]
+    assert main(["plan", *common, "--out", str(tmp_path)]) == 0
+    assert "inferstack:failover:RegionalFailover" in capsys.readouterr().out
+    # the NLB Service is a valid Kubernetes object (the same manifest in both clusters)
+    validate_k8s(yaml.safe_load((tmp_path / "prod-dr" / "ranker" / "Service-ranker-public.yaml").read_text()))
+    assert main(["policy", "check", *common]) == 0
+    out = capsys.readouterr().out
+    assert "0 mandatory violation(s)" in out
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({}, "inferstack:failover.zone"),  # no hosted zone given
+        ({"inferstack:failover.primaryRegion": "us-west-2"}, "aws:region"),  # the same region twice
+        ({"inferstack:failover.ttl": "900"}, "inferstack:failover.ttl"),
+        ({"inferstack:failover.healthCheckInterval": "5"}, "inferstack:failover.healthCheckInterval"),
+        ({"inferstack:failover.service": "scorer"}, "inferstack:failover.service"),
+        ({"inferstack:failover.recordName": "ranker.example.org"}, "inferstack:failover.recordName"),
+        ({"inferstack:failover.regions": "[]"}, "inferstack:failover.regions"),
+    ],
+)
+def test_bad_failover_settings_name_their_key(settings: dict[str, str], field: str) -> None:
+    zone = {} if not settings else {"inferstack:failover.zone": "example.com"}
+    with pytest.raises(InvalidInput) as caught:
+        offline.run_stack(STACKS, "prod-dr", DEPLOYER | zone | settings)
+    assert caught.value.field == field
