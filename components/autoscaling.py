@@ -13,7 +13,6 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
 
 from inferstack.components.charts import (
     CLUSTER_AUTOSCALER,
@@ -83,7 +82,7 @@ def autoscaler_policy(cluster_name: str) -> dict[str, Any]:
 
 
 def cluster_autoscaler_values(
-    *, cluster_name: str, region: str, role_arn: pulumi.Input[str], namespace: str
+    *, cluster_name: pulumi.Input[str], region: str, role_arn: pulumi.Input[str], namespace: str
 ) -> dict[str, Any]:
     ignored = {f"balancing-ignore-label_{i}": label for i, label in enumerate(BALANCING_IGNORED_LABELS, 1)}
     return {
@@ -131,24 +130,27 @@ def keda_values() -> dict[str, Any]:
 
 @dataclass
 class AutoscalingArgs:
-    provider: k8s.Provider
-    cluster_name: str
-    region: str
+    """The Kubernetes provider comes through ``ResourceOptions(provider=...)``."""
+
+    cluster_name: pulumi.Input[str]
     oidc_provider_arn: pulumi.Input[str]
     oidc_issuer_url: pulumi.Input[str]
     autoscaler_namespace: str = "kube-system"
     keda_namespace: str = "keda"
+    region: str | None = None  # None: the region of this component's AWS provider
 
 
 class Autoscaling(pulumi.ComponentResource):
     autoscaler_role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: AutoscalingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        if not args.cluster_name:
+        if isinstance(args.cluster_name, str) and not args.cluster_name:
             raise InvalidInput("cluster_name", args.cluster_name, "the EKS cluster's name")
-        if not args.region:
+        if args.region is not None and not args.region:
             raise InvalidInput("region", args.region, "an AWS region such as us-east-1")
         super().__init__("inferstack:autoscaling:Autoscaling", name, None, opts)
+        region = args.region or aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        cluster_name = pulumi.Output.from_input(args.cluster_name)
         child = child_options(self, opts)
         trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
             lambda v: json.dumps(
@@ -159,25 +161,25 @@ class Autoscaling(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-cluster-autoscaler",
             role=role.id,
-            policy=json.dumps(autoscaler_policy(args.cluster_name)),
+            policy=cluster_name.apply(lambda cluster: json.dumps(autoscaler_policy(cluster))),
             opts=child,
         )
-        in_cluster = child_options(self, opts, provider=args.provider)
+        in_cluster = child_options(self, opts)
         keda_ns = namespace(f"{name}-keda-ns", args.keda_namespace, in_cluster)
         release(
             f"{name}-keda",
             KEDA,
             namespace=args.keda_namespace,
             values=keda_values(),
-            opts=child_options(self, opts, provider=args.provider, after=[keda_ns]),
+            opts=child_options(self, opts, after=[keda_ns]),
         )
         release(
             f"{name}-cluster-autoscaler",
             CLUSTER_AUTOSCALER,
             namespace=args.autoscaler_namespace,
             values=cluster_autoscaler_values(
-                cluster_name=args.cluster_name,
-                region=args.region,
+                cluster_name=cluster_name,
+                region=region,
                 role_arn=role.arn,
                 namespace=args.autoscaler_namespace,
             ),

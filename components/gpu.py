@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 import yaml
 
 from inferstack.components.charts import (
@@ -96,7 +95,6 @@ def needs_device_plugin(gpu_ami_types: Sequence[str]) -> bool:
 
 @dataclass
 class GpuOperatorsArgs:
-    provider: k8s.Provider
     namespace: str = "gpu-operators"
     time_slicing_replicas: int | None = None  # None: one pod per GPU
     # The AMI types of the GPU node groups: Bottlerocket runs its own device plugin.
@@ -119,8 +117,8 @@ class GpuOperators(pulumi.ComponentResource):
                 "None on Bottlerocket: its own device plugin takes time-slicing from the node settings",
             )
         super().__init__("inferstack:gpu:GpuOperators", name, None, opts)
-        ns = namespace(f"{name}-ns", args.namespace, child_options(self, opts, provider=args.provider))
-        after_namespace = child_options(self, opts, provider=args.provider, after=[ns])
+        ns = namespace(f"{name}-ns", args.namespace, child_options(self, opts))
+        after_namespace = child_options(self, opts, after=[ns])
         if device_plugin:
             release(
                 f"{name}-device-plugin",

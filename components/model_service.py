@@ -11,6 +11,7 @@ Every manifest is a pure function of the validated args; the component only turn
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from inferstack.components import promql
@@ -89,13 +91,15 @@ class ModelSource:
 
 @dataclass
 class TritonModelServiceArgs:
+    """The Kubernetes provider comes through ``ResourceOptions(provider=...)``."""
+
     models: Sequence[str]
     source: ModelSource
+    zones: int  # the zones the cluster's GPU nodes span: replicas spread over them
     namespace: str | None = None  # None: the service's own namespace, named after it
     create_namespace: bool = True
     environment: Environment = "prod"
-    zones: int = 3
-    region: str = "us-east-1"
+    region: str | None = None  # the model bucket's region; None: that of this component's AWS provider
     image: str = TRITON_IMAGE
     node_instance_type: str = "g5.xlarge"
     gpus_per_replica: int = 1
@@ -119,7 +123,6 @@ class TritonModelServiceArgs:
     service_monitor_labels: Mapping[str, str] = field(
         default_factory=lambda: {"release": "kube-prometheus-stack"}
     )
-    provider: k8s.Provider | None = None
 
 
 def namespace_of(name: str, args: TritonModelServiceArgs) -> str:
@@ -220,7 +223,7 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
         raise InvalidInput("environment", args.environment, "prod or dev")
     if args.placement not in ("on-demand", "spot", "spot-with-fallback"):
         raise InvalidInput("placement", args.placement, "on-demand, spot or spot-with-fallback")
-    if not _REGION.match(args.region):
+    if args.region is not None and not _REGION.match(args.region):
         raise InvalidInput("region", args.region, "an AWS region such as us-east-1")
     image, _, tag = args.image.rpartition(":")
     if not image or "/" in tag or tag in ("", "latest"):
@@ -657,6 +660,9 @@ class TritonModelService(pulumi.ComponentResource):
     ) -> None:
         validate(name, args)
         super().__init__("inferstack:model_service:TritonModelService", name, None, opts)
+        if args.region is None:
+            region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+            args = dataclasses.replace(args, region=region)
         ns = namespace_of(name, args)
         source = args.source
         if source.model_store is not None:
@@ -680,11 +686,11 @@ class TritonModelService(pulumi.ComponentResource):
 
         dependencies: list[pulumi.Resource] = []
         if args.create_namespace:
-            ns_opts = child_options(self, opts, provider=args.provider)
+            ns_opts = child_options(self, opts)
             dependencies.append(namespace(f"{name}-ns", ns, ns_opts))
         # Whatever the service was told to wait for (the releases that install the ServiceMonitor,
         # PrometheusRule and ScaledObject CRDs), its children wait for too.
-        in_namespace = child_options(self, opts, provider=args.provider, after=dependencies)
+        in_namespace = child_options(self, opts, after=dependencies)
 
         account = service_account(name, args, role_arn)
         k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=account["metadata"], opts=in_namespace)

@@ -81,7 +81,6 @@ def kube_prometheus_stack_values(
 
 @dataclass
 class MonitoringArgs:
-    provider: k8s.Provider
     namespace: str = "monitoring"
     retention: str = "15d"
     storage_gib: int = 100
@@ -103,8 +102,8 @@ class Monitoring(pulumi.ComponentResource):
         password = random.RandomPassword(
             f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
         )
-        ns = namespace(f"{name}-ns", args.namespace, child_options(self, opts, provider=args.provider))
-        after_namespace = child_options(self, opts, provider=args.provider, after=[ns])
+        ns = namespace(f"{name}-ns", args.namespace, child_options(self, opts))
+        after_namespace = child_options(self, opts, after=[ns])
         stack = release(
             f"{name}-kube-prometheus-stack",
             KUBE_PROMETHEUS_STACK,
@@ -131,7 +130,7 @@ class Monitoring(pulumi.ComponentResource):
         custom_resource(
             f"{name}-platform-rules",
             rule,
-            child_options(self, opts, provider=args.provider, after=[stack]),
+            child_options(self, opts, after=[stack]),
         )
         self.namespace = args.namespace
         self.prometheus_url = prometheus_url(args.namespace)

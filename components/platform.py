@@ -229,27 +229,23 @@ class InferencePlatform(pulumi.ComponentResource):
             ),
             pulumi.ResourceOptions(parent=self, depends_on=[nodes]),
         )
-        storage_classes = StorageClasses(
-            f"{name}-storage",
-            StorageClassesArgs(provider=cluster.provider),
-            pulumi.ResourceOptions(parent=self, depends_on=[block_storage]),
-        )
+
+        # The cluster's Kubernetes provider reaches every Kubernetes resource through the options.
+        def in_cluster(*after: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=list(after))
+
+        storage_classes = StorageClasses(f"{name}-storage", StorageClassesArgs(), in_cluster(block_storage))
         monitoring = Monitoring(
             f"{name}-monitoring",
-            MonitoringArgs(provider=cluster.provider, storage_class=storage_classes.gp3),
-            pulumi.ResourceOptions(parent=self, depends_on=[nodes, block_storage, storage_classes]),
+            MonitoringArgs(storage_class=storage_classes.gp3),
+            in_cluster(nodes, block_storage, storage_classes),
         )
-        after_monitoring = pulumi.ResourceOptions(parent=self, depends_on=[nodes, monitoring])  # their CRDs
+        after_monitoring = in_cluster(nodes, monitoring)  # their custom resources' CRDs
         gpu_ami_types = sorted({p.ami_type for p in node_plans(config, zones) if p.gpus_per_node})
-        GpuOperators(
-            f"{name}-gpu",
-            GpuOperatorsArgs(provider=cluster.provider, gpu_ami_types=gpu_ami_types),
-            after_monitoring,
-        )
+        GpuOperators(f"{name}-gpu", GpuOperatorsArgs(gpu_ami_types=gpu_ami_types), after_monitoring)
         autoscaling = Autoscaling(
             f"{name}-autoscaling",
             AutoscalingArgs(
-                provider=cluster.provider,
                 cluster_name=cluster_name,
                 region=region,
                 oidc_provider_arn=cluster.oidc_provider_arn,
@@ -267,8 +263,8 @@ class InferencePlatform(pulumi.ComponentResource):
             )
             self.services[service.name] = TritonModelService(
                 service.name,
-                service_args(config, service, source, zones, region=region, provider=cluster.provider),
-                pulumi.ResourceOptions(parent=self, depends_on=[monitoring, autoscaling]),
+                service_args(config, service, source, zones, region=region),
+                in_cluster(monitoring, autoscaling),
             )
 
         self.cluster, self.network, self.model_store = cluster, network, store

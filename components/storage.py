@@ -35,7 +35,6 @@ def gp3_storage_class(*, default: bool) -> dict[str, Any]:
 
 @dataclass
 class StorageClassesArgs:
-    provider: k8s.Provider
     default: bool = True  # claims that name no class get gp3
 
 
@@ -57,7 +56,7 @@ class StorageClasses(pulumi.ComponentResource):
             volume_binding_mode=manifest["volumeBindingMode"],
             allow_volume_expansion=manifest["allowVolumeExpansion"],
             reclaim_policy=manifest["reclaimPolicy"],
-            opts=child_options(self, opts, provider=args.provider),
+            opts=child_options(self, opts),
         )
         self.gp3 = GP3
         self.register_outputs({"gp3": self.gp3})

@@ -29,10 +29,8 @@ def child_options(
     parent: pulumi.Resource,
     opts: pulumi.ResourceOptions | None,
     *,
-    provider: pulumi.ProviderResource | None = None,
     after: Sequence[pulumi.Resource] = (),
 ) -> pulumi.ResourceOptions:
-    """A child's options: parented, on ``provider``, after what its component waits for and ``after``."""
-    return pulumi.ResourceOptions(
-        parent=parent, provider=provider, depends_on=[*inherited_dependencies(opts), *after]
-    )
+    """A child's options: parented (so on the providers its component was given, through
+    ``ResourceOptions(provider=...)``), after what its component waits for and ``after``."""
+    return pulumi.ResourceOptions(parent=parent, depends_on=[*inherited_dependencies(opts), *after])

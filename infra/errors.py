@@ -16,4 +16,6 @@ class InvalidInput(ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field}: {value!r} is not allowed; {allowed}")
+        # The value first, then where it was given and what would do: "'two': not valid for
+        # inferstack:network.zones: a number of zones or a list of zone names".
+        super().__init__(f"{value!r}: not valid for {field}: {allowed}")

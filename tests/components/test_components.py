@@ -26,13 +26,12 @@ ISSUER = "https://oidc.eks.us-east-1.amazonaws.com/id/ABC"
 
 
 def platform() -> dict[str, Any]:
-    provider = k8s.Provider("k8s", kubeconfig="{}")
-    GpuOperators("gpu", GpuOperatorsArgs(provider=provider, time_slicing_replicas=2))
-    monitoring = Monitoring("monitoring", MonitoringArgs(provider=provider))
+    on_cluster = pulumi.ResourceOptions(provider=k8s.Provider("k8s", kubeconfig="{}"))
+    GpuOperators("gpu", GpuOperatorsArgs(time_slicing_replicas=2), on_cluster)
+    monitoring = Monitoring("monitoring", MonitoringArgs(), on_cluster)
     Autoscaling(
         "autoscaling",
         AutoscalingArgs(
-            provider=provider,
             cluster_name="prod",
             region="us-east-1",
             oidc_provider_arn=OIDC,
@@ -147,8 +146,7 @@ def test_cluster_autoscaler_prefers_spot_and_can_touch_only_its_own_groups(recor
 
 def test_bottlerocket_gpu_nodes_get_no_second_device_plugin() -> None:
     def program() -> None:
-        provider = k8s.Provider("k8s", kubeconfig="{}")
-        GpuOperators("gpu", GpuOperatorsArgs(provider=provider, gpu_ami_types=["BOTTLEROCKET_x86_64_NVIDIA"]))
+        GpuOperators("gpu", GpuOperatorsArgs(gpu_ami_types=["BOTTLEROCKET_x86_64_NVIDIA"]))
 
     recording, _ = run_program(program)
     # Bottlerocket's NVIDIA variant runs its own plugin: a second would advertise every GPU twice.
@@ -163,10 +161,8 @@ def test_children_wait_for_what_their_component_waits_for() -> None:
         first = k8s.core.v1.ConfigMap("first", opts=pulumi.ResourceOptions(provider=provider))
         source = ModelSource(role_arn="arn:aws:iam::123456789012:role/r", repository_uri="s3://b/p")
         after = pulumi.ResourceOptions(depends_on=[first])
-        GpuOperators("gpu", GpuOperatorsArgs(provider=provider), after)
-        TritonModelService(
-            "ranker", TritonModelServiceArgs(models=["ranker"], source=source, provider=provider), after
-        )
+        GpuOperators("gpu", GpuOperatorsArgs(), after)
+        TritonModelService("ranker", TritonModelServiceArgs(models=["ranker"], source=source, zones=3), after)
 
     recording, _ = run_program(program)
     first = recording.named("first").urn
@@ -185,34 +181,28 @@ def test_children_wait_for_what_their_component_waits_for() -> None:
         (
             lambda p: GpuOperators(
                 "g",
-                GpuOperatorsArgs(
-                    provider=p, gpu_ami_types=["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"]
-                ),
+                GpuOperatorsArgs(gpu_ami_types=["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"]),
             ),
             "gpu_ami_types",
         ),
-        (lambda p: GpuOperators("g", GpuOperatorsArgs(provider=p, gpu_ami_types=[])), "gpu_ami_types"),
+        (lambda p: GpuOperators("g", GpuOperatorsArgs(gpu_ami_types=[])), "gpu_ami_types"),
         (
             lambda p: GpuOperators(
                 "g",
-                GpuOperatorsArgs(
-                    provider=p, time_slicing_replicas=4, gpu_ami_types=["BOTTLEROCKET_x86_64_NVIDIA"]
-                ),
+                GpuOperatorsArgs(time_slicing_replicas=4, gpu_ami_types=["BOTTLEROCKET_x86_64_NVIDIA"]),
             ),
             "time_slicing_replicas",
         ),
         (
-            lambda p: GpuOperators("g", GpuOperatorsArgs(provider=p, time_slicing_replicas=1)),
+            lambda p: GpuOperators("g", GpuOperatorsArgs(time_slicing_replicas=1)),
             "time_slicing_replicas",
         ),
-        (lambda p: Monitoring("m", MonitoringArgs(provider=p, retention="forever")), "retention"),
-        (lambda p: Monitoring("m", MonitoringArgs(provider=p, storage_gib=1)), "storage_gib"),
+        (lambda p: Monitoring("m", MonitoringArgs(retention="forever")), "retention"),
+        (lambda p: Monitoring("m", MonitoringArgs(storage_gib=1)), "storage_gib"),
         (
             lambda p: Autoscaling(
                 "a",
-                AutoscalingArgs(
-                    provider=p, cluster_name="", region="r", oidc_provider_arn="a", oidc_issuer_url="b"
-                ),
+                AutoscalingArgs(cluster_name="", region="r", oidc_provider_arn="a", oidc_issuer_url="b"),
             ),
             "cluster_name",
         ),

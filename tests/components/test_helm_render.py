@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
@@ -119,9 +118,7 @@ def test_every_release_renders_and_every_object_validates(stack: Rendered, vendo
 
 
 def test_a_bad_value_fails_the_render_or_the_validation(vendor_dir: Path) -> None:
-    recording, _ = run_program(
-        lambda: Monitoring("monitoring", MonitoringArgs(provider=k8s.Provider("k8s", kubeconfig="{}")))
-    )
+    recording, _ = run_program(lambda: Monitoring("monitoring", MonitoringArgs()))
     values = recording.one(RELEASE).inputs["values"]
     values["prometheus"]["prometheusSpec"]["retention"] = 15  # a number where the CRD wants a duration
     objects = render(
@@ -276,12 +273,10 @@ def test_a_service_without_its_dependencies_is_caught_racing(vendor_dir: Path) -
     """The check itself: a model service that waits for nothing races both CRDs it needs."""
 
     def program() -> None:
-        provider = k8s.Provider("k8s", kubeconfig="{}")
-        Monitoring("monitoring", MonitoringArgs(provider=provider))
+        Monitoring("monitoring", MonitoringArgs())
         Autoscaling(
             "autoscaling",
             AutoscalingArgs(
-                provider=provider,
                 cluster_name="c",
                 region="us-east-1",
                 oidc_provider_arn="arn:aws:iam::123456789012:oidc-provider/x",
@@ -289,9 +284,7 @@ def test_a_service_without_its_dependencies_is_caught_racing(vendor_dir: Path) -
             ),
         )
         source = ModelSource(role_arn="arn:aws:iam::123456789012:role/r", repository_uri="s3://b/p")
-        TritonModelService(
-            "ranker", TritonModelServiceArgs(models=["ranker"], source=source, provider=provider)
-        )
+        TritonModelService("ranker", TritonModelServiceArgs(models=["ranker"], source=source, zones=3))
 
     recording, _ = run_program(program)
     races = crd_races(render_all(recording, vendor_dir))

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
@@ -47,7 +49,10 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
 def args(**overrides: Any) -> TritonModelServiceArgs:
     base = TritonModelServiceArgs(
-        models=["ranker", "ranker-v2"], source=ModelSource(role_arn=ROLE, repository_uri=URI)
+        models=["ranker", "ranker-v2"],
+        source=ModelSource(role_arn=ROLE, repository_uri=URI),
+        zones=3,
+        region=REGION,
     )
     return dataclasses.replace(base, **overrides)
 
@@ -56,7 +61,7 @@ def build_with_store() -> dict[str, Any]:
     store = ModelStore("models")
     source = ModelSource(model_store=store, prefix="ranker", oidc_provider_arn=OIDC, oidc_issuer_url=ISSUER)
     provider = k8s.Provider("k8s", kubeconfig="{}")
-    triton = TritonModelService("ranker", args(source=source, provider=provider))
+    triton = TritonModelService("ranker", args(source=source), pulumi.ResourceOptions(provider=provider))
     return {
         "namespace": triton.namespace,
         "http": triton.http_endpoint,
@@ -676,3 +681,35 @@ def test_the_longest_name_fits_every_object() -> None:
     assert len(headless_service(name, args())["metadata"]["name"]) <= 63  # Service names
     assert len(f"{name}-models-reader-") + 7 <= 64  # the IRSA role: Pulumi appends 7 random characters
     assert recording.one(DEPLOYMENT).inputs["metadata"]["name"] == name
+
+
+def test_the_region_comes_from_the_components_aws_provider() -> None:
+    """No region given: the service reads the bucket in the region of the AWS provider it was given."""
+
+    def program() -> None:
+        west = aws.Provider("west", region="eu-west-1")
+        TritonModelService(
+            "ranker",
+            dataclasses.replace(args(), region=None),
+            pulumi.ResourceOptions(providers=[west, k8s.Provider("k8s", kubeconfig="{}")]),
+        )
+
+    answers = {
+        "aws:index/getRegion:getRegion": lambda _: {
+            "name": "eu-west-1",
+            "region": "eu-west-1",
+            "id": "eu-west-1",
+        }
+    }
+    recording, _ = run_program(program, invokes=answers)
+    deployment = recording.one("kubernetes:apps/v1:Deployment")
+    env = {
+        e["name"]: e["value"] for e in deployment.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["AWS_REGION"] == "eu-west-1"
+    assert "providers:kubernetes::k8s" in deployment.provider
+
+
+def test_a_service_needs_to_be_told_its_zones() -> None:
+    with pytest.raises(TypeError):
+        TritonModelServiceArgs(models=["m"], source=ModelSource(role_arn=ROLE, repository_uri=URI))  # type: ignore[call-arg]

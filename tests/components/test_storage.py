@@ -28,9 +28,7 @@ def test_the_class_waits_for_what_its_component_waits_for() -> None:
         driver = k8s.core.v1.ConfigMap(
             "stand-in-for-the-driver", opts=pulumi.ResourceOptions(provider=provider)
         )
-        StorageClasses(
-            "storage", StorageClassesArgs(provider=provider), pulumi.ResourceOptions(depends_on=[driver])
-        )
+        StorageClasses("storage", StorageClassesArgs(), pulumi.ResourceOptions(depends_on=[driver]))
 
     recording, _ = run_program(program)
     storage_class = recording.one("kubernetes:storage.k8s.io/v1:StorageClass")

@@ -91,4 +91,4 @@ def test_a_program_that_fails_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_bad_arguments_exit_2(arguments: list[str], field: str, capsys: pytest.CaptureFixture[str]) -> None:
     stacks_dir = [] if "--stacks-dir" in arguments else ["--stacks-dir", str(ROOT / "stacks")]
     assert main(["policy", "check", *arguments, *stacks_dir]) == 2
-    assert capsys.readouterr().err.startswith(f"inferstack: {field}")
+    assert f"not valid for {field}" in capsys.readouterr().err

@@ -188,7 +188,7 @@ def test_bad_build_arguments_exit_2_naming_the_field(
     outputs = [] if "--output" in arguments else ["--output", "score:FP32:1"]
     assert main([*base, *arguments, *outputs]) == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"inferstack: {field}"), error
+    assert f"not valid for {field}" in error, error
     assert not (tmp_path / "r").exists()
 
 
@@ -202,7 +202,7 @@ def test_publish_to_a_bad_destination_or_missing_bucket(
         assert (
             main(["models", "publish", str(tmp_path / "repo"), "s3://bucket/x", "--endpoint-url", url]) == 2
         )
-        assert capsys.readouterr().err.startswith("inferstack: --endpoint-url:")
+        assert "not valid for --endpoint-url" in capsys.readouterr().err
     from tests.serving.conftest import build_test_repository
 
     repo = build_test_repository(tmp_path / "built")

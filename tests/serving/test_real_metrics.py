@@ -35,6 +35,8 @@ SERVICE_ARGS = TritonModelServiceArgs(
     models=[MODEL],
     namespace=NAMESPACE,
     source=ModelSource(role_arn="arn:aws:iam::1:role/r", repository_uri="s3://b/p"),
+    zones=3,
+    region="us-east-1",
 )
 
 

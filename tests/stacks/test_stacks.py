@@ -169,3 +169,20 @@ def test_the_readme_library_program_runs_as_written() -> None:
     assert recording.one("aws:eks/cluster:Cluster").inputs["name"] == "ml-prod"
     deployment = recording.one("kubernetes:apps/v1:Deployment").inputs
     assert deployment["metadata"]["namespace"] == "ranker"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_kubernetes_resource_goes_through_the_clusters_provider(stack: str) -> None:
+    """Providers travel in ResourceOptions: a resource on the default provider would deploy to
+    whatever cluster the deployer's kubeconfig happens to name."""
+    recording = run_stack(stack)
+    kubernetes = [r for r in recording if r.custom and r.type.startswith("kubernetes:")]
+    assert kubernetes
+    assert [r.name for r in kubernetes if f"inferstack-{stack}-k8s" not in r.provider] == []
+
+
+def test_an_error_reads_value_then_key_then_what_would_do() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_config(engine_form({"network": {"zones": "two"}}))
+    assert str(caught.value).startswith("'two': not valid for inferstack:network.zones: ")
+    assert "a list of zone names" in str(caught.value)
