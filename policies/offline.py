@@ -251,6 +251,9 @@ def run_program(
     recording = Recording()
     mocks = RecordingMocks(invokes, region=(config or {}).get("aws:region", REGION))
     pulumi.runtime.set_all_config(config or {})
+    # set_mocks keeps an earlier run's Stack resource as the root: each run must get its own, or
+    # its top-level resources would be parented to the stack that ran first in this process.
+    pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
         mocks, project="inferstack", stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, recording)
     )

@@ -1,38 +1,99 @@
-"""The CrossGuard policy pack: each rule of ``policies/rules.py`` as a pulumi-policy resource policy."""
+"""The CrossGuard policy pack: every rule of ``rules.py`` and ``stack_rules.py`` as a pulumi-policy policy.
+
+pulumi-policy hands validations read-only proxies; each rule gets plain data (``plain``) and its
+config (schema defaults overlaid with what ``--policy-pack-config`` set for the stack).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pulumi_policy import (
     EnforcementLevel,
+    Policy,
+    PolicyConfigSchema,
     PolicyPack,
+    PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
-from inferstack.policies.rules import RULES, Rule
+from inferstack.policies.plain import plain
+from inferstack.policies.rules import RULES, Rule, RuleBase
 from inferstack.policies.rules_failover import FAILOVER_RULES
+from inferstack.policies.stack_rules import STACK_RULES, Stack, StackResource, StackRule
 
 PACK_NAME = "inferstack"
+LEVELS = {
+    "mandatory": EnforcementLevel.MANDATORY,
+    "advisory": EnforcementLevel.ADVISORY,
+    "disabled": EnforcementLevel.DISABLED,
+}
 
 
-def _policy(rule: Rule) -> ResourceValidationPolicy:
+def _schema(rule: RuleBase) -> PolicyConfigSchema | None:
+    properties = {key: dict(schema) for key, schema in rule.config_schema.items()}
+    return PolicyConfigSchema(properties=properties) if properties else None
+
+
+def _config(rule: RuleBase, given: Any) -> dict[str, Any]:
+    return {**rule.defaults, **(plain(given) or {})}
+
+
+def _resource_policy(rule: Rule) -> ResourceValidationPolicy:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-        for message in rule.check(args.resource_type, args.props):
+        config = _config(rule, args.get_config())
+        for message in rule.check(args.resource_type, plain(args.props), config):
             report_violation(message, None)
 
     return ResourceValidationPolicy(
         name=rule.name,
         description=rule.description,
-        enforcement_level=EnforcementLevel.MANDATORY if rule.mandatory else EnforcementLevel.ADVISORY,
+        enforcement_level=LEVELS[rule.level],
         validate=validate,
+        config_schema=_schema(rule),
     )
 
 
-def policies() -> list[ResourceValidationPolicy]:
-    return [_policy(rule) for rule in (*RULES, *FAILOVER_RULES)]
+def stack_resource(resource: PolicyResource) -> StackResource:
+    """A pulumi-policy stack resource as plain data, with every URN it is ordered after."""
+    by_property = {
+        key: tuple(d.urn for d in deps) for key, deps in (resource.property_dependencies or {}).items()
+    }
+    dependencies = [d.urn for d in resource.dependencies or []]
+    dependencies += [u for urns in by_property.values() for u in urns if u not in dependencies]
+    return StackResource(
+        type=resource.resource_type,
+        name=resource.name,
+        urn=resource.urn,
+        props=plain(resource.props),
+        dependencies=tuple(dependencies),
+        property_dependencies=by_property,
+    )
+
+
+def _stack_policy(rule: StackRule) -> StackValidationPolicy:
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        stack = Stack(stack_resource(r) for r in args.resources)
+        for message, urn in rule.check(stack, _config(rule, args.get_config())):
+            report_violation(message, urn or None)
+
+    return StackValidationPolicy(
+        name=rule.name,
+        description=rule.description,
+        enforcement_level=LEVELS[rule.level],
+        validate=validate,
+        config_schema=_schema(rule),
+    )
+
+
+def policies() -> list[Policy]:
+    return [*map(_resource_policy, (*RULES, *FAILOVER_RULES)), *map(_stack_policy, STACK_RULES)]
 
 
 def serve() -> None:
     """Start the Analyzer gRPC server (prints its port, as the Pulumi CLI expects) and block."""
-    PolicyPack(name=PACK_NAME, policies=list(policies()))
+    PolicyPack(name=PACK_NAME, policies=policies())

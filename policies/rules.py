@@ -1,34 +1,101 @@
-"""The rules of inferstack's policy pack, as pure functions over engine-form resource properties.
+"""The resource rules of inferstack's policy pack, as pure functions over engine-form properties.
 
-Each rule takes a resource's type token and its properties as the Analyzer receives them (camelCase)
-and returns the violations it finds, one message each. The pack (``policies/pack.py``) wraps them
-for pulumi-policy; tests call them directly with passing and failing fixtures. Only pure tables of
-inferstack are imported here: the Analyzer process must never register resources.
+Each rule takes a resource's type token, its properties as the Analyzer receives them (camelCase,
+plain dicts and lists: the pack converts pulumi-policy's proxies first) and the rule's config (its
+schema's defaults overlaid with the pack config of the stack), and returns one message per violation.
+Only pure tables of inferstack are imported here: the Analyzer process must never register resources.
 """
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
+import ipaddress
+import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from inferstack.infra.instance_types import INSTANCE_TYPES
 
 Props = Mapping[str, Any]
-Check = Callable[[str, Props], list[str]]
+Config = Mapping[str, Any]
+Check = Callable[[str, Props, Config], list[str]]
+Level = Literal["mandatory", "advisory", "disabled"]
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 RELEASE = "kubernetes:helm.sh/v3:Release"
+CLUSTER = "aws:eks/cluster:Cluster"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+POD_CONTROLLERS = (
+    DEPLOYMENT,
+    "kubernetes:apps/v1:StatefulSet",
+    "kubernetes:apps/v1:DaemonSet",
+    "kubernetes:batch/v1:Job",
+)
+GPU_RESOURCE = "nvidia.com/gpu"
 REQUIRED_LOG_TYPES = {"api", "audit", "authenticator"}
 
 
 @dataclass(frozen=True)
-class Rule:
+class RuleBase:
+    """What the pack declares of any rule: its name, what it wants, its default level and config."""
+
     name: str
     description: str
-    mandatory: bool
+    level: Level
+    # JSON-schema properties of the rule's config (each with a default), as `--policy-pack-config` sets them.
+    config_schema: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, kw_only=True)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {key: schema["default"] for key, schema in self.config_schema.items()}
+
+
+@dataclass(frozen=True)
+class Rule(RuleBase):
     check: Check
+
+
+# --- shared readers ---------------------------------------------------------------------------------
+
+
+def pod_spec(props: Props) -> Mapping[str, Any]:
+    spec: Mapping[str, Any] = (props.get("spec") or {}).get("template", {}).get("spec") or {}
+    return spec
+
+
+def containers(props: Props) -> Iterator[Mapping[str, Any]]:
+    pod = pod_spec(props)
+    yield from pod.get("initContainers") or []
+    yield from pod.get("containers") or []
+
+
+def is_triton(container: Mapping[str, Any]) -> bool:
+    return container.get("name") == "triton" or "tritonserver" in str(container.get("image", ""))
+
+
+def gpus_of(container: Mapping[str, Any], kind: str = "limits") -> float:
+    """The GPUs a container asks for (``limits`` or ``requests``); 0 when it names none."""
+    value = ((container.get("resources") or {}).get(kind) or {}).get(GPU_RESOURCE, 0)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def gpus_per_node(instance_types: list[str]) -> int:
+    """GPUs per node of a group (the fewest among its types); 0 for CPU or unknown types."""
+    counts = [INSTANCE_TYPES[t].gpus for t in instance_types if t in INSTANCE_TYPES]
+    return min(counts) if counts and len(counts) == len(instance_types) else 0
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+# --- supply chain -----------------------------------------------------------------------------------
 
 
 def _image_tag_problem(image: str) -> str | None:
@@ -42,34 +109,31 @@ def _image_tag_problem(image: str) -> str | None:
     return None
 
 
-def _containers(props: Props) -> Iterator[Mapping[str, Any]]:
-    pod = props.get("spec", {}).get("template", {}).get("spec", {})
-    yield from pod.get("initContainers", []) or []
-    yield from pod.get("containers", []) or []
-
-
-def pinned_images(resource_type: str, props: Props) -> list[str]:
+def pinned_images(resource_type: str, props: Props, config: Config) -> list[str]:
     """Containers and Helm image values name a fixed tag (or a digest)."""
     problems: list[str] = []
-    if resource_type == DEPLOYMENT:
-        for container in _containers(props):
+    if resource_type in POD_CONTROLLERS:
+        for container in containers(props):
             problem = _image_tag_problem(str(container.get("image", "")))
             if problem:
                 problems.append(f"container {container.get('name')!r}: {problem}")
     if resource_type == RELEASE:
 
         def walk(node: Any, path: str) -> None:
-            if isinstance(node, Mapping):
+            if isinstance(node, dict):
                 if node.get("tag") == "latest":
                     problems.append(f"Helm value {path}.tag is 'latest'")
                 for key, value in node.items():
                     walk(value, f"{path}.{key}" if path else str(key))
+            elif isinstance(node, list):
+                for i, item in enumerate(node):
+                    walk(item, f"{path}[{i}]")
 
-        walk(props.get("values", {}), "")
+        walk(props.get("values") or {}, "")
     return problems
 
 
-def pinned_charts(resource_type: str, props: Props) -> list[str]:
+def pinned_charts(resource_type: str, props: Props, config: Config) -> list[str]:
     """A Helm release installs one exact chart version, from a named repository."""
     if resource_type != RELEASE:
         return []
@@ -77,25 +141,54 @@ def pinned_charts(resource_type: str, props: Props) -> list[str]:
     problems = []
     if not version or any(c in version for c in "^~*<>=x ") or version.count(".") != 2:
         problems.append(f"chart {props.get('chart')!r} version {version!r} is not an exact x.y.z version")
-    if not props.get("repositoryOpts", {}).get("repo"):
+    if not (props.get("repositoryOpts") or {}).get("repo"):
         problems.append(f"chart {props.get('chart')!r} names no repository")
     return problems
 
 
-def eks_cluster_hardened(resource_type: str, props: Props) -> list[str]:
-    if resource_type != "aws:eks/cluster:Cluster":
+# --- EKS control plane ------------------------------------------------------------------------------
+
+
+def eks_secrets_kms(resource_type: str, props: Props, config: Config) -> list[str]:
+    if resource_type != CLUSTER:
         return []
-    problems = []
-    vpc = props.get("vpcConfig", {})
-    if not vpc.get("endpointPrivateAccess"):
-        problems.append("the private API endpoint is off")
-    if vpc.get("endpointPublicAccess"):
-        cidrs = vpc.get("publicAccessCidrs") or ["0.0.0.0/0"]
-        if any(c.endswith("/0") for c in cidrs):
-            problems.append(f"the public API endpoint is open to {cidrs}")
     encryption = props.get("encryptionConfig") or {}
     if "secrets" not in (encryption.get("resources") or []):
-        problems.append("secrets are not encrypted with a KMS key")
+        return ["Kubernetes secrets are not encrypted with a KMS key (encryptionConfig.resources)"]
+    if not (encryption.get("provider") or {}).get("keyArn"):
+        return ["secrets encryption names no KMS key (encryptionConfig.provider.keyArn)"]
+    return []
+
+
+def eks_endpoint_restricted(resource_type: str, props: Props, config: Config) -> list[str]:
+    """The private endpoint is on; a public one is open only to named, non-/0 CIDRs."""
+    if resource_type != CLUSTER:
+        return []
+    vpc = props.get("vpcConfig") or {}
+    problems = []
+    if not _truthy(vpc.get("endpointPrivateAccess")):
+        problems.append("the private API endpoint is off: nodes reach the API over the internet")
+    # AWS opens a public endpoint with no CIDRs to 0.0.0.0/0.
+    if _truthy(vpc.get("endpointPublicAccess", True)):
+        cidrs = list(vpc.get("publicAccessCidrs") or ["0.0.0.0/0"])
+        open_to_all = [c for c in cidrs if _prefix_length(c) == 0]
+        if open_to_all:
+            problems.append(f"the public API endpoint is open to the whole internet ({open_to_all})")
+    return problems
+
+
+def _prefix_length(cidr: str) -> int | None:
+    try:
+        return ipaddress.ip_network(cidr, strict=False).prefixlen
+    except ValueError:
+        return None
+
+
+def eks_audit_logs(resource_type: str, props: Props, config: Config) -> list[str]:
+    """Audit trail and access entries: who did what on the API is logged, and access is IAM-managed."""
+    if resource_type != CLUSTER:
+        return []
+    problems = []
     missing = REQUIRED_LOG_TYPES - set(props.get("enabledClusterLogTypes") or [])
     if missing:
         problems.append(f"control-plane logs {sorted(missing)} are off")
@@ -104,109 +197,274 @@ def eks_cluster_hardened(resource_type: str, props: Props) -> list[str]:
     return problems
 
 
-def imdsv2_and_encrypted_volumes(resource_type: str, props: Props) -> list[str]:
-    if resource_type != "aws:ec2/launchTemplate:LaunchTemplate":
+# --- nodes ------------------------------------------------------------------------------------------
+
+
+def imds_v2_hop_limit_1(resource_type: str, props: Props, config: Config) -> list[str]:
+    """IMDSv2 only, one hop: host-network pods still reach it, other pods cannot take the node role."""
+    if resource_type != LAUNCH_TEMPLATE:
         return []
-    problems = []
     metadata = props.get("metadataOptions") or {}
+    problems = []
     if metadata.get("httpTokens") != "required":
-        problems.append("instance metadata allows IMDSv1 (httpTokens must be 'required')")
-    for mapping in props.get("blockDeviceMappings") or []:
-        ebs = mapping.get("ebs") or {}
-        if str(ebs.get("encrypted")).lower() != "true":
-            problems.append(f"volume {mapping.get('deviceName')} is not encrypted")
+        problems.append("instance metadata allows IMDSv1 (metadataOptions.httpTokens must be 'required')")
+    hops = metadata.get("httpPutResponseHopLimit")
+    if hops is None or float(hops) != 1:
+        # Unset, the AMI decides: EKS AL2023 AMIs answer 2 hops, i.e. every pod.
+        given = "unset (EKS AMIs then allow 2)" if hops is None else f"{float(hops):g}"
+        problems.append(
+            f"IMDS hop limit is {given}, not 1: "
+            "every pod can read the node role's credentials (metadataOptions.httpPutResponseHopLimit)"
+        )
     return problems
 
 
-def gpu_nodes_tainted(resource_type: str, props: Props) -> list[str]:
+def encrypted_volumes(resource_type: str, props: Props, config: Config) -> list[str]:
+    if resource_type != LAUNCH_TEMPLATE:
+        return []
+    return [
+        f"volume {mapping.get('deviceName')} is not encrypted"
+        for mapping in props.get("blockDeviceMappings") or []
+        if not _truthy((mapping.get("ebs") or {}).get("encrypted"))
+    ]
+
+
+def _gpu_group(props: Props) -> int:
+    return gpus_per_node(list(props.get("instanceTypes") or []))
+
+
+def gpu_nodes_tainted(resource_type: str, props: Props, config: Config) -> list[str]:
     """GPU node groups carry the nvidia.com/gpu taint and an NVIDIA AMI, so only GPU pods land there."""
-    if resource_type != "aws:eks/nodeGroup:NodeGroup":
+    if resource_type != NODE_GROUP or not _gpu_group(props):
         return []
-    types = props.get("instanceTypes") or []
-    if not any(t in INSTANCE_TYPES and INSTANCE_TYPES[t].is_gpu for t in types):
-        return []
+    types = props.get("instanceTypes")
     problems = []
     taints = props.get("taints") or []
-    if not any(t.get("key") == "nvidia.com/gpu" and t.get("effect") == "NO_SCHEDULE" for t in taints):
+    if not any(t.get("key") == GPU_RESOURCE and t.get("effect") == "NO_SCHEDULE" for t in taints):
         problems.append(f"GPU node group ({types}) lacks the nvidia.com/gpu NoSchedule taint")
     if "NVIDIA" not in str(props.get("amiType", "")):
         problems.append(f"GPU node group uses AMI type {props.get('amiType')!r}, not an NVIDIA one")
-    if props.get("capacityType") == "SPOT" and len(types) < 2:
-        problems.append("a spot GPU group needs at least 2 instance types")
     return problems
 
 
-def s3_public_access_blocked(resource_type: str, props: Props) -> list[str]:
-    if resource_type != "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock":
+def spot_diversified(resource_type: str, props: Props, config: Config) -> list[str]:
+    """A spot group draws from several pools, so one reclaimed pool does not take all its capacity."""
+    if resource_type != NODE_GROUP or props.get("capacityType") != "SPOT":
         return []
-    flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
-    off = [f for f in flags if not props.get(f)]
-    return [f"public access block leaves {off} off"] if off else []
+    types = list(props.get("instanceTypes") or [])
+    minimum = int(config["minTypes"])
+    if len(types) < minimum:
+        return [f"spot node group draws from {len(types)} instance type(s) {types}; at least {minimum}"]
+    return []
 
 
-def no_static_aws_keys(resource_type: str, props: Props) -> list[str]:
-    """Kubernetes objects never carry AWS keys: pods get credentials through IRSA."""
+def gpu_max_bounded(resource_type: str, props: Props, config: Config) -> list[str]:
+    """A GPU group's maximum is bounded: a runaway scale-up costs at most this many GPUs per group."""
+    gpus = _gpu_group(props) if resource_type == NODE_GROUP else 0
+    if not gpus:
+        return []
+    max_size = (props.get("scalingConfig") or {}).get("maxSize")
+    bound = int(config["maxGpusPerGroup"])
+    if max_size is None or float(max_size) * gpus > bound:
+        total = "unbounded" if max_size is None else f"{int(float(max_size)) * gpus}"
+        return [f"GPU node group can grow to {total} GPUs; the bound is {bound} (maxGpusPerGroup)"]
+    return []
+
+
+def gpu_min_zero(resource_type: str, props: Props, config: Config) -> list[str]:
+    """Idle GPU groups scale to zero (enabled for dev stacks, where nobody serves at night)."""
+    if resource_type != NODE_GROUP or not _gpu_group(props):
+        return []
+    min_size = (props.get("scalingConfig") or {}).get("minSize", 0)
+    if float(min_size) != 0:
+        return [f"GPU node group keeps {int(float(min_size))} node(s) running when idle; minSize must be 0"]
+    return []
+
+
+# --- Kubernetes workloads ---------------------------------------------------------------------------
+
+_KEY_NAMES = {"awsaccesskeyid", "awssecretaccesskey", "awssessiontoken", "secretaccesskey", "accesskeyid"}
+_ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
+_CREDENTIALS_FILE = re.compile(r"aws_secret_access_key\s*=", re.IGNORECASE)
+
+
+def _key_name(text: str) -> bool:
+    return re.sub(r"[^a-z]", "", text.lower()) in _KEY_NAMES
+
+
+def _decoded(value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def _static_keys(node: Any, path: str, secret_data: bool) -> Iterator[str]:
+    if isinstance(node, dict):
+        # An env entry: {"name": "AWS_SECRET_ACCESS_KEY", "value"/"valueFrom": ...}
+        if (
+            isinstance(node.get("name"), str)
+            and _key_name(node["name"])
+            and ("value" in node or "valueFrom" in node)
+        ):
+            yield f"{path}: environment variable {node['name']}"
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if _key_name(str(key)) and value not in (None, "", {}, []):
+                yield f"{where}: a key named {key}"
+            else:
+                yield from _static_keys(value, where, secret_data or key == "data")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _static_keys(item, f"{path}[{i}]", secret_data)
+    elif isinstance(node, str):
+        for text in (node, _decoded(node) if secret_data else ""):
+            if _ACCESS_KEY_ID.search(text) or _CREDENTIALS_FILE.search(text):
+                yield f"{path}: an AWS access key or credentials file"
+                break
+
+
+def no_static_aws_keys(resource_type: str, props: Props, config: Config) -> list[str]:
+    """Kubernetes objects and Helm values never carry AWS keys: pods get credentials through IRSA."""
     if not resource_type.startswith("kubernetes:"):
         return []
-    text = json.dumps(props, default=str)
-    found = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "aws_secret_access_key") if k in text]
-    return [f"static AWS credentials ({', '.join(found)}) in a Kubernetes object; use IRSA"] if found else []
+    found = sorted(set(_static_keys(dict(props), "", False)))
+    return [f"static AWS credentials at {where}; use IRSA" for where in found]
 
 
-def triton_production_ready(resource_type: str, props: Props) -> list[str]:
-    """A Triton Deployment has health probes, GPU limits, a restrictive security context and a drain
-    that fits the two-minute spot notice."""
+def triton_probes(resource_type: str, props: Props, config: Config) -> list[str]:
+    """Triton is only sent traffic once its models are loaded, and is restarted when it hangs."""
+    if resource_type != DEPLOYMENT:
+        return []
+    return [
+        f"container {c.get('name')!r} has no {probe}"
+        for c in containers(props)
+        if is_triton(c)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+        if probe not in c
+    ]
+
+
+def triton_non_root_read_only(resource_type: str, props: Props, config: Config) -> list[str]:
     if resource_type != DEPLOYMENT:
         return []
     problems = []
-    for container in _containers(props):
-        if container.get("name") != "triton":
+    pod_security = pod_spec(props).get("securityContext") or {}
+    for container in containers(props):
+        if not is_triton(container):
             continue
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            if probe not in container:
-                problems.append(f"no {probe}")
-        limits = (container.get("resources") or {}).get("limits") or {}
-        if "nvidia.com/gpu" not in limits or "memory" not in limits:
-            problems.append("no GPU or memory limit")
-        security = container.get("securityContext") or {}
-        if not security.get("runAsNonRoot") or security.get("allowPrivilegeEscalation", True):
-            problems.append("runs as root or allows privilege escalation")
-    pod = props.get("spec", {}).get("template", {}).get("spec", {})
-    if (
-        any(c.get("name") == "triton" for c in _containers(props))
-        and pod.get("terminationGracePeriodSeconds", 30) >= 120
-    ):
-        problems.append("terminationGracePeriodSeconds does not fit the 120 s spot notice")
+        security = {**pod_security, **(container.get("securityContext") or {})}
+        name = container.get("name")
+        if not _truthy(security.get("runAsNonRoot")) or float(security.get("runAsUser", 1)) == 0:
+            problems.append(f"container {name!r} may run as root (runAsNonRoot)")
+        if not _truthy(security.get("readOnlyRootFilesystem")):
+            problems.append(f"container {name!r} has a writable root filesystem (readOnlyRootFilesystem)")
+        if _truthy(security.get("allowPrivilegeEscalation", True)) or _truthy(security.get("privileged")):
+            problems.append(f"container {name!r} allows privilege escalation")
+        if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):
+            problems.append(f"container {name!r} keeps Linux capabilities (capabilities.drop: [ALL])")
     return problems
 
 
+def _targets_gpu_nodes(pod: Mapping[str, Any]) -> bool:
+    return "nvidia.com/gpu.present" in str(pod.get("nodeSelector") or {}) + str(pod.get("affinity") or {})
+
+
+def gpu_workloads_scheduled(resource_type: str, props: Props, config: Config) -> list[str]:
+    """A pod that wants GPUs asks for them as limits and tolerates the GPU taint, or it never schedules
+    (or lands on a GPU node without a GPU of its own)."""
+    if resource_type not in POD_CONTROLLERS:
+        return []
+    pod = pod_spec(props)
+    all_containers = list(containers(props))
+    wants_gpu = any(
+        gpus_of(c) or gpus_of(c, "requests") or is_triton(c) for c in all_containers
+    ) or _targets_gpu_nodes(pod)
+    if not wants_gpu:
+        return []
+    # Kubernetes counts extended resources by their limits; a sidecar needs none of its own.
+    problems = [
+        f"container {c.get('name')!r} requests GPUs without an nvidia.com/gpu limit"
+        for c in all_containers
+        if gpus_of(c, "requests") and not gpus_of(c)
+    ]
+    if not any(gpus_of(c) for c in all_containers):
+        problems.append("the pod runs on GPU nodes without an nvidia.com/gpu limit")
+    tolerations = pod.get("tolerations") or []
+    if not any(
+        t.get("key") in (GPU_RESOURCE, None) and t.get("effect") in ("NoSchedule", None) for t in tolerations
+    ):
+        problems.append("the pod does not tolerate the nvidia.com/gpu:NoSchedule taint of GPU nodes")
+    return problems
+
+
+def spot_safe_drain(resource_type: str, props: Props, config: Config) -> list[str]:
+    """Triton drains inside the two-minute spot interruption notice."""
+    if resource_type != DEPLOYMENT or not any(is_triton(c) for c in containers(props)):
+        return []
+    grace = float(pod_spec(props).get("terminationGracePeriodSeconds", 30))
+    if grace >= 120:
+        return [f"terminationGracePeriodSeconds {grace:g} does not fit the 120 s spot notice"]
+    return []
+
+
 RULES: tuple[Rule, ...] = (
-    Rule("pinned-images", "Images run a fixed tag or digest, never 'latest'.", True, pinned_images),
-    Rule("pinned-charts", "Helm releases install an exact chart version.", True, pinned_charts),
+    Rule("pinned-images", "Images run a fixed tag or digest, never 'latest'.", "mandatory", pinned_images),
+    Rule("pinned-charts", "Helm releases install an exact chart version.", "mandatory", pinned_charts),
+    Rule("eks-secrets-kms", "EKS encrypts Kubernetes secrets with a KMS key.", "mandatory", eks_secrets_kms),
     Rule(
-        "eks-cluster-hardened",
-        "EKS: private endpoint, KMS secrets, audit logs, access entries.",
-        True,
-        eks_cluster_hardened,
+        "eks-endpoint-restricted",
+        "EKS: private endpoint on; a public one only for named CIDRs.",
+        "mandatory",
+        eks_endpoint_restricted,
+    ),
+    Rule("eks-audit-logs", "EKS: audit logs on, access entries for access.", "mandatory", eks_audit_logs),
+    Rule(
+        "imds-v2-hop-limit-1",
+        "Launch templates require IMDSv2 with a hop limit of 1.",
+        "mandatory",
+        imds_v2_hop_limit_1,
+    ),
+    Rule("encrypted-volumes", "Node volumes are encrypted.", "mandatory", encrypted_volumes),
+    Rule(
+        "gpu-nodes-tainted",
+        "GPU node groups are tainted and run NVIDIA AMIs.",
+        "mandatory",
+        gpu_nodes_tainted,
     ),
     Rule(
-        "imdsv2-encrypted-volumes",
-        "Launch templates require IMDSv2 and encrypt volumes.",
-        True,
-        imdsv2_and_encrypted_volumes,
+        "spot-diversified",
+        "Spot node groups draw from several instance types.",
+        "mandatory",
+        spot_diversified,
+        config_schema={"minTypes": {"type": "integer", "minimum": 1, "default": 3}},
     ),
-    Rule("gpu-nodes-tainted", "GPU node groups are tainted and run NVIDIA AMIs.", True, gpu_nodes_tainted),
     Rule(
-        "s3-public-access-blocked",
-        "Model buckets block every form of public access.",
-        True,
-        s3_public_access_blocked,
+        "gpu-max-bounded",
+        "Each GPU node group has a bounded maximum.",
+        "mandatory",
+        gpu_max_bounded,
+        config_schema={"maxGpusPerGroup": {"type": "integer", "minimum": 1, "default": 16}},
     ),
-    Rule("no-static-aws-keys", "No AWS keys in Kubernetes objects; IRSA only.", True, no_static_aws_keys),
+    Rule("gpu-min-zero", "GPU node groups scale to zero when idle.", "disabled", gpu_min_zero),
     Rule(
-        "triton-production-ready",
-        "Triton: probes, GPU limits, non-root, spot-safe drain.",
-        False,
-        triton_production_ready,
+        "no-static-aws-keys",
+        "No AWS keys in Kubernetes objects or Helm values; IRSA only.",
+        "mandatory",
+        no_static_aws_keys,
     ),
+    Rule("triton-probes", "Triton has startup, readiness and liveness probes.", "mandatory", triton_probes),
+    Rule(
+        "triton-non-root-read-only",
+        "Triton runs as non-root on a read-only root filesystem, without privileges.",
+        "mandatory",
+        triton_non_root_read_only,
+    ),
+    Rule(
+        "gpu-workloads-scheduled",
+        "GPU workloads carry GPU limits and tolerate the GPU taint.",
+        "mandatory",
+        gpu_workloads_scheduled,
+    ),
+    Rule("spot-safe-drain", "Triton drains within the spot notice.", "advisory", spot_safe_drain),
 )

@@ -6,13 +6,13 @@ store), leaves the standby with no models; a failover record without a health ch
 
 from __future__ import annotations
 
-from inferstack.policies.rules import Props, Rule
+from inferstack.policies.rules import Config, Props, Rule
 
 REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
 RECORD = "aws:route53/record:Record"
 
 
-def replication_on(resource_type: str, props: Props) -> list[str]:
+def replication_on(resource_type: str, props: Props, config: Config) -> list[str]:
     """Every replication rule is on, takes KMS-encrypted objects and says how to encrypt the replicas."""
     if resource_type != REPLICATION:
         return []
@@ -33,7 +33,7 @@ def replication_on(resource_type: str, props: Props) -> list[str]:
     return problems
 
 
-def failover_health_checked(resource_type: str, props: Props) -> list[str]:
+def failover_health_checked(resource_type: str, props: Props, config: Config) -> list[str]:
     """A failover record carries a health check: Route 53 never fails over from an unchecked primary."""
     if resource_type != RECORD:
         return []
@@ -51,13 +51,13 @@ FAILOVER_RULES: tuple[Rule, ...] = (
     Rule(
         "model-replication-on",
         "Model replication is enabled and includes KMS-encrypted objects.",
-        True,
+        "mandatory",
         replication_on,
     ),
     Rule(
         "failover-health-checked",
         "Route 53 failover records carry a health check.",
-        True,
+        "mandatory",
         failover_health_checked,
     ),
 )

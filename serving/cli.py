@@ -13,6 +13,7 @@ import math
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -129,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="the Pulumi program folder")
     plan.add_argument("--out", type=Path, default=Path("out/plan"), help="where the Kubernetes manifests go")
+    plan.add_argument("--json", action="store_true", help="print the plan as `pulumi preview --json` does")
     _config_argument(plan)
 
     policy = commands.add_parser("policy", help="the CrossGuard policy pack")
@@ -138,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
         "--stack", required=True, help="dev, staging, prod: a Pulumi.<stack>.yaml in --stacks-dir"
     )
     check.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="the Pulumi program folder")
+    check.add_argument(
+        "--policy-config",
+        type=Path,
+        help="a `--policy-pack-config` file (default: policies/pack-config/<stack>.json where it exists)",
+    )
+    check.add_argument("--json", action="store_true", help="print the violations as JSON")
     _config_argument(check)
 
     cost = commands.add_parser(
@@ -590,11 +598,17 @@ def _check_stacks_dir(path: Path) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from inferstack.policies.offline import run_stack
-    from inferstack.policies.plan import summary, tree_lines, write_manifests
+    from inferstack.policies.offline import run_stack, stack_config, with_settings
+    from inferstack.policies.plan import preview_json, summary, tree_lines, write_manifests
 
     _check_stacks_dir(args.stacks_dir)
-    recording = run_stack(args.stacks_dir, args.stack, _settings(args.config))
+    settings = _settings(args.config)
+    recording = run_stack(args.stacks_dir, args.stack, settings)
+    if args.json:
+        write_manifests(recording, args.out / args.stack)
+        config = with_settings(stack_config(args.stacks_dir, args.stack), settings)
+        print(json.dumps(preview_json(recording, args.stack, config), indent=2))
+        return 0
     print(f"stack {args.stack}: {len(recording.resources)} resources to create\n")
     for line in tree_lines(recording):
         print(line)
@@ -606,29 +620,35 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
+    """Exit 0: no mandatory violation; 1: at least one; 2: the check could not run."""
     # The pack runs in a process of its own, which needs pulumi-policy: say so before running the stack.
     import pulumi_policy  # noqa: F401
 
     from inferstack.policies.check import check_stack
 
     _check_stacks_dir(args.stacks_dir)
-    report = check_stack(args.stacks_dir, args.stack, _settings(args.config))
-    print(
-        f"stack {report.stack}: {report.resources} resources checked against {len(report.policies)} policies"
-    )
-    if report.findings:
-        _print_table(
-            [["level", "policy", "resource", "message"]]
-            + [
-                [
-                    "MANDATORY" if f.violation.mandatory else "advisory",
-                    f.violation.policy,
-                    f"{f.resource.type.rsplit(':', 1)[-1]} {f.resource.name}",
-                    f.violation.message.splitlines()[-1],
-                ]
-                for f in report.findings
-            ]
+    try:
+        report = check_stack(args.stacks_dir, args.stack, args.policy_config, _settings(args.config))
+    except InvalidInput:
+        raise
+    except Exception as error:  # the program or the pack failed: no verdict, which must not read as a pass
+        print(f"inferstack: the policy check could not run: {brief_error(str(error))}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 1 if report.mandatory else 0
+    config = f" (pack config {report.config})" if report.config else ""
+    print(f"stack {report.stack}: {report.resources} resources, {len(report.levels)} policies{config}")
+    rows = [["level", "policy", "resource", "message"]]
+    for f in sorted(report.findings, key=lambda f: (not f.violation.mandatory, f.violation.policy, f.where)):
+        # Long reasons wrap under their own column, so the table stays readable in a terminal.
+        lines = textwrap.wrap(f.violation.reason, 70) or [""]
+        rows.append(
+            ["MANDATORY" if f.violation.mandatory else "advisory", f.violation.policy, f.where, lines[0]]
         )
+        rows += [["", "", "", line] for line in lines[1:]]
+    if report.findings:
+        _print_table(rows)
     advisory = len(report.findings) - len(report.mandatory)
     print(f"{len(report.mandatory)} mandatory violation(s), {advisory} advisory")
     return 1 if report.mandatory else 0

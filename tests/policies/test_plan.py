@@ -12,7 +12,7 @@ from inferstack.policies import offline
 from inferstack.policies.offline import with_settings
 from inferstack.serving.cli import main
 from tests.conftest import ROOT
-from tests.harness import DEPLOYER, DEPLOYER_ARGS
+from tests.harness import DEPLOYER, DEPLOYER_ARGS, run_stack
 from tests.schemas import validate_custom_resource, validate_k8s
 
 BUILT_IN = {"v1", "apps/v1", "policy/v1", "storage.k8s.io/v1"}
@@ -76,6 +76,51 @@ def test_plans_are_reproducible(tmp_path: Path, capsys: pytest.CaptureFixture[st
         for i in range(2)
     )
     assert first == second
+
+
+def test_plan_json_has_the_shape_of_pulumi_preview_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["plan", "--stack", "prod", "--stacks-dir", str(ROOT / "stacks"), "--out", str(tmp_path), "--json"]
+    argv += DEPLOYER_ARGS
+    assert main(argv) == 0
+    plan = json.loads(capsys.readouterr().out)
+    steps = plan["steps"]
+    assert {s["op"] for s in steps} == {"create"} and plan["changeSummary"] == {"create": len(steps)}
+    assert plan["config"]["inferstack:environment"] == "prod"
+    assert "198.51.100.7/32" in plan["config"]["inferstack:cluster"]  # the deployer's settings applied
+    states = {s["urn"]: s["newState"] for s in steps}
+    assert all(s["urn"] == s["newState"]["urn"] for s in steps)
+    seen: set[str] = set()
+    for step in steps:  # the engine's order: parent, dependencies and provider before the resource
+        state = step["newState"]
+        assert {state.get("parent", ""), *state.get("dependencies", [])} - {""} <= seen, state["urn"]
+        if state["custom"] and not state["type"].startswith("pulumi:"):
+            provider_urn = step["provider"].rsplit("::", 1)[0]
+            assert provider_urn in seen and state["provider"] == step["provider"]
+        seen.add(state["urn"])
+    cluster = next(s for s in states.values() if s["type"] == "aws:eks/cluster:Cluster")
+    assert cluster["inputs"]["accessConfig"]["authenticationMode"] == "API"  # engine form: camelCase
+    assert cluster["provider"].startswith("urn:pulumi:prod::inferstack::pulumi:providers:aws::default_")
+    assert "vpcConfig" in cluster["propertyDependencies"]
+    service = next(s for s in states.values() if s["type"] == "kubernetes:keda.sh/v1alpha1:ScaledObject")
+    assert service["parent"].endswith("TritonModelService::ranker")
+    assert "pulumi:providers:kubernetes" in service["provider"]
+    k8s_provider = next(s for s in states.values() if s["type"] == "pulumi:providers:kubernetes")
+    assert k8s_provider["inputs"]["kubeconfig"] == "[secret]"
+    assert (tmp_path / "prod").is_dir()  # the manifests are written as without --json
+
+
+def test_each_run_has_its_own_stack_resource() -> None:
+    for stack in ("dev", "prod"):
+        recording = run_stack(ROOT / "stacks", stack)
+        roots = {
+            r.parent_urn
+            for r in recording
+            if r.parent_urn.endswith("pulumi:pulumi:Stack::inferstack-" + stack)
+        }
+        assert roots == {f"urn:pulumi:{stack}::inferstack::pulumi:pulumi:Stack::inferstack-{stack}"}
+        assert all(f"urn:pulumi:{stack}::" in r.urn for r in recording)
 
 
 def test_a_stack_nobody_could_deploy_is_refused_with_the_key_to_set(

@@ -1,160 +1,110 @@
-"""Every rule of the policy pack, with a passing and a failing fixture each."""
+"""What the rules rely on, checked against the real things: pulumi-policy's proxies, the charts' CRDs,
+and the Analyzer process's imports. (Every rule's pass and fail fixture runs in test_analyzer.py.)"""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-from typing import Any
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from pulumi_policy.proxy import unknown_checking_proxy
 
 from inferstack.policies import rules
-from tests.stacks.test_stacks import run_stack
+from inferstack.policies.plain import plain
+from inferstack.policies.stack_rules import CRD_CHARTS, _api_group
+from tests.conftest import ROOT
+from tests.harness import run_stack
 
-# Which recorded resource each type's fixture is (registration order is not deterministic).
-PICK = {
-    rules.RELEASE: "cluster-autoscaler",
-    "aws:eks/nodeGroup:NodeGroup": "gpu-spot",
-    "aws:ec2/launchTemplate:LaunchTemplate": "gpu",
+DEPLOYMENT = {
+    "spec": {
+        "template": {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "example/app:1.0",
+                        "env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}],
+                    }
+                ]
+            }
+        }
+    }
 }
 
 
-@pytest.fixture(scope="module")
-def prod() -> dict[str, dict[str, Any]]:
-    """One recorded resource per type from the prod stack, as the Analyzer would receive it."""
-    recording = run_stack("prod")
-    chosen: dict[str, dict[str, Any]] = {}
-    for resource in sorted(recording, key=lambda r: r.name):
-        if PICK.get(resource.type, "") in resource.name:
-            chosen.setdefault(resource.type, resource.inputs)
-    return chosen
+def test_plain_turns_pulumi_policys_proxies_into_plain_data() -> None:
+    proxied = unknown_checking_proxy(DEPLOYMENT)
+    assert not isinstance(proxied, dict)  # what the Analyzer hands a rule
+    assert (
+        plain(proxied) == DEPLOYMENT
+        and type(plain(proxied)["spec"]["template"]["spec"]["containers"]) is list
+    )
 
 
-def mutated(props: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    copied = copy.deepcopy(props)
-    change(copied)
-    return copied
-
-
-def triton(props: dict[str, Any]) -> dict[str, Any]:
-    container: dict[str, Any] = props["spec"]["template"]["spec"]["containers"][0]
-    return container
-
-
-CASES: list[tuple[Callable[..., list[str]], str, Callable[[dict[str, Any]], None], str]] = [
-    (
-        rules.pinned_images,
-        rules.DEPLOYMENT,
-        lambda p: triton(p).update(image="nvcr.io/nvidia/tritonserver:latest"),
-        "latest",
-    ),
-    (
-        rules.pinned_images,
-        rules.DEPLOYMENT,
-        lambda p: triton(p).update(image="nvcr.io/nvidia/tritonserver"),
-        "no tag",
-    ),
-    (rules.pinned_images, rules.RELEASE, lambda p: p["values"]["image"].update(tag="latest"), "latest"),
-    (rules.pinned_charts, rules.RELEASE, lambda p: p.update(version="^2.0.0"), "exact"),
-    (rules.pinned_charts, rules.RELEASE, lambda p: p.update(repositoryOpts={}), "repository"),
-    (
-        rules.eks_cluster_hardened,
-        "aws:eks/cluster:Cluster",
-        lambda p: p["vpcConfig"].update(endpointPublicAccess=True, publicAccessCidrs=["0.0.0.0/0"]),
-        "open",
-    ),
-    (rules.eks_cluster_hardened, "aws:eks/cluster:Cluster", lambda p: p.pop("encryptionConfig"), "KMS"),
-    (
-        rules.eks_cluster_hardened,
-        "aws:eks/cluster:Cluster",
-        lambda p: p.update(enabledClusterLogTypes=["api"]),
-        "audit",
-    ),
-    (
-        rules.imdsv2_and_encrypted_volumes,
-        "aws:ec2/launchTemplate:LaunchTemplate",
-        lambda p: p["metadataOptions"].update(httpTokens="optional"),
-        "IMDSv1",
-    ),
-    (
-        rules.imdsv2_and_encrypted_volumes,
-        "aws:ec2/launchTemplate:LaunchTemplate",
-        lambda p: p["blockDeviceMappings"][0]["ebs"].update(encrypted="false"),
-        "encrypted",
-    ),
-    (rules.gpu_nodes_tainted, "aws:eks/nodeGroup:NodeGroup", lambda p: p.update(taints=[]), "taint"),
-    (
-        rules.gpu_nodes_tainted,
-        "aws:eks/nodeGroup:NodeGroup",
-        lambda p: p.update(amiType="AL2023_x86_64_STANDARD"),
-        "NVIDIA",
-    ),
-    (
-        rules.s3_public_access_blocked,
-        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-        lambda p: p.update(restrictPublicBuckets=False),
-        "restrictPublicBuckets",
-    ),
-    (
-        rules.no_static_aws_keys,
-        rules.DEPLOYMENT,
-        lambda p: triton(p)["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}),
-        "IRSA",
-    ),
-    (
-        rules.triton_production_ready,
-        rules.DEPLOYMENT,
-        lambda p: triton(p).pop("readinessProbe"),
-        "readinessProbe",
-    ),
-    (
-        rules.triton_production_ready,
-        rules.DEPLOYMENT,
-        lambda p: triton(p)["securityContext"].update(allowPrivilegeEscalation=True),
-        "root",
-    ),
-    (
-        rules.triton_production_ready,
-        rules.DEPLOYMENT,
-        lambda p: p["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=300),
-        "spot",
-    ),
-]
+def test_rules_see_through_proxies() -> None:
+    """The bug of issue 11: a rule given the proxy (not plain data) found no key."""
+    found = rules.no_static_aws_keys(rules.DEPLOYMENT, plain(unknown_checking_proxy(DEPLOYMENT)), {})
+    assert found and "AWS_SECRET_ACCESS_KEY" in found[0]
 
 
 @pytest.mark.parametrize(
-    ("rule", "resource_type", "change", "expected"),
-    CASES,
-    ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CASES)],
+    "values",
+    [
+        {"awsAccessKeyID": "", "awsSecretAccessKey": ""},  # the cluster-autoscaler chart's empty defaults
+        {"env": [{"name": "AWS_REGION", "value": "us-east-1"}]},
+        {"image": {"tag": "v1"}},
+    ],
 )
-def test_rule_passes_the_stack_and_fails_the_broken_fixture(
-    prod: dict[str, dict[str, Any]],
-    rule: Callable[..., list[str]],
-    resource_type: str,
-    change: Callable[[dict[str, Any]], None],
-    expected: str,
-) -> None:
-    good = prod[resource_type]
-    assert rule(resource_type, good) == []
-    problems = rule(resource_type, mutated(good, change))
-    assert problems and any(expected in p for p in problems), problems
+def test_static_keys_ignore_what_is_not_a_key(values: dict[str, object]) -> None:
+    assert rules.no_static_aws_keys(rules.RELEASE, {"values": values}, {}) == []
 
 
-def test_every_rule_is_covered() -> None:
-    covered = {c[0].__name__ for c in CASES}
-    assert covered == {r.check.__name__ for r in rules.RULES}
-
-
-def test_rules_ignore_other_types(prod: dict[str, dict[str, Any]]) -> None:
+def test_every_rule_ignores_other_types() -> None:
     for rule in rules.RULES:
-        assert rule.check("aws:iam/role:Role", prod["aws:iam/role:Role"]) == []
+        assert rule.check("aws:iam/role:Role", {"name": "x"}, rule.defaults) == []
+
+
+def test_crd_charts_install_the_groups_they_are_said_to(vendor_dir: Path) -> None:
+    """crd-ordered trusts CRD_CHARTS: each chart's vendored source must define CRDs of that group."""
+    for group, chart in CRD_CHARTS.items():
+        (source,) = [p for p in (vendor_dir / "charts-src").iterdir() if p.name.rsplit("-", 1)[0] == chart]
+        defining = [
+            p
+            for p in source.rglob("*.yaml")
+            if "kind: CustomResourceDefinition" in (text := p.read_text()) and f"group: {group}" in text
+        ]
+        assert defining, f"{source.name} defines no CRD of {group}"
+
+
+def test_every_custom_kind_of_the_stacks_has_its_crd_chart() -> None:
+    """Otherwise crd-ordered would skip it as a kind whose CRD the stack does not manage."""
+    groups = {
+        _api_group(r.type)
+        for r in run_stack(ROOT / "stacks", "prod")
+        if r.type.startswith("kubernetes:") and not r.type.startswith("kubernetes:helm.sh/")
+    }
+    custom = {g for g in groups if "." in g and not g.endswith("k8s.io")}
+    assert custom and custom <= set(CRD_CHARTS)
 
 
 def test_the_analyzer_process_imports_no_resource_module() -> None:
-    import subprocess
-    import sys
-
     code = "import sys, inferstack.policies.pack as p; print(sorted(m for m in sys.modules if m.startswith('inferstack')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for forbidden in ("components", "serving", "cluster", "network", "nodegroups", "model_store"):
+    for forbidden in ("components", "serving", "cluster", "network", "nodegroups", "model_store", "offline"):
         assert forbidden not in loaded, loaded
+
+
+def test_a_gpu_pod_may_have_sidecars_without_gpus() -> None:
+    gpu = {"name": "triton", "image": "t:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    spec = {
+        "containers": [gpu, {"name": "logs", "image": "l:1"}],
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    deployment = {"spec": {"template": {"spec": spec}}}
+    assert rules.gpu_workloads_scheduled(rules.DEPLOYMENT, deployment, {}) == []
+    gpu["resources"] = {"requests": {"nvidia.com/gpu": "1"}}
+    assert rules.gpu_workloads_scheduled(rules.DEPLOYMENT, deployment, {}) == [
+        "container 'triton' requests GPUs without an nvidia.com/gpu limit",
+        "the pod runs on GPU nodes without an nvidia.com/gpu limit",
+    ]

@@ -36,7 +36,7 @@ def rule0(props: dict[str, Any]) -> dict[str, Any]:
     return first
 
 
-CASES: list[tuple[Callable[[str, Any], list[str]], str, str, Callable[[dict[str, Any]], None], str]] = [
+CASES: list[tuple[Callable[[str, Any, Any], list[str]], str, str, Callable[[dict[str, Any]], None], str]] = [
     (replication_on, REPLICATION, REPLICATION, lambda p: rule0(p).update(status="Disabled"), "not 'Enabled'"),
     (replication_on, REPLICATION, REPLICATION, lambda p: rule0(p).pop("sourceSelectionCriteria"), "KMS"),
     (
@@ -59,17 +59,17 @@ CASES: list[tuple[Callable[[str, Any], list[str]], str, str, Callable[[dict[str,
 )
 def test_rule_passes_the_stack_and_fails_the_broken_fixture(
     standby: dict[str, dict[str, Any]],
-    rule: Callable[[str, Any], list[str]],
+    rule: Callable[[str, Any, Any], list[str]],
     resource_type: str,
     fixture: str,
     change: Callable[[dict[str, Any]], None],
     expected: str,
 ) -> None:
     good = standby[fixture]
-    assert rule(resource_type, good) == []
+    assert rule(resource_type, good, {}) == []
     broken = copy.deepcopy(good)
     change(broken)
-    problems = rule(resource_type, broken)
+    problems = rule(resource_type, broken, {})
     assert problems and any(expected in p for p in problems), problems
 
 
@@ -77,15 +77,15 @@ def test_records_without_failover_and_other_types_are_not_judged(standby: dict[s
     plain = {
         k: v for k, v in standby["primary"].items() if k not in ("failoverRoutingPolicies", "healthCheckId")
     }
-    assert failover_health_checked(RECORD, plain) == []
-    assert replication_on(RECORD, standby["primary"]) == []
-    assert failover_health_checked(REPLICATION, standby[REPLICATION]) == []
+    assert failover_health_checked(RECORD, plain, {}) == []
+    assert replication_on(RECORD, standby["primary"], {}) == []
+    assert failover_health_checked(REPLICATION, standby[REPLICATION], {}) == []
 
 
 def test_an_alias_that_evaluates_its_target_counts_as_checked(standby: dict[str, dict[str, Any]]) -> None:
     alias = {k: v for k, v in standby["primary"].items() if k != "healthCheckId"}
     alias["aliases"] = [{"name": "x.elb.amazonaws.com", "zoneId": "Z1", "evaluateTargetHealth": True}]
-    assert failover_health_checked(RECORD, alias) == []
+    assert failover_health_checked(RECORD, alias, {}) == []
 
 
 def test_the_real_analyzer_rejects_a_standby_without_kms_replication(
@@ -107,4 +107,4 @@ def test_the_real_analyzer_rejects_a_standby_without_kms_replication(
 def test_the_pack_carries_both_rules_as_mandatory() -> None:
     names = {p.name: p.enforcement_level for p in policies()}
     for rule in FAILOVER_RULES:
-        assert rule.mandatory and names[rule.name].value == "mandatory"
+        assert rule.level == "mandatory" and names[rule.name].value == "mandatory"

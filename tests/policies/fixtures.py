@@ -1,0 +1,489 @@
+"""Pass and fail fixtures for every policy of the pack, made from the prod stack as the engine records it.
+
+Each case changes the recorded prod stack twice: once into a shape the policy must accept, once into
+one it must refuse. Both are explicit, so a case keeps its meaning whatever the stacks look like.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from inferstack.policies.offline import Recorded
+
+Stack = list[Recorded]
+Change = Callable[[Stack], Stack]
+
+CIDR = "203.0.113.0/24"
+FAKE_KEY_ID = "AKIA" + "TESTONLYNOTAKEY0"  # the shape of an access key id, split so scanners skip it
+
+
+@dataclass(frozen=True)
+class Case:
+    policy: str
+    fail: Change
+    expected: str  # a phrase of the violation's message
+    good: Change = field(default=lambda stack: stack)
+    config: dict[str, Any] = field(default_factory=dict)  # the pack config both runs use
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.policy}-{self.label}" if self.label else self.policy
+
+
+# --- changes to a recorded stack ---------------------------------------------------------------------
+
+
+def is_(resource: Recorded, wanted: str) -> bool:
+    """Whether ``resource`` is the one a fixture calls ``"Kind name"``: names alone repeat across
+    types, and a stack may prefix them (``inferstack-prod-...``)."""
+    kind, _, name = wanted.partition(" ")
+    return resource.type.rsplit(":", 1)[-1] == kind and (
+        resource.name == name or resource.name.endswith(f"-{name}")
+    )
+
+
+def is_any(resource: Recorded, wanted: tuple[str, ...]) -> bool:
+    return any(is_(resource, w) for w in wanted)
+
+
+def edit(name: str, change: Callable[[dict[str, Any]], Any]) -> Change:
+    """Change the inputs of the resource ``name`` (``"Kind name"``)."""
+
+    def apply(stack: Stack) -> Stack:
+        found = [r for r in stack if is_(r, name)]
+        assert len(found) == 1, f"expected one resource {name!r}, found {len(found)}"
+        result = []
+        for resource in stack:
+            if is_(resource, name):
+                inputs = copy.deepcopy(resource.inputs)
+                change(inputs)
+                resource = replace(resource, inputs=inputs)
+            result.append(resource)
+        return result
+
+    return apply
+
+
+def edit_type(resource_type: str, change: Callable[[dict[str, Any]], Any]) -> Change:
+    """Change the inputs of every resource of ``resource_type``."""
+
+    def apply(stack: Stack) -> Stack:
+        names = [f"{r.type.rsplit(':', 1)[-1]} {r.name}" for r in stack if r.type == resource_type]
+        for name in names:
+            stack = edit(name, change)(stack)
+        return stack
+
+    return apply
+
+
+def drop(*names: str) -> Change:
+    def apply(stack: Stack) -> Stack:
+        missing = [n for n in names if not any(is_(r, n) for r in stack)]
+        assert not missing, f"not in the stack: {missing}"
+        return [r for r in stack if not is_any(r, names)]
+
+    return apply
+
+
+def add(resource: Recorded) -> Change:
+    return lambda stack: [*stack, resource]
+
+
+def ordered_after(name: str, *after: str) -> Change:
+    """``name`` depends on the resources called ``after`` too."""
+
+    def apply(stack: Stack) -> Stack:
+        urns = [r.urn for r in stack if is_any(r, after)]
+        assert len(urns) == len(after), after
+        return [replace(r, dependencies=(*r.dependencies, *urns)) if is_(r, name) else r for r in stack]
+
+    return apply
+
+
+def not_after(name: str, *others: str) -> Change:
+    """``name`` no longer depends on the resources ``others`` (``"Kind name"`` each)."""
+
+    def apply(stack: Stack) -> Stack:
+        urns = {r.urn for r in stack if is_any(r, others)}
+        assert len(urns) == len(others), others
+
+        def kept(found: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(u for u in found if u not in urns)
+
+        return [
+            replace(
+                r,
+                dependencies=kept(r.dependencies),
+                property_dependencies={k: kept(v) for k, v in r.property_dependencies.items()},
+            )
+            if is_(r, name)
+            else r
+            for r in stack
+        ]
+
+    return apply
+
+
+def only_after(name: str, *others: str) -> Change:
+    """``name`` depends on the resources ``others`` and nothing else (as before issue 9's fix)."""
+
+    def apply(stack: Stack) -> Stack:
+        urns = tuple(r.urn for r in stack if is_any(r, others))
+        assert len(urns) == len(others), others
+        return [replace(r, dependencies=urns, property_dependencies={}) if is_(r, name) else r for r in stack]
+
+    return apply
+
+
+def then(*changes: Change) -> Change:
+    def apply(stack: Stack) -> Stack:
+        for change in changes:
+            stack = change(stack)
+        return stack
+
+    return apply
+
+
+def resource(resource_type: str, name: str, inputs: dict[str, Any]) -> Recorded:
+    urn = f"urn:pulumi:prod::inferstack::{resource_type}::{name}"
+    return Recorded(type=resource_type, name=name, inputs=inputs, parent_urn="", custom=True, urn=urn)
+
+
+# --- reading the prod stack's Triton Deployment -----------------------------------------------------
+
+
+def pod(inputs: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = inputs["spec"]["template"]["spec"]
+    return spec
+
+
+def triton(inputs: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = pod(inputs)["containers"][0]
+    assert container["name"] == "triton"
+    return container
+
+
+def statements(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = json.loads(inputs["policy"])["Statement"]
+    return found
+
+
+def set_statements(inputs: dict[str, Any], change: Callable[[list[dict[str, Any]]], Any]) -> None:
+    document = json.loads(inputs["policy"])
+    change(document["Statement"])
+    inputs["policy"] = json.dumps(document)
+
+
+# --- what makes a stack deployable and ordered, as changes: each case's passing shape ---------------
+
+CLUSTER = "Cluster inferstack-prod-eks"
+PROVIDER = "kubernetes inferstack-prod-k8s"
+ADMIN = "AccessPolicyAssociation inferstack-prod-deployer"
+
+
+def reachable(inputs: dict[str, Any]) -> None:
+    inputs["vpcConfig"].update(endpointPublicAccess=True, publicAccessCidrs=[CIDR])
+
+
+deployable_fixed = then(edit(CLUSTER, reachable), ordered_after(PROVIDER, ADMIN))
+
+CUSTOM_RESOURCES = {
+    "ServiceMonitor ranker-monitor": "Release monitoring-kube-prometheus-stack",
+    "PrometheusRule ranker-alerts": "Release monitoring-kube-prometheus-stack",
+    "ScaledObject ranker-scaler": "Release autoscaling-keda",
+}
+crds_ordered = then(*(ordered_after(cr, release) for cr, release in CUSTOM_RESOURCES.items()))
+
+
+def _aws_secret_literal() -> Recorded:
+    credentials = f"[default]\naws_access_key_id = {FAKE_KEY_ID}\naws_secret_access_key = x\n"
+    return resource(
+        "kubernetes:core/v1:Secret",
+        "aws-credentials",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "aws-credentials", "namespace": "ranker"},
+            "data": {"credentials": base64.b64encode(credentials.encode()).decode()},
+        },
+    )
+
+
+def _key_in_helm_values(inputs: dict[str, Any]) -> None:
+    inputs["values"]["awsSecretAccessKey"] = "not-a-real-secret"
+
+
+CASES: list[Case] = [
+    Case(
+        "pinned-images",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: triton(i).update(image="nvcr.io/nvidia/tritonserver:latest"),
+        ),
+        "latest",
+        label="deployment",
+    ),
+    Case(
+        "pinned-images",
+        edit("Release autoscaling-keda", lambda i: i["values"]["image"]["keda"].update(tag="latest")),
+        "latest",
+        label="helm",
+    ),
+    Case(
+        "pinned-charts",
+        edit("Release autoscaling-cluster-autoscaler", lambda i: i.update(version="^9.59.0")),
+        "exact",
+    ),
+    Case("eks-secrets-kms", edit(CLUSTER, lambda i: i.pop("encryptionConfig")), "KMS"),
+    Case(
+        "eks-endpoint-restricted",
+        edit(
+            CLUSTER,
+            lambda i: i["vpcConfig"].update(endpointPublicAccess=True, publicAccessCidrs=["0.0.0.0/0"]),
+        ),
+        "whole internet",
+        good=edit(CLUSTER, reachable),
+    ),
+    Case("eks-audit-logs", edit(CLUSTER, lambda i: i.update(enabledClusterLogTypes=["api"])), "audit"),
+    Case(
+        "imds-v2-hop-limit-1",
+        edit(
+            "LaunchTemplate nodes-gpu-us-east-1a-lt",
+            lambda i: i["metadataOptions"].update(httpPutResponseHopLimit=2),
+        ),
+        "hop limit is 2",
+        good=edit_type(
+            "aws:ec2/launchTemplate:LaunchTemplate",
+            lambda i: i["metadataOptions"].update(httpPutResponseHopLimit=1),
+        ),
+    ),
+    Case(
+        "imds-v2-hop-limit-1",
+        edit(
+            "LaunchTemplate nodes-gpu-us-east-1a-lt",
+            lambda i: i["metadataOptions"].update(httpTokens="optional", httpPutResponseHopLimit=1),
+        ),
+        "IMDSv1",
+        good=edit_type(
+            "aws:ec2/launchTemplate:LaunchTemplate",
+            lambda i: i["metadataOptions"].update(httpPutResponseHopLimit=1),
+        ),
+        label="v1",
+    ),
+    Case(
+        "encrypted-volumes",
+        edit(
+            "LaunchTemplate nodes-gpu-us-east-1a-lt",
+            lambda i: i["blockDeviceMappings"][0]["ebs"].update(encrypted="false"),
+        ),
+        "not encrypted",
+    ),
+    Case(
+        "gpu-nodes-tainted",
+        edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i.update(taints=[])),
+        "taint",
+    ),
+    Case(
+        "spot-diversified",
+        edit(
+            "NodeGroup nodes-gpu-spot-us-east-1a-ng",
+            lambda i: i.update(instanceTypes=["g5.xlarge", "g6.xlarge"]),
+        ),
+        "at least 3",
+    ),
+    Case(
+        "gpu-max-bounded",
+        edit("NodeGroup nodes-gpu-us-east-1a-ng", lambda i: i["scalingConfig"].update(maxSize=40)),
+        "40 GPUs",
+    ),
+    Case(
+        "gpu-min-zero",
+        edit("NodeGroup nodes-gpu-us-east-1a-ng", lambda i: i["scalingConfig"].update(minSize=1)),
+        "minSize must be 0",
+        config={"gpu-min-zero": "mandatory"},
+    ),
+    Case(
+        "no-static-aws-keys",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: triton(i)["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}),
+        ),
+        "environment variable AWS_SECRET_ACCESS_KEY",
+        label="env",
+    ),
+    Case(
+        "no-static-aws-keys",
+        edit("Release autoscaling-cluster-autoscaler", _key_in_helm_values),
+        "awsSecretAccessKey",
+        label="helm",
+    ),
+    Case("no-static-aws-keys", add(_aws_secret_literal()), "credentials", label="secret"),
+    Case(
+        "triton-probes",
+        edit("Deployment ranker-deployment", lambda i: triton(i).pop("readinessProbe")),
+        "readinessProbe",
+    ),
+    Case(
+        "triton-non-root-read-only",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: triton(i)["securityContext"].update(readOnlyRootFilesystem=False),
+        ),
+        "writable root filesystem",
+    ),
+    Case(
+        "gpu-workloads-scheduled",
+        edit("Deployment ranker-deployment", lambda i: pod(i).pop("tolerations")),
+        "tolerate",
+        label="toleration",
+    ),
+    Case(
+        "gpu-workloads-scheduled",
+        edit(
+            "Deployment ranker-deployment", lambda i: triton(i)["resources"]["limits"].pop("nvidia.com/gpu")
+        ),
+        "without an nvidia.com/gpu limit",
+        label="limit",
+    ),
+    Case(
+        "spot-safe-drain",
+        edit("Deployment ranker-deployment", lambda i: pod(i).update(terminationGracePeriodSeconds=300)),
+        "spot notice",
+    ),
+    # --- stack policies ---
+    Case(
+        "deployable",
+        edit(CLUSTER, lambda i: i["vpcConfig"].update(endpointPublicAccess=False)),
+        "private only",
+        good=deployable_fixed,
+    ),
+    Case(
+        "deployable",
+        edit(CLUSTER, lambda i: i["vpcConfig"].update(endpointPublicAccess=True, publicAccessCidrs=[])),
+        "names no CIDRs",
+        good=deployable_fixed,
+        label="no-cidrs",
+    ),
+    Case(
+        "deployable",
+        drop("AccessEntry inferstack-prod-deployer", ADMIN),
+        "no identity can administer",
+        good=deployable_fixed,
+        label="no-admin",
+    ),
+    Case(
+        "deployable",
+        not_after(PROVIDER, ADMIN),
+        "does not wait for the cluster-admin",
+        good=deployable_fixed,
+        label="provider-order",
+    ),
+    Case(
+        "crd-ordered",
+        only_after("ScaledObject ranker-scaler"),
+        "not ordered after keda",
+        good=crds_ordered,
+    ),
+    Case(
+        "crd-ordered",
+        only_after("ServiceMonitor ranker-monitor"),
+        "not ordered after kube-prometheus-stack",
+        good=crds_ordered,
+        label="monitoring",
+    ),
+    Case(
+        "crd-ordered",
+        drop("Release autoscaling-keda"),
+        "no release in this stack installs",
+        good=crds_ordered,
+        label="missing",
+    ),
+    Case(
+        "gpu-capacity",
+        edit("ScaledObject ranker-scaler", lambda i: i["spec"].update(minReplicaCount=25)),
+        "losing us-east-1",
+    ),
+    Case(
+        "gpu-capacity",
+        edit("ScaledObject ranker-scaler", lambda i: i["spec"].update(maxReplicaCount=31)),
+        "reach only 30",
+        label="max",
+    ),
+    Case(
+        "zone-loss",
+        edit("Deployment ranker-deployment", lambda i: pod(i).pop("topologySpreadConstraints")),
+        "spread",
+    ),
+    Case(
+        "zone-loss",
+        edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i["scalingConfig"].update(maxSize=30)),
+        "losing us-east-1a leaves",
+        label="capacity",
+    ),
+    Case(
+        "zones",
+        edit("Subnet network-private-us-east-1c", lambda i: i.update(availabilityZone="us-east-1a")),
+        "2 zone(s)",
+        config={"zones": {"minimum": 3}},
+    ),
+    Case(
+        "scaled-object-covers-zones",
+        edit("ScaledObject ranker-scaler", lambda i: i["spec"].update(minReplicaCount=2)),
+        "below the 3 GPU zones",
+        config={"scaled-object-covers-zones": "mandatory"},
+    ),
+    Case("model-service-complete", drop("PodDisruptionBudget ranker-pdb"), "no PodDisruptionBudget"),
+    Case("model-service-complete", drop("ScaledObject ranker-scaler"), "no ScaledObject", label="scaler"),
+    Case(
+        "s3-public-access-blocked",
+        edit("BucketPublicAccessBlock models-public-access", lambda i: i.update(restrictPublicBuckets=False)),
+        "restrictPublicBuckets",
+    ),
+    Case(
+        "s3-public-access-blocked",
+        drop("BucketPublicAccessBlock models-public-access"),
+        "no public access block",
+        label="missing",
+    ),
+    Case(
+        "s3-tls-only",
+        edit(
+            "BucketPolicy models-tls-only", lambda i: set_statements(i, lambda s: s[0].update(Effect="Allow"))
+        ),
+        "without TLS",
+    ),
+    Case(
+        "irsa-one-prefix",
+        edit(
+            "RolePolicy ranker-models-reader",
+            lambda i: set_statements(
+                i, lambda s: s[1].update(Resource=s[1]["Resource"].rsplit("/", 2)[0] + "/*")
+            ),
+        ),
+        "single prefix",
+    ),
+    Case(
+        "irsa-one-prefix",
+        edit(
+            "RolePolicy ranker-models-reader",
+            lambda i: set_statements(i, lambda s: s[1].update(Action="s3:*")),
+        ),
+        "every S3 action",
+        label="wildcard",
+    ),
+    Case(
+        "irsa-one-prefix",
+        edit(
+            "RolePolicy ranker-models-reader",
+            lambda i: set_statements(i, lambda s: s[0].update(Resource="arn:aws:s3:::*")),
+        ),
+        "not one bucket",
+        label="list",
+    ),
+]
