@@ -2,8 +2,14 @@
 
 Every call has a timeout. Given several endpoints (the replicas behind a headless Service, say), a
 call that cannot reach one endpoint moves on to the next, and later calls start at the endpoint that
-last answered, so a dead replica costs one timeout, not one per call. An answer from the server that
-says the request itself is wrong is raised at once, since another replica would say the same.
+last answered. An endpoint that failed or timed out is marked down and tried only after the others,
+for a back-off that doubles while it keeps failing (up to ``MAX_DOWN_S``), so a dead or hung replica
+costs one timeout now and then, not one per call. Every transport error is wrapped and retried on
+the next endpoint; an answer from the server that says the request itself is wrong is raised at
+once, since another replica would say the same.
+
+``infer`` is one round trip: the model's config is read once per model (output names, and the
+limits every request is checked against before it is sent; see ``limits.py``).
 
 An HTTP client belongs to the thread that first used it (tritonclient.http runs on gevent): use one
 ``TritonClient`` per thread.
@@ -11,14 +17,22 @@ An HTTP client belongs to the thread that first used it (tritonclient.http runs 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.serving.limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    ModelLimits,
+    check_request,
+    limits_from_config,
+)
 
 Array = npt.NDArray[Any]
 
@@ -26,6 +40,8 @@ Protocol = Literal["http", "grpc"]
 # Statuses that say "this endpoint cannot serve now" (down, overloaded, too slow), not "bad request":
 # another replica may well answer. gRPC reports a refused connection as UNAVAILABLE too.
 _UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503")
+FIRST_DOWN_S = 2.0
+MAX_DOWN_S = 30.0
 
 
 class TritonUnavailable(RuntimeError):
@@ -40,31 +56,55 @@ class _NotReady(Exception):
     """An endpoint answered a readiness check with "not yet": ask the next one."""
 
 
-def _strip_scheme(url: str) -> str:
-    for scheme in ("http://", "https://", "grpc://"):
-        url = url.removeprefix(scheme)
-    return url.rstrip("/")
+def parse_endpoint(url: object, *, field: str = "urls") -> str:
+    """``host:port``, ``http://host:port`` or ``grpc://host:port`` -> ``host:port``, or InvalidInput."""
+    allowed = "HOST:PORT, http://HOST:PORT or grpc://HOST:PORT (port 1-65535, no path)"
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput(field, url, allowed)
+    parsed = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise InvalidInput(field, url, allowed) from None
+    if (
+        parsed.scheme not in ("http", "grpc")
+        or not parsed.hostname
+        or port is None
+        or parsed.path.strip("/")
+        or parsed.query
+        or parsed.username
+    ):
+        raise InvalidInput(field, url, allowed)
+    return f"{parsed.hostname}:{port}"
 
 
 class TritonClient:
     """Triton's HTTP or gRPC API, over one or more endpoints, with a timeout on every call."""
 
     def __init__(
-        self, urls: str | Sequence[str], *, protocol: Protocol = "http", timeout_s: float = 10.0
+        self,
+        urls: str | Sequence[str],
+        *,
+        protocol: Protocol = "http",
+        timeout_s: float = 10.0,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         endpoints = [urls] if isinstance(urls, str) else list(urls)
         if not endpoints:
             raise InvalidInput("urls", endpoints, "one or more host:port endpoints")
         if protocol not in ("http", "grpc"):
             raise InvalidInput("protocol", protocol, "http or grpc")
-        if timeout_s <= 0:
-            raise InvalidInput("timeout_s", timeout_s, "a number of seconds > 0")
-        self.endpoints = [_strip_scheme(u) for u in endpoints]
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s <= 600:
+            raise InvalidInput("timeout_s", timeout_s, "a number of seconds > 0 and <= 600")
+        self.endpoints = [parse_endpoint(u) for u in endpoints]
         self.protocol = protocol
-        self.timeout_s = timeout_s
+        self.timeout_s = float(timeout_s)
+        self.max_request_bytes = max_request_bytes
         self._clients: dict[str, Any] = {}
         self._first = 0  # index of the endpoint that answered last
-        self._outputs: dict[str, list[str]] = {}  # output names per model, read once from its metadata
+        self._down: dict[str, tuple[float, float]] = {}  # endpoint -> (down until, last back-off)
+        self._models: dict[str, tuple[list[str], ModelLimits]] = {}  # outputs and limits, from the config
+        self.retries = 0  # calls that moved on to another endpoint after a transport failure
 
     def _client(self, endpoint: str) -> Any:
         if endpoint not in self._clients:
@@ -80,29 +120,53 @@ class TritonClient:
                 self._clients[endpoint] = grpcclient.InferenceServerClient(endpoint)
         return self._clients[endpoint]
 
+    def _order(self) -> list[str]:
+        """Endpoints up, from the one that answered last; then those down, soonest back first."""
+        now = time.monotonic()
+        count = len(self.endpoints)
+        rotated = [self.endpoints[(self._first + step) % count] for step in range(count)]
+        up = [e for e in rotated if self._down.get(e, (0.0, 0.0))[0] <= now]
+        down = sorted((e for e in rotated if e not in up), key=lambda e: self._down[e][0])
+        return up + down
+
+    def _mark_down(self, endpoint: str) -> None:
+        _, last = self._down.get(endpoint, (0.0, 0.0))
+        backoff = min(MAX_DOWN_S, last * 2) if last else FIRST_DOWN_S
+        self._down[endpoint] = (time.monotonic() + backoff, backoff)
+        # A connection that failed mid-call may be half-used: the next call gets a fresh one.
+        client = self._clients.pop(endpoint, None)
+        if client is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail too
+                client.close()
+
     def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
-        """Run ``call`` against each endpoint in turn, starting at the last one that answered."""
+        """Run ``call`` against each endpoint in turn: those up first, from the last one that answered."""
         from http.client import HTTPException
 
+        from gevent import Timeout as GeventTimeout
         from tritonclient.utils import InferenceServerException
 
         failures = []
-        count = len(self.endpoints)
-        for index in (self._first + step for step in range(count)):
-            endpoint = self.endpoints[index % count]
+        for attempt, endpoint in enumerate(self._order()):
+            if attempt:
+                self.retries += 1
             try:
                 result = call(self._client(endpoint))
             except InferenceServerException as error:
                 if str(error.status()) not in _UNREACHABLE_STATUS:
                     raise TritonRequestError(f"{what} at {endpoint}: {error.message()}") from None
                 failures.append(f"{endpoint}: {error.message()}")
+                self._mark_down(endpoint)
                 continue
-            # Refused, reset or timed-out connections (OSError), peers that close the connection or do
-            # not speak HTTP (geventhttpclient's parse errors are HTTPExceptions), replicas not ready.
-            except (OSError, HTTPException, _NotReady) as error:
+            # Refused, reset or timed-out connections (OSError, gevent's Timeout), peers that close the
+            # connection or do not speak HTTP (geventhttpclient's HTTPConnectionClosed and parse errors
+            # are HTTPExceptions), replicas not ready.
+            except (OSError, HTTPException, GeventTimeout, _NotReady) as error:
                 failures.append(f"{endpoint}: {type(error).__name__}: {error}")
+                self._mark_down(endpoint)
                 continue
-            self._first = index % count
+            self._first = self.endpoints.index(endpoint)
+            self._down.pop(endpoint, None)
             return result
         raise TritonUnavailable(f"{what}: no endpoint answered ({'; '.join(failures)})")
 
@@ -171,11 +235,22 @@ class TritonClient:
         config: dict[str, Any] = self._call(f"config of {model}", call)
         return config
 
+    def _model(self, model: str) -> tuple[list[str], ModelLimits]:
+        if model not in self._models:
+            config = self.model_config(model)
+            outputs = [str(o["name"]) for o in config.get("output", [])]
+            self._models[model] = (
+                outputs,
+                limits_from_config(config, max_request_bytes=self.max_request_bytes),
+            )
+        return self._models[model]
+
     def infer(self, model: str, inputs: Mapping[str, Array]) -> dict[str, Array]:
         """Run ``model`` on named arrays; returns every output the model declares, by name.
 
-        The output names come from the model's metadata, read on the first call for that model only,
-        so a steady stream of requests costs one round trip each.
+        The request is checked against the model's config before it is sent (InvalidInput names
+        the input, the shape and what the config allows); the config is read on the first call
+        for a model only, so a steady stream of requests costs one round trip each.
         """
         from tritonclient.utils import np_to_triton_dtype
 
@@ -184,19 +259,19 @@ class TritonClient:
         else:
             import tritonclient.grpc as api
 
-        if model not in self._outputs:
-            self._outputs[model] = [o["name"] for o in self.model_metadata(model)["outputs"]]
-        outputs = self._outputs[model]
+        outputs, limits = self._model(model)
+        arrays = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
+        datatypes = {name: np_to_triton_dtype(array.dtype) for name, array in arrays.items()}
+        check_request(limits, {name: (datatypes[name], list(a.shape)) for name, a in arrays.items()})
 
         def call(client: Any) -> dict[str, Array]:
             request = []
-            for name, array in inputs.items():
-                tensor = api.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-                tensor.set_data_from_numpy(np.ascontiguousarray(array))
+            for name, array in arrays.items():
+                tensor = api.InferInput(name, list(array.shape), datatypes[name])
+                tensor.set_data_from_numpy(array)
                 request.append(tensor)
             wanted = [api.InferRequestedOutput(name) for name in outputs]
-            kwargs: dict[str, Any] = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-            result = client.infer(model, request, outputs=wanted, **kwargs)
+            result = client.infer(model, request, outputs=wanted, **self._kwargs())
             return {name: result.as_numpy(name) for name in outputs}
 
         answer: dict[str, Array] = self._call(f"inference on {model}", call)

@@ -945,6 +945,11 @@ def _specs(tensors: Any) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(t.name, _dtype_name(t.data_type), tuple(t.dims)) for t in tensors)
 
 
+def needed_files(config: Any) -> list[str]:
+    """The files each version folder of a model with ``config`` must hold for its backend to load it."""
+    return [_MODEL_FILE, _PYTHON_MODEL_FILE] if config.backend == "python" else [_MODEL_FILE]
+
+
 def read_repository(path: Path) -> list[RepositoryModel]:
     """Every model of a local repository folder, each config parsed and validated, each newest version
     holding the files its backend loads."""
@@ -955,7 +960,7 @@ def read_repository(path: Path) -> list[RepositoryModel]:
         folder = config_path.parent
         config = parse_config(config_path.read_text(), folder=folder.name)
         versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-        needed = [_MODEL_FILE, _PYTHON_MODEL_FILE] if config.backend == "python" else [_MODEL_FILE]
+        needed = needed_files(config)
         newest = folder / str(versions[-1]) if versions else None
         if newest is None or not all((newest / file).is_file() for file in needed):
             raise InvalidInput(
