@@ -260,9 +260,9 @@ class TritonClient:
             import tritonclient.grpc as api
 
         outputs, limits = self._model(model)
+        datatypes = {name: np_to_triton_dtype(array.dtype) for name, array in inputs.items()}
+        check_request(limits, {name: (datatypes[name], list(a.shape)) for name, a in inputs.items()})
         arrays = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
-        datatypes = {name: np_to_triton_dtype(array.dtype) for name, array in arrays.items()}
-        check_request(limits, {name: (datatypes[name], list(a.shape)) for name, a in arrays.items()})
 
         def call(client: Any) -> dict[str, Array]:
             request = []

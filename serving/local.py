@@ -52,6 +52,7 @@ _DUMMY_AWS = {
 }
 SMOKE_TOLERANCE = 1e-5  # max |Triton - PyTorch| over float outputs; integers and booleans must match
 _LOAD_FAILURE_MARKERS = ("failed to load", "error:", "exception", "traceback")
+_CRASH_MARKERS = (*_LOAD_FAILURE_MARKERS, "terminate called", "what():", "signal (")
 
 
 class RuntimeFailure(RuntimeError):
@@ -168,9 +169,15 @@ class ChildProcess:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return text.splitlines()[-lines:]
 
-    def describe_exit(self, lines: int = 10) -> str:
-        """Which child died, how, and the last lines of its log."""
-        tail = "\n".join(f"  {line}" for line in self.tail(lines))
+    def describe_exit(self, lines: int = 8) -> str:
+        """Which child died, how, and its last log lines: the ones that say why first, then the tail.
+
+        A crashing Triton ends its log with a stack of addresses; the reason comes before them.
+        """
+        recent = self.tail(200)
+        why = [line for line in recent if any(m in line.lower() for m in _CRASH_MARKERS)][-lines:]
+        shown = why + [line for line in recent[-lines:] if line not in why]
+        tail = "\n".join(f"  {line}" for line in shown)
         return (
             f"{self.name} (pid {self.process.pid}) {_signal_name(self.process.poll())}; "
             f"last lines of {self.log}:\n{tail}"
@@ -352,11 +359,12 @@ class LocalRuntime:
             name: free_port() if value is None else check_port(value, field=f"{name}_port")
             for name, value in self.ports.items()
         }
+        # The user's http port is the gateway's; grpc and metrics are the first replica's.
+        ports["grpc-0"], ports["metrics-0"] = ports.pop("grpc"), ports.pop("metrics")
         for index in range(self.replicas):
             for kind in ("http", "grpc", "metrics"):
-                ports.setdefault(f"{kind}-{index}", free_port())
-        # The first replica's ports are the user's grpc/metrics ports; http is the gateway's.
-        ports["grpc-0"], ports["metrics-0"] = ports["grpc"], ports["metrics"]
+                if f"{kind}-{index}" not in ports:
+                    ports[f"{kind}-{index}"] = free_port()
         if self.replicas > 1:
             ports["balanced-http"], ports["balanced-grpc"] = free_port(), free_port()
         if len(set(ports.values())) != len(ports):  # a free port the kernel handed out twice
