@@ -36,9 +36,18 @@ def find_haproxy() -> str:
 
 
 def haproxy_config(
-    replicas: Sequence[Replica], *, http_port: int, grpc_port: int, server_timeout_s: float = 5.0
+    replicas: Sequence[Replica],
+    *,
+    http_port: int,
+    grpc_port: int,
+    stats_port: int,
+    server_timeout_s: float = 5.0,
 ) -> str:
-    """haproxy.cfg text for ``replicas`` behind 127.0.0.1:http_port (HTTP) and :grpc_port (gRPC)."""
+    """haproxy.cfg text for ``replicas`` behind 127.0.0.1:http_port (HTTP) and :grpc_port (gRPC).
+
+    HAProxy's own counters (per replica: retries, redispatches, health) are at
+    ``http://127.0.0.1:stats_port/stats;csv``.
+    """
     if not replicas:
         raise InvalidInput("replicas", 0, "one or more Triton replicas")
     if not 0.1 <= server_timeout_s <= 600:
@@ -61,6 +70,12 @@ defaults
     timeout check 1s
     retries 3
     option redispatch 1
+
+frontend stats
+    mode http
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /stats
 
 frontend http
     mode http
@@ -87,3 +102,14 @@ backend triton_grpc
     http-check expect status 200
 {grpc_servers}
 """
+
+
+def retries(stats_csv: str, backend: str = "triton_http") -> dict[str, int]:
+    """From HAProxy's stats CSV: requests it sent again to a replica, and to another replica."""
+    lines = stats_csv.lstrip("# ").splitlines()
+    header = lines[0].split(",")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        if row.get("pxname") == backend and row.get("svname") == "BACKEND":
+            return {"retried": int(row["wretr"] or 0), "redispatched": int(row["wredis"] or 0)}
+    raise ValueError(f"no {backend} backend in HAProxy's stats")

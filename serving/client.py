@@ -1,8 +1,8 @@
 """A small typed client for Triton over HTTP or gRPC.
 
-Every call has a timeout. Given several endpoints (the replicas behind a headless Service, say), a
-call that cannot reach one endpoint moves on to the next, and later calls start at the endpoint that
-last answered. An endpoint that failed or timed out is marked down and tried only after the others,
+Every call has a timeout. Given several endpoints (the replicas behind a headless Service, say),
+calls go round those that are up, and a call that cannot reach one endpoint moves on to the next.
+An endpoint that failed or timed out is marked down and tried only after the others,
 for a back-off that doubles while it keeps failing (up to ``MAX_DOWN_S``), so a dead or hung replica
 costs one timeout now and then, not one per call. Every transport error is wrapped and retried on
 the next endpoint; an answer from the server that says the request itself is wrong is raised at
@@ -18,6 +18,7 @@ An HTTP client belongs to the thread that first used it (tritonclient.http runs 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -42,6 +43,11 @@ Protocol = Literal["http", "grpc"]
 _UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503")
 FIRST_DOWN_S = 2.0
 MAX_DOWN_S = 30.0
+PROBE_TIMEOUT_S = 0.5  # a readiness check, before a down endpoint gets real requests again
+# Which endpoints are down, shared by every client in the process: one thread's timeout spares the
+# others theirs. endpoint -> (down until, last back-off).
+_DOWN: dict[str, tuple[float, float]] = {}
+_DOWN_LOCK = threading.Lock()
 
 
 class TritonUnavailable(RuntimeError):
@@ -69,13 +75,25 @@ def parse_endpoint(url: object, *, field: str = "urls") -> str:
     if (
         parsed.scheme not in ("http", "grpc")
         or not parsed.hostname
-        or port is None
+        or not port  # None (absent) or 0
         or parsed.path.strip("/")
         or parsed.query
         or parsed.username
     ):
         raise InvalidInput(field, url, allowed)
-    return f"{parsed.hostname}:{port}"
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{host}:{port}"
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Refused, reset or timed-out connections (OSError, gevent's Timeout), peers that close the
+    connection or do not speak HTTP (geventhttpclient's HTTPConnectionClosed and parse errors are
+    HTTPExceptions)."""
+    from http.client import HTTPException
+
+    from gevent import Timeout as GeventTimeout
+
+    return (OSError, HTTPException, GeventTimeout)
 
 
 class TritonClient:
@@ -101,8 +119,9 @@ class TritonClient:
         self.timeout_s = float(timeout_s)
         self.max_request_bytes = max_request_bytes
         self._clients: dict[str, Any] = {}
-        self._first = 0  # index of the endpoint that answered last
-        self._down: dict[str, tuple[float, float]] = {}  # endpoint -> (down until, last back-off)
+        self._first = 0  # index of the endpoint the next call starts at
+        self._down = _DOWN
+        self._probes: dict[str, Any] = {}  # short-timeout HTTP clients for readiness probes
         self._models: dict[str, tuple[list[str], ModelLimits]] = {}  # outputs and limits, from the config
         self.retries = 0  # calls that moved on to another endpoint after a transport failure
 
@@ -121,29 +140,54 @@ class TritonClient:
         return self._clients[endpoint]
 
     def _order(self) -> list[str]:
-        """Endpoints up, from the one that answered last; then those down, soonest back first."""
+        """Endpoints up, from the next in turn; then those down, soonest back first.
+
+        An endpoint whose back-off is over must first pass a quick readiness probe: a hung replica
+        then costs ``PROBE_TIMEOUT_S`` now and then instead of a whole call timeout.
+        """
         now = time.monotonic()
         count = len(self.endpoints)
         rotated = [self.endpoints[(self._first + step) % count] for step in range(count)]
-        up = [e for e in rotated if self._down.get(e, (0.0, 0.0))[0] <= now]
-        down = sorted((e for e in rotated if e not in up), key=lambda e: self._down[e][0])
+        up = [e for e in rotated if e not in self._down or (self._down[e][0] <= now and self._probe(e))]
+        down = sorted((e for e in rotated if e not in up), key=lambda e: self._down.get(e, (now, 0.0))[0])
         return up + down
 
+    def _probe(self, endpoint: str) -> bool:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            if self.protocol == "grpc":
+                ready = self._client(endpoint).is_server_ready(client_timeout=PROBE_TIMEOUT_S)
+            else:
+                if endpoint not in self._probes:
+                    import tritonclient.http as httpclient
+
+                    self._probes[endpoint] = httpclient.InferenceServerClient(
+                        endpoint, connection_timeout=PROBE_TIMEOUT_S, network_timeout=PROBE_TIMEOUT_S
+                    )
+                ready = self._probes[endpoint].is_server_ready()
+        except (*_transport_errors(), InferenceServerException):
+            ready = False
+        if ready:
+            self._down.pop(endpoint, None)
+        else:
+            self._mark_down(endpoint)
+        return bool(ready)
+
     def _mark_down(self, endpoint: str) -> None:
-        _, last = self._down.get(endpoint, (0.0, 0.0))
-        backoff = min(MAX_DOWN_S, last * 2) if last else FIRST_DOWN_S
-        self._down[endpoint] = (time.monotonic() + backoff, backoff)
+        with _DOWN_LOCK:
+            _, last = self._down.get(endpoint, (0.0, 0.0))
+            backoff = min(MAX_DOWN_S, last * 2) if last else FIRST_DOWN_S
+            self._down[endpoint] = (time.monotonic() + backoff, backoff)
         # A connection that failed mid-call may be half-used: the next call gets a fresh one.
-        client = self._clients.pop(endpoint, None)
-        if client is not None:
-            with contextlib.suppress(Exception):  # closing a broken connection may fail too
-                client.close()
+        for clients in (self._clients, self._probes):
+            client = clients.pop(endpoint, None)
+            if client is not None:
+                with contextlib.suppress(Exception):  # closing a broken connection may fail too
+                    client.close()
 
     def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
-        """Run ``call`` against each endpoint in turn: those up first, from the last one that answered."""
-        from http.client import HTTPException
-
-        from gevent import Timeout as GeventTimeout
+        """Run ``call`` against each endpoint in turn: those up first; the next call starts one further."""
         from tritonclient.utils import InferenceServerException
 
         failures = []
@@ -158,14 +202,11 @@ class TritonClient:
                 failures.append(f"{endpoint}: {error.message()}")
                 self._mark_down(endpoint)
                 continue
-            # Refused, reset or timed-out connections (OSError, gevent's Timeout), peers that close the
-            # connection or do not speak HTTP (geventhttpclient's HTTPConnectionClosed and parse errors
-            # are HTTPExceptions), replicas not ready.
-            except (OSError, HTTPException, GeventTimeout, _NotReady) as error:
+            except (*_transport_errors(), _NotReady) as error:
                 failures.append(f"{endpoint}: {type(error).__name__}: {error}")
                 self._mark_down(endpoint)
                 continue
-            self._first = self.endpoints.index(endpoint)
+            self._first = (self.endpoints.index(endpoint) + 1) % len(self.endpoints)
             self._down.pop(endpoint, None)
             return result
         raise TritonUnavailable(f"{what}: no endpoint answered ({'; '.join(failures)})")
@@ -278,9 +319,10 @@ class TritonClient:
         return answer
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        for clients in (self._clients, self._probes):
+            for client in clients.values():
+                client.close()
+            clients.clear()
 
     def __enter__(self) -> TritonClient:
         return self

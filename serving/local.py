@@ -330,6 +330,7 @@ class LocalRuntime:
     front_url: str = field(default="", init=False)
     balanced_http_url: str = field(default="", init=False)
     balanced_grpc_url: str = field(default="", init=False)
+    balancer_stats_url: str = field(default="", init=False)
     replica_http_urls: list[str] = field(default_factory=list, init=False)
     replica_grpc_urls: list[str] = field(default_factory=list, init=False)
     replica_metrics_urls: list[str] = field(default_factory=list, init=False)
@@ -367,6 +368,7 @@ class LocalRuntime:
                     ports[f"{kind}-{index}"] = free_port()
         if self.replicas > 1:
             ports["balanced-http"], ports["balanced-grpc"] = free_port(), free_port()
+            ports["balancer-stats"] = free_port()
         if len(set(ports.values())) != len(ports):  # a free port the kernel handed out twice
             raise RuntimeFailure(f"could not pick {len(ports)} different free ports on 127.0.0.1: {ports}")
         if self.work_dir is None:
@@ -518,7 +520,12 @@ class LocalRuntime:
         ]
         config = self.work_dir / "haproxy.cfg"
         config.write_text(
-            haproxy_config(replicas, http_port=ports["balanced-http"], grpc_port=ports["balanced-grpc"])
+            haproxy_config(
+                replicas,
+                http_port=ports["balanced-http"],
+                grpc_port=ports["balanced-grpc"],
+                stats_port=ports["balancer-stats"],
+            )
         )
         self._say(f"starting HAProxy in front of {self.replicas} replicas")
         child = start_child(
@@ -531,6 +538,7 @@ class LocalRuntime:
         self._wait_listening(child, ports["balanced-http"])
         self.balanced_http_url = f"http://127.0.0.1:{ports['balanced-http']}"
         self.balanced_grpc_url = f"127.0.0.1:{ports['balanced-grpc']}"
+        self.balancer_stats_url = f"http://127.0.0.1:{ports['balancer-stats']}/stats;csv"
         return self.balanced_http_url
 
     def _start_gateway(self, port: int, upstream: str) -> None:
