@@ -63,6 +63,10 @@ NUMPY_DTYPES: Mapping[str, type[np.generic]] = {
 PYTHON_TARGET_DTYPES = tuple(name for name in DTYPES if name != "BF16")
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Triton itself only needs max_batch_size to fit its int32 field and be >= 0. The cap is ours: no
+# serving batch comes near it, and a typo (an extra zero or three) would otherwise configure a
+# dynamic batcher and warmup for batches no request may bring (see limits.py for the byte limit).
+MAX_BATCH_SIZE = 4096
 _MODEL_FILE = "model.pt"
 _PYTHON_MODEL_FILE = "model.py"
 _PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
@@ -193,6 +197,8 @@ def check_options(options: ModelOptions, target: Target) -> None:
     if target not in TARGETS:
         raise InvalidInput("target", target, f"one of {', '.join(TARGETS)}")
     max_batch = _integer(options.max_batch_size, "max_batch_size", minimum=0, note=" (0: no batch axis)")
+    if max_batch > MAX_BATCH_SIZE:
+        raise InvalidInput("max_batch_size", max_batch, f"0 to {MAX_BATCH_SIZE} (0: no batch axis)")
     if options.instance_kind not in ("KIND_GPU", "KIND_CPU"):
         raise InvalidInput("instance_kind", options.instance_kind, "KIND_GPU or KIND_CPU")
     _integer(options.instance_count, "instance_count", minimum=1)
@@ -320,8 +326,8 @@ def validate_config(config: Any, *, folder: str) -> None:
             (config.backend, config.platform),
             'backend "python" or platform "pytorch_libtorch", not both',
         )
-    if config.max_batch_size < 0:
-        raise InvalidInput(f"{where}: max_batch_size", config.max_batch_size, "an integer >= 0")
+    if not 0 <= config.max_batch_size <= MAX_BATCH_SIZE:
+        raise InvalidInput(f"{where}: max_batch_size", config.max_batch_size, f"0 to {MAX_BATCH_SIZE}")
     if not config.input or not config.output:
         raise InvalidInput(
             f"{where}: input/output", (len(config.input), len(config.output)), "at least one of each"
