@@ -332,3 +332,65 @@ def test_a_hung_replica_keeps_throughput_within_half_of_normal(
     print(f"SIGSTOP 30 s through the client: {load.report()}; {rate:.0f} req/s against {normal:.0f} normally")
     assert load.failed == 0 and load.wrong == 0, load.report()
     assert rate >= 0.5 * normal, f"{rate:.0f} req/s hung against {normal:.0f} normally"
+
+
+# --- item 6: a publish cut off by the network ---------------------------------------------------------
+
+
+@pytest.mark.usefixtures("triton_present")
+def test_a_publish_cut_off_by_a_stalled_s3_leaves_the_served_version_serving(tmp_path: Path) -> None:
+    """moto itself stops answering (SIGSTOP) after version 2's first file: the next upload times out on
+    the wire, the rollback is retried until S3 answers again, and Triton, reloading, still serves 1."""
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    from inferstack.serving.publish import S3Location, publish_repository, verify_published
+    from inferstack.serving.repository import ModelOptions, build_model, demo_model
+
+    with LocalRuntime(build_demo_repository(tmp_path / "repo"), work_dir=tmp_path / "work") as runtime:
+        served = Path(str(runtime.work_dir)) / "repository"  # what the runtime published (python target)
+        module, example = demo_model()
+        options = ModelOptions(dynamic_batching=None)
+        build_model(module, example, name="demo", repository=served, version=2, options=options)
+        moto = child(runtime, "moto").process
+        s3 = runtime._s3()
+        quick = boto3_client(runtime, Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}))
+        resumed = threading.Timer(10.0, os.killpg, (moto.pid, signal.SIGCONT))
+
+        def stall_after_first_file(line: str) -> None:
+            if line.endswith("uploaded demo/2/model.pt"):
+                os.killpg(moto.pid, signal.SIGSTOP)  # moto_server serves from a child
+                resumed.start()
+
+        location = S3Location(runtime.bucket, runtime.prefix)
+        start = time.monotonic()
+        try:
+            with pytest.raises(BotoCoreError) as caught:
+                publish_repository(served, location, s3=quick, progress=stall_after_first_file)
+        finally:
+            resumed.join(timeout=10)
+            os.killpg(moto.pid, signal.SIGCONT)
+        assert time.monotonic() - start < 40
+        assert "removed the 2 object(s)" in "\n".join(caught.value.__notes__)
+        time.sleep(1.0)  # what the stalled server still had queued has landed by now
+        listed = s3.list_objects_v2(Bucket=runtime.bucket, Prefix=f"{runtime.prefix}/demo/2/").get("KeyCount")
+        assert listed == 0, "version 2 is half there: Triton's latest-version policy would pick it"
+        assert verify_published(location, s3=s3) == []
+        status, body = post(f"{runtime.http_url}/v2/repository/models/demo/load", b"{}")
+        assert status == 200, body
+        with TritonClient(runtime.front_url) as client:
+            assert client.model_metadata("demo")["versions"] == ["1"]
+        assert infer_ok(runtime.front_url)
+
+
+def boto3_client(runtime: LocalRuntime, config: Any) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=runtime.s3_endpoint,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+        config=config,
+    )
