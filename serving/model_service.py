@@ -25,6 +25,7 @@ from inferstack.components.alerts import prometheus_rule, service_rule_group
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.monitoring import prometheus_url
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.fields import check_field_types
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.model_store import ModelStore, check_prefix
 from inferstack.infra.nodegroups import (
@@ -206,6 +207,7 @@ def _validate_source(source: ModelSource) -> None:
 
 def validate(name: str, args: TritonModelServiceArgs) -> None:
     """Every check, before any resource is registered."""
+    check_field_types(args)
     if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _RFC1035_LABEL.match(name):
         raise InvalidInput(
             "name",
