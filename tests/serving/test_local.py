@@ -95,7 +95,7 @@ def test_stop_leaves_no_child_process_and_no_work_dir(tmp_path: Path) -> None:
     with runtime:
         pids = [child.process.pid for child in runtime.children]
         work_dir = runtime.work_dir
-        assert len(pids) == 2 and set(pids) <= running_children()
+        assert len(pids) == 3 and set(pids) <= running_children()  # moto, Triton, the gateway
     assert all(gone(pid) for pid in pids) and not set(pids) & running_children()
     assert work_dir is not None and not work_dir.exists()
 
@@ -163,7 +163,7 @@ def test_ctrl_c_stops_every_child_of_local_up() -> None:
         else:
             pytest.fail("local up ended before serving")
         children = running_children(process.pid)
-        expected = 3 if shutil.which("prometheus") else 2  # moto, Triton (and Prometheus)
+        expected = 4 if shutil.which("prometheus") else 3  # moto, Triton, the gateway (and Prometheus)
         assert len(children) == expected, children
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 130
