@@ -91,9 +91,10 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     HTTPExceptions)."""
     from http.client import HTTPException
 
-    from gevent import Timeout as GeventTimeout
+    from gevent import Timeout as GeventTimeout  # type: ignore[import-untyped]
 
-    return (OSError, HTTPException, GeventTimeout)
+    errors: tuple[type[BaseException], ...] = (OSError, HTTPException, GeventTimeout)
+    return errors
 
 
 class TritonClient:
@@ -155,6 +156,7 @@ class TritonClient:
     def _probe(self, endpoint: str) -> bool:
         from tritonclient.utils import InferenceServerException
 
+        unreachable = (*_transport_errors(), InferenceServerException)
         try:
             if self.protocol == "grpc":
                 ready = self._client(endpoint).is_server_ready(client_timeout=PROBE_TIMEOUT_S)
@@ -166,7 +168,7 @@ class TritonClient:
                         endpoint, connection_timeout=PROBE_TIMEOUT_S, network_timeout=PROBE_TIMEOUT_S
                     )
                 ready = self._probes[endpoint].is_server_ready()
-        except (*_transport_errors(), InferenceServerException):
+        except unreachable:
             ready = False
         if ready:
             self._down.pop(endpoint, None)
@@ -190,6 +192,7 @@ class TritonClient:
         """Run ``call`` against each endpoint in turn: those up first; the next call starts one further."""
         from tritonclient.utils import InferenceServerException
 
+        retryable: tuple[type[BaseException], ...] = (*_transport_errors(), _NotReady)
         failures = []
         for attempt, endpoint in enumerate(self._order()):
             if attempt:
@@ -202,7 +205,7 @@ class TritonClient:
                 failures.append(f"{endpoint}: {error.message()}")
                 self._mark_down(endpoint)
                 continue
-            except (*_transport_errors(), _NotReady) as error:
+            except retryable as error:
                 failures.append(f"{endpoint}: {type(error).__name__}: {error}")
                 self._mark_down(endpoint)
                 continue

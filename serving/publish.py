@@ -382,7 +382,7 @@ def verify_published(location: S3Location, *, s3: Any) -> list[str]:
             if actual != want:
                 problems.append(f"{model}/{relative}: sha256 {actual}, manifest says {want}")
         for key in listed:
-            relative = key.split("/", 1)[1] if key.startswith(f"{model}/") else None
-            if relative and relative not in expected and relative != MANIFEST:
-                problems.append(f"{model}/{relative}: not in the manifest")
+            inside = key.split("/", 1)[1] if key.startswith(f"{model}/") else ""
+            if inside and inside not in expected and inside != MANIFEST:
+                problems.append(f"{model}/{inside}: not in the manifest")
     return problems
