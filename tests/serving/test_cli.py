@@ -17,17 +17,9 @@ import torch
 from moto.server import ThreadedMotoServer
 
 from inferstack.serving.cli import brief_error, json_safe, main
-from inferstack.serving.local import RuntimeFailure, build_demo_repository, find_triton, free_port
-from tests.conftest import require_tool, unavailable
+from inferstack.serving.local import build_demo_repository, free_port
+from tests.conftest import require_tool
 from tests.serving.conftest import Ranker
-
-
-@pytest.fixture
-def triton_present() -> None:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
 
 
 def strict_json(text: str) -> Any:

@@ -30,10 +30,9 @@ from inferstack.serving.local import (
     RuntimeFailure,
     build_demo_repository,
     compare,
-    find_triton,
     group_members,
 )
-from tests.conftest import require_tool, unavailable
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.real_server
 
@@ -57,14 +56,6 @@ def infer_ok(url: str) -> bool:
     with TritonClient(url, timeout_s=10) as client:
         answer = client.infer("demo", {"features": FEATURES[0]})
     return bool(np.isclose(answer["probabilities"].sum(), 1.0, atol=1e-5))
-
-
-@pytest.fixture(scope="module")
-def triton_present() -> None:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
 
 
 def child(runtime: LocalRuntime, name: str) -> Any:

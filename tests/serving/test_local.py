@@ -23,9 +23,7 @@ from inferstack.serving.local import (
     build_demo_repository,
     check_port,
     compare,
-    find_triton,
 )
-from tests.conftest import unavailable
 
 
 def gone(pid: int) -> bool:
@@ -49,14 +47,6 @@ def running_children(parent: int | None = None) -> set[int]:
         if int(fields[1]) == (parent or os.getpid()) and fields[0] != "Z":
             found.add(int(stat.parent.name))
     return found
-
-
-@pytest.fixture(scope="module")
-def triton_present() -> None:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
 
 
 @pytest.mark.parametrize(

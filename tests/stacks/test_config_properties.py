@@ -4,8 +4,6 @@ with one line naming its key, before anything is registered."""
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.policies.offline import run_program
-from inferstack.policies.plan import manifest
 from tests.conftest import ROOT
-from tests.schemas import validate_custom_resource, validate_k8s
+from tests.harness import any_value, run_catching
+from tests.schemas import validate_recorded_manifests
 from tests.stacks.test_stacks import platform_stack
-
-BUILT_IN = {"v1", "apps/v1", "policy/v1"}
-VENDOR = Path(os.environ.get("INFERSTACK_VENDOR_DIR", ROOT.parent / "shared" / "vendor"))
 
 
 def stack_file(stack: str) -> dict[str, Any]:
@@ -56,16 +50,7 @@ PATHS: list[tuple[str | int, ...]] = [
     ("services", 0, "pendingRequestsPerReplica"),
     ("services", 0, "gpuUtilizationTarget"),
 ]
-VALUES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(10**6), 10**6),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=6),
-    st.sampled_from(["spot", "single", "prod", "1.35", "10.0.0.0/16", "g5.xlarge", "ranker", "a/b"]),
-    st.lists(st.sampled_from(["g5.xlarge", "x", "", "10.0.0.0/8"]), max_size=3),
-    st.dictionaries(st.sampled_from(["name", "zones", "x"]), st.integers(0, 3), max_size=2),
-)
+VALUES = any_value("spot", "single", "prod", "1.35", "10.0.0.0/16", "g5.xlarge", "ranker", "a/b")
 
 
 def with_value(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
@@ -97,33 +82,12 @@ def test_a_value_plans_or_is_refused_in_one_line_naming_its_key(
 ) -> None:
     module = platform_stack()
     raw = with_value(path, value)
-    outcome: list[BaseException] = []
-
-    def program() -> None:
-        try:
-            module.build(module.parse_config(raw, stack="dev"))
-        except Exception as error:  # anything but InvalidInput is a defect, reported below
-            outcome.append(error)
-
-    recording, _ = run_program(program)
-    if not outcome:
-        check_manifests(recording)
+    recording, error = run_catching(lambda: module.build(module.parse_config(raw, stack="dev")))
+    if error is None:
+        validate_recorded_manifests(recording)
         return
-    error = outcome[0]
     assert isinstance(error, InvalidInput), f"{path}={value!r}: {type(error).__name__}: {error}"
     assert "\n" not in str(error), str(error)
     named = error.field.lower().replace("_", "")
     assert any(word.lower().replace("_", "") in named for word in key_words(path)), (path, str(error))
     assert recording.resources == [], f"{path}={value!r} registered {len(recording.resources)} resources"
-
-
-def check_manifests(recording: Any) -> None:
-    documents = [d for d in (manifest(r) for r in recording) if d is not None]
-    assert documents
-    if not (VENDOR / "crds").is_dir():
-        pytest.skip(f"vendored CRD schemas not found at {VENDOR}")
-    for document in documents:
-        if document["apiVersion"] in BUILT_IN:
-            validate_k8s(document)
-        else:
-            validate_custom_resource(document, VENDOR)
