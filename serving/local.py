@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -143,6 +144,26 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+# Triton copies each model it loads from S3 into /tmp/folderXXXXXX (TMPDIR is not consulted) and
+# leaves the copy behind when it is killed; its python-backend stubs are started with a path in it.
+_TRITON_TEMP = re.compile(r"^(/tmp/folder[A-Za-z0-9]{6})/")
+
+
+def temp_dirs(pgid: int) -> set[Path]:
+    """Triton's model copies that the live members of process group ``pgid`` are using."""
+    found = set()
+    for pid in group_members(pgid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in argv:
+            match = _TRITON_TEMP.match(arg.decode(errors="replace"))
+            if match:
+                found.add(Path(match.group(1)))
+    return found
+
+
 def _signal_name(returncode: int | None) -> str:
     if returncode is None:
         return "running"
@@ -161,6 +182,11 @@ class ChildProcess:
     argv: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     shm_prefix: str = ""
+    model_copies: set[Path] = field(default_factory=set)  # seen while running: see ``temp_dirs``
+
+    def note_model_copies(self) -> None:
+        """Remember Triton's model copies now: its stubs, which name them, may be gone by ``stop()``."""
+        self.model_copies |= temp_dirs(self.process.pid)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -188,9 +214,11 @@ class ChildProcess:
 
         The group is signalled even when its leader is already dead: Triton's python-backend stubs
         outlive a killed Triton, ignore SIGTERM and hold a /dev/shm segment each. Segments under
-        ``shm_prefix`` are removed last, since a process killed with SIGKILL cannot unlink its own.
+        ``shm_prefix`` are removed last, since a process killed with SIGKILL cannot unlink its own, and
+        so are the model copies the group's processes were using.
         """
         pgid = self.process.pid
+        self.note_model_copies()
         for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
             if not group_members(pgid):
                 break
@@ -201,6 +229,8 @@ class ChildProcess:
                 self.process.poll()  # reap the leader, or it stays a member as a zombie
                 time.sleep(0.05)
         self.process.poll()
+        for folder in self.model_copies:
+            shutil.rmtree(folder, ignore_errors=True)
         if self.shm_prefix:
             for segment in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
                 segment.unlink(missing_ok=True)
@@ -582,6 +612,7 @@ class LocalRuntime:
                         self._load_failure(triton, f"{triton.name} {_signal_name(triton.process.returncode)}")
                     )
                 if client.is_ready() and all(client.is_ready(m.name) for m in self.models):
+                    triton.note_model_copies()
                     self._say(f"{triton.name} ready after {time.monotonic() - start:.1f} s")
                     return
                 elapsed = time.monotonic() - start
@@ -617,8 +648,10 @@ class LocalRuntime:
         for position, child in enumerate(self.children):
             state = self._supervised.get(child.name)
             if child.alive():
-                if state is not None and state.restarts and now - state.started > _STABLE_AFTER_S:
-                    state.restarts = 0
+                if state is not None:  # a restarted replica's copies are known once its models load
+                    child.note_model_copies()
+                    if state.restarts and now - state.started > _STABLE_AFTER_S:
+                        state.restarts = 0
                 continue
             if state is None:
                 raise RuntimeFailure(f"{child.describe_exit()}\nstopping: nothing serves without it")

@@ -31,6 +31,7 @@ from inferstack.serving.local import (
     build_demo_repository,
     compare,
     group_members,
+    temp_dirs,
 )
 from tests.conftest import require_tool
 
@@ -146,11 +147,13 @@ def test_stop_cleans_up_after_a_killed_leader(tmp_path: Path) -> None:
         triton.process.wait(timeout=10)
         orphans = group_members(triton.process.pid)
         segments = list(Path("/dev/shm").glob(f"{triton.shm_prefix}*"))
-        assert orphans and segments, "the python-backend stubs should outlive a SIGKILLed Triton"
+        copies = temp_dirs(triton.process.pid)
+        assert orphans and segments and copies, "the python-backend stubs should outlive a SIGKILLed Triton"
     finally:
         runtime.stop()
     assert group_members(triton.process.pid) == []
     assert list(Path("/dev/shm").glob(f"{triton.shm_prefix}*")) == []
+    assert not any(folder.exists() for folder in copies), copies
     assert work_dir is not None and not work_dir.exists()
 
 
