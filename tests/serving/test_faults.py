@@ -31,7 +31,6 @@ from inferstack.serving.local import (
     build_demo_repository,
     compare,
     group_members,
-    temp_dirs,
 )
 from tests.conftest import require_tool
 
@@ -145,10 +144,11 @@ def test_stop_cleans_up_after_a_killed_leader(tmp_path: Path) -> None:
         work_dir = runtime.work_dir
         os.kill(triton.process.pid, signal.SIGKILL)
         triton.process.wait(timeout=10)
-        orphans = group_members(triton.process.pid)
-        segments = list(Path("/dev/shm").glob(f"{triton.shm_prefix}*"))
-        copies = temp_dirs(triton.process.pid)
-        assert orphans and segments and copies, "the python-backend stubs should outlive a SIGKILLed Triton"
+        # What the old stop() left: the stubs (in Triton's group), whose segments and model copy
+        # stay while they run. Whether a stub unlinks its segment before it is killed is a race.
+        assert group_members(triton.process.pid), "the python-backend stubs should outlive a SIGKILLed Triton"
+        copies = set(triton.model_copies)
+        assert copies and all(folder.exists() for folder in copies)
     finally:
         runtime.stop()
     assert group_members(triton.process.pid) == []
