@@ -687,7 +687,8 @@ class LocalRuntime:
                 )
                 continue
             for protocol in protocols:
-                url = self.http_url if protocol == "http" else self.grpc_url
+                # Through what users reach: the gateway, and the balancer's gRPC where there is one.
+                url = self.front_url if protocol == "http" else self.balanced_grpc_url or self.grpc_url
                 with TritonClient(url, protocol=protocol, timeout_s=30.0) as client:
                     start = time.perf_counter()
                     try:

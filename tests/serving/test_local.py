@@ -128,8 +128,8 @@ def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) 
         runtime.start()
     assert time.monotonic() - start < 60
     message = str(caught.value)
-    assert "demo" in message and str(tmp_path / "work" / "triton.log") in message
-    assert "PytorchStreamReader" in (tmp_path / "work" / "triton.log").read_text()
+    assert "demo" in message and str(tmp_path / "work" / "triton-0.log") in message
+    assert "PytorchStreamReader" in (tmp_path / "work" / "triton-0.log").read_text()
     assert "failed to load" in message.lower() or "error" in message.lower()
     assert running_children() <= before
 
