@@ -29,6 +29,7 @@ from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.monitoring import prometheus_url
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.fields import check_field_types
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.model_store import ModelStore, check_prefix
 from inferstack.infra.nodegroups import (
@@ -207,6 +208,7 @@ def _validate_source(source: ModelSource) -> None:
 
 def validate(name: str, args: TritonModelServiceArgs) -> None:
     """Every check, before any resource is registered."""
+    check_field_types(args)
     if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _RFC1035_LABEL.match(name):
         raise InvalidInput(
             "name",

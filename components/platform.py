@@ -112,26 +112,66 @@ def check_platform_name(name: str, zones: Sequence[str]) -> None:
         check_derived_name(field, name, suffix=f"-nodes-gpu-spot-{zone}-ng", limit=EKS_NODEGROUP_NAME_MAX)
 
 
+# A component's field (prefix) -> the stack key it comes from: errors name what the user wrote.
+_STACK_KEYS: tuple[tuple[str, str], ...] = (
+    ("name", "cluster.name"),
+    ("version", "cluster.kubernetesVersion"),
+    ("public_access_cidrs", "cluster.publicAccessCidrs"),
+    ("admin_principal_arns", "cluster.adminPrincipalArns"),
+    ("vpc_cidr", "network.vpcCidr"),
+    ("private_prefix", "network.vpcCidr"),  # too small a VPC for the subnets
+    ("public_prefix", "network.vpcCidr"),
+    ("zones", "network.zones"),
+    ("nat", "network.nat"),
+    ("system.instance_types", "nodes.systemInstanceTypes"),
+    ("gpu_spot.instance_types", "gpu.spotInstanceTypes"),
+    ("gpu_spot.max_size", "gpu.spotMaxPerZone"),
+    ("gpu.instance_types", "gpu.instanceType"),
+    ("gpu.max_size", "gpu.maxPerZone"),
+    ("instance_type", "gpu.instanceType"),
+    ("min_surviving_gpu_share", "gpu.minSurvivingShare"),
+    ("plans", "gpu.minSurvivingShare"),
+)
+
+
+def stack_key(field: str) -> str:
+    """The stack config key a component's field comes from, in Pulumi's spelling."""
+    for prefix, key in _STACK_KEYS:
+        if field == prefix or field.startswith((f"{prefix}[", f"{prefix}.")):
+            rest = field[len(prefix) :]
+            return f"{KEY}:{key}{rest if rest.startswith('[') else ''}"
+    for plan in ("gpu-spot-", "gpu-"):  # a per-zone node group's own field
+        if field.startswith(plan):
+            return f"{KEY}:gpu.{'spotInstanceTypes' if plan == 'gpu-spot-' else 'instanceType'}"
+    return f"{KEY}:{field}"
+
+
 def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> None:
     """Everything the components would check, for the whole platform, before anything is registered.
 
     Subnet ids, role ARNs and bucket URIs exist only once resources do; the checks get stand-ins of
-    the right shape (one private subnet per zone, an IRSA role), which is all they look at.
+    the right shape (one private subnet per zone, an IRSA role), which is all they look at. A
+    component's error is renamed to the stack key the value came from.
     """
     check_reachable(config)
-    plan_subnets(config.network.vpc_cidr, zones, private_prefix=19, public_prefix=24)
-    nat_zones(zones, config.network.nat)
-    validate_cluster_args(
-        cluster_name,
-        ClusterArgs(
-            subnet_ids=[f"private-{zone}" for zone in zones],
-            version=config.cluster.kubernetes_version,
-            admin_principal_arns=config.cluster.admin_principal_arns,
-            public_access_cidrs=config.cluster.public_access_cidrs,
-        ),
-    )
-    gpu_groups = [p for p in node_plans(config, zones) if p.gpus_per_node]
-    check_zone_loss(gpu_groups, config.gpu.min_surviving_share)
+    try:
+        plan_subnets(config.network.vpc_cidr, zones, private_prefix=19, public_prefix=24)
+        nat_zones(zones, config.network.nat)
+        validate_cluster_args(
+            cluster_name,
+            ClusterArgs(
+                subnet_ids=[f"private-{zone}" for zone in zones],
+                version=config.cluster.kubernetes_version,
+                admin_principal_arns=config.cluster.admin_principal_arns,
+                public_access_cidrs=config.cluster.public_access_cidrs,
+            ),
+        )
+        gpu_groups = [p for p in node_plans(config, zones) if p.gpus_per_node]
+        check_zone_loss(gpu_groups, config.gpu.min_surviving_share)
+    except InvalidInput as error:
+        if error.field.startswith((f"{KEY}:", "aws:")):
+            raise
+        raise InvalidInput(stack_key(error.field), error.value, error.allowed) from None
     names = [s.name for s in config.services]
     if len(set(names)) != len(names):
         raise InvalidInput(f"{KEY}:services", names, "unique service names")

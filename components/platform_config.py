@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pulumi.runtime
 import pulumi.runtime.config
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
@@ -29,6 +29,17 @@ NAMESPACE = "inferstack"
 Environment = Literal["dev", "staging", "prod"]
 Nat = Literal["per_zone", "single", "none"]
 Placement = Literal["on-demand", "spot", "spot-with-fallback"]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # A YAML `true` is an int to pydantic's lax mode; in a stack file it is a mistake.
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Float = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 class _Section(BaseModel):
@@ -50,7 +61,7 @@ class ClusterConfig(_Section):
 
 class NetworkConfig(_Section):
     vpc_cidr: str = Field("10.0.0.0/16", description="the VPC's IPv4 range, /16 to /24")
-    zones: int | tuple[str, ...] = Field(
+    zones: Int | tuple[str, ...] = Field(
         3, description="how many zones (the first usable ones), or a list of zone names"
     )
     nat: Nat = Field("per_zone", description="NAT gateways: per_zone, single (dev) or none")
@@ -64,36 +75,36 @@ class NodesConfig(_Section):
 
 class GpuConfig(_Section):
     instance_type: str = Field("g5.xlarge", description="on-demand GPU instance type, one group per zone")
-    max_per_zone: int = Field(4, ge=1, description="on-demand GPU nodes per zone at most")
+    max_per_zone: Int = Field(4, ge=1, description="on-demand GPU nodes per zone at most")
     spot_instance_types: tuple[str, ...] = Field(
         ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"), description="spot GPU types: same GPU count and shape"
     )
-    spot_max_per_zone: int = Field(6, ge=1, description="spot GPU nodes per zone at most")
-    min_surviving_share: float = Field(
+    spot_max_per_zone: Int = Field(6, ge=1, description="spot GPU nodes per zone at most")
+    min_surviving_share: Float = Field(
         0.5, ge=0, lt=1, description="share of GPU capacity that must survive losing any one zone"
     )
 
 
 class CanaryConfig(_Section):
     model: str = Field(description="which of the service's models runs a canary")
-    stable_version: int = Field(ge=1, description="the version most requests go to")
-    canary_version: int = Field(ge=1, description="the version under trial")
-    weight_percent: float = Field(5.0, ge=0, le=100, description="share of requests the canary answers")
-    mirror_percent: float = Field(0.0, ge=0, le=100, description="share of stable requests mirrored")
-    failure_ratio_margin: float = Field(0.01, ge=0, description="alert: failure ratio over stable's by")
-    p99_margin_ms: float = Field(25.0, ge=0, description="alert: canary p99 above stable's by (ms)")
+    stable_version: Int = Field(ge=1, description="the version most requests go to")
+    canary_version: Int = Field(ge=1, description="the version under trial")
+    weight_percent: Float = Field(5.0, ge=0, le=100, description="share of requests the canary answers")
+    mirror_percent: Float = Field(0.0, ge=0, le=100, description="share of stable requests mirrored")
+    failure_ratio_margin: Float = Field(0.01, ge=0, description="alert: failure ratio over stable's by")
+    p99_margin_ms: Float = Field(25.0, ge=0, description="alert: canary p99 above stable's by (ms)")
 
 
 class ServiceConfig(_Section):
     name: str = Field(description="service name: Kubernetes namespace, Services, IAM role")
     models: tuple[str, ...] = Field(description="Triton model names to load (a list, even of one)")
     prefix: str = Field(description="the service's folder in the model bucket")
-    min_replicas: int = Field(3, ge=1, description="replicas at least (prod: one more than a zone holds)")
-    max_replicas: int = Field(12, ge=1, description="replicas at most")
+    min_replicas: Int = Field(3, ge=1, description="replicas at least (prod: one more than a zone holds)")
+    max_replicas: Int = Field(12, ge=1, description="replicas at most")
     placement: Placement = Field("spot-with-fallback", description="on-demand, spot or spot-with-fallback")
-    queue_time_target_ms: float = Field(50.0, gt=0, description="KEDA target: average queue time per request")
-    pending_requests_per_replica: float = Field(16.0, gt=0, description="KEDA target: pending requests")
-    gpu_utilization_target: float | None = Field(
+    queue_time_target_ms: Float = Field(50.0, gt=0, description="KEDA target: average queue time per request")
+    pending_requests_per_replica: Float = Field(16.0, gt=0, description="KEDA target: pending requests")
+    gpu_utilization_target: Float | None = Field(
         None, gt=0, le=100, description="KEDA target: GPU utilisation percent (off when unset)"
     )
     canary: CanaryConfig | None = Field(None, description="a canary version; promote or roll back by editing")
@@ -107,9 +118,9 @@ class FailoverConfig(_Section):
     service: str = Field(description="the service whose endpoint fails over")
     zone: str = Field(description="your public Route 53 hosted zone, where the failover record goes")
     record_name: str | None = Field(None, description="the failover record; default `<service>.<zone>`")
-    ttl: int = Field(60, description="the record's TTL in seconds")
-    health_check_interval: int = Field(10, description="Route 53 health check interval: 10 or 30 s")
-    failure_threshold: int = Field(3, description="failed checks in a row before traffic moves")
+    ttl: Int = Field(60, description="the record's TTL in seconds")
+    health_check_interval: Int = Field(10, description="Route 53 health check interval: 10 or 30 s")
+    failure_threshold: Int = Field(3, description="failed checks in a row before traffic moves")
     replication_time_control: bool = Field(True, description="S3 RTC: replicas within 15 minutes")
 
 
@@ -156,11 +167,12 @@ def _walk(loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], type[BaseM
         if isinstance(part, int):
             keys.append(part)
             continue
+        if field is not None and _section_type(field.annotation) is None:
+            continue  # past a value's own key: pydantic's tag of a union member or a validator
         named = next((f for f in model.model_fields.values() if f.alias == part), None)
         if named is None:
-            if field is None or part not in str(field.annotation):
-                keys.append(part)  # an unknown key: name it as given
-            continue  # a union member's tag, such as "int" or "tuple[str, ...]"
+            keys.append(part)  # an unknown key: name it as given
+            continue
         keys.append(part)
         field = named
         model = _section_type(named.annotation) or model

@@ -19,19 +19,10 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import trust_policy
 from inferstack.infra.names import S3_BUCKET_PREFIX_MAX, check_derived_name
 
-_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+# Re-exported: the stack and TritonModelService import it from here.
+from inferstack.infra.prefixes import check_prefix as check_prefix
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def check_prefix(prefix: str) -> str:
-    if not _PREFIX.match(prefix) or ".." in prefix:
-        raise InvalidInput(
-            "prefix",
-            prefix,
-            "a key prefix like 'team/ranker': segments of letters, digits, . _ -; "
-            "no leading or trailing '/', no '..', no wildcards",
-        )
-    return prefix
 
 
 def tls_only_policy(bucket_arn: str) -> str:

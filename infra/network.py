@@ -125,7 +125,10 @@ def choose_zones(
         if len(usable) < wanted:
             raise InvalidInput(field, wanted, f"at most the {len(usable)} usable zones here ({why})")
         return usable[:wanted]
-    check_zones(wanted)
+    try:
+        check_zones(wanted)
+    except InvalidInput as error:
+        raise InvalidInput(field, error.value, error.allowed) from None
     for i, name in enumerate(wanted):
         if name not in usable:
             reason = problems.get(name, "not a zone of this region")

@@ -53,8 +53,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the local Prometheus (used by default when the prometheus binary is installed)",
     )
-    for name in ("http", "grpc", "metrics", "s3"):
-        up.add_argument(f"--{name}-port", type=int, help=f"{name} port on 127.0.0.1 (default: a free one)")
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="Triton replicas from the same S3 repository, behind HAProxy above 1 (default: 1)",
+    )
+    for name, what in (
+        ("http", "the validating HTTP front"),
+        ("grpc", "the first replica's gRPC"),
+        ("metrics", "the first replica's metrics"),
+        ("s3", "the emulated S3"),
+    ):
+        up.add_argument(f"--{name}-port", type=int, help=f"{what} on 127.0.0.1 (default: a free port)")
     up.add_argument(
         "--canary",
         nargs="?",
@@ -110,6 +121,16 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("repository", type=Path)
     publish.add_argument("destination", metavar="s3://BUCKET/PREFIX")
     publish.add_argument("--endpoint-url", help="a non-AWS S3 endpoint, e.g. http://127.0.0.1:5000")
+    publish.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files of published versions, or their model's config without a new version",
+    )
+    verify = model_commands.add_parser(
+        "verify", help="check every published object's sha256 against its model's manifest"
+    )
+    verify.add_argument("location", metavar="s3://BUCKET/PREFIX")
+    verify.add_argument("--endpoint-url", help="a non-AWS S3 endpoint, e.g. http://127.0.0.1:5000")
     bench = commands.add_parser(
         "bench", help="concurrency sweep: a candidate model against a baseline, side by side"
     )
@@ -238,7 +259,9 @@ def _local_up(args: argparse.Namespace) -> int:
             repository = build_demo_repository(Path(scratch) / "repository")
         # Checked before anything starts: both versions must be ones the repository has Triton serve.
         canary_model = None if release is None else _canary_model(read_repository(repository), release)
-        runtime = LocalRuntime(repository, work_dir=args.work_dir, ports=ports, progress=say)
+        runtime = LocalRuntime(
+            repository, work_dir=args.work_dir, ports=ports, progress=say, replicas=args.replicas
+        )
         with contextlib.ExitStack() as running:
             running.enter_context(runtime)
             prometheus = None if args.no_prometheus else _local_prometheus(runtime, say)
@@ -251,9 +274,12 @@ def _local_up(args: argparse.Namespace) -> int:
             summary: dict[str, Any] = {
                 "ok": ok,
                 "endpoints": {
-                    "http": runtime.http_url,
-                    "grpc": runtime.grpc_url,
-                    "metrics": runtime.metrics_url,
+                    "http": runtime.front_url,
+                    "grpc": runtime.balanced_grpc_url or runtime.grpc_url,
+                    **{
+                        f"triton-{i} http (unchecked)": url for i, url in enumerate(runtime.replica_http_urls)
+                    },
+                    **{f"triton-{i} metrics": url for i, url in enumerate(runtime.replica_metrics_urls)},
                     "s3": runtime.s3_endpoint,
                     "model_repository": runtime.model_repository_uri,
                 },
@@ -269,6 +295,7 @@ def _local_up(args: argparse.Namespace) -> int:
             if prometheus is not None:
                 summary["endpoints"]["prometheus"] = prometheus.url
                 summary["metrics"] = _evaluate_queries(prometheus, [m.name for m in runtime.models])
+                summary["scraped"] = sorted(r["metric"]["pod"] for r in prometheus.query("up == 1"))
                 if release is not None:
                     summary["canary"]["promql"] = _evaluate_canary_queries(prometheus, release)
             if args.json:
@@ -314,10 +341,9 @@ def _local_up(args: argparse.Namespace) -> int:
             if args.once or not ok:
                 return 0 if ok else 1
             say("serving; press Ctrl-C to stop")
-            while all(child.alive() for child in runtime.children):
+            while True:  # a dead replica is restarted; anything worse raises RuntimeFailure, naming it
+                runtime.supervise()
                 time.sleep(0.5)
-            say("a child process exited; stopping")
-            return 1
 
 
 def _canary_release(args: argparse.Namespace) -> CanaryRelease:
@@ -445,8 +471,14 @@ def _local_prometheus(runtime: LocalRuntime, say: Callable[[str], None]) -> Loca
     if shutil.which("prometheus") is None:
         say("prometheus not installed: skipping the PromQL check (bash .ci/bootstrap installs it)")
         return None
-    labels = {"namespace": LOCAL_NAMESPACE, "service": "local", "pod": "local-0"}
-    return LocalPrometheus([ScrapeTarget("triton", runtime.metrics_url, labels)])
+    return LocalPrometheus(
+        [
+            ScrapeTarget(
+                f"triton-{i}", url, {"namespace": LOCAL_NAMESPACE, "service": "local", "pod": f"local-{i}"}
+            )
+            for i, url in enumerate(runtime.replica_metrics_urls)
+        ]
+    )
 
 
 def _evaluate_queries(prometheus: LocalPrometheus, models: list[str]) -> dict[str, dict[str, float]]:
@@ -514,26 +546,66 @@ def _models_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _s3_client(endpoint_url: str | None) -> Any:
+    """An S3 client whose every call gives up within seconds: a hung endpoint is reported, not waited on."""
+    import boto3
+    from botocore.config import Config
+
+    if endpoint_url is not None:
+        url = urlsplit(endpoint_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise InvalidInput("--endpoint-url", endpoint_url, "an http(s)://HOST[:PORT] URL")
+    config = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _s3_failed(what: str, error: Exception) -> int:
+    print(f"inferstack: {what} failed: {error}", file=sys.stderr)
+    for note in getattr(error, "__notes__", []):
+        print(f"inferstack: {note}", file=sys.stderr)
+    return 1
+
+
 def _models_publish(args: argparse.Namespace) -> int:
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from inferstack.serving.publish import publish_repository
+    from inferstack.serving.publish import parse_s3_uri, publish_repository
 
-    if args.endpoint_url is not None:
-        url = urlsplit(args.endpoint_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise InvalidInput("--endpoint-url", args.endpoint_url, "an http(s)://HOST[:PORT] URL")
+    location = parse_s3_uri(args.destination)
+    s3 = _s3_client(args.endpoint_url)
+    print(f"publishing {args.repository} to {location.uri} ({args.endpoint_url or 'AWS S3'})", flush=True)
     try:
         report = publish_repository(
-            args.repository, args.destination, endpoint_url=args.endpoint_url, progress=print
+            args.repository,
+            location,
+            s3=s3,
+            progress=lambda line: print(line, flush=True),
+            overwrite=args.overwrite,
         )
     # RuntimeError: an object read back with a sha256 other than the file's.
     except (Boto3Error, BotoCoreError, ClientError, RuntimeError) as error:
-        print(f"inferstack: publishing to {args.destination} failed: {error}", file=sys.stderr)
-        return 1
+        return _s3_failed(f"publishing to {location.uri}", error)
     print(f"{report.location.uri}: {len(report.uploaded)} uploaded, {len(report.skipped)} unchanged")
     return 0
+
+
+def _models_verify(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from inferstack.serving.publish import parse_s3_uri, verify_published
+
+    location = parse_s3_uri(args.location, field="location")
+    s3 = _s3_client(args.endpoint_url)
+    print(f"verifying {location.uri} against its manifests ({args.endpoint_url or 'AWS S3'})", flush=True)
+    try:
+        problems = verify_published(location, s3=s3)
+    except (BotoCoreError, ClientError, ValueError) as error:
+        return _s3_failed(f"verifying {location.uri}", error)
+    for problem in problems:
+        print(f"  {problem}")
+    print(f"{location.uri}: " + (f"{len(problems)} problem(s)" if problems else "every object matches"))
+    return 1 if problems else 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -735,6 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("local", "up"): _local_up,
         ("models", "build"): _models_build,
         ("models", "publish"): _models_publish,
+        ("models", "verify"): _models_verify,
         ("policy", "check"): _policy_check,
         ("plan", None): _plan,
         ("bench", None): _bench,

@@ -1,9 +1,15 @@
 """A small typed client for Triton over HTTP or gRPC.
 
-Every call has a timeout. Given several endpoints (the replicas behind a headless Service, say), a
-call that cannot reach one endpoint moves on to the next, and later calls start at the endpoint that
-last answered, so a dead replica costs one timeout, not one per call. An answer from the server that
-says the request itself is wrong is raised at once, since another replica would say the same.
+Every call has a timeout. Given several endpoints (the replicas behind a headless Service, say),
+calls go round those that are up, and a call that cannot reach one endpoint moves on to the next.
+An endpoint that failed or timed out is marked down and tried only after the others,
+for a back-off that doubles while it keeps failing (up to ``MAX_DOWN_S``), so a dead or hung replica
+costs one timeout now and then, not one per call. Every transport error is wrapped and retried on
+the next endpoint; an answer from the server that says the request itself is wrong is raised at
+once, since another replica would say the same.
+
+``infer`` is one round trip: the model's config is read once per model (output names, and the
+limits every request is checked against before it is sent; see ``limits.py``).
 
 An HTTP client belongs to the thread that first used it (tritonclient.http runs on gevent): use one
 ``TritonClient`` per thread.
@@ -11,14 +17,23 @@ An HTTP client belongs to the thread that first used it (tritonclient.http runs 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.serving.limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    ModelLimits,
+    check_request,
+    limits_from_config,
+)
 
 Array = npt.NDArray[Any]
 
@@ -26,6 +41,13 @@ Protocol = Literal["http", "grpc"]
 # Statuses that say "this endpoint cannot serve now" (down, overloaded, too slow), not "bad request":
 # another replica may well answer. gRPC reports a refused connection as UNAVAILABLE too.
 _UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503")
+FIRST_DOWN_S = 2.0
+MAX_DOWN_S = 30.0
+PROBE_TIMEOUT_S = 0.5  # a readiness check, before a down endpoint gets real requests again
+# Which endpoints are down, shared by every client in the process: one thread's timeout spares the
+# others theirs. endpoint -> (down until, last back-off).
+_DOWN: dict[str, tuple[float, float]] = {}
+_DOWN_LOCK = threading.Lock()
 
 
 class TritonUnavailable(RuntimeError):
@@ -40,31 +62,69 @@ class _NotReady(Exception):
     """An endpoint answered a readiness check with "not yet": ask the next one."""
 
 
-def _strip_scheme(url: str) -> str:
-    for scheme in ("http://", "https://", "grpc://"):
-        url = url.removeprefix(scheme)
-    return url.rstrip("/")
+def parse_endpoint(url: object, *, field: str = "urls") -> str:
+    """``host:port``, ``http://host:port`` or ``grpc://host:port`` -> ``host:port``, or InvalidInput."""
+    allowed = "HOST:PORT, http://HOST:PORT or grpc://HOST:PORT (port 1-65535, no path)"
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput(field, url, allowed)
+    parsed = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise InvalidInput(field, url, allowed) from None
+    if (
+        parsed.scheme not in ("http", "grpc")
+        or not parsed.hostname
+        or not port  # None (absent) or 0
+        or parsed.path.strip("/")
+        or parsed.query
+        or parsed.username
+    ):
+        raise InvalidInput(field, url, allowed)
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{host}:{port}"
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Refused, reset or timed-out connections (OSError, gevent's Timeout), peers that close the
+    connection or do not speak HTTP (geventhttpclient's HTTPConnectionClosed and parse errors are
+    HTTPExceptions)."""
+    from http.client import HTTPException
+
+    from gevent import Timeout as GeventTimeout  # type: ignore[import-untyped]
+
+    errors: tuple[type[BaseException], ...] = (OSError, HTTPException, GeventTimeout)
+    return errors
 
 
 class TritonClient:
     """Triton's HTTP or gRPC API, over one or more endpoints, with a timeout on every call."""
 
     def __init__(
-        self, urls: str | Sequence[str], *, protocol: Protocol = "http", timeout_s: float = 10.0
+        self,
+        urls: str | Sequence[str],
+        *,
+        protocol: Protocol = "http",
+        timeout_s: float = 10.0,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         endpoints = [urls] if isinstance(urls, str) else list(urls)
         if not endpoints:
             raise InvalidInput("urls", endpoints, "one or more host:port endpoints")
         if protocol not in ("http", "grpc"):
             raise InvalidInput("protocol", protocol, "http or grpc")
-        if timeout_s <= 0:
-            raise InvalidInput("timeout_s", timeout_s, "a number of seconds > 0")
-        self.endpoints = [_strip_scheme(u) for u in endpoints]
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s <= 600:
+            raise InvalidInput("timeout_s", timeout_s, "a number of seconds > 0 and <= 600")
+        self.endpoints = [parse_endpoint(u) for u in endpoints]
         self.protocol = protocol
-        self.timeout_s = timeout_s
+        self.timeout_s = float(timeout_s)
+        self.max_request_bytes = max_request_bytes
         self._clients: dict[str, Any] = {}
-        self._first = 0  # index of the endpoint that answered last
-        self._outputs: dict[str, list[str]] = {}  # output names per model, read once from its metadata
+        self._first = 0  # index of the endpoint the next call starts at
+        self._down = _DOWN
+        self._probes: dict[str, Any] = {}  # short-timeout HTTP clients for readiness probes
+        self._models: dict[str, tuple[list[str], ModelLimits]] = {}  # outputs and limits, from the config
+        self.retries = 0  # calls that moved on to another endpoint after a transport failure
 
     def _client(self, endpoint: str) -> Any:
         if endpoint not in self._clients:
@@ -80,29 +140,77 @@ class TritonClient:
                 self._clients[endpoint] = grpcclient.InferenceServerClient(endpoint)
         return self._clients[endpoint]
 
-    def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
-        """Run ``call`` against each endpoint in turn, starting at the last one that answered."""
-        from http.client import HTTPException
+    def _order(self) -> list[str]:
+        """Endpoints up, from the next in turn; then those down, soonest back first.
 
+        An endpoint whose back-off is over must first pass a quick readiness probe: a hung replica
+        then costs ``PROBE_TIMEOUT_S`` now and then instead of a whole call timeout.
+        """
+        now = time.monotonic()
+        count = len(self.endpoints)
+        rotated = [self.endpoints[(self._first + step) % count] for step in range(count)]
+        up = [e for e in rotated if e not in self._down or (self._down[e][0] <= now and self._probe(e))]
+        down = sorted((e for e in rotated if e not in up), key=lambda e: self._down.get(e, (now, 0.0))[0])
+        return up + down
+
+    def _probe(self, endpoint: str) -> bool:
         from tritonclient.utils import InferenceServerException
 
+        unreachable = (*_transport_errors(), InferenceServerException)
+        try:
+            if self.protocol == "grpc":
+                ready = self._client(endpoint).is_server_ready(client_timeout=PROBE_TIMEOUT_S)
+            else:
+                if endpoint not in self._probes:
+                    import tritonclient.http as httpclient
+
+                    self._probes[endpoint] = httpclient.InferenceServerClient(
+                        endpoint, connection_timeout=PROBE_TIMEOUT_S, network_timeout=PROBE_TIMEOUT_S
+                    )
+                ready = self._probes[endpoint].is_server_ready()
+        except unreachable:
+            ready = False
+        if ready:
+            self._down.pop(endpoint, None)
+        else:
+            self._mark_down(endpoint)
+        return bool(ready)
+
+    def _mark_down(self, endpoint: str) -> None:
+        with _DOWN_LOCK:
+            _, last = self._down.get(endpoint, (0.0, 0.0))
+            backoff = min(MAX_DOWN_S, last * 2) if last else FIRST_DOWN_S
+            self._down[endpoint] = (time.monotonic() + backoff, backoff)
+        # A connection that failed mid-call may be half-used: the next call gets a fresh one.
+        for clients in (self._clients, self._probes):
+            client = clients.pop(endpoint, None)
+            if client is not None:
+                with contextlib.suppress(Exception):  # closing a broken connection may fail too
+                    client.close()
+
+    def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
+        """Run ``call`` against each endpoint in turn: those up first; the next call starts one further."""
+        from tritonclient.utils import InferenceServerException
+
+        retryable: tuple[type[BaseException], ...] = (*_transport_errors(), _NotReady)
         failures = []
-        count = len(self.endpoints)
-        for index in (self._first + step for step in range(count)):
-            endpoint = self.endpoints[index % count]
+        for attempt, endpoint in enumerate(self._order()):
+            if attempt:
+                self.retries += 1
             try:
                 result = call(self._client(endpoint))
             except InferenceServerException as error:
                 if str(error.status()) not in _UNREACHABLE_STATUS:
                     raise TritonRequestError(f"{what} at {endpoint}: {error.message()}") from None
                 failures.append(f"{endpoint}: {error.message()}")
+                self._mark_down(endpoint)
                 continue
-            # Refused, reset or timed-out connections (OSError), peers that close the connection or do
-            # not speak HTTP (geventhttpclient's parse errors are HTTPExceptions), replicas not ready.
-            except (OSError, HTTPException, _NotReady) as error:
+            except retryable as error:
                 failures.append(f"{endpoint}: {type(error).__name__}: {error}")
+                self._mark_down(endpoint)
                 continue
-            self._first = index % count
+            self._first = (self.endpoints.index(endpoint) + 1) % len(self.endpoints)
+            self._down.pop(endpoint, None)
             return result
         raise TritonUnavailable(f"{what}: no endpoint answered ({'; '.join(failures)})")
 
@@ -171,6 +279,16 @@ class TritonClient:
         config: dict[str, Any] = self._call(f"config of {model}", call)
         return config
 
+    def _model(self, model: str) -> tuple[list[str], ModelLimits]:
+        if model not in self._models:
+            config = self.model_config(model)
+            outputs = [str(o["name"]) for o in config.get("output", [])]
+            self._models[model] = (
+                outputs,
+                limits_from_config(config, max_request_bytes=self.max_request_bytes),
+            )
+        return self._models[model]
+
     def infer(
         self,
         model: str,
@@ -187,8 +305,9 @@ class TritonClient:
         W3C ``traceparent`` (`inferstack.serving.tracing.traceparent`) that makes Triton's spans part
         of the caller's trace.
 
-        The output names come from the model's metadata, read on the first call for that model only,
-        so a steady stream of requests costs one round trip each.
+        The request is checked against the model's config before it is sent (InvalidInput names
+        the input, the shape and what the config allows); the config is read on the first call
+        for a model only, so a steady stream of requests costs one round trip each.
         """
         from tritonclient.utils import np_to_triton_dtype
 
@@ -197,18 +316,19 @@ class TritonClient:
         else:
             import tritonclient.grpc as api
 
-        if model not in self._outputs:
-            self._outputs[model] = [o["name"] for o in self.model_metadata(model)["outputs"]]
-        outputs = self._outputs[model]
+        outputs, limits = self._model(model)
+        datatypes = {name: np_to_triton_dtype(array.dtype) for name, array in inputs.items()}
+        check_request(limits, {name: (datatypes[name], list(a.shape)) for name, a in inputs.items()})
+        arrays = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
 
         def call(client: Any) -> dict[str, Array]:
             request = []
-            for name, array in inputs.items():
-                tensor = api.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-                tensor.set_data_from_numpy(np.ascontiguousarray(array))
+            for name, array in arrays.items():
+                tensor = api.InferInput(name, list(array.shape), datatypes[name])
+                tensor.set_data_from_numpy(array)
                 request.append(tensor)
             wanted = [api.InferRequestedOutput(name) for name in outputs]
-            kwargs: dict[str, Any] = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+            kwargs = self._kwargs()
             if version is not None:
                 kwargs["model_version"] = str(version)
             result = client.infer(
@@ -220,9 +340,10 @@ class TritonClient:
         return answer
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        for clients in (self._clients, self._probes):
+            for client in clients.values():
+                client.close()
+            clients.clear()
 
     def __enter__(self) -> TritonClient:
         return self

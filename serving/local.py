@@ -12,9 +12,11 @@ a thread that outlives it (the main thread, typically).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,14 +24,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.prefixes import check_prefix
 from inferstack.serving.answers import compare
+from inferstack.serving.balancer import Replica, find_haproxy, haproxy_config
 from inferstack.serving.client import Protocol, TritonClient
+from inferstack.serving.limits import DEFAULT_MAX_REQUEST_BYTES, limits_from_config, write_limits
 from inferstack.serving.precision import served_tolerance
 from inferstack.serving.repository import RepositoryModel, generate_inputs, read_repository, run_reference
 
@@ -44,6 +50,7 @@ _DUMMY_AWS = {
 }
 SMOKE_TOLERANCE = 1e-5  # max |Triton - PyTorch| over float outputs; integers and booleans must match
 _LOAD_FAILURE_MARKERS = ("failed to load", "error:", "exception", "traceback")
+_CRASH_MARKERS = (*_LOAD_FAILURE_MARKERS, "terminate called", "what():", "signal (")
 
 
 class RuntimeFailure(RuntimeError):
@@ -79,6 +86,13 @@ def find_triton() -> TritonInstall:
     return install
 
 
+def find_haproxy_or_fail() -> str:
+    try:
+        return find_haproxy()
+    except FileNotFoundError as error:
+        raise RuntimeFailure(str(error)) from None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -87,8 +101,13 @@ def free_port() -> int:
 
 
 def check_port(port: int, *, field: str) -> int:
-    """A user-chosen port must be free on 127.0.0.1 now, or we say so before starting anything."""
+    """A user-chosen port must be free on 127.0.0.1 now, or we say so before starting anything.
+
+    Bound with SO_REUSEADDR, as Triton, moto and Prometheus bind theirs: a port whose last
+    connection lingers in TIME_WAIT is free to them, so it is free here too.
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -109,11 +128,62 @@ def _death_signal() -> Callable[[], None]:
     return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``, the leader's orphans included."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+# Triton copies each model it loads from S3 into /tmp/folderXXXXXX (TMPDIR is not consulted) and
+# leaves the copy behind when it is killed; its python-backend stubs are started with a path in it.
+_TRITON_TEMP = re.compile(r"^(/tmp/folder[A-Za-z0-9]{6})/")
+
+
+def temp_dirs(pgid: int) -> set[Path]:
+    """Triton's model copies that the live members of process group ``pgid`` are using."""
+    found = set()
+    for pid in group_members(pgid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in argv:
+            match = _TRITON_TEMP.match(arg.decode(errors="replace"))
+            if match:
+                found.add(Path(match.group(1)))
+    return found
+
+
+def _signal_name(returncode: int | None) -> str:
+    if returncode is None:
+        return "running"
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
+
+
 @dataclass
 class ChildProcess:
+    """A child in its own process group; ``shm_prefix`` names the /dev/shm segments it may leave."""
+
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    shm_prefix: str = ""
+    model_copies: set[Path] = field(default_factory=set)  # seen while running: see ``temp_dirs``
+
+    def note_model_copies(self) -> None:
+        """Remember Triton's model copies now: its stubs, which name them, may be gone by ``stop()``."""
+        self.model_copies |= temp_dirs(self.process.pid)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -122,24 +192,58 @@ class ChildProcess:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return text.splitlines()[-lines:]
 
+    def describe_exit(self, lines: int = 8) -> str:
+        """Which child died, how, and its last log lines: the ones that say why first, then the tail.
+
+        A crashing Triton ends its log with a stack of addresses; the reason comes before them.
+        """
+        recent = self.tail(200)
+        why = [line for line in recent if any(m in line.lower() for m in _CRASH_MARKERS)][-lines:]
+        shown = why + [line for line in recent[-lines:] if line not in why]
+        tail = "\n".join(f"  {line}" for line in shown)
+        return (
+            f"{self.name} (pid {self.process.pid}) {_signal_name(self.process.poll())}; "
+            f"last lines of {self.log}:\n{tail}"
+        )
+
     def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM the process group, SIGKILL what is left after ``timeout_s``."""
-        if not self.alive():
-            return
+        """SIGTERM the whole process group, SIGKILL what is left after ``timeout_s``.
+
+        The group is signalled even when its leader is already dead: Triton's python-backend stubs
+        outlive a killed Triton, ignore SIGTERM and hold a /dev/shm segment each. Segments under
+        ``shm_prefix`` are removed last, since a process killed with SIGKILL cannot unlink its own, and
+        so are the model copies the group's processes were using.
+        """
+        pgid = self.process.pid
+        self.note_model_copies()
         for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+            if not group_members(pgid):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            deadline = time.monotonic() + wait
+            while group_members(pgid) and time.monotonic() < deadline:
+                self.process.poll()  # reap the leader, or it stays a member as a zombie
+                time.sleep(0.05)
+        self.process.poll()
+        for folder in self.model_copies:
+            shutil.rmtree(folder, ignore_errors=True)
+        if self.shm_prefix:
+            for segment in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+                segment.unlink(missing_ok=True)
+
+    def restarted(self) -> ChildProcess:
+        """The same command started again, with the same log (appended) and the same segment prefix."""
+        self.stop()
+        child = start_child(self.name, self.argv, log=self.log, env=self.env, append=True)
+        child.shm_prefix = self.shm_prefix
+        return child
 
 
-def start_child(name: str, argv: Sequence[str], *, log: Path, env: dict[str, str]) -> ChildProcess:
-    handle = log.open("wb")
+def start_child(
+    name: str, argv: Sequence[str], *, log: Path, env: dict[str, str], append: bool = False
+) -> ChildProcess:
+    handle = log.open("ab" if append else "wb")
     try:
         process = subprocess.Popen(
             list(argv),
@@ -152,7 +256,7 @@ def start_child(name: str, argv: Sequence[str], *, log: Path, env: dict[str, str
         )
     finally:
         handle.close()
-    return ChildProcess(name, process, log)
+    return ChildProcess(name, process, log, tuple(argv), env)
 
 
 @dataclass(frozen=True)
@@ -186,11 +290,30 @@ class SmokeResult:
     error: str = ""
 
 
+MAX_REPLICAS = 8  # two cores here; each replica is a whole Triton
+_RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)  # like the kubelet's CrashLoopBackOff, bounded
+_STABLE_AFTER_S = 60.0  # a replica that ran this long without dying starts its backoff afresh
+
+
+@dataclass
+class _Supervised:
+    """Restart bookkeeping of one Triton replica."""
+
+    restarts: int = 0
+    due: float | None = None  # when the pending restart may run
+    started: float = 0.0
+
+
 @dataclass
 class LocalRuntime:
     """moto S3 + real Triton on loopback, serving ``repository`` (a local model repository folder).
 
-    Use as a context manager: ``with LocalRuntime(repo) as runtime: ...``.
+    ``replicas`` Tritons load the same S3 repository; above one, HAProxy balances them. In front of
+    it all, the gateway (``front_url``) refuses requests that do not fit the models' configs.
+    ``http_url``/``grpc_url``/``metrics_url`` are the first replica's own endpoints.
+
+    Use as a context manager: ``with LocalRuntime(repo) as runtime: ...``; call ``supervise()``
+    from the starting thread while serving, to restart dead replicas and hear about it.
     """
 
     repository: Path
@@ -201,6 +324,8 @@ class LocalRuntime:
     startup_timeout_s: float = 180.0
     progress: Callable[[str], None] | None = None
     triton_args: Sequence[str] = ()  # more server flags: tracing, logging
+    replicas: int = 1
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
     models: list[RepositoryModel] = field(default_factory=list, init=False)
     children: list[ChildProcess] = field(default_factory=list, init=False)
@@ -209,7 +334,25 @@ class LocalRuntime:
     http_url: str = field(default="", init=False)
     grpc_url: str = field(default="", init=False)
     metrics_url: str = field(default="", init=False)
+    front_url: str = field(default="", init=False)
+    balanced_http_url: str = field(default="", init=False)
+    balanced_grpc_url: str = field(default="", init=False)
+    balancer_stats_url: str = field(default="", init=False)
+    replica_http_urls: list[str] = field(default_factory=list, init=False)
+    replica_grpc_urls: list[str] = field(default_factory=list, init=False)
+    replica_metrics_urls: list[str] = field(default_factory=list, init=False)
     _owns_work_dir: bool = field(default=False, init=False)
+    _supervised: dict[str, _Supervised] = field(default_factory=dict, init=False)
+    _token: str = field(default_factory=lambda: uuid.uuid4().hex[:12], init=False)
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.replicas, bool)
+            or not isinstance(self.replicas, int)
+            or not 1 <= self.replicas <= MAX_REPLICAS
+        ):
+            raise InvalidInput("replicas", self.replicas, f"an integer from 1 to {MAX_REPLICAS}")
+        check_prefix(self.prefix)
 
     def _say(self, message: str) -> None:
         if self.progress:
@@ -219,12 +362,22 @@ class LocalRuntime:
         # Everything that can be checked is checked before the first process starts.
         self.models = read_repository(self.repository)
         triton = find_triton()
+        haproxy = find_haproxy_or_fail() if self.replicas > 1 else ""
         ports = {
             name: free_port() if value is None else check_port(value, field=f"{name}_port")
             for name, value in self.ports.items()
         }
+        # The user's http port is the gateway's; grpc and metrics are the first replica's.
+        ports["grpc-0"], ports["metrics-0"] = ports.pop("grpc"), ports.pop("metrics")
+        for index in range(self.replicas):
+            for kind in ("http", "grpc", "metrics"):
+                if f"{kind}-{index}" not in ports:
+                    ports[f"{kind}-{index}"] = free_port()
+        if self.replicas > 1:
+            ports["balanced-http"], ports["balanced-grpc"] = free_port(), free_port()
+            ports["balancer-stats"] = free_port()
         if len(set(ports.values())) != len(ports):  # a free port the kernel handed out twice
-            raise RuntimeFailure(f"could not pick four different free ports on 127.0.0.1: {ports}")
+            raise RuntimeFailure(f"could not pick {len(ports)} different free ports on 127.0.0.1: {ports}")
         if self.work_dir is None:
             self.work_dir = Path(tempfile.mkdtemp(prefix="inferstack-local-"))
             self._owns_work_dir = True
@@ -232,7 +385,14 @@ class LocalRuntime:
         try:
             self._start_s3(ports["s3"])
             self._publish()
-            self._start_triton(triton, ports)
+            backends = self._backends(triton)
+            replicas = [self._start_triton(triton, backends, ports, index) for index in range(self.replicas)]
+            for replica in replicas:
+                self._wait_ready(replica)
+            upstream = self.http_url
+            if self.replicas > 1:
+                upstream = self._start_balancer(haproxy, ports)
+            self._start_gateway(ports["http"], upstream)
         except BaseException:
             self.stop(keep_work_dir=True)  # the logs it names must still be there to read
             raise
@@ -242,6 +402,17 @@ class LocalRuntime:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(_DUMMY_AWS)
         return env
+
+    def _wait_listening(self, child: ChildProcess, port: int, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not child.alive():
+                raise RuntimeFailure(f"{child.name} exited:\n" + "\n".join(child.tail()))
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeFailure(f"{child.name} did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
 
     def _start_s3(self, port: int) -> None:
         assert self.work_dir is not None
@@ -257,18 +428,11 @@ class LocalRuntime:
         )
         self.children.append(child)
         self.s3_endpoint = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if not child.alive():
-                raise RuntimeFailure("moto server exited:\n" + "\n".join(child.tail()))
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeFailure(f"moto server did not listen on 127.0.0.1:{port} within 30 s")
+        self._wait_listening(child, port)
 
     def _s3(self) -> Any:
         import boto3
+        from botocore.config import Config
 
         env = _DUMMY_AWS
         return boto3.client(
@@ -277,10 +441,11 @@ class LocalRuntime:
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
             region_name=env["AWS_DEFAULT_REGION"],
+            config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}),
         )
 
     def _publish(self) -> None:
-        from inferstack.serving.publish import S3Location, publish_repository
+        from inferstack.serving.publish import S3Location, publish_repository, verify_published
         from inferstack.serving.repository import to_python_target
 
         assert self.work_dir is not None
@@ -288,11 +453,15 @@ class LocalRuntime:
         s3.create_bucket(Bucket=self.bucket)
         # The CPU Triton here has no libtorch backend: serve libtorch models through the python backend.
         served = to_python_target(self.repository, self.work_dir / "repository")
-        report = publish_repository(served, S3Location(self.bucket, self.prefix), s3=s3)
+        location = S3Location(self.bucket, self.prefix)
+        report = publish_repository(served, location, s3=s3)
+        problems = verify_published(location, s3=s3)
+        if problems:
+            raise RuntimeFailure(f"{location.uri} does not match its manifests: " + "; ".join(problems))
         self.model_repository_uri = f"s3://{self.s3_endpoint}/{self.bucket}/{self.prefix}"
-        self._say(f"published {len(report.uploaded)} files to s3://{self.bucket}/{self.prefix}")
+        self._say(f"published {len(report.uploaded)} files to {location.uri}, every sha256 verified")
 
-    def _start_triton(self, triton: TritonInstall, ports: dict[str, int]) -> None:
+    def _backends(self, triton: TritonInstall) -> Path:
         assert self.work_dir is not None
         backends = self.work_dir / "backends"
         if not backends.exists():
@@ -301,24 +470,36 @@ class LocalRuntime:
             shutil.copytree(triton.backends, partial, dirs_exist_ok=True)
             shutil.copy2(triton.python_stub, partial / "python" / triton.python_stub.name)
             partial.rename(backends)
+        return backends
+
+    def _start_triton(
+        self, triton: TritonInstall, backends: Path, ports: Mapping[str, int], index: int
+    ) -> ChildProcess:
+        assert self.work_dir is not None
         env = self._env()
         # The python backend's stub imports torch and numpy from the first python on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             filter(None, [str(triton.libraries), env.get("LD_LIBRARY_PATH")])
         )
+        name = f"triton-{index}"
+        # Our own prefix for the python backend's /dev/shm segments: what a killed replica leaves
+        # behind can be found and removed without touching any other Triton's on this machine.
+        shm_prefix = f"inferstack_{self._token}_{name}_"
+        http, grpc, metrics = ports[f"http-{index}"], ports[f"grpc-{index}"], ports[f"metrics-{index}"]
         argv = [
             str(triton.server),
             f"--model-repository={self.model_repository_uri}",
             f"--backend-directory={backends}",
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
             "--model-control-mode=explicit",
             *(f"--load-model={m.name}" for m in self.models),
             "--http-address=127.0.0.1",
-            f"--http-port={ports['http']}",
+            f"--http-port={http}",
             "--grpc-address=127.0.0.1",
-            f"--grpc-port={ports['grpc']}",
+            f"--grpc-port={grpc}",
             "--metrics-address=127.0.0.1",
-            f"--metrics-port={ports['metrics']}",
+            f"--metrics-port={metrics}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             # Latency quantiles per model version: what a canary's p99 is compared on.
@@ -327,35 +508,101 @@ class LocalRuntime:
             "--exit-timeout-secs=10",
             *self.triton_args,
         ]
-        self.http_url = f"http://127.0.0.1:{ports['http']}"
-        self.grpc_url = f"127.0.0.1:{ports['grpc']}"
-        self.metrics_url = f"http://127.0.0.1:{ports['metrics']}/metrics"
-        self._say(f"starting Triton from {self.model_repository_uri}")
-        child = start_child("triton", argv, log=self.work_dir / "triton.log", env=env)
+        self.replica_http_urls.append(f"http://127.0.0.1:{http}")
+        self.replica_grpc_urls.append(f"127.0.0.1:{grpc}")
+        self.replica_metrics_urls.append(f"http://127.0.0.1:{metrics}/metrics")
+        self.http_url, self.grpc_url, self.metrics_url = (
+            self.replica_http_urls[0],
+            self.replica_grpc_urls[0],
+            self.replica_metrics_urls[0],
+        )
+        self._say(f"starting {name} from {self.model_repository_uri}")
+        child = start_child(name, argv, log=self.work_dir / f"{name}.log", env=env)
+        child.shm_prefix = shm_prefix
         self.children.append(child)
-        self._wait_ready(child)
+        self._supervised[name] = _Supervised(started=time.monotonic())
+        return child
+
+    def _start_balancer(self, haproxy: str, ports: Mapping[str, int]) -> str:
+        assert self.work_dir is not None
+        replicas = [
+            Replica(f"triton-{i}", ports[f"http-{i}"], ports[f"grpc-{i}"]) for i in range(self.replicas)
+        ]
+        config = self.work_dir / "haproxy.cfg"
+        config.write_text(
+            haproxy_config(
+                replicas,
+                http_port=ports["balanced-http"],
+                grpc_port=ports["balanced-grpc"],
+                stats_port=ports["balancer-stats"],
+            )
+        )
+        self._say(f"starting HAProxy in front of {self.replicas} replicas")
+        child = start_child(
+            "haproxy",
+            [haproxy, "-W", "-db", "-f", str(config)],
+            log=self.work_dir / "haproxy.log",
+            env=self._env(),
+        )
+        self.children.append(child)
+        self._wait_listening(child, ports["balanced-http"])
+        self.balanced_http_url = f"http://127.0.0.1:{ports['balanced-http']}"
+        self.balanced_grpc_url = f"127.0.0.1:{ports['balanced-grpc']}"
+        self.balancer_stats_url = f"http://127.0.0.1:{ports['balancer-stats']}/stats;csv"
+        return self.balanced_http_url
+
+    def _start_gateway(self, port: int, upstream: str) -> None:
+        assert self.work_dir is not None
+        from google.protobuf import json_format
+
+        limits = [
+            limits_from_config(
+                json_format.MessageToDict(m.config, preserving_proto_field_name=True),
+                max_request_bytes=self.max_request_bytes,
+            )
+            for m in self.models
+        ]
+        path = write_limits(self.work_dir / "limits.json", limits)
+        argv = [
+            sys.executable,
+            "-m",
+            "inferstack.serving.gateway",
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+            "--limits",
+            str(path),
+        ]
+        child = start_child("gateway", argv, log=self.work_dir / "gateway.log", env=self._env())
+        self.children.append(child)
+        self._wait_listening(child, port)
+        self.front_url = f"http://127.0.0.1:{port}"
+        self._say(f"gateway on {self.front_url}: requests checked against the models' configs")
 
     def _wait_ready(self, triton: ChildProcess) -> None:
-        client = TritonClient(self.http_url, timeout_s=2.0)
+        url = self.replica_http_urls[int(triton.name.rsplit("-", 1)[1])]
+        client = TritonClient(url, timeout_s=2.0)
         start = time.monotonic()
         last_report = -1
         try:
             while True:
                 if not triton.alive():
                     raise RuntimeFailure(
-                        self._load_failure(triton, f"Triton exited with code {triton.process.returncode}")
+                        self._load_failure(triton, f"{triton.name} {_signal_name(triton.process.returncode)}")
                     )
                 if client.is_ready() and all(client.is_ready(m.name) for m in self.models):
-                    self._say(f"Triton ready after {time.monotonic() - start:.1f} s")
+                    triton.note_model_copies()
+                    self._say(f"{triton.name} ready after {time.monotonic() - start:.1f} s")
                     return
                 elapsed = time.monotonic() - start
                 if elapsed > self.startup_timeout_s:
                     raise RuntimeFailure(
-                        self._load_failure(triton, f"Triton not ready after {elapsed:.0f} s")
+                        self._load_failure(triton, f"{triton.name} not ready after {elapsed:.0f} s")
                     )
                 if int(elapsed) != last_report:
                     last_report = int(elapsed)
-                    self._say(f"waiting for /v2/health/ready ... {elapsed:.0f} s")
+                    self._say(f"waiting for {triton.name} /v2/health/ready ... {elapsed:.0f} s")
                 time.sleep(0.25)
         finally:
             client.close()
@@ -367,6 +614,42 @@ class LocalRuntime:
             -20:
         ]
         return f"{headline}; Triton's log ({triton.log}):\n" + "\n".join(relevant[-20:])
+
+    def supervise(self) -> list[str]:
+        """Restart dead replicas with bounded backoff; what happened, one line each.
+
+        A replica that died is named with how it died and its last log lines, its process group and
+        /dev/shm segments are cleaned up, and it is started again after 1, 2, 4, 8, 16 s (reset after a
+        minute of running). Raises RuntimeFailure when a replica keeps dying past its last restart, or
+        when another child dies: moto's objects, the balancer or the gateway are not Triton's to restore.
+        """
+        events: list[str] = []
+        now = time.monotonic()
+        for position, child in enumerate(self.children):
+            state = self._supervised.get(child.name)
+            if child.alive():
+                if state is not None:  # a restarted replica's copies are known once its models load
+                    child.note_model_copies()
+                    if state.restarts and now - state.started > _STABLE_AFTER_S:
+                        state.restarts = 0
+                continue
+            if state is None:
+                raise RuntimeFailure(f"{child.describe_exit()}\nstopping: nothing serves without it")
+            if state.due is None:
+                if state.restarts >= len(_RESTART_BACKOFF_S):
+                    raise RuntimeFailure(f"{child.describe_exit()}\ngave up after {state.restarts} restarts")
+                child.stop()  # the orphaned python-backend stubs and their segments go now
+                state.due = now + _RESTART_BACKOFF_S[state.restarts]
+                events.append(f"{child.describe_exit()}\nrestarting in {state.due - now:.0f} s")
+            elif now >= state.due:
+                self.children[position] = child.restarted()
+                state.restarts, state.due, state.started = state.restarts + 1, None, now
+                events.append(
+                    f"{child.name} restarted (restart {state.restarts} of {len(_RESTART_BACKOFF_S)})"
+                )
+        for event in events:
+            self._say(event)
+        return events
 
     def smoke(
         self, protocols: Sequence[Protocol] = ("http", "grpc"), *, tolerance: float = SMOKE_TOLERANCE
@@ -388,7 +671,8 @@ class LocalRuntime:
                 )
                 continue
             for protocol in protocols:
-                url = self.http_url if protocol == "http" else self.grpc_url
+                # Through what users reach: the gateway, and the balancer's gRPC where there is one.
+                url = self.front_url if protocol == "http" else self.balanced_grpc_url or self.grpc_url
                 with TritonClient(url, protocol=protocol, timeout_s=30.0) as client:
                     start = time.perf_counter()
                     try:
@@ -407,6 +691,9 @@ class LocalRuntime:
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
+        self.replica_http_urls.clear()
+        self.replica_grpc_urls.clear()
+        self.replica_metrics_urls.clear()
         if self._owns_work_dir and self.work_dir is not None and not keep_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 

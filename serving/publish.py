@@ -8,25 +8,40 @@ missing. A failure midway raises, leaves every previously published object as it
 objects this run added for the model it was on, so no half-uploaded version folder stays behind for
 Triton's "latest version" policy to pick.
 
-Published versions are immutable: a version file that exists remotely with other content is
-refused before anything is uploaded (publish a new version number, or pass ``overwrite=True``).
+Before anything is uploaded the repository is checked as Triton would load it: every model folder
+has a config.pbtxt that parses (its name matching the folder), every version folder is numbered from
+1 and holds the files its backend loads, and no path is a link leading out of the repository. The
+rollback of a failed run is retried for ``ROLLBACK_DEADLINE_S``, so a network blip that broke the
+upload does not also leave its debris behind.
+
+Published versions are immutable: a version file that exists remotely with other content, or a
+changed config.pbtxt that comes with no new version (it would change how the published versions
+are served), is refused before anything is uploaded (publish a new version number, or pass
+``overwrite=True``). Last, each model gets a manifest (every file's sha256) that
+``verify_published`` checks the bucket against, object by object.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.prefixes import check_prefix
 
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 _CONFIG = "config.pbtxt"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _CHUNK = 1 << 20
+MANIFEST = "inferstack-manifest.json"  # per model, beside config.pbtxt; Triton ignores other files there
+ROLLBACK_DEADLINE_S = 30.0
 
 
 class IntegrityError(RuntimeError):
@@ -62,9 +77,12 @@ def parse_s3_uri(uri: str, *, field: str = "destination") -> S3Location:
         raise InvalidInput(
             field, uri, "s3://BUCKET[/PREFIX] with a 3-63 character bucket name of a-z 0-9 . - (S3's rules)"
         )
-    prefix = prefix.strip("/")
-    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
-        raise InvalidInput(field, uri, "a prefix without empty, '.' or '..' segments")
+    prefix = prefix.removesuffix("/")
+    if prefix:
+        try:
+            check_prefix(prefix)  # the stack's own check: what is published here, a service can read
+        except InvalidInput as error:
+            raise InvalidInput(field, uri, f"s3://BUCKET[/PREFIX] with {error.allowed}") from None
     return S3Location(bucket, prefix)
 
 
@@ -86,32 +104,74 @@ def _publishable(path: Path, repository: Path) -> bool:
     )
 
 
+def _model_dirs(repository: Path) -> list[Path]:
+    return sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _links_out(repository: Path) -> list[str]:
+    """Links under ``repository`` that resolve outside it (or nowhere): never published."""
+    root = repository.resolve()
+    found = []
+    for folder, dirs, files in os.walk(repository):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            if path.is_symlink() and (not path.exists() or not path.resolve().is_relative_to(root)):
+                found.append(path.relative_to(repository).as_posix())
+    return found
+
+
+def check_repository(repository: Path) -> None:
+    """Raise InvalidInput unless Triton could load every model of ``repository`` as it stands."""
+    from inferstack.serving.repository import needed_files, parse_config
+
+    if not repository.is_dir():
+        raise InvalidInput("repository", str(repository), "an existing model repository folder")
+    outside = _links_out(repository)
+    if outside:
+        raise InvalidInput("repository", outside, "files inside the repository (no links leading out of it)")
+    models = _model_dirs(repository)
+    if not models:
+        raise InvalidInput("repository", str(repository), "a folder holding at least one model")
+    for model_dir in models:
+        config_path = model_dir / _CONFIG
+        if not config_path.is_file():
+            raise InvalidInput(
+                "repository", f"{repository}/{model_dir.name}", f"a model folder holding {_CONFIG}"
+            )
+        config = parse_config(config_path.read_text(errors="replace"), folder=model_dir.name)
+        numbered = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        if not numbered:
+            raise InvalidInput(
+                "repository",
+                f"{repository}/{model_dir.name}",
+                "model folders each holding a numbered version folder",
+            )
+        for version in numbered:
+            missing = [f for f in needed_files(config) if not (version / f).is_file()]
+            if int(version.name) < 1 or missing:
+                raise InvalidInput(
+                    f"{model_dir.name}/{version.name}",
+                    sorted(p.name for p in version.iterdir()),
+                    f"a version folder numbered from 1 holding {' and '.join(needed_files(config))}",
+                )
+
+
 def upload_order(repository: Path) -> list[str]:
     """Relative paths of the files to publish: per model, every version file first, config.pbtxt last.
 
-    Each model folder must hold a config.pbtxt and at least one numbered version folder with files:
-    anything less would publish a model Triton cannot load.
+    The repository is checked first (``check_repository``): anything less would publish a model
+    Triton cannot load.
     """
-    if not repository.is_dir():
-        raise InvalidInput("repository", str(repository), "an existing model repository folder")
+    check_repository(repository)
     ordered: list[str] = []
-    for model_dir in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for model_dir in _model_dirs(repository):
         files = [
             p.relative_to(repository).as_posix()
             for p in sorted(model_dir.rglob("*"))
             if _publishable(p, repository)
         ]
         config = f"{model_dir.name}/{_CONFIG}"
-        has_version = any(f.split("/")[1].isdigit() for f in files if f.count("/") >= 2)
-        if config not in files or not has_version:
-            raise InvalidInput(
-                "repository",
-                f"{repository}/{model_dir.name}",
-                "model folders each holding config.pbtxt and a numbered version folder of files",
-            )
         ordered += [f for f in files if f != config] + [config]
-    if not ordered:
-        raise InvalidInput("repository", str(repository), "a folder holding at least one model")
     return ordered
 
 
@@ -141,32 +201,89 @@ def _check_bucket(s3: Any, location: S3Location) -> None:
         raise
 
 
+def _read_sha256(s3: Any, bucket: str, key: str) -> tuple[str, str | None]:
+    """The sha256 of an object's bytes, and the one its metadata claims."""
+    response = s3.get_object(Bucket=bucket, Key=key)
+    body = response["Body"]
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: body.read(_CHUNK), b""):
+        digest.update(chunk)
+    return digest.hexdigest(), response.get("Metadata", {}).get(SHA256_METADATA)
+
+
 def _verify(s3: Any, bucket: str, key: str, expected: str) -> None:
     """Read the object back: its bytes and its metadata must both say ``expected``."""
-    response = s3.get_object(Bucket=bucket, Key=key)
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: response["Body"].read(_CHUNK), b""):
-        digest.update(chunk)
-    stored = response.get("Metadata", {}).get(SHA256_METADATA)
-    if digest.hexdigest() != expected or stored != expected:
+    actual, stored = _read_sha256(s3, bucket, key)
+    if actual != expected or stored != expected:
         raise IntegrityError(
-            f"s3://{bucket}/{key}: read back with sha256 {digest.hexdigest()} (metadata {stored}), "
-            f"uploaded {expected}"
+            f"s3://{bucket}/{key}: read back with sha256 {actual} (metadata {stored}), uploaded {expected}"
         )
 
 
-def _remove(s3: Any, bucket: str, keys: list[str], error: BaseException) -> None:
-    """Delete what a failed run added for its model, and say on ``error`` what happened to it."""
-    left = []
-    for key in keys:
-        try:
-            s3.delete_object(Bucket=bucket, Key=key)
-        except Exception:
-            left.append(key)
+def _gone(s3: Any, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+    return False
+
+
+def _remove(s3: Any, bucket: str, keys: list[str], error: BaseException, deadline_s: float) -> None:
+    """Delete what a failed run added for its model, retrying for ``deadline_s``; say so on ``error``.
+
+    Each key is deleted and then looked up again: a request the failure cut off may still land
+    after the delete (a stalled server answers its backlog when it wakes up).
+    """
+    left = list(keys)
+    deadline = time.monotonic() + deadline_s
+    pause = 0.25
+    while left:
+        still = []
+        for key in left:
+            try:
+                s3.delete_object(Bucket=bucket, Key=key)
+                if not _gone(s3, bucket, key):
+                    still.append(key)
+            except Exception:
+                still.append(key)
+        left = still
+        if not left or time.monotonic() + pause > deadline:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 4.0)
     if left:
         error.add_note(f"could not remove these objects of the incomplete upload; delete them: {left}")
     elif keys:
         error.add_note(f"removed the {len(keys)} object(s) of the incomplete upload")
+
+
+def _manifest(model: str, order: list[str], local: dict[str, str]) -> bytes:
+    files = {r.split("/", 1)[1]: local[r] for r in order if r.split("/", 1)[0] == model}
+    return json.dumps({"model": model, "sha256": files}, indent=1, sort_keys=True).encode()
+
+
+def _put_manifest(s3: Any, location: S3Location, model: str, content: bytes) -> None:
+    digest = hashlib.sha256(content).hexdigest()
+    key = location.key(f"{model}/{MANIFEST}")
+    s3.put_object(
+        Bucket=location.bucket,
+        Key=key,
+        Body=content,
+        Metadata={SHA256_METADATA: digest},
+        ChecksumAlgorithm="SHA256",
+    )
+    _verify(s3, location.bucket, key, digest)
+
+
+def _refused_changes(order: list[str], local: dict[str, str], remote: dict[str, str | None]) -> list[str]:
+    """Published files this run would change: version files, and configs that come with no new version."""
+    published = {tuple(r.split("/")[:2]) for r in order if remote[r] is not None}
+    versions = {tuple(r.split("/")[:2]) for r in order if not r.endswith(f"/{_CONFIG}")}
+    with_new_version = {model for model, version in versions - published}
+    changed = [r for r in order if remote[r] is not None and remote[r] != local[r]]
+    return [r for r in changed if not r.endswith(f"/{_CONFIG}") or r.split("/")[0] not in with_new_version]
 
 
 def publish_repository(
@@ -177,6 +294,7 @@ def publish_repository(
     endpoint_url: str | None = None,
     progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    rollback_deadline_s: float = ROLLBACK_DEADLINE_S,
 ) -> PublishReport:
     """Upload ``repository`` under ``destination``; see the module docstring for the guarantees."""
     location = destination if isinstance(destination, S3Location) else parse_s3_uri(destination)
@@ -188,14 +306,12 @@ def publish_repository(
     _check_bucket(s3, location)
     local = {relative: sha256_of(repository / relative) for relative in order}
     remote = {relative: _remote_sha256(s3, location.bucket, location.key(relative)) for relative in order}
-    changed_versions = [
-        r for r in order if not r.endswith(f"/{_CONFIG}") and remote[r] is not None and remote[r] != local[r]
-    ]
-    if changed_versions and not overwrite:
+    refused = _refused_changes(order, local, remote)
+    if refused and not overwrite:
         raise InvalidInput(
             "repository",
-            changed_versions,
-            "files of versions not yet published: published versions are immutable "
+            refused,
+            "files of versions not yet published: published versions and their config are immutable "
             "(use a new version number, or overwrite=True)",
         )
     uploaded: list[str] = []
@@ -224,9 +340,49 @@ def publish_repository(
             )
             _verify(s3, location.bucket, key, digest)
         except BaseException as error:  # Ctrl-C too: a half-uploaded version must not stay behind
-            _remove(s3, location.bucket, added, error)
+            _remove(s3, location.bucket, added, error, rollback_deadline_s)
             raise
         uploaded.append(relative)
         if progress:
             progress(f"[{number}/{len(order)}] uploaded {relative}")
+    for model in sorted({r.split("/", 1)[0] for r in order}):
+        _put_manifest(s3, location, model, _manifest(model, order, local))
     return PublishReport(location, tuple(uploaded), tuple(skipped))
+
+
+def verify_published(location: S3Location, *, s3: Any) -> list[str]:
+    """What in ``location`` disagrees with its manifests (empty: every object is what was published).
+
+    Each manifested object is read and hashed; files in a version folder that no manifest lists,
+    and models without a manifest, are reported too.
+    """
+    _check_bucket(s3, location)
+    base = f"{location.prefix}/" if location.prefix else ""
+    listed: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=base):
+        listed += [o["Key"].removeprefix(base) for o in page.get("Contents", [])]
+    models = sorted({key.split("/", 1)[0] for key in listed if "/" in key})
+    problems: list[str] = []
+    if not models:
+        return [f"{location.uri}: no models"]
+    for model in models:
+        if f"{model}/{MANIFEST}" not in listed:
+            problems.append(
+                f"{model}: no {MANIFEST} (not published by inferstack, or cut off before the end)"
+            )
+            continue
+        body = s3.get_object(Bucket=location.bucket, Key=location.key(f"{model}/{MANIFEST}"))["Body"].read()
+        expected: dict[str, str] = json.loads(body)["sha256"]
+        for relative, want in sorted(expected.items()):
+            key = location.key(f"{model}/{relative}")
+            if f"{model}/{relative}" not in listed:
+                problems.append(f"{model}/{relative}: missing")
+                continue
+            actual, _ = _read_sha256(s3, location.bucket, key)
+            if actual != want:
+                problems.append(f"{model}/{relative}: sha256 {actual}, manifest says {want}")
+        for key in listed:
+            inside = key.split("/", 1)[1] if key.startswith(f"{model}/") else ""
+            if inside and inside not in expected and inside != MANIFEST:
+                problems.append(f"{model}/{inside}: not in the manifest")
+    return problems

@@ -72,6 +72,10 @@ NUMPY_DTYPES: Mapping[str, type[np.generic]] = {
 PYTHON_TARGET_DTYPES = tuple(name for name in DTYPES if name != "BF16")
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Triton itself only needs max_batch_size to fit its int32 field and be >= 0. The cap is ours: no
+# serving batch comes near it, and a typo (an extra zero or three) would otherwise configure a
+# dynamic batcher and warmup for batches no request may bring (see limits.py for the byte limit).
+MAX_BATCH_SIZE = 4096
 _MODEL_FILE = "model.pt"
 _PYTHON_MODEL_FILE = "model.py"
 _PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
@@ -220,6 +224,8 @@ def check_options(options: ModelOptions, target: Target) -> None:
     if target not in TARGETS:
         raise InvalidInput("target", target, f"one of {', '.join(TARGETS)}")
     max_batch = _integer(options.max_batch_size, "max_batch_size", minimum=0, note=" (0: no batch axis)")
+    if max_batch > MAX_BATCH_SIZE:
+        raise InvalidInput("max_batch_size", max_batch, f"0 to {MAX_BATCH_SIZE} (0: no batch axis)")
     if options.instance_kind not in ("KIND_GPU", "KIND_CPU"):
         raise InvalidInput("instance_kind", options.instance_kind, "KIND_GPU or KIND_CPU")
     _integer(options.instance_count, "instance_count", minimum=1)
@@ -347,8 +353,8 @@ def validate_config(config: Any, *, folder: str) -> None:
             (config.backend, config.platform),
             'backend "python" or platform "pytorch_libtorch", not both',
         )
-    if config.max_batch_size < 0:
-        raise InvalidInput(f"{where}: max_batch_size", config.max_batch_size, "an integer >= 0")
+    if not 0 <= config.max_batch_size <= MAX_BATCH_SIZE:
+        raise InvalidInput(f"{where}: max_batch_size", config.max_batch_size, f"0 to {MAX_BATCH_SIZE}")
     if not config.input or not config.output:
         raise InvalidInput(
             f"{where}: input/output", (len(config.input), len(config.output)), "at least one of each"
@@ -1094,6 +1100,11 @@ def _served_versions(policy: Any, versions: Sequence[int]) -> list[int]:
     return list(versions[-count:]) if versions else []
 
 
+def needed_files(config: Any) -> list[str]:
+    """The files each version folder of a model with ``config`` must hold for its backend to load it."""
+    return [_MODEL_FILE, _PYTHON_MODEL_FILE] if config.backend == "python" else [_MODEL_FILE]
+
+
 def read_repository(path: Path) -> list[RepositoryModel]:
     """Every model of a local repository folder, each config parsed and validated, each version its
     policy serves holding the files its backend loads; ``version`` is the one Triton answers by default
@@ -1105,7 +1116,7 @@ def read_repository(path: Path) -> list[RepositoryModel]:
         folder = config_path.parent
         config = parse_config(config_path.read_text(), folder=folder.name)
         versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-        needed = [_MODEL_FILE, _PYTHON_MODEL_FILE] if config.backend == "python" else [_MODEL_FILE]
+        needed = needed_files(config)
         served = _served_versions(config.version_policy, versions)
         if not served or not all((folder / str(v) / file).is_file() for v in served for file in needed):
             raise InvalidInput(

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hypothesis import strategies as st
+
 from inferstack.infra.errors import InvalidInput
 from inferstack.policies import offline
 from inferstack.policies.offline import ACCOUNT_ID, REGION, ZONES, Recorded, Recording, run_program
@@ -18,6 +20,8 @@ __all__ = [
     "ZONES",
     "Recorded",
     "Recording",
+    "any_value",
+    "run_catching",
     "run_invalid",
     "run_program",
     "run_stack",
@@ -48,3 +52,31 @@ def run_invalid(program: Callable[[], Any], **kwargs: Any) -> tuple[Recording, I
     if not caught:
         raise AssertionError("expected InvalidInput, nothing was raised")
     return recording, caught[0]
+
+
+def run_catching(program: Callable[[], Any]) -> tuple[Recording, Exception | None]:
+    """Run ``program`` under mocks: what it registered, and whatever it raised (None if nothing)."""
+    caught: list[Exception] = []
+
+    def body() -> None:
+        try:
+            program()
+        except Exception as error:  # the caller decides which errors are defects
+            caught.append(error)
+
+    recording, _ = run_program(body)
+    return recording, caught[0] if caught else None
+
+
+def any_value(*plausible: Any) -> st.SearchStrategy[Any]:
+    """What a careless stack file or caller may put anywhere: wrong types, edge numbers, near-misses."""
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**6), 10**6),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=6),
+        st.sampled_from(plausible),
+        st.lists(st.sampled_from([*plausible, "", "x"]), max_size=3),
+        st.dictionaries(st.sampled_from(["name", "x"]), st.integers(0, 3), max_size=2),
+    )

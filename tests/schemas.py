@@ -78,3 +78,34 @@ def validate_custom_resource(
         raise AssertionError(f"no vendored CRD for {key}; have {sorted(schemas)}")
     body = {k: v for k, v in manifest.items() if k != "metadata"}
     jsonschema.Draft7Validator(schemas[key]).validate(body)
+
+
+BUILT_IN_API_VERSIONS = {"v1", "apps/v1", "policy/v1", "storage.k8s.io/v1"}
+
+
+def validate_manifest(manifest: dict[str, Any], vendor_dir: Path) -> None:
+    """A built-in kind against the Kubernetes schemas, anything else against its vendored CRD."""
+    if manifest["apiVersion"] in BUILT_IN_API_VERSIONS:
+        validate_k8s(manifest)
+    else:
+        validate_custom_resource(manifest, vendor_dir)
+
+
+def validate_recorded_manifests(recording: Any) -> None:
+    """Every first-party Kubernetes object a recorded program would create validates (some must exist).
+
+    The vendored CRDs are found as the ``vendor_dir`` fixture finds them; skipped (failed in CI)
+    where they are absent.
+    """
+    import os
+
+    from inferstack.policies.plan import manifest
+    from tests.conftest import ROOT, unavailable
+
+    documents = [d for d in (manifest(r) for r in recording) if d is not None]
+    assert documents, "no Kubernetes objects were registered"
+    vendor = Path(os.environ.get("INFERSTACK_VENDOR_DIR", ROOT.parent / "shared" / "vendor"))
+    if not (vendor / "crds").is_dir():
+        unavailable(f"vendored CRD schemas not found at {vendor} (set INFERSTACK_VENDOR_DIR)")
+    for document in documents:
+        validate_manifest(document, vendor)

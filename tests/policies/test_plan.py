@@ -13,9 +13,8 @@ from inferstack.policies.offline import with_settings
 from inferstack.serving.cli import main
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, DEPLOYER_ARGS, run_stack
+from tests.schemas import BUILT_IN_API_VERSIONS as BUILT_IN
 from tests.schemas import validate_custom_resource, validate_k8s
-
-BUILT_IN = {"v1", "apps/v1", "policy/v1", "storage.k8s.io/v1"}
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])

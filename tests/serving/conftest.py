@@ -83,11 +83,15 @@ def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+def triton_present() -> None:
     try:
         find_triton()
     except RuntimeFailure as error:
         unavailable(str(error))
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> Iterator[LocalRuntime]:
     repository = build_test_repository(tmp_path_factory.mktemp("repository"))
     with LocalRuntime(repository, work_dir=tmp_path_factory.mktemp("runtime"), progress=print) as runtime:
         yield runtime

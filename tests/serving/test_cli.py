@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,17 +17,9 @@ import torch
 from moto.server import ThreadedMotoServer
 
 from inferstack.serving.cli import brief_error, json_safe, main
-from inferstack.serving.local import RuntimeFailure, build_demo_repository, find_triton, free_port
-from tests.conftest import require_tool, unavailable
+from inferstack.serving.local import build_demo_repository, free_port
+from tests.conftest import require_tool
 from tests.serving.conftest import Ranker
-
-
-@pytest.fixture
-def triton_present() -> None:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
 
 
 def strict_json(text: str) -> Any:
@@ -246,3 +240,86 @@ def test_a_command_without_its_extra_says_which_to_install(
     assert result.returncode == 2, result.stderr
     assert f"pip install 'inferstack[{extra}]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [(["--max-batch-size", "100000"], "max_batch_size"), (["--version", "0"], "version")],
+)
+def test_out_of_range_build_numbers_exit_2(
+    tmp_path: Path, ranker_file: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], field: str
+) -> None:
+    argv = ["models", "build", "--torchscript", str(ranker_file), "--out", str(tmp_path / "r"), *BUILD]
+    assert main([*argv, *arguments]) == 2
+    assert f"not valid for {field}" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_hung_s3_endpoint_times_out_in_seconds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = build_demo_repository(tmp_path / "repo")
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        assert main(["models", "publish", str(repo), "s3://bucket/x", "--endpoint-url", url]) == 1
+        elapsed = time.monotonic() - start
+    out, err = capsys.readouterr()
+    assert elapsed < 20, f"{elapsed:.0f} s"
+    assert out.startswith(f"publishing {repo} to s3://bucket/x ({url})")
+    assert "failed" in err and "timeout" in err.lower(), err
+
+
+def test_publish_verify_and_overwrite_through_the_cli(
+    tmp_path: Path, moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket="models")
+    repo = build_demo_repository(tmp_path / "repo")
+    target = ["s3://models/prod", "--endpoint-url", moto_endpoint]
+    assert main(["models", "publish", str(repo), *target]) == 0
+    assert main(["models", "verify", *target]) == 0
+    assert capsys.readouterr().out.endswith("s3://models/prod: every object matches\n")
+    config = repo / "demo" / "config.pbtxt"
+    config.write_text(
+        config.read_text().replace("max_queue_delay_microseconds: 500", "max_queue_delay_microseconds: 900")
+    )
+    assert main(["models", "publish", str(repo), *target]) == 2
+    assert "immutable" in capsys.readouterr().err
+    assert main(["models", "publish", str(repo), *target, "--overwrite"]) == 0
+    boto3.client("s3", endpoint_url=moto_endpoint).put_object(
+        Bucket="models", Key="prod/demo/1/model.pt", Body=b"tampered"
+    )
+    capsys.readouterr()
+    assert main(["models", "verify", *target]) == 1
+    out = capsys.readouterr().out
+    assert "demo/1/model.pt: sha256" in out and "1 problem(s)" in out
+
+
+@pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
+def test_local_up_with_replicas_scrapes_every_replica() -> None:
+    require_tool("haproxy")
+    require_tool("prometheus")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inferstack.serving.cli",
+            "local",
+            "up",
+            "--once",
+            "--json",
+            "--replicas",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = strict_json(result.stdout)
+    endpoints = summary["endpoints"]
+    assert {"triton-0 metrics", "triton-1 metrics", "http", "grpc"} <= set(endpoints)
+    assert all(r["ok"] for r in summary["smoke"])
+    assert summary["scraped"] == ["local-0", "local-1"]  # Prometheus scrapes every replica
+    assert summary["metrics"]["demo"]["request_rate"] is not None

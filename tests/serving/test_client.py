@@ -117,17 +117,17 @@ def test_after_a_failover_calls_start_at_the_endpoint_that_answered(
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_output_names_are_read_once_per_model(
+def test_one_round_trip_per_infer_the_config_read_once_per_model(
     served: LocalRuntime, protocol: Protocol, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with TritonClient(live_url(served, protocol), protocol=protocol) as client:
-        reads: list[str] = []
-        real = client.model_metadata
-        monkeypatch.setattr(client, "model_metadata", lambda model: reads.append(model) or real(model))
+        calls: list[str] = []
+        real = client._call
+        monkeypatch.setattr(client, "_call", lambda what, call: calls.append(what) or real(what, call))
         for batch in (1, 2, 3):
             answer = client.infer("demo", {"features": np.ones((batch, 16), dtype=np.float32)})
             assert answer["probabilities"].shape == (batch, 4)
-    assert reads == ["demo"]
+    assert calls == ["config of demo"] + ["inference on demo"] * 3
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -146,11 +146,15 @@ def test_no_live_endpoint_fails_fast_and_names_them(protocol: Protocol) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_a_bad_request_is_not_retried_elsewhere(served: LocalRuntime, protocol: str) -> None:
-    live = served.http_url if protocol == "http" else served.grpc_url
-    with TritonClient([live, live], protocol=protocol) as client, pytest.raises(TritonRequestError) as caught:  # type: ignore[arg-type]
-        client.infer("demo", {"wrong_name": np.ones((1, 16), dtype=np.float32)})
-    assert "wrong_name" in str(caught.value) or "features" in str(caught.value)
+def test_a_bad_request_is_not_retried_elsewhere(served: LocalRuntime, protocol: Protocol) -> None:
+    live = live_url(served, protocol)
+    with TritonClient([live, live], protocol=protocol) as client:
+        with pytest.raises(TritonRequestError) as caught:  # the server's own refusal
+            client.infer("no-such-model", {"features": np.ones((1, 16), dtype=np.float32)})
+        assert "no-such-model" in str(caught.value) and client.retries == 0
+        with pytest.raises(InvalidInput) as refused:  # refused before sending: the config says so
+            client.infer("demo", {"wrong_name": np.ones((1, 16), dtype=np.float32)})
+        assert "wrong_name" in str(refused.value) and "features" in refused.value.allowed
 
 
 def test_wait_until_ready_times_out_with_progress() -> None:
@@ -185,3 +189,48 @@ def test_bad_arguments() -> None:
         with pytest.raises(InvalidInput) as caught:
             TritonClient(**kwargs)  # type: ignore[arg-type]
         assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "localhost",
+        "http://",
+        "ftp://h:1",
+        "h:0",
+        "h:99999",
+        "h:port",
+        "http://h:1/v2",
+        "http://u@h:1",
+        "h:1?x",
+    ],
+)
+def test_endpoints_are_parsed_as_urls(url: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        TritonClient(["127.0.0.1:8000", url])
+    assert caught.value.field == "urls" and repr(url) in str(caught.value)
+
+
+def test_endpoint_forms() -> None:
+    client = TritonClient(["127.0.0.1:8000", "http://localhost:8001/", "grpc://[::1]:8002"])
+    assert client.endpoints == ["127.0.0.1:8000", "localhost:8001", "[::1]:8002"]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_failed_endpoint_is_tried_last_until_its_back_off_ends(
+    served: LocalRuntime, protocol: Protocol
+) -> None:
+    inputs = {"features": np.ones((1, 16), dtype=np.float32)}
+    with (
+        peer("refuses") as dead,
+        TritonClient([dead, live_url(served, protocol)], protocol=protocol) as client,
+    ):
+        for _ in range(6):
+            client.infer("demo", inputs)
+        assert client.retries == 1, "the dead endpoint was tried again inside its back-off"
+        client._down[dead] = (0.0, client._down[dead][1])  # its back-off is over: probed, still dead
+        client.infer("demo", inputs)
+        client.infer("demo", inputs)
+        assert client.retries == 1, "a failed readiness probe should spare the request"
+        assert client._down[dead][1] == 4.0, "the back-off doubles"

@@ -21,10 +21,9 @@ from inferstack.serving.local import (
     Ports,
     RuntimeFailure,
     build_demo_repository,
+    check_port,
     compare,
-    find_triton,
 )
-from tests.conftest import unavailable
 
 
 def gone(pid: int) -> bool:
@@ -48,14 +47,6 @@ def running_children(parent: int | None = None) -> set[int]:
         if int(fields[1]) == (parent or os.getpid()) and fields[0] != "Z":
             found.add(int(stat.parent.name))
     return found
-
-
-@pytest.fixture(scope="module")
-def triton_present() -> None:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
 
 
 @pytest.mark.parametrize(
@@ -94,7 +85,7 @@ def test_stop_leaves_no_child_process_and_no_work_dir(tmp_path: Path) -> None:
     with runtime:
         pids = [child.process.pid for child in runtime.children]
         work_dir = runtime.work_dir
-        assert len(pids) == 2 and set(pids) <= running_children()
+        assert len(pids) == 3 and set(pids) <= running_children()  # moto, Triton, the gateway
     assert all(gone(pid) for pid in pids) and not set(pids) & running_children()
     assert work_dir is not None and not work_dir.exists()
 
@@ -137,8 +128,8 @@ def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) 
         runtime.start()
     assert time.monotonic() - start < 60
     message = str(caught.value)
-    assert "demo" in message and str(tmp_path / "work" / "triton.log") in message
-    assert "PytorchStreamReader" in (tmp_path / "work" / "triton.log").read_text()
+    assert "demo" in message and str(tmp_path / "work" / "triton-0.log") in message
+    assert "PytorchStreamReader" in (tmp_path / "work" / "triton-0.log").read_text()
     assert "failed to load" in message.lower() or "error" in message.lower()
     assert running_children() <= before
 
@@ -162,7 +153,7 @@ def test_ctrl_c_stops_every_child_of_local_up() -> None:
         else:
             pytest.fail("local up ended before serving")
         children = running_children(process.pid)
-        expected = 3 if shutil.which("prometheus") else 2  # moto, Triton (and Prometheus)
+        expected = 4 if shutil.which("prometheus") else 3  # moto, Triton, the gateway (and Prometheus)
         assert len(children) == expected, children
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 130
@@ -170,3 +161,68 @@ def test_ctrl_c_stops_every_child_of_local_up() -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
+def test_s3_down_at_start_is_reported_with_tritons_line_and_a_later_start_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = running_children()
+    repository = build_demo_repository(tmp_path / "repo")
+    publish = LocalRuntime._publish
+
+    def publish_then_lose_s3(runtime: LocalRuntime) -> None:
+        publish(runtime)
+        moto = next(c for c in runtime.children if c.name == "moto").process
+        moto.kill()  # S3 goes away between the upload and Triton's first read
+        moto.wait(timeout=10)
+
+    monkeypatch.setattr(LocalRuntime, "_publish", publish_then_lose_s3)
+    start = time.monotonic()
+    with pytest.raises(RuntimeFailure) as caught:
+        LocalRuntime(repository, work_dir=tmp_path / "down", startup_timeout_s=60).start()
+    message = str(caught.value)
+    print(message)
+    assert time.monotonic() - start < 90
+    assert message.startswith("triton-0") and str(tmp_path / "down" / "triton-0.log") in message
+    assert "s3" in message.lower() or "connect" in message.lower(), message
+    assert running_children() <= before
+    monkeypatch.undo()  # S3 is back
+    with LocalRuntime(repository, work_dir=tmp_path / "up") as runtime:
+        assert all(r.ok for r in runtime.smoke(("http",)))
+    assert running_children() <= before
+
+
+def test_a_port_in_time_wait_is_usable() -> None:
+    """Triton binds with SO_REUSEADDR: a port whose last connection lingers in TIME_WAIT is free to it."""
+    with socket.socket() as server:  # the last run's server on that port, bound as Triton binds
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the side that closes first keeps the TIME_WAIT, on the server's port
+            client.recv(1)
+    # The listener is closed; the accepted connection's end lingers in TIME_WAIT on ``port``.
+    assert check_port(port, field="http_port") == port
+    with socket.socket() as taken:  # a port really in use is still refused
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(InvalidInput):
+            check_port(taken.getsockname()[1], field="http_port")
+
+
+@pytest.mark.parametrize("replicas", [0, -1, 9, True, 2.0])
+def test_replicas_are_bounded(tmp_path: Path, replicas: object) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        LocalRuntime(tmp_path, replicas=replicas)  # type: ignore[arg-type]
+    assert caught.value.field == "replicas" and "1 to 8" in caught.value.allowed
+
+
+@pytest.mark.parametrize("prefix", ["", "/models", "a//b", "a/../b", "models/"])
+def test_prefixes_are_checked_as_the_stacks_are(tmp_path: Path, prefix: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        LocalRuntime(tmp_path, prefix=prefix)
+    assert caught.value.field == "prefix"

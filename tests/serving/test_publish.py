@@ -20,6 +20,7 @@ from inferstack.serving.publish import (
     parse_s3_uri,
     publish_repository,
     upload_order,
+    verify_published,
 )
 from inferstack.serving.repository import ModelOptions, build_model, demo_model
 
@@ -63,6 +64,7 @@ def test_uploads_every_file_with_its_sha256(tmp_path: Path, s3: Any) -> None:
         "prod/models/demo/1/model.pt",
         "prod/models/demo/1/model.py",
         "prod/models/demo/config.pbtxt",
+        "prod/models/demo/inferstack-manifest.json",
     ]
     assert sorted(report.uploaded) == ["demo/1/model.pt", "demo/1/model.py", "demo/config.pbtxt"]
     for relative in report.uploaded:
@@ -262,12 +264,70 @@ def test_destination_forms() -> None:
 def test_missing_empty_or_incomplete_repository(tmp_path: Path, s3: Any) -> None:
     (tmp_path / "empty").mkdir()
     no_config = demo_repository(tmp_path / "no-config")
+    config = (no_config / "demo" / "config.pbtxt").read_text()
     (no_config / "demo" / "config.pbtxt").unlink()
     no_version = tmp_path / "no-version" / "demo"
     no_version.mkdir(parents=True)
-    (no_version / "config.pbtxt").write_text('name: "demo"')
+    (no_version / "config.pbtxt").write_text(config)
     for path in (tmp_path / "absent", tmp_path / "empty", no_config, no_version.parent):
         with pytest.raises(InvalidInput) as caught:
             publish_repository(path, f"s3://{BUCKET}/m", s3=s3)
         assert caught.value.field == "repository"
     assert keys(s3) == []
+
+
+def test_what_triton_could_not_load_is_refused_before_upload(tmp_path: Path, s3: Any) -> None:
+    """No model file, a garbage config, a config naming another model, version 0, a link leaving the repo."""
+    cases: dict[str, tuple[str, str]] = {}
+
+    def case(name: str, field: str, fragment: str) -> Path:
+        cases[name] = (field, fragment)
+        return demo_repository(tmp_path / name)
+
+    no_model = case("no-model", "demo/1", "model.pt")
+    (no_model / "demo" / "1" / "model.pt").unlink()
+    garbage = case("garbage", "demo/config.pbtxt", "ModelConfig")
+    (garbage / "demo" / "config.pbtxt").write_text("this is { not a config")
+    renamed = case("renamed", "demo/config.pbtxt: name", "folder name")
+    text = (renamed / "demo" / "config.pbtxt").read_text()
+    (renamed / "demo" / "config.pbtxt").write_text(text.replace('name: "demo"', 'name: "other"'))
+    zero = case("zero", "demo/0", "numbered from 1")
+    (zero / "demo" / "1").rename(zero / "demo" / "0")
+    link = case("link", "repository", "no links leading out")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the model's")
+    (link / "demo" / "1" / "notes.txt").symlink_to(secret)
+    for name, (field, fragment) in cases.items():
+        with pytest.raises(InvalidInput) as caught:
+            publish_repository(tmp_path / name, f"s3://{BUCKET}/{name}", s3=s3)
+        assert caught.value.field == field and fragment in str(caught.value), name
+    assert keys(s3) == []
+
+
+def test_a_changed_config_of_a_published_version_needs_overwrite(tmp_path: Path, s3: Any) -> None:
+    repo = demo_repository(tmp_path / "repo")
+    publish_repository(repo, f"s3://{BUCKET}/m", s3=s3)
+    config = repo / "demo" / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 8", "max_batch_size: 2"))
+    with pytest.raises(InvalidInput) as caught:
+        publish_repository(repo, f"s3://{BUCKET}/m", s3=s3)
+    assert caught.value.value == ["demo/config.pbtxt"] and "immutable" in caught.value.allowed
+    assert b"max_batch_size: 8" in body(s3, "m/demo/config.pbtxt")
+    publish_repository(repo, f"s3://{BUCKET}/m", s3=s3, overwrite=True)
+    assert b"max_batch_size: 2" in body(s3, "m/demo/config.pbtxt")
+
+
+def test_verify_compares_every_object_with_the_manifest(tmp_path: Path, s3: Any) -> None:
+    repo = demo_repository(tmp_path / "repo")
+    location = S3Location(BUCKET, "m")
+    publish_repository(repo, location, s3=s3)
+    assert verify_published(location, s3=s3) == []
+    s3.put_object(Bucket=BUCKET, Key="m/demo/1/model.pt", Body=b"tampered")
+    s3.put_object(Bucket=BUCKET, Key="m/demo/2/model.pt", Body=b"stray")
+    s3.delete_object(Bucket=BUCKET, Key="m/demo/1/model.py")
+    s3.put_object(Bucket=BUCKET, Key="m/unmanifested/config.pbtxt", Body=b"x")
+    problems = verify_published(location, s3=s3)
+    assert len(problems) == 4, problems
+    assert any(p.startswith("demo/1/model.pt: sha256") for p in problems)
+    assert "demo/1/model.py: missing" in problems and "demo/2/model.pt: not in the manifest" in problems
+    assert any(p.startswith("unmanifested: no inferstack-manifest.json") for p in problems)

@@ -232,7 +232,7 @@ def test_the_request_id_follows_a_request_through_tritons_log(
     deadline = time.monotonic() + 10
     states: list[str] = []
     while time.monotonic() < deadline and "RELEASED" not in states:
-        records = parse_lines((runtime.work_dir / "triton.log").read_text().splitlines())
+        records = parse_lines((runtime.work_dir / "triton-0.log").read_text().splitlines())
         states = request_states(records).get("req-trace-test", [])
         time.sleep(0.1)
     assert states[:3] == ["PENDING", "EXECUTING", "RELEASED"] or states[-1] == "RELEASED", states

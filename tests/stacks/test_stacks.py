@@ -92,17 +92,17 @@ def test_dev_is_smaller() -> None:
             "inferstack:services[0].minReplicas",
         ),
         ({"services": [{"name": "x", "models": ["x"], "prefix": "../x"}]}, "inferstack:services[0].prefix"),
-        ({"cluster": {"kubernetesVersion": "1.20"}}, "version"),
-        ({"gpu": {"spotInstanceTypes": ["g5.xlarge"]}}, "gpu_spot.instance_types"),
-        ({"network": {"vpcCidr": "10.0.0.0/20"}}, "private_prefix"),
+        ({"cluster": {"kubernetesVersion": "1.20"}}, "inferstack:cluster.kubernetesVersion"),
+        ({"gpu": {"spotInstanceTypes": ["g5.xlarge"]}}, "inferstack:gpu.spotInstanceTypes"),
+        ({"network": {"vpcCidr": "10.0.0.0/20"}}, "inferstack:network.vpcCidr"),
         # Deployable from where `pulumi up` runs: a private-only endpoint times out every Helm release.
         ({"cluster": {"publicAccessCidrs": []}}, "inferstack:cluster.publicAccessCidrs"),
-        ({"cluster": {"publicAccessCidrs": ["10.0.0.0/8"]}}, "public_access_cidrs[0]"),
+        ({"cluster": {"publicAccessCidrs": ["10.0.0.0/8"]}}, "inferstack:cluster.publicAccessCidrs[0]"),
         ({"network": {"nat": "none"}}, "inferstack:network.nat"),
         ({"network": {"zones": "two"}}, "inferstack:network.zones"),
         ({"network": {"zones": 4}}, "inferstack:network.zones"),
         ({"network": {"zones": ["us-east-1a", "us-west-2a"]}}, "inferstack:network.zones[1]"),
-        ({"cluster": {"name": "n" * 49}}, "name"),
+        ({"cluster": {"name": "n" * 49}}, "inferstack:cluster.name"),
     ],
 )
 def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], field: str) -> None:
