@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the CLI imports these lazily: `inferstack --help` must not 
     from inferstack.serving.local import LocalRuntime
     from inferstack.serving.prometheus import LocalPrometheus
     from inferstack.serving.repository import RepositoryModel
+    from inferstack.serving.tracing import SpanReceiver
     from inferstack.serving.traffic_split import CanaryRun
 
 
@@ -47,6 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--json", action="store_true", help="print a machine-readable summary")
     up.add_argument(
         "--work-dir", type=Path, help="where logs and the served copy go (default: a temp folder)"
+    )
+    up.add_argument(
+        "--trace",
+        type=int,
+        nargs="?",
+        const=5,
+        default=0,
+        metavar="N",
+        help="after the smoke, send N requests (default 5) with a W3C traceparent and request id: print "
+        "where each one's time went from Triton's OpenTelemetry spans, and write Triton's log lines as "
+        "records (triton-0.jsonl in the work folder)",
     )
     up.add_argument(
         "--no-prometheus",
@@ -233,6 +245,70 @@ def brief_error(error: str) -> str:
     return " ... ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else error.strip()
 
 
+def _traced_requests(
+    runtime: LocalRuntime, receiver: SpanReceiver, count: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """``count`` requests with a traceparent each: their stage timings from Triton's own spans, and
+    Triton's log as records with request ids (written beside its log)."""
+    from inferstack.serving.client import TritonClient
+    from inferstack.serving.repository import generate_inputs
+    from inferstack.serving.tracing import request_timings, traceparent
+    from inferstack.serving.triton_logs import parse_lines, request_states, write_json_lines
+
+    model = runtime.models[0]
+    sent: dict[str, str] = {}  # trace id -> request id
+    with TritonClient(runtime.http_url, timeout_s=30.0) as client:
+        for i in range(count):
+            header = traceparent()
+            request_id = f"trace-{i}"
+            inputs = generate_inputs(model, seed=i)
+            client.infer(model.name, inputs, request_id=request_id, headers={"traceparent": header})
+            sent[header.split("-")[1]] = request_id
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(len(receiver.of_trace(t)) < 3 for t in sent):
+        time.sleep(0.1)
+    assert runtime.work_dir is not None
+    log = runtime.work_dir / "triton-0.log"
+    records = list(parse_lines(log.read_text().splitlines()))
+    records_path = runtime.work_dir / "triton-0.jsonl"
+    write_json_lines(records, records_path)
+    states = request_states(records)
+    say(f"{len(records)} Triton log records written to {records_path}")
+    return {
+        "requests": [
+            {
+                "request_id": sent[t.trace_id],
+                "trace_id": t.trace_id,
+                "model": t.model,
+                "total_us": t.total_us,
+                "stages_us": t.stages_us,
+                "states": states.get(sent[t.trace_id], []),
+            }
+            for t in request_timings(s for trace in sent for s in receiver.of_trace(trace))
+        ],
+        "log_records": str(records_path),
+        "receiver_errors": list(receiver.errors),
+    }
+
+
+def _print_traces(traces: dict[str, Any]) -> None:
+    print("\nwhere each traced request's time went (Triton's OpenTelemetry spans, microseconds):")
+    stages = ("queue", "compute_input", "infer", "compute_output")
+    _print_table(
+        [["request id", "trace id", *stages, "total", "states (Triton's log)"]]
+        + [
+            [
+                r["request_id"],
+                r["trace_id"][:12],
+                *(f"{r['stages_us'].get(stage, float('nan')):.0f}" for stage in stages),
+                f"{r['total_us']:.0f}",
+                " > ".join(r["states"]),
+            ]
+            for r in traces["requests"]
+        ]
+    )
+
+
 def _local_up(args: argparse.Namespace) -> int:
     from inferstack.serving.local import (
         SMOKE_TOLERANCE,
@@ -242,6 +318,8 @@ def _local_up(args: argparse.Namespace) -> int:
         build_demo_repository,
     )
     from inferstack.serving.repository import read_repository
+    from inferstack.serving.tracing import SpanReceiver, triton_trace_args
+    from inferstack.serving.triton_logs import triton_log_args
 
     def say(message: str) -> None:
         if not args.json:
@@ -259,10 +337,25 @@ def _local_up(args: argparse.Namespace) -> int:
             repository = build_demo_repository(Path(scratch) / "repository")
         # Checked before anything starts: both versions must be ones the repository has Triton serve.
         canary_model = None if release is None else _canary_model(read_repository(repository), release)
-        runtime = LocalRuntime(
-            repository, work_dir=args.work_dir, ports=ports, progress=say, replicas=args.replicas
-        )
         with contextlib.ExitStack() as running:
+            receiver = running.enter_context(SpanReceiver()) if args.trace else None
+            # Only requests that ask for it (a sampled traceparent) are traced: rate 1 in a million.
+            tracing = (
+                ()
+                if receiver is None
+                else (
+                    *triton_trace_args(receiver.url, rate=1_000_000, service_name="local"),
+                    *triton_log_args(),
+                )
+            )
+            runtime = LocalRuntime(
+                repository,
+                work_dir=args.work_dir,
+                ports=ports,
+                progress=say,
+                replicas=args.replicas,
+                triton_args=tracing,
+            )
             running.enter_context(runtime)
             prometheus = None if args.no_prometheus else _local_prometheus(runtime, say)
             if prometheus is not None:
@@ -292,6 +385,8 @@ def _local_up(args: argparse.Namespace) -> int:
                 ok = summary["ok"] = (
                     ok and run.stats.mirror_errors == 0 and sum(run.triton_failure.values()) == 0
                 )
+            if receiver is not None:
+                summary["traces"] = _traced_requests(runtime, receiver, args.trace, say)
             if prometheus is not None:
                 summary["endpoints"]["prometheus"] = prometheus.url
                 summary["metrics"] = _evaluate_queries(prometheus, [m.name for m in runtime.models])
@@ -321,6 +416,8 @@ def _local_up(args: argparse.Namespace) -> int:
                         failures.setdefault((r.model, r.error), []).append(r.protocol)
                 for (model, error), protocols in failures.items():
                     print(f"\n{model} ({', '.join(protocols)}): {brief_error(error)}")
+                if "traces" in summary:
+                    _print_traces(summary["traces"])
                 if "metrics" in summary:
                     print(
                         "\nthe cluster's PromQL, evaluated by Prometheus on this Triton "

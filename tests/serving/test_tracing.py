@@ -236,3 +236,28 @@ def test_the_request_id_follows_a_request_through_tritons_log(
         states = request_states(records).get("req-trace-test", [])
         time.sleep(0.1)
     assert states[:3] == ["PENDING", "EXECUTING", "RELEASED"] or states[-1] == "RELEASED", states
+
+
+@pytest.mark.real_server
+def test_local_up_prints_where_traced_requests_spent_their_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inferstack.serving.cli import main
+
+    try:
+        find_triton()
+    except RuntimeFailure as error:
+        unavailable(str(error))
+    work = tmp_path / "work"
+    assert (
+        main(["local", "up", "--once", "--json", "--no-prometheus", "--trace", "3", "--work-dir", str(work)])
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    traced = summary["traces"]["requests"]
+    assert sorted(r["request_id"] for r in traced) == ["trace-0", "trace-1", "trace-2"]
+    for request in traced:
+        assert set(request["stages_us"]) == {"queue", "compute_input", "infer", "compute_output"}
+        assert request["states"][-1] == "RELEASED"
+    records = [json.loads(line) for line in (work / "triton-0.jsonl").read_text().splitlines()]
+    assert {r.get("request_id") for r in records} >= {"trace-0", "trace-1", "trace-2"}
