@@ -3,8 +3,8 @@
 Type hints are not enforced when a stack file or another program fills in an Args object, and a
 value of the wrong type (None for a count, a string for a list of names) would otherwise surface as
 a TypeError deep inside a component, after resources were registered. Each field whose annotation is
-a plain type, a Literal, an optional, or a sequence/mapping of strings is checked; others (Pulumi
-inputs, providers, nested Args) are left to the component's own checks.
+a plain type, a dataclass, a Literal, an optional, or a sequence/mapping of strings is checked; others
+(Pulumi inputs, providers) are left to the component's own checks.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def _describe(hint: Any) -> str | None:
         return "None"
     if hint in (int, float, str, bool):
         return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}[hint]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return f"a {hint.__name__}"
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -50,6 +52,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if hint is str:
         return isinstance(value, str)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return isinstance(value, hint)
     if origin is typing.Literal:
         return any(value == a and type(value) is type(a) for a in args)
     if origin in (typing.Union, types.UnionType):

@@ -9,15 +9,16 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from inferstack.components.model_service import ModelSource, TritonModelService, TritonModelServiceArgs
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.fields import check_field_types
-from inferstack.serving.model_service import ModelSource, TritonModelService, TritonModelServiceArgs
 from tests.harness import any_value, run_catching
 from tests.schemas import validate_recorded_manifests
 
 BASE = TritonModelServiceArgs(
     models=["ranker"],
     source=ModelSource(role_arn="arn:aws:iam::123456789012:role/ranker", repository_uri="s3://models/ranker"),
+    zones=3,
 )
 FIELDS = [
     f.name
