@@ -1,65 +1,77 @@
-"""`inferstack bench`: a concurrency sweep against Triton, with a baseline measured side by side.
+"""`inferstack bench`: Triton against the baselines users compare it with, side by side in one run.
 
-Every point runs closed-loop clients (each sends its next request when the last answer arrives)
-for a fixed time; the candidate and the baseline alternate at each concurrency in the same run on
-the same server, so their ratio is meaningful even on a busy machine, where absolute numbers are not.
+Four contenders serve the same TorchScript model and, but for the ceiling, face the same load generator
+(perf_analyzer, closed-loop clients at each concurrency):
+
+- ``triton``: Triton with the config ``models build`` writes (dynamic batching on);
+- ``triton-unbatched``: the same model in the same Triton with dynamic batching off;
+- ``plain-pytorch``: a FastAPI/uvicorn app calling the model per request (``baseline_server``);
+- ``in-process``: the model called in this process on ready-made tensors at the batch size the
+  clients could form (``min(clients, max_batch_size)``): no network, no serialisation, no queue. It is
+  the physical limit of this machine for this model, not a server.
+
+At each concurrency the contenders run one after the other before the next level starts, so drift from
+a busy machine hits all of them alike: compare them by ratio, not by absolute numbers.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
+import torch
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.client import Protocol, TritonClient
+from inferstack.serving.perf_analyzer import Measurement, PerfAnalyzer, measure
+from inferstack.serving.repository import (
+    RepositoryModel,
+    build_model,
+    generate_inputs,
+    load_torchscript,
+    parse_config,
+    read_repository,
+    render_config,
+    to_python_target,
+)
 
-Array = npt.NDArray[Any]
+TRITON, UNBATCHED, PLAIN, CEILING = "triton", "triton-unbatched", "plain-pytorch", "in-process"
+CONTENDERS = (TRITON, UNBATCHED, PLAIN, CEILING)
+BENCH_MODEL = "mlp"
+UNBATCHED_SUFFIX = "-unbatched"
 
 
 @dataclass(frozen=True)
 class Point:
-    model: str
+    contender: str
     concurrency: int
-    requests: int
-    errors: int
-    seconds: float
+    throughput: float  # requests (one sample each) per second
     p50_ms: float
     p99_ms: float
-
-    @property
-    def throughput(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of already sorted values (NaN when empty)."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
+    client_cpu: float | None  # load generator's share of the machine; None for the in-process ceiling
+    batch: int = 1  # the in-process ceiling's batch size; every served request carries one sample
+    server_queue_ms: float | None = None
+    server_compute_ms: float | None = None
+    error: str = ""
 
 
-def summarize(
-    model: str, concurrency: int, latencies_s: Sequence[float], errors: int, seconds: float
-) -> Point:
-    ordered = sorted(latencies_s)
+def point_from(contender: str, measured: Measurement) -> Point:
     return Point(
-        model,
-        concurrency,
-        len(ordered),
-        errors,
-        seconds,
-        percentile(ordered, 50) * 1000,
-        percentile(ordered, 99) * 1000,
+        contender,
+        measured.concurrency,
+        measured.throughput,
+        measured.p50_ms,
+        measured.p99_ms,
+        measured.client_cpu,
+        server_queue_ms=measured.server_queue_ms,
+        server_compute_ms=measured.server_compute_ms,
+        error=measured.error,
     )
 
 
@@ -73,134 +85,623 @@ def parse_concurrency(text: str) -> list[int]:
     return levels
 
 
-def run_point(
-    url: str,
-    model: str,
-    inputs: Mapping[str, Array],
-    *,
-    concurrency: int,
-    seconds: float,
-    protocol: Protocol = "http",
-) -> Point:
-    """Closed-loop load from ``concurrency`` clients for ``seconds`` (bounded: loopback, fixed time)."""
-    deadline = time.monotonic() + seconds
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (NaN when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
 
-    def client_loop() -> tuple[list[float], int]:
-        latencies, errors = [], 0
-        with TritonClient(url, protocol=protocol, timeout_s=30) as client:
-            while time.monotonic() < deadline:
-                start = time.perf_counter()
-                try:
-                    client.infer(model, inputs)
-                except Exception:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - start)
-        return latencies, errors
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = list(pool.map(lambda _: client_loop(), range(concurrency)))
-    elapsed = time.monotonic() - started
-    latencies = [latency for values, _ in results for latency in values]
-    return summarize(model, concurrency, latencies, sum(e for _, e in results), elapsed)
+# --- the model -------------------------------------------------------------------------------------
+
+
+def bench_model() -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """A compute-bound MLP, 256 -> 4096 -> 4096 -> 256 (19 M weights), seeded, built in code.
+
+    Big enough that a forward pass, not the HTTP round trip, dominates a request, as with a real model;
+    the demo network is too small to show what serving does.
+    """
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Linear(256, 4096),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4096, 4096),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4096, 256),
+    )
+    return network.eval(), [torch.randn(2, 256)]
+
+
+def build_bench_repository(path: Path) -> Path:
+    """The bench MLP as ``models build`` writes it (default options: dynamic batching on)."""
+    module, example = bench_model()
+    build_model(module, example, name=BENCH_MODEL, repository=path, input_names=["x"], output_names=["y"])
+    return path
+
+
+def add_unbatched_variant(repository: Path, name: str) -> str:
+    """``<name>-unbatched`` beside ``name`` in ``repository``: same files, dynamic batching removed.
+
+    max_batch_size stays, so both accept the same requests; each request is then run on its own.
+    """
+    source = repository / name
+    variant = f"{name}{UNBATCHED_SUFFIX}"
+    target = repository / variant
+    config = parse_config((source / "config.pbtxt").read_text(), folder=name)
+    config.name = variant
+    config.ClearField("dynamic_batching")
+    for item in source.iterdir():
+        if item.is_dir() and item.name.isdigit():
+            (target / item.name).mkdir(parents=True, exist_ok=True)
+            for file in item.iterdir():
+                if file.is_file():
+                    (target / item.name / file.name).symlink_to(file.resolve())
+    (target / "config.pbtxt").write_text(render_config(config))
+    return variant
+
+
+def find_model(repository: Path, name: str | None) -> RepositoryModel:
+    models = read_repository(repository)
+    if name is None and len(models) == 1:
+        return models[0]
+    by_name = {m.name: m for m in models}
+    if name not in by_name:
+        raise InvalidInput("--model", name, f"one of the repository's models: {sorted(by_name)}")
+    return by_name[name]
+
+
+# --- the in-process ceiling ----------------------------------------------------------------------------
+
+
+def ceiling_batch(concurrency: int, max_batch_size: int) -> int:
+    """The largest batch ``concurrency`` closed-loop clients can form for a model of this max batch size."""
+    return max(1, min(concurrency, max_batch_size)) if max_batch_size > 0 else 1
+
+
+def in_process_point(model: RepositoryModel, *, concurrency: int, seconds: float) -> Point:
+    """Forward passes on ready tensors for ``seconds``: requests/s if every pass were a full batch."""
+    batch = ceiling_batch(concurrency, model.max_batch_size)
+    module = load_torchscript(model.torchscript).eval()
+    inputs = generate_inputs(model, batch=batch) if model.max_batch_size > 0 else generate_inputs(model)
+    tensors = [torch.from_numpy(inputs[spec.name]) for spec in model.inputs]
+    latencies: list[float] = []
+    with torch.inference_mode():
+        module(*tensors)  # first call: TorchScript's profiling run, not representative
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            begin = time.perf_counter()
+            module(*tensors)
+            latencies.append(time.perf_counter() - begin)
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return Point(
+        CEILING,
+        concurrency,
+        batch * len(latencies) / elapsed,
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+        None,
+        batch=batch,
+    )
+
+
+# --- the sweep ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    triton_url: str
+    model: str
+    unbatched_model: str
+    plain_url: str
 
 
 def sweep(
-    url: str,
-    models: Sequence[str],
-    inputs: Mapping[str, Array],
+    perf: PerfAnalyzer,
+    endpoints: Endpoints,
+    model: RepositoryModel,
     *,
     levels: Sequence[int],
-    seconds: float,
-    protocol: Protocol = "http",
+    window_ms: int,
+    stability_pct: float,
+    max_trials: int,
     progress: Callable[[Point], None] | None = None,
 ) -> list[Point]:
-    """Every model at every level, interleaved (a, b, a, b ...) so drift hits all models alike."""
+    """Every contender at every level, interleaved level by level."""
+    runs: list[tuple[str, Callable[[int], Point]]] = [
+        (TRITON, lambda c: _served(perf, TRITON, endpoints.triton_url, endpoints.model, c)),
+        (UNBATCHED, lambda c: _served(perf, UNBATCHED, endpoints.triton_url, endpoints.unbatched_model, c)),
+        (PLAIN, lambda c: _served(perf, PLAIN, endpoints.plain_url, endpoints.model, c, stats=False)),
+        (CEILING, lambda c: in_process_point(model, concurrency=c, seconds=window_ms / 1000 * 3)),
+    ]
+
+    def _served(
+        perf: PerfAnalyzer, name: str, url: str, served: str, concurrency: int, *, stats: bool = True
+    ) -> Point:
+        measured = measure(
+            perf,
+            url=url,
+            model=served,
+            concurrency=concurrency,
+            window_ms=window_ms,
+            stability_pct=stability_pct,
+            max_trials=max_trials,
+            server_stats=stats,
+        )
+        return point_from(name, measured)
+
     points = []
     for level in levels:
-        for model in models:
-            point = run_point(url, model, inputs, concurrency=level, seconds=seconds, protocol=protocol)
+        for _, run in runs:
+            point = run(level)
             points.append(point)
             if progress:
                 progress(point)
     return points
 
 
-def ratio_table(points: Sequence[Point], candidate: str, baseline: str) -> list[list[str]]:
-    """Rows of: concurrency, both throughputs and p99s, and candidate/baseline throughput ratio."""
-    by_key = {(p.model, p.concurrency): p for p in points}
-    rows = [
-        ["clients", f"{candidate} req/s", f"{baseline} req/s", "ratio", f"{candidate} p99", f"{baseline} p99"]
+# --- what the numbers say --------------------------------------------------------------------------------
+
+
+def ratio(points: Sequence[Point], numerator: str, denominator: str, concurrency: int) -> float:
+    """Throughput of one contender over another's at one concurrency (NaN where either has none)."""
+    by_key = {(p.contender, p.concurrency): p for p in points}
+    a, b = by_key.get((numerator, concurrency)), by_key.get((denominator, concurrency))
+    if a is None or b is None or not a.throughput or not b.throughput:
+        return math.nan
+    return a.throughput / b.throughput
+
+
+def geometric_mean_ratio(points: Sequence[Point], numerator: str, denominator: str) -> float:
+    ratios = [
+        ratio(points, numerator, denominator, level) for level in sorted({p.concurrency for p in points})
     ]
-    for level in sorted({p.concurrency for p in points}):
-        a, b = by_key[(candidate, level)], by_key[(baseline, level)]
-        ratio = a.throughput / b.throughput if b.throughput else math.inf
+    finite = [r for r in ratios if math.isfinite(r) and r > 0]
+    return statistics.geometric_mean(finite) if finite else math.nan
+
+
+def table(points: Sequence[Point]) -> list[list[str]]:
+    """One row per point: its numbers, its ratio to the plain app and its share of the ceiling."""
+    rows = [["clients", "contender", "req/s", "p50", "p99", "client CPU", "vs plain", "of ceiling", "note"]]
+    for p in points:
+        note = p.error or (f"batch {p.batch}" if p.contender == CEILING else "")
         rows.append(
             [
-                str(level),
-                f"{a.throughput:.0f}",
-                f"{b.throughput:.0f}",
-                f"{ratio:.2f}x",
-                f"{a.p99_ms:.1f} ms",
-                f"{b.p99_ms:.1f} ms",
+                str(p.concurrency),
+                p.contender,
+                f"{p.throughput:.0f}",
+                _ms(p.p50_ms),
+                _ms(p.p99_ms),
+                "-" if p.client_cpu is None else f"{p.client_cpu:.0%}",
+                _times(ratio(points, p.contender, PLAIN, p.concurrency)),
+                _share(ratio(points, p.contender, CEILING, p.concurrency)),
+                note,
             ]
         )
     return rows
 
 
-def geometric_mean_ratio(points: Sequence[Point], candidate: str, baseline: str) -> float:
-    by_key = {(p.model, p.concurrency): p for p in points}
-    ratios = [
-        by_key[(candidate, level)].throughput / by_key[(baseline, level)].throughput
-        for level in sorted({p.concurrency for p in points})
-        if by_key[(baseline, level)].throughput
-    ]
-    return statistics.geometric_mean(ratios) if ratios else math.nan
+def _ms(value: float) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
 
 
-def bench_inputs(batch: int = 1) -> dict[str, Array]:
-    """One request of the demo model's shape (features: FP32[batch, 16])."""
-    return {"features": np.random.default_rng(0).standard_normal((batch, 16)).astype(np.float32)}
+def _times(value: float) -> str:
+    return f"{value:.2f}x" if math.isfinite(value) else "-"
 
 
-def inputs_from_metadata(metadata: Mapping[str, Any], *, batch: int = 1, length: int = 8) -> dict[str, Array]:
-    """Random inputs shaped after a served model's metadata (-1: batch on the first axis, else ``length``)."""
-    from tritonclient.utils import triton_to_np_dtype
-
-    rng = np.random.default_rng(0)
-    arrays: dict[str, Array] = {}
-    for tensor in metadata["inputs"]:
-        shape = [int(d) for d in tensor["shape"]]
-        shape = [(batch if i == 0 else length) if d == -1 else d for i, d in enumerate(shape)]
-        dtype = np.dtype(triton_to_np_dtype(tensor["datatype"]))
-        if dtype.kind == "f":
-            arrays[tensor["name"]] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            arrays[tensor["name"]] = rng.random(shape) < 0.5
-        else:
-            arrays[tensor["name"]] = rng.integers(0, 10, size=shape).astype(dtype)
-    return arrays
+def _share(value: float) -> str:
+    return f"{value:.0%}" if math.isfinite(value) else "-"
 
 
-def build_bench_repository(path: Path) -> tuple[str, str]:
-    """The demo network twice: with Triton's dynamic batcher (candidate) and without (baseline)."""
-    from inferstack.serving.repository import DynamicBatching, ModelOptions, build_model, demo_model
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line
+        ]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
 
-    module, example = demo_model()
-    batched = ModelOptions(
-        dynamic_batching=DynamicBatching(preferred_batch_sizes=(8,), max_queue_delay_us=1000)
-    )
-    variants = {"demo-batched": batched, "demo-unbatched": ModelOptions(dynamic_batching=None)}
-    for name, options in variants.items():
-        build_model(
-            module,
-            example,
-            name=name,
-            repository=path,
-            options=options,
-            input_names=["features"],
-            output_names=["probabilities"],
+
+def report(points: Sequence[Point], *, model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    levels = sorted({p.concurrency for p in points})
+    return {
+        "model": model,
+        "machine": machine(),
+        "settings": settings,
+        "points": [asdict(p) for p in points],
+        "ratios": {
+            f"{a}/{b}": {str(level): ratio(points, a, b, level) for level in levels}
+            for a, b in ((TRITON, PLAIN), (TRITON, UNBATCHED), (TRITON, CEILING), (PLAIN, CEILING))
+        },
+    }
+
+
+def plot(points: Sequence[Point], path: Path, *, title: str) -> Path:
+    """Throughput against p99 latency, one line per contender through its concurrency levels."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display here, nor wanted
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for contender in CONTENDERS:
+        mine = sorted(
+            (p for p in points if p.contender == contender and p.throughput), key=lambda p: p.concurrency
         )
-    candidate, baseline = variants
-    return candidate, baseline
+        if not mine:
+            continue
+        style = "--" if contender == CEILING else "-"
+        axes.plot([p.throughput for p in mine], [p.p99_ms for p in mine], style, marker="o", label=contender)
+        for p in mine:
+            axes.annotate(
+                str(p.concurrency),
+                (p.throughput, p.p99_ms),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+    axes.set_xlabel("throughput (requests/s)")
+    axes.set_ylabel("p99 latency (ms)")
+    axes.set_yscale("log")
+    axes.set_title(title, fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.text(0.99, 0.01, "labels: concurrent clients (ceiling: batch size)", ha="right", fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+# --- config search -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search space, as Model Analyzer's brute-force search walks it."""
+
+    max_batch_size: int
+    max_queue_delay_us: int
+    instances: int
+    torch_threads: int
+
+    def label(self) -> str:
+        return (
+            f"batch<={self.max_batch_size} delay {self.max_queue_delay_us} us "
+            f"x{self.instances} threads {self.torch_threads}"
+        )
+
+
+def search_space(
+    *,
+    max_batch_sizes: Sequence[int] = (8, 16, 32),
+    delays_us: Sequence[int] = (100, 2000),
+    instances: Sequence[int] = (1, 2),
+    torch_threads: Sequence[int] | None = None,
+) -> list[Candidate]:
+    threads = torch_threads or sorted({1, os.cpu_count() or 1})
+    return [
+        Candidate(b, d, i, t) for b in max_batch_sizes for d in delays_us for i in instances for t in threads
+    ]
+
+
+def candidate_config(base: Any, candidate: Candidate) -> Any:
+    """``base`` (a ModelConfig) with the candidate's batching, instances and threads; validated."""
+    from inferstack.serving.repository import mc, threads_parameter, validate_config
+
+    config = mc.ModelConfig()
+    config.CopyFrom(base)
+    config.max_batch_size = candidate.max_batch_size
+    config.dynamic_batching.max_queue_delay_microseconds = candidate.max_queue_delay_us
+    config.dynamic_batching.ClearField("preferred_batch_size")
+    kind = (
+        base.instance_group[0].kind if base.instance_group else mc.ModelInstanceGroup.Kind.Value("KIND_CPU")
+    )
+    del config.instance_group[:]
+    config.instance_group.add(kind=kind, count=candidate.instances)
+    key = threads_parameter(config)
+    config.parameters[key].string_value = str(candidate.torch_threads)
+    validate_config(config, folder=config.name)
+    return config
+
+
+@dataclass(frozen=True)
+class Trial:
+    candidate: Candidate
+    point: Point
+
+
+def best_trial(trials: Sequence[Trial], p99_ms: float | None) -> Trial | None:
+    """Highest throughput among the error-free trials within the p99 target (None: none qualifies)."""
+    fitting = [
+        t
+        for t in trials
+        if not t.point.error
+        and t.point.throughput > 0
+        and (p99_ms is None or (math.isfinite(t.point.p99_ms) and t.point.p99_ms <= p99_ms))
+    ]
+    return max(fitting, key=lambda t: t.point.throughput, default=None)
+
+
+def search(
+    perf: PerfAnalyzer,
+    triton_url: str,
+    model: RepositoryModel,
+    served_config: Any,
+    candidates: Sequence[Candidate],
+    *,
+    concurrency: int,
+    window_ms: int,
+    stability_pct: float,
+    max_trials: int,
+    progress: Callable[[str], None] | None = None,
+) -> list[Trial]:
+    """Each candidate loaded into the running Triton (config override, nothing republished), then measured."""
+    import tritonclient.http as http
+    from google.protobuf import json_format
+
+    trials = []
+    client = http.InferenceServerClient(triton_url.removeprefix("http://"), network_timeout=300.0)
+    try:
+        for candidate in candidates:
+            config = candidate_config(served_config, candidate)
+            client.load_model(model.name, config=json_format.MessageToJson(config))
+            measured = measure(
+                perf,
+                url=triton_url,
+                model=model.name,
+                concurrency=concurrency,
+                window_ms=window_ms,
+                stability_pct=stability_pct,
+                max_trials=max_trials,
+            )
+            trial = Trial(candidate, point_from(TRITON, measured))
+            trials.append(trial)
+            if progress:
+                p = trial.point
+                progress(
+                    f"search {candidate.label():<40} {p.throughput:7.0f} req/s  p99 {_ms(p.p99_ms)}"
+                    + (f"  {p.error}" if p.error else "")
+                )
+        client.load_model(model.name, config=json_format.MessageToJson(served_config))
+    finally:
+        client.close()
+    return trials
+
+
+def write_best(repository: Path, model: RepositoryModel, candidate: Candidate) -> Path:
+    """The winning batching, instances and threads into the model's own config.pbtxt (its backend kept)."""
+    config = candidate_config(model.config, candidate)
+    path = repository / model.name / "config.pbtxt"
+    path.write_text(render_config(config))
+    read_repository(repository)  # the repository must still read back whole
+    return path
+
+
+# --- one whole run -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    url: str | None
+    repository: Path | None
+    model: str | None
+    levels: str | Sequence[int]
+    window_ms: int
+    stability_pct: float
+    max_trials: int
+    out: Path
+    search: bool = False
+    p99_ms: float | None = None
+    write: bool = False
+
+    def checked(self) -> BenchRequest:
+        """Every field checked before anything starts; ``levels`` parsed."""
+        from inferstack.serving.perf_analyzer import check_window
+
+        levels = parse_concurrency(self.levels) if isinstance(self.levels, str) else list(self.levels)
+        check_window(self.window_ms, self.stability_pct, self.max_trials)
+        if self.repository is None and self.model not in (None, BENCH_MODEL, "demo"):
+            raise InvalidInput("--model", self.model, f"{BENCH_MODEL} or demo without --repository")
+        if self.url is not None and self.model is None:
+            raise InvalidInput("--model", None, "the name of a model the Triton at --url serves")
+        if self.url is not None and self.search:
+            raise InvalidInput("--search", True, "a local run: the search reloads the model it measures")
+        if self.p99_ms is not None and not self.p99_ms > 0:
+            raise InvalidInput("--p99-ms", self.p99_ms, "a positive latency in milliseconds")
+        if (self.p99_ms is not None or self.write) and not self.search:
+            raise InvalidInput("--p99-ms/--write", True, "only with --search")
+        if self.write and self.repository is None:
+            raise InvalidInput("--write", True, "a --repository to write the best config into")
+        return BenchRequest(
+            self.url,
+            self.repository,
+            self.model,
+            levels,
+            self.window_ms,
+            self.stability_pct,
+            self.max_trials,
+            self.out,
+            self.search,
+            self.p99_ms,
+            self.write,
+        )
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    points: list[Point]
+    trials: list[Trial]
+    report: dict[str, Any]
+    summary: list[str]
+
+    @property
+    def failed(self) -> bool:
+        return any(p.error for p in self.points)
+
+
+def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> BenchResult:
+    """Start what the request needs, sweep, search if asked, and write bench.json and bench.png."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    from inferstack.serving.baseline_server import BaselineServer
+    from inferstack.serving.local import LocalRuntime
+    from inferstack.serving.perf_analyzer import find_perf_analyzer
+
+    perf = find_perf_analyzer()
+    levels = list(request.levels)
+    with contextlib.ExitStack() as running:
+        scratch = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="inferstack-bench-")))
+        repository = scratch / "repository"
+        if request.repository is not None:
+            shutil.copytree(request.repository, repository)
+        elif request.model == "demo":
+            from inferstack.serving.local import build_demo_repository
+
+            build_demo_repository(repository)
+        else:
+            progress("building the bench model: MLP 256 -> 4096 -> 4096 -> 256")
+            build_bench_repository(repository)
+        model = find_model(repository, request.model)
+        progress(f"model {model.name}: max_batch_size {model.max_batch_size}")
+        points: list[Point] = []
+        trials: list[Trial] = []
+        if request.url is not None:
+            points = _remote_sweep(perf, request, model.name, levels, progress)
+        else:
+            unbatched = add_unbatched_variant(repository, model.name)
+            runtime = running.enter_context(
+                LocalRuntime(repository, progress=lambda m: progress(f"triton: {m}"))
+            )
+            progress("starting the plain PyTorch app (FastAPI + uvicorn)")
+            plain = running.enter_context(BaselineServer(repository, model.name, scratch / "baseline.log"))
+            endpoints = Endpoints(runtime.http_url, model.name, unbatched, plain.url)
+            points = sweep(
+                perf,
+                endpoints,
+                model,
+                levels=levels,
+                window_ms=request.window_ms,
+                stability_pct=request.stability_pct,
+                max_trials=request.max_trials,
+                progress=lambda p: progress(_progress_line(p)),
+            )
+            if request.search:
+                # The config Triton serves here: the python backend's, whatever the repository's target.
+                served = read_repository(to_python_target(repository, scratch / "served"))
+                served_model = next(m for m in served if m.name == model.name)
+                trials = search(
+                    perf,
+                    runtime.http_url,
+                    model,
+                    served_model.config,
+                    search_space(),
+                    concurrency=max(levels),
+                    window_ms=request.window_ms,
+                    stability_pct=request.stability_pct,
+                    max_trials=request.max_trials,
+                    progress=progress,
+                )
+    settings = {
+        "levels": levels,
+        "window_ms": request.window_ms,
+        "stability_pct": request.stability_pct,
+        "max_trials": request.max_trials,
+        "load_generator": "perf_analyzer 2.51.0, HTTP, synchronous closed-loop clients, random inputs",
+    }
+    report_data = report(points, model=model.name, settings=settings)
+    summary = _summary(points)
+    if request.search:
+        best = best_trial(trials, request.p99_ms)
+        report_data["search"] = {
+            "p99_target_ms": request.p99_ms,
+            "concurrency": max(levels),
+            "trials": [{**asdict(t.candidate), **asdict(t.point)} for t in trials],
+            "best": asdict(best.candidate) if best else None,
+        }
+        target = f"p99 <= {request.p99_ms:g} ms" if request.p99_ms else "no latency target"
+        if best is None:
+            summary.append(f"search: no configuration met {target}")
+        else:
+            summary.append(
+                f"search ({target}, {max(levels)} clients): best {best.candidate.label()}: "
+                f"{best.point.throughput:.0f} req/s, p99 {_ms(best.point.p99_ms)}"
+            )
+            if request.write and request.repository is not None:
+                written = write_best(request.repository, model, best.candidate)
+                summary.append(f"written to {written}")
+    png_path = plot(points, request.out / "bench.png", title=_plot_title(model.name, report_data["machine"]))
+    summary.append(f"plot: {png_path}")
+    return BenchResult(points, trials, report_data, summary)
+
+
+def _remote_sweep(
+    perf: PerfAnalyzer,
+    request: BenchRequest,
+    model: str,
+    levels: Sequence[int],
+    progress: Callable[[str], None],
+) -> list[Point]:
+    """A Triton we did not start: the model, and its unbatched twin where that is served too."""
+    import tritonclient.http as http
+
+    assert request.url is not None
+    client = http.InferenceServerClient(request.url.removeprefix("http://"))
+    try:
+        twin = f"{model}{UNBATCHED_SUFFIX}"
+        served = [(TRITON, model)] + ([(UNBATCHED, twin)] if client.is_model_ready(twin) else [])
+    finally:
+        client.close()
+    points = []
+    for level in levels:
+        for contender, name in served:
+            measured = measure(
+                perf,
+                url=request.url,
+                model=name,
+                concurrency=level,
+                window_ms=request.window_ms,
+                stability_pct=request.stability_pct,
+                max_trials=request.max_trials,
+            )
+            points.append(point_from(contender, measured))
+            progress(_progress_line(points[-1]))
+    return points
+
+
+def _progress_line(p: Point) -> str:
+    cpu = "" if p.client_cpu is None else f"  client CPU {p.client_cpu:.0%}"
+    batch = f"  (batch {p.batch})" if p.contender == CEILING else ""
+    error = f"  ERROR {p.error}" if p.error else ""
+    return (
+        f"{p.contender:<17} {p.concurrency:>4} clients {p.throughput:8.0f} req/s  "
+        f"p50 {_ms(p.p50_ms):>9}  p99 {_ms(p.p99_ms):>9}{cpu}{batch}{error}"
+    )
+
+
+def _summary(points: Sequence[Point]) -> list[str]:
+    lines = []
+    for a, b in ((TRITON, PLAIN), (TRITON, UNBATCHED), (TRITON, CEILING)):
+        mean = geometric_mean_ratio(points, a, b)
+        if math.isfinite(mean):
+            lines.append(f"throughput {a}/{b}, geometric mean over the sweep: {mean:.2f}x")
+    return lines
+
+
+def _plot_title(model: str, machine_info: dict[str, Any]) -> str:
+    return f"{model} on {machine_info['cpu']} ({machine_info['cores']} cores), perf_analyzer"

@@ -69,16 +69,42 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("destination", metavar="s3://BUCKET/PREFIX")
     publish.add_argument("--endpoint-url", help="a non-AWS S3 endpoint, e.g. http://127.0.0.1:5000")
     bench = commands.add_parser(
-        "bench", help="concurrency sweep: a candidate model against a baseline, side by side"
+        "bench",
+        help="Triton vs Triton without batching vs a plain PyTorch app vs the in-process ceiling, "
+        "driven by perf_analyzer",
     )
     bench.add_argument(
-        "--url", help="a running Triton (default: start the local runtime with the bench models)"
+        "--url",
+        help="a running Triton (e.g. the cluster's, on a GPU node): measure --model there, and "
+        "--model-unbatched beside it where served (default: a local Triton and plain app)",
     )
-    bench.add_argument("--candidate", help="model to measure (default: the demo with dynamic batching)")
-    bench.add_argument("--baseline", help="model to compare with (default: the same demo without batching)")
+    bench.add_argument(
+        "--repository", type=Path, help="a model repository (default: the built-in MLP, or the demo)"
+    )
+    bench.add_argument(
+        "--model",
+        help="the model to measure (default: the repository's only model; without --repository: "
+        "mlp, the compute-bound bench model, or demo, the tiny smoke model)",
+    )
     bench.add_argument("--concurrency", default="1,4,16", help="client counts to sweep, e.g. 1,4,16")
-    bench.add_argument("--seconds", type=float, default=5.0, help="seconds per point")
-    bench.add_argument("--protocol", default="http", choices=["http", "grpc"])
+    bench.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer's measurement window")
+    bench.add_argument(
+        "--stability", type=float, default=25.0, help="%% by which 3 windows in a row may differ"
+    )
+    bench.add_argument("--max-trials", type=int, default=10, help="windows before a point is unstable")
+    bench.add_argument(
+        "--out", type=Path, default=Path("out/bench"), help="where bench.json and bench.png go"
+    )
+    bench.add_argument("--json", action="store_true", help="print the report as JSON (progress to stderr)")
+    bench.add_argument(
+        "--search",
+        action="store_true",
+        help="search max_batch_size x max_queue_delay x instances x torch threads at the top concurrency",
+    )
+    bench.add_argument("--p99-ms", type=float, help="--search: the p99 latency the best config must meet")
+    bench.add_argument(
+        "--write", action="store_true", help="--search: write the best config into --repository"
+    )
 
     plan = commands.add_parser(
         "plan", help="what `pulumi preview` would create, offline, with manifests written out"
@@ -294,59 +320,38 @@ def _models_publish(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from inferstack.serving.bench import (
-        build_bench_repository,
-        geometric_mean_ratio,
-        inputs_from_metadata,
-        parse_concurrency,
-        ratio_table,
-        sweep,
-    )
-    from inferstack.serving.client import TritonClient
+    from inferstack.serving.bench import BenchRequest, run_bench, table
 
-    levels = parse_concurrency(args.concurrency)
-    if not 0.2 <= args.seconds <= 600:
-        raise InvalidInput("--seconds", args.seconds, "0.2 to 600 seconds per point")
-    if args.url and not (args.candidate and args.baseline):
-        raise InvalidInput("--candidate/--baseline", None, "both model names when --url is given")
-    with contextlib.ExitStack() as running:
-        url, candidate, baseline = args.url, args.candidate, args.baseline
-        if url is None:
-            from inferstack.serving.local import LocalRuntime
+    request = BenchRequest(
+        url=args.url,
+        repository=args.repository,
+        model=args.model,
+        levels=args.concurrency,
+        window_ms=args.window_ms,
+        stability_pct=args.stability,
+        max_trials=args.max_trials,
+        out=args.out,
+        search=args.search,
+        p99_ms=args.p99_ms,
+        write=args.write,
+    ).checked()
+    progress = sys.stderr if args.json else sys.stdout
 
-            repository = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="inferstack-bench-")))
-            default_candidate, default_baseline = build_bench_repository(repository)
-            candidate, baseline = candidate or default_candidate, baseline or default_baseline
-            runtime = running.enter_context(
-                LocalRuntime(repository, progress=lambda m: print(f"  {m}", flush=True))
-            )
-            url = runtime.http_url if args.protocol == "http" else runtime.grpc_url
-        with TritonClient(url, protocol=args.protocol) as client:
-            inputs = inputs_from_metadata(client.model_metadata(candidate))
-        print(
-            f"\n{candidate} vs {baseline} over {args.protocol}, "
-            f"{args.seconds:g} s per point, closed-loop clients:"
-        )
-        points = sweep(
-            url,
-            [candidate, baseline],
-            inputs,
-            levels=levels,
-            seconds=args.seconds,
-            protocol=args.protocol,
-            progress=lambda p: print(
-                f"  {p.model:<16} {p.concurrency:>4} clients  {p.throughput:8.0f} req/s  "
-                f"p50 {p.p50_ms:7.1f} ms  p99 {p.p99_ms:7.1f} ms  errors {p.errors}",
-                flush=True,
-            ),
-        )
-    print()
-    _print_table(ratio_table(points, candidate, baseline))
-    print(
-        f"\nthroughput ratio {candidate}/{baseline}, geometric mean over the sweep: "
-        f"{geometric_mean_ratio(points, candidate, baseline):.2f}x"
-    )
-    return 1 if any(p.errors for p in points) else 0
+    def say(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=progress, flush=True)
+
+    result = run_bench(request, progress=say)
+    json_path = request.out / "bench.json"
+    json_path.write_text(json.dumps(json_safe(result.report), indent=2, allow_nan=False) + "\n")
+    say(f"report: {json_path}")
+    if args.json:
+        print(json.dumps(json_safe(result.report), indent=2, allow_nan=False))
+    else:
+        print()
+        _print_table(table(result.points))
+        for line in result.summary:
+            print(line)
+    return 1 if result.failed else 0
 
 
 def _check_stacks_dir(path: Path) -> None:

@@ -17,6 +17,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 Array = npt.NDArray[Any]
+TORCH_THREADS = "torch_threads"  # config parameter: torch intra-op threads of each instance
 
 
 class TritonPythonModel:
@@ -27,6 +28,11 @@ class TritonPythonModel:
         self.outputs = [
             (t["name"], pb_utils.triton_string_to_numpy(t["data_type"])) for t in config["output"]
         ]
+        threads = config.get("parameters", {}).get(TORCH_THREADS, {}).get("string_value")
+        if threads:
+            # Triton's own threads and every other instance share the cores with this one: torch's
+            # default (one intra-op thread per core, spinning between ops) oversubscribes them.
+            torch.set_num_threads(int(threads))
         folder = Path(args["model_repository"]) / args["model_version"]
         self.module = torch.jit.load(str(folder / "model.pt"), map_location="cpu")  # type: ignore[no-untyped-call]
         self.module.eval()
