@@ -76,11 +76,8 @@ def point_from(contender: str, measured: Measurement) -> Point:
 
 
 def parse_concurrency(text: str) -> list[int]:
-    try:
-        levels = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise InvalidInput("--concurrency", text, "comma-separated positive integers, e.g. 1,4,16") from None
-    if not levels or any(level < 1 or level > 256 for level in levels):
+    levels = _integers(text, "--concurrency", minimum=1)
+    if any(level > 256 for level in levels):
         raise InvalidInput("--concurrency", text, "levels from 1 to 256")
     return levels
 
@@ -507,6 +504,17 @@ class BenchRequest:
     search: bool = False
     p99_ms: float | None = None
     write: bool = False
+    # --search: max batch sizes, queue delays (us), instance counts, torch threads (None: 1 and all cores)
+    space: tuple[str, str, str, str | None] = ("8,16,32", "100,2000", "1,2", None)
+
+    def candidates(self) -> list[Candidate]:
+        batch, delay, instances, threads = self.space
+        return search_space(
+            max_batch_sizes=_integers(batch, "--search-batch", minimum=1),
+            delays_us=_integers(delay, "--search-delay-us", minimum=0),
+            instances=_integers(instances, "--search-instances", minimum=1),
+            torch_threads=_integers(threads, "--search-threads", minimum=1) if threads else None,
+        )
 
     def checked(self) -> BenchRequest:
         """Every field checked before anything starts; ``levels`` parsed."""
@@ -514,7 +522,7 @@ class BenchRequest:
 
         levels = parse_concurrency(self.levels) if isinstance(self.levels, str) else list(self.levels)
         check_window(self.window_ms, self.stability_pct, self.max_trials)
-        if self.repository is None and self.model not in (None, BENCH_MODEL, "demo"):
+        if self.url is None and self.repository is None and self.model not in (None, BENCH_MODEL, "demo"):
             raise InvalidInput("--model", self.model, f"{BENCH_MODEL} or demo without --repository")
         if self.url is not None and self.model is None:
             raise InvalidInput("--model", None, "the name of a model the Triton at --url serves")
@@ -526,6 +534,7 @@ class BenchRequest:
             raise InvalidInput("--p99-ms/--write", True, "only with --search")
         if self.write and self.repository is None:
             raise InvalidInput("--write", True, "a --repository to write the best config into")
+        self.candidates()
         return BenchRequest(
             self.url,
             self.repository,
@@ -538,7 +547,18 @@ class BenchRequest:
             self.search,
             self.p99_ms,
             self.write,
+            self.space,
         )
+
+
+def _integers(text: str, field: str, *, minimum: int) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise InvalidInput(field, text, f"comma-separated integers >= {minimum}") from None
+    if any(v < minimum for v in values):
+        raise InvalidInput(field, text, f"comma-separated integers >= {minimum}")
+    return values
 
 
 @dataclass(frozen=True)
@@ -565,25 +585,27 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
 
     perf = find_perf_analyzer()
     levels = list(request.levels)
-    with contextlib.ExitStack() as running:
-        scratch = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="inferstack-bench-")))
-        repository = scratch / "repository"
-        if request.repository is not None:
-            shutil.copytree(request.repository, repository)
-        elif request.model == "demo":
-            from inferstack.serving.local import build_demo_repository
+    trials: list[Trial] = []
+    if request.url is not None:
+        assert request.model is not None
+        model_name = request.model
+        points = _remote_sweep(perf, request, model_name, levels, progress)
+    else:
+        with contextlib.ExitStack() as running:
+            scratch = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="inferstack-bench-")))
+            repository = scratch / "repository"
+            if request.repository is not None:
+                shutil.copytree(request.repository, repository)
+            elif request.model == "demo":
+                from inferstack.serving.local import build_demo_repository
 
-            build_demo_repository(repository)
-        else:
-            progress("building the bench model: MLP 256 -> 4096 -> 4096 -> 256")
-            build_bench_repository(repository)
-        model = find_model(repository, request.model)
-        progress(f"model {model.name}: max_batch_size {model.max_batch_size}")
-        points: list[Point] = []
-        trials: list[Trial] = []
-        if request.url is not None:
-            points = _remote_sweep(perf, request, model.name, levels, progress)
-        else:
+                build_demo_repository(repository)
+            else:
+                progress("building the bench model: MLP 256 -> 4096 -> 4096 -> 256")
+                build_bench_repository(repository)
+            model = find_model(repository, request.model)
+            model_name = model.name
+            progress(f"model {model.name}: max_batch_size {model.max_batch_size}")
             unbatched = add_unbatched_variant(repository, model.name)
             runtime = running.enter_context(
                 LocalRuntime(repository, progress=lambda m: progress(f"triton: {m}"))
@@ -610,7 +632,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
                     runtime.http_url,
                     model,
                     served_model.config,
-                    search_space(),
+                    request.candidates(),
                     concurrency=max(levels),
                     window_ms=request.window_ms,
                     stability_pct=request.stability_pct,
@@ -624,7 +646,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
         "max_trials": request.max_trials,
         "load_generator": "perf_analyzer 2.51.0, HTTP, synchronous closed-loop clients, random inputs",
     }
-    report_data = report(points, model=model.name, settings=settings)
+    report_data = report(points, model=model_name, settings=settings)
     summary = _summary(points)
     if request.search:
         best = best_trial(trials, request.p99_ms)
@@ -643,9 +665,10 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
                 f"{best.point.throughput:.0f} req/s, p99 {_ms(best.point.p99_ms)}"
             )
             if request.write and request.repository is not None:
-                written = write_best(request.repository, model, best.candidate)
+                original = find_model(request.repository, model_name)
+                written = write_best(request.repository, original, best.candidate)
                 summary.append(f"written to {written}")
-    png_path = plot(points, request.out / "bench.png", title=_plot_title(model.name, report_data["machine"]))
+    png_path = plot(points, request.out / "bench.png", title=_plot_title(model_name, report_data["machine"]))
     summary.append(f"plot: {png_path}")
     return BenchResult(points, trials, report_data, summary)
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--max-batch-size", type=int, default=8)
     build.add_argument("--target", default="python", choices=["python", "pytorch_libtorch"])
     build.add_argument("--instance-kind", default="KIND_CPU", choices=["KIND_CPU", "KIND_GPU"])
+    build.add_argument(
+        "--preferred-batch-size", type=int, action="append", default=[], help="dynamic batcher (repeatable)"
+    )
+    build.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        help="how long the dynamic batcher waits to fill a batch (default: 100)",
+    )
+    build.add_argument("--instances", type=int, default=1, help="model instances (each runs its own forward)")
+    build.add_argument(
+        "--torch-threads", type=int, help="torch intra-op threads per instance (default: torch's, all cores)"
+    )
     build.add_argument("--version", type=int, default=1)
     build.add_argument("--out", type=Path, required=True, help="the repository folder to write into")
     publish = model_commands.add_parser("publish", help="upload a model repository to S3")
@@ -102,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
         help="search max_batch_size x max_queue_delay x instances x torch threads at the top concurrency",
     )
     bench.add_argument("--p99-ms", type=float, help="--search: the p99 latency the best config must meet")
+    bench.add_argument("--search-batch", default="8,16,32", help="--search: max_batch_size values")
+    bench.add_argument("--search-delay-us", default="100,2000", help="--search: max_queue_delay values")
+    bench.add_argument("--search-instances", default="1,2", help="--search: instance counts")
+    bench.add_argument(
+        "--search-threads",
+        default=None,
+        help="--search: torch threads per instance (default: 1 and all cores)",
+    )
     bench.add_argument(
         "--write", action="store_true", help="--search: write the best config into --repository"
     )
@@ -274,14 +294,26 @@ def _evaluate_queries(prometheus: LocalPrometheus, models: list[str]) -> dict[st
 
 
 def _models_build(args: argparse.Namespace) -> int:
-    from inferstack.serving.repository import ModelOptions, build_from_signature, parse_tensor_spec
+    from inferstack.serving.repository import (
+        DynamicBatching,
+        ModelOptions,
+        build_from_signature,
+        parse_tensor_spec,
+    )
 
     inputs = [parse_tensor_spec(text, field=f"--input[{i}]") for i, text in enumerate(args.input)]
     outputs = [parse_tensor_spec(text, field=f"--output[{i}]") for i, text in enumerate(args.output)]
+    batching = DynamicBatching(preferred_batch_sizes=tuple(args.preferred_batch_size))
+    if args.max_queue_delay_us is not None:
+        batching = replace(batching, max_queue_delay_us=args.max_queue_delay_us)
+    if args.max_batch_size == 0 and (args.preferred_batch_size or args.max_queue_delay_us is not None):
+        raise InvalidInput("--max-batch-size", 0, "> 0 with dynamic batching flags (0: no batch axis)")
     options = ModelOptions(
         max_batch_size=args.max_batch_size,
         instance_kind=args.instance_kind,
-        dynamic_batching=ModelOptions().dynamic_batching if args.max_batch_size > 0 else None,
+        instance_count=args.instances,
+        dynamic_batching=batching if args.max_batch_size > 0 else None,
+        torch_threads=args.torch_threads,
     )
     built = build_from_signature(
         args.torchscript,
@@ -334,6 +366,7 @@ def _bench(args: argparse.Namespace) -> int:
         search=args.search,
         p99_ms=args.p99_ms,
         write=args.write,
+        space=(args.search_batch, args.search_delay_us, args.search_instances, args.search_threads),
     ).checked()
     progress = sys.stderr if args.json else sys.stdout
 
