@@ -186,6 +186,25 @@ def in_process_point(model: RepositoryModel, *, concurrency: int, seconds: float
 # --- the sweep ---------------------------------------------------------------------------------------------
 
 
+def warm_up(
+    url: str, served: str, model: RepositoryModel, *, max_batch_size: int | None = None, rounds: int = 3
+) -> None:
+    """A few requests at each batch size the dynamic batcher can form, before anything is measured.
+
+    TorchScript's first calls at a new shape profile and optimise the graph (tens of ms each): left in,
+    they make the first windows of a point disagree, and perf_analyzer never finds a stable one.
+    """
+    from inferstack.serving.client import TritonClient
+
+    largest = model.max_batch_size if max_batch_size is None else max_batch_size
+    sizes = sorted({1, *(2**k for k in range(1, 8) if 2**k < largest), largest})
+    with TritonClient(url, timeout_s=60.0) as client:
+        for batch in (b for b in sizes if b > 0):
+            inputs = generate_inputs(model, batch=batch)
+            for _ in range(rounds):
+                client.infer(served, inputs)
+
+
 @dataclass(frozen=True)
 class Endpoints:
     triton_url: str
@@ -228,6 +247,9 @@ def sweep(
         )
         return point_from(name, measured)
 
+    warm_up(endpoints.triton_url, endpoints.model, model)
+    warm_up(endpoints.triton_url, endpoints.unbatched_model, model)
+    warm_up(endpoints.plain_url, endpoints.model, model)
     points = []
     for level in levels:
         for _, run in runs:
@@ -456,6 +478,7 @@ def search(
         for candidate in candidates:
             config = candidate_config(served_config, candidate)
             client.load_model(model.name, config=json_format.MessageToJson(config))
+            warm_up(triton_url, model.name, model, max_batch_size=candidate.max_batch_size)
             measured = measure(
                 perf,
                 url=triton_url,

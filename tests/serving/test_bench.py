@@ -327,8 +327,8 @@ def test_a_short_run_measures_four_contenders_and_searches(
     module, example = torch.nn.Sequential(torch.nn.Linear(16, 4)).eval(), [torch.randn(2, 16)]
     options = ModelOptions(dynamic_batching=DynamicBatching(max_queue_delay_us=100))
     build_model(module, example, name="tiny", repository=repository, options=options)
-    argv = ["bench", "--repository", str(repository), "--concurrency", "1,2", "--window-ms", "300"]
-    argv += ["--stability", "100", "--max-trials", "3", "--out", str(tmp_path / "out")]
+    argv = ["bench", "--repository", str(repository), "--concurrency", "1,2", "--window-ms", "500"]
+    argv += ["--stability", "100", "--max-trials", "5", "--out", str(tmp_path / "out")]
     argv += ["--search", "--search-batch", "4", "--search-delay-us", "0", "--search-instances", "1"]
     argv += ["--search-threads", "1,2", "--write"]
     assert main(argv) == 0
