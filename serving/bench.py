@@ -75,10 +75,10 @@ def point_from(contender: str, measured: Measurement) -> Point:
     )
 
 
-def parse_concurrency(text: str) -> list[int]:
-    levels = _integers(text, "--concurrency", minimum=1)
-    if any(level > 256 for level in levels):
-        raise InvalidInput("--concurrency", text, "levels from 1 to 256")
+def parse_concurrency(text: str, *, field: str = "--concurrency", maximum: int = 256) -> list[int]:
+    levels = _integers(text, field, minimum=1)
+    if any(level > maximum for level in levels):
+        raise InvalidInput(field, text, f"levels from 1 to {maximum}")
     return levels
 
 

@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="search max_batch_size x max_queue_delay x instances x torch threads at the top concurrency",
     )
+    bench.add_argument(
+        "--plan",
+        action="store_true",
+        help="instead: time and peak memory of `inferstack plan` for stacks of --plan-sizes services",
+    )
+    bench.add_argument("--plan-sizes", default="1,10,100", help="--plan: service counts")
+    bench.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="--plan: the Pulumi program")
     bench.add_argument("--p99-ms", type=float, help="--search: the p99 latency the best config must meet")
     bench.add_argument("--search-batch", default="8,16,32", help="--search: max_batch_size values")
     bench.add_argument("--search-delay-us", default="100,2000", help="--search: max_queue_delay values")
@@ -354,6 +361,8 @@ def _models_publish(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from inferstack.serving.bench import BenchRequest, run_bench, table
 
+    if args.plan:
+        return _bench_plan(args)
     request = BenchRequest(
         url=args.url,
         repository=args.repository,
@@ -385,6 +394,44 @@ def _bench(args: argparse.Namespace) -> int:
         for line in result.summary:
             print(line)
     return 1 if result.failed else 0
+
+
+def _bench_plan(args: argparse.Namespace) -> int:
+    from inferstack.serving.bench import parse_concurrency
+    from inferstack.serving.plan_benchmark import is_linear, marginal_seconds, plan_benchmark
+
+    _check_stacks_dir(args.stacks_dir)
+    sizes = parse_concurrency(args.plan_sizes.replace(" ", ""), field="--plan-sizes", maximum=1000)
+    runs = plan_benchmark(
+        args.stacks_dir,
+        sizes=sizes,
+        progress=lambda r: print(
+            f"  {r.services:>4} services: {r.resources} resources, {r.seconds:.1f} s, "
+            f"peak {r.peak_rss_mb:.0f} MB",
+            file=sys.stderr if args.json else sys.stdout,
+            flush=True,
+        ),
+    )
+    steps = marginal_seconds(runs)
+    linear = is_linear(runs)
+    if args.json:
+        summary = {"runs": [asdict(r) for r in runs], "seconds_per_added_service": steps, "linear": linear}
+        print(json.dumps(summary, indent=2))
+    else:
+        print()
+        _print_table(
+            [["services", "resources", "seconds", "peak RSS"]]
+            + [
+                [str(r.services), str(r.resources), f"{r.seconds:.1f}", f"{r.peak_rss_mb:.0f} MB"]
+                for r in runs
+            ]
+        )
+        print(
+            "\nseconds per added service: "
+            + ", ".join(f"{s:.3f}" for s in steps)
+            + f" -> {'linear' if linear else 'NOT linear'}"
+        )
+    return 0 if linear else 1
 
 
 def _check_stacks_dir(path: Path) -> None:

@@ -48,6 +48,13 @@ from inferstack.serving.perf_analyzer import (
     parse_csv,
     perf_analyzer_argv,
 )
+from inferstack.serving.plan_benchmark import (
+    PlanRun,
+    is_linear,
+    marginal_seconds,
+    plan_benchmark,
+    with_services,
+)
 from inferstack.serving.repository import (
     DynamicBatching,
     ModelOptions,
@@ -351,3 +358,35 @@ def test_a_short_run_measures_four_contenders_and_searches(
     best = report["search"]["best"]
     assert written.max_batch_size == 4 and written.dynamic_batching.max_queue_delay_microseconds == 0
     assert written.parameters["torch_threads"].string_value == str(best["torch_threads"])
+
+
+# --- the plan benchmark ------------------------------------------------------------------------------------
+
+
+def test_plan_stacks_get_n_distinct_services() -> None:
+    config = {
+        "config": {
+            "inferstack:services": [{"name": "demo", "models": ["demo"], "prefix": "demo", "minReplicas": 1}]
+        }
+    }
+    services = with_services(config, 3)["config"]["inferstack:services"]
+    assert [s["name"] for s in services] == ["svc0", "svc1", "svc2"]
+    assert len({s["prefix"] for s in services}) == 3 and all(s["minReplicas"] == 1 for s in services)
+    with pytest.raises(InvalidInput):
+        with_services({"config": {}}, 2)
+
+
+def test_growth_is_judged_per_added_service() -> None:
+    linear = [PlanRun(1, 2.0, 100, 0), PlanRun(10, 2.9, 100, 0), PlanRun(100, 11.9, 100, 0)]
+    assert marginal_seconds(linear) == pytest.approx([0.1, 0.1])
+    assert is_linear(linear)
+    quadratic = [PlanRun(1, 2.0, 100, 0), PlanRun(10, 2.9, 100, 0), PlanRun(100, 92.0, 100, 0)]
+    assert not is_linear(quadratic)  # 0.99 s per service after 0.1 s
+
+
+@pytest.mark.real_server
+def test_a_real_plan_benchmark_counts_the_services_it_adds() -> None:
+    runs = plan_benchmark(Path(__file__).resolve().parents[2] / "stacks", sizes=(1, 2))
+    assert [r.services for r in runs] == [1, 2]
+    assert runs[1].resources > runs[0].resources > 0  # the second service is really planned
+    assert all(r.seconds > 0 and r.peak_rss_mb > 50 for r in runs)  # python + pulumi alone exceed 50 MB

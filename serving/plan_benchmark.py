@@ -1,0 +1,106 @@
+"""How `inferstack plan` scales: wall time and peak memory for stacks of 1, 10, 100 model services.
+
+Each size is a copy of a stack file (``dev`` by default) whose ``inferstack:services`` list holds N
+services, planned by the real command in its own process (the program, the mock monitor and the
+manifest writer, as a user runs them); the kernel reports the child's peak RSS (wait4). Growth is
+judged on the marginal cost per service between consecutive sizes: linear when it does not rise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inferstack.infra.errors import InvalidInput
+
+LINEAR_SLACK = 2.0  # a later step may cost up to this many times the earlier one per service (noise)
+
+
+@dataclass(frozen=True)
+class PlanRun:
+    services: int
+    seconds: float
+    peak_rss_mb: float
+    resources: int
+
+
+def with_services(config: dict[str, Any], count: int) -> dict[str, Any]:
+    """The stack config with ``count`` services, each a copy of its first one under its own name."""
+    values = dict(config["config"])
+    services = values.get("inferstack:services") or []
+    if not services:
+        raise InvalidInput("inferstack:services", services, "a stack file with at least one service to copy")
+    template = services[0]
+    values["inferstack:services"] = [
+        {**template, "name": f"svc{i}", "models": [f"model{i}"], "prefix": f"svc{i}"} for i in range(count)
+    ]
+    return {**config, "config": values}
+
+
+def marginal_seconds(runs: Sequence[PlanRun]) -> list[float]:
+    """Seconds per added service between consecutive sizes."""
+    ordered = sorted(runs, key=lambda r: r.services)
+    return [(b.seconds - a.seconds) / (b.services - a.services) for a, b in itertools.pairwise(ordered)]
+
+
+def is_linear(runs: Sequence[PlanRun]) -> bool:
+    """No step costs more per service than ``LINEAR_SLACK`` times the cheapest step before it."""
+    steps = marginal_seconds(runs)
+    return all(later <= LINEAR_SLACK * max(min(steps[: i + 1]), 1e-3) for i, later in enumerate(steps))
+
+
+def run_plan(stacks_dir: Path, stack: str, out: Path) -> PlanRun:
+    argv = [sys.executable, "-m", "inferstack.serving.cli", "plan", "--stack", stack]
+    argv += ["--stacks-dir", str(stacks_dir), "--out", str(out)]
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)  # a plan always ends; wait4 gives its peak RSS
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - started
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"inferstack plan --stack {stack} failed:\n{output[-2000:]}")
+    first = output.splitlines()[0] if output else ""
+    resources = int(first.split(":")[1].split()[0]) if "resources to create" in first else 0
+    return PlanRun(0, seconds, usage.ru_maxrss / 1024, resources)  # ru_maxrss is in KiB on Linux
+
+
+def plan_benchmark(
+    stacks_dir: Path,
+    *,
+    sizes: Sequence[int] = (1, 10, 100),
+    base_stack: str = "dev",
+    progress: Callable[[PlanRun], None] | None = None,
+) -> list[PlanRun]:
+    source = stacks_dir / f"Pulumi.{base_stack}.yaml"
+    if not source.is_file():
+        raise InvalidInput("--stack", base_stack, f"a stack with a Pulumi.<stack>.yaml in {stacks_dir}")
+    if any(n < 1 for n in sizes) or len(set(sizes)) != len(sizes) or len(sizes) < 2:
+        raise InvalidInput("sizes", list(sizes), "two or more different service counts, each >= 1")
+    config = yaml.safe_load(source.read_text())
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="inferstack-plan-bench-") as scratch:
+        program = Path(scratch) / "stacks"
+        shutil.copytree(stacks_dir, program, ignore=shutil.ignore_patterns("__pycache__", "Pulumi.*.yaml"))
+        for count in sorted(sizes):
+            stack = f"bench{count}"
+            (program / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(with_services(config, count)))
+            run = run_plan(program, stack, Path(scratch) / "out")
+            run = PlanRun(count, run.seconds, run.peak_rss_mb, run.resources)
+            runs.append(run)
+            if progress:
+                progress(run)
+    return runs
