@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -390,3 +391,25 @@ def test_a_real_plan_benchmark_counts_the_services_it_adds() -> None:
     assert [r.services for r in runs] == [1, 2]
     assert runs[1].resources > runs[0].resources > 0  # the second service is really planned
     assert all(r.seconds > 0 and r.peak_rss_mb > 50 for r in runs)  # python + pulumi alone exceed 50 MB
+
+
+# --- the served path ------------------------------------------------------------------------------------
+
+
+def test_the_python_model_gives_torch_half_the_cores_per_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unless the config says otherwise: torch's default (every core, spinning) starved Triton's threads."""
+    import importlib
+    import types
+
+    # The module runs inside Triton's stub; only its pure helper is called here.
+    monkeypatch.setitem(
+        sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils")
+    )
+    model_py = importlib.import_module("inferstack.serving.triton_python_model")
+    monkeypatch.setattr(model_py.os, "cpu_count", lambda: 8)
+    assert model_py.torch_threads({"instance_group": [{"count": 1}]}) == 4
+    assert model_py.torch_threads({"instance_group": [{"count": 2}, {"count": 2}]}) == 1
+    assert model_py.torch_threads({"instance_group": [{"count": 16}]}) == 1
+    assert model_py.torch_threads({"parameters": {"torch_threads": {"string_value": "3"}}}) == 3
+    monkeypatch.setattr(model_py.os, "cpu_count", lambda: 2)
+    assert model_py.torch_threads({}) == 1
