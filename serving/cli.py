@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--max-trials", type=int, default=10, help="windows before a point is unstable")
     bench.add_argument(
+        "--rounds", type=int, default=1, help="runs per level, alternating order; the median is reported"
+    )
+    bench.add_argument(
         "--out", type=Path, default=Path("out/bench"), help="where bench.json and bench.png go"
     )
     bench.add_argument("--json", action="store_true", help="print the report as JSON (progress to stderr)")
@@ -375,6 +378,7 @@ def _bench(args: argparse.Namespace) -> int:
         search=args.search,
         p99_ms=args.p99_ms,
         write=args.write,
+        rounds=args.rounds,
         space=(args.search_batch, args.search_delay_us, args.search_instances, args.search_threads),
     ).checked()
     progress = sys.stderr if args.json else sys.stdout

@@ -32,6 +32,7 @@ from inferstack.serving.bench import (
     ceiling_batch,
     geometric_mean_ratio,
     in_process_point,
+    medians,
     parse_concurrency,
     percentile,
     ratio,
@@ -413,3 +414,16 @@ def test_the_python_model_gives_torch_half_the_cores_per_instance(monkeypatch: p
     assert model_py.torch_threads({"parameters": {"torch_threads": {"string_value": "3"}}}) == 3
     monkeypatch.setattr(model_py.os, "cpu_count", lambda: 2)
     assert model_py.torch_threads({}) == 1
+
+
+def test_rounds_report_the_median_and_alternate_order() -> None:
+    rounds = [
+        Point(TRITON, 4, 300.0, 1, 2, 0.1),
+        Point(TRITON, 4, 100.0, 1, 2, 0.1),
+        Point(TRITON, 4, 200.0, 1, 2, 0.1),
+        Point(PLAIN, 4, 0.0, math.nan, math.nan, 0.1, error="no stable window within 25 %"),
+        Point(PLAIN, 4, 90.0, 1, 2, 0.1),
+    ]
+    chosen = {p.contender: p for p in medians(rounds)}
+    assert chosen[TRITON].throughput == 200.0
+    assert chosen[PLAIN].error  # of two rounds the lower one, and a failed round ranks lowest
