@@ -62,6 +62,38 @@ class Point:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class Load:
+    """How perf_analyzer measures each point (its stable-window method)."""
+
+    window_ms: int
+    stability_pct: float
+    max_trials: int
+
+
+def measure_point(
+    perf: PerfAnalyzer,
+    load: Load,
+    contender: str,
+    url: str,
+    served: str,
+    concurrency: int,
+    *,
+    stats: bool = True,
+) -> Point:
+    measured = measure(
+        perf,
+        url=url,
+        model=served,
+        concurrency=concurrency,
+        window_ms=load.window_ms,
+        stability_pct=load.stability_pct,
+        max_trials=load.max_trials,
+        server_stats=stats,
+    )
+    return point_from(contender, measured)
+
+
 def point_from(contender: str, measured: Measurement) -> Point:
     return Point(
         contender,
@@ -233,37 +265,20 @@ def sweep(
     perf: PerfAnalyzer,
     endpoints: Endpoints,
     model: RepositoryModel,
+    load: Load,
     *,
     levels: Sequence[int],
-    window_ms: int,
-    stability_pct: float,
-    max_trials: int,
     rounds: int = 1,
     progress: Callable[[Point], None] | None = None,
 ) -> list[Point]:
     """Every contender at every level, interleaved level by level, ``rounds`` times per level."""
-    runs: list[tuple[str, Callable[[int], Point]]] = [
-        (TRITON, lambda c: _served(perf, TRITON, endpoints.triton_url, endpoints.model, c)),
-        (UNBATCHED, lambda c: _served(perf, UNBATCHED, endpoints.triton_url, endpoints.unbatched_model, c)),
-        (PLAIN, lambda c: _served(perf, PLAIN, endpoints.plain_url, endpoints.model, c, stats=False)),
-        (CEILING, lambda c: in_process_point(model, concurrency=c, seconds=window_ms / 1000 * 3)),
+    triton, plain = endpoints.triton_url, endpoints.plain_url
+    runs: list[Callable[[int], Point]] = [
+        lambda c: measure_point(perf, load, TRITON, triton, endpoints.model, c),
+        lambda c: measure_point(perf, load, UNBATCHED, triton, endpoints.unbatched_model, c),
+        lambda c: measure_point(perf, load, PLAIN, plain, endpoints.model, c, stats=False),
+        lambda c: in_process_point(model, concurrency=c, seconds=load.window_ms / 1000 * 3),
     ]
-
-    def _served(
-        perf: PerfAnalyzer, name: str, url: str, served: str, concurrency: int, *, stats: bool = True
-    ) -> Point:
-        measured = measure(
-            perf,
-            url=url,
-            model=served,
-            concurrency=concurrency,
-            window_ms=window_ms,
-            stability_pct=stability_pct,
-            max_trials=max_trials,
-            server_stats=stats,
-        )
-        return point_from(name, measured)
-
     warm_up(endpoints.triton_url, endpoints.model, model)
     warm_up(endpoints.triton_url, endpoints.unbatched_model, model)
     warm_up(endpoints.plain_url, endpoints.model, model)
@@ -271,7 +286,7 @@ def sweep(
     for level in levels:
         for round_ in range(rounds):
             # Odd rounds run backwards (A B C D, D C B A): a slow drift favours no contender.
-            for _, run in runs if round_ % 2 == 0 else runs[::-1]:
+            for run in runs if round_ % 2 == 0 else runs[::-1]:
                 point = run(level)
                 points.append(point)
                 if progress:
@@ -492,11 +507,9 @@ def search(
     model: RepositoryModel,
     served_config: Any,
     candidates: Sequence[Candidate],
+    load: Load,
     *,
     concurrency: int,
-    window_ms: int,
-    stability_pct: float,
-    max_trials: int,
     progress: Callable[[str], None] | None = None,
 ) -> list[Trial]:
     """Each candidate loaded into the running Triton (config override, nothing republished), then measured."""
@@ -510,16 +523,7 @@ def search(
             config = candidate_config(served_config, candidate)
             client.load_model(model.name, config=json_format.MessageToJson(config))
             warm_up(triton_url, model.name, model, max_batch_size=candidate.max_batch_size)
-            measured = measure(
-                perf,
-                url=triton_url,
-                model=model.name,
-                concurrency=concurrency,
-                window_ms=window_ms,
-                stability_pct=stability_pct,
-                max_trials=max_trials,
-            )
-            trial = Trial(candidate, point_from(TRITON, measured))
+            trial = Trial(candidate, measure_point(perf, load, TRITON, triton_url, model.name, concurrency))
             trials.append(trial)
             if progress:
                 p = trial.point
@@ -643,11 +647,12 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
 
     perf = find_perf_analyzer()
     levels = list(request.levels)
+    load = Load(request.window_ms, request.stability_pct, request.max_trials)
     trials: list[Trial] = []
     if request.url is not None:
         assert request.model is not None
         model_name = request.model
-        points = raw = _remote_sweep(perf, request, model_name, levels, progress)
+        points = raw = _remote_sweep(perf, load, request.url, model_name, levels, progress)
     else:
         with contextlib.ExitStack() as running:
             scratch = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="inferstack-bench-")))
@@ -675,10 +680,8 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
                 perf,
                 endpoints,
                 model,
+                load,
                 levels=levels,
-                window_ms=request.window_ms,
-                stability_pct=request.stability_pct,
-                max_trials=request.max_trials,
                 rounds=request.rounds,
                 progress=lambda p: progress(_progress_line(p)),
             )
@@ -693,10 +696,8 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
                     model,
                     served_model.config,
                     request.candidates(),
+                    load,
                     concurrency=max(levels),
-                    window_ms=request.window_ms,
-                    stability_pct=request.stability_pct,
-                    max_trials=request.max_trials,
                     progress=progress,
                 )
     settings = {
@@ -737,7 +738,8 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
 
 def _remote_sweep(
     perf: PerfAnalyzer,
-    request: BenchRequest,
+    load: Load,
+    url: str,
     model: str,
     levels: Sequence[int],
     progress: Callable[[str], None],
@@ -745,8 +747,7 @@ def _remote_sweep(
     """A Triton we did not start: the model, and its unbatched twin where that is served too."""
     import tritonclient.http as http
 
-    assert request.url is not None
-    client = http.InferenceServerClient(request.url.removeprefix("http://"))
+    client = http.InferenceServerClient(url.removeprefix("http://"))
     try:
         twin = f"{model}{UNBATCHED_SUFFIX}"
         served = [(TRITON, model)] + ([(UNBATCHED, twin)] if client.is_model_ready(twin) else [])
@@ -755,16 +756,7 @@ def _remote_sweep(
     points = []
     for level in levels:
         for contender, name in served:
-            measured = measure(
-                perf,
-                url=request.url,
-                model=name,
-                concurrency=level,
-                window_ms=request.window_ms,
-                stability_pct=request.stability_pct,
-                max_trials=request.max_trials,
-            )
-            points.append(point_from(contender, measured))
+            points.append(measure_point(perf, load, contender, url, name, level))
             progress(_progress_line(points[-1]))
     return points
 
