@@ -160,7 +160,7 @@ class ModelOptions:
     instance_count: int = 1
     warmup: bool = False  # zero-filled requests at max_batch_size (variable axes at length 1) before ready
     version_policy: VersionPolicy = LatestVersions()
-    torch_threads: int | None = None  # torch intra-op threads per instance; None: torch's default (all cores)
+    torch_threads: int | None = None  # per instance; None: the python model takes half the cores
 
 
 @dataclass(frozen=True)

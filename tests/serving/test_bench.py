@@ -429,3 +429,10 @@ def test_rounds_report_the_median_and_alternate_order() -> None:
     chosen = {p.contender: p for p in medians(rounds)}
     assert chosen[TRITON].throughput == 200.0
     assert chosen[PLAIN].error  # of two rounds the lower one, and a failed round ranks lowest
+
+
+def test_torch_threads_must_be_positive(tmp_path: Path) -> None:
+    module, example = torch.nn.Linear(4, 2).eval(), [torch.randn(2, 4)]
+    with pytest.raises(InvalidInput) as caught:
+        build_model(module, example, name="m", repository=tmp_path, options=ModelOptions(torch_threads=0))
+    assert caught.value.field == "torch_threads"
