@@ -465,7 +465,9 @@ def search_space(
 
 def candidate_config(base: Any, candidate: Candidate) -> Any:
     """``base`` (a ModelConfig) with the candidate's batching, instances and threads; validated."""
-    from inferstack.serving.repository import mc, threads_parameter, validate_config
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from inferstack.serving.repository import threads_parameter, validate_config
 
     config = mc.ModelConfig()
     config.CopyFrom(base)
@@ -575,11 +577,14 @@ class BenchRequest:
             torch_threads=_integers(threads, "--search-threads", minimum=1) if threads else None,
         )
 
+    def level_values(self) -> list[int]:
+        return parse_concurrency(self.levels) if isinstance(self.levels, str) else list(self.levels)
+
     def checked(self) -> BenchRequest:
         """Every field checked before anything starts; ``levels`` parsed."""
         from inferstack.serving.perf_analyzer import check_window
 
-        levels = parse_concurrency(self.levels) if isinstance(self.levels, str) else list(self.levels)
+        levels = self.level_values()
         check_window(self.window_ms, self.stability_pct, self.max_trials)
         if self.url is None and self.repository is None and self.model not in (None, BENCH_MODEL, "demo"):
             raise InvalidInput("--model", self.model, f"{BENCH_MODEL} or demo without --repository")
@@ -646,7 +651,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
     from inferstack.serving.perf_analyzer import find_perf_analyzer
 
     perf = find_perf_analyzer()
-    levels = list(request.levels)
+    levels = request.level_values()
     load = Load(request.window_ms, request.stability_pct, request.max_trials)
     trials: list[Trial] = []
     if request.url is not None:

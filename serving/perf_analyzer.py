@@ -14,6 +14,7 @@ import csv
 import io
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -218,7 +219,7 @@ def _run(argv: list[str], env: dict[str, str], *, timeout_s: float) -> tuple[int
     return os.waitstatus_to_exitcode(status), output, cpu
 
 
-def _wait4(process: subprocess.Popen[bytes], deadline: float) -> tuple[int, os.struct_rusage]:
+def _wait4(process: subprocess.Popen[bytes], deadline: float) -> tuple[int, resource.struct_rusage]:
     """Reap the child ourselves: wait4 returns its resource usage, which Popen.wait drops."""
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
