@@ -57,6 +57,9 @@ class Point:
     client_cpu: float | None  # load generator's share of the machine; None for the in-process ceiling
     batch: int = 1  # the in-process ceiling's batch size; every served request carries one sample
     torch_threads: int | None = None  # the in-process ceiling's faster setting
+    # The ceiling per CPU-second its passes used (batch / CPU time per pass): what it does with the
+    # machine to itself, where wall time shares the cores with whatever else runs.
+    per_cpu_second: float | None = None
     server_queue_ms: float | None = None
     server_compute_ms: float | None = None
     error: str = ""
@@ -207,12 +210,12 @@ def in_process_point(model: RepositoryModel, *, concurrency: int, seconds: float
             latencies: list[float] = []
             with torch.inference_mode():
                 module(*tensors)  # first call: TorchScript's profiling run, not representative
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 while time.perf_counter() - started < seconds / 2:
                     begin = time.perf_counter()
                     module(*tensors)
                     latencies.append(time.perf_counter() - begin)
-                elapsed = time.perf_counter() - started
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             latencies.sort()
             point = Point(
                 CEILING,
@@ -223,6 +226,7 @@ def in_process_point(model: RepositoryModel, *, concurrency: int, seconds: float
                 None,
                 batch=batch,
                 torch_threads=threads,
+                per_cpu_second=batch * len(latencies) / cpu if cpu > 0 else None,
             )
             best = point if best is None or point.throughput > best.throughput else best
     finally:
@@ -330,7 +334,7 @@ def table(points: Sequence[Point]) -> list[list[str]]:
     """One row per point: its numbers, its ratio to the plain app and its share of the ceiling."""
     rows = [["clients", "contender", "req/s", "p50", "p99", "client CPU", "vs plain", "of ceiling", "note"]]
     for p in points:
-        note = p.error or (f"batch {p.batch}, {p.torch_threads} thread(s)" if p.contender == CEILING else "")
+        note = p.error or (_ceiling_note(p) if p.contender == CEILING else "")
         rows.append(
             [
                 str(p.concurrency),
@@ -345,6 +349,11 @@ def table(points: Sequence[Point]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _ceiling_note(p: Point) -> str:
+    per_cpu = f", {p.per_cpu_second:.0f} per CPU-second" if p.per_cpu_second else ""
+    return f"batch {p.batch}, {p.torch_threads} thread(s){per_cpu}"
 
 
 def _ms(value: float) -> str:
@@ -768,7 +777,7 @@ def _remote_sweep(
 
 def _progress_line(p: Point) -> str:
     cpu = "" if p.client_cpu is None else f"  client CPU {p.client_cpu:.0%}"
-    batch = f"  (batch {p.batch}, {p.torch_threads} thread(s))" if p.contender == CEILING else ""
+    batch = f"  ({_ceiling_note(p)})" if p.contender == CEILING else ""
     error = f"  ERROR {p.error}" if p.error else ""
     return (
         f"{p.contender:<17} {p.concurrency:>4} clients {p.throughput:8.0f} req/s  "

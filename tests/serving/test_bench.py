@@ -144,7 +144,7 @@ def _points() -> list[Point]:
         Point(TRITON, 4, 300.0, 10, 20, 0.05),
         Point(UNBATCHED, 4, 150.0, 20, 40, 0.05),
         Point(PLAIN, 4, 100.0, 30, 60, 0.04),
-        Point(CEILING, 4, 400.0, 8, 9, None, batch=4, torch_threads=2),
+        Point(CEILING, 4, 400.0, 8, 9, None, batch=4, torch_threads=2, per_cpu_second=450.0),
         Point(TRITON, 1, 50.0, 10, 20, 0.05),
         Point(PLAIN, 1, 100.0, 10, 20, 0.05),
         Point(UNBATCHED, 1, 0.0, math.nan, math.nan, 0.01, error="no stable window within 25 %"),
@@ -161,7 +161,7 @@ def test_ratios_and_the_table() -> None:
     assert rows[0][:3] == ["clients", "contender", "req/s"]
     triton_4 = rows[1]
     assert triton_4[:3] == ["4", TRITON, "300"] and triton_4[6:8] == ["3.00x", "75%"]
-    assert rows[4][-1] == "batch 4, 2 thread(s)" and rows[4][5] == "-"
+    assert rows[4][-1] == "batch 4, 2 thread(s), 450 per CPU-second" and rows[4][5] == "-"
     assert rows[7][-1] == "no stable window within 25 %" and rows[7][3] == "-"
 
 
@@ -175,6 +175,7 @@ def test_the_in_process_ceiling_runs_the_model_at_that_batch(tmp_path: Path) -> 
     point = in_process_point(model, concurrency=16, seconds=0.2)
     assert point.contender == CEILING and point.batch == 8 and point.throughput > 0
     assert point.torch_threads in (1, os.cpu_count())  # the faster of the two settings it tries
+    assert point.per_cpu_second is not None and point.per_cpu_second > 0
     assert point.client_cpu is None and 0 < point.p50_ms <= point.p99_ms
 
 
