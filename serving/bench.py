@@ -730,7 +730,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
         report_data["search"] = {
             "p99_target_ms": request.p99_ms,
             "concurrency": max(levels),
-            "trials": [{**asdict(t.candidate), **asdict(t.point)} for t in trials],
+            "trials": [{**asdict(t.point), **asdict(t.candidate)} for t in trials],
             "best": asdict(best.candidate) if best else None,
         }
         target = f"p99 <= {request.p99_ms:g} ms" if request.p99_ms else "no latency target"
