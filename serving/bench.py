@@ -21,8 +21,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ TRITON, UNBATCHED, PLAIN, CEILING = "triton", "triton-unbatched", "plain-pytorch
 CONTENDERS = (TRITON, UNBATCHED, PLAIN, CEILING)
 BENCH_MODEL = "mlp"
 UNBATCHED_SUFFIX = "-unbatched"
+VARIABLE_LENGTH = 8  # the length every variable axis gets in the bench's requests
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class Load:
     window_ms: int
     stability_pct: float
     max_trials: int
+    shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)  # for inputs with variable axes
+
+
+def variable_shapes(model: RepositoryModel, length: int = VARIABLE_LENGTH) -> dict[str, list[int]]:
+    """perf_analyzer's ``--shape`` for each input with a variable axis (batch axis excluded)."""
+    return {
+        spec.name: [length if d == -1 else d for d in spec.dims] for spec in model.inputs if -1 in spec.dims
+    }
 
 
 def measure_point(
@@ -93,6 +102,7 @@ def measure_point(
         stability_pct=load.stability_pct,
         max_trials=load.max_trials,
         server_stats=stats,
+        shapes=load.shapes,
     )
     return point_from(contender, measured)
 
@@ -200,7 +210,7 @@ def in_process_point(model: RepositoryModel, *, concurrency: int, seconds: float
     """
     batch = ceiling_batch(concurrency, model.max_batch_size)
     module = load_torchscript(model.torchscript).eval()
-    inputs = generate_inputs(model, batch=batch) if model.max_batch_size > 0 else generate_inputs(model)
+    inputs = generate_inputs(model, batch=batch, variable_length=VARIABLE_LENGTH)
     tensors = [torch.from_numpy(inputs[spec.name]) for spec in model.inputs]
     default_threads = torch.get_num_threads()
     best: Point | None = None
@@ -252,7 +262,7 @@ def warm_up(
     sizes = sorted({1, *(2**k for k in range(1, 8) if 2**k < largest), largest})
     with TritonClient(url, timeout_s=60.0) as client:
         for batch in (b for b in sizes if b > 0):
-            inputs = generate_inputs(model, batch=batch)
+            inputs = generate_inputs(model, batch=batch, variable_length=VARIABLE_LENGTH)
             for _ in range(rounds):
                 client.infer(served, inputs)
 
@@ -682,6 +692,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
                 build_bench_repository(repository)
             model = find_model(repository, request.model)
             model_name = model.name
+            load = replace(load, shapes=variable_shapes(model))
             progress(f"model {model.name}: max_batch_size {model.max_batch_size}")
             unbatched = add_unbatched_variant(repository, model.name)
             runtime = running.enter_context(

@@ -38,6 +38,7 @@ from inferstack.serving.bench import (
     percentile,
     ratio,
     table,
+    variable_shapes,
     write_best,
 )
 from inferstack.serving.cli import main
@@ -437,3 +438,20 @@ def test_torch_threads_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as caught:
         build_model(module, example, name="m", repository=tmp_path, options=ModelOptions(torch_threads=0))
     assert caught.value.field == "torch_threads"
+
+
+def test_variable_axes_get_a_fixed_length_for_perf_analyzer(tmp_path: Path) -> None:
+    from tests.serving.conftest import Sequence as SequenceModel
+
+    build_model(
+        SequenceModel(),
+        [torch.randn(2, 5, 4)],
+        name="sequence",
+        repository=tmp_path,
+        input_names=["tokens"],
+        output_names=["positions", "pooled"],
+        variable_axes={"tokens": [0], "positions": [0]},
+    )
+    model = read_repository(tmp_path)[0]
+    assert variable_shapes(model) == {"tokens": [8, 4]}  # batch axis excluded, -1 -> 8
+    assert variable_shapes(read_repository(build_demo_repository(tmp_path / "demo"))[0]) == {}
