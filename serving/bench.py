@@ -427,10 +427,11 @@ def plot(points: Sequence[Point], path: Path, *, title: str) -> Path:
         if not mine:
             continue
         style = "--" if contender == CEILING else "-"
-        axes.plot([p.throughput for p in mine], [p.p99_ms for p in mine], style, marker="o", label=contender)
+        label = f"{contender} (p99 of one batch)" if contender == CEILING else contender
+        axes.plot([p.throughput for p in mine], [p.p99_ms for p in mine], style, marker="o", label=label)
         for p in mine:
             axes.annotate(
-                str(p.concurrency),
+                f"b{p.batch}" if contender == CEILING else str(p.concurrency),
                 (p.throughput, p.p99_ms),
                 textcoords="offset points",
                 xytext=(4, 4),
@@ -442,7 +443,7 @@ def plot(points: Sequence[Point], path: Path, *, title: str) -> Path:
     axes.set_title(title, fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
-    figure.text(0.99, 0.01, "labels: concurrent clients (ceiling: batch size)", ha="right", fontsize=7)
+    figure.text(0.99, 0.01, "labels: concurrent clients; ceiling: bN = batch of N", ha="right", fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
