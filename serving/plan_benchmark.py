@@ -2,14 +2,13 @@
 
 Each size is a copy of a stack file (``dev`` by default) whose ``inferstack:services`` list holds N
 services, planned by the real command in its own process (the program, the mock monitor and the
-manifest writer, as a user runs them); the kernel reports the child's peak RSS (wait4). Growth is
+manifest writer, as a user runs them), which reports its own peak RSS (VmHWM) as it exits. Growth is
 judged on the marginal cost per service between consecutive sizes: linear when it does not rise.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import subprocess
 import sys
@@ -60,22 +59,31 @@ def is_linear(runs: Sequence[PlanRun]) -> bool:
     return all(later <= LINEAR_SLACK * max(min(steps[: i + 1]), 1e-3) for i, later in enumerate(steps))
 
 
+# The child reports its own high-water RSS (VmHWM, of the memory it has after exec): the kernel's
+# ru_maxrss for a child also counts the parent's memory at fork, which would hide the plan's own.
+_PLAN_AND_REPORT = """
+import sys
+from inferstack.serving.cli import main
+code = main(sys.argv[1:])
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("\\npeak_rss_kib=" + peak.split()[1], flush=True)
+sys.exit(code)
+"""
+
+
 def run_plan(stacks_dir: Path, stack: str, out: Path) -> PlanRun:
-    argv = [sys.executable, "-m", "inferstack.serving.cli", "plan", "--stack", stack]
+    argv = [sys.executable, "-c", _PLAN_AND_REPORT, "plan", "--stack", stack]
     argv += ["--stacks-dir", str(stacks_dir), "--out", str(out)]
     started = time.monotonic()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)  # a plan always ends; wait4 gives its peak RSS
-        process.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.monotonic() - started
-        log.seek(0)
-        output = log.read().decode(errors="replace")
-    if process.returncode != 0:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
         raise RuntimeError(f"inferstack plan --stack {stack} failed:\n{output[-2000:]}")
-    first = output.splitlines()[0] if output else ""
-    resources = int(first.split(":")[1].split()[0]) if "resources to create" in first else 0
-    return PlanRun(0, seconds, usage.ru_maxrss / 1024, resources)  # ru_maxrss is in KiB on Linux
+    lines = done.stdout.splitlines()
+    resources = int(lines[0].split(":")[1].split()[0]) if "resources to create" in lines[0] else 0
+    peak_kib = int(next(line for line in lines if line.startswith("peak_rss_kib=")).split("=")[1])
+    return PlanRun(0, seconds, peak_kib / 1024, resources)
 
 
 def plan_benchmark(
