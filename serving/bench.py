@@ -21,15 +21,15 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.perf_analyzer import Measurement, PerfAnalyzer, measure
+from inferstack.serving.perf_analyzer import Load, Measurement, PerfAnalyzer, measure
 from inferstack.serving.repository import (
     RepositoryModel,
     build_model,
@@ -66,16 +66,6 @@ class Point:
     error: str = ""
 
 
-@dataclass(frozen=True)
-class Load:
-    """How perf_analyzer measures each point (its stable-window method)."""
-
-    window_ms: int
-    stability_pct: float
-    max_trials: int
-    shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)  # for inputs with variable axes
-
-
 def variable_shapes(model: RepositoryModel, length: int = VARIABLE_LENGTH) -> dict[str, list[int]]:
     """perf_analyzer's ``--shape`` for each input with a variable axis (batch axis excluded)."""
     return {
@@ -93,17 +83,7 @@ def measure_point(
     *,
     stats: bool = True,
 ) -> Point:
-    measured = measure(
-        perf,
-        url=url,
-        model=served,
-        concurrency=concurrency,
-        window_ms=load.window_ms,
-        stability_pct=load.stability_pct,
-        max_trials=load.max_trials,
-        server_stats=stats,
-        shapes=load.shapes,
-    )
+    measured = measure(perf, load, url=url, model=served, concurrency=concurrency, server_stats=stats)
     return point_from(contender, measured)
 
 
@@ -602,10 +582,8 @@ class BenchRequest:
 
     def checked(self) -> BenchRequest:
         """Every field checked before anything starts; ``levels`` parsed."""
-        from inferstack.serving.perf_analyzer import check_window
-
         levels = self.level_values()
-        check_window(self.window_ms, self.stability_pct, self.max_trials)
+        Load(self.window_ms, self.stability_pct, self.max_trials).checked()
         if self.url is None and self.repository is None and self.model not in (None, BENCH_MODEL, "demo"):
             raise InvalidInput("--model", self.model, f"{BENCH_MODEL} or demo without --repository")
         if self.url is not None and self.model is None:
@@ -672,7 +650,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
 
     perf = find_perf_analyzer()
     levels = request.level_values()
-    load = Load(request.window_ms, request.stability_pct, request.max_trials)
+    load = Load(request.window_ms, request.stability_pct, request.max_trials).checked()
     trials: list[Trial] = []
     if request.url is not None:
         assert request.model is not None

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from inferstack.infra.errors import InvalidInput
@@ -113,26 +113,28 @@ def measurement_from_row(
     )
 
 
-def check_window(window_ms: int, stability_pct: float, max_trials: int) -> None:
-    if isinstance(window_ms, bool) or not isinstance(window_ms, int) or not 100 <= window_ms <= 600_000:
-        raise InvalidInput("--window-ms", window_ms, "an integer from 100 to 600000 milliseconds")
-    if not 1 <= stability_pct <= 100:
-        raise InvalidInput("--stability", stability_pct, "a percentage from 1 to 100")
-    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or not 3 <= max_trials <= 100:
-        raise InvalidInput("--max-trials", max_trials, "an integer from 3 to 100 (three windows must agree)")
+@dataclass(frozen=True)
+class Load:
+    """How each point is measured: perf_analyzer's stable-window settings and the variable-axis shapes."""
+
+    window_ms: int
+    stability_pct: float
+    max_trials: int
+    shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)  # inputs with variable axes
+
+    def checked(self) -> Load:
+        window, trials = self.window_ms, self.max_trials
+        if isinstance(window, bool) or not isinstance(window, int) or not 100 <= window <= 600_000:
+            raise InvalidInput("--window-ms", window, "an integer from 100 to 600000 milliseconds")
+        if not 1 <= self.stability_pct <= 100:
+            raise InvalidInput("--stability", self.stability_pct, "a percentage from 1 to 100")
+        if isinstance(trials, bool) or not isinstance(trials, int) or not 3 <= trials <= 100:
+            raise InvalidInput("--max-trials", trials, "an integer from 3 to 100 (three windows must agree)")
+        return self
 
 
 def perf_analyzer_argv(
-    install: PerfAnalyzer,
-    *,
-    url: str,
-    model: str,
-    concurrency: int,
-    window_ms: int,
-    stability_pct: float,
-    max_trials: int,
-    csv_path: Path,
-    shapes: Mapping[str, Sequence[int]] | None = None,
+    install: PerfAnalyzer, load: Load, *, url: str, model: str, concurrency: int, csv_path: Path
 ) -> list[str]:
     """Closed-loop synchronous clients (one thread each), random inputs.
 
@@ -153,56 +155,41 @@ def perf_analyzer_argv(
         "--measurement-mode",
         "time_windows",
         "-p",
-        str(window_ms),
+        str(load.window_ms),
         "-s",
-        f"{stability_pct:g}",
+        f"{load.stability_pct:g}",
         "--max-trials",
-        str(max_trials),
+        str(load.max_trials),
         "--input-data",
         "random",
-        *(f"--shape={name}:{','.join(map(str, dims))}" for name, dims in (shapes or {}).items()),
+        *(f"--shape={name}:{','.join(map(str, dims))}" for name, dims in load.shapes.items()),
         "-f",
         str(csv_path),
     ]
 
 
 def measure(
-    install: PerfAnalyzer,
-    *,
-    url: str,
-    model: str,
-    concurrency: int,
-    window_ms: int,
-    stability_pct: float,
-    max_trials: int,
-    server_stats: bool = True,
-    shapes: Mapping[str, Sequence[int]] | None = None,
+    install: PerfAnalyzer, load: Load, *, url: str, model: str, concurrency: int, server_stats: bool = True
 ) -> Measurement:
     """One point; an unstable one (perf_analyzer then writes no numbers) is retried once with windows twice
     as long, as perf_analyzer itself advises. perf_analyzer's own CPU use comes from the kernel (wait4)."""
-    check_window(window_ms, stability_pct, max_trials)
-    for window in (window_ms, 2 * window_ms):
+    load.checked()
+    for attempt in (load, replace(load, window_ms=2 * load.window_ms)):
         with tempfile.TemporaryDirectory(prefix="inferstack-perf-") as scratch:
             csv_path = Path(scratch) / "point.csv"
             argv = perf_analyzer_argv(
-                install,
-                url=url,
-                model=model,
-                concurrency=concurrency,
-                window_ms=window,
-                stability_pct=stability_pct,
-                max_trials=max_trials,
-                csv_path=csv_path,
-                shapes=shapes,
+                install, attempt, url=url, model=model, concurrency=concurrency, csv_path=csv_path
             )
-            code, output, cpu = _run(argv, install.env(), timeout_s=(max_trials + 2) * window / 1000 * 4 + 60)
+            # Bounded: at most max_trials windows run; the margin covers start-up and a slow machine.
+            timeout_s = (attempt.max_trials + 2) * attempt.window_ms / 1000 * 4 + 60
+            code, output, cpu = _run(argv, install.env(), timeout_s=timeout_s)
             rows = parse_csv(csv_path.read_text()) if code == 0 and csv_path.exists() else []
         if rows:
             return measurement_from_row(rows[0], client_cpu=cpu, stable=True, server_stats=server_stats)
         if _UNSTABLE not in output:
             break
     stable = _UNSTABLE not in output
-    error = f"no stable window within {stability_pct:g} %" if not stable else _error_lines(output, code)
+    error = f"no stable window within {load.stability_pct:g} %" if not stable else _error_lines(output, code)
     return Measurement(concurrency, 0.0, math.nan, math.nan, None, None, cpu, stable, error)
 
 

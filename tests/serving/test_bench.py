@@ -45,6 +45,7 @@ from inferstack.serving.cli import main
 from inferstack.serving.client import TritonClient
 from inferstack.serving.local import LocalRuntime, build_demo_repository
 from inferstack.serving.perf_analyzer import (
+    Load,
     PerfAnalyzer,
     PerfAnalyzerMissing,
     find_perf_analyzer,
@@ -108,16 +109,9 @@ def test_the_csv_export_is_read_in_milliseconds() -> None:
 
 def test_perf_analyzer_runs_its_stable_window_method_and_exports_csv(tmp_path: Path) -> None:
     install = PerfAnalyzer(tmp_path / "perf_analyzer", tmp_path / "lib")
+    load = Load(2000, 25, 10, shapes={"tokens": [5, 4]})
     argv = perf_analyzer_argv(
-        install,
-        url="http://127.0.0.1:8000",
-        model="mlp",
-        concurrency=16,
-        window_ms=2000,
-        stability_pct=25,
-        max_trials=10,
-        csv_path=tmp_path / "p.csv",
-        shapes={"tokens": [5, 4]},
+        install, load, url="http://127.0.0.1:8000", model="mlp", concurrency=16, csv_path=tmp_path / "p.csv"
     )
     text = " ".join(argv)
     assert "-u 127.0.0.1:8000" in text and "-m mlp" in text and "-i http" in text
