@@ -751,12 +751,19 @@ def _remote_sweep(
     """A Triton we did not start: the model, and its unbatched twin where that is served too."""
     import tritonclient.http as http
 
+    from inferstack.serving.local import RuntimeFailure
+
     client = http.InferenceServerClient(url.removeprefix("http://"))
     try:
+        ready = client.is_model_ready(model)
         twin = f"{model}{UNBATCHED_SUFFIX}"
         served = [(TRITON, model)] + ([(UNBATCHED, twin)] if client.is_model_ready(twin) else [])
+    except Exception as error:  # connection refused, DNS, TLS: tritonclient raises them all unwrapped
+        raise RuntimeFailure(f"no Triton answering at {url}: {error}") from None
     finally:
         client.close()
+    if not ready:
+        raise RuntimeFailure(f"model {model!r} is not ready on the Triton at {url}")
     points = []
     for level in levels:
         for contender, name in served:

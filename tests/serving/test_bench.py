@@ -337,10 +337,12 @@ def test_a_short_run_measures_four_contenders_and_searches(
     argv = ["bench", "--repository", str(repository), "--concurrency", "1,2", "--window-ms", "500"]
     argv += ["--stability", "100", "--max-trials", "5", "--out", str(tmp_path / "out")]
     argv += ["--search", "--search-batch", "4", "--search-delay-us", "0", "--search-instances", "1"]
-    argv += ["--search-threads", "1,2", "--write"]
+    argv += ["--search-threads", "1,2", "--write", "--json"]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     report = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert json.loads(captured.out) == report  # --json: the report on stdout, progress on stderr
+    assert "in-process" in captured.err and "search batch<=4" in captured.err
     contenders = [(p["contender"], p["concurrency"]) for p in report["points"]]
     assert contenders == [(c, n) for n in (1, 2) for c in (TRITON, UNBATCHED, PLAIN, CEILING)]
     assert all(p["throughput"] > 0 and not p["error"] for p in report["points"])
@@ -350,7 +352,6 @@ def test_a_short_run_measures_four_contenders_and_searches(
     assert report["ratios"][f"{TRITON}/{PLAIN}"]["2"] > 0
     png = (tmp_path / "out" / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    assert "of ceiling" in out and "geometric mean" in out
     # The search tried both thread counts and wrote the better one into the repository, validated.
     trials = report["search"]["trials"]
     assert [t["torch_threads"] for t in trials] == [1, 2] and all(t["throughput"] > 0 for t in trials)
@@ -449,3 +450,10 @@ def test_variable_axes_get_a_fixed_length_for_perf_analyzer(tmp_path: Path) -> N
     model = read_repository(tmp_path)[0]
     assert variable_shapes(model) == {"tokens": [8, 4]}  # batch axis excluded, -1 -> 8
     assert variable_shapes(read_repository(build_demo_repository(tmp_path / "demo"))[0]) == {}
+
+
+@pytest.mark.real_server
+def test_no_triton_at_the_url_is_said_plainly(capsys: pytest.CaptureFixture[str]) -> None:
+    perf_or_unavailable()
+    assert main(["bench", "--url", "127.0.0.1:1", "--model", "ranker"]) == 1
+    assert "no Triton answering at 127.0.0.1:1" in capsys.readouterr().err
