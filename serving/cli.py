@@ -362,7 +362,8 @@ def _models_publish(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from inferstack.serving.bench import BenchRequest, run_bench, table
+    from inferstack.serving.bench import table
+    from inferstack.serving.bench_run import BenchRequest, run_bench
 
     if args.plan:
         return _bench_plan(args)

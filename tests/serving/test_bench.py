@@ -23,13 +23,8 @@ from inferstack.serving.bench import (
     PLAIN,
     TRITON,
     UNBATCHED,
-    BenchRequest,
-    Candidate,
     Point,
-    Trial,
     add_unbatched_variant,
-    best_trial,
-    candidate_config,
     ceiling_batch,
     geometric_mean_ratio,
     in_process_point,
@@ -39,10 +34,11 @@ from inferstack.serving.bench import (
     ratio,
     table,
     variable_shapes,
-    write_best,
 )
+from inferstack.serving.bench_run import BenchRequest
 from inferstack.serving.cli import main
 from inferstack.serving.client import TritonClient
+from inferstack.serving.config_search import Candidate, Trial, best_trial, candidate_config, write_best
 from inferstack.serving.local import LocalRuntime, build_demo_repository
 from inferstack.serving.perf_analyzer import (
     Load,
