@@ -1,43 +1,110 @@
-"""`inferstack bench`: a concurrency sweep against Triton, with a baseline measured side by side.
+"""`inferstack bench`: the contenders, how each point is measured, and what the numbers say.
 
-Every point runs closed-loop clients (each sends its next request when the last answer arrives)
-for a fixed time; the candidate and the baseline alternate at each concurrency in the same run on
-the same server, so their ratio is meaningful even on a busy machine, where absolute numbers are not.
+Four contenders serve the same TorchScript model and, but for the ceiling, face the same load generator
+(perf_analyzer, closed-loop clients at each concurrency):
+
+- ``triton``: Triton with the config ``models build`` writes (dynamic batching on);
+- ``triton-unbatched``: the same model in the same Triton with dynamic batching off;
+- ``plain-pytorch``: a FastAPI/uvicorn app calling the model per request (``baseline_server``);
+- ``in-process``: the model called in this process on ready-made tensors at the batch size the
+  clients could form (``min(clients, max_batch_size)``): no network, no serialisation, no queue. It is
+  the physical limit of this machine for this model, not a server.
+
+At each concurrency the contenders run one after the other before the next level starts, so drift from
+a busy machine hits all of them alike: compare them by ratio, not by absolute numbers.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
+import torch
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.client import Protocol, TritonClient
+from inferstack.serving.perf_analyzer import Load, Measurement, PerfAnalyzer, measure
+from inferstack.serving.repository import (
+    RepositoryModel,
+    build_model,
+    generate_inputs,
+    load_torchscript,
+    parse_config,
+    read_repository,
+    render_config,
+)
 
-Array = npt.NDArray[Any]
+TRITON, UNBATCHED, PLAIN, CEILING = "triton", "triton-unbatched", "plain-pytorch", "in-process"
+CONTENDERS = (TRITON, UNBATCHED, PLAIN, CEILING)
+BENCH_MODEL = "mlp"
+UNBATCHED_SUFFIX = "-unbatched"
+VARIABLE_LENGTH = 8  # the length every variable axis gets in the bench's requests
 
 
 @dataclass(frozen=True)
 class Point:
-    model: str
+    contender: str
     concurrency: int
-    requests: int
-    errors: int
-    seconds: float
+    throughput: float  # requests (one sample each) per second
     p50_ms: float
     p99_ms: float
+    client_cpu: float | None  # load generator's share of the machine; None for the in-process ceiling
+    batch: int = 1  # the in-process ceiling's batch size; every served request carries one sample
+    torch_threads: int | None = None  # the in-process ceiling's faster setting
+    # The ceiling per CPU-second its passes used (batch / CPU time per pass): what it does with the
+    # machine to itself, where wall time shares the cores with whatever else runs.
+    per_cpu_second: float | None = None
+    server_queue_ms: float | None = None
+    server_compute_ms: float | None = None
+    error: str = ""
 
-    @property
-    def throughput(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
+
+def variable_shapes(model: RepositoryModel, length: int = VARIABLE_LENGTH) -> dict[str, list[int]]:
+    """perf_analyzer's ``--shape`` for each input with a variable axis (batch axis excluded)."""
+    return {
+        spec.name: [length if d == -1 else d for d in spec.dims] for spec in model.inputs if -1 in spec.dims
+    }
+
+
+def measure_point(
+    perf: PerfAnalyzer,
+    load: Load,
+    contender: str,
+    url: str,
+    served: str,
+    concurrency: int,
+    *,
+    stats: bool = True,
+) -> Point:
+    measured = measure(perf, load, url=url, model=served, concurrency=concurrency, server_stats=stats)
+    return point_from(contender, measured)
+
+
+def point_from(contender: str, measured: Measurement) -> Point:
+    return Point(
+        contender,
+        measured.concurrency,
+        measured.throughput,
+        measured.p50_ms,
+        measured.p99_ms,
+        measured.client_cpu,
+        server_queue_ms=measured.server_queue_ms,
+        server_compute_ms=measured.server_compute_ms,
+        error=measured.error,
+    )
+
+
+def parse_concurrency(text: str, *, field: str = "--concurrency", maximum: int = 256) -> list[int]:
+    levels = parse_integers(text, field, minimum=1)
+    if any(level > maximum for level in levels):
+        raise InvalidInput(field, text, f"levels from 1 to {maximum}")
+    return levels
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -48,159 +115,326 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def summarize(
-    model: str, concurrency: int, latencies_s: Sequence[float], errors: int, seconds: float
-) -> Point:
-    ordered = sorted(latencies_s)
-    return Point(
-        model,
-        concurrency,
-        len(ordered),
-        errors,
-        seconds,
-        percentile(ordered, 50) * 1000,
-        percentile(ordered, 99) * 1000,
+# --- the model -------------------------------------------------------------------------------------
+
+
+def bench_model() -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """A compute-bound MLP, 256 -> 4096 -> 4096 -> 256 (19 M weights), seeded, built in code.
+
+    Big enough that a forward pass, not the HTTP round trip, dominates a request, as with a real model;
+    the demo network is too small to show what serving does.
+    """
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Linear(256, 4096),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4096, 4096),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4096, 256),
     )
+    return network.eval(), [torch.randn(2, 256)]
 
 
-def parse_concurrency(text: str) -> list[int]:
+def build_bench_repository(path: Path) -> Path:
+    """The bench MLP as ``models build`` writes it (default options: dynamic batching on)."""
+    module, example = bench_model()
+    build_model(module, example, name=BENCH_MODEL, repository=path, input_names=["x"], output_names=["y"])
+    return path
+
+
+def add_unbatched_variant(repository: Path, name: str) -> str:
+    """``<name>-unbatched`` beside ``name`` in ``repository``: same files, dynamic batching removed.
+
+    max_batch_size stays, so both accept the same requests; each request is then run on its own.
+    """
+    source = repository / name
+    variant = f"{name}{UNBATCHED_SUFFIX}"
+    target = repository / variant
+    config = parse_config((source / "config.pbtxt").read_text(), folder=name)
+    config.name = variant
+    config.ClearField("dynamic_batching")
+    for item in source.iterdir():
+        if item.is_dir() and item.name.isdigit():
+            (target / item.name).mkdir(parents=True, exist_ok=True)
+            for file in item.iterdir():
+                if file.is_file():
+                    (target / item.name / file.name).symlink_to(file.resolve())
+    (target / "config.pbtxt").write_text(render_config(config))
+    return variant
+
+
+def find_model(repository: Path, name: str | None) -> RepositoryModel:
+    models = read_repository(repository)
+    if name is None and len(models) == 1:
+        return models[0]
+    by_name = {m.name: m for m in models}
+    if name not in by_name:
+        raise InvalidInput("--model", name, f"one of the repository's models: {sorted(by_name)}")
+    return by_name[name]
+
+
+# --- the in-process ceiling ----------------------------------------------------------------------------
+
+
+def ceiling_batch(concurrency: int, max_batch_size: int) -> int:
+    """The largest batch ``concurrency`` closed-loop clients can form for a model of this max batch size."""
+    return max(1, min(concurrency, max_batch_size)) if max_batch_size > 0 else 1
+
+
+def in_process_point(model: RepositoryModel, *, concurrency: int, seconds: float) -> Point:
+    """Forward passes on ready tensors: requests/s if every pass were a full batch.
+
+    Measured with one torch thread and with one per core, ``seconds`` split between them, and the
+    faster kept: a limit is the best this machine does, and which setting wins depends on its load.
+    """
+    batch = ceiling_batch(concurrency, model.max_batch_size)
+    module = load_torchscript(model.torchscript).eval()
+    inputs = generate_inputs(model, batch=batch, variable_length=VARIABLE_LENGTH)
+    tensors = [torch.from_numpy(inputs[spec.name]) for spec in model.inputs]
+    default_threads = torch.get_num_threads()
+    best: Point | None = None
     try:
-        levels = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise InvalidInput("--concurrency", text, "comma-separated positive integers, e.g. 1,4,16") from None
-    if not levels or any(level < 1 or level > 256 for level in levels):
-        raise InvalidInput("--concurrency", text, "levels from 1 to 256")
-    return levels
+        for threads in sorted({1, os.cpu_count() or 1}):
+            torch.set_num_threads(threads)
+            latencies: list[float] = []
+            with torch.inference_mode():
+                module(*tensors)  # first call: TorchScript's profiling run, not representative
+                started, cpu_started = time.perf_counter(), time.process_time()
+                while time.perf_counter() - started < seconds / 2:
+                    begin = time.perf_counter()
+                    module(*tensors)
+                    latencies.append(time.perf_counter() - begin)
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            latencies.sort()
+            point = Point(
+                CEILING,
+                concurrency,
+                batch * len(latencies) / elapsed,
+                percentile(latencies, 50) * 1000,
+                percentile(latencies, 99) * 1000,
+                None,
+                batch=batch,
+                torch_threads=threads,
+                per_cpu_second=batch * len(latencies) / cpu if cpu > 0 else None,
+            )
+            best = point if best is None or point.throughput > best.throughput else best
+    finally:
+        torch.set_num_threads(default_threads)
+    assert best is not None
+    return best
 
 
-def run_point(
-    url: str,
-    model: str,
-    inputs: Mapping[str, Array],
-    *,
-    concurrency: int,
-    seconds: float,
-    protocol: Protocol = "http",
-) -> Point:
-    """Closed-loop load from ``concurrency`` clients for ``seconds`` (bounded: loopback, fixed time)."""
-    deadline = time.monotonic() + seconds
+# --- the sweep ---------------------------------------------------------------------------------------------
 
-    def client_loop() -> tuple[list[float], int]:
-        latencies, errors = [], 0
-        with TritonClient(url, protocol=protocol, timeout_s=30) as client:
-            while time.monotonic() < deadline:
-                start = time.perf_counter()
-                try:
-                    client.infer(model, inputs)
-                except Exception:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - start)
-        return latencies, errors
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = list(pool.map(lambda _: client_loop(), range(concurrency)))
-    elapsed = time.monotonic() - started
-    latencies = [latency for values, _ in results for latency in values]
-    return summarize(model, concurrency, latencies, sum(e for _, e in results), elapsed)
+def warm_up(
+    url: str, served: str, model: RepositoryModel, *, max_batch_size: int | None = None, rounds: int = 3
+) -> None:
+    """A few requests at each batch size the dynamic batcher can form, before anything is measured.
+
+    TorchScript's first calls at a new shape profile and optimise the graph (tens of ms each): left in,
+    they make the first windows of a point disagree, and perf_analyzer never finds a stable one.
+    """
+    from inferstack.serving.client import TritonClient
+
+    largest = model.max_batch_size if max_batch_size is None else max_batch_size
+    sizes = sorted({1, *(2**k for k in range(1, 8) if 2**k < largest), largest})
+    with TritonClient(url, timeout_s=60.0) as client:
+        for batch in (b for b in sizes if b > 0):
+            inputs = generate_inputs(model, batch=batch, variable_length=VARIABLE_LENGTH)
+            for _ in range(rounds):
+                client.infer(served, inputs)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    triton_url: str
+    model: str
+    unbatched_model: str
+    plain_url: str
 
 
 def sweep(
-    url: str,
-    models: Sequence[str],
-    inputs: Mapping[str, Array],
+    perf: PerfAnalyzer,
+    endpoints: Endpoints,
+    model: RepositoryModel,
+    load: Load,
     *,
     levels: Sequence[int],
-    seconds: float,
-    protocol: Protocol = "http",
+    rounds: int = 1,
     progress: Callable[[Point], None] | None = None,
 ) -> list[Point]:
-    """Every model at every level, interleaved (a, b, a, b ...) so drift hits all models alike."""
+    """Every contender at every level, interleaved level by level, ``rounds`` times per level."""
+    triton, plain = endpoints.triton_url, endpoints.plain_url
+    runs: list[Callable[[int], Point]] = [
+        lambda c: measure_point(perf, load, TRITON, triton, endpoints.model, c),
+        lambda c: measure_point(perf, load, UNBATCHED, triton, endpoints.unbatched_model, c),
+        lambda c: measure_point(perf, load, PLAIN, plain, endpoints.model, c, stats=False),
+        lambda c: in_process_point(model, concurrency=c, seconds=load.window_ms / 1000 * 3),
+    ]
+    warm_up(endpoints.triton_url, endpoints.model, model)
+    warm_up(endpoints.triton_url, endpoints.unbatched_model, model)
+    warm_up(endpoints.plain_url, endpoints.model, model)
     points = []
     for level in levels:
-        for model in models:
-            point = run_point(url, model, inputs, concurrency=level, seconds=seconds, protocol=protocol)
-            points.append(point)
-            if progress:
-                progress(point)
+        for round_ in range(rounds):
+            # Odd rounds run backwards (A B C D, D C B A): a slow drift favours no contender.
+            for run in runs if round_ % 2 == 0 else runs[::-1]:
+                point = run(level)
+                points.append(point)
+                if progress:
+                    progress(point)
     return points
 
 
-def ratio_table(points: Sequence[Point], candidate: str, baseline: str) -> list[list[str]]:
-    """Rows of: concurrency, both throughputs and p99s, and candidate/baseline throughput ratio."""
-    by_key = {(p.model, p.concurrency): p for p in points}
-    rows = [
-        ["clients", f"{candidate} req/s", f"{baseline} req/s", "ratio", f"{candidate} p99", f"{baseline} p99"]
+def medians(points: Sequence[Point]) -> list[Point]:
+    """Per contender and level, the round with the median throughput (the lower one of an even count)."""
+    grouped: dict[tuple[str, int], list[Point]] = {}
+    for p in points:
+        grouped.setdefault((p.contender, p.concurrency), []).append(p)
+    chosen = []
+    for rounds in grouped.values():
+        ordered = sorted(rounds, key=lambda p: (not p.error, p.throughput))  # failed rounds rank lowest
+        chosen.append(ordered[(len(ordered) - 1) // 2])
+    return chosen
+
+
+# --- what the numbers say --------------------------------------------------------------------------------
+
+
+def ratio(points: Sequence[Point], numerator: str, denominator: str, concurrency: int) -> float:
+    """Throughput of one contender over another's at one concurrency (NaN where either has none)."""
+    by_key = {(p.contender, p.concurrency): p for p in points}
+    a, b = by_key.get((numerator, concurrency)), by_key.get((denominator, concurrency))
+    if a is None or b is None or not a.throughput or not b.throughput:
+        return math.nan
+    return a.throughput / b.throughput
+
+
+def geometric_mean_ratio(points: Sequence[Point], numerator: str, denominator: str) -> float:
+    ratios = [
+        ratio(points, numerator, denominator, level) for level in sorted({p.concurrency for p in points})
     ]
-    for level in sorted({p.concurrency for p in points}):
-        a, b = by_key[(candidate, level)], by_key[(baseline, level)]
-        ratio = a.throughput / b.throughput if b.throughput else math.inf
+    finite = [r for r in ratios if math.isfinite(r) and r > 0]
+    return statistics.geometric_mean(finite) if finite else math.nan
+
+
+def table(points: Sequence[Point]) -> list[list[str]]:
+    """One row per point: its numbers, its ratio to the plain app and its share of the ceiling."""
+    rows = [["clients", "contender", "req/s", "p50", "p99", "client CPU", "vs plain", "of ceiling", "note"]]
+    for p in points:
+        note = p.error or (ceiling_note(p) if p.contender == CEILING else "")
         rows.append(
             [
-                str(level),
-                f"{a.throughput:.0f}",
-                f"{b.throughput:.0f}",
-                f"{ratio:.2f}x",
-                f"{a.p99_ms:.1f} ms",
-                f"{b.p99_ms:.1f} ms",
+                str(p.concurrency),
+                p.contender,
+                f"{p.throughput:.0f}",
+                format_ms(p.p50_ms),
+                format_ms(p.p99_ms),
+                "-" if p.client_cpu is None else f"{p.client_cpu:.0%}",
+                _times(ratio(points, p.contender, PLAIN, p.concurrency)),
+                _share(ratio(points, p.contender, CEILING, p.concurrency)),
+                note,
             ]
         )
     return rows
 
 
-def geometric_mean_ratio(points: Sequence[Point], candidate: str, baseline: str) -> float:
-    by_key = {(p.model, p.concurrency): p for p in points}
-    ratios = [
-        by_key[(candidate, level)].throughput / by_key[(baseline, level)].throughput
-        for level in sorted({p.concurrency for p in points})
-        if by_key[(baseline, level)].throughput
-    ]
-    return statistics.geometric_mean(ratios) if ratios else math.nan
+def ceiling_note(p: Point) -> str:
+    per_cpu = f", {p.per_cpu_second:.0f} per CPU-second" if p.per_cpu_second else ""
+    return f"batch {p.batch}, {p.torch_threads} thread(s){per_cpu}"
 
 
-def bench_inputs(batch: int = 1) -> dict[str, Array]:
-    """One request of the demo model's shape (features: FP32[batch, 16])."""
-    return {"features": np.random.default_rng(0).standard_normal((batch, 16)).astype(np.float32)}
+def format_ms(value: float) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
 
 
-def inputs_from_metadata(metadata: Mapping[str, Any], *, batch: int = 1, length: int = 8) -> dict[str, Array]:
-    """Random inputs shaped after a served model's metadata (-1: batch on the first axis, else ``length``)."""
-    from tritonclient.utils import triton_to_np_dtype
-
-    rng = np.random.default_rng(0)
-    arrays: dict[str, Array] = {}
-    for tensor in metadata["inputs"]:
-        shape = [int(d) for d in tensor["shape"]]
-        shape = [(batch if i == 0 else length) if d == -1 else d for i, d in enumerate(shape)]
-        dtype = np.dtype(triton_to_np_dtype(tensor["datatype"]))
-        if dtype.kind == "f":
-            arrays[tensor["name"]] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            arrays[tensor["name"]] = rng.random(shape) < 0.5
-        else:
-            arrays[tensor["name"]] = rng.integers(0, 10, size=shape).astype(dtype)
-    return arrays
+def _times(value: float) -> str:
+    return f"{value:.2f}x" if math.isfinite(value) else "-"
 
 
-def build_bench_repository(path: Path) -> tuple[str, str]:
-    """The demo network twice: with Triton's dynamic batcher (candidate) and without (baseline)."""
-    from inferstack.serving.repository import DynamicBatching, ModelOptions, build_model, demo_model
+def _share(value: float) -> str:
+    return f"{value:.0%}" if math.isfinite(value) else "-"
 
-    module, example = demo_model()
-    batched = ModelOptions(
-        dynamic_batching=DynamicBatching(preferred_batch_sizes=(8,), max_queue_delay_us=1000)
-    )
-    variants = {"demo-batched": batched, "demo-unbatched": ModelOptions(dynamic_batching=None)}
-    for name, options in variants.items():
-        build_model(
-            module,
-            example,
-            name=name,
-            repository=path,
-            options=options,
-            input_names=["features"],
-            output_names=["probabilities"],
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line
+        ]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def report(points: Sequence[Point], *, model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    levels = sorted({p.concurrency for p in points})
+    return {
+        "model": model,
+        "machine": machine(),
+        "settings": settings,
+        "points": [asdict(p) for p in points],
+        "ratios": {
+            f"{a}/{b}": {str(level): ratio(points, a, b, level) for level in levels}
+            for a, b in ((TRITON, PLAIN), (TRITON, UNBATCHED), (TRITON, CEILING), (PLAIN, CEILING))
+        },
+    }
+
+
+def plot(points: Sequence[Point], path: Path, *, title: str) -> Path:
+    """Throughput against p99 latency, one line per contender through its concurrency levels."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display here, nor wanted
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for contender in CONTENDERS:
+        mine = sorted(
+            (p for p in points if p.contender == contender and p.throughput), key=lambda p: p.concurrency
         )
-    candidate, baseline = variants
-    return candidate, baseline
+        if not mine:
+            continue
+        style = "--" if contender == CEILING else "-"
+        label = f"{contender} (p99 of one batch)" if contender == CEILING else contender
+        axes.plot([p.throughput for p in mine], [p.p99_ms for p in mine], style, marker="o", label=label)
+        for p in mine:
+            axes.annotate(
+                f"b{p.batch}" if contender == CEILING else str(p.concurrency),
+                (p.throughput, p.p99_ms),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+    axes.set_xlabel("throughput (requests/s)")
+    axes.set_ylabel("p99 latency (ms)")
+    axes.set_yscale("log")
+    axes.set_title(title, fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.text(0.99, 0.01, "labels: concurrent clients; ceiling: bN = batch of N", ha="right", fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def parse_integers(text: str, field: str, *, minimum: int) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise InvalidInput(field, text, f"comma-separated integers >= {minimum}") from None
+    if any(v < minimum for v in values):
+        raise InvalidInput(field, text, f"comma-separated integers >= {minimum}")
+    return values

@@ -16,7 +16,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
@@ -104,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--max-batch-size", type=int, default=8)
     build.add_argument("--target", default="python", choices=["python", "pytorch_libtorch"])
     build.add_argument("--instance-kind", default="KIND_CPU", choices=["KIND_CPU", "KIND_GPU"])
+    build.add_argument(
+        "--preferred-batch-size", type=int, action="append", default=[], help="dynamic batcher (repeatable)"
+    )
+    build.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        help="how long the dynamic batcher waits to fill a batch (default: 100)",
+    )
+    build.add_argument("--instances", type=int, default=1, help="model instances (each runs its own forward)")
+    build.add_argument(
+        "--torch-threads", type=int, help="torch intra-op threads per instance (default: torch's, all cores)"
+    )
     build.add_argument("--version", type=int, default=1)
     build.add_argument(
         "--version-policy",
@@ -144,16 +156,60 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("location", metavar="s3://BUCKET/PREFIX")
     verify.add_argument("--endpoint-url", help="a non-AWS S3 endpoint, e.g. http://127.0.0.1:5000")
     bench = commands.add_parser(
-        "bench", help="concurrency sweep: a candidate model against a baseline, side by side"
+        "bench",
+        help="Triton vs Triton without batching vs a plain PyTorch app vs the in-process ceiling, "
+        "driven by perf_analyzer",
     )
     bench.add_argument(
-        "--url", help="a running Triton (default: start the local runtime with the bench models)"
+        "--url",
+        help="a running Triton (e.g. the cluster's, on a GPU node): measure --model there, and "
+        "--model-unbatched beside it where served (default: a local Triton and plain app)",
     )
-    bench.add_argument("--candidate", help="model to measure (default: the demo with dynamic batching)")
-    bench.add_argument("--baseline", help="model to compare with (default: the same demo without batching)")
+    bench.add_argument(
+        "--repository", type=Path, help="a model repository (default: the built-in MLP, or the demo)"
+    )
+    bench.add_argument(
+        "--model",
+        help="the model to measure (default: the repository's only model; without --repository: "
+        "mlp, the compute-bound bench model, or demo, the tiny smoke model)",
+    )
     bench.add_argument("--concurrency", default="1,4,16", help="client counts to sweep, e.g. 1,4,16")
-    bench.add_argument("--seconds", type=float, default=5.0, help="seconds per point")
-    bench.add_argument("--protocol", default="http", choices=["http", "grpc"])
+    bench.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer's measurement window")
+    bench.add_argument(
+        "--stability", type=float, default=25.0, help="%% by which 3 windows in a row may differ"
+    )
+    bench.add_argument("--max-trials", type=int, default=10, help="windows before a point is unstable")
+    bench.add_argument(
+        "--rounds", type=int, default=1, help="runs per level, alternating order; the median is reported"
+    )
+    bench.add_argument(
+        "--out", type=Path, default=Path("out/bench"), help="where bench.json and bench.png go"
+    )
+    bench.add_argument("--json", action="store_true", help="print the report as JSON (progress to stderr)")
+    bench.add_argument(
+        "--search",
+        action="store_true",
+        help="search max_batch_size x max_queue_delay x instances x torch threads at the top concurrency",
+    )
+    bench.add_argument(
+        "--plan",
+        action="store_true",
+        help="instead: time and peak memory of `inferstack plan` for stacks of --plan-sizes services",
+    )
+    bench.add_argument("--plan-sizes", default="1,10,100", help="--plan: service counts")
+    bench.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="--plan: the Pulumi program")
+    bench.add_argument("--p99-ms", type=float, help="--search: the p99 latency the best config must meet")
+    bench.add_argument("--search-batch", default="8,16,32", help="--search: max_batch_size values")
+    bench.add_argument("--search-delay-us", default="100,2000", help="--search: max_queue_delay values")
+    bench.add_argument("--search-instances", default="1,2", help="--search: instance counts")
+    bench.add_argument(
+        "--search-threads",
+        default=None,
+        help="--search: torch threads per instance (default: 1 and all cores)",
+    )
+    bench.add_argument(
+        "--write", action="store_true", help="--search: write the best config into --repository"
+    )
 
     plan = commands.add_parser(
         "plan", help="what `pulumi preview` would create, offline, with manifests written out"
@@ -601,6 +657,7 @@ def _models_build(args: argparse.Namespace) -> int:
         load_calibration,
     )
     from inferstack.serving.repository import (
+        DynamicBatching,
         ModelOptions,
         build_from_signature,
         parse_tensor_spec,
@@ -609,10 +666,17 @@ def _models_build(args: argparse.Namespace) -> int:
 
     inputs = [parse_tensor_spec(text, field=f"--input[{i}]") for i, text in enumerate(args.input)]
     outputs = [parse_tensor_spec(text, field=f"--output[{i}]") for i, text in enumerate(args.output)]
+    batching = DynamicBatching(preferred_batch_sizes=tuple(args.preferred_batch_size))
+    if args.max_queue_delay_us is not None:
+        batching = replace(batching, max_queue_delay_us=args.max_queue_delay_us)
+    if args.max_batch_size == 0 and (args.preferred_batch_size or args.max_queue_delay_us is not None):
+        raise InvalidInput("--max-batch-size", 0, "> 0 with dynamic batching flags (0: no batch axis)")
     options = ModelOptions(
         max_batch_size=args.max_batch_size,
         instance_kind=args.instance_kind,
-        dynamic_batching=ModelOptions().dynamic_batching if args.max_batch_size > 0 else None,
+        instance_count=args.instances,
+        dynamic_batching=batching if args.max_batch_size > 0 else None,
+        torch_threads=args.torch_threads,
         version_policy=parse_version_policy(args.version_policy, field="--version-policy"),
     )
     precision = PrecisionOptions(
@@ -706,59 +770,81 @@ def _models_verify(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from inferstack.serving.bench import (
-        build_bench_repository,
-        geometric_mean_ratio,
-        inputs_from_metadata,
-        parse_concurrency,
-        ratio_table,
-        sweep,
+    from inferstack.serving.bench import table
+    from inferstack.serving.bench_run import BenchRequest, run_bench
+
+    if args.plan:
+        return _bench_plan(args)
+    request = BenchRequest(
+        url=args.url,
+        repository=args.repository,
+        model=args.model,
+        levels=args.concurrency,
+        window_ms=args.window_ms,
+        stability_pct=args.stability,
+        max_trials=args.max_trials,
+        out=args.out,
+        search=args.search,
+        p99_ms=args.p99_ms,
+        write=args.write,
+        rounds=args.rounds,
+        space=(args.search_batch, args.search_delay_us, args.search_instances, args.search_threads),
+    ).checked()
+    progress = sys.stderr if args.json else sys.stdout
+
+    def say(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=progress, flush=True)
+
+    result = run_bench(request, progress=say)
+    json_path = request.out / "bench.json"
+    json_path.write_text(json.dumps(json_safe(result.report), indent=2, allow_nan=False) + "\n")
+    say(f"report: {json_path}")
+    if args.json:
+        print(json.dumps(json_safe(result.report), indent=2, allow_nan=False))
+    else:
+        print()
+        _print_table(table(result.points))
+        for line in result.summary:
+            print(line)
+    return 1 if result.failed else 0
+
+
+def _bench_plan(args: argparse.Namespace) -> int:
+    from inferstack.serving.bench import parse_concurrency
+    from inferstack.serving.plan_benchmark import is_linear, marginal_seconds, plan_benchmark
+
+    _check_stacks_dir(args.stacks_dir)
+    sizes = parse_concurrency(args.plan_sizes.replace(" ", ""), field="--plan-sizes", maximum=1000)
+    runs = plan_benchmark(
+        args.stacks_dir,
+        sizes=sizes,
+        progress=lambda r: print(
+            f"  {r.services:>4} services: {r.resources} resources, {r.seconds:.1f} s, "
+            f"peak {r.peak_rss_mb:.0f} MB",
+            file=sys.stderr if args.json else sys.stdout,
+            flush=True,
+        ),
     )
-    from inferstack.serving.client import TritonClient
-
-    levels = parse_concurrency(args.concurrency)
-    if not 0.2 <= args.seconds <= 600:
-        raise InvalidInput("--seconds", args.seconds, "0.2 to 600 seconds per point")
-    if args.url and not (args.candidate and args.baseline):
-        raise InvalidInput("--candidate/--baseline", None, "both model names when --url is given")
-    with contextlib.ExitStack() as running:
-        url, candidate, baseline = args.url, args.candidate, args.baseline
-        if url is None:
-            from inferstack.serving.local import LocalRuntime
-
-            repository = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="inferstack-bench-")))
-            default_candidate, default_baseline = build_bench_repository(repository)
-            candidate, baseline = candidate or default_candidate, baseline or default_baseline
-            runtime = running.enter_context(
-                LocalRuntime(repository, progress=lambda m: print(f"  {m}", flush=True))
-            )
-            url = runtime.http_url if args.protocol == "http" else runtime.grpc_url
-        with TritonClient(url, protocol=args.protocol) as client:
-            inputs = inputs_from_metadata(client.model_metadata(candidate))
+    steps = marginal_seconds(runs)
+    linear = is_linear(runs)
+    if args.json:
+        summary = {"runs": [asdict(r) for r in runs], "seconds_per_added_service": steps, "linear": linear}
+        print(json.dumps(summary, indent=2))
+    else:
+        print()
+        _print_table(
+            [["services", "resources", "seconds", "peak RSS"]]
+            + [
+                [str(r.services), str(r.resources), f"{r.seconds:.1f}", f"{r.peak_rss_mb:.0f} MB"]
+                for r in runs
+            ]
+        )
         print(
-            f"\n{candidate} vs {baseline} over {args.protocol}, "
-            f"{args.seconds:g} s per point, closed-loop clients:"
+            "\nseconds per added service: "
+            + ", ".join(f"{s:.3f}" for s in steps)
+            + f" -> {'linear' if linear else 'NOT linear'}"
         )
-        points = sweep(
-            url,
-            [candidate, baseline],
-            inputs,
-            levels=levels,
-            seconds=args.seconds,
-            protocol=args.protocol,
-            progress=lambda p: print(
-                f"  {p.model:<16} {p.concurrency:>4} clients  {p.throughput:8.0f} req/s  "
-                f"p50 {p.p50_ms:7.1f} ms  p99 {p.p99_ms:7.1f} ms  errors {p.errors}",
-                flush=True,
-            ),
-        )
-    print()
-    _print_table(ratio_table(points, candidate, baseline))
-    print(
-        f"\nthroughput ratio {candidate}/{baseline}, geometric mean over the sweep: "
-        f"{geometric_mean_ratio(points, candidate, baseline):.2f}x"
-    )
-    return 1 if any(p.errors for p in points) else 0
+    return 0 if linear else 1
 
 
 def _check_stacks_dir(path: Path) -> None:

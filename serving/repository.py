@@ -79,6 +79,7 @@ MAX_BATCH_SIZE = 4096
 _MODEL_FILE = "model.pt"
 _PYTHON_MODEL_FILE = "model.py"
 _PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
+PYTHON_TORCH_THREADS = "torch_threads"  # read by triton_python_model.py (which cannot import this module)
 # Generated integers stay below this: id inputs usually index an embedding table.
 _INT_HIGH = 10
 _CALIBRATION_BATCHES = 16  # generated batches a reduced-precision build is compared on
@@ -188,6 +189,7 @@ class ModelOptions:
     instance_count: int = 1
     warmup: bool = False  # zero-filled requests at max_batch_size (variable axes at length 1) before ready
     version_policy: VersionPolicy = LatestVersions()
+    torch_threads: int | None = None  # per instance; None: the python model takes half the cores
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,8 @@ def check_options(options: ModelOptions, target: Target) -> None:
     if options.instance_kind not in ("KIND_GPU", "KIND_CPU"):
         raise InvalidInput("instance_kind", options.instance_kind, "KIND_GPU or KIND_CPU")
     _integer(options.instance_count, "instance_count", minimum=1)
+    if options.torch_threads is not None:
+        _integer(options.torch_threads, "torch_threads", minimum=1, note=" or None")
     batching = options.dynamic_batching
     if batching is not None:
         if max_batch == 0:
@@ -302,6 +306,8 @@ def model_config(
             config.version_policy.all.SetInParent()
         case SpecificVersions(versions=versions):
             config.version_policy.specific.versions.extend(versions)
+    if options.torch_threads is not None:
+        config.parameters[threads_parameter(config)].string_value = str(options.torch_threads)
     if options.warmup:
         warmup = config.model_warmup.add(
             name=f"{name}-warmup", batch_size=max(options.max_batch_size, 1), count=1
@@ -316,6 +322,11 @@ def model_config(
             )
     validate_config(config, folder=name)
     return config
+
+
+def threads_parameter(config: Any) -> str:
+    """The config parameter that sets torch's intra-op threads: the python model's own, or libtorch's."""
+    return PYTHON_TORCH_THREADS if config.backend == "python" else "INTRA_OP_THREAD_COUNT"
 
 
 def render_config(config: Any) -> str:
@@ -1160,6 +1171,10 @@ def to_python_target(source: Path, destination: Path) -> Path:
         config.CopyFrom(model.config)
         config.ClearField("platform")
         config.backend = "python"
+        if "INTRA_OP_THREAD_COUNT" in config.parameters:  # same threads, under the python model's name
+            threads = config.parameters["INTRA_OP_THREAD_COUNT"].string_value
+            del config.parameters["INTRA_OP_THREAD_COUNT"]
+            config.parameters[PYTHON_TORCH_THREADS].string_value = threads
         folder = destination / model.name
         (folder / "config.pbtxt").write_text(render_config(config))
         for version in (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()):

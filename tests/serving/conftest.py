@@ -43,6 +43,9 @@ class Sequence(torch.nn.Module):
 BATCHING = ModelOptions(
     max_batch_size=16,
     dynamic_batching=DynamicBatching(preferred_batch_sizes=(8, 16), max_queue_delay_us=20_000),
+    # Two torch threads, not the served default of one per instance on this 2-core machine: the
+    # real-metrics test needs a model slow enough that 32 Python clients build a queue in Triton.
+    torch_threads=2,
 )
 
 
