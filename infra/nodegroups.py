@@ -147,6 +147,8 @@ def system_plan(
     """On-demand CPU nodes across every zone for the controllers, Prometheus, KEDA and CoreDNS."""
     check_zones(zones)
     check_sizes("system", min_size, desired_size, max_size)
+    if not instance_types:
+        raise InvalidInput("system.instance_types", list(instance_types), "one or more CPU instance types")
     for i, name in enumerate(instance_types):
         if lookup(name, field=f"system.instance_types[{i}]").is_gpu:
             raise InvalidInput(

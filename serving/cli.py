@@ -198,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--plan-sizes", default="1,10,100", help="--plan: service counts")
     bench.add_argument("--stacks-dir", type=Path, default=Path("stacks"), help="--plan: the Pulumi program")
+    _config_argument(bench)
     bench.add_argument("--p99-ms", type=float, help="--search: the p99 latency the best config must meet")
     bench.add_argument("--search-batch", default="8,16,32", help="--search: max_batch_size values")
     bench.add_argument("--search-delay-us", default="100,2000", help="--search: max_queue_delay values")
@@ -818,6 +819,7 @@ def _bench_plan(args: argparse.Namespace) -> int:
     runs = plan_benchmark(
         args.stacks_dir,
         sizes=sizes,
+        settings=_settings(args.config),
         progress=lambda r: print(
             f"  {r.services:>4} services: {r.resources} resources, {r.seconds:.1f} s, "
             f"peak {r.peak_rss_mb:.0f} MB",

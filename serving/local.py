@@ -704,13 +704,16 @@ class LocalRuntime:
         self.stop()
 
 
-def build_demo_repository(path: Path, *, target: Literal["python", "pytorch_libtorch"] = "python") -> Path:
+def build_demo_repository(
+    path: Path, *, target: Literal["python", "pytorch_libtorch"] = "python", torch_threads: int | None = None
+) -> Path:
     """The demo model as a repository folder (built in code, nothing downloaded)."""
     from inferstack.serving.repository import DynamicBatching, ModelOptions, build_model, demo_model
 
     module, example = demo_model()
     options = ModelOptions(
-        dynamic_batching=DynamicBatching(preferred_batch_sizes=(4, 8), max_queue_delay_us=500)
+        dynamic_batching=DynamicBatching(preferred_batch_sizes=(4, 8), max_queue_delay_us=500),
+        torch_threads=torch_threads,
     )
     build_model(
         module,

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,9 +75,10 @@ sys.exit(code)
 """
 
 
-def run_plan(stacks_dir: Path, stack: str, out: Path) -> PlanRun:
+def run_plan(stacks_dir: Path, stack: str, out: Path, settings: Mapping[str, str] | None = None) -> PlanRun:
     argv = [sys.executable, "-c", _PLAN_AND_REPORT, "plan", "--stack", stack]
     argv += ["--stacks-dir", str(stacks_dir), "--out", str(out)]
+    argv += [arg for key, value in (settings or {}).items() for arg in ("-c", f"{key}={value}")]
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
@@ -97,8 +98,12 @@ def plan_benchmark(
     base_stack: str = "dev",
     repeats: int = 3,
     progress: Callable[[PlanRun], None] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> list[PlanRun]:
-    """Each size planned ``repeats`` times; the fastest run counts (noise only ever adds time)."""
+    """Each size planned ``repeats`` times; the fastest run counts (noise only ever adds time).
+
+    ``settings`` are the deployer's own (``-c`` of `inferstack plan`), such as the API endpoint's CIDRs.
+    """
     source = stacks_dir / f"Pulumi.{base_stack}.yaml"
     if not source.is_file():
         raise InvalidInput("--stack", base_stack, f"a stack with a Pulumi.<stack>.yaml in {stacks_dir}")
@@ -112,7 +117,7 @@ def plan_benchmark(
         for count in sorted(sizes):
             stack = f"bench{count}"
             (program / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(with_services(config, count)))
-            tries = [run_plan(program, stack, Path(scratch) / "out") for _ in range(repeats)]
+            tries = [run_plan(program, stack, Path(scratch) / "out", settings) for _ in range(repeats)]
             fastest = min(tries, key=lambda r: r.seconds)
             run = PlanRun(count, fastest.seconds, max(r.peak_rss_mb for r in tries), fastest.resources)
             runs.append(run)

@@ -43,9 +43,6 @@ class Sequence(torch.nn.Module):
 BATCHING = ModelOptions(
     max_batch_size=16,
     dynamic_batching=DynamicBatching(preferred_batch_sizes=(8, 16), max_queue_delay_us=20_000),
-    # Two torch threads, not the served default of one per instance on this 2-core machine: the
-    # real-metrics test needs a model slow enough that 32 Python clients build a queue in Triton.
-    torch_threads=2,
 )
 
 
@@ -70,7 +67,9 @@ def build_test_repository(path: Path) -> Path:
         options=BATCHING,
     )
     # The demo in the cluster's format (libtorch): the runtime serves it through the python backend.
-    build_demo_repository(path, target="pytorch_libtorch")
+    # Two torch threads, not the served default of one per instance on this 2-core machine: the
+    # real-metrics test drives it and needs a model slow enough that 32 Python clients queue it.
+    build_demo_repository(path, target="pytorch_libtorch", torch_threads=2)
     return path
 
 

@@ -67,6 +67,7 @@ from inferstack.serving.repository import (
     to_python_target,
 )
 from tests.conftest import unavailable
+from tests.harness import DEPLOYER
 
 # What perf_analyzer 2.51.0 wrote with -f for one point against this project's Triton (then a metrics table).
 PERF_CSV = """\
@@ -383,7 +384,8 @@ def test_growth_is_judged_per_added_service() -> None:
 
 @pytest.mark.real_server
 def test_a_real_plan_benchmark_counts_the_services_it_adds() -> None:
-    runs = plan_benchmark(Path(__file__).resolve().parents[2] / "stacks", sizes=(1, 2), repeats=1)
+    stacks = Path(__file__).resolve().parents[2] / "stacks"
+    runs = plan_benchmark(stacks, sizes=(1, 2), repeats=1, settings=DEPLOYER)
     assert [r.services for r in runs] == [1, 2]
     assert runs[1].resources > runs[0].resources > 0  # the second service is really planned
     assert all(r.seconds > 0 and r.peak_rss_mb > 50 for r in runs)  # python + pulumi alone exceed 50 MB

@@ -132,7 +132,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRun
 
 def kill_triton(runtime: LocalRuntime) -> None:
     """The region goes away at once (SIGKILL): no drain, no goodbye."""
-    (triton,) = [c for c in runtime.children if c.name == "triton"]
+    (triton,) = [c for c in runtime.children if c.name == "triton-0"]
     os.killpg(triton.process.pid, signal.SIGKILL)
     triton.process.wait(timeout=10)
 
