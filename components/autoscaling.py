@@ -25,7 +25,7 @@ from inferstack.components.manifests import namespace
 from inferstack.components.promql import SPOT_NODE_GROUPS
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import trust_policy
+from inferstack.infra.irsa import service_account_role
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL
 
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
@@ -152,12 +152,14 @@ class Autoscaling(pulumi.ComponentResource):
         region = args.region or aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
         cluster_name = pulumi.Output.from_input(args.cluster_name)
         child = child_options(self, opts)
-        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
-            lambda v: json.dumps(
-                trust_policy(v[0], v[1], args.autoscaler_namespace, AUTOSCALER_SERVICE_ACCOUNT)
-            )
+        role = service_account_role(
+            f"{name}-cluster-autoscaler",
+            oidc_provider_arn=args.oidc_provider_arn,
+            oidc_issuer_url=args.oidc_issuer_url,
+            namespace=args.autoscaler_namespace,
+            service_account=AUTOSCALER_SERVICE_ACCOUNT,
+            opts=child,
         )
-        role = aws.iam.Role(f"{name}-cluster-autoscaler", assume_role_policy=trust, opts=child)
         aws.iam.RolePolicy(
             f"{name}-cluster-autoscaler",
             role=role.id,

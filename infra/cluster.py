@@ -321,11 +321,12 @@ class Cluster(pulumi.ComponentResource):
 
         # The VPC CNI manages every pod's network interfaces; its permissions belong to its own
         # service account, not to the node role that every pod on the host could borrow.
-        cni_role = aws.iam.Role(
+        cni_role = irsa.service_account_role(
             f"{name}-vpc-cni",
-            assume_role_policy=pulumi.Output.all(oidc.arn, issuer).apply(
-                lambda v: json.dumps(irsa.trust_policy(v[0], v[1], "kube-system", "aws-node"))
-            ),
+            oidc_provider_arn=oidc.arn,
+            oidc_issuer_url=issuer,
+            namespace="kube-system",
+            service_account="aws-node",
             tags=tags,
             opts=child,
         )

@@ -1,12 +1,16 @@
-"""IAM Roles for Service Accounts: the trust policy that lets one Kubernetes service account assume a role.
-
-Pure: returns the policy document; the components that make roles (model store readers, the cluster
-autoscaler) wrap it in an ``aws.iam.Role``.
+"""IAM Roles for Service Accounts: the trust policy that lets one Kubernetes service account assume a role,
+and the role itself, which every component granting AWS access to a pod (model store readers, the VPC CNI,
+the EBS CSI driver, the cluster autoscaler) makes the same way.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
+
+import pulumi
+import pulumi_aws as aws
 
 
 def issuer_host(issuer_url: str) -> str:
@@ -39,3 +43,22 @@ def trust_policy(
             }
         ],
     }
+
+
+def service_account_role(
+    resource_name: str,
+    *,
+    oidc_provider_arn: pulumi.Input[str],
+    oidc_issuer_url: pulumi.Input[str],
+    namespace: str,
+    service_account: str,
+    tags: Mapping[str, str] | None = None,
+    opts: pulumi.ResourceOptions | None = None,
+) -> aws.iam.Role:
+    """A role that ``namespace/service_account`` alone can assume; the caller attaches its permissions."""
+    trust = pulumi.Output.all(oidc_provider_arn, oidc_issuer_url).apply(
+        lambda v: json.dumps(trust_policy(v[0], v[1], namespace, service_account))
+    )
+    return aws.iam.Role(
+        resource_name, assume_role_policy=trust, tags=dict(tags) if tags is not None else None, opts=opts
+    )

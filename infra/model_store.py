@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import trust_policy
+from inferstack.infra.irsa import service_account_role
 from inferstack.infra.names import S3_BUCKET_PREFIX_MAX, check_derived_name
 
 # Re-exported: the stack and TritonModelService import it from here.
@@ -189,10 +189,14 @@ class ModelStore(pulumi.ComponentResource):
         for field_name, value in (("namespace", namespace), ("service_account", service_account)):
             if not _DNS_LABEL.match(value):
                 raise InvalidInput(field_name, value, "a DNS-1123 label (lowercase letters, digits, '-')")
-        trust = pulumi.Output.all(oidc_provider_arn, oidc_issuer_url).apply(
-            lambda v: json.dumps(trust_policy(v[0], v[1], namespace, service_account))
+        role = service_account_role(
+            f"{name}-reader",
+            oidc_provider_arn=oidc_provider_arn,
+            oidc_issuer_url=oidc_issuer_url,
+            namespace=namespace,
+            service_account=service_account,
+            opts=opts,
         )
-        role = aws.iam.Role(f"{name}-reader", assume_role_policy=trust, opts=opts)
         aws.iam.RolePolicy(
             f"{name}-reader",
             role=role.id,

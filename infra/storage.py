@@ -9,7 +9,6 @@ the components layer.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import pulumi
@@ -17,7 +16,7 @@ import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import trust_policy
+from inferstack.infra.irsa import service_account_role
 from inferstack.infra.versions import SUPPORTED_KUBERNETES_VERSIONS
 
 EBS_CSI_ADDON = "aws-ebs-csi-driver"
@@ -52,11 +51,14 @@ class BlockStorage(pulumi.ComponentResource):
                 "kubernetes_version", args.kubernetes_version, f"one of {', '.join(EBS_CSI_VERSIONS)}"
             )
         super().__init__("inferstack:storage:BlockStorage", name, None, opts)
-        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
-            lambda v: json.dumps(trust_policy(v[0], v[1], EBS_CSI_NAMESPACE, EBS_CSI_SERVICE_ACCOUNT))
-        )
-        role = aws.iam.Role(
-            f"{name}-ebs-csi", assume_role_policy=trust, tags=args.tags, opts=child_options(self, opts)
+        role = service_account_role(
+            f"{name}-ebs-csi",
+            oidc_provider_arn=args.oidc_provider_arn,
+            oidc_issuer_url=args.oidc_issuer_url,
+            namespace=EBS_CSI_NAMESPACE,
+            service_account=EBS_CSI_SERVICE_ACCOUNT,
+            tags=args.tags,
+            opts=child_options(self, opts),
         )
         attachment = aws.iam.RolePolicyAttachment(
             f"{name}-ebs-csi", role=role.name, policy_arn=EBS_CSI_POLICY, opts=child_options(self, opts)

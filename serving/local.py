@@ -36,8 +36,18 @@ from inferstack.serving.answers import compare
 from inferstack.serving.balancer import Replica, find_haproxy, haproxy_config
 from inferstack.serving.client import Protocol, TritonClient
 from inferstack.serving.limits import DEFAULT_MAX_REQUEST_BYTES, limits_from_config, write_limits
-from inferstack.serving.precision import served_tolerance
-from inferstack.serving.repository import RepositoryModel, generate_inputs, read_repository, run_reference
+from inferstack.serving.precision import FULL_PRECISION, PrecisionOptions, served_tolerance
+from inferstack.serving.repository import (
+    DynamicBatching,
+    ModelOptions,
+    RepositoryModel,
+    SpecificVersions,
+    build_model,
+    demo_model,
+    generate_inputs,
+    read_repository,
+    run_reference,
+)
 
 PYTHON_TAG = f"{sys.version_info.major}.{sys.version_info.minor}"
 INSTALL_HINT = "install it with `bash .ci/bootstrap` or `pip install --no-deps nvidia-pytriton==0.7.0`"
@@ -704,17 +714,16 @@ class LocalRuntime:
         self.stop()
 
 
-def build_demo_repository(
-    path: Path, *, target: Literal["python", "pytorch_libtorch"] = "python", torch_threads: int | None = None
-) -> Path:
-    """The demo model as a repository folder (built in code, nothing downloaded)."""
-    from inferstack.serving.repository import DynamicBatching, ModelOptions, build_model, demo_model
-
+def _build_demo(
+    path: Path,
+    options: ModelOptions,
+    *,
+    version: int = 1,
+    target: Literal["python", "pytorch_libtorch"] = "python",
+    precision: PrecisionOptions = FULL_PRECISION,
+) -> None:
+    """One version of the demo model, with the tensor names every demo client and dashboard uses."""
     module, example = demo_model()
-    options = ModelOptions(
-        dynamic_batching=DynamicBatching(preferred_batch_sizes=(4, 8), max_queue_delay_us=500),
-        torch_threads=torch_threads,
-    )
     build_model(
         module,
         example,
@@ -722,30 +731,29 @@ def build_demo_repository(
         repository=path,
         target=target,
         options=options,
+        version=version,
         input_names=["features"],
         output_names=["probabilities"],
+        precision=precision,
     )
+
+
+def build_demo_repository(
+    path: Path, *, target: Literal["python", "pytorch_libtorch"] = "python", torch_threads: int | None = None
+) -> Path:
+    """The demo model as a repository folder (built in code, nothing downloaded)."""
+    options = ModelOptions(
+        dynamic_batching=DynamicBatching(preferred_batch_sizes=(4, 8), max_queue_delay_us=500),
+        torch_threads=torch_threads,
+    )
+    _build_demo(path, options, target=target)
     return path
 
 
 def build_canary_demo_repository(path: Path) -> Path:
     """The demo model twice, as a stable and a canary version Triton serves side by side: version 1 at
     FP32, version 2 the same network at FP16 (checked against version 1's answers when built)."""
-    from inferstack.serving.precision import PrecisionOptions
-    from inferstack.serving.repository import ModelOptions, SpecificVersions, build_model, demo_model
-
-    module, example = demo_model()
     options = ModelOptions(version_policy=SpecificVersions((1, 2)))
-    for version, precision in ((1, PrecisionOptions()), (2, PrecisionOptions("fp16"))):
-        build_model(
-            module,
-            example,
-            name="demo",
-            repository=path,
-            options=options,
-            version=version,
-            input_names=["features"],
-            output_names=["probabilities"],
-            precision=precision,
-        )
+    for version, precision in ((1, FULL_PRECISION), (2, PrecisionOptions("fp16"))):
+        _build_demo(path, options, version=version, precision=precision)
     return path
