@@ -207,10 +207,6 @@ def validate(args: RegionalFailoverArgs) -> FailoverTiming:
     return check_timing(args.health_check_interval_s, args.failure_threshold, args.ttl_s)
 
 
-def _bucket_arn(name: str) -> str:
-    return f"arn:aws:s3:::{name}"
-
-
 class RegionalFailover(pulumi.ComponentResource):
     """S3 replication primary -> standby and Route 53 failover between the two regions' endpoints.
 
@@ -243,8 +239,9 @@ class RegionalFailover(pulumi.ComponentResource):
             aws.kms.get_key_output(key_id="alias/aws/s3", opts=pulumi.InvokeOptions(provider=p)).arn
             for p in (primary, standby)
         ]
-        source_arn = pulumi.Output.from_input(args.primary_bucket).apply(_bucket_arn)
-        destination_arn = pulumi.Output.from_input(args.standby_bucket).apply(_bucket_arn)
+        partition = aws.get_partition(opts=pulumi.InvokeOptions(provider=primary)).partition
+        source_arn = pulumi.Output.concat(f"arn:{partition}:s3:::", args.primary_bucket)
+        destination_arn = pulumi.Output.concat(f"arn:{partition}:s3:::", args.standby_bucket)
         role = aws.iam.Role(
             f"{name}-replication",
             assume_role_policy=json.dumps(replication_trust_policy()),

@@ -17,16 +17,13 @@ import pulumi_aws as aws
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import service_account_role
-from inferstack.infra.versions import SUPPORTED_KUBERNETES_VERSIONS
+from inferstack.infra.versions import EBS_CSI_ADDON_VERSIONS
 
 EBS_CSI_ADDON = "aws-ebs-csi-driver"
 EBS_CSI_PROVISIONER = "ebs.csi.aws.com"  # what a StorageClass names to use this driver
 # The add-on's controller runs as this service account (fixed by the add-on).
 EBS_CSI_NAMESPACE, EBS_CSI_SERVICE_ACCOUNT = "kube-system", "ebs-csi-controller-sa"
-EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
-# The add-on's version per Kubernetes minor (as `aws eks describe-addon-versions` lists them); the
-# cluster installs the add-ons of infra.versions itself, this one comes with the storage it serves.
-EBS_CSI_VERSIONS: dict[str, str] = {minor: "v1.51.1-eksbuild.1" for minor in SUPPORTED_KUBERNETES_VERSIONS}
+EBS_CSI_POLICY = "policy/service-role/AmazonEBSCSIDriverPolicy"  # AWS-managed, in every partition
 
 
 @dataclass
@@ -45,10 +42,10 @@ class BlockStorage(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: BlockStorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        version = EBS_CSI_VERSIONS.get(args.kubernetes_version)
+        version = EBS_CSI_ADDON_VERSIONS.get(args.kubernetes_version)
         if version is None:
             raise InvalidInput(
-                "kubernetes_version", args.kubernetes_version, f"one of {', '.join(EBS_CSI_VERSIONS)}"
+                "kubernetes_version", args.kubernetes_version, f"one of {', '.join(EBS_CSI_ADDON_VERSIONS)}"
             )
         super().__init__("inferstack:storage:BlockStorage", name, None, opts)
         role = service_account_role(
@@ -60,8 +57,12 @@ class BlockStorage(pulumi.ComponentResource):
             tags=args.tags,
             opts=child_options(self, opts),
         )
+        partition = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition
         attachment = aws.iam.RolePolicyAttachment(
-            f"{name}-ebs-csi", role=role.name, policy_arn=EBS_CSI_POLICY, opts=child_options(self, opts)
+            f"{name}-ebs-csi",
+            role=role.name,
+            policy_arn=f"arn:{partition}:iam::aws:{EBS_CSI_POLICY}",
+            opts=child_options(self, opts),
         )
         self.addon = aws.eks.Addon(
             f"{name}-ebs-csi",

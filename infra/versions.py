@@ -27,6 +27,10 @@ EKS_ADDON_VERSIONS: dict[str, dict[str, str]] = {
     "1.35": {**_COMMON_ADDONS, "coredns": "v1.13.1-eksbuild.1", "kube-proxy": "v1.35.0-eksbuild.2"},
 }
 
+# The EBS CSI driver add-on (installed with the storage it serves, infra/storage.py). Public
+# deployments on 1.33, 1.34 and 1.35 pin this same build.
+EBS_CSI_ADDON_VERSIONS: dict[str, str] = dict.fromkeys(SUPPORTED_KUBERNETES_VERSIONS, "v1.55.0-eksbuild.1")
+
 # The EKS-optimized Amazon Linux 2023 AMI release (standard and NVIDIA share it) that managed node
 # groups run, per minor: the 2026-03-04 release, as `describe-nodegroup` reports it on live clusters.
 # Bottlerocket releases follow their own numbering: a Bottlerocket group names its release itself.

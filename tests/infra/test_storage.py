@@ -9,11 +9,10 @@ import pytest
 from inferstack.infra.storage import (
     EBS_CSI_ADDON,
     EBS_CSI_POLICY,
-    EBS_CSI_VERSIONS,
     BlockStorage,
     BlockStorageArgs,
 )
-from inferstack.infra.versions import SUPPORTED_KUBERNETES_VERSIONS
+from inferstack.infra.versions import EBS_CSI_ADDON_VERSIONS, SUPPORTED_KUBERNETES_VERSIONS
 from tests.harness import run_invalid, run_program
 
 OIDC_ARN = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC"
@@ -37,14 +36,14 @@ def test_the_addon_is_pinned_and_runs_with_its_own_role(version: str) -> None:
     recording, _ = run_program(lambda: storage(version))
     addon = recording.one("aws:eks/addon:Addon").inputs
     assert addon["addonName"] == EBS_CSI_ADDON
-    assert addon["addonVersion"] == EBS_CSI_VERSIONS[version]
+    assert addon["addonVersion"] == EBS_CSI_ADDON_VERSIONS[version]
     assert addon["addonVersion"].startswith("v") and "eksbuild" in addon["addonVersion"]
     role = recording.one("aws:iam/role:Role")
     assert addon["serviceAccountRoleArn"].endswith(role.name)
     trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Condition"]["StringEquals"]
     assert "system:serviceaccount:kube-system:ebs-csi-controller-sa" in trust.values()
     attachment = recording.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    assert attachment.inputs["policyArn"] == EBS_CSI_POLICY
+    assert attachment.inputs["policyArn"] == f"arn:aws:iam::aws:{EBS_CSI_POLICY}"
     # The controller's first EC2 calls must find the policy attached.
     assert attachment.urn in recording.one("aws:eks/addon:Addon").dependencies
 
