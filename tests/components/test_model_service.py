@@ -96,6 +96,13 @@ def container(recording: Recording) -> dict[str, Any]:
     return result
 
 
+def front(recording: Recording) -> dict[str, Any]:
+    sidecars = pod_spec(recording)["initContainers"]
+    assert len(sidecars) == 1
+    result: dict[str, Any] = sidecars[0]
+    return result
+
+
 def pod_of(manifest: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = manifest["spec"]["template"]["spec"]
     return result
@@ -152,15 +159,14 @@ def test_triton_arguments(recording: Recording) -> None:
         "--allow-metrics=true",
         "--allow-gpu-metrics=true",
         "--metrics-port=8002",
-        "--http-port=8000",
         "--grpc-port=8001",
+        # HTTP on loopback, behind the request front; metrics would follow it there without this.
+        "--http-address=127.0.0.1",
+        "--http-port=8080",
+        "--metrics-address=0.0.0.0",
     ):
         assert flag in main["args"]
-    assert {p["name"]: p["containerPort"] for p in main["ports"]} == {
-        "http": 8000,
-        "grpc": 8001,
-        "metrics": 8002,
-    }
+    assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"grpc": 8001, "metrics": 8002}
 
 
 # --- health, resources, placement -----------------------------------------------------------------------
@@ -169,9 +175,14 @@ def test_triton_arguments(recording: Recording) -> None:
 def test_probes(recording: Recording) -> None:
     main = container(recording)
     startup = main["startupProbe"]
-    assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert main["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert main["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # Through the front (Triton's HTTP is on loopback), by number: a port name means the probe's own
+    # container's port. Liveness straight at Triton: a restarting front must not restart Triton.
+    assert startup["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
+    assert main["livenessProbe"]["grpc"] == {"port": 8001}
+    sidecar = front(recording)
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/request-front/live", "port": "http"}
 
 
 @pytest.mark.parametrize("load_s", [30, 600, 905, 3600])
@@ -474,6 +485,7 @@ def test_every_child_belongs_to_the_service_in_its_own_namespace(
     recording, outputs = built
     kubernetes = [r for r in recording if r.type.startswith("kubernetes:") and r.custom]
     assert sorted(r.type.rsplit(":", 1)[1] for r in kubernetes) == [
+        "ConfigMap",  # the request front's
         "Deployment",
         "Namespace",
         "PodDisruptionBudget",
