@@ -30,7 +30,6 @@ from inferstack.components.canary import CanaryRelease, canary_rule_group, check
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.monitoring import prometheus_url
 from inferstack.components.request_front import (
-    CONF_FILE,
     CONFIG_DIR,
     FRONT_IMAGE,
     FRONT_UID,
@@ -38,6 +37,7 @@ from inferstack.components.request_front import (
     TEMP_DIR,
     FrontPaths,
     config_files,
+    nginx_command,
 )
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
@@ -63,6 +63,7 @@ TRITON_HTTP_PORT = 8080
 # The request front's share of the pod. njs frees nothing before a request ends: parsing a JSON body at
 # the body limit (65 MiB of one-digit numbers) peaks near 1.2 GiB (measured at 0.5 GiB for 28 MiB).
 FRONT_CPU, FRONT_MEMORY_GIB = 0.5, 1.5
+POD_FRONT = FrontPaths(listen_port=HTTP_PORT, triton_port=TRITON_HTTP_PORT)
 TRITON_UID = 1000  # the image's triton-server user
 HEALTH_READY = "/v2/health/ready"
 STARTUP_PERIOD_S = 10
@@ -434,7 +435,7 @@ def front_config_map(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {**_metadata(name, args), "name": f"{name}-request-front"},
-        "data": config_files(FrontPaths(listen_port=HTTP_PORT, triton_port=TRITON_HTTP_PORT)),
+        "data": config_files(POD_FRONT),
     }
 
 
@@ -465,7 +466,7 @@ def front_container(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         "name": "request-front",
         "image": FRONT_IMAGE,
         "restartPolicy": "Always",
-        "command": ["nginx", "-e", "stderr", "-c", f"{CONFIG_DIR}/{CONF_FILE}"],
+        "command": nginx_command(POD_FRONT),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         # Ready when Triton is ready through it: the Service sends HTTP here.
         "readinessProbe": {

@@ -142,6 +142,11 @@ http {{
 """
 
 
+def nginx_command(paths: FrontPaths) -> list[str]:
+    """nginx in the foreground on the generated config, logging to stderr from its first line."""
+    return ["nginx", "-e", "stderr", "-c", f"{paths.config_dir}/{CONF_FILE}"]
+
+
 def config_files(paths: FrontPaths, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> dict[str, str]:
     """File name -> text: what the ConfigMap holds and the test writes to disk."""
     return {CONF_FILE: nginx_conf(paths, max_request_bytes=max_request_bytes), SCRIPT_FILE: script()}
