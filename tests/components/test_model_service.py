@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import subprocess
@@ -20,11 +21,13 @@ from pulumi.runtime import mocks as pulumi_mocks
 from inferstack.components import promql
 from inferstack.components.model_service import (
     MODEL_CACHE_DIR,
+    POD_FRONT,
     SPOT_NOTICE_S,
     ModelSource,
     TritonModelService,
     TritonModelServiceArgs,
     deployment,
+    front_config_map,
     grace_period_s,
     headless_service,
     keda_queries,
@@ -35,6 +38,7 @@ from inferstack.components.model_service import (
     service_account,
     service_monitor,
 )
+from inferstack.components.request_front import config_files
 from inferstack.infra.model_store import ModelStore
 from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
 from tests.schemas import validate_custom_resource, validate_k8s
@@ -308,6 +312,51 @@ def test_pulumi_waits_for_the_rollout_and_leaves_replicas_to_keda(registrations:
         assert timeout.endswith("s") and int(timeout[:-1]) > deadline
 
 
+# --- the request front ----------------------------------------------------------------------------------
+
+
+def test_the_request_front_is_a_native_sidecar_that_owns_the_http_port(recording: Recording) -> None:
+    sidecar = front(recording)
+    # An init container that keeps running: started before Triton, stopped only after Triton has
+    # exited, so what is in flight through it during Triton's drain is answered.
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["image"] == "nginx:1.28.0"
+    assert sidecar["command"] == ["nginx", "-e", "stderr", "-c", "/etc/request-front/nginx.conf"]
+    assert sidecar["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert "lifecycle" not in sidecar  # no preStop of its own: the kubelet's sidecar order keeps it up
+    pod = pod_spec(recording)
+    assert pod["terminationGracePeriodSeconds"] == 20 + 80 + 5
+
+
+def test_the_pod_stays_guaranteed_with_the_front(recording: Recording) -> None:
+    """Every container, the sidecar included, requests what it is limited to (cpu and memory)."""
+    for each in (front(recording), container(recording)):
+        requests, limits = each["resources"]["requests"], each["resources"]["limits"]
+        assert requests["cpu"] == limits["cpu"] and requests["memory"] == limits["memory"]
+    assert front(recording)["resources"]["limits"] == {"cpu": "0.5", "memory": "1536Mi"}
+
+
+def test_the_front_runs_read_only_from_its_config_map(recording: Recording) -> None:
+    sidecar = front(recording)
+    security = sidecar["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 101  # the image's nginx user
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    volumes = {v["name"]: v for v in pod_spec(recording)["volumes"]}
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    config = mounts["/etc/request-front"]
+    assert config["readOnly"] is True
+    assert volumes[config["name"]]["configMap"] == {"name": "ranker-request-front"}
+    assert "emptyDir" in volumes[mounts["/tmp/request-front"]["name"]]
+    recorded = inputs(recording, "kubernetes:core/v1:ConfigMap", "ranker-request-front")
+    assert recorded["data"] == config_files(POD_FRONT)
+    assert recorded["metadata"]["namespace"] == "ranker"
+    # nginx reads its files once: the pod template carries their digest, so a change rolls the pods.
+    annotations = inputs(recording, DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]
+    digest = hashlib.sha256(json.dumps(recorded["data"], sort_keys=True).encode()).hexdigest()
+    assert annotations == {"inferstack.io/request-front-sha256": digest}
+
+
 # --- services, monitoring, autoscaling, disruption ------------------------------------------------------------
 
 
@@ -546,6 +595,7 @@ def test_first_party_manifests_validate_against_kubernetes_schemas(variant: Trit
         headless_service("ranker", variant),
         service_account("ranker", variant, ROLE),
         pod_disruption_budget("ranker", variant),
+        front_config_map("ranker", variant),
     ):
         validate_k8s(manifest)
 
@@ -567,6 +617,7 @@ def test_recorded_resources_validate_as_the_engine_received_them(
         "kubernetes:core/v1:ServiceAccount",
         "kubernetes:policy/v1:PodDisruptionBudget",
         "kubernetes:core/v1:Service",
+        "kubernetes:core/v1:ConfigMap",
     ):
         for recorded in recording.of_type(token):
             group_version, kind = token.removeprefix("kubernetes:").rsplit(":", 1)
@@ -607,6 +658,8 @@ def test_schema_validation_does_catch_a_wrong_field(vendor_dir: Path) -> None:
         ({"node_instance_type": "m6i.xlarge"}, "node_instance_type"),
         ({"node_instance_type": "g9.huge"}, "node_instance_type"),
         ({"memory_gib": 13}, "memory_gib"),  # g5.xlarge: 16 GiB, 4 kept for the system
+        ({"memory_gib": 11}, "memory_gib"),  # ... and 1.5 for the request front
+        ({"cpu": 3.5}, "cpu"),  # g5.xlarge: 4 vCPUs, 0.5 for the system and 0.5 for the front
         ({"memory_gib": 0}, "memory_gib"),
         ({"shm_gib": 10}, "shm_gib"),  # /dev/shm comes out of memory_gib
         ({"shm_gib": 0}, "shm_gib"),
