@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -22,6 +23,13 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from inferstack.components.model_service import (
+    METRICS_PORT,
+    TRITON_HTTP_PORT,
+    ModelSource,
+    TritonModelServiceArgs,
+    triton_args,
+)
 from inferstack.components.request_front import (
     CONF_FILE,
     LIVE_PATH,
@@ -33,7 +41,7 @@ from inferstack.components.request_front import (
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.gateway import check_body
 from inferstack.serving.limits import limits_from_config
-from inferstack.serving.local import LocalRuntime, free_port, start_child
+from inferstack.serving.local import LocalRuntime, find_triton, free_port, start_child
 from tests.conftest import require_tool, unavailable
 from tests.request_cases import CASES, HUGE, LIMITS, REFUSED, RequestCase
 
@@ -170,3 +178,61 @@ def test_grpc_needs_no_front_triton_checks_the_shape_first(served: LocalRuntime)
         # grpc.health.v1.Health/Check, empty request -> HealthCheckResponse{status: SERVING}
         assert channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5) == b"\x08\x01"
     assert all(c.alive() for c in served.children)
+
+
+def listening_tcp4() -> set[tuple[str, int]]:
+    """(address, port) of every listening IPv4 TCP socket, from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":  # LISTEN
+            address, port = fields[1].split(":")
+            found.add((".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)), int(port, 16)))
+    return found
+
+
+@pytest.mark.usefixtures("triton_present")
+@pytest.mark.parametrize("with_metrics_address", [True, False])
+def test_triton_binds_http_to_loopback_and_metrics_to_every_address_as_the_pod_says(
+    tmp_path: Path, with_metrics_address: bool
+) -> None:
+    """The pod's binding flags on the real 2.51 binary; without --metrics-address, metrics would follow
+    --http-address onto loopback, out of Prometheus's reach."""
+    pod = TritonModelServiceArgs(
+        models=["demo"],
+        source=ModelSource(role_arn="arn:aws:iam::1:role/r", repository_uri="s3://b/p"),
+        zones=3,
+    )
+    flags = [
+        a
+        for a in triton_args(pod, "s3://b/p")
+        if isinstance(a, str) and a.startswith(("--http-", "--metrics-"))
+    ]
+    assert "--http-address=127.0.0.1" in flags and f"--http-port={TRITON_HTTP_PORT}" in flags
+    if not with_metrics_address:
+        flags.remove("--metrics-address=0.0.0.0")
+    http, metrics = free_port(), free_port()
+    ports = {
+        f"--http-port={TRITON_HTTP_PORT}": f"--http-port={http}",
+        f"--metrics-port={METRICS_PORT}": f"--metrics-port={metrics}",
+    }
+    triton = find_triton()
+    env = {**os.environ, "LD_LIBRARY_PATH": str(triton.libraries)}
+    argv = [
+        str(triton.server),
+        f"--model-repository={tmp_path}",
+        f"--grpc-port={free_port()}",
+        *(ports.get(f, f) for f in flags),
+    ]
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not {http, metrics} <= {port for _, port in listening_tcp4()} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        bound = {port: address for address, port in listening_tcp4() if port in (http, metrics)}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert bound == {http: "127.0.0.1", metrics: "0.0.0.0" if with_metrics_address else "127.0.0.1"}
