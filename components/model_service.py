@@ -4,7 +4,8 @@ Defaults are the ones an operator would choose: the service reads its models fro
 (no keys), spreads over zones so losing one leaves it up, drains in-flight requests within the
 two-minute spot notice, scales on Triton's queue time and pending requests through KEDA (falling
 back to a fixed size when Prometheus cannot be read), and keeps a disruption budget that survives
-a zone loss on top of voluntary disruptions.
+a zone loss on top of voluntary disruptions. Triton's HTTP port is on loopback behind a request front
+(``request_front.py``) that refuses what would crash Triton before Triton sees it.
 
 Every manifest is a pure function of the validated args; the component only turns them into resources.
 """
@@ -795,7 +796,7 @@ class TritonModelService(pulumi.ComponentResource):
         in_namespace = child_options(self, opts, after=dependencies)
 
         front = front_config_map(name, args)
-        k8s.core.v1.ConfigMap(
+        front_files = k8s.core.v1.ConfigMap(
             f"{name}-request-front", metadata=front["metadata"], data=front["data"], opts=in_namespace
         )
         account = service_account(name, args, role_arn)
@@ -810,6 +811,8 @@ class TritonModelService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 in_namespace,
                 pulumi.ResourceOptions(
+                    # Pods mount the front's files: without them they would wait in ContainerCreating.
+                    depends_on=[front_files],
                     # KEDA's HPA owns the replica count once the service runs.
                     ignore_changes=["spec.replicas"],
                     custom_timeouts=pulumi.CustomTimeouts(create=rollout, update=rollout),

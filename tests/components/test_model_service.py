@@ -307,6 +307,8 @@ def test_pulumi_waits_for_the_rollout_and_leaves_replicas_to_keda(registrations:
     run_program(lambda: TritonModelService("ranker", args(model_load_timeout_s=1200)))
     request = registrations["ranker-deployment"]
     assert list(request.ignoreChanges) == ["spec.replicas"]
+    # Its pods mount the request front's files.
+    assert [u for u in request.dependencies if u.endswith("::ranker-request-front")]
     deadline = deployment("ranker", args(model_load_timeout_s=1200), URI)["spec"]["progressDeadlineSeconds"]
     for timeout in (request.customTimeouts.create, request.customTimeouts.update):
         assert timeout.endswith("s") and int(timeout[:-1]) > deadline
