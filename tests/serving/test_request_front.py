@@ -43,7 +43,7 @@ from inferstack.serving.gateway import check_body
 from inferstack.serving.limits import limits_from_config
 from inferstack.serving.local import LocalRuntime, find_triton, free_port, start_child
 from tests.conftest import require_tool, unavailable
-from tests.request_cases import CASES, HUGE, LIMITS, REFUSED, RequestCase
+from tests.request_cases import CASES, HUGE, LIMITS, REFUSED, VALID, RequestCase
 
 pytestmark = pytest.mark.real_server
 
@@ -71,18 +71,25 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture(scope="module")
-def front(served: LocalRuntime) -> Iterator[str]:
+def front_dir() -> Iterator[Path]:
+    """The front's files, and its temp folder beneath; readable by nginx's workers, which run as
+    nobody when the tests run as root."""
+    folder = Path(tempfile.mkdtemp(prefix="request-front-"))
+    (folder / "tmp").mkdir()
+    for path in (folder, folder / "tmp"):
+        path.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def front(served: LocalRuntime, front_dir: Path) -> Iterator[str]:
     require_tool("nginx")
     if not Path(MODULE_PATH).is_file():
         unavailable(
             f"{MODULE_PATH} is missing (Debian's libnginx-mod-http-js; bash .ci/bootstrap installs it)"
         )
-    # Readable by nginx's workers, which run as nobody when the tests run as root.
-    folder = Path(tempfile.mkdtemp(prefix="request-front-"))
-    temp = folder / "tmp"
-    temp.mkdir()
-    for path in (folder, temp):
-        path.chmod(0o755)
+    folder, temp = front_dir, front_dir / "tmp"
     port = free_port()
     triton_port = urlparse(served.http_url).port
     assert triton_port is not None
@@ -104,7 +111,6 @@ def front(served: LocalRuntime) -> Iterator[str]:
         time.sleep(0.1)
     yield url
     nginx.stop()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_triton_serves_the_limits_the_table_assumes(served: LocalRuntime) -> None:
@@ -159,6 +165,13 @@ def test_what_is_not_an_inference_passes_through_and_limits_hold(front: str, ser
     assert status == 413 and "limit" in json.loads(body)["error"]
     assert post(f"{front}/v2/models/demo/infer", CASES[0].body())[0] == 200
     assert all(c.alive() for c in served.children)
+
+
+def test_the_model_configs_come_from_tritons_cache(front: str, front_dir: Path) -> None:
+    """The check's limits are Triton's own config, fetched on loopback and kept by nginx's cache."""
+    assert post(f"{front}/v2/models/ranker/infer", VALID[3].body())[0] == 200
+    cached = [p for p in (front_dir / "tmp" / "model-configs").rglob("*") if p.is_file()]
+    assert any(b"/_front/model-config/ranker/config" in p.read_bytes() for p in cached)
 
 
 def test_grpc_needs_no_front_triton_checks_the_shape_first(served: LocalRuntime) -> None:
