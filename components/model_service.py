@@ -61,8 +61,8 @@ SPOT_NOTICE_S = 120
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002  # HTTP_PORT: the request front's
 # Triton's own HTTP server, on loopback only: HTTP reaches it through the request front.
 TRITON_HTTP_PORT = 8080
-# The request front's share of the pod. njs frees nothing before a request ends: parsing a JSON body at
-# the body limit (65 MiB of one-digit numbers) peaks near 1.2 GiB (measured at 0.5 GiB for 28 MiB).
+# The request front's share of the pod. njs frees nothing before a request ends: a JSON body at the
+# body limit (65 MiB of one-digit numbers) peaked at 1.1 GiB in the worker (njs 0.7.9, measured).
 FRONT_CPU, FRONT_MEMORY_GIB = 0.5, 1.5
 POD_FRONT = FrontPaths(listen_port=HTTP_PORT, triton_port=TRITON_HTTP_PORT)
 TRITON_UID = 1000  # the image's triton-server user
