@@ -4,7 +4,8 @@ Defaults are the ones an operator would choose: the service reads its models fro
 (no keys), spreads over zones so losing one leaves it up, drains in-flight requests within the
 two-minute spot notice, scales on Triton's queue time and pending requests through KEDA (falling
 back to a fixed size when Prometheus cannot be read), and keeps a disruption budget that survives
-a zone loss on top of voluntary disruptions.
+a zone loss on top of voluntary disruptions. Triton's HTTP port is on loopback behind a request front
+(``request_front.py``) that refuses what would crash Triton before Triton sees it.
 
 Every manifest is a pure function of the validated args; the component only turns them into resources.
 """
@@ -12,6 +13,8 @@ Every manifest is a pure function of the validated args; the component only turn
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -27,6 +30,16 @@ from inferstack.components.alerts import prometheus_rule, service_rule_group
 from inferstack.components.canary import CanaryRelease, canary_rule_group, check_canary, traffic_config_map
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.monitoring import prometheus_url
+from inferstack.components.request_front import (
+    CONFIG_DIR,
+    FRONT_IMAGE,
+    FRONT_UID,
+    LIVE_PATH,
+    TEMP_DIR,
+    FrontPaths,
+    config_files,
+    nginx_command,
+)
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.fields import check_field_types
@@ -45,9 +58,15 @@ from inferstack.infra.nodegroups import (
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, as the local runtime
 SPOT_NOTICE_S = 120
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002  # HTTP_PORT: the request front's
+# Triton's own HTTP server, on loopback only: HTTP reaches it through the request front.
+TRITON_HTTP_PORT = 8080
+# The request front's share of the pod. njs frees nothing before a request ends: a JSON body at the
+# body limit (65 MiB of one-digit numbers) peaked at 1.1 GiB in the worker (njs 0.7.9, measured).
+FRONT_CPU, FRONT_MEMORY_GIB = 0.5, 1.5
+POD_FRONT = FrontPaths(listen_port=HTTP_PORT, triton_port=TRITON_HTTP_PORT)
 TRITON_UID = 1000  # the image's triton-server user
-HEALTH_READY, HEALTH_LIVE = "/v2/health/ready", "/v2/health/live"
+HEALTH_READY = "/v2/health/ready"
 STARTUP_PERIOD_S = 10
 # Memory the kubelet, system daemons and DaemonSets (device plugin, DCGM, CNI) keep on a GPU node.
 NODE_MEMORY_RESERVED_GIB = 4.0
@@ -251,19 +270,25 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
         raise InvalidInput("node_instance_type", args.node_instance_type, "a GPU instance type")
     if not 1 <= args.gpus_per_replica <= node.gpus:
         raise InvalidInput("gpus_per_replica", args.gpus_per_replica, f"1..{node.gpus} (GPUs of {node.name})")
-    memory_free = node.memory_gib - NODE_MEMORY_RESERVED_GIB
+    memory_free = node.memory_gib - NODE_MEMORY_RESERVED_GIB - FRONT_MEMORY_GIB
     if not 0 < args.memory_gib <= memory_free:
         raise InvalidInput(
             "memory_gib",
             args.memory_gib,
-            f"0 < memory_gib <= {memory_free:g}: what {node.name} leaves for pods after system pods",
+            f"0 < memory_gib <= {memory_free:g}: what {node.name} leaves for pods after system pods "
+            f"and the request front's {FRONT_MEMORY_GIB:g} GiB",
         )
     if not 0 < args.shm_gib < args.memory_gib:
         raise InvalidInput(
             "shm_gib", args.shm_gib, f"0 < shm_gib < memory_gib ({args.memory_gib:g}): /dev/shm is part of it"
         )
-    if not 0 < args.cpu <= node.vcpus - NODE_CPU_RESERVED:
-        raise InvalidInput("cpu", args.cpu, f"0 < cpu <= {node.vcpus - NODE_CPU_RESERVED:g} on {node.name}")
+    cpu_free = node.vcpus - NODE_CPU_RESERVED - FRONT_CPU
+    if not 0 < args.cpu <= cpu_free:
+        raise InvalidInput(
+            "cpu",
+            args.cpu,
+            f"0 < cpu <= {cpu_free:g} on {node.name}, beside the request front's {FRONT_CPU:g}",
+        )
     for field_name in (
         "queue_time_target_ms",
         "pending_requests_per_replica",
@@ -375,7 +400,10 @@ def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str])
         # Latency quantiles per model version: what a canary's p99 is compared on.
         "--metrics-config=summary_latencies=true",
         f"--metrics-port={METRICS_PORT}",
-        f"--http-port={HTTP_PORT}",
+        # Loopback only, behind the request front; metrics would follow --http-address, Prometheus needs them.
+        "--http-address=127.0.0.1",
+        "--metrics-address=0.0.0.0",
+        f"--http-port={TRITON_HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
     ]
 
@@ -402,8 +430,73 @@ def topology_spread(name: str, args: TritonModelServiceArgs) -> list[dict[str, A
     return [zone, _spread("kubernetes.io/hostname", "ScheduleAnyway", labels(name))]
 
 
+def front_config_map(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
+    """The request front's nginx.conf and njs script."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {**_metadata(name, args), "name": f"{name}-request-front"},
+        "data": config_files(POD_FRONT),
+    }
+
+
+def _security_context(uid: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def front_digest(name: str, args: TritonModelServiceArgs) -> str:
+    return hashlib.sha256(
+        json.dumps(front_config_map(name, args)["data"], sort_keys=True).encode()
+    ).hexdigest()
+
+
+def front_container(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
+    """The request front as a native sidecar (an init container that keeps running): it starts before
+    Triton and the kubelet stops it only once Triton has exited, so requests in flight through it during
+    Triton's drain (preStop sleep, then --exit-timeout-secs) are answered."""
+    sized = {"cpu": f"{FRONT_CPU:g}", "memory": f"{FRONT_MEMORY_GIB * 1024:g}Mi"}
+    return {
+        "name": "request-front",
+        "image": FRONT_IMAGE,
+        "restartPolicy": "Always",
+        "command": nginx_command(POD_FRONT),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        # Ready when Triton is ready through it: the Service sends HTTP here.
+        "readinessProbe": {
+            "httpGet": {"path": HEALTH_READY, "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 2,
+        },
+        # Alive on its own answer: a slow Triton must not restart the front.
+        "livenessProbe": {
+            "httpGet": {"path": LIVE_PATH, "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        # Requests equal limits: the pod stays in the Guaranteed QoS class.
+        "resources": {"requests": dict(sized), "limits": dict(sized)},
+        "securityContext": _security_context(FRONT_UID),
+        "volumeMounts": [
+            {"name": "request-front-config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "request-front-tmp", "mountPath": TEMP_DIR},
+        ],
+    }
+
+
 def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> dict[str, Any]:
-    ready = {"path": HEALTH_READY, "port": "http"}
+    # Triton's HTTP is on loopback: the kubelet reaches it through the request front, by port number
+    # (a probe's port name means one of its own container's ports).
+    ready = {"path": HEALTH_READY, "port": HTTP_PORT}
     # Requests equal limits for cpu and memory: Guaranteed QoS, the last class evicted under node pressure.
     sized = {
         "cpu": f"{args.cpu:g}",
@@ -423,7 +516,6 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
             {"name": "HOME", "value": "/tmp"},  # the root filesystem is read-only
         ],
         "ports": [
-            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
@@ -435,8 +527,10 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
             "failureThreshold": math.ceil(args.model_load_timeout_s / STARTUP_PERIOD_S),
         },
         "readinessProbe": {"httpGet": ready, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 2},
+        # Straight at Triton over the gRPC health protocol (SERVING while the server lives, on 2.51):
+        # the front restarting is no reason to restart Triton and reload its models.
         "livenessProbe": {
-            "httpGet": {"path": HEALTH_LIVE, "port": "http"},
+            "grpc": {"port": GRPC_PORT},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
@@ -448,15 +542,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
             "requests": {**sized, "ephemeral-storage": f"{args.model_cache_gib + SCRATCH_GIB:g}Gi"},
             "limits": dict(sized),
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRITON_UID,
-            "runAsGroup": TRITON_UID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security_context(TRITON_UID),
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -474,7 +560,11 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "progressDeadlineSeconds": progress_deadline_s(args),
             "template": {
-                "metadata": {"labels": labels(name)},
+                "metadata": {
+                    "labels": labels(name),
+                    # nginx reads its files once: a changed front rolls the pods.
+                    "annotations": {"inferstack.io/request-front-sha256": front_digest(name, args)},
+                },
                 "spec": {
                     "serviceAccountName": name,
                     "terminationGracePeriodSeconds": grace_period_s(args),
@@ -486,6 +576,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                     "affinity": {"nodeAffinity": node_affinity(args)},
                     "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
                     "topologySpreadConstraints": topology_spread(name, args),
+                    "initContainers": [front_container(name, args)],
                     "containers": [container],
                     "volumes": [
                         {
@@ -494,6 +585,9 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                         },
                         {"name": "tmp", "emptyDir": {"sizeLimit": f"{SCRATCH_GIB}Gi"}},
                         {"name": "model-cache", "emptyDir": {"sizeLimit": f"{args.model_cache_gib:g}Gi"}},
+                        {"name": "request-front-config", "configMap": {"name": f"{name}-request-front"}},
+                        # pid file and the model-config cache (8 MiB at most); bodies stay in memory
+                        {"name": "request-front-tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                     ],
                 },
             },
@@ -701,6 +795,10 @@ class TritonModelService(pulumi.ComponentResource):
         # PrometheusRule and ScaledObject CRDs), its children wait for too.
         in_namespace = child_options(self, opts, after=dependencies)
 
+        front = front_config_map(name, args)
+        front_files = k8s.core.v1.ConfigMap(
+            f"{name}-request-front", metadata=front["metadata"], data=front["data"], opts=in_namespace
+        )
         account = service_account(name, args, role_arn)
         k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=account["metadata"], opts=in_namespace)
         manifest = deployment(name, args, repository_uri)
@@ -713,6 +811,8 @@ class TritonModelService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 in_namespace,
                 pulumi.ResourceOptions(
+                    # Pods mount the front's files: without them they would wait in ContainerCreating.
+                    depends_on=[front_files],
                     # KEDA's HPA owns the replica count once the service runs.
                     ignore_changes=["spec.replicas"],
                     custom_timeouts=pulumi.CustomTimeouts(create=rollout, update=rollout),

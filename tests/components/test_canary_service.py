@@ -31,7 +31,7 @@ ARGS = TritonModelServiceArgs(
 
 def test_a_canary_adds_the_split_config_map_and_its_alerts(vendor_dir: Path) -> None:
     recording, _ = run_program(lambda: TritonModelService("ranker", ARGS))
-    config_map = recording.one("kubernetes:core/v1:ConfigMap").inputs
+    config_map = recording.one("kubernetes:core/v1:ConfigMap", "ranker-traffic").inputs
     assert config_map["metadata"] == {
         "name": "ranker-traffic",
         "namespace": "serving",
@@ -63,7 +63,8 @@ def test_triton_reports_latency_quantiles_per_version() -> None:
 
 def test_no_canary_no_split_objects() -> None:
     recording, _ = run_program(lambda: TritonModelService("ranker", dataclasses.replace(ARGS, canary=None)))
-    assert not recording.of_type("kubernetes:core/v1:ConfigMap")
+    # Only the request front's own files: no traffic split.
+    assert [r.name for r in recording.of_type("kubernetes:core/v1:ConfigMap")] == ["ranker-request-front"]
     names = {
         r.inputs["metadata"]["name"]
         for r in recording.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import subprocess
@@ -20,11 +21,13 @@ from pulumi.runtime import mocks as pulumi_mocks
 from inferstack.components import promql
 from inferstack.components.model_service import (
     MODEL_CACHE_DIR,
+    POD_FRONT,
     SPOT_NOTICE_S,
     ModelSource,
     TritonModelService,
     TritonModelServiceArgs,
     deployment,
+    front_config_map,
     grace_period_s,
     headless_service,
     keda_queries,
@@ -35,6 +38,7 @@ from inferstack.components.model_service import (
     service_account,
     service_monitor,
 )
+from inferstack.components.request_front import config_files
 from inferstack.infra.model_store import ModelStore
 from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
 from tests.schemas import validate_custom_resource, validate_k8s
@@ -96,6 +100,13 @@ def container(recording: Recording) -> dict[str, Any]:
     return result
 
 
+def front(recording: Recording) -> dict[str, Any]:
+    sidecars = pod_spec(recording)["initContainers"]
+    assert len(sidecars) == 1
+    result: dict[str, Any] = sidecars[0]
+    return result
+
+
 def pod_of(manifest: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = manifest["spec"]["template"]["spec"]
     return result
@@ -152,15 +163,14 @@ def test_triton_arguments(recording: Recording) -> None:
         "--allow-metrics=true",
         "--allow-gpu-metrics=true",
         "--metrics-port=8002",
-        "--http-port=8000",
         "--grpc-port=8001",
+        # HTTP on loopback, behind the request front; metrics would follow it there without this.
+        "--http-address=127.0.0.1",
+        "--http-port=8080",
+        "--metrics-address=0.0.0.0",
     ):
         assert flag in main["args"]
-    assert {p["name"]: p["containerPort"] for p in main["ports"]} == {
-        "http": 8000,
-        "grpc": 8001,
-        "metrics": 8002,
-    }
+    assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"grpc": 8001, "metrics": 8002}
 
 
 # --- health, resources, placement -----------------------------------------------------------------------
@@ -169,9 +179,14 @@ def test_triton_arguments(recording: Recording) -> None:
 def test_probes(recording: Recording) -> None:
     main = container(recording)
     startup = main["startupProbe"]
-    assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert main["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert main["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # Through the front (Triton's HTTP is on loopback), by number: a port name means the probe's own
+    # container's port. Liveness straight at Triton: a restarting front must not restart Triton.
+    assert startup["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
+    assert main["livenessProbe"]["grpc"] == {"port": 8001}
+    sidecar = front(recording)
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/request-front/live", "port": "http"}
 
 
 @pytest.mark.parametrize("load_s", [30, 600, 905, 3600])
@@ -292,9 +307,56 @@ def test_pulumi_waits_for_the_rollout_and_leaves_replicas_to_keda(registrations:
     run_program(lambda: TritonModelService("ranker", args(model_load_timeout_s=1200)))
     request = registrations["ranker-deployment"]
     assert list(request.ignoreChanges) == ["spec.replicas"]
+    # Its pods mount the request front's files.
+    assert [u for u in request.dependencies if u.endswith("::ranker-request-front")]
     deadline = deployment("ranker", args(model_load_timeout_s=1200), URI)["spec"]["progressDeadlineSeconds"]
     for timeout in (request.customTimeouts.create, request.customTimeouts.update):
         assert timeout.endswith("s") and int(timeout[:-1]) > deadline
+
+
+# --- the request front ----------------------------------------------------------------------------------
+
+
+def test_the_request_front_is_a_native_sidecar_that_owns_the_http_port(recording: Recording) -> None:
+    sidecar = front(recording)
+    # An init container that keeps running: started before Triton, stopped only after Triton has
+    # exited, so what is in flight through it during Triton's drain is answered.
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["image"] == "nginx:1.28.0"
+    assert sidecar["command"] == ["nginx", "-e", "stderr", "-c", "/etc/request-front/nginx.conf"]
+    assert sidecar["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert "lifecycle" not in sidecar  # no preStop of its own: the kubelet's sidecar order keeps it up
+    pod = pod_spec(recording)
+    assert pod["terminationGracePeriodSeconds"] == 20 + 80 + 5
+
+
+def test_the_pod_stays_guaranteed_with_the_front(recording: Recording) -> None:
+    """Every container, the sidecar included, requests what it is limited to (cpu and memory)."""
+    for each in (front(recording), container(recording)):
+        requests, limits = each["resources"]["requests"], each["resources"]["limits"]
+        assert requests["cpu"] == limits["cpu"] and requests["memory"] == limits["memory"]
+    assert front(recording)["resources"]["limits"] == {"cpu": "0.5", "memory": "1536Mi"}
+
+
+def test_the_front_runs_read_only_from_its_config_map(recording: Recording) -> None:
+    sidecar = front(recording)
+    security = sidecar["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 101  # the image's nginx user
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    volumes = {v["name"]: v for v in pod_spec(recording)["volumes"]}
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    config = mounts["/etc/request-front"]
+    assert config["readOnly"] is True
+    assert volumes[config["name"]]["configMap"] == {"name": "ranker-request-front"}
+    assert "emptyDir" in volumes[mounts["/tmp/request-front"]["name"]]
+    recorded = inputs(recording, "kubernetes:core/v1:ConfigMap", "ranker-request-front")
+    assert recorded["data"] == config_files(POD_FRONT)
+    assert recorded["metadata"]["namespace"] == "ranker"
+    # nginx reads its files once: the pod template carries their digest, so a change rolls the pods.
+    annotations = inputs(recording, DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]
+    digest = hashlib.sha256(json.dumps(recorded["data"], sort_keys=True).encode()).hexdigest()
+    assert annotations == {"inferstack.io/request-front-sha256": digest}
 
 
 # --- services, monitoring, autoscaling, disruption ------------------------------------------------------------
@@ -474,6 +536,7 @@ def test_every_child_belongs_to_the_service_in_its_own_namespace(
     recording, outputs = built
     kubernetes = [r for r in recording if r.type.startswith("kubernetes:") and r.custom]
     assert sorted(r.type.rsplit(":", 1)[1] for r in kubernetes) == [
+        "ConfigMap",  # the request front's
         "Deployment",
         "Namespace",
         "PodDisruptionBudget",
@@ -534,6 +597,7 @@ def test_first_party_manifests_validate_against_kubernetes_schemas(variant: Trit
         headless_service("ranker", variant),
         service_account("ranker", variant, ROLE),
         pod_disruption_budget("ranker", variant),
+        front_config_map("ranker", variant),
     ):
         validate_k8s(manifest)
 
@@ -555,6 +619,7 @@ def test_recorded_resources_validate_as_the_engine_received_them(
         "kubernetes:core/v1:ServiceAccount",
         "kubernetes:policy/v1:PodDisruptionBudget",
         "kubernetes:core/v1:Service",
+        "kubernetes:core/v1:ConfigMap",
     ):
         for recorded in recording.of_type(token):
             group_version, kind = token.removeprefix("kubernetes:").rsplit(":", 1)
@@ -595,6 +660,8 @@ def test_schema_validation_does_catch_a_wrong_field(vendor_dir: Path) -> None:
         ({"node_instance_type": "m6i.xlarge"}, "node_instance_type"),
         ({"node_instance_type": "g9.huge"}, "node_instance_type"),
         ({"memory_gib": 13}, "memory_gib"),  # g5.xlarge: 16 GiB, 4 kept for the system
+        ({"memory_gib": 11}, "memory_gib"),  # ... and 1.5 for the request front
+        ({"cpu": 3.5}, "cpu"),  # g5.xlarge: 4 vCPUs, 0.5 for the system and 0.5 for the front
         ({"memory_gib": 0}, "memory_gib"),
         ({"shm_gib": 10}, "shm_gib"),  # /dev/shm comes out of memory_gib
         ({"shm_gib": 0}, "shm_gib"),

@@ -16,6 +16,7 @@ from inferstack.serving.limits import (
     read_limits,
     write_limits,
 )
+from tests.request_cases import CASES, LIMITS, RequestCase
 
 RANKER = ModelLimits(
     "ranker",
@@ -101,3 +102,15 @@ def test_the_gateway_reads_json_and_binary_request_headers() -> None:
         with pytest.raises(InvalidInput) as caught:
             check_body(RANKER, body, length)
         assert caught.value.field == field
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.label)
+def test_the_shared_request_cases_through_the_python_rule(case: RequestCase) -> None:
+    """The table the cluster's njs front is tested with (tests/serving/test_request_front.py), here."""
+    body, length = case.body(), case.inference_header_length()
+    if case.refused is None:
+        check_body(LIMITS[case.model], body, length)
+        return
+    with pytest.raises(InvalidInput) as caught:
+        check_body(LIMITS[case.model], body, length)
+    assert caught.value.field == case.refused
