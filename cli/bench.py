@@ -117,8 +117,8 @@ def bench(
 
 
 def _bench_plan(stacks_dir: Path, plan_sizes: str, config: list[str] | None, as_json: bool) -> int:
+    from inferstack.cli.plan_benchmark import is_linear, marginal_seconds, plan_benchmark
     from inferstack.serving.bench import parse_concurrency
-    from inferstack.stacks.plan_benchmark import is_linear, marginal_seconds, plan_benchmark
 
     check_stacks_dir(stacks_dir)
     sizes = parse_concurrency(plan_sizes.replace(" ", ""), field="--plan-sizes", maximum=1000)

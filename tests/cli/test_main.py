@@ -33,7 +33,9 @@ GROUPS = (
 )
 
 
-def _commands(group: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+def _commands(
+    group: click.Command, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], click.Command]]:
     found = [(path, group)]
     if isinstance(group, click.Group):
         for name, sub in group.commands.items():
@@ -53,7 +55,9 @@ def test_help_loads_no_heavy_module() -> None:
         "    assert 'Usage' in out.getvalue(), argv\n"
         f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == []
 
@@ -90,8 +94,10 @@ def test_s_is_short_for_stack(group: list[str], capsys: pytest.CaptureFixture[st
     ("arguments", "line"),
     [
         (
-            ["models", "build", "--torchscript", "m.pt", "--name", "m", "--input", "x:FP32:1"]
-            + ["--output", "y:FP32:1", "--out", "r", "--target", "onnx"],
+            [
+                *("models", "build", "--torchscript", "m.pt", "--name", "m", "--input", "x:FP32:1"),
+                *("--output", "y:FP32:1", "--out", "r", "--target", "onnx"),
+            ],
             "'onnx': not valid for --target: one of 'python', 'pytorch_libtorch'",
         ),
         (["local", "up", "--replicas", "two"], "'two': not valid for --replicas: an integer"),

@@ -17,6 +17,13 @@ import pytest
 import torch
 
 from inferstack.cli.main import main
+from inferstack.cli.plan_benchmark import (
+    PlanRun,
+    is_linear,
+    marginal_seconds,
+    plan_benchmark,
+    with_services,
+)
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.baseline_server import BaselineServer, decode_request, encode_response
 from inferstack.serving.bench import (
@@ -58,13 +65,6 @@ from inferstack.serving.repository import (
     read_repository,
     run_reference,
     to_python_target,
-)
-from inferstack.stacks.plan_benchmark import (
-    PlanRun,
-    is_linear,
-    marginal_seconds,
-    plan_benchmark,
-    with_services,
 )
 from tests.conftest import unavailable
 from tests.harness import DEPLOYER
