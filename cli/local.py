@@ -104,7 +104,6 @@ def up(
 
     ports = Ports(http=http_port, grpc=grpc_port, metrics=metrics_port, s3=s3_port)
     with tempfile.TemporaryDirectory(prefix="inferstack-demo-") as scratch:
-        repository = repository
         release = None if canary is None else _canary_release(canary, canary_weight, mirror, canary_requests)
         if repository is None and release is not None:
             say("building the demo model at FP32 (version 1) and FP16 (version 2)")

@@ -21,13 +21,17 @@ app = typer.Typer(no_args_is_help=True, help="build and publish Triton model rep
 def build(
     torchscript: Annotated[Path, typer.Option(help="the TorchScript file (torch.jit.save) to package")],
     name: Annotated[str, typer.Option(help="the model's name in the repository")],
-    input: Annotated[
+    input_specs: Annotated[
         list[str],
-        typer.Option(metavar="NAME:DTYPE:DIMS", help="an input tensor, e.g. features:FP32:6 (repeatable)"),
+        typer.Option(
+            "--input", metavar="NAME:DTYPE:DIMS", help="an input tensor, e.g. features:FP32:6 (repeatable)"
+        ),
     ],
-    output: Annotated[
+    output_specs: Annotated[
         list[str],
-        typer.Option(metavar="NAME:DTYPE:DIMS", help="an output tensor, e.g. score:FP32:1 (repeatable)"),
+        typer.Option(
+            "--output", metavar="NAME:DTYPE:DIMS", help="an output tensor, e.g. score:FP32:1 (repeatable)"
+        ),
     ],
     out: Annotated[Path, typer.Option(help="the repository folder to write into")],
     max_batch_size: Annotated[int, typer.Option(help="largest batch Triton forms (0: no batch axis)")] = 8,
@@ -91,8 +95,8 @@ def build(
     )
 
     existing_file(torchscript, "--torchscript", "TorchScript file")
-    inputs = [parse_tensor_spec(text, field=f"--input[{i}]") for i, text in enumerate(input)]
-    outputs = [parse_tensor_spec(text, field=f"--output[{i}]") for i, text in enumerate(output)]
+    inputs = [parse_tensor_spec(text, field=f"--input[{i}]") for i, text in enumerate(input_specs)]
+    outputs = [parse_tensor_spec(text, field=f"--output[{i}]") for i, text in enumerate(output_specs)]
     batching = DynamicBatching(preferred_batch_sizes=tuple(preferred_batch_size or ()))
     if max_queue_delay_us is not None:
         batching = replace(batching, max_queue_delay_us=max_queue_delay_us)
