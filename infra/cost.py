@@ -35,7 +35,7 @@ _CAPACITY_LABEL = "inferstack.io/capacity-type"
 
 
 class ResourceRecord(Protocol):
-    """One registered resource as ``inferstack.policies.offline`` records it."""
+    """One registered resource as ``inferstack.stacks.offline`` records it."""
 
     @property
     def type(self) -> str: ...

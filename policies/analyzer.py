@@ -10,16 +10,35 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from inferstack.policies.offline import Recorded
 from inferstack.policies.pack_config import PolicyDeclaration, reconcile
+
+
+class Resource(Protocol):
+    """A registered resource as the engine hands it to the pack (what the offline runner records)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def urn(self) -> str: ...
+    @property
+    def parent_urn(self) -> str: ...
+    @property
+    def inputs(self) -> Mapping[str, Any]: ...
+    @property
+    def dependencies(self) -> Sequence[str]: ...
+    @property
+    def property_dependencies(self) -> Mapping[str, Sequence[str]]: ...
+
 
 _LEVELS = {
     analyzer_pb2.ADVISORY: "advisory",
@@ -120,7 +139,7 @@ class PolicyPackProcess:
             for v in _violations(self._stub.Analyze(request, timeout=self.timeout_s))
         ]
 
-    def analyze_stack(self, resources: Iterable[Recorded]) -> list[Violation]:
+    def analyze_stack(self, resources: Iterable[Resource]) -> list[Violation]:
         """Every resource at once, with parents and dependencies, as the engine sends them after a preview."""
         request = analyzer_pb2.AnalyzeStackRequest(
             resources=[

@@ -1,26 +1,26 @@
-"""`inferstack policy check`: run a stack offline and put it before the policy pack's Analyzer.
+"""`inferstack policy check`: put a stack's registered resources before the policy pack's Analyzer.
 
-Every resource goes through ``Analyze`` and the whole stack through ``AnalyzeStack``, after the
-pack is configured with the stack's pack config, as ``pulumi preview --policy-pack policies
---policy-pack-config <file>`` would do.
+The resources come from the stack program run offline (``inferstack.stacks.offline``, by the CLI):
+the policy side never runs a program. Every resource goes through ``Analyze`` and the whole stack
+through ``AnalyzeStack``, after the pack is configured with the stack's pack config, as ``pulumi
+preview --policy-pack policies --policy-pack-config <file>`` would do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferstack.policies.analyzer import PolicyPackProcess, Violation
-from inferstack.policies.offline import Recorded, run_stack
+from inferstack.policies.analyzer import PolicyPackProcess, Resource, Violation
 from inferstack.policies.pack_config import load, stack_config_path
 
 
 @dataclass(frozen=True)
 class Finding:
     violation: Violation
-    resource: Recorded | None  # None: a stack policy blames the stack as a whole
+    resource: Resource | None  # None: a stack policy blames the stack as a whole
 
     @property
     def level(self) -> str:
@@ -65,18 +65,15 @@ class Report:
         }
 
 
-def check_stack(
-    stacks_dir: Path, stack: str, config: Path | None = None, settings: Mapping[str, str] | None = None
-) -> Report:
-    """Check ``stack`` (with deployer ``settings``) under the pack ``config`` (default: the pack
+def check_stack(resources: Sequence[Resource], stack: str, config: Path | None = None) -> Report:
+    """Check the ``resources`` ``stack`` registers under the pack ``config`` (default: the pack
     config shipped for that stack, if any)."""
     config = config or stack_config_path(stack)
     given = load(config) if config else {}
-    recording = run_stack(stacks_dir, stack, settings)
-    by_urn = {r.urn: r for r in recording}
+    by_urn = {r.urn: r for r in resources}
     with PolicyPackProcess() as pack:
         levels = pack.configure(given)
-        violations = [v for r in recording for v in pack.analyze(r.type, r.inputs, name=r.name, urn=r.urn)]
-        violations += pack.analyze_stack(recording)
+        violations = [v for r in resources for v in pack.analyze(r.type, r.inputs, name=r.name, urn=r.urn)]
+        violations += pack.analyze_stack(resources)
     findings = [Finding(v, by_urn.get(v.urn)) for v in violations]
-    return Report(stack, len(recording.resources), levels, config, findings)
+    return Report(stack, len(resources), levels, config, findings)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.failover import HEALTH_PATH, FailoverTiming
+from inferstack.infra.failover_timing import HEALTH_PATH, FailoverTiming
 from inferstack.serving.client import TritonUnavailable
 
 T = TypeVar("T")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_aws as aws
-from failover_stack import build_failover, check_failover
 
 from inferstack.components.platform import InferencePlatform
 from inferstack.components.platform_config import engine_config, parse_config
+from inferstack.stacks.failover_stack import build_failover, check_failover
 
 config = parse_config(engine_config())
 if config.failover:  # a standby stack: its pairing is checked before anything is registered

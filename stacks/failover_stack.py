@@ -20,7 +20,8 @@ import pulumi_kubernetes as k8s
 from inferstack.components.model_service import HEALTH_READY, HTTP_PORT, labels
 from inferstack.components.platform_config import FailoverConfig
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.failover import RegionalFailover, RegionalFailoverArgs, check_regions, check_timing
+from inferstack.infra.failover import RegionalFailover, RegionalFailoverArgs, check_regions
+from inferstack.infra.failover_timing import check_timing
 from inferstack.infra.model_store import ModelStore
 
 

@@ -1,4 +1,4 @@
-"""Test helpers over the offline runner (``inferstack.policies.offline``), which the CLI uses too."""
+"""Test helpers over the offline runner (``inferstack.stacks.offline``), which the CLI uses too."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.policies import offline
-from inferstack.policies.offline import ACCOUNT_ID, REGION, ZONES, Recorded, Recording, run_program
+from inferstack.stacks import offline
+from inferstack.stacks.offline import ACCOUNT_ID, REGION, ZONES, Recorded, Recording, run_program
 
 __all__ = [
     "ACCOUNT_ID",

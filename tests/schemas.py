@@ -99,7 +99,7 @@ def validate_recorded_manifests(recording: Any) -> None:
     """
     import os
 
-    from inferstack.policies.plan import manifest
+    from inferstack.stacks.plan import manifest
     from tests.conftest import ROOT, unavailable
 
     documents = [d for d in (manifest(r) for r in recording) if d is not None]

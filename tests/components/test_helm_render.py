@@ -23,7 +23,7 @@ from inferstack.components.charts import CHARTS, KUBE_PROMETHEUS_STACK
 from inferstack.components.model_service import ModelSource, TritonModelService, TritonModelServiceArgs
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.infra.storage import EBS_CSI_ADDON, EBS_CSI_PROVISIONER
-from inferstack.policies import offline
+from inferstack.stacks import offline
 from tests.components.helm import chart_of, find, render
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, Recorded, Recording, run_program

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from inferstack.cli.main import main
 from inferstack.infra.cost import PRICES_FILE, estimate, footprint, load_prices
 from inferstack.infra.errors import InvalidInput
-from inferstack.policies import offline
-from inferstack.serving.cli import main
+from inferstack.stacks import offline
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, DEPLOYER_ARGS, Recorded
 from tests.stacks.test_failover_stack import STANDBY, STANDBY_ARGS

@@ -9,13 +9,8 @@ import pulumi_aws as aws
 import pytest
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.failover import (
-    RegionalFailover,
-    RegionalFailoverArgs,
-    check_timing,
-    replication_policy,
-    rpo_s,
-)
+from inferstack.infra.failover import RegionalFailover, RegionalFailoverArgs, replication_policy
+from inferstack.infra.failover_timing import check_timing, rpo_s
 from tests.harness import Recording, run_invalid, run_program
 from tests.infra.iam import allowed
 

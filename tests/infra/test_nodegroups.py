@@ -25,7 +25,7 @@ from inferstack.infra.nodegroups import (
     system_plan,
 )
 from inferstack.infra.versions import AL2023_RELEASE_VERSIONS
-from inferstack.policies.offline import run_stack
+from inferstack.stacks.offline import run_stack
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, ZONES, Recording, run_invalid, run_program
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from inferstack.policies.offline import Recorded
+from inferstack.stacks.offline import Recorded
 
 Stack = list[Recorded]
 Change = Callable[[Stack], Stack]

@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.policies import offline
 from inferstack.policies.analyzer import PolicyPackProcess, Violation
-from inferstack.policies.offline import Recorded
 from inferstack.policies.pack_config import load, stack_config_path
 from inferstack.policies.rules import RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
 from inferstack.policies.stack_rules import STACK_RULES
+from inferstack.stacks import offline
+from inferstack.stacks.offline import Recorded
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, run_stack
 from tests.policies.fixtures import CASES, Case, Stack

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from inferstack.serving.cli import main
+from inferstack.cli.main import main
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER_ARGS
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferstack.policies import offline
-from inferstack.policies.offline import with_settings
-from inferstack.serving.cli import main
+from inferstack.cli.main import main
+from inferstack.stacks import offline
+from inferstack.stacks.offline import with_settings
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, DEPLOYER_ARGS, run_stack
 from tests.schemas import BUILT_IN_API_VERSIONS as BUILT_IN

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from inferstack.policies import offline
 from inferstack.policies.analyzer import PolicyPackProcess
 from inferstack.policies.pack import policies
 from inferstack.policies.rules_failover import (
@@ -18,6 +17,7 @@ from inferstack.policies.rules_failover import (
     failover_health_checked,
     replication_on,
 )
+from inferstack.stacks import offline
 from tests.stacks.test_failover_stack import STACKS, STANDBY
 
 

@@ -16,6 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from inferstack.cli.main import main
+from inferstack.cli.plan_benchmark import (
+    PlanRun,
+    is_linear,
+    marginal_seconds,
+    plan_benchmark,
+    with_services,
+)
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.baseline_server import BaselineServer, decode_request, encode_response
 from inferstack.serving.bench import (
@@ -36,7 +44,6 @@ from inferstack.serving.bench import (
     variable_shapes,
 )
 from inferstack.serving.bench_run import BenchRequest
-from inferstack.serving.cli import main
 from inferstack.serving.client import TritonClient
 from inferstack.serving.config_search import Candidate, Trial, best_trial, candidate_config, write_best
 from inferstack.serving.local import LocalRuntime, build_demo_repository
@@ -48,13 +55,6 @@ from inferstack.serving.perf_analyzer import (
     measurement_from_row,
     parse_csv,
     perf_analyzer_argv,
-)
-from inferstack.serving.plan_benchmark import (
-    PlanRun,
-    is_linear,
-    marginal_seconds,
-    plan_benchmark,
-    with_services,
 )
 from inferstack.serving.repository import (
     DynamicBatching,

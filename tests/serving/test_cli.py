@@ -16,7 +16,8 @@ import pytest
 import torch
 from moto.server import ThreadedMotoServer
 
-from inferstack.serving.cli import brief_error, json_safe, main
+from inferstack.cli.main import main
+from inferstack.cli.output import brief_error, json_safe
 from inferstack.serving.local import build_demo_repository, free_port
 from tests.conftest import require_tool
 from tests.serving.conftest import Ranker
@@ -65,7 +66,7 @@ BUILD = [
 @pytest.mark.usefixtures("triton_present")
 def test_local_up_once_json_serves_the_demo_for_real() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "inferstack.serving.cli", "local", "up", "--once", "--json"],
+        [sys.executable, "-m", "inferstack.cli.main", "local", "up", "--once", "--json"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -233,7 +234,7 @@ def test_a_command_without_its_extra_says_which_to_install(
     """An install without the extra has no such module: the CLI names the extra, no traceback."""
     code = (
         f"import sys; sys.modules[{blocked!r}] = None; "
-        "from inferstack.serving.cli import main; "
+        "from inferstack.cli.main import main; "
         f"sys.exit(main({arguments!r}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -304,7 +305,7 @@ def test_local_up_with_replicas_scrapes_every_replica() -> None:
         [
             sys.executable,
             "-m",
-            "inferstack.serving.cli",
+            "inferstack.cli.main",
             "local",
             "up",
             "--once",

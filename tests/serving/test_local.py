@@ -139,7 +139,7 @@ def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) 
 def test_ctrl_c_stops_every_child_of_local_up() -> None:
     """`inferstack local up` serving until Ctrl-C: SIGINT must end it and everything it started."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "inferstack.serving.cli", "local", "up"],
+        [sys.executable, "-m", "inferstack.cli.main", "local", "up"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

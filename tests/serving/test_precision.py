@@ -411,7 +411,7 @@ def build_command(mlp_file: Path, out: Path, *extra: str) -> list[str]:
 def test_models_build_reduces_prints_and_writes_the_report(
     mlp_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from inferstack.serving.cli import main
+    from inferstack.cli.main import main
 
     out = tmp_path / "repo"
     assert (
@@ -427,7 +427,7 @@ def test_models_build_reduces_prints_and_writes_the_report(
 def test_models_build_refuses_a_reduction_outside_the_tolerance(
     mlp_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from inferstack.serving.cli import main
+    from inferstack.cli.main import main
 
     out = tmp_path / "repo"
     assert main(build_command(mlp_file, out, "--precision", "fp16", "--max-abs-error", "1e-9")) == 1
@@ -439,7 +439,7 @@ def test_models_build_refuses_a_reduction_outside_the_tolerance(
 def test_models_build_calibration_file_and_version_policy(
     mlp_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from inferstack.serving.cli import main
+    from inferstack.cli.main import main
 
     calibration = tmp_path / "rows.npz"
     np.savez(calibration, features=np.random.default_rng(2).standard_normal((12, 16)).astype(np.float32))

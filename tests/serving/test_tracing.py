@@ -242,7 +242,7 @@ def test_the_request_id_follows_a_request_through_tritons_log(
 def test_local_up_prints_where_traced_requests_spent_their_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from inferstack.serving.cli import main
+    from inferstack.cli.main import main
 
     try:
         find_triton()

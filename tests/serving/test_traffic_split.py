@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from inferstack.cli.main import main
 from inferstack.components import promql
 from inferstack.components.canary import CanaryRelease, canary_rule_group
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.cli import main
 from inferstack.serving.client import TritonClient, TritonRequestError
 from inferstack.serving.local import (
     SMOKE_TOLERANCE,

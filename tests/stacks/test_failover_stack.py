@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inferstack.cli.main import main
 from inferstack.infra.errors import InvalidInput
-from inferstack.policies import offline
-from inferstack.serving.cli import main
+from inferstack.stacks import offline
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, Recording
 from tests.schemas import validate_k8s

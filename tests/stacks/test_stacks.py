@@ -12,7 +12,7 @@ import yaml
 from inferstack.components.platform import InferencePlatform
 from inferstack.components.platform_config import parse_config, reference_table
 from inferstack.infra.errors import InvalidInput
-from inferstack.policies import offline
+from inferstack.stacks import offline
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, Recording, run_invalid, run_program
 

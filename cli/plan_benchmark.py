@@ -67,7 +67,7 @@ def is_linear(runs: Sequence[PlanRun]) -> bool:
 # ru_maxrss for a child also counts the parent's memory at fork, which would hide the plan's own.
 _PLAN_AND_REPORT = """
 import sys
-from inferstack.serving.cli import main
+from inferstack.cli.main import main
 code = main(sys.argv[1:])
 peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print("\\npeak_rss_kib=" + peak.split()[1], flush=True)

@@ -207,9 +207,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             provider_id = (args.provider or "").rsplit("::", 1)[-1]
             return _aws_managed_key(self.provider_regions.get(provider_id, self.region)), []
         if args.token not in self.invokes:
-            raise KeyError(
-                f"no offline answer for invoke {args.token}; add one to inferstack.policies.offline"
-            )
+            raise KeyError(f"no offline answer for invoke {args.token}; add one to inferstack.stacks.offline")
         return self.invokes[args.token](dict(args.args)), []
 
 

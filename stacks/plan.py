@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from inferstack.policies.offline import Recorded, Recording
+from inferstack.stacks.offline import Recorded, Recording
 
 # What the engine shows for values it cannot know during a preview (pulumi-policy's UNKNOWN_STRING_VALUE).
 UNKNOWN_ID = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"

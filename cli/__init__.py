@@ -1,0 +1,1 @@
+"""The `inferstack` command line: the top layer, which nothing else imports."""

@@ -1,0 +1,52 @@
+"""Options several commands share, and the checks of what they are given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inferstack.infra.errors import InvalidInput
+
+Stack = Annotated[
+    str,
+    typer.Option("-s", "--stack", help="dev, staging, prod, prod-dr: a Pulumi.<stack>.yaml in --stacks-dir"),
+]
+StacksDir = Annotated[Path, typer.Option("--stacks-dir", help="the Pulumi program folder")]
+Config = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-c",
+        "--config",
+        metavar="KEY=VALUE",
+        help="a stack setting, as `pulumi config set --path KEY VALUE` would make it "
+        "(e.g. 'inferstack:cluster.publicAccessCidrs=[\"198.51.100.7/32\"]'); repeatable",
+    ),
+]
+EndpointUrl = Annotated[
+    str | None, typer.Option("--endpoint-url", help="a non-AWS S3 endpoint, e.g. http://127.0.0.1:5000")
+]
+
+
+def settings(pairs: Sequence[str] | None) -> dict[str, str]:
+    """``-c KEY=VALUE`` pairs as the stack settings they give."""
+    given = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidInput("--config", pair, "KEY=VALUE, such as inferstack:cluster.name=ml-prod")
+        given[key] = value
+    return given
+
+
+def check_stacks_dir(path: Path) -> None:
+    if not (path / "__main__.py").is_file():
+        raise InvalidInput("--stacks-dir", str(path), "a Pulumi program folder holding __main__.py")
+
+
+def existing_file(path: Path | None, field: str, what: str) -> None:
+    """A file argument that must be there (None: not given)."""
+    if path is not None and not path.is_file():
+        raise InvalidInput(field, str(path), f"an existing {what}")

@@ -1,0 +1,103 @@
+"""The package's layering, read from its imports (every import, lazy ones in functions included).
+
+infra <- components <- serving, policies <- stacks <- cli: a package imports only the layers below it,
+and nothing imports the CLI. serving (the model toolkit) and policies (run in the Analyzer's own
+process) take only Pulumi-free modules from below: pure tables, validators and arithmetic.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ALLOWED = {
+    "infra": set(),
+    "components": {"infra"},
+    "serving": {"infra", "components"},
+    "policies": {"infra", "components"},
+    "stacks": {"infra", "components", "serving"},
+    "cli": {"infra", "components", "serving", "policies", "stacks"},
+}
+PULUMI_FREE = {"serving", "policies"}
+PULUMI_SDKS = ("pulumi", "pulumi_aws", "pulumi_kubernetes", "pulumi_random")
+
+
+def _module_file(module: str) -> Path | None:
+    """``inferstack.serving.local`` -> serving/local.py (the package's ``__init__`` for a package)."""
+    parts = module.split(".")
+    if parts[0] != "inferstack" or len(parts) < 2:
+        return None
+    folder = ROOT.joinpath(*parts[1:])
+    return folder / "__init__.py" if folder.is_dir() else folder.with_suffix(".py")
+
+
+@cache
+def imports(path: Path) -> frozenset[str]:
+    """Every module ``path`` imports, at any depth of its code."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            # `from inferstack.components import promql` imports the module promql.
+            found.update(
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if (file := _module_file(f"{node.module}.{alias.name}")) is not None and file.is_file()
+            )
+    return frozenset(found)
+
+
+def _ours(path: Path) -> set[str]:
+    return {m for m in imports(path) if m.startswith("inferstack.")}
+
+
+@cache
+def loads_pulumi(module: str) -> bool:
+    """Whether importing ``module`` loads a Pulumi SDK, directly or through our modules it imports."""
+    path = _module_file(module)
+    if path is None or not path.is_file():
+        return False
+    direct = imports(path)
+    return any(m.split(".")[0] in PULUMI_SDKS for m in direct) or any(
+        loads_pulumi(m) for m in direct if m.startswith("inferstack.") and m != module
+    )
+
+
+def _files(package: str) -> list[Path]:
+    return sorted((ROOT / package).glob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_a_package_imports_only_the_layers_below_it(package: str) -> None:
+    wrong = {
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in _files(package)
+        for module in _ours(path)
+        if module.split(".")[1] not in ALLOWED[package] | {package}
+    }
+    assert not wrong, sorted(wrong)
+
+
+@pytest.mark.parametrize("package", sorted(PULUMI_FREE))
+def test_serving_and_policies_take_only_pulumi_free_modules_from_below(package: str) -> None:
+    wrong = {
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in _files(package)
+        for module in _ours(path)
+        if module.split(".")[1] != package and loads_pulumi(module)
+    }
+    assert not wrong, sorted(wrong)
+
+
+def test_the_layering_check_sees_what_it_must() -> None:
+    """The checks above would catch a violation: the modules they read do what the rules forbid elsewhere."""
+    assert "inferstack.stacks.offline" in _ours(ROOT / "cli" / "plan.py")  # a lazy import, in a function
+    assert "inferstack.components.promql" in _ours(ROOT / "components" / "canary.py")  # from-package form
+    assert loads_pulumi("inferstack.components.platform")
+    assert not loads_pulumi("inferstack.infra.instance_types")
