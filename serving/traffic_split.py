@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -175,6 +176,24 @@ def version_counts(metrics_url: str, model: str) -> dict[int, dict[str, float]]:
     return counts
 
 
+def settled_counts(
+    metrics_url: str, model: str, *, quiet_s: float = 0.3, timeout_s: float = 10.0
+) -> dict[int, dict[str, float]]:
+    """``version_counts`` once two reads ``quiet_s`` apart agree.
+
+    Triton counts a request after it has sent the answer: read at once, a count can miss the last
+    requests of one phase and credit them to the next.
+    """
+    deadline = time.monotonic() + timeout_s
+    counts = version_counts(metrics_url, model)
+    while True:
+        time.sleep(quiet_s)
+        again = version_counts(metrics_url, model)
+        if again == counts or time.monotonic() > deadline:
+            return again
+        counts = again
+
+
 @dataclass(frozen=True)
 class CanaryRun:
     """A split exercised on real requests: what the client did and what Triton counted per version."""
@@ -195,11 +214,11 @@ def exercise(
     tolerance: float,
 ) -> CanaryRun:
     """Send ``requests`` through the split and read Triton's per-version counts before and after."""
-    before = version_counts(metrics_url, release.model)
+    before = settled_counts(metrics_url, release.model)
     with TrafficSplit(url, release, tolerance=tolerance) as split:
         for inputs in requests:
             split.infer(inputs)
-    after = version_counts(metrics_url, release.model)
+    after = settled_counts(metrics_url, release.model)
     zero = {"success": 0.0, "failure": 0.0}
 
     def delta(kind: str) -> dict[int, float]:

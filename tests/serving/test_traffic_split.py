@@ -33,7 +33,7 @@ from inferstack.serving.repository import (
     generate_inputs,
     read_repository,
 )
-from inferstack.serving.traffic_split import TrafficSplit, _Diffusion, exercise, version_counts
+from inferstack.serving.traffic_split import TrafficSplit, _Diffusion, exercise, settled_counts
 from tests.conftest import require_tool, unavailable
 
 NAMESPACE = "serving"
@@ -181,7 +181,7 @@ def test_mirrored_failures_never_reach_the_caller_and_fire_the_canary_alert(
     ):
         split.infer(requests[0])
     # Triton counted each canary failure as a failure (the python backend's errors included).
-    counts = version_counts(two_versions.metrics_url, "flaky")
+    counts = settled_counts(two_versions.metrics_url, "flaky")
     assert counts[2] == {"success": 0, "failure": 30 + 1}
     assert counts[1] == {"success": 30 + 30, "failure": 0}
     # The alert's own expression, evaluated by a real Prometheus on this Triton's metrics.
