@@ -27,6 +27,7 @@ from inferstack.components.alerts import prometheus_rule, service_rule_group
 from inferstack.components.canary import CanaryRelease, canary_rule_group, check_canary, traffic_config_map
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.monitoring import prometheus_url
+from inferstack.components.triton_telemetry import TraceSettings, traced_triton_args
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.fields import check_field_types
@@ -127,6 +128,8 @@ class TritonModelServiceArgs:
     )
     # Two versions of one model in these pods, split per request by the clients (components/canary.py).
     canary: CanaryRelease | None = None
+    # Spans to an OpenTelemetry Collector (components/telemetry.py) and log lines with request ids.
+    tracing: TraceSettings | None = None
 
 
 def namespace_of(name: str, args: TritonModelServiceArgs) -> str:
@@ -306,6 +309,12 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
     _validate_source(args.source)
     if args.canary is not None:
         check_canary(args.canary, args.models)
+    if args.tracing is not None:
+        check_field_types(args.tracing)
+        try:
+            tracing_args(name, args)
+        except InvalidInput as error:
+            raise InvalidInput(f"tracing.{error.field}", error.value, error.allowed) from None
 
 
 # --- manifests ----------------------------------------------------------------------------------------------
@@ -380,6 +389,11 @@ def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str])
     ]
 
 
+def tracing_args(name: str, args: TritonModelServiceArgs) -> list[str]:
+    """Triton's spans (service.name = the service) and request-id log lines, when tracing is on."""
+    return [] if args.tracing is None else traced_triton_args(args.tracing, service_name=name)
+
+
 def _spread(topology_key: str, when_unsatisfiable: str, selector: dict[str, str]) -> dict[str, Any]:
     return {
         "maxSkew": 1,
@@ -414,7 +428,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
         "name": "triton",
         "image": args.image,
         "command": ["tritonserver"],
-        "args": triton_args(args, repository_uri),
+        "args": [*triton_args(args, repository_uri), *tracing_args(name, args)],
         "env": [
             # Triton's S3 client needs the region; IRSA supplies the credentials, nothing else does.
             {"name": "AWS_DEFAULT_REGION", "value": args.region},
