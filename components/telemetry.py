@@ -81,6 +81,11 @@ def log_group_name(cluster_name: str) -> str:
     return f"/inferstack/{cluster_name}/containers"
 
 
+def log_group_arn(*, partition: str, region: str, account: str, name: str) -> str:
+    """As IAM names the group: built from the account, so the role's policy is known before the group exists."""
+    return f"arn:{partition}:logs:{region}:{account}:log-group:{name}"
+
+
 @dataclass
 class TelemetryArgs:
     """The Kubernetes provider comes through ``ResourceOptions(provider=...)``."""
@@ -574,12 +579,19 @@ class Telemetry(pulumi.ComponentResource):
     def __init__(self, name: str, args: TelemetryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         validate(name, args)
         super().__init__("inferstack:telemetry:Telemetry", name, None, opts)
-        region = args.region or aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        invoke = pulumi.InvokeOptions(parent=self)  # this component's AWS provider: its account and region
+        region = args.region or aws.get_region(opts=invoke).region
+        group_arn = log_group_arn(
+            partition=aws.get_partition(opts=invoke).partition,
+            region=region,
+            account=aws.get_caller_identity(opts=invoke).account_id,
+            name=log_group_name(args.cluster_name),
+        )
         ns = args.namespace
         group_name = log_group_name(args.cluster_name)
         child = child_options(self, opts)
 
-        group = aws.cloudwatch.LogGroup(
+        aws.cloudwatch.LogGroup(
             f"{name}-containers", name=group_name, retention_in_days=args.log_retention_days, opts=child
         )
         trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
@@ -589,7 +601,7 @@ class Telemetry(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}{FLUENT_BIT_ROLE_SUFFIX}",
             role=role.id,
-            policy=group.arn.apply(lambda arn: json.dumps(log_shipping_policy(arn))),
+            policy=json.dumps(log_shipping_policy(group_arn)),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(parent=role)),
         )
 
