@@ -239,6 +239,30 @@ def test_the_request_id_follows_a_request_through_tritons_log(
 
 
 @pytest.mark.real_server
+def test_the_clusters_fluent_bit_reads_this_tritons_log_with_request_ids(
+    traced: tuple[LocalRuntime, SpanReceiver],
+) -> None:
+    """The parser the cluster's Fluent Bit is given, on every line this real Triton wrote."""
+    from tests.components.test_telemetry import fluent_bit_fields_agree, triton_parser
+
+    runtime, _ = traced
+    client = TritonClient(runtime.http_url, timeout_s=10)
+    client.infer("demo", {"features": np.zeros((1, 16), np.float32)}, request_id="req-fluent-bit")
+    assert runtime.work_dir is not None
+    log = runtime.work_dir / "triton-0.log"
+    deadline = time.monotonic() + 10
+    while (
+        time.monotonic() < deadline and "req-fluent-bit] Setting state from EXECUTING" not in log.read_text()
+    ):
+        time.sleep(0.1)
+    lines = log.read_text().splitlines()
+    parser = triton_parser()
+    assert fluent_bit_fields_agree(parser, lines) > 10
+    ids = {fields.get("request_id") for line in lines if (fields := parser.match(line))}
+    assert "req-fluent-bit" in ids
+
+
+@pytest.mark.real_server
 def test_local_up_prints_where_traced_requests_spent_their_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
