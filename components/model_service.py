@@ -310,8 +310,8 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
     if args.canary is not None:
         check_canary(args.canary, args.models)
     if args.tracing is not None:
-        check_field_types(args.tracing)
         try:
+            check_field_types(args.tracing)
             tracing_args(name, args)
         except InvalidInput as error:
             raise InvalidInput(f"tracing.{error.field}", error.value, error.allowed) from None

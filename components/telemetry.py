@@ -82,7 +82,7 @@ def log_group_name(cluster_name: str) -> str:
 
 
 def log_group_arn(*, partition: str, region: str, account: str, name: str) -> str:
-    """As IAM names the group: built from the account, so the role's policy is known before the group exists."""
+    """The group as IAM names it, from the account: the role's policy is known before the group exists."""
     return f"arn:{partition}:logs:{region}:{account}:log-group:{name}"
 
 
