@@ -7,6 +7,8 @@ a receiver on loopback; the decoding tests use what that Triton really sent (cap
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,6 +157,16 @@ def test_trace_flags_are_checked() -> None:
         triton_trace_args("http://127.0.0.1:4318", rate=1)
     with pytest.raises(InvalidInput):
         triton_trace_args("http://127.0.0.1:4318/v1/traces", rate=0)
+
+
+def test_the_flags_shared_with_the_cluster_keep_serving_free_of_pulumi() -> None:
+    """Triton's flags and log pattern live in components.triton_telemetry, which imports no Pulumi."""
+    code = (
+        "import sys, inferstack.serving.tracing, inferstack.serving.triton_logs; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('pulumi')))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
 
 
 LOG = [
