@@ -25,7 +25,7 @@ import pulumi_kubernetes as k8s
 from inferstack.components import promql
 from inferstack.components.alerts import prometheus_rule, service_rule_group
 from inferstack.components.canary import CanaryRelease, canary_rule_group, check_canary, traffic_config_map
-from inferstack.components.manifests import custom_resource, namespace
+from inferstack.components.manifests import custom_resource, namespace, restricted_security_context
 from inferstack.components.monitoring import prometheus_url
 from inferstack.components.triton_telemetry import TraceSettings, traced_triton_args
 from inferstack.infra.children import child_options
@@ -462,15 +462,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
             "requests": {**sized, "ephemeral-storage": f"{args.model_cache_gib + SCRATCH_GIB:g}Gi"},
             "limits": dict(sized),
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRITON_UID,
-            "runAsGroup": TRITON_UID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_security_context(TRITON_UID),
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "tmp", "mountPath": "/tmp"},

@@ -31,7 +31,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import yaml
 
-from inferstack.components.manifests import PART_OF, namespace
+from inferstack.components.manifests import PART_OF, namespace, restricted_security_context
 from inferstack.components.storage import GP3
 from inferstack.components.triton_telemetry import (
     LOG_LINE_PATTERN,
@@ -315,18 +315,6 @@ def _metadata(app: str, ns: str, **extra: Any) -> dict[str, Any]:
     return {"name": app, "namespace": ns, "labels": labels(app), **extra}
 
 
-def _restricted(uid: int) -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _otlp_ports() -> list[dict[str, Any]]:
     return [
         {"name": "otlp-grpc", "containerPort": OTLP_GRPC_PORT, "protocol": "TCP"},
@@ -376,7 +364,7 @@ def collector_deployment(ns: str, node_selector: dict[str, str]) -> dict[str, An
                                 "requests": {"cpu": "100m", "memory": "256Mi"},
                                 "limits": {"memory": "512Mi"},
                             },
-                            "securityContext": _restricted(IMAGE_UID),
+                            "securityContext": restricted_security_context(IMAGE_UID),
                             "volumeMounts": [{"name": "config", "mountPath": "/conf", "readOnly": True}],
                         }
                     ],
@@ -428,7 +416,7 @@ def jaeger_stateful_set(
                                 "requests": {"cpu": "250m", "memory": "512Mi"},
                                 "limits": {"memory": "2Gi"},
                             },
-                            "securityContext": _restricted(IMAGE_UID),
+                            "securityContext": restricted_security_context(IMAGE_UID),
                             "volumeMounts": [
                                 {"name": "config", "mountPath": "/conf", "readOnly": True},
                                 {"name": "data", "mountPath": BADGER_DIR},

@@ -7,8 +7,6 @@ a receiver on loopback; the decoding tests use what that Triton really sent (cap
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +34,7 @@ from inferstack.serving.triton_logs import (
     triton_log_args,
     write_json_lines,
 )
-from tests.conftest import unavailable
+from tests.conftest import packages_loaded_by, unavailable
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 # Two of the three exports Triton 2.51 made for one request (trimmed to one resource attribute).
@@ -161,12 +159,8 @@ def test_trace_flags_are_checked() -> None:
 
 def test_the_flags_shared_with_the_cluster_keep_serving_free_of_pulumi() -> None:
     """Triton's flags and log pattern live in components.triton_telemetry, which imports no Pulumi."""
-    code = (
-        "import sys, inferstack.serving.tracing, inferstack.serving.triton_logs; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('pulumi')))"
-    )
-    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert found.stdout.strip() == "[]"
+    loaded = packages_loaded_by("inferstack.serving.tracing", "inferstack.serving.triton_logs")
+    assert "inferstack" in loaded and not [p for p in loaded if p.startswith("pulumi")]
 
 
 LOG = [
@@ -233,20 +227,27 @@ def test_a_clients_trace_id_reaches_tritons_spans(traced: tuple[LocalRuntime, Sp
     assert not receiver.errors
 
 
+def logged_request(runtime: LocalRuntime, request_id: str) -> list[str]:
+    """Send one request with ``request_id``; Triton's log lines once it has logged its release."""
+    TritonClient(runtime.http_url, timeout_s=10).infer(
+        "demo", {"features": np.zeros((1, 16), np.float32)}, request_id=request_id
+    )
+    assert runtime.work_dir is not None
+    log = runtime.work_dir / "triton-0.log"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "RELEASED" not in request_states(
+        parse_lines(log.read_text().splitlines())
+    ).get(request_id, []):
+        time.sleep(0.1)
+    return log.read_text().splitlines()
+
+
 @pytest.mark.real_server
 def test_the_request_id_follows_a_request_through_tritons_log(
     traced: tuple[LocalRuntime, SpanReceiver],
 ) -> None:
     runtime, _ = traced
-    client = TritonClient(runtime.http_url, timeout_s=10)
-    client.infer("demo", {"features": np.zeros((1, 16), np.float32)}, request_id="req-trace-test")
-    assert runtime.work_dir is not None
-    deadline = time.monotonic() + 10
-    states: list[str] = []
-    while time.monotonic() < deadline and "RELEASED" not in states:
-        records = parse_lines((runtime.work_dir / "triton-0.log").read_text().splitlines())
-        states = request_states(records).get("req-trace-test", [])
-        time.sleep(0.1)
+    states = request_states(parse_lines(logged_request(runtime, "req-trace-test"))).get("req-trace-test", [])
     assert states[:3] == ["PENDING", "EXECUTING", "RELEASED"] or states[-1] == "RELEASED", states
 
 
