@@ -1,7 +1,8 @@
 """InferencePlatform: one environment of GPU model serving, as one Pulumi component.
 
-network -> cluster -> node groups (system, GPU on demand, GPU spot) -> model store -> GPU operators,
-monitoring, autoscaling -> one TritonModelService per configured service. The whole `PlatformConfig`
+network -> cluster -> node groups (system, GPU on demand, GPU spot) -> model store -> telemetry (traces
+and logs), GPU operators, monitoring, autoscaling -> one TritonModelService per configured service,
+traced to the telemetry's collector. The whole `PlatformConfig`
 is checked before the first resource is registered, and every error names the stack config key.
 """
 
