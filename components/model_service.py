@@ -28,7 +28,7 @@ import pulumi_kubernetes as k8s
 from inferstack.components import promql
 from inferstack.components.alerts import prometheus_rule, service_rule_group
 from inferstack.components.canary import CanaryRelease, canary_rule_group, check_canary, traffic_config_map
-from inferstack.components.manifests import custom_resource, namespace
+from inferstack.components.manifests import custom_resource, namespace, restricted_security_context
 from inferstack.components.monitoring import prometheus_url
 from inferstack.components.request_front import (
     CONFIG_DIR,
@@ -40,6 +40,7 @@ from inferstack.components.request_front import (
     config_files,
     nginx_command,
 )
+from inferstack.components.triton_telemetry import TraceSettings, traced_triton_args
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.fields import check_field_types
@@ -146,6 +147,8 @@ class TritonModelServiceArgs:
     )
     # Two versions of one model in these pods, split per request by the clients (components/canary.py).
     canary: CanaryRelease | None = None
+    # Spans to an OpenTelemetry Collector (components/telemetry.py) and log lines with request ids.
+    tracing: TraceSettings | None = None
 
 
 def namespace_of(name: str, args: TritonModelServiceArgs) -> str:
@@ -331,6 +334,12 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
     _validate_source(args.source)
     if args.canary is not None:
         check_canary(args.canary, args.models)
+    if args.tracing is not None:
+        try:
+            check_field_types(args.tracing)
+            tracing_args(name, args)
+        except InvalidInput as error:
+            raise InvalidInput(f"tracing.{error.field}", error.value, error.allowed) from None
 
 
 # --- manifests ----------------------------------------------------------------------------------------------
@@ -408,6 +417,11 @@ def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str])
     ]
 
 
+def tracing_args(name: str, args: TritonModelServiceArgs) -> list[str]:
+    """Triton's spans (service.name = the service) and request-id log lines, when tracing is on."""
+    return [] if args.tracing is None else traced_triton_args(args.tracing, service_name=name)
+
+
 def _spread(topology_key: str, when_unsatisfiable: str, selector: dict[str, str]) -> dict[str, Any]:
     return {
         "maxSkew": 1,
@@ -437,18 +451,6 @@ def front_config_map(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": {**_metadata(name, args), "name": f"{name}-request-front"},
         "data": config_files(POD_FRONT),
-    }
-
-
-def _security_context(uid: int) -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -485,7 +487,7 @@ def front_container(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         },
         # Requests equal limits: the pod stays in the Guaranteed QoS class.
         "resources": {"requests": dict(sized), "limits": dict(sized)},
-        "securityContext": _security_context(FRONT_UID),
+        "securityContext": restricted_security_context(FRONT_UID),
         "volumeMounts": [
             {"name": "request-front-config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "request-front-tmp", "mountPath": TEMP_DIR},
@@ -507,7 +509,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
         "name": "triton",
         "image": args.image,
         "command": ["tritonserver"],
-        "args": triton_args(args, repository_uri),
+        "args": [*triton_args(args, repository_uri), *tracing_args(name, args)],
         "env": [
             # Triton's S3 client needs the region; IRSA supplies the credentials, nothing else does.
             {"name": "AWS_DEFAULT_REGION", "value": args.region},
@@ -542,7 +544,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
             "requests": {**sized, "ephemeral-storage": f"{args.model_cache_gib + SCRATCH_GIB:g}Gi"},
             "limits": dict(sized),
         },
-        "securityContext": _security_context(TRITON_UID),
+        "securityContext": restricted_security_context(TRITON_UID),
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "tmp", "mountPath": "/tmp"},

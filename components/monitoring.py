@@ -37,6 +37,7 @@ def kube_prometheus_stack_values(
     storage_class: str,
     grafana_admin_password: pulumi.Input[str],
     node_selector: dict[str, str],
+    jaeger_url: str | None = None,
 ) -> dict[str, Any]:
     operator_image = {"tag": PROMETHEUS_OPERATOR_IMAGE_TAG}
     return {
@@ -75,7 +76,20 @@ def kube_prometheus_stack_values(
                     "searchNamespace": "ALL",
                 }
             },
+            "additionalDataSources": [] if jaeger_url is None else [jaeger_data_source(jaeger_url)],
         },
+    }
+
+
+def jaeger_data_source(url: str) -> dict[str, Any]:
+    """Grafana's data source for the trace store (components.telemetry), provisioned with Grafana."""
+    return {
+        "name": "Jaeger",
+        "type": "jaeger",
+        "uid": "jaeger",
+        "access": "proxy",  # Grafana's server reaches the in-cluster Service, not the browser
+        "url": url,
+        "editable": False,
     }
 
 
@@ -86,6 +100,7 @@ class MonitoringArgs:
     storage_gib: int = 100
     storage_class: str = GP3  # components.storage creates it
     node_selector: dict[str, str] = field(default_factory=lambda: {NODE_ROLE_LABEL: "system"})
+    jaeger_url: str | None = None  # the trace store's query API (Telemetry.jaeger_url): a data source
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -114,6 +129,7 @@ class Monitoring(pulumi.ComponentResource):
                 storage_class=args.storage_class,
                 grafana_admin_password=password.result,
                 node_selector=args.node_selector,
+                jaeger_url=args.jaeger_url,
             ),
             opts=after_namespace,
         )

@@ -1,7 +1,8 @@
 """InferencePlatform: one environment of GPU model serving, as one Pulumi component.
 
-network -> cluster -> node groups (system, GPU on demand, GPU spot) -> model store -> GPU operators,
-monitoring, autoscaling -> one TritonModelService per configured service. The whole `PlatformConfig`
+network -> cluster -> node groups (system, GPU on demand, GPU spot) -> model store -> telemetry (traces
+and logs), GPU operators, monitoring, autoscaling -> one TritonModelService per configured service,
+traced to the telemetry's collector. The whole `PlatformConfig`
 is checked before the first resource is registered, and every error names the stack config key.
 """
 
@@ -26,6 +27,9 @@ from inferstack.components.model_service import (
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.components.platform_config import NAMESPACE, PlatformConfig, ServiceConfig
 from inferstack.components.storage import StorageClasses, StorageClassesArgs
+from inferstack.components.telemetry import Telemetry, TelemetryArgs, collector_traces_url
+from inferstack.components.telemetry import validate as validate_telemetry
+from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
@@ -52,6 +56,7 @@ from inferstack.infra.storage import BlockStorage, BlockStorageArgs
 
 KEY = NAMESPACE  # the stack config namespace errors are named in
 MONITORING_NAMESPACE = MonitoringArgs.namespace
+TELEMETRY_NAMESPACE = TelemetryArgs.namespace
 
 
 def check_reachable(config: PlatformConfig) -> None:
@@ -100,7 +105,27 @@ def service_args(
         pending_requests_per_replica=service.pending_requests_per_replica,
         gpu_utilization_target=service.gpu_utilization_target,
         canary=CanaryRelease(**service.canary.model_dump()) if service.canary else None,
+        tracing=TraceSettings(collector_traces_url(TELEMETRY_NAMESPACE), config.telemetry.sample_rate)
+        if config.telemetry.enabled
+        else None,
         **extra,
+    )
+
+
+def telemetry_args(
+    config: PlatformConfig,
+    cluster_name: str,
+    oidc_provider_arn: pulumi.Input[str],
+    oidc_issuer_url: pulumi.Input[str],
+    region: str | None = None,
+) -> TelemetryArgs:
+    return TelemetryArgs(
+        cluster_name=cluster_name,
+        oidc_provider_arn=oidc_provider_arn,
+        oidc_issuer_url=oidc_issuer_url,
+        region=region,
+        log_retention_days=config.telemetry.log_retention_days,
+        trace_retention_hours=config.telemetry.trace_retention_hours,
     )
 
 
@@ -131,6 +156,9 @@ _STACK_KEYS: tuple[tuple[str, str], ...] = (
     ("instance_type", "gpu.instanceType"),
     ("min_surviving_gpu_share", "gpu.minSurvivingShare"),
     ("plans", "gpu.minSurvivingShare"),
+    ("cluster_name", "cluster.name"),
+    ("log_retention_days", "telemetry.logRetentionDays"),
+    ("trace_retention_hours", "telemetry.traceRetentionHours"),
 )
 
 
@@ -168,6 +196,10 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
         )
         gpu_groups = [p for p in node_plans(config, zones) if p.gpus_per_node]
         check_zone_loss(gpu_groups, config.gpu.min_surviving_share)
+        if config.telemetry.enabled:
+            validate_telemetry(
+                f"{cluster_name}-telemetry", telemetry_args(config, cluster_name, "oidc-provider", "issuer")
+            )
     except InvalidInput as error:
         if error.field.startswith((f"{KEY}:", "aws:")):
             raise
@@ -192,6 +224,7 @@ class InferencePlatform(pulumi.ComponentResource):
     network: Network
     model_store: ModelStore
     services: dict[str, TritonModelService]
+    telemetry: Telemetry | None
     zones: list[str]
     region: str
     cluster_name: pulumi.Output[str]
@@ -279,9 +312,21 @@ class InferencePlatform(pulumi.ComponentResource):
             return pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=list(after))
 
         storage_classes = StorageClasses(f"{name}-storage", StorageClassesArgs(), in_cluster(block_storage))
+        self.telemetry = None
+        if config.telemetry.enabled:
+            self.telemetry = Telemetry(
+                f"{name}-telemetry",
+                telemetry_args(
+                    config, cluster_name, cluster.oidc_provider_arn, cluster.oidc_issuer_url, region=region
+                ),
+                in_cluster(nodes, block_storage, storage_classes),
+            )
         monitoring = Monitoring(
             f"{name}-monitoring",
-            MonitoringArgs(storage_class=storage_classes.gp3),
+            MonitoringArgs(
+                storage_class=storage_classes.gp3,
+                jaeger_url=self.telemetry.jaeger_url if self.telemetry else None,
+            ),
             in_cluster(nodes, block_storage, storage_classes),
         )
         after_monitoring = in_cluster(nodes, monitoring)  # their custom resources' CRDs
@@ -343,5 +388,12 @@ class InferencePlatform(pulumi.ComponentResource):
             "services": {
                 name: {"http": service.http_endpoint, "grpc": service.grpc_endpoint}
                 for name, service in self.services.items()
+            },
+            "telemetry": None
+            if self.telemetry is None
+            else {
+                "collector": self.telemetry.collector_url,
+                "jaeger": f"kubectl -n {self.telemetry.namespace} port-forward svc/jaeger 16686",
+                "log_group": self.telemetry.log_group_name,
             },
         }

@@ -22,6 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from inferstack.components.telemetry import LOG_RETENTION_DAYS
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION
 
@@ -110,6 +111,24 @@ class ServiceConfig(_Section):
     canary: CanaryConfig | None = Field(None, description="a canary version; promote or roll back by editing")
 
 
+class TelemetryConfig(_Section):
+    enabled: bool = Field(True, description="traces (collector, Jaeger) and log shipping (Fluent Bit)")
+    sample_rate: Float = Field(
+        0.01, gt=0, le=1, description="share of requests Triton traces unasked (a traceparent always is)"
+    )
+    log_retention_days: Int = Field(
+        30, description="CloudWatch Logs retention: 1, 3, 5, 7, 14, 30, 60, 90 ... days"
+    )
+    trace_retention_hours: Int = Field(72, ge=1, description="how long Jaeger keeps spans")
+
+    @pydantic.field_validator("log_retention_days")
+    @classmethod
+    def _a_cloudwatch_retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(f"one of CloudWatch's retentions {LOG_RETENTION_DAYS}")
+        return value
+
+
 class FailoverConfig(_Section):
     primary_stack: str = Field(
         description="the primary's stack (name, or org/project/name); this one is its standby"
@@ -131,6 +150,7 @@ class PlatformConfig(_Section):
     nodes: NodesConfig = NodesConfig()
     gpu: GpuConfig = GpuConfig()
     services: tuple[ServiceConfig, ...] = Field((), description="the model services, one per list entry")
+    telemetry: TelemetryConfig = TelemetryConfig()
     failover: FailoverConfig | None = Field(
         None, description="set on a standby stack: pairs it with its primary"
     )

@@ -8,6 +8,8 @@ name derived from it before registering anything.
 
 from __future__ import annotations
 
+import re
+
 from inferstack.infra.errors import InvalidInput
 
 AUTONAME_SUFFIX = len("-") + 7
@@ -15,6 +17,8 @@ AUTONAME_SUFFIX = len("-") + 7
 IAM_ROLE_NAME_MAX = 64
 S3_BUCKET_PREFIX_MAX = 37  # bucket_prefix: 63 minus the 26 characters S3 auto-naming appends
 EKS_NODEGROUP_NAME_MAX = 63
+LOG_GROUP_NAME_MAX = 512  # CloudWatch Logs: 1-512 of [.-_/#A-Za-z0-9]
+_LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]+$")
 
 
 def check_derived_name(field: str, value: str, *, suffix: str, limit: int, autonamed: bool = True) -> None:
@@ -26,4 +30,15 @@ def check_derived_name(field: str, value: str, *, suffix: str, limit: int, auton
             value,
             f"at most {limit - extra} characters: it names '{value}{suffix}"
             f"{'-xxxxxxx' if autonamed else ''}', which AWS caps at {limit}",
+        )
+
+
+def check_log_group_name(field: str, value: str, name: str) -> None:
+    """``name``, a CloudWatch Logs group named after ``value``, is one AWS accepts."""
+    if len(name) > LOG_GROUP_NAME_MAX or not _LOG_GROUP_NAME.match(name):
+        raise InvalidInput(
+            field,
+            value,
+            f"it names the log group '{name}': at most {LOG_GROUP_NAME_MAX} characters of "
+            "letters, digits and . - _ / #",
         )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ POD_CONTROLLERS = (
     "kubernetes:apps/v1:DaemonSet",
     "kubernetes:batch/v1:Job",
 )
+IAM_POLICIES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
 GPU_RESOURCE = "nvidia.com/gpu"
 REQUIRED_LOG_TYPES = {"api", "audit", "authenticator"}
 
@@ -89,6 +92,20 @@ def gpus_per_node(instance_types: list[str]) -> int:
     """GPUs per node of a group (the fewest among its types); 0 for CPU or unknown types."""
     counts = [INSTANCE_TYPES[t].gpus for t in instance_types if t in INSTANCE_TYPES]
     return min(counts) if counts and len(counts) == len(instance_types) else 0
+
+
+def statements(document: Any) -> list[Mapping[str, Any]]:
+    """An IAM policy document's statements (the engine holds the document as JSON text)."""
+    try:
+        parsed = json.loads(document) if isinstance(document, str) else document
+    except json.JSONDecodeError:
+        return []
+    found = (parsed or {}).get("Statement") or []
+    return [found] if isinstance(found, Mapping) else list(found)
+
+
+def listed(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)] if value is not None else []
 
 
 def _truthy(value: Any) -> bool:
@@ -332,6 +349,36 @@ def no_static_aws_keys(resource_type: str, props: Props, config: Config) -> list
     return [f"static AWS credentials at {where}; use IRSA" for where in found]
 
 
+def _log_group_scope_problem(resource: str) -> str | None:
+    """None when ``resource`` is one named log group (or its streams), else why not."""
+    if ":log-group:" not in resource:
+        return f"{resource!r} is not a log group"
+    group = resource.split(":log-group:", 1)[1].split(":", 1)[0]
+    if not group or "*" in group or "?" in group:
+        return f"{resource!r} matches more than one log group"
+    return None
+
+
+def logs_scoped(resource_type: str, props: Props, config: Config) -> list[str]:
+    """Log shippers write to their own log group: PutLogEvents never on '*' or a wildcard group."""
+    if resource_type not in IAM_POLICIES:
+        return []
+    problems: list[str] = []
+    for statement in statements(props.get("policy")):
+        actions = [a.lower() for a in listed(statement.get("Action"))]
+        if statement.get("Effect") != "Allow" or not any(
+            fnmatch.fnmatchcase("logs:putlogevents", action) for action in actions
+        ):
+            continue
+        if "NotResource" in statement:
+            problems.append("logs:PutLogEvents is allowed on everything but a NotResource list")
+        for resource in listed(statement.get("Resource")):
+            problem = _log_group_scope_problem(resource)
+            if problem:
+                problems.append(f"logs:PutLogEvents allowed where {problem}")
+    return problems
+
+
 def triton_probes(resource_type: str, props: Props, config: Config) -> list[str]:
     """Triton is only sent traffic once its models are loaded, and is restarted when it hangs."""
     if resource_type != DEPLOYMENT:
@@ -452,6 +499,12 @@ RULES: tuple[Rule, ...] = (
         "No AWS keys in Kubernetes objects or Helm values; IRSA only.",
         "mandatory",
         no_static_aws_keys,
+    ),
+    Rule(
+        "logs-scoped",
+        "Log shippers write only to named log groups (no '*' for logs:PutLogEvents).",
+        "mandatory",
+        logs_scoped,
     ),
     Rule("triton-probes", "Triton has startup, readiness and liveness probes.", "mandatory", triton_probes),
     Rule(

@@ -8,7 +8,6 @@ blames the stack as a whole. Pure: the pack adapts pulumi-policy's ``PolicyResou
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,9 @@ from inferstack.policies.rules import (
     gpus_of,
     gpus_per_node,
     is_triton,
+    listed,
     pod_spec,
+    statements,
 )
 
 ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
@@ -395,27 +396,14 @@ def s3_public_access_blocked(stack: Stack, config: Config) -> list[Violation]:
     return problems
 
 
-def _statements(document: Any) -> list[Mapping[str, Any]]:
-    try:
-        parsed = json.loads(document) if isinstance(document, str) else document
-    except json.JSONDecodeError:
-        return []
-    statements = (parsed or {}).get("Statement") or []
-    return [statements] if isinstance(statements, Mapping) else list(statements)
-
-
-def _listed(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)] if value is not None else []
-
-
 def _denies_insecure_transport(statement: Mapping[str, Any]) -> bool:
     condition = (statement.get("Condition") or {}).get("Bool") or {}
     return (
         statement.get("Effect") == "Deny"
-        and any(a in ("s3:*", "*") for a in _listed(statement.get("Action")))
+        and any(a in ("s3:*", "*") for a in listed(statement.get("Action")))
         and str(condition.get("aws:SecureTransport")).lower() == "false"
-        and any(r.endswith("/*") for r in _listed(statement.get("Resource")))
-        and any(not r.endswith("/*") for r in _listed(statement.get("Resource")))
+        and any(r.endswith("/*") for r in listed(statement.get("Resource")))
+        and any(not r.endswith("/*") for r in listed(statement.get("Resource")))
     )
 
 
@@ -425,7 +413,7 @@ def s3_tls_only(stack: Stack, config: Config) -> list[Violation]:
     for bucket in stack.of_type(*BUCKETS):
         policies = _guarding(stack, BUCKET_POLICY, bucket)
         if not any(
-            _denies_insecure_transport(s) for p in policies for s in _statements(p.props.get("policy"))
+            _denies_insecure_transport(s) for p in policies for s in statements(p.props.get("policy"))
         ):
             problems.append(
                 (f"{_label(bucket)} accepts requests without TLS (no aws:SecureTransport deny)", bucket.urn)
@@ -436,7 +424,7 @@ def s3_tls_only(stack: Stack, config: Config) -> list[Violation]:
 def _is_irsa(role: StackResource) -> bool:
     return any(
         "AssumeRoleWithWebIdentity" in str(s.get("Action")) and "Federated" in (s.get("Principal") or {})
-        for s in _statements(role.props.get("assumeRolePolicy"))
+        for s in statements(role.props.get("assumeRolePolicy"))
     )
 
 
@@ -474,11 +462,11 @@ def irsa_one_prefix(stack: Stack, config: Config) -> list[Violation]:
 def _s3_grant_problems(policy: StackResource) -> list[str]:
     problems: list[str] = []
     prefixes: set[str] = set()
-    for statement in _statements(policy.props.get("policy")):
-        actions = _listed(statement.get("Action"))
+    for statement in statements(policy.props.get("policy")):
+        actions = listed(statement.get("Action"))
         if statement.get("Effect") != "Allow" or not any(a.startswith(("s3:", "*")) for a in actions):
             continue
-        resources = _listed(statement.get("Resource"))
+        resources = listed(statement.get("Resource"))
         if any(a in ("*", "s3:*") for a in actions):
             problems.append(f"{policy.name} allows {actions} (every S3 action)")
         elif actions == ["s3:ListBucket"]:

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# Re-exported: the flags are shared with the cluster's TritonModelService.
+from inferstack.components.triton_telemetry import TRACES_PATH
+from inferstack.components.triton_telemetry import triton_trace_args as triton_trace_args
 from inferstack.infra.errors import InvalidInput
 
-TRACES_PATH = "/v1/traces"
 # Stages of one request, as the span events Triton records bound them.
 STAGES: tuple[tuple[str, str, str], ...] = (
     ("queue", "QUEUE_START", "COMPUTE_START"),
@@ -62,25 +64,6 @@ def traceparent(trace_id: str | None = None, parent_id: str | None = None) -> st
         if len(value) != length or not all(c in "0123456789abcdef" for c in value) or set(value) == {"0"}:
             raise InvalidInput(name, value, f"{length} lowercase hex digits, not all zero")
     return f"00-{trace_id}-{parent_id}-01"
-
-
-def triton_trace_args(url: str, *, rate: int = 1, service_name: str = "triton") -> list[str]:
-    """Triton's flags that export every ``rate``-th request's spans to an OTLP/HTTP ``url``.
-
-    A request with a sampled ``traceparent`` is traced whatever the rate: the caller decides.
-    """
-    if rate < 1:
-        raise InvalidInput("rate", rate, "an integer >= 1: trace one request in every <rate>")
-    if not url.startswith(("http://", "https://")) or not url.endswith(TRACES_PATH):
-        raise InvalidInput("url", url, f"an OTLP/HTTP traces endpoint, http(s)://HOST:PORT{TRACES_PATH}")
-    settings = [
-        "mode=opentelemetry",
-        f"rate={rate}",
-        "level=TIMESTAMPS",
-        f"opentelemetry,url={url}",
-        f"opentelemetry,resource=service.name={service_name}",
-    ]
-    return [arg for setting in settings for arg in ("--trace-config", setting)]
 
 
 def _hex_ids_to_base64(node: Any) -> Any:

@@ -15,11 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-_LINE = re.compile(
-    r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (?P<level>[IWEF]) +(?P<thread>\d+) "
-    r'(?P<source>[\w.]+:\d+)\] "?(?P<message>.*?)"?$'
-)
-_REQUEST_ID = re.compile(r"^\[request id: (?P<id>[^\]]+)\] ")
+# Re-exported: the flags and the line's pattern are shared with the cluster's Fluent Bit.
+from inferstack.components.triton_telemetry import LOG_LINE
+from inferstack.components.triton_telemetry import triton_log_args as triton_log_args
+
 _STATE = re.compile(r"Setting state from (?P<old>\w+) to (?P<new>\w+)")
 _PREPARED = re.compile(r"model: (?P<model>[^,]+), requested version: [^,]+, actual version: (?P<version>\d+)")
 LEVELS = {"I": "info", "W": "warning", "E": "error", "F": "fatal"}
@@ -37,21 +36,12 @@ class LogRecord:
     model_version: int | None = None
 
 
-def triton_log_args() -> list[str]:
-    """Flags for parseable lines with request ids (verbose 1: one line per request state change)."""
-    return ["--log-format=ISO8601", "--log-verbose=1"]
-
-
 def parse_line(line: str) -> LogRecord | None:
     """One log line as a record; None for lines that are not Triton log entries (tables, banners)."""
-    match = _LINE.match(line.rstrip("\n"))
+    match = LOG_LINE.match(line.rstrip("\n"))
     if match is None:
         return None
     message = match["message"].replace("\\n", "\n")
-    request_id = None
-    if tagged := _REQUEST_ID.match(message):
-        request_id = tagged["id"]
-        message = message[tagged.end() :]
     prepared = _PREPARED.search(message)
     return LogRecord(
         time=match["time"],
@@ -59,7 +49,7 @@ def parse_line(line: str) -> LogRecord | None:
         thread=int(match["thread"]),
         source=match["source"],
         message=message,
-        request_id=request_id,
+        request_id=match["request_id"],
         model=prepared["model"] if prepared else None,
         model_version=int(prepared["version"]) if prepared else None,
     )

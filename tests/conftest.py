@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = bool(os.environ.get("CI"))
+
+
+def packages_loaded_by(*modules: str) -> set[str]:
+    """The top-level packages a fresh interpreter holds after importing ``modules``."""
+    code = (
+        f"import sys, {', '.join(modules)}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(found.stdout.split())
 
 
 def unavailable(reason: str) -> None:

@@ -80,7 +80,7 @@ def validate_custom_resource(
     jsonschema.Draft7Validator(schemas[key]).validate(body)
 
 
-BUILT_IN_API_VERSIONS = {"v1", "apps/v1", "policy/v1", "storage.k8s.io/v1"}
+BUILT_IN_API_VERSIONS = {"v1", "apps/v1", "policy/v1", "storage.k8s.io/v1", "rbac.authorization.k8s.io/v1"}
 
 
 def validate_manifest(manifest: dict[str, Any], vendor_dir: Path) -> None:

@@ -30,6 +30,7 @@ from tests.harness import DEPLOYER, Recorded, Recording, run_program
 from tests.schemas import crd_schemas, validate_custom_resource, validate_k8s
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
+STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
 CRD = "CustomResourceDefinition"
 STACKS = ("dev", "staging", "prod")
 _TAG = re.compile(r"^[^:@]+(:[^:@/]+)?(@sha256:[0-9a-f]{64})?$")
@@ -174,6 +175,9 @@ def test_every_claim_names_a_class_the_stack_creates_on_an_installed_driver(stac
     }
     claims = [c for objects in stack.objects.values() for c in claimed_classes(objects)]
     assert claims, "Prometheus claims a volume"
+    first_party = [{"kind": "StatefulSet", **r.inputs} for r in stack.recording.of_type(STATEFUL_SET)]
+    assert claimed_classes(first_party) == ["gp3"], "Jaeger's Badger volume"
+    claims += claimed_classes(first_party)
     prometheus = find(stack.of("kube-prometheus-stack"), "Prometheus")
     assert prometheus["spec"]["storage"]["volumeClaimTemplate"]["spec"]["storageClassName"] == "gp3"
     for claim in claims:
@@ -187,6 +191,30 @@ def test_every_claim_names_a_class_the_stack_creates_on_an_installed_driver(stac
         r for r in stack.recording.of_type("aws:eks/addon:Addon") if r.inputs["addonName"] == EBS_CSI_ADDON
     )
     assert addon.inputs["serviceAccountRoleArn"]
+
+
+def test_grafana_is_given_the_trace_store_as_a_data_source(stack: Rendered) -> None:
+    """kube-prometheus-stack renders our additionalDataSources into Grafana's provisioning file, and
+    the URL there is the Jaeger Service the stack creates, on its query port."""
+    files = [
+        yaml.safe_load(text)
+        for manifest in stack.of("kube-prometheus-stack")
+        if manifest["kind"] == "ConfigMap"
+        for key, text in (manifest.get("data") or {}).items()
+        if key.endswith(".yaml") and "datasources" in text
+    ]
+    sources = [s for f in files for s in f.get("datasources") or []]
+    (jaeger,) = [s for s in sources if s["type"] == "jaeger"]
+    host, port = jaeger["url"].removeprefix("http://").split(":")
+    name, namespace = host.split(".")[:2]
+    services = [
+        r.inputs
+        for r in stack.recording.of_type("kubernetes:core/v1:Service")
+        if r.inputs["metadata"] == {**r.inputs["metadata"], "name": name, "namespace": namespace}
+    ]
+    (service,) = services
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert jaeger["access"] == "proxy" and {s["type"] for s in sources} >= {"prometheus", "jaeger"}
 
 
 def test_autoscaler_prefers_spot_and_balances_groups_that_differ_only_per_group(stack: Rendered) -> None:

@@ -19,6 +19,7 @@ from inferstack.infra.names import (
     AUTONAME_SUFFIX,
     EKS_NODEGROUP_NAME_MAX,
     IAM_ROLE_NAME_MAX,
+    LOG_GROUP_NAME_MAX,
     S3_BUCKET_PREFIX_MAX,
 )
 from tests.harness import Recorded, run_invalid, run_program, run_stack
@@ -51,6 +52,7 @@ def physical_name(resource: Recorded, key: str) -> str:
 
 def test_our_constants_agree_with_botocore() -> None:
     assert botocore_max("iam", "CreateRole", "RoleName") == IAM_ROLE_NAME_MAX
+    assert botocore_max("logs", "CreateLogGroup", "logGroupName") == LOG_GROUP_NAME_MAX
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])

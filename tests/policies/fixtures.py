@@ -193,6 +193,8 @@ def reachable(inputs: dict[str, Any]) -> None:
 
 deployable_fixed = then(edit(CLUSTER, reachable), ordered_after(PROVIDER, ADMIN))
 
+FLUENT_BIT = "telemetry-fluent-bit"
+
 CUSTOM_RESOURCES = {
     "ServiceMonitor ranker-monitor": "Release monitoring-kube-prometheus-stack",
     "PrometheusRule ranker-alerts": "Release monitoring-kube-prometheus-stack",
@@ -234,6 +236,21 @@ CASES: list[Case] = [
         edit("Release autoscaling-keda", lambda i: i["values"]["image"]["keda"].update(tag="latest")),
         "latest",
         label="helm",
+    ),
+    Case(
+        "pinned-images",
+        edit(f"DaemonSet {FLUENT_BIT}", lambda i: pod(i)["containers"][0].update(image="fluent/fluent-bit")),
+        "has no tag",
+        label="daemonset",
+    ),
+    Case(
+        "pinned-images",
+        edit(
+            "StatefulSet telemetry-jaeger",
+            lambda i: pod(i)["containers"][0].update(image="jaegertracing/jaeger:latest"),
+        ),
+        "latest",
+        label="statefulset",
     ),
     Case(
         "pinned-charts",
@@ -324,6 +341,36 @@ CASES: list[Case] = [
         label="helm",
     ),
     Case("no-static-aws-keys", add(_aws_secret_literal()), "credentials", label="secret"),
+    Case(
+        "no-static-aws-keys",
+        edit(
+            f"DaemonSet {FLUENT_BIT}",
+            lambda i: pod(i)["containers"][0].update(
+                env=[{"name": "AWS_ACCESS_KEY_ID", "value": FAKE_KEY_ID}]
+            ),
+        ),
+        "AWS_ACCESS_KEY_ID",
+        label="log-shipper",
+    ),
+    Case(
+        "logs-scoped",
+        edit(f"RolePolicy {FLUENT_BIT}", lambda i: set_statements(i, lambda s: s[0].update(Resource="*"))),
+        "'*' is not a log group",
+    ),
+    Case(
+        "logs-scoped",
+        edit(
+            f"RolePolicy {FLUENT_BIT}",
+            lambda i: set_statements(
+                i,
+                lambda s: s[0].update(
+                    Action="logs:*", Resource="arn:aws:logs:us-east-1:123456789012:log-group:*"
+                ),
+            ),
+        ),
+        "more than one log group",
+        label="wildcard-group",
+    ),
     Case(
         "triton-probes",
         edit("Deployment ranker-deployment", lambda i: triton(i).pop("readinessProbe")),

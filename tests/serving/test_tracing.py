@@ -34,7 +34,7 @@ from inferstack.serving.triton_logs import (
     triton_log_args,
     write_json_lines,
 )
-from tests.conftest import unavailable
+from tests.conftest import packages_loaded_by, unavailable
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 # Two of the three exports Triton 2.51 made for one request (trimmed to one resource attribute).
@@ -157,6 +157,12 @@ def test_trace_flags_are_checked() -> None:
         triton_trace_args("http://127.0.0.1:4318/v1/traces", rate=0)
 
 
+def test_the_flags_shared_with_the_cluster_keep_serving_free_of_pulumi() -> None:
+    """Triton's flags and log pattern live in components.triton_telemetry, which imports no Pulumi."""
+    loaded = packages_loaded_by("inferstack.serving.tracing", "inferstack.serving.triton_logs")
+    assert "inferstack" in loaded and not [p for p in loaded if p.startswith("pulumi")]
+
+
 LOG = [
     '2026-11-23T16:54:26Z I 30519 infer_request.cc:132] "[request id: req-42] Setting state from INITIALIZED to PENDING"\n',
     '2026-11-23T16:54:26Z I 30519 infer_request.cc:905] "[request id: req-42] prepared: [0x0x7f2b68004590] request id: req-42, model: demo, requested version: -1, actual version: 1, flags: 0x0\\noriginal inputs:\\n"\n',
@@ -221,21 +227,52 @@ def test_a_clients_trace_id_reaches_tritons_spans(traced: tuple[LocalRuntime, Sp
     assert not receiver.errors
 
 
+def logged_request(runtime: LocalRuntime, request_id: str) -> list[str]:
+    """Send one request with ``request_id``; Triton's log lines once it has logged its release."""
+    TritonClient(runtime.http_url, timeout_s=10).infer(
+        "demo", {"features": np.zeros((1, 16), np.float32)}, request_id=request_id
+    )
+    assert runtime.work_dir is not None
+    log = runtime.work_dir / "triton-0.log"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "RELEASED" not in request_states(
+        parse_lines(log.read_text().splitlines())
+    ).get(request_id, []):
+        time.sleep(0.1)
+    return log.read_text().splitlines()
+
+
 @pytest.mark.real_server
 def test_the_request_id_follows_a_request_through_tritons_log(
     traced: tuple[LocalRuntime, SpanReceiver],
 ) -> None:
     runtime, _ = traced
-    client = TritonClient(runtime.http_url, timeout_s=10)
-    client.infer("demo", {"features": np.zeros((1, 16), np.float32)}, request_id="req-trace-test")
-    assert runtime.work_dir is not None
-    deadline = time.monotonic() + 10
-    states: list[str] = []
-    while time.monotonic() < deadline and "RELEASED" not in states:
-        records = parse_lines((runtime.work_dir / "triton-0.log").read_text().splitlines())
-        states = request_states(records).get("req-trace-test", [])
-        time.sleep(0.1)
+    states = request_states(parse_lines(logged_request(runtime, "req-trace-test"))).get("req-trace-test", [])
     assert states[:3] == ["PENDING", "EXECUTING", "RELEASED"] or states[-1] == "RELEASED", states
+
+
+@pytest.mark.real_server
+def test_the_clusters_fluent_bit_reads_this_tritons_log_with_request_ids(
+    traced: tuple[LocalRuntime, SpanReceiver],
+) -> None:
+    """The parser the cluster's Fluent Bit is given, on every line this real Triton wrote."""
+    from tests.components.test_telemetry import fluent_bit_fields_agree, triton_parser
+
+    runtime, _ = traced
+    client = TritonClient(runtime.http_url, timeout_s=10)
+    client.infer("demo", {"features": np.zeros((1, 16), np.float32)}, request_id="req-fluent-bit")
+    assert runtime.work_dir is not None
+    log = runtime.work_dir / "triton-0.log"
+    deadline = time.monotonic() + 10
+    while (
+        time.monotonic() < deadline and "req-fluent-bit] Setting state from EXECUTING" not in log.read_text()
+    ):
+        time.sleep(0.1)
+    lines = log.read_text().splitlines()
+    parser = triton_parser()
+    assert fluent_bit_fields_agree(parser, lines) > 10
+    ids = {fields.get("request_id") for line in lines if (fields := parser.match(line))}
+    assert "req-fluent-bit" in ids
 
 
 @pytest.mark.real_server

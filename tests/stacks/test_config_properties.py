@@ -51,6 +51,10 @@ PATHS: list[tuple[str | int, ...]] = [
     ("services", 0, "queueTimeTargetMs"),
     ("services", 0, "pendingRequestsPerReplica"),
     ("services", 0, "gpuUtilizationTarget"),
+    ("telemetry", "enabled"),
+    ("telemetry", "sampleRate"),
+    ("telemetry", "logRetentionDays"),
+    ("telemetry", "traceRetentionHours"),
 ]
 VALUES = any_value("spot", "single", "prod", "1.35", "10.0.0.0/16", "g5.xlarge", "ranker", "a/b")
 

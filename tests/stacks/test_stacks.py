@@ -41,9 +41,38 @@ def test_every_stack_builds_the_whole_platform(stack: str) -> None:
         "inferstack:monitoring:Monitoring",
         "inferstack:autoscaling:Autoscaling",
         "inferstack:model_service:TritonModelService",
+        "inferstack:telemetry:Telemetry",
     ):
         assert component in types, component
     assert len(recording.of_type("kubernetes:helm.sh/v3:Release")) == 5
+    for kind, name in (
+        ("apps/v1:Deployment", "otel-collector"),
+        ("apps/v1:StatefulSet", "jaeger"),
+        ("apps/v1:DaemonSet", "fluent-bit"),
+    ):
+        assert recording.one(f"kubernetes:{kind}", f"inferstack-{stack}-telemetry-{name}")
+    group = recording.one(
+        "aws:cloudwatch/logGroup:LogGroup", f"inferstack-{stack}-telemetry-containers"
+    ).inputs
+    assert group["name"] == f"/inferstack/inferstack-{stack}/containers"
+    pods = [d.inputs["spec"]["template"]["spec"] for d in recording.of_type("kubernetes:apps/v1:Deployment")]
+    tritons = [pod["containers"][0] for pod in pods if pod["containers"][0]["name"] == "triton"]
+    assert tritons
+    args = tritons[0]["args"]
+    assert "opentelemetry,url=http://otel-collector.telemetry.svc:4318/v1/traces" in args
+    assert "--log-format=ISO8601" in args
+
+
+def test_telemetry_can_be_turned_off() -> None:
+    raw = {
+        "cluster": {"publicAccessCidrs": ["198.51.100.7/32"]},
+        "telemetry": {"enabled": False},
+        "services": [{"name": "ranker", "models": ["ranker"], "prefix": "ranker"}],
+    }
+    recording, _ = run_program(lambda: InferencePlatform("ml-dev", parse_config(engine_form(raw))))
+    assert not recording.of_type("inferstack:telemetry:Telemetry")
+    triton = recording.one("kubernetes:apps/v1:Deployment").inputs
+    assert not [a for a in triton["spec"]["template"]["spec"]["containers"][0]["args"] if "trace" in a]
 
 
 def test_prod_shape() -> None:
@@ -51,7 +80,7 @@ def test_prod_shape() -> None:
     assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 3
     groups = recording.of_type("aws:eks/nodeGroup:NodeGroup")
     assert len(groups) == 1 + 3 + 3
-    deployment = recording.one("kubernetes:apps/v1:Deployment").inputs
+    deployment = recording.one("kubernetes:apps/v1:Deployment", "ranker-deployment").inputs
     assert (
         deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["whenUnsatisfiable"]
         == "DoNotSchedule"
@@ -103,6 +132,10 @@ def test_dev_is_smaller() -> None:
         ({"network": {"zones": 4}}, "inferstack:network.zones"),
         ({"network": {"zones": ["us-east-1a", "us-west-2a"]}}, "inferstack:network.zones[1]"),
         ({"cluster": {"name": "n" * 49}}, "inferstack:cluster.name"),
+        ({"telemetry": {"sampleRate": 0}}, "inferstack:telemetry.sampleRate"),
+        ({"telemetry": {"sampleRate": "1.5"}}, "inferstack:telemetry.sampleRate"),
+        ({"telemetry": {"logRetentionDays": 10}}, "inferstack:telemetry.logRetentionDays"),
+        ({"telemetry": {"traceRetentionHours": 0}}, "inferstack:telemetry.traceRetentionHours"),
     ],
 )
 def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], field: str) -> None:
@@ -167,7 +200,7 @@ def test_the_readme_library_program_runs_as_written() -> None:
     platform = recording.one("inferstack:platform:InferencePlatform", "ml-prod")
     assert platform.parent_type == "pulumi:pulumi:Stack"
     assert recording.one("aws:eks/cluster:Cluster").inputs["name"] == "ml-prod"
-    deployment = recording.one("kubernetes:apps/v1:Deployment").inputs
+    deployment = recording.one("kubernetes:apps/v1:Deployment", "ranker-deployment").inputs
     assert deployment["metadata"]["namespace"] == "ranker"
 
 
