@@ -79,12 +79,21 @@ _EXTRAS = {
     "grpc": "serving",
     "moto": "local",
     "pulumi_policy": "policy",
+    "matplotlib": "plot",
+    "fastapi": "bench",
+    "uvicorn": "bench",
 }
+# The extra each command group needs whole: naming the first missing module's extra would send a user
+# of `local up` round twice (serving first, then local).
+_COMMAND_EXTRAS = {"local": "local", "models": "serving", "bench": "bench", "policy": "policy"}
 
 
-def missing_extra(module: str) -> str | None:
-    """The extra to install for a module that failed to import, if it is one of the extras'."""
-    return _EXTRAS.get(module.split(".")[0])
+def missing_extra(module: str, arguments: Sequence[str] = ()) -> str | None:
+    """The extra to install when ``module`` failed to import under the command ``arguments``."""
+    extra = _EXTRAS.get(module.split(".")[0])
+    if extra is None:
+        return None
+    return next((_COMMAND_EXTRAS[a] for a in arguments[:1] if a in _COMMAND_EXTRAS), extra)
 
 
 # Click's own conversion errors start with the value: "'x' is not a valid integer." or
@@ -112,10 +121,9 @@ def _stop_on_sigterm() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _stop_on_sigterm()
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        code = command().main(
-            args=list(sys.argv[1:] if argv is None else argv), prog_name="inferstack", standalone_mode=False
-        )
+        code = command().main(args=arguments, prog_name="inferstack", standalone_mode=False)
     except click.MissingParameter as missing:
         missing.show()
         return missing.exit_code
@@ -133,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error("stopped")
         return 130
     except ModuleNotFoundError as missing:
-        extra = missing_extra(missing.name or "")
+        extra = missing_extra(missing.name or "", arguments)
         if extra is None:
             raise
         error(

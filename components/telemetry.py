@@ -51,7 +51,7 @@ from inferstack.infra.names import (
 )
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL
 
-# Pinned images (none pulled here; each names its upstream release).
+# Pinned images: not pulled here (no registry is reachable); each tag is one public deployments run.
 COLLECTOR_IMAGE = "otel/opentelemetry-collector:0.114.0"  # opentelemetry-collector-releases v0.114.0, core
 JAEGER_IMAGE = "jaegertracing/jaeger:2.10.0"  # jaegertracing/jaeger v2.10.0, the v2 single binary
 FLUENT_BIT_IMAGE = "cr.fluentbit.io/fluent/fluent-bit:3.2.2"  # fluent/fluent-bit v3.2.2

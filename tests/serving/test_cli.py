@@ -226,6 +226,9 @@ def test_local_up_with_a_missing_repository_exits_2(
             "serving",
         ),
         ("pulumi_policy", ["policy", "check", "--stack", "dev"], "policy"),
+        # The command's whole extra, not the first missing module's: one install, not two rounds.
+        ("numpy", ["local", "up", "--once"], "local"),
+        ("torch", ["bench", "--concurrency", "1"], "bench"),
     ],
 )
 def test_a_command_without_its_extra_says_which_to_install(

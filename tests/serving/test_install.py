@@ -3,15 +3,19 @@ light core install."""
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.specifiers import SpecifierSet
 
 from inferstack.serving.local import find_triton
-from tests.conftest import ROOT
+from tests.conftest import ROOT, unavailable
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -55,3 +59,83 @@ def test_the_pulumi_programs_requirements_are_the_core_install() -> None:
     ]
     assert lines == ["-e .."] or all("torch" not in line and "[" not in line for line in lines)
     assert Path(ROOT / "Pulumi.yaml").read_text().count("virtualenv") == 1
+
+
+def interpreter(version: str) -> str | None:
+    """A working ``python<version>``: on PATH, or one of pyenv's installed versions."""
+    pyenv_root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
+    candidates = [
+        shutil.which(f"python{version}"),
+        *sorted(glob.glob(f"{pyenv_root}/versions/{version}.*/bin/python{version}"), reverse=True),
+    ]
+    for candidate in filter(None, candidates):
+        # a pyenv shim is on PATH for versions pyenv has but does not select: it fails when run
+        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return next(out.glob("inferstack-*.whl"))
+
+
+@pytest.mark.real_server
+@pytest.mark.parametrize("version", supported_pythons())
+def test_pip_install_without_extras_imports_the_components_on_each_supported_python(
+    version: str, wheel: Path, tmp_path: Path
+) -> None:
+    """The wheel with its core dependencies alone, in a fresh virtualenv of each Python it claims: the
+    components import without torch or pulumi-policy, and the CLI names the extra a command needs."""
+    python = interpreter(version)
+    if python is None:
+        unavailable(f"no Python {version} here to install into")
+        return
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
+    installed = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    imported = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import sys, inferstack.components.platform, inferstack.components.model_service, "
+            "inferstack.infra.cluster, inferstack.stacks.offline\n"
+            "print(sys.version_info[:2], sorted(m for m in "
+            "('torch', 'numpy', 'tritonclient', 'moto', 'pulumi_policy', 'boto3') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    major, minor = version.split(".")
+    assert imported.stdout.strip() == f"({major}, {minor}) []"  # that Python, and none of the extras
+    cli = venv / "bin" / "inferstack"
+    for arguments, extra in (
+        (["local", "up", "--once"], "local"),
+        (["policy", "check", "-s", "dev"], "policy"),
+    ):
+        result = subprocess.run([str(cli), *arguments], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr
+        assert f"pip install 'inferstack[{extra}]'" in result.stderr and "Traceback" not in result.stderr
