@@ -32,12 +32,6 @@ ZONE_IDS = ("use1-az1", "use1-az2", "use1-az4")
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 
 DEFAULT_INVOKES: dict[str, Invoke] = {
-    "aws:index/getCallerIdentity:getCallerIdentity": lambda _args: {
-        "accountId": ACCOUNT_ID,
-        "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci",
-        "userId": "AIDATEST",
-        "id": ACCOUNT_ID,
-    },
     # The offline caller is an IAM user: a user's session is issued by the user itself.
     "aws:iam/getSessionContext:getSessionContext": lambda args: {
         "arn": args["arn"],
@@ -50,12 +44,16 @@ DEFAULT_INVOKES: dict[str, Invoke] = {
         "id": "Z0OFFLINE0000000000",
         "privateZone": False,
     },
-    "aws:index/getPartition:getPartition": lambda _args: {
-        "partition": "aws",
-        "dnsSuffix": "amazonaws.com",
-        "id": "aws",
-    },
 }
+
+
+def partition_of(region: str) -> tuple[str, str]:
+    """The partition a region belongs to and its DNS suffix, as ``aws.get_partition`` answers there."""
+    if region.startswith("us-gov-"):
+        return "aws-us-gov", "amazonaws.com"
+    if region.startswith("cn-"):
+        return "aws-cn", "amazonaws.com.cn"
+    return "aws", "amazonaws.com"
 
 
 def regional_invokes(region: str) -> dict[str, Invoke]:
@@ -75,8 +73,20 @@ def regional_invokes(region: str) -> dict[str, Invoke]:
             "locationType": "availability-zone",
         }
 
+    partition, dns_suffix = partition_of(region)
     return {
         "aws:index/getRegion:getRegion": lambda _args: {"name": region, "region": region, "id": region},
+        "aws:index/getPartition:getPartition": lambda _args: {
+            "partition": partition,
+            "dnsSuffix": dns_suffix,
+            "id": partition,
+        },
+        "aws:index/getCallerIdentity:getCallerIdentity": lambda _args: {
+            "accountId": ACCOUNT_ID,
+            "arn": f"arn:{partition}:iam::{ACCOUNT_ID}:user/ci",
+            "userId": "AIDATEST",
+            "id": ACCOUNT_ID,
+        },
         "aws:index/getAvailabilityZones:getAvailabilityZones": lambda _args: {
             "names": zones,
             "zoneIds": zone_ids,
@@ -88,7 +98,8 @@ def regional_invokes(region: str) -> dict[str, Invoke]:
 
 def _aws_managed_key(region: str) -> dict[str, Any]:
     key_id = f"aws-s3-{region}"
-    return {"arn": f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{key_id}", "id": key_id, "keyManager": "AWS"}
+    arn = f"arn:{partition_of(region)[0]}:kms:{region}:{ACCOUNT_ID}:key/{key_id}"
+    return {"arn": arn, "id": key_id, "keyManager": "AWS"}
 
 
 def _stack_reference_outputs(name: str) -> dict[str, Any]:
@@ -156,16 +167,17 @@ class Recording:
         return iter(self.resources)
 
 
-def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
     """Plausible provider-computed outputs, so dependent resources get concrete values."""
     service = typ.split(":")[1].split("/")[0] if ":" in typ else "x"
-    out: dict[str, Any] = {"arn": f"arn:aws:{service}:{REGION}:{ACCOUNT_ID}:{name}"}
+    partition, dns_suffix = partition_of(region)
+    out: dict[str, Any] = {"arn": f"arn:{partition}:{service}:{region}:{ACCOUNT_ID}:{name}"}
     if typ == "aws:eks/cluster:Cluster":
         out |= {
-            "endpoint": f"https://{name}.eks.{REGION}.amazonaws.com",
+            "endpoint": f"https://{name}.eks.{region}.{dns_suffix}",
             "certificateAuthority": {"data": "Y2VydA=="},
             "identities": [
-                {"oidcs": [{"issuer": f"https://oidc.eks.{REGION}.amazonaws.com/id/{name.upper()}"}]}
+                {"oidcs": [{"issuer": f"https://oidc.eks.{region}.{dns_suffix}/id/{name.upper()}"}]}
             ],
             "name": inputs.get("name", name),
         }
@@ -196,7 +208,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.provider_regions: dict[str, str] = {}  # explicit AWS providers' ids -> their region
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        outputs = _synthetic_outputs(args.typ, args.name, args.inputs) | dict(args.inputs)
+        outputs = _synthetic_outputs(args.typ, args.name, args.inputs, self.region) | dict(args.inputs)
         if args.typ == "pulumi:providers:aws":
             self.provider_regions[f"{args.name}-id"] = args.inputs.get("region", self.region)
         return f"{args.name}-id", outputs

@@ -219,3 +219,23 @@ def test_an_error_reads_value_then_key_then_what_would_do() -> None:
         parse_config(engine_form({"network": {"zones": "two"}}))
     assert str(caught.value).startswith("'two': not valid for inferstack:network.zones: ")
     assert "a list of zone names" in str(caught.value)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+@pytest.mark.parametrize(("region", "partition"), [("us-gov-west-1", "aws-us-gov"), ("cn-north-1", "aws-cn")])
+def test_every_arn_is_built_from_the_regions_partition(region: str, partition: str) -> None:
+    """An ARN written as ``arn:aws:`` names nothing in GovCloud or China: IAM refuses the policy."""
+    recording = offline.run_stack(STACKS, "prod", {**DEPLOYER, "aws:region": region})
+    arns = [s for r in recording for s in _strings(r.inputs) if "arn:aws" in s]
+    assert arns, "no ARN in the plan: the check would pass vacuously"
+    assert [a for a in arns if "arn:aws:" in a] == []
+    assert any(f"arn:{partition}:" in a for a in arns)
