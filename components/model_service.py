@@ -836,13 +836,13 @@ class TritonModelService(pulumi.ComponentResource):
         front_files = k8s.core.v1.ConfigMap(
             f"{name}-request-front", metadata=front["metadata"], data=front["data"], opts=in_namespace
         )
-        key = random.RandomPassword(
+        password = random.RandomPassword(
             f"{name}-admin-key",
             length=ADMIN_KEY_LENGTH,
             special=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        secret = admin_key_secret(name, args, pulumi.Output.secret(key.result))
+        secret = admin_key_secret(name, args, pulumi.Output.secret(password.result))
         admin_key = k8s.core.v1.Secret(
             f"{name}-admin-key",
             metadata=secret["metadata"],
