@@ -89,6 +89,7 @@ MAX_NAME_LENGTH = min(63 - len("-headless"), 64 - len("-models-reader-") - 7)
 # Secret and reaches the args through the container's env ($(VAR) expansion), never the pod spec.
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 ADMIN_KEY_HEADER = "inferstack-admin-key"
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"  # the metadata key 2.51 reads over gRPC
 ADMIN_KEY_ENV = "INFERSTACK_ADMIN_KEY"
 ADMIN_KEY_FIELD = "admin-key"  # the Secret's data key
 ADMIN_KEY_LENGTH = 32  # letters and digits only: the value sits in a flag after ':' and '='
