@@ -841,7 +841,7 @@ class TritonModelService(pulumi.ComponentResource):
             f"{name}-admin-key",
             length=ADMIN_KEY_LENGTH,
             special=False,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child_options(self, opts),
         )
         secret = admin_key_secret(name, args, pulumi.Output.secret(password.result))
         admin_key = k8s.core.v1.Secret(
