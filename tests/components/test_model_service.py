@@ -815,7 +815,8 @@ def test_the_region_comes_from_the_components_aws_provider() -> None:
     recording, _ = run_program(program, invokes=answers)
     deployment = recording.one("kubernetes:apps/v1:Deployment")
     env = {
-        e["name"]: e.get("value") for e in deployment.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+        e["name"]: e.get("value")
+        for e in deployment.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["AWS_REGION"] == "eu-west-1"
     assert "providers:kubernetes::k8s" in deployment.provider

@@ -371,9 +371,13 @@ CASES: list[Case] = [
             "Deployment ranker-deployment",
             lambda i: set_args(
                 i,
-                lambda a: "--model-control-mode=poll"
-                if a.startswith("--model-control-mode")
-                else a.replace("model-repository,", "") if a.startswith("--http-restricted-api=") else a,
+                lambda a: (
+                    "--model-control-mode=poll"
+                    if a.startswith("--model-control-mode")
+                    else a.replace("model-repository,", "")
+                    if a.startswith("--http-restricted-api=")
+                    else a
+                ),
             ),
         ),
         "--model-control-mode=poll without --http-restricted-api",
