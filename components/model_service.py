@@ -5,7 +5,8 @@ Defaults are the ones an operator would choose: the service reads its models fro
 two-minute spot notice, scales on Triton's queue time and pending requests through KEDA (falling
 back to a fixed size when Prometheus cannot be read), and keeps a disruption budget that survives
 a zone loss on top of voluntary disruptions. Triton's HTTP port is on loopback behind a request front
-(``request_front.py``) that refuses what would crash Triton before Triton sees it.
+(``request_front.py``) that refuses what would crash Triton before Triton sees it, and Triton's admin
+APIs (model repository, shared memory, trace, logging) answer only callers with the service's key.
 
 Every manifest is a pure function of the validated args; the component only turns them into resources.
 """

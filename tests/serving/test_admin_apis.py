@@ -169,6 +169,7 @@ def test_the_front_answers_the_admin_paths_itself_key_or_no_key(locked: LocalRun
                 assert status == 403, (method, path, body)
                 assert "not served through the request front" in json.loads(body)["error"]
         assert KEY not in (folder / "nginx.log").read_text()
-        assert call(front, "GET", "/v2/models/demo/ready")[0] == 200
+        for path in ("/v2/models/demo/ready", "/v2/models/demo/config", "/v2/models/demo/stats"):
+            assert call(front, "GET", path)[0] == 200, path
         assert infer_ok(front)
     assert ready(locked.http_url)
