@@ -5,7 +5,8 @@ Defaults are the ones an operator would choose: the service reads its models fro
 two-minute spot notice, scales on Triton's queue time and pending requests through KEDA (falling
 back to a fixed size when Prometheus cannot be read), and keeps a disruption budget that survives
 a zone loss on top of voluntary disruptions. Triton's HTTP port is on loopback behind a request front
-(``request_front.py``) that refuses what would crash Triton before Triton sees it.
+(``request_front.py``) that refuses what would crash Triton before Triton sees it, and Triton's admin
+APIs (model repository, shared memory, trace, logging) answer only callers with the service's key.
 
 Every manifest is a pure function of the validated args; the component only turns them into resources.
 """
@@ -24,6 +25,7 @@ from typing import Any, Literal
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from inferstack.components import promql
 from inferstack.components.alerts import prometheus_rule, service_rule_group
@@ -84,6 +86,15 @@ FALLBACK_AFTER_FAILURES = 3  # KEDA polls that must fail before the fallback siz
 # Names go into "<name>-headless" (a Service: an RFC 1035 label, <= 63) and into the IRSA role
 # "<name>-models-reader-<7 random>" (IAM role names: <= 64).
 MAX_NAME_LENGTH = min(63 - len("-headless"), 64 - len("-models-reader-") - 7)
+# Triton's admin APIs (explicit model control lets anyone who reaches them unload a model) answer only
+# requests carrying this header with the service's key, on HTTP and gRPC alike. The key lives in a
+# Secret and reaches the args through the container's env ($(VAR) expansion), never the pod spec.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+ADMIN_KEY_HEADER = "inferstack-admin-key"
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"  # the metadata key 2.51 reads over gRPC
+ADMIN_KEY_ENV = "INFERSTACK_ADMIN_KEY"
+ADMIN_KEY_FIELD = "admin-key"  # the Secret's data key
+ADMIN_KEY_LENGTH = 32  # letters and digits only: the value sits in a flag after ':' and '='
 
 Environment = Literal["prod", "dev"]
 Placement = Literal["on-demand", "spot", "spot-with-fallback"]
@@ -395,12 +406,35 @@ def node_affinity(args: TritonModelServiceArgs) -> dict[str, Any]:
     return affinity
 
 
+def admin_key_secret_name(name: str) -> str:
+    return f"{name}-admin-key"
+
+
+def restricted_api_args() -> list[str]:
+    """Triton 2.51's own restriction flags. The separator before the header is ':' (its --help says
+    ',', which 2.51 refuses with its usage text)."""
+    rule = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}=$({ADMIN_KEY_ENV})"
+    return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
+
+
+def admin_key_secret(name: str, args: TritonModelServiceArgs, key: pulumi.Input[str]) -> dict[str, Any]:
+    """What operators read to call the admin APIs by hand; the pods read it into ``ADMIN_KEY_ENV``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {**_metadata(name, args), "name": admin_key_secret_name(name)},
+        "type": "Opaque",
+        "stringData": {ADMIN_KEY_FIELD: key},
+    }
+
+
 def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> list[pulumi.Input[str]]:
     return [
         pulumi.Output.concat("--model-repository=", repository_uri)
         if isinstance(repository_uri, pulumi.Output)
         else f"--model-repository={repository_uri}",
         "--model-control-mode=explicit",
+        *restricted_api_args(),
         *(f"--load-model={m}" for m in args.models),
         f"--exit-timeout-secs={args.exit_timeout_s}",
         "--strict-readiness=true",
@@ -516,6 +550,10 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
             {"name": "AWS_REGION", "value": args.region},
             {"name": "TRITON_AWS_MOUNT_DIRECTORY", "value": MODEL_CACHE_DIR},
             {"name": "HOME", "value": "/tmp"},  # the root filesystem is read-only
+            {
+                "name": ADMIN_KEY_ENV,
+                "valueFrom": {"secretKeyRef": {"name": admin_key_secret_name(name), "key": ADMIN_KEY_FIELD}},
+            },
         ],
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -759,6 +797,7 @@ class TritonModelService(pulumi.ComponentResource):
     http_endpoint: str
     grpc_endpoint: str
     role_arn: pulumi.Output[str]
+    admin_key_secret: str  # the Secret (in ``namespace``) whose ``admin-key`` opens Triton's admin APIs
 
     def __init__(
         self, name: str, args: TritonModelServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -801,6 +840,20 @@ class TritonModelService(pulumi.ComponentResource):
         front_files = k8s.core.v1.ConfigMap(
             f"{name}-request-front", metadata=front["metadata"], data=front["data"], opts=in_namespace
         )
+        password = random.RandomPassword(
+            f"{name}-admin-key",
+            length=ADMIN_KEY_LENGTH,
+            special=False,
+            opts=child_options(self, opts),
+        )
+        secret = admin_key_secret(name, args, pulumi.Output.secret(password.result))
+        admin_key = k8s.core.v1.Secret(
+            f"{name}-admin-key",
+            metadata=secret["metadata"],
+            type=secret["type"],
+            string_data=secret["stringData"],
+            opts=in_namespace,
+        )
         account = service_account(name, args, role_arn)
         k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=account["metadata"], opts=in_namespace)
         manifest = deployment(name, args, repository_uri)
@@ -813,8 +866,9 @@ class TritonModelService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 in_namespace,
                 pulumi.ResourceOptions(
-                    # Pods mount the front's files: without them they would wait in ContainerCreating.
-                    depends_on=[front_files],
+                    # Pods mount the front's files and read the admin key: without either they
+                    # would not start.
+                    depends_on=[front_files, admin_key],
                     # KEDA's HPA owns the replica count once the service runs.
                     ignore_changes=["spec.replicas"],
                     custom_timeouts=pulumi.CustomTimeouts(create=rollout, update=rollout),
@@ -862,9 +916,11 @@ class TritonModelService(pulumi.ComponentResource):
         self.http_endpoint = f"http://{name}.{ns}.svc:{HTTP_PORT}"
         self.grpc_endpoint = f"dns:///{name}-headless.{ns}.svc:{GRPC_PORT}"
         self.role_arn = pulumi.Output.from_input(role_arn)
+        self.admin_key_secret = admin_key_secret_name(name)
         self.register_outputs(
             {
                 "namespace": self.namespace,
+                "admin_key_secret": self.admin_key_secret,
                 "http_endpoint": self.http_endpoint,
                 "grpc_endpoint": self.grpc_endpoint,
                 "role_arn": self.role_arn,

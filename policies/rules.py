@@ -445,6 +445,46 @@ def gpu_workloads_scheduled(resource_type: str, props: Props, config: Config) ->
     return problems
 
 
+def _flag_values(argv: list[str], flag: str) -> list[str]:
+    """Every value ``flag`` is given, as ``--flag=value`` or ``--flag value``."""
+    return [
+        arg.removeprefix(f"{flag}=") if arg != flag else argv[i + 1]
+        for i, arg in enumerate(argv)
+        if arg.startswith(f"{flag}=") or (arg == flag and i + 1 < len(argv))
+    ]
+
+
+_KEY_REFERENCE = re.compile(r"^\$\([A-Za-z_][A-Za-z0-9_]*\)$")
+
+
+def triton_admin_restricted(resource_type: str, props: Props, config: Config) -> list[str]:
+    """A Triton that loads and unloads models on request does it only for callers with a key, on both
+    protocols, and the key comes from the container's environment (a Secret), not the pod spec."""
+    if resource_type not in POD_CONTROLLERS:
+        return []
+    problems = []
+    for container in containers(props):
+        argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+        modes = set(_flag_values(argv, "--model-control-mode")) & {"explicit", "poll"}
+        if not is_triton(container) or not modes:
+            continue
+        name = container.get("name")
+        for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
+            rules = [value.partition(":") for value in _flag_values(argv, flag)]
+            if not any("model-repository" in apis.split(",") for apis, _, _ in rules):
+                problems.append(
+                    f"container {name!r} runs --model-control-mode={min(modes)} without {flag} restricting "
+                    "model-repository: anyone who reaches it can unload a model"
+                )
+            for _, _, header in rules:
+                if not _KEY_REFERENCE.match(header.partition("=")[2]):
+                    problems.append(
+                        f"container {name!r} writes the key of {flag} into the pod spec; "
+                        "take it from a Secret through $(VAR)"
+                    )
+    return problems
+
+
 def spot_safe_drain(resource_type: str, props: Props, config: Config) -> list[str]:
     """Triton drains inside the two-minute spot interruption notice."""
     if resource_type != DEPLOYMENT or not any(is_triton(c) for c in containers(props)):
@@ -518,6 +558,12 @@ RULES: tuple[Rule, ...] = (
         "GPU workloads carry GPU limits and tolerate the GPU taint.",
         "mandatory",
         gpu_workloads_scheduled,
+    ),
+    Rule(
+        "triton-admin-restricted",
+        "Triton's model-repository API answers only callers with a key, over HTTP and gRPC.",
+        "mandatory",
+        triton_admin_restricted,
     ),
     Rule("spot-safe-drain", "Triton drains within the spot notice.", "advisory", spot_safe_drain),
 )

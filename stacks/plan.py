@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,12 @@ def manifest(resource: Recorded) -> dict[str, Any] | None:
         return None
     group_version, kind = resource.type.removeprefix("kubernetes:").rsplit(":", 1)
     api_version = group_version.removeprefix("core/")
-    body = {k: v for k, v in resource.inputs.items() if k not in ("apiVersion", "kind")}
+    # Secrets as the object carries them (offline, only the mocks' stand-in values ever are).
+    body = {
+        k: _secrets(v, lambda secret: secret)
+        for k, v in resource.inputs.items()
+        if k not in ("apiVersion", "kind")
+    }
     return {
         "apiVersion": resource.inputs.get("apiVersion", api_version),
         "kind": resource.inputs.get("kind", kind),
@@ -80,15 +85,20 @@ def write_manifests(recording: Recording, folder: Path) -> list[Path]:
     return written
 
 
-def _hide_secrets(value: Any) -> Any:
-    """Engine-form secrets as `pulumi preview --json` prints them without --show-secrets."""
+def _secrets(value: Any, shown: Callable[[Any], Any]) -> Any:
+    """Each engine-form secret in ``value`` replaced by what ``shown`` makes of the secret's value."""
     if isinstance(value, Mapping):
         if value.get(_SECRET_SIG[0]) == _SECRET_SIG[1]:
-            return "[secret]"
-        return {key: _hide_secrets(item) for key, item in value.items()}
+            return shown(value.get("value"))
+        return {key: _secrets(item, shown) for key, item in value.items()}
     if isinstance(value, list):
-        return [_hide_secrets(item) for item in value]
+        return [_secrets(item, shown) for item in value]
     return value
+
+
+def _hide_secrets(value: Any) -> Any:
+    """Engine-form secrets as `pulumi preview --json` prints them without --show-secrets."""
+    return _secrets(value, lambda _: "[secret]")
 
 
 def _default_provider_urn(stack: str, package: str) -> str:

@@ -18,12 +18,15 @@ from pulumi.runtime import mocks as pulumi_mocks
 
 from inferstack.components import promql
 from inferstack.components.model_service import (
+    ADMIN_KEY_ENV,
+    ADMIN_KEY_HEADER,
     MODEL_CACHE_DIR,
     POD_FRONT,
     SPOT_NOTICE_S,
     ModelSource,
     TritonModelService,
     TritonModelServiceArgs,
+    admin_key_secret,
     deployment,
     front_config_map,
     grace_period_s,
@@ -146,9 +149,10 @@ def test_no_aws_keys_anywhere(recording: Recording) -> None:
     text = json.dumps([r.inputs for r in recording])
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         assert key not in text
-    env = {e["name"]: e["value"] for e in container(recording)["env"]}
+    env = {e["name"]: e.get("value") for e in container(recording)["env"]}
     assert env["AWS_DEFAULT_REGION"] == "us-east-1"
-    assert not [r for r in recording if r.type == "kubernetes:core/v1:Secret"]
+    # The one Secret is Triton's admin key.
+    assert [r.name for r in recording if r.type == "kubernetes:core/v1:Secret"] == ["ranker-admin-key"]
 
 
 def test_triton_arguments(recording: Recording) -> None:
@@ -191,7 +195,46 @@ def test_tracing_sends_sampled_spans_to_the_collector_and_logs_request_ids() -> 
     ]
     assert given[-2:] == ["--log-format=ISO8601", "--log-verbose=1"]
     plain = deployment("ranker", args(), URI)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert not [a for a in plain if "trace" in a or "log-" in a]
+    assert plain == triton_args(args(), URI)  # no tracing asked for: no trace or log flags added
+
+
+# --- Triton's admin APIs -------------------------------------------------------------------------------
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the engine marks a secret value
+
+
+def test_triton_admin_apis_answer_only_the_services_key_on_both_protocols(recording: Recording) -> None:
+    main = container(recording)
+    rule = f"model-repository,shared-memory,trace,logging:{ADMIN_KEY_HEADER}=$({ADMIN_KEY_ENV})"
+    assert [a for a in main["args"] if "restricted" in a] == [
+        f"--http-restricted-api={rule}",
+        f"--grpc-restricted-protocol={rule}",
+    ]
+    # Kubernetes expands $(INFERSTACK_ADMIN_KEY) from the container's env, which reads the Secret.
+    assert {
+        "name": ADMIN_KEY_ENV,
+        "valueFrom": {"secretKeyRef": {"name": "ranker-admin-key", "key": "admin-key"}},
+    } in main["env"]
+
+
+def test_the_admin_key_is_generated_kept_secret_and_only_in_its_secret(recording: Recording) -> None:
+    password = recording.one("random:index/randomPassword:RandomPassword")
+    assert password.inputs == {"length": 32, "special": False} and password.parent_type == SERVICE
+    secret = recording.one("kubernetes:core/v1:Secret")
+    assert secret.parent_type == SERVICE and secret.inputs["metadata"]["namespace"] == "ranker"
+    # Marked secret for the engine: encrypted in Pulumi's state.
+    data = secret.inputs["stringData"]
+    assert data[SECRET_SIG] and data["value"] == {"admin-key": "mock-password"}
+    # Nowhere else in plain text: not in the Deployment's pod spec, nor any other input.
+    others = [r.inputs for r in recording if r is not secret and r is not password]
+    assert "mock-password" not in json.dumps(others)
+    assert secret.urn in recording.one(DEPLOYMENT).dependencies  # pods need it to start
+
+
+def test_the_admin_key_secret_validates_against_the_kubernetes_schema(recording: Recording) -> None:
+    validate_k8s(admin_key_secret("ranker", args(), "k" * 32))
+    recorded = recording.one("kubernetes:core/v1:Secret").inputs
+    validate_k8s({**recorded, "stringData": recorded["stringData"]["value"]})
 
 
 # --- health, resources, placement -----------------------------------------------------------------------
@@ -291,7 +334,7 @@ def test_security_context(recording: Recording) -> None:
     # Every place Triton writes is a writable emptyDir beside the read-only root.
     empty_dirs = {v["name"] for v in pod_spec(recording)["volumes"] if "emptyDir" in v}
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
-    env = {e["name"]: e["value"] for e in main["env"]}
+    env = {e["name"]: e.get("value") for e in main["env"]}
     assert {"/tmp", "/dev/shm", MODEL_CACHE_DIR} <= set(mounts)
     assert set(mounts.values()) <= empty_dirs
     assert env["TRITON_AWS_MOUNT_DIRECTORY"] == MODEL_CACHE_DIR
@@ -563,6 +606,7 @@ def test_every_child_belongs_to_the_service_in_its_own_namespace(
         "PodDisruptionBudget",
         "PrometheusRule",
         "ScaledObject",
+        "Secret",  # Triton's admin key
         "Service",
         "Service",
         "ServiceAccount",
@@ -793,7 +837,8 @@ def test_the_region_comes_from_the_components_aws_provider() -> None:
     recording, _ = run_program(program, invokes=answers)
     deployment = recording.one("kubernetes:apps/v1:Deployment")
     env = {
-        e["name"]: e["value"] for e in deployment.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+        e["name"]: e.get("value")
+        for e in deployment.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["AWS_REGION"] == "eu-west-1"
     assert "providers:kubernetes::k8s" in deployment.provider

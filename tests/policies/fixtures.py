@@ -169,6 +169,12 @@ def triton(inputs: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+def set_args(inputs: dict[str, Any], change: Callable[[str], str | None]) -> None:
+    """Each Triton argument replaced by ``change``'s answer, or dropped where it answers None."""
+    container = triton(inputs)
+    container["args"] = [new for arg in container["args"] if (new := change(arg)) is not None]
+
+
 def statements(inputs: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = json.loads(inputs["policy"])["Statement"]
     return found
@@ -397,6 +403,41 @@ CASES: list[Case] = [
         ),
         "without an nvidia.com/gpu limit",
         label="limit",
+    ),
+    Case(
+        "triton-admin-restricted",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: set_args(i, lambda a: None if a.startswith("--grpc-restricted-protocol=") else a),
+        ),
+        "without --grpc-restricted-protocol",
+    ),
+    Case(
+        "triton-admin-restricted",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: set_args(
+                i,
+                lambda a: (
+                    "--model-control-mode=poll"
+                    if a.startswith("--model-control-mode")
+                    else a.replace("model-repository,", "")
+                    if a.startswith("--http-restricted-api=")
+                    else a
+                ),
+            ),
+        ),
+        "--model-control-mode=poll without --http-restricted-api",
+        label="poll",
+    ),
+    Case(
+        "triton-admin-restricted",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: set_args(i, lambda a: a.replace("$(INFERSTACK_ADMIN_KEY)", "hunter2")),
+        ),
+        "writes the key of --http-restricted-api into the pod spec",
+        label="literal-key",
     ),
     Case(
         "spot-safe-drain",

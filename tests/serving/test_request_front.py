@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -70,28 +71,31 @@ def get(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-@pytest.fixture(scope="module")
-def front_dir() -> Iterator[Path]:
-    """The front's files, and its temp folder beneath; readable by nginx's workers, which run as
-    nobody when the tests run as root."""
+@contextmanager
+def front_folder() -> Iterator[Path]:
+    """A folder for the front's files, and its temp folder beneath; readable by nginx's workers, which
+    run as nobody when the tests run as root."""
     folder = Path(tempfile.mkdtemp(prefix="request-front-"))
     (folder / "tmp").mkdir()
     for path in (folder, folder / "tmp"):
         path.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def front(served: LocalRuntime, front_dir: Path) -> Iterator[str]:
+@contextmanager
+def running_front(triton_http_url: str, folder: Path) -> Iterator[str]:
+    """nginx on the pod's very files, written to ``folder`` for the Triton at ``triton_http_url``: its URL."""
     require_tool("nginx")
     if not Path(MODULE_PATH).is_file():
         unavailable(
             f"{MODULE_PATH} is missing (Debian's libnginx-mod-http-js; bash .ci/bootstrap installs it)"
         )
-    folder, temp = front_dir, front_dir / "tmp"
+    temp = folder / "tmp"
     port = free_port()
-    triton_port = urlparse(served.http_url).port
+    triton_port = urlparse(triton_http_url).port
     assert triton_port is not None
     paths = FrontPaths(listen_port=port, triton_port=triton_port, config_dir=str(folder), temp_dir=str(temp))
     for name, text in config_files(paths).items():
@@ -99,18 +103,31 @@ def front(served: LocalRuntime, front_dir: Path) -> Iterator[str]:
     nginx = start_child("nginx", nginx_command(paths), log=folder / "nginx.log", env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
-    while True:
-        try:
-            if get(url + LIVE_PATH)[0] == 200:
-                break
-        except OSError:
-            pass
-        if not nginx.alive() or time.monotonic() > deadline:
-            nginx.stop()
-            pytest.fail(f"nginx did not start on {folder / CONF_FILE}:\n" + "\n".join(nginx.tail()))
-        time.sleep(0.1)
-    yield url
-    nginx.stop()
+    try:
+        while True:
+            try:
+                if get(url + LIVE_PATH)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if not nginx.alive() or time.monotonic() > deadline:
+                pytest.fail(f"nginx did not start on {folder / CONF_FILE}:\n" + "\n".join(nginx.tail()))
+            time.sleep(0.1)
+        yield url
+    finally:
+        nginx.stop()
+
+
+@pytest.fixture(scope="module")
+def front_dir() -> Iterator[Path]:
+    with front_folder() as folder:
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def front(served: LocalRuntime, front_dir: Path) -> Iterator[str]:
+    with running_front(served.http_url, front_dir) as url:
+        yield url
 
 
 def test_triton_serves_the_limits_the_table_assumes(served: LocalRuntime) -> None:

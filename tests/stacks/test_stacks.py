@@ -72,7 +72,8 @@ def test_telemetry_can_be_turned_off() -> None:
     recording, _ = run_program(lambda: InferencePlatform("ml-dev", parse_config(engine_form(raw))))
     assert not recording.of_type("inferstack:telemetry:Telemetry")
     triton = recording.one("kubernetes:apps/v1:Deployment").inputs
-    assert not [a for a in triton["spec"]["template"]["spec"]["containers"][0]["args"] if "trace" in a]
+    args = triton["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--trace-config")]
 
 
 def test_prod_shape() -> None:
