@@ -386,7 +386,13 @@ class InferencePlatform(pulumi.ComponentResource):
                 "admin_password": self.grafana_admin_password,
             },
             "services": {
-                name: {"http": service.http_endpoint, "grpc": service.grpc_endpoint}
+                name: {
+                    "http": service.http_endpoint,
+                    "grpc": service.grpc_endpoint,
+                    # Triton's admin APIs (load, unload) answer only this key: read it when needed.
+                    "admin_key": f"kubectl -n {service.namespace} get secret {service.admin_key_secret} "
+                    "-o jsonpath='{.data.admin-key}' | base64 -d",
+                }
                 for name, service in self.services.items()
             },
             "telemetry": None

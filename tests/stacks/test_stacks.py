@@ -240,3 +240,17 @@ def test_every_arn_is_built_from_the_regions_partition(region: str, partition: s
     assert arns, "no ARN in the plan: the check would pass vacuously"
     assert [a for a in arns if "arn:aws:" in a] == []
     assert any(f"arn:{partition}:" in a for a in arns)
+
+
+def test_the_outputs_tell_how_to_reach_each_service_and_its_admin_key() -> None:
+    raw = {
+        "cluster": {"publicAccessCidrs": ["198.51.100.7/32"]},
+        "services": [{"name": "ranker", "models": ["ranker"], "prefix": "ranker"}],
+    }
+    recording, outputs = run_program(
+        lambda: InferencePlatform("ml-dev", parse_config(engine_form(raw))).outputs()
+    )
+    ranker = outputs["services"]["ranker"]
+    assert ranker["http"] == "http://ranker.ranker.svc:8000"
+    secret = recording.one("kubernetes:core/v1:Secret").inputs["metadata"]
+    assert f"kubectl -n {secret['namespace']} get secret {secret['name']} " in ranker["admin_key"]
