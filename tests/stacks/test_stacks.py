@@ -232,13 +232,32 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize(("region", "partition"), [("us-gov-west-1", "aws-us-gov"), ("cn-north-1", "aws-cn")])
-def test_every_arn_is_built_from_the_regions_partition(region: str, partition: str) -> None:
+# The standby stack in the same partition as its primary: replication cannot cross partitions.
+PARTITIONED = [
+    ("prod", {"aws:region": "us-gov-west-1"}, "aws-us-gov"),
+    ("prod", {"aws:region": "cn-north-1"}, "aws-cn"),
+    (
+        "prod-dr",
+        {
+            "aws:region": "us-gov-west-1",
+            "inferstack:failover.primaryRegion": "us-gov-east-1",
+            "inferstack:failover.zone": "example.com",
+        },
+        "aws-us-gov",
+    ),
+]
+
+
+@pytest.mark.parametrize(("stack", "settings", "partition"), PARTITIONED)
+def test_every_arn_is_built_from_the_regions_partition(
+    stack: str, settings: dict[str, str], partition: str
+) -> None:
     """An ARN written as ``arn:aws:`` names nothing in GovCloud or China: IAM refuses the policy."""
-    recording = offline.run_stack(STACKS, "prod", {**DEPLOYER, "aws:region": region})
+    recording = offline.run_stack(STACKS, stack, {**DEPLOYER, **settings})
     arns = [s for r in recording for s in _strings(r.inputs) if "arn:aws" in s]
     assert arns, "no ARN in the plan: the check would pass vacuously"
     assert [a for a in arns if "arn:aws:" in a] == []
+    assert any(f"arn:{partition}:" in a for a in arns)
     assert any(f"arn:{partition}:" in a for a in arns)
 
 
