@@ -29,10 +29,10 @@ MODULE_PATH = "/usr/lib/nginx/modules/ngx_http_js_module.so"  # in the image and
 CONFIG_DIR = "/etc/request-front"  # the ConfigMap, read-only
 TEMP_DIR = "/tmp/request-front"  # an emptyDir: pid, body and proxy temp files, the config cache
 CONF_FILE, SCRIPT_FILE = "nginx.conf", "request_front.js"
-# What a request may carry in tensor data: serving.limits.DEFAULT_MAX_REQUEST_BYTES (a test holds them
-# equal; components may not import serving), the 64 MiB default of Triton's later --http-max-input-size.
+# What a request may carry in tensor data, here and in the client and the local gateway (serving.limits):
+# the 64 MiB default of Triton's later --http-max-input-size, the flag 2.51 does not have.
 MAX_REQUEST_BYTES = 64 << 20
-# The JSON header of a request, beside its tensor data: as the local runtime's gateway allows.
+# The JSON header of a request, beside its tensor data: the local runtime's gateway allows the same.
 HEADER_ALLOWANCE = 1 << 20
 # A loaded model's config changes only on a reload; a few seconds of staleness costs nothing.
 CONFIG_CACHE_S = 5

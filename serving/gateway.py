@@ -22,12 +22,11 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
+from inferstack.components.request_front import HEADER_ALLOWANCE
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.limits import ModelLimits, check_request, read_limits
 
 _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/[0-9]+)?/infer$")
-# A JSON header is small next to tensor data; this bounds what is parsed for the check.
-_HEADER_ALLOWANCE = 1 << 20
 # Per-hop headers (RFC 9110 7.6.1) are the proxy's own, never forwarded.
 _HOP_BY_HOP = {
     "connection",
@@ -103,7 +102,7 @@ class Gateway:
                 return _error(
                     400, f"model {match.group(1)!r} is not served here; known: {sorted(self.limits)}"
                 )
-            cap = limits.max_request_bytes + _HEADER_ALLOWANCE
+            cap = limits.max_request_bytes + HEADER_ALLOWANCE
             if request.content_length is None:
                 return _error(411, "an inference request needs a Content-Length")
             if request.content_length > cap:
@@ -148,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     limits = read_limits(args.limits)
-    cap = max(m.max_request_bytes for m in limits.values()) + _HEADER_ALLOWANCE
+    cap = max(m.max_request_bytes for m in limits.values()) + HEADER_ALLOWANCE
     web.run_app(
         application(Gateway(args.upstream, limits), max_body=cap),
         host="127.0.0.1",

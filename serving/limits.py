@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inferstack.components.request_front import MAX_REQUEST_BYTES
 from inferstack.infra.errors import InvalidInput
 
-# Triton's later releases default --http-max-input-size to 64 MiB: the same cap, applied to tensor data.
-DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+# The cluster front's cap, so the client, the local gateway and the pods refuse the same requests.
+DEFAULT_MAX_REQUEST_BYTES = MAX_REQUEST_BYTES
+
 # Bytes per element of each Triton datatype; BYTES elements are at least their 4-byte length prefix.
 ELEMENT_BYTES: Mapping[str, int] = {
     "BOOL": 1,
