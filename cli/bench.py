@@ -77,8 +77,8 @@ def bench(
 ) -> int:
     """Triton vs Triton without batching vs a plain PyTorch app vs the in-process ceiling, driven by
     perf_analyzer."""
-    from inferstack.serving.bench import table
-    from inferstack.serving.bench_run import BenchRequest, run_bench
+    from inferstack.serving.bench.contenders import table
+    from inferstack.serving.bench.run import BenchRequest, run_bench
 
     if plan:
         return _bench_plan(stacks_dir, plan_sizes, config, as_json)
@@ -118,7 +118,7 @@ def bench(
 
 def _bench_plan(stacks_dir: Path, plan_sizes: str, config: list[str] | None, as_json: bool) -> int:
     from inferstack.cli.plan_benchmark import is_linear, marginal_seconds, plan_benchmark
-    from inferstack.serving.bench import parse_concurrency
+    from inferstack.serving.bench.contenders import parse_concurrency
 
     check_stacks_dir(stacks_dir)
     sizes = parse_concurrency(plan_sizes.replace(" ", ""), field="--plan-sizes", maximum=1000)

@@ -69,7 +69,7 @@ def cost(
             f"\nprices: {prices.source} (as of {prices.date})\nspot discounts: {prices.spot_discount_source}"
         )
     if plot:
-        from inferstack.serving.cost_chart import write_bar_chart
+        from inferstack.serving.bench.cost_chart import write_bar_chart
 
         written = write_bar_chart(result, prices, title=f"stack {stack}", path=plot)
         print(f"bar chart written to {written}", file=sys.stderr if as_json else sys.stdout)

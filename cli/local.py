@@ -18,11 +18,11 @@ from inferstack.infra.errors import InvalidInput
 
 if TYPE_CHECKING:  # imported inside the command: `inferstack --help` must not load torch
     from inferstack.components.canary import CanaryRelease
-    from inferstack.serving.local import LocalRuntime
-    from inferstack.serving.prometheus import LocalPrometheus
-    from inferstack.serving.repository import RepositoryModel
-    from inferstack.serving.tracing import SpanReceiver
-    from inferstack.serving.traffic_split import CanaryRun
+    from inferstack.serving.client.traffic_split import CanaryRun
+    from inferstack.serving.local.prometheus import LocalPrometheus
+    from inferstack.serving.local.runtime import LocalRuntime
+    from inferstack.serving.local.tracing import SpanReceiver
+    from inferstack.serving.models.specs import RepositoryModel
 
 app = typer.Typer(no_args_is_help=True, help="the embedded runtime: emulated S3 + real Triton on loopback")
 
@@ -87,16 +87,12 @@ def up(
     canary_requests: Annotated[int, typer.Option(help="requests sent through the split")] = 200,
 ) -> int:
     """Publish a model repository to emulated S3 and serve it with Triton."""
-    from inferstack.serving.local import (
-        SMOKE_TOLERANCE,
-        LocalRuntime,
-        Ports,
-        build_canary_demo_repository,
-        build_demo_repository,
-    )
-    from inferstack.serving.repository import read_repository
-    from inferstack.serving.tracing import SpanReceiver, triton_trace_args
-    from inferstack.serving.triton_logs import triton_log_args
+    from inferstack.serving.local.demo import build_canary_demo_repository, build_demo_repository
+    from inferstack.serving.local.processes import SMOKE_TOLERANCE
+    from inferstack.serving.local.runtime import LocalRuntime, Ports
+    from inferstack.serving.local.tracing import SpanReceiver, triton_trace_args
+    from inferstack.serving.local.triton_logs import triton_log_args
+    from inferstack.serving.models.repository import read_repository
 
     def say(message: str) -> None:
         if not as_json:
@@ -237,10 +233,10 @@ def _traced_requests(
 ) -> dict[str, Any]:
     """``count`` requests with a traceparent each: their stage timings from Triton's own spans, and
     Triton's log as records with request ids (written beside its log)."""
-    from inferstack.serving.client import TritonClient
-    from inferstack.serving.repository import generate_inputs
-    from inferstack.serving.tracing import request_timings, traceparent
-    from inferstack.serving.triton_logs import parse_lines, request_states, write_json_lines
+    from inferstack.serving.client.client import TritonClient
+    from inferstack.serving.local.tracing import request_timings, traceparent
+    from inferstack.serving.local.triton_logs import parse_lines, request_states, write_json_lines
+    from inferstack.serving.models.repository import generate_inputs
 
     model = runtime.models[0]
     sent: dict[str, str] = {}  # trace id -> request id
@@ -320,10 +316,10 @@ def _run_canary(
     say: Callable[[str], None],
 ) -> CanaryRun:
     """Real requests through the split; the mirror is held to the canary build's own tolerance."""
-    from inferstack.serving.local import SMOKE_TOLERANCE
-    from inferstack.serving.precision import served_tolerance
-    from inferstack.serving.repository import generate_inputs
-    from inferstack.serving.traffic_split import exercise
+    from inferstack.serving.client.traffic_split import exercise
+    from inferstack.serving.local.processes import SMOKE_TOLERANCE
+    from inferstack.serving.models.precision import served_tolerance
+    from inferstack.serving.models.repository import generate_inputs
 
     folder = runtime.repository / model.name
     tolerance = served_tolerance(folder / str(release.canary_version), SMOKE_TOLERANCE)
@@ -405,7 +401,7 @@ def _local_prometheus(runtime: LocalRuntime, say: Callable[[str], None]) -> Loca
     """A real Prometheus for this Triton, labelled as a ServiceMonitor would; None if not installed."""
     import shutil
 
-    from inferstack.serving.prometheus import LocalPrometheus, ScrapeTarget
+    from inferstack.serving.local.prometheus import LocalPrometheus, ScrapeTarget
 
     if shutil.which("prometheus") is None:
         say("prometheus not installed: skipping the PromQL check (bash .ci/bootstrap installs it)")

@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except Exception as failure:
-        from inferstack.serving.local import RuntimeFailure
+        from inferstack.serving.local.processes import RuntimeFailure
 
         if isinstance(failure, RuntimeFailure):
             error(str(failure))

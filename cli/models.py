@@ -79,17 +79,17 @@ def build(
     ] = None,
 ) -> int:
     """Package a TorchScript file as a Triton model."""
-    from inferstack.serving.precision import (
+    from inferstack.serving.models.build import build_from_signature
+    from inferstack.serving.models.precision import (
         REPORT_FILE,
         PrecisionOptions,
         Tolerance,
         ToleranceExceeded,
         load_calibration,
     )
-    from inferstack.serving.repository import (
+    from inferstack.serving.models.specs import (
         DynamicBatching,
         ModelOptions,
-        build_from_signature,
         parse_tensor_spec,
         parse_version_policy,
     )
@@ -155,7 +155,7 @@ def publish(
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from inferstack.serving.publish import parse_s3_uri, publish_repository
+    from inferstack.serving.models.publish import parse_s3_uri, publish_repository
 
     location = parse_s3_uri(destination)
     s3 = _s3_client(endpoint_url)
@@ -183,7 +183,7 @@ def verify(
     """Check every published object's sha256 against its model's manifest."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from inferstack.serving.publish import parse_s3_uri, verify_published
+    from inferstack.serving.models.publish import parse_s3_uri, verify_published
 
     location = parse_s3_uri(uri, field="location")
     s3 = _s3_client(endpoint_url)

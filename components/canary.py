@@ -2,7 +2,7 @@
 
 How the traffic is split (the design choice, for clusters without a service mesh): Triton loads both
 versions (the repository's version policy, ``specific: [stable, canary]``), and the clients choose
-the version per request (``serving/traffic_split.py``): exactly ``weight_percent`` of requests go to
+the version per request (``serving/client/traffic_split.py``): exactly ``weight_percent`` of requests go to
 the canary, and ``mirror_percent`` of the stable ones are also sent to the canary, whose answers are
 compared with the stable ones and never returned. Two Deployments behind one Service would split by
 replica count (one canary pod in ten is 10 %, never 1 %) and would double the GPUs held; per-request

@@ -1,7 +1,7 @@
 """The request front: nginx with its njs module in front of Triton's HTTP port, in every model-service pod.
 
 Triton 2.51 aborts on an HTTP/JSON inference request whose *declared* shape is huge (see
-``serving/limits.py``), and it has no request-size flag. In the cluster, Triton's HTTP server listens
+``serving/client/limits.py``), and it has no request-size flag. In the cluster, Triton's HTTP server listens
 on loopback only and this front owns the pod's HTTP port: every ``POST .../infer`` is read whole
 (bounded by the byte limit), its declared shapes are checked by ``request_front.js`` against the
 model's config, which the front asks the pod's own Triton for (cached a few seconds), and only a

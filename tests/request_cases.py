@@ -1,6 +1,6 @@
 """Inference requests, hostile and valid, that both writings of the request rule must answer alike.
 
-The rule is written twice: in Python (``serving/limits.py`` behind ``serving/gateway.py``'s
+The rule is written twice: in Python (``serving/client/limits.py`` behind ``serving/local/gateway.py``'s
 ``check_body``, the local runtime's front) and in njs (``components/request_front.js``, the cluster's).
 This one table drives both: ``tests/serving/test_limits.py`` runs it through ``check_body``, and
 ``tests/serving/test_request_front.py`` sends it through the real nginx and njs to the real Triton,
@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from inferstack.serving.limits import InputLimit, ModelLimits
+from inferstack.serving.client.limits import InputLimit, ModelLimits
 
 # As Triton reports the configs of tests/serving/conftest.py's models (a real-server test checks it).
 LIMITS = {

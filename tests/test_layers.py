@@ -3,6 +3,9 @@
 infra <- components <- serving, policies <- stacks <- cli: a package imports only the layers below it,
 and nothing imports the CLI. serving (the model toolkit) and policies (run in the Analyzer's own
 process) take only Pulumi-free modules from below: pure tables, validators and arithmetic.
+
+Inside serving, by concern: models (build, check, publish) <- client (talk to Triton) <- local (the
+runtime on this machine) <- bench (may use all three). The client never imports the runtime.
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ ALLOWED = {
     "cli": {"infra", "components", "serving", "policies", "stacks"},
 }
 PULUMI_FREE = {"serving", "policies"}
+SERVING_ALLOWED = {
+    "models": set(),
+    "client": {"models"},
+    "local": {"models", "client"},
+    "bench": {"models", "client", "local"},
+}
 PULUMI_SDKS = ("pulumi", "pulumi_aws", "pulumi_kubernetes", "pulumi_random")
 
 
@@ -70,7 +79,8 @@ def loads_pulumi(module: str) -> bool:
 
 
 def _files(package: str) -> list[Path]:
-    return sorted((ROOT / package).glob("*.py"))
+    """Every module of ``package`` (a top-level folder, or ``serving/models``), sub-packages included."""
+    return sorted((ROOT / package).rglob("*.py"))
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -95,9 +105,30 @@ def test_serving_and_policies_take_only_pulumi_free_modules_from_below(package: 
     assert not wrong, sorted(wrong)
 
 
+def test_serving_has_one_subpackage_per_concern_and_nothing_loose() -> None:
+    loose = {p.name for p in (ROOT / "serving").glob("*.py")} - {"__init__.py"}
+    folders = {p.name for p in (ROOT / "serving").iterdir() if (p / "__init__.py").is_file()}
+    assert not loose and folders == set(SERVING_ALLOWED), (loose, folders)
+
+
+@pytest.mark.parametrize("concern", sorted(SERVING_ALLOWED))
+def test_a_serving_concern_imports_only_those_below_it(concern: str) -> None:
+    wrong = {
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in _files(f"serving/{concern}")
+        for module in _ours(path)
+        if module.startswith("inferstack.serving.")
+        and module.split(".")[2] not in SERVING_ALLOWED[concern] | {concern}
+    }
+    assert not wrong, sorted(wrong)
+
+
 def test_the_layering_check_sees_what_it_must() -> None:
     """The checks above would catch a violation: the modules they read do what the rules forbid elsewhere."""
     assert "inferstack.stacks.offline" in _ours(ROOT / "cli" / "plan.py")  # a lazy import, in a function
     assert "inferstack.components.promql" in _ours(ROOT / "components" / "canary.py")  # from-package form
     assert loads_pulumi("inferstack.components.platform")
     assert not loads_pulumi("inferstack.infra.instance_types")
+    # a sub-package's module, and one the rule above forbids to the client
+    assert "inferstack.serving.client.client" in _ours(ROOT / "serving" / "local" / "runtime.py")
+    assert ROOT / "serving" / "models" / "build.py" in _files("serving")

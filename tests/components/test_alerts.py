@@ -24,8 +24,8 @@ from inferstack.components.alerts import (
     prometheus_rule,
     service_rule_group,
 )
-from inferstack.serving.local import free_port, start_child
-from inferstack.serving.prometheus import wait_ready
+from inferstack.serving.local.processes import free_port, start_child
+from inferstack.serving.local.prometheus import wait_ready
 from tests.components.promtool import check_rules, unit_test_alert
 from tests.conftest import require_tool, unavailable
 from tests.schemas import validate_custom_resource

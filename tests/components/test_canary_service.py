@@ -15,7 +15,7 @@ from inferstack.components.model_service import (
     TritonModelServiceArgs,
     deployment,
 )
-from inferstack.serving.traffic_split import release_from_document
+from inferstack.serving.client.traffic_split import release_from_document
 from tests.harness import run_invalid, run_program
 from tests.schemas import validate_custom_resource, validate_k8s
 

@@ -18,28 +18,30 @@ from pulumi.runtime import mocks as pulumi_mocks
 
 from inferstack.components import promql
 from inferstack.components.model_service import (
-    ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
-    MODEL_CACHE_DIR,
-    POD_FRONT,
-    SPOT_NOTICE_S,
     ModelSource,
     TritonModelService,
     TritonModelServiceArgs,
-    admin_key_secret,
     deployment,
-    front_config_map,
     grace_period_s,
     headless_service,
-    keda_queries,
     pod_disruption_budget,
     prod_min_replicas,
     scaled_object,
     service,
-    service_account,
     service_monitor,
+)
+from inferstack.components.model_service.args import SPOT_NOTICE_S
+from inferstack.components.model_service.pod import (
+    ADMIN_KEY_ENV,
+    MODEL_CACHE_DIR,
+    POD_FRONT,
+    admin_key_secret,
+    front_config_map,
+    service_account,
     triton_args,
 )
+from inferstack.components.model_service.scaling import keda_queries
 from inferstack.components.request_front import config_files
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.model_store import ModelStore

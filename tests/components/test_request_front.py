@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-from inferstack.components import model_service
+from inferstack.components.model_service import checks
 from inferstack.components.request_front import (
     CONF_FILE,
     HEADER_ALLOWANCE,
@@ -20,7 +20,7 @@ from inferstack.components.request_front import (
     nginx_conf,
     script,
 )
-from inferstack.serving import limits
+from inferstack.serving.client import limits
 
 POD = FrontPaths(listen_port=8000, triton_port=8080)
 
@@ -34,7 +34,7 @@ def test_the_constants_written_twice_are_equal() -> None:
     table = re.search(r"^var ELEMENT_BYTES = (\{.*\});$", script(), flags=re.MULTILINE)
     assert table is not None and json.loads(table.group(1)) == dict(limits.ELEMENT_BYTES)
     names = re.search(r"^var MODEL_NAME = /(.*)/;$", script(), flags=re.MULTILINE)
-    assert names is not None and names.group(1) == model_service._MODEL_NAME.pattern
+    assert names is not None and names.group(1) == checks._MODEL_NAME.pattern
 
 
 def test_the_whole_body_is_read_into_memory_up_to_the_limit() -> None:

@@ -16,7 +16,7 @@ from inferstack.components import telemetry
 from inferstack.components.telemetry import Telemetry, TelemetryArgs
 from inferstack.components.triton_telemetry import LOG_LINE, LOG_LINE_PATTERN, onigmo_pattern
 from inferstack.policies import rules
-from inferstack.serving.triton_logs import parse_line
+from inferstack.serving.local.triton_logs import parse_line
 from tests.conftest import unavailable
 from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
 from tests.onigmo import Regex, library

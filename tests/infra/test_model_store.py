@@ -14,7 +14,9 @@ import pytest
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, reader_policy, tls_only_policy
-from inferstack.serving.local import LocalRuntime, RuntimeFailure, build_demo_repository, find_triton
+from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.processes import RuntimeFailure, find_triton
+from inferstack.serving.local.runtime import LocalRuntime
 from tests.conftest import unavailable
 from tests.harness import run_program
 from tests.infra.iam import allowed

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from inferstack.serving.local import LocalRuntime, RuntimeFailure, build_demo_repository, find_triton
-from inferstack.serving.repository import DynamicBatching, ModelOptions, build_model
+from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.processes import RuntimeFailure, find_triton
+from inferstack.serving.local.runtime import LocalRuntime
+from inferstack.serving.models.build import build_model
+from inferstack.serving.models.specs import DynamicBatching, ModelOptions
 from tests.conftest import unavailable
 
 

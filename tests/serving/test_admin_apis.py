@@ -17,14 +17,14 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inferstack.components.model_service import (
-    ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
     GRPC_ADMIN_KEY_HEADER,
     ModelSource,
     TritonModelServiceArgs,
-    triton_args,
 )
-from inferstack.serving.local import LocalRuntime, build_demo_repository
+from inferstack.components.model_service.pod import ADMIN_KEY_ENV, triton_args
+from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.runtime import LocalRuntime
 from tests.serving.test_faults import infer_ok, ready
 from tests.serving.test_request_front import front_folder, running_front
 

@@ -25,8 +25,19 @@ from inferstack.cli.plan_benchmark import (
     with_services,
 )
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.baseline_server import BaselineServer, decode_request, encode_response
-from inferstack.serving.bench import (
+from inferstack.serving.bench.baseline_server import (
+    BaselineServer,
+    decode_request,
+    encode_response,
+)
+from inferstack.serving.bench.config_search import (
+    Candidate,
+    Trial,
+    best_trial,
+    candidate_config,
+    write_best,
+)
+from inferstack.serving.bench.contenders import (
     CEILING,
     PLAIN,
     TRITON,
@@ -43,11 +54,7 @@ from inferstack.serving.bench import (
     table,
     variable_shapes,
 )
-from inferstack.serving.bench_run import BenchRequest
-from inferstack.serving.client import TritonClient
-from inferstack.serving.config_search import Candidate, Trial, best_trial, candidate_config, write_best
-from inferstack.serving.local import LocalRuntime, build_demo_repository
-from inferstack.serving.perf_analyzer import (
+from inferstack.serving.bench.perf_analyzer import (
     Load,
     PerfAnalyzer,
     PerfAnalyzerMissing,
@@ -56,16 +63,19 @@ from inferstack.serving.perf_analyzer import (
     parse_csv,
     perf_analyzer_argv,
 )
-from inferstack.serving.repository import (
-    DynamicBatching,
-    ModelOptions,
-    build_model,
+from inferstack.serving.bench.run import BenchRequest
+from inferstack.serving.client.client import TritonClient
+from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.runtime import LocalRuntime
+from inferstack.serving.models.build import build_model
+from inferstack.serving.models.config import parse_config
+from inferstack.serving.models.repository import (
     generate_inputs,
-    parse_config,
     read_repository,
     run_reference,
     to_python_target,
 )
+from inferstack.serving.models.specs import DynamicBatching, ModelOptions
 from tests.conftest import unavailable
 from tests.harness import DEPLOYER
 
@@ -403,7 +413,7 @@ def test_the_python_model_gives_torch_half_the_cores_per_instance(monkeypatch: p
     monkeypatch.setitem(
         sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils")
     )
-    model_py = importlib.import_module("inferstack.serving.triton_python_model")
+    model_py = importlib.import_module("inferstack.serving.models.triton_python_model")
     monkeypatch.setattr(model_py.os, "cpu_count", lambda: 8)
     assert model_py.torch_threads({"instance_group": [{"count": 1}]}) == 4
     assert model_py.torch_threads({"instance_group": [{"count": 2}, {"count": 2}]}) == 1

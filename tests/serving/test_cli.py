@@ -18,7 +18,8 @@ from moto.server import ThreadedMotoServer
 
 from inferstack.cli.main import main
 from inferstack.cli.output import brief_error, json_safe
-from inferstack.serving.local import build_demo_repository, free_port
+from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.processes import free_port
 from tests.conftest import require_tool
 from tests.serving.conftest import Ranker
 

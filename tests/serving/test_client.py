@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.client import Protocol, TritonClient, TritonRequestError, TritonUnavailable
-from inferstack.serving.local import LocalRuntime, free_port
+from inferstack.serving.client.client import (
+    Protocol,
+    TritonClient,
+    TritonRequestError,
+    TritonUnavailable,
+)
+from inferstack.serving.local.processes import free_port
+from inferstack.serving.local.runtime import LocalRuntime
 
 pytestmark = pytest.mark.real_server
 

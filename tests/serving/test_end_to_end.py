@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferstack.serving.client import TritonClient
-from inferstack.serving.local import LocalRuntime
-from inferstack.serving.repository import RepositoryModel, generate_inputs, run_reference
+from inferstack.serving.client.client import TritonClient
+from inferstack.serving.local.runtime import LocalRuntime
+from inferstack.serving.models.repository import generate_inputs, run_reference
+from inferstack.serving.models.specs import RepositoryModel
 
 pytestmark = pytest.mark.real_server
 

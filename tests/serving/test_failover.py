@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.client import TritonClient, TritonUnavailable
-from inferstack.serving.failover import (
+from inferstack.serving.client.client import TritonClient, TritonUnavailable
+from inferstack.serving.client.failover import (
     CachedResolver,
     FailoverRecords,
     HealthCheck,
@@ -29,8 +29,10 @@ from inferstack.serving.failover import (
     http_ready_probe,
     local_timing,
 )
-from inferstack.serving.local import LocalRuntime, RuntimeFailure, build_demo_repository, find_triton
-from inferstack.serving.repository import generate_inputs
+from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.processes import RuntimeFailure, find_triton
+from inferstack.serving.local.runtime import LocalRuntime
+from inferstack.serving.models.repository import generate_inputs
 from tests.conftest import unavailable
 
 

@@ -22,16 +22,12 @@ import numpy as np
 import pytest
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.balancer import retries
-from inferstack.serving.client import TritonClient, TritonUnavailable
-from inferstack.serving.local import (
-    SMOKE_TOLERANCE,
-    LocalRuntime,
-    RuntimeFailure,
-    build_demo_repository,
-    compare,
-    group_members,
-)
+from inferstack.serving.client.answers import compare
+from inferstack.serving.client.client import TritonClient, TritonUnavailable
+from inferstack.serving.local.balancer import retries
+from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.processes import SMOKE_TOLERANCE, RuntimeFailure, group_members
+from inferstack.serving.local.runtime import LocalRuntime
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.real_server
@@ -161,7 +157,7 @@ def test_stop_cleans_up_after_a_killed_leader(tmp_path: Path) -> None:
 def test_the_supervisor_gives_up_after_bounded_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("inferstack.serving.local._RESTART_BACKOFF_S", (0.0,))
+    monkeypatch.setattr("inferstack.serving.local.runtime._RESTART_BACKOFF_S", (0.0,))
     with LocalRuntime(build_demo_repository(tmp_path / "repo"), work_dir=tmp_path / "work") as runtime:
         kill(runtime, "triton-0")
         assert "killed by SIGKILL" in runtime.supervise()[0]  # restart due at once
@@ -338,8 +334,10 @@ def test_a_publish_cut_off_by_a_stalled_s3_leaves_the_served_version_serving(tmp
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
-    from inferstack.serving.publish import S3Location, publish_repository, verify_published
-    from inferstack.serving.repository import ModelOptions, build_model, demo_model
+    from inferstack.serving.models.build import build_model
+    from inferstack.serving.models.publish import S3Location, publish_repository, verify_published
+    from inferstack.serving.models.repository import demo_model
+    from inferstack.serving.models.specs import ModelOptions
 
     with LocalRuntime(build_demo_repository(tmp_path / "repo"), work_dir=tmp_path / "work") as runtime:
         served = Path(str(runtime.work_dir)) / "repository"  # what the runtime published (python target)

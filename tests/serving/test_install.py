@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from inferstack.serving.local import find_triton
+from inferstack.serving.local.processes import find_triton
 from tests.conftest import ROOT, unavailable
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

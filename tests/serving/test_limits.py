@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.gateway import check_body
-from inferstack.serving.limits import (
+from inferstack.serving.client.limits import (
     InputLimit,
     ModelLimits,
     check_request,
@@ -16,6 +15,7 @@ from inferstack.serving.limits import (
     read_limits,
     write_limits,
 )
+from inferstack.serving.local.gateway import check_body
 from tests.request_cases import CASES, LIMITS, RequestCase
 
 RANKER = ModelLimits(

@@ -16,14 +16,10 @@ import numpy as np
 import pytest
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.local import (
-    LocalRuntime,
-    Ports,
-    RuntimeFailure,
-    build_demo_repository,
-    check_port,
-    compare,
-)
+from inferstack.serving.client.answers import compare
+from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.processes import RuntimeFailure, check_port
+from inferstack.serving.local.runtime import LocalRuntime, Ports
 
 
 def gone(pid: int) -> bool:

@@ -13,25 +13,20 @@ import pytest
 import torch
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.client import TritonClient
-from inferstack.serving.local import SMOKE_TOLERANCE, LocalRuntime, RuntimeFailure, find_triton
-from inferstack.serving.precision import (
+from inferstack.serving.client.client import TritonClient
+from inferstack.serving.local.processes import SMOKE_TOLERANCE, RuntimeFailure, find_triton
+from inferstack.serving.local.runtime import LocalRuntime
+from inferstack.serving.models.build import build_from_signature, build_model
+from inferstack.serving.models.export import load_torchscript
+from inferstack.serving.models.precision import (
     REPORT_FILE,
     PrecisionOptions,
     Tolerance,
     ToleranceExceeded,
     served_tolerance,
 )
-from inferstack.serving.repository import (
-    LatestVersions,
-    ModelOptions,
-    TensorSpec,
-    build_from_signature,
-    build_model,
-    demo_model,
-    load_torchscript,
-    read_repository,
-)
+from inferstack.serving.models.repository import demo_model, read_repository
+from inferstack.serving.models.specs import LatestVersions, ModelOptions, TensorSpec
 from tests.conftest import unavailable
 from tests.serving.conftest import Ranker
 

@@ -14,7 +14,8 @@ import torch
 from moto import mock_aws
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.publish import (
+from inferstack.serving.models.build import build_model
+from inferstack.serving.models.publish import (
     IntegrityError,
     S3Location,
     parse_s3_uri,
@@ -22,7 +23,8 @@ from inferstack.serving.publish import (
     upload_order,
     verify_published,
 )
-from inferstack.serving.repository import ModelOptions, build_model, demo_model
+from inferstack.serving.models.repository import demo_model
+from inferstack.serving.models.specs import ModelOptions
 
 BUCKET = "models"
 

@@ -22,9 +22,10 @@ from inferstack.components.alerts import service_rule_group
 from inferstack.components.dashboards import triton_dashboard
 from inferstack.components.gpu import dcgm_exporter_values
 from inferstack.components.model_service import ModelSource, TritonModelServiceArgs, scaled_object
-from inferstack.serving.client import TritonClient
-from inferstack.serving.local import LocalRuntime, RuntimeFailure
-from inferstack.serving.prometheus import LocalPrometheus, ScrapeTarget
+from inferstack.serving.client.client import TritonClient
+from inferstack.serving.local.processes import RuntimeFailure
+from inferstack.serving.local.prometheus import LocalPrometheus, ScrapeTarget
+from inferstack.serving.local.runtime import LocalRuntime
 from tests.conftest import require_tool, unavailable
 
 pytestmark = pytest.mark.real_server

@@ -17,7 +17,17 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.repository import (
+from inferstack.serving.models.build import build_from_signature, build_model
+from inferstack.serving.models.config import parse_config
+from inferstack.serving.models.export import libtorch_binding
+from inferstack.serving.models.repository import (
+    demo_model,
+    generate_inputs,
+    read_repository,
+    run_reference,
+    to_python_target,
+)
+from inferstack.serving.models.specs import (
     DTYPES,
     AllVersions,
     BuiltModel,
@@ -26,16 +36,7 @@ from inferstack.serving.repository import (
     ModelOptions,
     SpecificVersions,
     TensorSpec,
-    build_from_signature,
-    build_model,
-    demo_model,
-    generate_inputs,
-    libtorch_binding,
-    parse_config,
     parse_tensor_spec,
-    read_repository,
-    run_reference,
-    to_python_target,
 )
 
 

@@ -24,13 +24,8 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from inferstack.components.model_service import (
-    METRICS_PORT,
-    TRITON_HTTP_PORT,
-    ModelSource,
-    TritonModelServiceArgs,
-    triton_args,
-)
+from inferstack.components.model_service import METRICS_PORT, ModelSource, TritonModelServiceArgs
+from inferstack.components.model_service.pod import TRITON_HTTP_PORT, triton_args
 from inferstack.components.request_front import (
     CONF_FILE,
     LIVE_PATH,
@@ -40,9 +35,10 @@ from inferstack.components.request_front import (
     nginx_command,
 )
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.gateway import check_body
-from inferstack.serving.limits import limits_from_config
-from inferstack.serving.local import LocalRuntime, find_triton, free_port, start_child
+from inferstack.serving.client.limits import limits_from_config
+from inferstack.serving.local.gateway import check_body
+from inferstack.serving.local.processes import find_triton, free_port, start_child
+from inferstack.serving.local.runtime import LocalRuntime
 from tests.conftest import require_tool, unavailable
 from tests.request_cases import CASES, HUGE, LIMITS, REFUSED, VALID, RequestCase
 

@@ -18,16 +18,18 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.client import TritonClient
-from inferstack.serving.local import LocalRuntime, RuntimeFailure, build_demo_repository, find_triton
-from inferstack.serving.tracing import (
+from inferstack.serving.client.client import TritonClient
+from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.processes import RuntimeFailure, find_triton
+from inferstack.serving.local.runtime import LocalRuntime
+from inferstack.serving.local.tracing import (
     SpanReceiver,
     decode_export,
     request_timings,
     traceparent,
     triton_trace_args,
 )
-from inferstack.serving.triton_logs import (
+from inferstack.serving.local.triton_logs import (
     parse_line,
     parse_lines,
     request_states,
@@ -159,7 +161,7 @@ def test_trace_flags_are_checked() -> None:
 
 def test_the_flags_shared_with_the_cluster_keep_serving_free_of_pulumi() -> None:
     """Triton's flags and log pattern live in components.triton_telemetry, which imports no Pulumi."""
-    loaded = packages_loaded_by("inferstack.serving.tracing", "inferstack.serving.triton_logs")
+    loaded = packages_loaded_by("inferstack.serving.local.tracing", "inferstack.serving.local.triton_logs")
     assert "inferstack" in loaded and not [p for p in loaded if p.startswith("pulumi")]
 
 

@@ -15,25 +15,16 @@ from inferstack.cli.main import main
 from inferstack.components import promql
 from inferstack.components.canary import CanaryRelease, canary_rule_group
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.client import TritonClient, TritonRequestError
-from inferstack.serving.local import (
-    SMOKE_TOLERANCE,
-    LocalRuntime,
-    RuntimeFailure,
-    build_canary_demo_repository,
-    find_triton,
-)
-from inferstack.serving.precision import served_tolerance
-from inferstack.serving.prometheus import LocalPrometheus, ScrapeTarget
-from inferstack.serving.repository import (
-    ModelOptions,
-    SpecificVersions,
-    build_model,
-    demo_model,
-    generate_inputs,
-    read_repository,
-)
-from inferstack.serving.traffic_split import TrafficSplit, _Diffusion, exercise, settled_counts
+from inferstack.serving.client.client import TritonClient, TritonRequestError
+from inferstack.serving.client.traffic_split import TrafficSplit, _Diffusion, exercise, settled_counts
+from inferstack.serving.local.demo import build_canary_demo_repository
+from inferstack.serving.local.processes import SMOKE_TOLERANCE, RuntimeFailure, find_triton
+from inferstack.serving.local.prometheus import LocalPrometheus, ScrapeTarget
+from inferstack.serving.local.runtime import LocalRuntime
+from inferstack.serving.models.build import build_model
+from inferstack.serving.models.precision import served_tolerance
+from inferstack.serving.models.repository import demo_model, generate_inputs, read_repository
+from inferstack.serving.models.specs import ModelOptions, SpecificVersions
 from tests.conftest import require_tool, unavailable
 
 NAMESPACE = "serving"

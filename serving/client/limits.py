@@ -7,7 +7,7 @@ throw ``std::bad_alloc`` and abort (signal 6), taking every model on that server
 Binary-tensor HTTP requests and gRPC requests are shape-checked first and get a 400. Triton 2.51
 has no request-size flag of its own (``--http-max-input-size`` came in a later release), so the
 serving path checks the declared shapes against the model's config itself: in the client, and in
-the gateway in front of the local runtime (``serving/gateway.py``).
+the gateway in front of the local runtime (``serving/local/gateway.py``).
 
 A request fits when it names exactly the model's inputs, with the configured datatypes, a batch
 axis of 1..max_batch_size (where the model batches), every fixed dimension as configured, and in

@@ -15,9 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferstack.serving.bench import TRITON, Point, format_ms, measure_point, warm_up
-from inferstack.serving.perf_analyzer import Load, PerfAnalyzer
-from inferstack.serving.repository import RepositoryModel, read_repository, render_config
+from inferstack.serving.bench.contenders import (
+    TRITON,
+    Point,
+    format_ms,
+    measure_point,
+    warm_up,
+)
+from inferstack.serving.bench.perf_analyzer import Load, PerfAnalyzer
+from inferstack.serving.models.config import render_config
+from inferstack.serving.models.repository import read_repository
+from inferstack.serving.models.specs import RepositoryModel
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ def candidate_config(base: Any, candidate: Candidate) -> Any:
     """``base`` (a ModelConfig) with the candidate's batching, instances and threads; validated."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from inferstack.serving.repository import threads_parameter, validate_config
+    from inferstack.serving.models.config import threads_parameter, validate_config
 
     config = mc.ModelConfig()
     config.CopyFrom(base)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from inferstack.serving.local import ChildProcess, RuntimeFailure, free_port, start_child
+from inferstack.serving.local.processes import ChildProcess, RuntimeFailure, free_port, start_child
 
 
 @dataclass(frozen=True)

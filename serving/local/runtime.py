@@ -1,26 +1,15 @@
 """The embedded runtime: emulated S3 (moto server) + the real Triton that ships in nvidia-pytriton.
 
 Same path as the cluster, on loopback: a model repository is published to S3 and Triton loads it
-straight from ``s3://http://127.0.0.1:PORT/bucket/prefix``. Every child process runs in its own
-process group, dies with its parent (PR_SET_PDEATHSIG) and is stopped on exit, on error and on
-Ctrl-C; starting never hangs: a dead process or a model that fails to load ends the wait at once,
-with Triton's own log lines.
-
-PR_SET_PDEATHSIG fires when the *thread* that started a child ends, so start a ``LocalRuntime`` from
-a thread that outlives it (the main thread, typically).
+straight from ``s3://http://127.0.0.1:PORT/bucket/prefix``. Starting never hangs: a dead process or a
+model that fails to load ends the wait at once, with Triton's own log lines.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import importlib.util
 import os
-import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,245 +17,35 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.prefixes import check_prefix
-from inferstack.serving.answers import compare
-from inferstack.serving.balancer import Replica, find_haproxy, haproxy_config
-from inferstack.serving.client import Protocol, TritonClient
-from inferstack.serving.limits import DEFAULT_MAX_REQUEST_BYTES, limits_from_config, write_limits
-from inferstack.serving.precision import FULL_PRECISION, PrecisionOptions, served_tolerance
-from inferstack.serving.repository import (
-    DynamicBatching,
-    ModelOptions,
-    RepositoryModel,
-    SpecificVersions,
-    build_model,
-    demo_model,
-    generate_inputs,
-    read_repository,
-    run_reference,
+from inferstack.serving.client.answers import compare
+from inferstack.serving.client.client import Protocol, TritonClient
+from inferstack.serving.client.limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    limits_from_config,
+    write_limits,
 )
-
-PYTHON_TAG = f"{sys.version_info.major}.{sys.version_info.minor}"
-INSTALL_HINT = "install it with `bash .ci/bootstrap` or `pip install --no-deps nvidia-pytriton==0.7.0`"
-_DUMMY_AWS = {
-    # moto accepts any credentials; real ones must never reach the emulator.
-    "AWS_ACCESS_KEY_ID": "inferstack-local",
-    "AWS_SECRET_ACCESS_KEY": "inferstack-local",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}
-SMOKE_TOLERANCE = 1e-5  # max |Triton - PyTorch| over float outputs; integers and booleans must match
-_LOAD_FAILURE_MARKERS = ("failed to load", "error:", "exception", "traceback")
-_CRASH_MARKERS = (*_LOAD_FAILURE_MARKERS, "terminate called", "what():", "signal (")
-
-
-class RuntimeFailure(RuntimeError):
-    """The local runtime could not start or serve; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    server: Path
-    backends: Path
-    python_stub: Path
-    libraries: Path
-
-
-def find_triton() -> TritonInstall:
-    """The Triton server inside the nvidia-pytriton wheel, found without importing pytriton."""
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeFailure(
-            f"Triton Inference Server not found: nvidia-pytriton is not installed; {INSTALL_HINT}"
-        )
-    package = Path(next(iter(spec.submodule_search_locations)))
-    root = package / "tritonserver"
-    install = TritonInstall(
-        server=root / "bin" / "tritonserver",
-        backends=root / "backends",
-        python_stub=root / "python_backend_stubs" / PYTHON_TAG / "triton_python_backend_stub",
-        libraries=package.parent / "nvidia_pytriton.libs",
-    )
-    for path in (install.server, install.backends, install.python_stub, install.libraries):
-        if not path.exists():
-            raise RuntimeFailure(f"Triton Inference Server incomplete: {path} is missing; {INSTALL_HINT}")
-    return install
-
-
-def find_haproxy_or_fail() -> str:
-    try:
-        return find_haproxy()
-    except FileNotFoundError as error:
-        raise RuntimeFailure(str(error)) from None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def check_port(port: int, *, field: str) -> int:
-    """A user-chosen port must be free on 127.0.0.1 now, or we say so before starting anything.
-
-    Bound with SO_REUSEADDR, as Triton, moto and Prometheus bind theirs: a port whose last
-    connection lingers in TIME_WAIT is free to them, so it is free here too.
-    """
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            raise InvalidInput(field, port, "a free port on 127.0.0.1 (this one is taken)") from None
-    return port
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _death_signal() -> Callable[[], None]:
-    """A pre-exec hook that asks the kernel to SIGTERM the child when inferstack dies.
-
-    prctl is looked up here, in the parent: loading a library in a forked child of a threaded
-    process can deadlock on the loader's lock.
-    """
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``, the leader's orphans included."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-# Triton copies each model it loads from S3 into /tmp/folderXXXXXX (TMPDIR is not consulted) and
-# leaves the copy behind when it is killed; its python-backend stubs are started with a path in it.
-_TRITON_TEMP = re.compile(r"^(/tmp/folder[A-Za-z0-9]{6})/")
-
-
-def temp_dirs(pgid: int) -> set[Path]:
-    """Triton's model copies that the live members of process group ``pgid`` are using."""
-    found = set()
-    for pid in group_members(pgid):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for arg in argv:
-            match = _TRITON_TEMP.match(arg.decode(errors="replace"))
-            if match:
-                found.add(Path(match.group(1)))
-    return found
-
-
-def _signal_name(returncode: int | None) -> str:
-    if returncode is None:
-        return "running"
-    if returncode < 0:
-        return f"killed by {signal.Signals(-returncode).name}"
-    return f"exit code {returncode}"
-
-
-@dataclass
-class ChildProcess:
-    """A child in its own process group; ``shm_prefix`` names the /dev/shm segments it may leave."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    argv: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    shm_prefix: str = ""
-    model_copies: set[Path] = field(default_factory=set)  # seen while running: see ``temp_dirs``
-
-    def note_model_copies(self) -> None:
-        """Remember Triton's model copies now: its stubs, which name them, may be gone by ``stop()``."""
-        self.model_copies |= temp_dirs(self.process.pid)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def tail(self, lines: int = 30) -> list[str]:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return text.splitlines()[-lines:]
-
-    def describe_exit(self, lines: int = 8) -> str:
-        """Which child died, how, and its last log lines: the ones that say why first, then the tail.
-
-        A crashing Triton ends its log with a stack of addresses; the reason comes before them.
-        """
-        recent = self.tail(200)
-        why = [line for line in recent if any(m in line.lower() for m in _CRASH_MARKERS)][-lines:]
-        shown = why + [line for line in recent[-lines:] if line not in why]
-        tail = "\n".join(f"  {line}" for line in shown)
-        return (
-            f"{self.name} (pid {self.process.pid}) {_signal_name(self.process.poll())}; "
-            f"last lines of {self.log}:\n{tail}"
-        )
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM the whole process group, SIGKILL what is left after ``timeout_s``.
-
-        The group is signalled even when its leader is already dead: Triton's python-backend stubs
-        outlive a killed Triton, ignore SIGTERM and hold a /dev/shm segment each. Segments under
-        ``shm_prefix`` are removed last, since a process killed with SIGKILL cannot unlink its own, and
-        so are the model copies the group's processes were using.
-        """
-        pgid = self.process.pid
-        self.note_model_copies()
-        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-            if not group_members(pgid):
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)
-            deadline = time.monotonic() + wait
-            while group_members(pgid) and time.monotonic() < deadline:
-                self.process.poll()  # reap the leader, or it stays a member as a zombie
-                time.sleep(0.05)
-        self.process.poll()
-        for folder in self.model_copies:
-            shutil.rmtree(folder, ignore_errors=True)
-        if self.shm_prefix:
-            for segment in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
-                segment.unlink(missing_ok=True)
-
-    def restarted(self) -> ChildProcess:
-        """The same command started again, with the same log (appended) and the same segment prefix."""
-        self.stop()
-        child = start_child(self.name, self.argv, log=self.log, env=self.env, append=True)
-        child.shm_prefix = self.shm_prefix
-        return child
-
-
-def start_child(
-    name: str, argv: Sequence[str], *, log: Path, env: dict[str, str], append: bool = False
-) -> ChildProcess:
-    handle = log.open("ab" if append else "wb")
-    try:
-        process = subprocess.Popen(
-            list(argv),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_death_signal(),
-        )
-    finally:
-        handle.close()
-    return ChildProcess(name, process, log, tuple(argv), env)
+from inferstack.serving.local.balancer import Replica, haproxy_config
+from inferstack.serving.local.processes import (
+    DUMMY_AWS,
+    LOAD_FAILURE_MARKERS,
+    SMOKE_TOLERANCE,
+    ChildProcess,
+    RuntimeFailure,
+    TritonInstall,
+    check_port,
+    find_haproxy_or_fail,
+    find_triton,
+    free_port,
+    signal_name,
+    start_child,
+)
+from inferstack.serving.models.precision import served_tolerance
+from inferstack.serving.models.repository import generate_inputs, read_repository, run_reference
+from inferstack.serving.models.specs import RepositoryModel
 
 
 @dataclass(frozen=True)
@@ -410,7 +189,7 @@ class LocalRuntime:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(_DUMMY_AWS)
+        env.update(DUMMY_AWS)
         return env
 
     def _wait_listening(self, child: ChildProcess, port: int, timeout_s: float = 30.0) -> None:
@@ -444,7 +223,7 @@ class LocalRuntime:
         import boto3
         from botocore.config import Config
 
-        env = _DUMMY_AWS
+        env = DUMMY_AWS
         return boto3.client(
             "s3",
             endpoint_url=self.s3_endpoint,
@@ -455,8 +234,8 @@ class LocalRuntime:
         )
 
     def _publish(self) -> None:
-        from inferstack.serving.publish import S3Location, publish_repository, verify_published
-        from inferstack.serving.repository import to_python_target
+        from inferstack.serving.models.publish import S3Location, publish_repository, verify_published
+        from inferstack.serving.models.repository import to_python_target
 
         assert self.work_dir is not None
         s3 = self._s3()
@@ -576,7 +355,7 @@ class LocalRuntime:
         argv = [
             sys.executable,
             "-m",
-            "inferstack.serving.gateway",
+            "inferstack.serving.local.gateway",
             "--port",
             str(port),
             "--upstream",
@@ -599,7 +378,7 @@ class LocalRuntime:
             while True:
                 if not triton.alive():
                     raise RuntimeFailure(
-                        self._load_failure(triton, f"{triton.name} {_signal_name(triton.process.returncode)}")
+                        self._load_failure(triton, f"{triton.name} {signal_name(triton.process.returncode)}")
                     )
                 if client.is_ready() and all(client.is_ready(m.name) for m in self.models):
                     triton.note_model_copies()
@@ -620,7 +399,7 @@ class LocalRuntime:
     @staticmethod
     def _load_failure(triton: ChildProcess, headline: str) -> str:
         lines = triton.tail(200)
-        relevant = [line for line in lines if any(m in line.lower() for m in _LOAD_FAILURE_MARKERS)] or lines[
+        relevant = [line for line in lines if any(m in line.lower() for m in LOAD_FAILURE_MARKERS)] or lines[
             -20:
         ]
         return f"{headline}; Triton's log ({triton.log}):\n" + "\n".join(relevant[-20:])
@@ -712,48 +491,3 @@ class LocalRuntime:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _build_demo(
-    path: Path,
-    options: ModelOptions,
-    *,
-    version: int = 1,
-    target: Literal["python", "pytorch_libtorch"] = "python",
-    precision: PrecisionOptions = FULL_PRECISION,
-) -> None:
-    """One version of the demo model, with the tensor names every demo client and dashboard uses."""
-    module, example = demo_model()
-    build_model(
-        module,
-        example,
-        name="demo",
-        repository=path,
-        target=target,
-        options=options,
-        version=version,
-        input_names=["features"],
-        output_names=["probabilities"],
-        precision=precision,
-    )
-
-
-def build_demo_repository(
-    path: Path, *, target: Literal["python", "pytorch_libtorch"] = "python", torch_threads: int | None = None
-) -> Path:
-    """The demo model as a repository folder (built in code, nothing downloaded)."""
-    options = ModelOptions(
-        dynamic_batching=DynamicBatching(preferred_batch_sizes=(4, 8), max_queue_delay_us=500),
-        torch_threads=torch_threads,
-    )
-    _build_demo(path, options, target=target)
-    return path
-
-
-def build_canary_demo_repository(path: Path) -> Path:
-    """The demo model twice, as a stable and a canary version Triton serves side by side: version 1 at
-    FP32, version 2 the same network at FP16 (checked against version 1's answers when built)."""
-    options = ModelOptions(version_policy=SpecificVersions((1, 2)))
-    for version, precision in ((1, FULL_PRECISION), (2, PrecisionOptions("fp16"))):
-        _build_demo(path, options, version=version, precision=precision)
-    return path

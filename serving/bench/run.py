@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.bench import (
+from inferstack.serving.bench.config_search import (
+    Candidate,
+    Trial,
+    best_trial,
+    search,
+    search_space,
+    write_best,
+)
+from inferstack.serving.bench.contenders import (
     BENCH_MODEL,
     CEILING,
     PLAIN,
@@ -38,9 +46,8 @@ from inferstack.serving.bench import (
     sweep,
     variable_shapes,
 )
-from inferstack.serving.config_search import Candidate, Trial, best_trial, search, search_space, write_best
-from inferstack.serving.perf_analyzer import Load, PerfAnalyzer
-from inferstack.serving.repository import read_repository, to_python_target
+from inferstack.serving.bench.perf_analyzer import Load, PerfAnalyzer
+from inferstack.serving.models.repository import read_repository, to_python_target
 
 
 @dataclass(frozen=True)
@@ -126,9 +133,9 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
     import shutil
     import tempfile
 
-    from inferstack.serving.baseline_server import BaselineServer
-    from inferstack.serving.local import LocalRuntime
-    from inferstack.serving.perf_analyzer import find_perf_analyzer
+    from inferstack.serving.bench.baseline_server import BaselineServer
+    from inferstack.serving.bench.perf_analyzer import find_perf_analyzer
+    from inferstack.serving.local.runtime import LocalRuntime
 
     perf = find_perf_analyzer()
     levels = request.level_values()
@@ -145,7 +152,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
             if request.repository is not None:
                 shutil.copytree(request.repository, repository)
             elif request.model == "demo":
-                from inferstack.serving.local import build_demo_repository
+                from inferstack.serving.local.demo import build_demo_repository
 
                 build_demo_repository(repository)
             else:
@@ -233,7 +240,7 @@ def _remote_sweep(
     """A Triton we did not start: the model, and its unbatched twin where that is served too."""
     import tritonclient.http as http
 
-    from inferstack.serving.local import RuntimeFailure
+    from inferstack.serving.local.processes import RuntimeFailure
 
     client = http.InferenceServerClient(url.removeprefix("http://"))
     try:

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.limits import (
+from inferstack.serving.client.limits import (
     DEFAULT_MAX_REQUEST_BYTES,
     ModelLimits,
     check_request,
@@ -302,7 +302,7 @@ class TritonClient:
 
         ``version`` picks one of the versions Triton serves (None: Triton's choice, the newest).
         ``request_id`` appears in Triton's log lines about the request; ``headers`` go with it, e.g. a
-        W3C ``traceparent`` (`inferstack.serving.tracing.traceparent`) that makes Triton's spans part
+        W3C ``traceparent`` (`inferstack.serving.local.tracing.traceparent`) that makes Triton's spans part
         of the caller's trace.
 
         The request is checked against the model's config before it is sent (InvalidInput names

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.local import RuntimeFailure
+from inferstack.serving.local.processes import RuntimeFailure
 
 INSTALL_HINT = "run `bash .ci/bootstrap` (it extracts perf_analyzer 2.51.0 into .venv/opt/perf_analyzer)"
 _UNSTABLE = "Failed to obtain stable measurement"

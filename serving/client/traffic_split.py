@@ -30,8 +30,8 @@ import numpy.typing as npt
 
 from inferstack.components.canary import CanaryRelease, check_canary
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.answers import compare
-from inferstack.serving.client import Protocol, TritonClient
+from inferstack.serving.client.answers import compare
+from inferstack.serving.client.client import Protocol, TritonClient
 
 Array = npt.NDArray[Any]
 _MAX_PENDING_MIRRORS = 64

@@ -29,16 +29,17 @@ from typing import Any
 import torch
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.perf_analyzer import Load, Measurement, PerfAnalyzer, measure
-from inferstack.serving.repository import (
-    RepositoryModel,
-    build_model,
-    generate_inputs,
-    load_torchscript,
-    parse_config,
-    read_repository,
-    render_config,
+from inferstack.serving.bench.perf_analyzer import (
+    Load,
+    Measurement,
+    PerfAnalyzer,
+    measure,
 )
+from inferstack.serving.models.build import build_model
+from inferstack.serving.models.config import parse_config, render_config
+from inferstack.serving.models.export import load_torchscript
+from inferstack.serving.models.repository import generate_inputs, read_repository
+from inferstack.serving.models.specs import RepositoryModel
 
 TRITON, UNBATCHED, PLAIN, CEILING = "triton", "triton-unbatched", "plain-pytorch", "in-process"
 CONTENDERS = (TRITON, UNBATCHED, PLAIN, CEILING)
@@ -235,7 +236,7 @@ def warm_up(
     TorchScript's first calls at a new shape profile and optimise the graph (tens of ms each): left in,
     they make the first windows of a point disagree, and perf_analyzer never finds a stable one.
     """
-    from inferstack.serving.client import TritonClient
+    from inferstack.serving.client.client import TritonClient
 
     largest = model.max_batch_size if max_batch_size is None else max_batch_size
     sizes = sorted({1, *(2**k for k in range(1, 8) if 2**k < largest), largest})

@@ -122,7 +122,8 @@ def _links_out(repository: Path) -> list[str]:
 
 def check_repository(repository: Path) -> None:
     """Raise InvalidInput unless Triton could load every model of ``repository`` as it stands."""
-    from inferstack.serving.repository import needed_files, parse_config
+    from inferstack.serving.models.config import parse_config
+    from inferstack.serving.models.repository import needed_files
 
     if not repository.is_dir():
         raise InvalidInput("repository", str(repository), "an existing model repository folder")

@@ -8,7 +8,7 @@ in Triton's own error format and the server keeps serving. Bodies over the limit
 being read. Everything else (health, metadata, config, repository index) passes through unchanged.
 
 Run as a child process of the local runtime:
-``python -m inferstack.serving.gateway --port P --upstream http://127.0.0.1:Q --limits limits.json``.
+``python -m inferstack.serving.local.gateway --port P --upstream http://127.0.0.1:Q --limits limits.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
 from inferstack.components.request_front import HEADER_ALLOWANCE
 from inferstack.infra.errors import InvalidInput
-from inferstack.serving.limits import ModelLimits, check_request, read_limits
+from inferstack.serving.client.limits import ModelLimits, check_request, read_limits
 
 _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/[0-9]+)?/infer$")
 # Per-hop headers (RFC 9110 7.6.1) are the proxy's own, never forwarded.

@@ -9,7 +9,8 @@ the client's numbers for every contender).
 
 The handler is ``async`` and runs the model inline, one request at a time on the event loop, as most
 such apps do: with torch's intra-op threads already using every core, a thread per request only adds
-contention. Runs as its own process (``python -m inferstack.serving.baseline_server``), like a deployment.
+contention. Runs as its own process (``python -m inferstack.serving.bench.baseline_server``), like a
+deployment.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
 
-from inferstack.serving.local import ChildProcess, RuntimeFailure, free_port, start_child
-from inferstack.serving.repository import RepositoryModel, load_torchscript, read_repository
+from inferstack.serving.local.processes import ChildProcess, RuntimeFailure, free_port, start_child
+from inferstack.serving.models.export import load_torchscript
+from inferstack.serving.models.repository import read_repository
+from inferstack.serving.models.specs import RepositoryModel
 
 Array = npt.NDArray[Any]
 _HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -200,7 +203,7 @@ class BaselineServer:
 
     def __enter__(self) -> BaselineServer:
         port = free_port()
-        argv = [sys.executable, "-m", "inferstack.serving.baseline_server"]
+        argv = [sys.executable, "-m", "inferstack.serving.bench.baseline_server"]
         argv += ["--repository", str(self.repository), "--model", self.model, "--port", str(port)]
         self.child = start_child("baseline", argv, log=self.log, env=dict(os.environ))
         self.url = f"http://127.0.0.1:{port}"

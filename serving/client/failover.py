@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.failover_timing import HEALTH_PATH, FailoverTiming
-from inferstack.serving.client import TritonUnavailable
+from inferstack.serving.client.client import TritonUnavailable
 
 T = TypeVar("T")
 Clock = Callable[[], float]

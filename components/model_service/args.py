@@ -1,0 +1,128 @@
+"""What a TritonModelService is given, and the failure-domain and drain arithmetic derived from it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pulumi
+
+from inferstack.components.canary import CanaryRelease
+from inferstack.components.monitoring import prometheus_url
+from inferstack.components.triton_telemetry import TraceSettings
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.model_store import ModelStore
+
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, as the local runtime
+SPOT_NOTICE_S = 120
+# The request front's share of the pod. njs frees nothing before a request ends: a JSON body at the
+# body limit (65 MiB of one-digit numbers) peaked at 1.1 GiB in the worker (njs 0.7.9, measured).
+FRONT_CPU, FRONT_MEMORY_GIB = 0.5, 1.5
+# Memory the kubelet, system daemons and DaemonSets (device plugin, DCGM, CNI) keep on a GPU node.
+NODE_MEMORY_RESERVED_GIB = 4.0
+NODE_CPU_RESERVED = 0.5
+SCRATCH_GIB = 4  # /tmp and $HOME: python backend stubs, the AWS SDK's files
+# Before a new pod counts as progressing: a GPU node scaled up from zero and the ~10 GB Triton image
+# pulled take this long on top of the models' own load time.
+NODE_AND_IMAGE_S = 900
+# SIGKILL follows the grace period; leave Triton this long past its exit timeout to exit on its own.
+EXIT_MARGIN_S = 5
+FALLBACK_AFTER_FAILURES = 3  # KEDA polls that must fail before the fallback size applies
+# Names go into "<name>-headless" (a Service: an RFC 1035 label, <= 63) and into the IRSA role
+# "<name>-models-reader-<7 random>" (IAM role names: <= 64).
+MAX_NAME_LENGTH = min(63 - len("-headless"), 64 - len("-models-reader-") - 7)
+
+Environment = Literal["prod", "dev"]
+Placement = Literal["on-demand", "spot", "spot-with-fallback"]
+
+
+@dataclass
+class ModelSource:
+    """Where the models are and who may read them: a ModelStore prefix read through a new IRSA role
+    (with the cluster's OIDC provider ARN and issuer URL), or an existing role ARN with the repository URI."""
+
+    model_store: ModelStore | None = None
+    prefix: str | None = None
+    oidc_provider_arn: pulumi.Input[str] | None = None
+    oidc_issuer_url: pulumi.Input[str] | None = None
+    role_arn: pulumi.Input[str] | None = None
+    repository_uri: pulumi.Input[str] | None = None
+
+
+@dataclass
+class TritonModelServiceArgs:
+    """The Kubernetes provider comes through ``ResourceOptions(provider=...)``."""
+
+    models: Sequence[str]
+    source: ModelSource
+    zones: int  # the zones the cluster's GPU nodes span: replicas spread over them
+    namespace: str | None = None  # None: the service's own namespace, named after it
+    create_namespace: bool = True
+    environment: Environment = "prod"
+    region: str | None = None  # the model bucket's region; None: that of this component's AWS provider
+    image: str = TRITON_IMAGE
+    node_instance_type: str = "g5.xlarge"
+    gpus_per_replica: int = 1
+    cpu: float = 3.0
+    memory_gib: float = 10.0
+    shm_gib: float = 2.0  # /dev/shm, part of memory_gib: tmpfs pages count against the memory limit
+    model_cache_gib: float = 40.0  # node disk for the local copy of the S3 repository
+    placement: Placement = "spot-with-fallback"
+    min_replicas: int = 3
+    max_replicas: int = 12
+    queue_time_target_ms: float = 50.0
+    pending_requests_per_replica: float = 16.0
+    gpu_utilization_target: float | None = None  # percent per replica; None: no GPU trigger
+    model_load_timeout_s: int = 600
+    drain_s: int = 20  # preStop: endpoints are removed before Triton stops taking requests
+    exit_timeout_s: int = 80  # Triton finishes in-flight requests for at most this long
+    polling_interval_s: int = 15
+    cooldown_s: int = 300
+    fallback_replicas: int | None = None  # None: min_replicas
+    prometheus_server_address: str = prometheus_url("monitoring")  # kube-prometheus-stack's
+    service_monitor_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"release": "kube-prometheus-stack"}
+    )
+    # Two versions of one model in these pods, split per request by the clients (components/canary.py).
+    canary: CanaryRelease | None = None
+    # Spans to an OpenTelemetry Collector (components/telemetry.py) and log lines with request ids.
+    tracing: TraceSettings | None = None
+
+
+def namespace_of(name: str, args: TritonModelServiceArgs) -> str:
+    return args.namespace if args.namespace is not None else name
+
+
+# --- failure-domain and drain arithmetic -----------------------------------------------------------------
+
+
+def fullest_zone(replicas: int, zones: int) -> int:
+    """The most of ``replicas`` pods one zone holds when spread over ``zones`` at maxSkew 1."""
+    return math.ceil(replicas / zones)
+
+
+def prod_min_replicas(zones: int) -> int:
+    """The fewest replicas that stay up through one voluntary disruption and then the loss of any zone.
+
+    The budget lets one pod go at a time (drains, node consolidation); the pods left must outnumber
+    the fullest zone, so at least one is outside whichever zone fails next. ``replicas - 1 -
+    fullest_zone(replicas)`` never falls as replicas grow, so the first count that fits is the
+    threshold. With one zone there is none: a zone loss takes everything.
+    """
+    if zones < 2:
+        raise InvalidInput("zones", zones, "at least 2 in prod: one zone cannot survive its own loss")
+    replicas = zones
+    while replicas - 1 <= fullest_zone(replicas, zones):
+        replicas += 1
+    return replicas
+
+
+def grace_period_s(args: TritonModelServiceArgs) -> int:
+    """The pod's terminationGracePeriodSeconds: the preStop sleep, then Triton's exit timeout."""
+    return args.drain_s + args.exit_timeout_s + EXIT_MARGIN_S
+
+
+def progress_deadline_s(args: TritonModelServiceArgs) -> int:
+    return NODE_AND_IMAGE_S + args.model_load_timeout_s

@@ -1,0 +1,187 @@
+"""Every check of a TritonModelService's name and args, before any resource is registered."""
+
+from __future__ import annotations
+
+import re
+
+from inferstack.components.canary import check_canary
+from inferstack.components.model_service.args import (
+    EXIT_MARGIN_S,
+    FRONT_CPU,
+    FRONT_MEMORY_GIB,
+    MAX_NAME_LENGTH,
+    NODE_CPU_RESERVED,
+    NODE_MEMORY_RESERVED_GIB,
+    SPOT_NOTICE_S,
+    ModelSource,
+    TritonModelServiceArgs,
+    grace_period_s,
+    namespace_of,
+    prod_min_replicas,
+)
+from inferstack.components.model_service.pod import tracing_args
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.fields import check_field_types
+from inferstack.infra.instance_types import lookup
+from inferstack.infra.model_store import check_prefix
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_RFC1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$")
+_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _dns_label(field_name: str, value: str) -> None:
+    if not isinstance(value, str) or not _DNS_LABEL.match(value):
+        raise InvalidInput(
+            field_name,
+            value,
+            "a DNS-1123 label: 1-63 lowercase letters, digits or '-', alphanumeric at both ends",
+        )
+
+
+def _validate_source(source: ModelSource) -> None:
+    if source.role_arn is None and source.model_store is None:
+        raise InvalidInput(
+            "source",
+            "neither",
+            "a ModelStore with prefix and OIDC provider, or a role_arn with repository_uri",
+        )
+    if source.role_arn is not None and source.model_store is not None:
+        raise InvalidInput("source", "both", "either a ModelStore or a role_arn, not both")
+    if source.role_arn is not None and source.repository_uri is None:
+        raise InvalidInput(
+            "source.repository_uri", None, "the s3:// URI of the model repository the role can read"
+        )
+    if isinstance(source.repository_uri, str) and not source.repository_uri.startswith("s3://"):
+        raise InvalidInput("source.repository_uri", source.repository_uri, "an s3:// URI")
+    if source.model_store is not None:
+        if source.prefix is None:
+            raise InvalidInput("source.prefix", None, "the key prefix of the service's model repository")
+        try:
+            check_prefix(source.prefix)
+        except InvalidInput as error:
+            raise InvalidInput("source.prefix", error.value, error.allowed) from None
+        if source.oidc_provider_arn is None or source.oidc_issuer_url is None:
+            raise InvalidInput(
+                "source.oidc_provider_arn", None, "the cluster's OIDC provider ARN and issuer URL"
+            )
+
+
+def validate(name: str, args: TritonModelServiceArgs) -> None:
+    """Every check, before any resource is registered."""
+    check_field_types(args)
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _RFC1035_LABEL.match(name):
+        raise InvalidInput(
+            "name",
+            name,
+            f"an RFC 1035 label of at most {MAX_NAME_LENGTH} characters (it names Services and the IAM "
+            "role): lowercase letters, digits or '-', starting with a letter",
+        )
+    _dns_label("namespace", namespace_of(name, args))
+    if not args.models:
+        raise InvalidInput("models", list(args.models), "one or more model names")
+    for i, model in enumerate(args.models):
+        if not _MODEL_NAME.match(model):
+            raise InvalidInput(f"models[{i}]", model, "a Triton model name: letters, digits, _ . -")
+    if len(set(args.models)) != len(args.models):
+        raise InvalidInput("models", list(args.models), "each model once")
+    if args.environment not in ("prod", "dev"):
+        raise InvalidInput("environment", args.environment, "prod or dev")
+    if args.placement not in ("on-demand", "spot", "spot-with-fallback"):
+        raise InvalidInput("placement", args.placement, "on-demand, spot or spot-with-fallback")
+    if args.region is not None and not _REGION.match(args.region):
+        raise InvalidInput("region", args.region, "an AWS region such as us-east-1")
+    image, _, tag = args.image.rpartition(":")
+    if not image or "/" in tag or tag in ("", "latest"):
+        raise InvalidInput("image", args.image, "an image with a pinned tag (not 'latest', not missing)")
+    if args.zones < 1:
+        raise InvalidInput("zones", args.zones, "an integer >= 1")
+    if not 1 <= args.min_replicas <= args.max_replicas:
+        raise InvalidInput(
+            "min_replicas", args.min_replicas, f"1 <= min_replicas <= max_replicas ({args.max_replicas})"
+        )
+    if args.environment == "prod" and args.min_replicas < (needed := prod_min_replicas(args.zones)):
+        raise InvalidInput(
+            "min_replicas",
+            args.min_replicas,
+            f"at least {needed} in prod over {args.zones} zones: a replica per zone, and one voluntary "
+            "disruption beyond the disruption budget that survives a zone loss",
+        )
+    node = lookup(args.node_instance_type, field="node_instance_type")
+    if not node.is_gpu:
+        raise InvalidInput("node_instance_type", args.node_instance_type, "a GPU instance type")
+    if not 1 <= args.gpus_per_replica <= node.gpus:
+        raise InvalidInput("gpus_per_replica", args.gpus_per_replica, f"1..{node.gpus} (GPUs of {node.name})")
+    memory_free = node.memory_gib - NODE_MEMORY_RESERVED_GIB - FRONT_MEMORY_GIB
+    if not 0 < args.memory_gib <= memory_free:
+        raise InvalidInput(
+            "memory_gib",
+            args.memory_gib,
+            f"0 < memory_gib <= {memory_free:g}: what {node.name} leaves for pods after system pods "
+            f"and the request front's {FRONT_MEMORY_GIB:g} GiB",
+        )
+    if not 0 < args.shm_gib < args.memory_gib:
+        raise InvalidInput(
+            "shm_gib", args.shm_gib, f"0 < shm_gib < memory_gib ({args.memory_gib:g}): /dev/shm is part of it"
+        )
+    cpu_free = node.vcpus - NODE_CPU_RESERVED - FRONT_CPU
+    if not 0 < args.cpu <= cpu_free:
+        raise InvalidInput(
+            "cpu",
+            args.cpu,
+            f"0 < cpu <= {cpu_free:g} on {node.name}, beside the request front's {FRONT_CPU:g}",
+        )
+    for field_name in (
+        "queue_time_target_ms",
+        "pending_requests_per_replica",
+        "model_load_timeout_s",
+        "model_cache_gib",
+        "polling_interval_s",
+    ):
+        if getattr(args, field_name) <= 0:
+            raise InvalidInput(field_name, getattr(args, field_name), "a number > 0")
+    if args.cooldown_s < 0:
+        raise InvalidInput("cooldown_s", args.cooldown_s, "a number of seconds >= 0")
+    if args.gpu_utilization_target is not None and not 0 < args.gpu_utilization_target <= 100:
+        raise InvalidInput(
+            "gpu_utilization_target", args.gpu_utilization_target, "None, or a percentage in (0, 100]"
+        )
+    # Endpoint removal propagates to kube-proxy and load balancers in seconds; Triton needs time to finish.
+    if args.drain_s < 5:
+        raise InvalidInput("drain_s", args.drain_s, "at least 5 s for endpoints to be removed everywhere")
+    if args.exit_timeout_s < 10:
+        raise InvalidInput("exit_timeout_s", args.exit_timeout_s, "at least 10 s for in-flight requests")
+    if grace_period_s(args) >= SPOT_NOTICE_S:
+        raise InvalidInput(
+            "exit_timeout_s",
+            args.exit_timeout_s,
+            f"drain_s ({args.drain_s}) + exit_timeout_s + {EXIT_MARGIN_S} < {SPOT_NOTICE_S} s, "
+            "the spot interruption notice",
+        )
+    fallback = args.fallback_replicas
+    if fallback is not None and not args.min_replicas <= fallback <= args.max_replicas:
+        raise InvalidInput("fallback_replicas", fallback, "between min_replicas and max_replicas")
+    if not _URL.match(args.prometheus_server_address):
+        raise InvalidInput(
+            "prometheus_server_address", args.prometheus_server_address, "an http:// or https:// URL"
+        )
+    for key, value in args.service_monitor_labels.items():
+        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+            raise InvalidInput(
+                "service_monitor_labels", {key: value}, "Kubernetes label keys and values (<= 63 characters)"
+            )
+    _validate_source(args.source)
+    if args.canary is not None:
+        check_canary(args.canary, args.models)
+    if args.tracing is not None:
+        try:
+            check_field_types(args.tracing)
+            tracing_args(name, args)
+        except InvalidInput as error:
+            raise InvalidInput(f"tracing.{error.field}", error.value, error.allowed) from None
