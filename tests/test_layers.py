@@ -23,6 +23,7 @@ ALLOWED = {
     "serving": {"infra", "components"},
     "policies": {"infra", "components"},
     "stacks": {"infra", "components", "serving"},
+    "testing": {"infra", "components", "stacks"},
     "cli": {"infra", "components", "serving", "policies", "stacks"},
 }
 PULUMI_FREE = {"serving", "policies"}

@@ -162,7 +162,11 @@ def test_children_wait_for_what_their_component_waits_for() -> None:
         source = ModelSource(role_arn="arn:aws:iam::123456789012:role/r", repository_uri="s3://b/p")
         after = pulumi.ResourceOptions(depends_on=[first])
         GpuOperators("gpu", GpuOperatorsArgs(), after)
-        TritonModelService("ranker", TritonModelServiceArgs(models=["ranker"], source=source, zones=3), after)
+        TritonModelService(
+            "ranker",
+            TritonModelServiceArgs(models=["ranker"], source=source, zones=3, cluster_has_crds=True),
+            after,
+        )
 
     recording, _ = run_program(program)
     first = recording.named("first").urn

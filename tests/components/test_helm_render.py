@@ -312,7 +312,9 @@ def test_a_service_without_its_dependencies_is_caught_racing(vendor_dir: Path) -
             ),
         )
         source = ModelSource(role_arn="arn:aws:iam::123456789012:role/r", repository_uri="s3://b/p")
-        TritonModelService("ranker", TritonModelServiceArgs(models=["ranker"], source=source, zones=3))
+        TritonModelService(
+            "ranker", TritonModelServiceArgs(models=["ranker"], source=source, zones=3, cluster_has_crds=True)
+        )
 
     recording, _ = run_program(program)
     races = crd_races(render_all(recording, vendor_dir))
