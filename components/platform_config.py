@@ -65,6 +65,8 @@ class _Section(BaseModel):
 
 
 class ClusterConfig(_Section):
+    """The EKS control plane: name, Kubernetes version, who administers it and from where."""
+
     name: Annotated[str | None, Feeds("name", "cluster_name")] = Field(
         None, description="EKS cluster name; default `inferstack-<stack>`"
     )
@@ -80,6 +82,8 @@ class ClusterConfig(_Section):
 
 
 class NetworkConfig(_Section):
+    """The VPC: its range, the zones it spans and how private subnets reach the internet."""
+
     # A VPC too small for the subnets shows as a subnet prefix that does not fit.
     vpc_cidr: Annotated[str, Feeds("vpc_cidr", "private_prefix", "public_prefix")] = Field(
         "10.0.0.0/16", description="the VPC's IPv4 range, /16 to /24"
@@ -93,12 +97,16 @@ class NetworkConfig(_Section):
 
 
 class NodesConfig(_Section):
+    """The system node group (CPU) that runs the platform's controllers and monitoring."""
+
     system_instance_types: Annotated[tuple[str, ...], Feeds("system.instance_types")] = Field(
         ("m7i.xlarge", "m6i.xlarge"), description="CPU types of the on-demand system group"
     )
 
 
 class GpuConfig(_Section):
+    """GPU capacity: the on-demand and spot groups per zone, and what must survive a zone loss."""
+
     instance_type: Annotated[str, Feeds("gpu.instance_types", "instance_type", "gpu-")] = Field(
         "g5.xlarge", description="on-demand GPU instance type, one group per zone"
     )
@@ -118,6 +126,8 @@ class GpuConfig(_Section):
 
 
 class CanaryConfig(_Section):
+    """A canary release: two versions of one model, split per request, with its alert margins."""
+
     model: str = Field(description="which of the service's models runs a canary")
     stable_version: Int = Field(ge=1, description="the version most requests go to")
     canary_version: Int = Field(ge=1, description="the version under trial")
@@ -128,6 +138,8 @@ class CanaryConfig(_Section):
 
 
 class ServiceConfig(_Section):
+    """One Triton model service: its models, where they are in the bucket, its size and autoscaling."""
+
     name: str = Field(description="service name: Kubernetes namespace, Services, IAM role")
     models: tuple[str, ...] = Field(description="Triton model names to load (a list, even of one)")
     prefix: str = Field(description="the service's folder in the model bucket")
@@ -143,6 +155,8 @@ class ServiceConfig(_Section):
 
 
 class TelemetryConfig(_Section):
+    """Traces (OpenTelemetry Collector, Jaeger) and logs (Fluent Bit to CloudWatch)."""
+
     enabled: bool = Field(True, description="traces (collector, Jaeger) and log shipping (Fluent Bit)")
     sample_rate: Float = Field(
         0.01, gt=0, le=1, description="share of requests Triton traces unasked (a traceparent always is)"
@@ -163,6 +177,8 @@ class TelemetryConfig(_Section):
 
 
 class FailoverConfig(_Section):
+    """A standby stack's pairing with its primary: DNS failover of one service across regions."""
+
     primary_stack: str = Field(
         description="the primary's stack (name, or org/project/name); this one is its standby"
     )
@@ -177,6 +193,8 @@ class FailoverConfig(_Section):
 
 
 class PlatformConfig(_Section):
+    """The whole stack config of one environment (the ``inferstack:*`` keys of a stack file)."""
+
     environment: Environment = Field("dev", description="dev, staging or prod: sets the prod checks")
     cluster: ClusterConfig = ClusterConfig()
     network: NetworkConfig = NetworkConfig()
@@ -222,11 +240,12 @@ def _walk(loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], type[BaseM
             continue
         if field is not None and _section_type(field.annotation) is None:
             continue  # past a value's own key: pydantic's tag of a union member or a validator
-        named = next((f for f in model.model_fields.values() if f.alias == part), None)
+        # A document may use either spelling (the provider's args come in the Python one).
+        named = next((f for n, f in model.model_fields.items() if part in (f.alias, n)), None)
         if named is None:
             keys.append(part)  # an unknown key: name it as given
             continue
-        keys.append(part)
+        keys.append(named.alias or part)
         field = named
         model = _section_type(named.annotation) or model
     return tuple(keys), model, field
@@ -262,6 +281,12 @@ def parse_config(config: Mapping[str, Any], *, namespace: str = NAMESPACE) -> Pl
                 "(without --path Pulumi stores a new top-level key that nothing reads)",
             )
         raw[name] = _engine_value(value)
+    return validate_config(raw)
+
+
+def validate_config(raw: Mapping[str, Any]) -> PlatformConfig:
+    """Settings as a document (keys in the stack file's or the Python spelling), typed and checked; an
+    error names the key as the stack file spells it."""
     try:
         return PlatformConfig.model_validate(raw)
     except pydantic.ValidationError as error:

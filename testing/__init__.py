@@ -55,13 +55,16 @@ def record(
     region: str = REGION,
     config: Mapping[str, str] | None = None,
     invokes: Mapping[str, Invoke] | None = None,
-    stack: str = "test",
+    project: str = "project",
+    stack: str = "stack",
 ) -> tuple[Recording, Any]:
     """Run ``program`` under ``Mocks``: every resource it registered, and its resolved return value.
-    ``config`` is the stack config the program reads (``{"inferstack:environment": "prod"}``)."""
+    ``config`` is the stack config the program reads (``{"project:key": "value"}``; ``pulumi.Config()``
+    reads the ``project`` namespace)."""
     return run_program(
         program,
         invokes=dict(invokes or {}),
         config={"aws:region": region, **(config or {})},
+        project=project,
         stack=stack,
     )

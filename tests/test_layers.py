@@ -24,6 +24,7 @@ ALLOWED = {
     "policies": {"infra", "components"},
     "stacks": {"infra", "components", "serving"},
     "testing": {"infra", "components", "stacks"},
+    "provider": {"infra", "components"},
     "cli": {"infra", "components", "serving", "policies", "stacks"},
 }
 PULUMI_FREE = {"serving", "policies"}
