@@ -75,7 +75,8 @@ def check_reachable(config: PlatformConfig) -> None:
             f"{KEY}:network.nat",
             config.network.nat,
             "per_zone or single: the platform's charts pull images from public registries "
-            "(registry.k8s.io, nvcr.io, quay.io), which private nodes reach only through a NAT",
+            "(registry.k8s.io, nvcr.io, quay.io, ghcr.io, cr.fluentbit.io), which private nodes reach only "
+            "through a NAT",
         )
 
 
