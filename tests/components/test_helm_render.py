@@ -210,6 +210,37 @@ def test_grafana_is_given_the_trace_store_as_a_data_source(stack: Rendered) -> N
     assert jaeger["access"] == "proxy" and {s["type"] for s in sources} >= {"prometheus", "jaeger"}
 
 
+def test_tritons_spans_go_to_the_collector_service_the_chart_renders(stack: Rendered) -> None:
+    """Every Triton's trace URL names the Service the collector release renders, in the release's
+    namespace, on a port that reaches the collector's OTLP/HTTP receiver."""
+    collector = stack.of("opentelemetry-collector")
+    relay = yaml.safe_load(find(collector, "ConfigMap")["data"]["relay"])
+    receiver_port = int(relay["receivers"]["otlp"]["protocols"]["http"]["endpoint"].rsplit(":", 1)[1])
+    (pod,) = [o for o in collector if o["kind"] == "Deployment"]
+    (container,) = pod["spec"]["template"]["spec"]["containers"]
+    tritons = [
+        c
+        for d in stack.recording.of_type("kubernetes:apps/v1:Deployment")
+        for c in d.inputs["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "triton"
+    ]
+    assert tritons
+    for triton in tritons:
+        (url,) = [
+            a.removeprefix("opentelemetry,url=") for a in triton["args"] if a.startswith("opentelemetry,url=")
+        ]
+        host, port = url.removeprefix("http://").split("/", 1)[0].split(":")
+        name, namespace, _ = host.split(".")
+        assert namespace == stack.release("opentelemetry-collector").inputs["namespace"]
+        (service_port,) = [
+            p for p in find(collector, "Service", name)["spec"]["ports"] if p["port"] == int(port)
+        ]
+        (target,) = [
+            p for p in container["ports"] if service_port["targetPort"] in (p["name"], p["containerPort"])
+        ]
+        assert target["containerPort"] == receiver_port
+
+
 def test_autoscaler_prefers_spot_and_balances_groups_that_differ_only_per_group(stack: Rendered) -> None:
     objects = stack.of("cluster-autoscaler")
     priorities = yaml.safe_load(find(objects, "ConfigMap")["data"]["priorities"])
