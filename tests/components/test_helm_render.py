@@ -188,6 +188,16 @@ def test_every_claim_names_a_class_the_stack_creates_on_an_installed_driver(stac
         r for r in stack.recording.of_type("aws:eks/addon:Addon") if r.inputs["addonName"] == EBS_CSI_ADDON
     )
     assert addon.inputs["serviceAccountRoleArn"]
+    # A release that claims a volume waits for its class and the driver (its pods wait for the volume,
+    # and the release for its pods).
+    gp3_urn = next(
+        r.urn
+        for r in stack.recording.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+        if r.inputs["metadata"]["name"] == "gp3"
+    )
+    for release in stack.recording.of_type(RELEASE):
+        if claimed_classes(stack.objects[release.urn]):
+            assert {gp3_urn, addon.urn} <= waits_for(stack.recording, release.urn), release.name
 
 
 def test_grafana_is_given_the_trace_store_as_a_data_source(stack: Rendered) -> None:
