@@ -24,7 +24,7 @@ from inferstack.components.model_service import ModelSource, TritonModelService,
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.infra.storage import EBS_CSI_ADDON, EBS_CSI_PROVISIONER
 from inferstack.stacks import offline
-from tests.components.helm import chart_of, find, render
+from tests.components.helm import find, render, render_release
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, Recorded, Recording, run_program
 from tests.schemas import crd_schemas, validate_custom_resource, validate_k8s
@@ -65,15 +65,7 @@ def render_all(recording: Recording, vendor_dir: Path) -> Rendered:
     api_versions = vendored_api_versions(vendor_dir)
     objects = {}
     for release in recording.of_type(RELEASE):
-        given = release.inputs
-        objects[release.urn] = render(
-            vendor_dir,
-            chart_of(given["chart"], given["version"]),
-            release=given["name"],
-            namespace=given["namespace"],
-            values=given["values"],
-            api_versions=api_versions,
-        )
+        objects[release.urn] = render_release(vendor_dir, release.inputs, api_versions)
     return Rendered(recording, objects)
 
 

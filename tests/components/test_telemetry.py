@@ -21,7 +21,7 @@ from inferstack.components.telemetry import Telemetry, TelemetryArgs
 from inferstack.components.triton_telemetry import LOG_LINE, LOG_LINE_PATTERN, TRACES_PATH, onigmo_pattern
 from inferstack.policies import rules
 from inferstack.serving.triton_logs import parse_line
-from tests.components.helm import chart_of, find, render
+from tests.components.helm import find, render, render_release
 from tests.conftest import ROOT, unavailable
 from tests.harness import ACCOUNT_ID, REGION, Recorded, Recording, run_invalid, run_program
 from tests.onigmo import Regex, library
@@ -128,23 +128,12 @@ def release_of(recording: Recording, chart: charts.Chart) -> Recorded:
     return found
 
 
-def rendered(vendor_dir: Path, given: Recorded) -> list[dict[str, Any]]:
-    inputs = given.inputs
-    return render(
-        vendor_dir,
-        chart_of(inputs["chart"], inputs["version"]),
-        release=inputs["name"],
-        namespace=inputs["namespace"],
-        values=inputs["values"],
-    )
-
-
 @pytest.fixture(scope="module")
 def objects(built: tuple[Recording, dict[str, Any]], vendor_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Chart name -> what helm renders for the component's release of it."""
     recording, _ = built
     return {
-        chart.name: rendered(vendor_dir, release_of(recording, chart))
+        chart.name: render_release(vendor_dir, release_of(recording, chart).inputs)
         for chart in (charts.OPENTELEMETRY_COLLECTOR, charts.JAEGER, charts.FLUENT_BIT)
     }
 
