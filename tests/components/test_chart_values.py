@@ -56,6 +56,7 @@ OPEN_PATHS = {
 # Keys the chart reads but its values.yaml documents only in a comment: each must appear in a template.
 READ_BY_TEMPLATES = {
     ("jaeger", "jaeger.resources"),  # templates/jaeger/jaeger-deploy.yaml: `with .Values.jaeger.resources`
+    ("jaeger", "jaeger.podLabels"),  # templates/jaeger/jaeger-deploy.yaml: `if .Values.jaeger.podLabels`
 }
 
 

@@ -284,6 +284,33 @@ def test_jaeger_keeps_its_spans_on_a_gp3_volume_for_the_retention(
     assert container["readinessProbe"]["httpGet"] == {"path": "/status", "port": health, "scheme": "HTTP"}
 
 
+def test_a_changed_retention_rolls_jaeger_and_a_changed_pipeline_rolls_the_others(vendor_dir: Path) -> None:
+    """Each chart's pod template changes with the configuration it mounts, so the controller replaces
+    the running pods instead of leaving them on the old file."""
+
+    def template(chart: charts.Chart, values: dict[str, Any]) -> dict[str, Any]:
+        objects = render(vendor_dir, chart, release=chart.name, namespace=NS, values=values)
+        (workload,) = [o for o in objects if o["kind"] in {"Deployment", "DaemonSet"}]
+        found: dict[str, Any] = workload["spec"]["template"]
+        return found
+
+    def jaeger(hours: int) -> dict[str, Any]:
+        return telemetry.jaeger_values(
+            trace_retention_hours=hours, storage_class="gp3", storage_gib=20, node_selector={}
+        )
+
+    assert template(charts.JAEGER, jaeger(72)) != template(charts.JAEGER, jaeger(48))
+    assert template(charts.JAEGER, jaeger(72)) == template(charts.JAEGER, jaeger(72))
+    fluent_bit = [
+        telemetry.fluent_bit_values(region=REGION, log_group=group, role_arn="arn") for group in ("/a", "/b")
+    ]
+    assert template(charts.FLUENT_BIT, fluent_bit[0]) != template(charts.FLUENT_BIT, fluent_bit[1])
+    collector = [telemetry.collector_values(ns, {}) for ns in (NS, "other")]  # the exporter's endpoint
+    assert template(charts.OPENTELEMETRY_COLLECTOR, collector[0]) != template(
+        charts.OPENTELEMETRY_COLLECTOR, collector[1]
+    )
+
+
 def test_fluent_bit_runs_on_every_node_as_the_irsa_role_and_reads_the_logs_read_only(
     built: tuple[Recording, dict[str, Any]], objects: dict[str, list[dict[str, Any]]]
 ) -> None:
