@@ -22,6 +22,7 @@ version with these values and fail on a key it no longer knows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ FLUENT_BIT_STATE_DIR = "/var/fluent-bit/state"  # tail offsets, on the node: a r
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557)
 FLUENT_BIT_ROLE_SUFFIX = "-fluent-bit"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+CONFIG_DIGEST_LABEL = "inferstack.io/config-sha256"  # label values: 63 characters at most
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -399,9 +401,14 @@ def jaeger_values(
 ) -> dict[str, Any]:
     """One replica (Badger is a single-process store on one volume), replaced by Recreate: the chart's
     default strategy, which frees the ReadWriteOnce volume before the next pod mounts it."""
+    config = jaeger_config(trace_retention_hours=trace_retention_hours)
+    # The chart stamps no checksum of its ConfigMap on the pod: without this label, a changed retention
+    # would update the ConfigMap and leave the running pod on the old one until something restarts it.
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
     return {
-        "userconfig": jaeger_config(trace_retention_hours=trace_retention_hours),
+        "userconfig": config,
         "jaeger": {
+            "podLabels": {CONFIG_DIGEST_LABEL: digest},
             "image": {
                 "registry": JAEGER_IMAGE.registry,
                 "repository": JAEGER_IMAGE.repository,
