@@ -181,6 +181,16 @@ def test_every_rendered_object_validates_and_pulls_from_the_pinned_registries(
     assert pulled == images
 
 
+def test_a_bad_value_renders_an_object_the_schema_refuses(vendor_dir: Path) -> None:
+    values = telemetry.fluent_bit_values(region=REGION, log_group="/g", role_arn="arn")
+    values["tolerations"] = [{"operator": "Maybe", "effect": 3}]
+    objects = render(
+        vendor_dir, charts.FLUENT_BIT, release=charts.FLUENT_BIT.name, namespace=NS, values=values
+    )
+    with pytest.raises(Exception, match=r"3 is not of type .string."):
+        validate_k8s(find(objects, "DaemonSet"))
+
+
 def service_port(objects: list[dict[str, Any]], name: str, port: int) -> dict[str, Any]:
     """The port ``port`` of Service ``name``, and that it reaches a port the selected pods declare."""
     service = find(objects, "Service", name)
