@@ -27,7 +27,7 @@ from inferstack.components.model_service import (
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.components.platform_config import NAMESPACE, PlatformConfig, ServiceConfig, stack_key
 from inferstack.components.storage import StorageClasses, StorageClassesArgs
-from inferstack.components.telemetry import Telemetry, TelemetryArgs, collector_traces_url
+from inferstack.components.telemetry import JAEGER_SERVICE, Telemetry, TelemetryArgs, collector_traces_url
 from inferstack.components.telemetry import validate as validate_telemetry
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
@@ -75,7 +75,8 @@ def check_reachable(config: PlatformConfig) -> None:
             f"{KEY}:network.nat",
             config.network.nat,
             "per_zone or single: the platform's charts pull images from public registries "
-            "(registry.k8s.io, nvcr.io, quay.io), which private nodes reach only through a NAT",
+            "(registry.k8s.io, nvcr.io, quay.io, ghcr.io, cr.fluentbit.io), which private nodes reach only "
+            "through a NAT",
         )
 
 
@@ -362,7 +363,7 @@ class InferencePlatform(pulumi.ComponentResource):
             if self.telemetry is None
             else {
                 "collector": self.telemetry.collector_url,
-                "jaeger": f"kubectl -n {self.telemetry.namespace} port-forward svc/jaeger 16686",
+                "jaeger": f"kubectl -n {self.telemetry.namespace} port-forward svc/{JAEGER_SERVICE} 16686",
                 "log_group": self.telemetry.log_group_name,
             },
         }

@@ -19,7 +19,9 @@ def _stack_levels(rule: RuleBase, configs: dict[str, dict[str, Any]]) -> str:
     for stack, config in sorted(configs.items()):
         given = config.get(rule.name, config.get("all"))
         level = given.get("enforcementLevel") if isinstance(given, dict) else given
-        settings = {k: v for k, v in given.items() if k != "enforcementLevel"} if isinstance(given, dict) else {}
+        settings = (
+            {k: v for k, v in given.items() if k != "enforcementLevel"} if isinstance(given, dict) else {}
+        )
         said = [level] if level is not None and level != rule.level else []
         said += [f"{key} {json.dumps(value)}" for key, value in settings.items()]
         if said:
@@ -41,8 +43,9 @@ def reference_table() -> str:
         ("stack", rule) for rule in STACK_RULES
     ]
     resources = sum(1 for scope, _ in scoped if scope == "resource")
+    stacks = len(scoped) - resources
     rows = [
-        f"{len(scoped)} policies: {resources} look at one resource, {len(scoped) - resources} at the whole stack.",
+        f"{len(scoped)} policies: {resources} look at one resource, {stacks} at the whole stack.",
         "",
         "| policy | scope | default level | per stack | what it wants | settings (default) |",
         "|---|---|---|---|---|---|",

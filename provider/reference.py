@@ -41,7 +41,12 @@ def reference() -> str:
     out: list[str] = []
     for token, resource in found["resources"].items():
         out += [f"## {token.rsplit(':', 1)[-1]}", "", f"`{token}`: {resource.get('description', '')}", ""]
-        out += ["**Inputs**", "", *_table(resource["inputProperties"], resource.get("requiredInputs", [])), ""]
+        out += [
+            "**Inputs**",
+            "",
+            *_table(resource["inputProperties"], resource.get("requiredInputs", [])),
+            "",
+        ]
         out += ["**Outputs**", "", *_table(resource["properties"], []), ""]
     for token, typ in found["types"].items():
         out += [f"### {token.rsplit(':', 1)[-1]}", "", typ.get("description", ""), ""]
