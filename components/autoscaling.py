@@ -141,6 +141,9 @@ class AutoscalingArgs:
 
 
 class Autoscaling(pulumi.ComponentResource):
+    """Node and pod autoscaling: cluster-autoscaler (IRSA, scoped to the cluster's node groups) and
+    KEDA, which installs the ScaledObject CRD the model services use."""
+
     autoscaler_role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: AutoscalingArgs, opts: pulumi.ResourceOptions | None = None) -> None:

@@ -14,6 +14,8 @@ import pulumi_kubernetes as k8s
 
 @dataclass(frozen=True)
 class Chart:
+    """A pinned Helm chart: name, repository and exact version."""
+
     name: str
     repository: str
     version: str

@@ -35,6 +35,8 @@ def gp3_storage_class(*, default: bool) -> dict[str, Any]:
 
 @dataclass
 class StorageClassesArgs:
+    """Whether the gp3 class is the cluster's default."""
+
     default: bool = True  # claims that name no class get gp3
 
 

@@ -60,6 +60,8 @@ LOG_RETENTION_DAYS = (
 
 @dataclass
 class ClusterArgs:
+    """What the EKS control plane is given: its subnets, version, admins, public CIDRs and logs."""
+
     subnet_ids: Sequence[pulumi.Input[str]]
     version: str = DEFAULT_KUBERNETES_VERSION
     # Cluster admins besides the identity that runs Pulumi, which is always one: without it the
@@ -206,6 +208,9 @@ def deployer_arn(caller_arn: str, issuer_arn: str | None) -> str:
 
 
 class Cluster(pulumi.ComponentResource):
+    """The EKS control plane: pinned version, KMS-encrypted secrets, audit logs, the OIDC provider for
+    IRSA, access entries, and the Kubernetes provider every cluster-side component runs on."""
+
     name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]

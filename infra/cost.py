@@ -51,6 +51,8 @@ class ResourceRecord(Protocol):
 
 @dataclass(frozen=True)
 class NodeGroupShape:
+    """A node group as the estimate sees it: capacity type, instance type and sizes."""
+
     name: str
     spot: bool
     instance_type: str  # the first listed: what the group is sized and priced by
@@ -163,6 +165,8 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
 
 @dataclass(frozen=True)
 class Prices:
+    """The price table (prices.json): where and when it was read, its region and currency."""
+
     source: str
     date: str
     region: str
@@ -226,6 +230,8 @@ def load_prices(override: Path | None = None) -> Prices:
 
 @dataclass(frozen=True)
 class Line:
+    """One line of an estimate: a group's monthly cost and how it was reached."""
+
     group: str
     monthly: float
     detail: str
@@ -234,6 +240,8 @@ class Line:
 
 @dataclass(frozen=True)
 class Estimate:
+    """A stack's monthly cost: its lines, the total, and the same fleet all on demand."""
+
     lines: tuple[Line, ...]
     total: float
     all_on_demand: float  # the same fleet with the expected spot nodes on demand

@@ -25,6 +25,8 @@ MIN_ZONES = 2
 
 @dataclass(frozen=True)
 class SubnetPlan:
+    """One planned subnet: its zone, tier (public or private) and CIDR."""
+
     zone: str
     tier: Tier
     cidr: str
@@ -87,6 +89,8 @@ INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "ec2", "logs", "eks-auth")
 
 @dataclass(frozen=True)
 class Zone:
+    """An availability zone by name and by id (the id is the same physical zone in every account)."""
+
     name: str
     zone_id: str  # the same physical zone in every account, unlike the name
 
@@ -167,6 +171,8 @@ def nat_zones(zones: Sequence[str], nat: NatMode) -> list[str]:
 
 @dataclass
 class NetworkArgs:
+    """What the VPC is given: its range, its zones (or how many), NAT mode, subnet sizes, endpoints."""
+
     cluster_name: str
     vpc_cidr: str = "10.0.0.0/16"
     zones: Sequence[str] | None = None  # None: the first ``zone_count`` available zones of the region
@@ -181,6 +187,9 @@ class NetworkArgs:
 
 
 class Network(pulumi.ComponentResource):
+    """The VPC over several zones: public and private subnets per zone, NAT (per zone or one), routes,
+    optional VPC endpoints, and the tags EKS and its load balancers look for."""
+
     vpc_id: pulumi.Output[str]
     zones: list[str]
     private_subnet_ids: list[pulumi.Output[str]]  # in zone order

@@ -49,6 +49,8 @@ SPOT_GPU_MEMORY_SPREAD = 1.5
 
 @dataclass(frozen=True)
 class Taint:
+    """A Kubernetes taint in EKS's spelling (NO_SCHEDULE...), with its Kubernetes form."""
+
     key: str
     value: str
     effect: Literal["NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE"] = "NO_SCHEDULE"
@@ -379,6 +381,8 @@ def check_subnets(plans: Sequence[NodeGroupPlan], subnet_zones: Collection[str])
 
 @dataclass
 class NodeGroupArgs:
+    """One managed node group: its plan (zone, instance types, sizes, labels, taints) on a cluster."""
+
     cluster_name: str
     eks_cluster_name: pulumi.Input[str]  # the cluster resource's output, so the group waits for it
     node_role_arn: pulumi.Input[str]
@@ -499,6 +503,9 @@ def _autoscaling_group_name(resources: Sequence[aws.eks.outputs.NodeGroupResourc
 
 @dataclass
 class NodeGroupsArgs:
+    """Every node group of a cluster, from plans made by ``system_plan``, ``gpu_plans`` and
+    ``gpu_spot_plans`` (one group per zone each), on a node role and the subnets by zone."""
+
     cluster_name: str
     eks_cluster_name: pulumi.Input[str]
     node_role_arn: pulumi.Input[str]

@@ -28,6 +28,8 @@ EBS_CSI_POLICY = "policy/service-role/AmazonEBSCSIDriverPolicy"  # AWS-managed, 
 
 @dataclass
 class BlockStorageArgs:
+    """What the EBS CSI driver add-on is given: the cluster, its OIDC provider, the Kubernetes version."""
+
     cluster_name: pulumi.Input[str]  # the cluster resource's output, so the add-on waits for it
     oidc_provider_arn: pulumi.Input[str]
     oidc_issuer_url: pulumi.Input[str]

@@ -51,6 +51,8 @@ _LEVEL_CODES = {name: code for code, name in _LEVELS.items()}
 
 @dataclass(frozen=True)
 class Violation:
+    """One policy violation as the Analyzer reports it."""
+
     policy: str
     mandatory: bool
     message: str

@@ -58,6 +58,8 @@ class RuleBase:
 
 @dataclass(frozen=True)
 class Rule(RuleBase):
+    """A policy on one resource at a time."""
+
     check: Check
 
 

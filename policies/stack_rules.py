@@ -50,6 +50,8 @@ Violation = tuple[str, str]  # (message, urn or "" for the stack)
 
 @dataclass(frozen=True)
 class StackResource:
+    """A resource as a stack policy sees it: type, name, properties and what it is ordered after."""
+
     type: str
     name: str
     urn: str
@@ -488,6 +490,8 @@ def _s3_grant_problems(policy: StackResource) -> list[str]:
 
 @dataclass(frozen=True)
 class StackRule(RuleBase):
+    """A policy on the whole stack."""
+
     check: Callable[[Stack, Config], list[Violation]]
 
 

@@ -145,6 +145,8 @@ class Recorded:
 
 @dataclass
 class Recording:
+    """Every resource a program registered, in order, with lookups by type and name."""
+
     resources: list[Recorded] = field(default_factory=list)
 
     def of_type(self, type_token: str) -> list[Recorded]:
@@ -205,6 +207,9 @@ def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any], region: str)
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
+    """Mocks that answer every invoke the components make, for the region of the provider an invoke
+    goes through, and give resources the outputs later resources read."""
+
     def __init__(self, invokes: dict[str, Invoke] | None = None, region: str = REGION) -> None:
         self.given = invokes or {}
         self.invokes = DEFAULT_INVOKES | regional_invokes(region) | self.given

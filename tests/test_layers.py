@@ -161,3 +161,14 @@ def test_no_module_of_the_package_is_over_450_lines_without_saying_why() -> None
         if (lines := len(path.read_text().splitlines())) > 450 and "longer than" not in path.read_text()[:600]
     ]
     assert long == []
+
+
+def test_every_public_class_of_the_package_says_what_it_is() -> None:
+    missing = [
+        f"{path.relative_to(ROOT)}: {node.name}"
+        for package in ALLOWED
+        for path in _files(package)
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and ast.get_docstring(node) is None
+    ]
+    assert missing == []

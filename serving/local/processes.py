@@ -46,6 +46,8 @@ class RuntimeFailure(RuntimeError):
 
 @dataclass(frozen=True)
 class TritonInstall:
+    """Where the Triton server from nvidia-pytriton, its backends, python stub and libraries are."""
+
     server: Path
     backends: Path
     python_stub: Path

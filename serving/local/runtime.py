@@ -71,6 +71,8 @@ class Ports:
 
 @dataclass(frozen=True)
 class SmokeResult:
+    """One smoke inference: the model, the protocol, whether Triton agreed with PyTorch, how fast."""
+
     model: str
     protocol: Protocol
     ok: bool

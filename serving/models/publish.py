@@ -50,6 +50,8 @@ class IntegrityError(RuntimeError):
 
 @dataclass(frozen=True)
 class S3Location:
+    """A bucket and a key prefix, as an ``s3://`` URI."""
+
     bucket: str
     prefix: str  # without leading or trailing slash; may be empty
 
@@ -63,6 +65,8 @@ class S3Location:
 
 @dataclass(frozen=True)
 class PublishReport:
+    """What a publish uploaded and what it skipped as unchanged."""
+
     location: S3Location
     uploaded: tuple[str, ...]
     skipped: tuple[str, ...]
