@@ -169,6 +169,8 @@ def test_every_public_class_of_the_package_says_what_it_is() -> None:
         for package in ALLOWED
         for path in _files(package)
         for node in ast.parse(path.read_text()).body
-        if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and ast.get_docstring(node) is None
+        if isinstance(node, ast.ClassDef)
+        and not node.name.startswith("_")
+        and ast.get_docstring(node) is None
     ]
     assert missing == []
