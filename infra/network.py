@@ -4,6 +4,8 @@ Per zone: one private subnet (nodes and pods; large, since the VPC CNI gives eve
 address) and one public subnet (load balancers and NAT gateways; small). Private subnets route to
 the internet through a NAT gateway in their own zone (``per_zone``: a zone outage takes out only
 its own egress), through one shared gateway (``single``: cheaper, for dev), or not at all (``none``).
+An S3 gateway endpoint on every private route table keeps S3 traffic (Triton's model pulls, ECR's
+image layers) off the NAT gateways, which charge per GB processed; the gateway endpoint is free.
 """
 
 from __future__ import annotations
@@ -174,8 +176,8 @@ class NetworkArgs:
     nat: NatMode = "per_zone"
     private_prefix: int = 19
     public_prefix: int = 24
-    # Interface endpoints (ECR, STS, EC2, CloudWatch Logs, EKS Auth) and an S3 gateway: required with
-    # nat="none"; with a NAT they keep image pulls and AWS calls off the NAT's data charges.
+    # Interface endpoints (ECR, STS, EC2, CloudWatch Logs, EKS Auth): required with nat="none"; with a
+    # NAT they keep AWS calls off the NAT's data charges (the S3 gateway endpoint is always there).
     vpc_endpoints: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -263,8 +265,18 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
 
+        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[t.id for t in private_tables],
+            tags=tags,
+            opts=child,
+        )
         if args.vpc_endpoints:
-            self._endpoints(name, args, vpc, [subnets[("private", z)] for z in zones], private_tables, tags)
+            self._endpoints(name, args, vpc, [subnets[("private", z)] for z in zones], region, tags)
 
         self.vpc_id = vpc.id
         self.zones = zones
@@ -285,10 +297,9 @@ class Network(pulumi.ComponentResource):
         args: NetworkArgs,
         vpc: aws.ec2.Vpc,
         subnets: Sequence[aws.ec2.Subnet],
-        route_tables: Sequence[aws.ec2.RouteTable],
+        region: str,
         tags: dict[str, str],
     ) -> None:
-        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
         child = pulumi.ResourceOptions(parent=self)
         https_from_vpc = aws.ec2.SecurityGroup(
             f"{name}-endpoints",
@@ -299,15 +310,6 @@ class Network(pulumi.ComponentResource):
                     protocol="tcp", from_port=443, to_port=443, cidr_blocks=[args.vpc_cidr]
                 )
             ],
-            tags=tags,
-            opts=child,
-        )
-        aws.ec2.VpcEndpoint(
-            f"{name}-s3",
-            vpc_id=vpc.id,
-            service_name=f"com.amazonaws.{region}.s3",
-            vpc_endpoint_type="Gateway",
-            route_table_ids=[t.id for t in route_tables],
             tags=tags,
             opts=child,
         )
