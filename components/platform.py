@@ -37,7 +37,6 @@ from inferstack.infra.names import EKS_NODEGROUP_NAME_MAX, IAM_ROLE_NAME_MAX, ch
 from inferstack.infra.network import (
     Network,
     NetworkArgs,
-    choose_zones,
     instance_type_offerings,
     nat_zones,
     plan_subnets,
@@ -53,6 +52,7 @@ from inferstack.infra.nodegroups import (
     system_plan,
 )
 from inferstack.infra.storage import BlockStorage, BlockStorageArgs
+from inferstack.infra.zones import choose_zones
 
 KEY = NAMESPACE  # the stack config namespace errors are named in
 MONITORING_NAMESPACE = MonitoringArgs.namespace

@@ -11,7 +11,7 @@ image layers) off the NAT gateways, which charge per GB processed; the gateway e
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,10 +19,10 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.zones import Zone, check_zones, choose_zones
 
 NatMode = Literal["per_zone", "single", "none"]
 Tier = Literal["private", "public"]
-MIN_ZONES = 2
 
 
 @dataclass(frozen=True)
@@ -74,68 +74,8 @@ def plan_subnets(
     return sorted(plans, key=lambda p: p.tier != "private")
 
 
-def check_zones(zones: Sequence[str]) -> None:
-    if len(zones) < MIN_ZONES:
-        raise InvalidInput("zones", list(zones), f"at least {MIN_ZONES} availability zones, so one can fail")
-    if len(set(zones)) != len(zones):
-        raise InvalidInput("zones", list(zones), "distinct availability zones")
-
-
-# Zones where EKS refuses control-plane subnets (the EKS user guide's subnet requirements).
-EKS_UNSUPPORTED_ZONE_IDS = frozenset({"use1-az3", "usw1-az2", "cac1-az3"})
 # What a node in a subnet without a NAT route needs to join the cluster and pull images from ECR.
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "ec2", "logs", "eks-auth")
-
-
-@dataclass(frozen=True)
-class Zone:
-    name: str
-    zone_id: str  # the same physical zone in every account, unlike the name
-
-
-def zone_problems(
-    zones: Sequence[Zone], offerings: Mapping[str, Collection[str]], instance_types: Sequence[str]
-) -> dict[str, str]:
-    """Zone name -> why the stack cannot use it; zones not named are fine.
-
-    ``offerings`` maps an instance type to the zones that offer it (EC2's instance type offerings).
-    """
-    problems = {}
-    for zone in zones:
-        missing = [t for t in instance_types if zone.name not in offerings.get(t, ())]
-        if zone.zone_id in EKS_UNSUPPORTED_ZONE_IDS:
-            problems[zone.name] = f"{zone.zone_id} does not support EKS"
-        elif missing:
-            problems[zone.name] = f"does not offer {', '.join(missing)}"
-    return problems
-
-
-def choose_zones(
-    field: str,
-    wanted: int | Sequence[str],
-    zones: Sequence[Zone],
-    offerings: Mapping[str, Collection[str]],
-    instance_types: Sequence[str] = (),
-) -> list[str]:
-    """The first ``wanted`` usable zones, or exactly the ``wanted`` names if they are all usable."""
-    problems = zone_problems(zones, offerings, instance_types)
-    usable = [z.name for z in zones if z.name not in problems]
-    why = "; ".join(f"{name} {reason}" for name, reason in problems.items()) or "none excluded"
-    if isinstance(wanted, int):
-        if wanted < MIN_ZONES:
-            raise InvalidInput(field, wanted, f"at least {MIN_ZONES}, so one zone can fail")
-        if len(usable) < wanted:
-            raise InvalidInput(field, wanted, f"at most the {len(usable)} usable zones here ({why})")
-        return usable[:wanted]
-    try:
-        check_zones(wanted)
-    except InvalidInput as error:
-        raise InvalidInput(field, error.value, error.allowed) from None
-    for i, name in enumerate(wanted):
-        if name not in usable:
-            reason = problems.get(name, "not a zone of this region")
-            raise InvalidInput(f"{field}[{i}]", name, f"a usable zone: {', '.join(usable)} ({name} {reason})")
-    return list(wanted)
 
 
 def check_egress(nat: NatMode, vpc_endpoints: bool) -> None:

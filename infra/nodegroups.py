@@ -20,8 +20,8 @@ import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
-from inferstack.infra.network import check_zones
 from inferstack.infra.versions import AL2023_RELEASE_VERSIONS, SUPPORTED_KUBERNETES_VERSIONS
+from inferstack.infra.zones import check_zones
 
 CAPACITY_TYPE_LABEL = "inferstack.io/capacity-type"
 GPU_MODEL_LABEL = "inferstack.io/gpu-model"

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.network import Network, NetworkArgs, Zone, choose_zones, plan_subnets, zone_problems
+from inferstack.infra.network import Network, NetworkArgs, plan_subnets
+from inferstack.infra.zones import Zone, choose_zones, zone_problems
 from tests.harness import ZONES, run_invalid, run_program
 
 Z3 = ["us-east-1a", "us-east-1b", "us-east-1c"]
