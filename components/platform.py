@@ -30,6 +30,7 @@ from inferstack.components.storage import StorageClasses, StorageClassesArgs
 from inferstack.components.telemetry import Telemetry, TelemetryArgs, collector_traces_url
 from inferstack.components.telemetry import validate as validate_telemetry
 from inferstack.components.triton_telemetry import TraceSettings
+from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
@@ -236,7 +237,14 @@ class InferencePlatform(pulumi.ComponentResource):
     model_bucket: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
 
-    def __init__(self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: PlatformConfig,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        identity: AwsIdentity | None = None,  # the stack's aws:profile and role, for the kubeconfig
+    ) -> None:
         # Every invoke goes through the provider the caller gave this component (its region, account).
         invoke = pulumi.InvokeOptions(provider=opts.provider if opts else None)
         cluster_name = config.cluster.name or name
@@ -273,6 +281,7 @@ class InferencePlatform(pulumi.ComponentResource):
                 version=config.cluster.kubernetes_version,
                 admin_principal_arns=config.cluster.admin_principal_arns,
                 public_access_cidrs=config.cluster.public_access_cidrs,
+                identity=identity or AwsIdentity(),
                 tags=tags,
             ),
             child,
