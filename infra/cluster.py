@@ -181,7 +181,7 @@ def access_settle_s(associated_at: str | None, now: datetime, settle_s: float = 
     return max(0.0, settle_s - (now - made).total_seconds())
 
 
-async def _after_access_settles(associated_at: str | None) -> str | None:
+async def _after_access_settles(associated_at: str) -> str:
     if not pulumi.runtime.is_dry_run():
         await asyncio.sleep(access_settle_s(associated_at, datetime.now(UTC)))
     return associated_at
@@ -399,7 +399,7 @@ class Cluster(pulumi.ComponentResource):
         self.security_group_id = cluster.vpc_config.apply(lambda vpc: vpc.cluster_security_group_id or "")
         # Every Kubernetes call is refused until the deployer's access policy is associated, and may
         # still be for a while after: the kubeconfig comes out once that while is over.
-        access = admin_access["deployer"].associated_at.apply(_after_access_settles)
+        access: pulumi.Output[str] = admin_access["deployer"].associated_at.apply(_after_access_settles)
         identity = args.identity
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(
