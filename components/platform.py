@@ -52,7 +52,7 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
-from inferstack.infra.storage import BlockStorage, BlockStorageArgs
+from inferstack.infra.storage import BlockStorage, BlockStorageArgs, VolumeKey
 from inferstack.infra.zones import choose_zones
 
 KEY = NAMESPACE  # the stack config namespace errors are named in
@@ -286,6 +286,7 @@ class InferencePlatform(pulumi.ComponentResource):
             ),
             child,
         )
+        volume_key = VolumeKey(cluster_name, tags, child)
         nodes = NodeGroups(
             f"{name}-nodes",
             NodeGroupsArgs(
@@ -296,6 +297,7 @@ class InferencePlatform(pulumi.ComponentResource):
                 plans=node_plans(config, zones),
                 kubernetes_version=config.cluster.kubernetes_version,
                 min_surviving_gpu_share=config.gpu.min_surviving_share,
+                volume_kms_key_arn=volume_key.arn,
                 tags=tags,
             ),
             pulumi.ResourceOptions(parent=self, depends_on=cluster.node_prerequisites),
@@ -311,6 +313,7 @@ class InferencePlatform(pulumi.ComponentResource):
                 oidc_provider_arn=cluster.oidc_provider_arn,
                 oidc_issuer_url=cluster.oidc_issuer_url,
                 kubernetes_version=config.cluster.kubernetes_version,
+                kms_key_arn=volume_key.arn,
                 tags=tags,
             ),
             pulumi.ResourceOptions(parent=self, depends_on=[nodes]),
@@ -320,7 +323,9 @@ class InferencePlatform(pulumi.ComponentResource):
         def in_cluster(*after: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=list(after))
 
-        storage_classes = StorageClasses(f"{name}-storage", StorageClassesArgs(), in_cluster(block_storage))
+        storage_classes = StorageClasses(
+            f"{name}-storage", StorageClassesArgs(kms_key_arn=volume_key.arn), in_cluster(block_storage)
+        )
         self.telemetry = None
         if config.telemetry.enabled:
             self.telemetry = Telemetry(

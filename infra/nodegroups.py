@@ -385,6 +385,9 @@ class NodeGroupArgs:
     subnet_ids_by_zone: Mapping[str, pulumi.Input[str]]
     plan: NodeGroupPlan
     kubernetes_version: str
+    # The key node volumes are encrypted with (storage.VolumeKey); None: the account's default EBS
+    # key, which must then be AWS-managed or granted to the Auto Scaling service-linked role.
+    volume_kms_key_arn: pulumi.Input[str] | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -439,6 +442,7 @@ class NodeGroup(pulumi.ComponentResource):
                         volume_size=volume.size_gib,
                         volume_type="gp3",
                         encrypted="true",
+                        kms_key_id=args.volume_kms_key_arn,
                         delete_on_termination="true",
                     ),
                 )
@@ -506,6 +510,7 @@ class NodeGroupsArgs:
     plans: Sequence[NodeGroupPlan]
     kubernetes_version: str
     min_surviving_gpu_share: float = 0.5
+    volume_kms_key_arn: pulumi.Input[str] | None = None  # as NodeGroupArgs's
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -537,6 +542,7 @@ class NodeGroups(pulumi.ComponentResource):
                     subnet_ids_by_zone=args.subnet_ids_by_zone,
                     plan=plan,
                     kubernetes_version=args.kubernetes_version,
+                    volume_kms_key_arn=args.volume_kms_key_arn,
                     tags=args.tags,
                 ),
                 pulumi.ResourceOptions(parent=self, depends_on=caller_dependencies(opts)),
