@@ -30,6 +30,7 @@ from inferstack.components.storage import StorageClasses, StorageClassesArgs
 from inferstack.components.telemetry import JAEGER_SERVICE, Telemetry, TelemetryArgs, collector_traces_url
 from inferstack.components.telemetry import validate as validate_telemetry
 from inferstack.components.triton_telemetry import TraceSettings
+from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
@@ -37,7 +38,6 @@ from inferstack.infra.names import EKS_NODEGROUP_NAME_MAX, IAM_ROLE_NAME_MAX, ch
 from inferstack.infra.network import (
     Network,
     NetworkArgs,
-    choose_zones,
     instance_type_offerings,
     nat_zones,
     plan_subnets,
@@ -52,7 +52,8 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
-from inferstack.infra.storage import BlockStorage, BlockStorageArgs
+from inferstack.infra.storage import BlockStorage, BlockStorageArgs, VolumeKey
+from inferstack.infra.zones import choose_zones
 
 KEY = NAMESPACE  # the stack config namespace errors are named in
 MONITORING_NAMESPACE = MonitoringArgs.namespace
@@ -200,7 +201,14 @@ class InferencePlatform(pulumi.ComponentResource):
     model_bucket: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
 
-    def __init__(self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: PlatformConfig,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        identity: AwsIdentity | None = None,  # the stack's aws:profile and role, for the kubeconfig
+    ) -> None:
         # Every invoke goes through the provider the caller gave this component (its region, account).
         invoke = pulumi.InvokeOptions(provider=opts.provider if opts else None)
         cluster_name = config.cluster.name or name
@@ -237,10 +245,12 @@ class InferencePlatform(pulumi.ComponentResource):
                 version=config.cluster.kubernetes_version,
                 admin_principal_arns=config.cluster.admin_principal_arns,
                 public_access_cidrs=config.cluster.public_access_cidrs,
+                identity=identity or AwsIdentity(),
                 tags=tags,
             ),
             child,
         )
+        volume_key = VolumeKey(cluster_name, tags, child)
         nodes = NodeGroups(
             f"{name}-nodes",
             NodeGroupsArgs(
@@ -251,6 +261,7 @@ class InferencePlatform(pulumi.ComponentResource):
                 plans=node_plans(config, zones),
                 kubernetes_version=config.cluster.kubernetes_version,
                 min_surviving_gpu_share=config.gpu.min_surviving_share,
+                volume_kms_key_arn=volume_key.arn,
                 tags=tags,
             ),
             pulumi.ResourceOptions(parent=self, depends_on=cluster.node_prerequisites),
@@ -266,6 +277,7 @@ class InferencePlatform(pulumi.ComponentResource):
                 oidc_provider_arn=cluster.oidc_provider_arn,
                 oidc_issuer_url=cluster.oidc_issuer_url,
                 kubernetes_version=config.cluster.kubernetes_version,
+                kms_key_arn=volume_key.arn,
                 tags=tags,
             ),
             pulumi.ResourceOptions(parent=self, depends_on=[nodes]),
@@ -275,7 +287,9 @@ class InferencePlatform(pulumi.ComponentResource):
         def in_cluster(*after: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=list(after))
 
-        storage_classes = StorageClasses(f"{name}-storage", StorageClassesArgs(), in_cluster(block_storage))
+        storage_classes = StorageClasses(
+            f"{name}-storage", StorageClassesArgs(kms_key_arn=volume_key.arn), in_cluster(block_storage)
+        )
         self.telemetry = None
         if config.telemetry.enabled:
             self.telemetry = Telemetry(

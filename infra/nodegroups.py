@@ -20,8 +20,8 @@ import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
-from inferstack.infra.network import check_zones
 from inferstack.infra.versions import AL2023_RELEASE_VERSIONS, SUPPORTED_KUBERNETES_VERSIONS
+from inferstack.infra.zones import check_zones
 
 CAPACITY_TYPE_LABEL = "inferstack.io/capacity-type"
 GPU_MODEL_LABEL = "inferstack.io/gpu-model"
@@ -389,6 +389,9 @@ class NodeGroupArgs:
     subnet_ids_by_zone: Mapping[str, pulumi.Input[str]]
     plan: NodeGroupPlan
     kubernetes_version: str
+    # The key node volumes are encrypted with (storage.VolumeKey); None: the account's default EBS
+    # key, which must then be AWS-managed or granted to the Auto Scaling service-linked role.
+    volume_kms_key_arn: pulumi.Input[str] | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -443,6 +446,7 @@ class NodeGroup(pulumi.ComponentResource):
                         volume_size=volume.size_gib,
                         volume_type="gp3",
                         encrypted="true",
+                        kms_key_id=args.volume_kms_key_arn,
                         delete_on_termination="true",
                     ),
                 )
@@ -513,6 +517,7 @@ class NodeGroupsArgs:
     plans: Sequence[NodeGroupPlan]
     kubernetes_version: str
     min_surviving_gpu_share: float = 0.5
+    volume_kms_key_arn: pulumi.Input[str] | None = None  # as NodeGroupArgs's
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -544,6 +549,7 @@ class NodeGroups(pulumi.ComponentResource):
                     subnet_ids_by_zone=args.subnet_ids_by_zone,
                     plan=plan,
                     kubernetes_version=args.kubernetes_version,
+                    volume_kms_key_arn=args.volume_kms_key_arn,
                     tags=args.tags,
                 ),
                 pulumi.ResourceOptions(parent=self, depends_on=caller_dependencies(opts)),

@@ -40,12 +40,13 @@ def test_dev_by_hand(dev: offline.Recording) -> None:
         "GPU spot (min)": 0.0,
         "GPU spot (expected)": 1 * 1.006 * 0.35 * 730,  # one replica's GPU: 257.033
         "GPU spot (max)": 4 * 1.006 * 0.35 * 730,  # 2 zones x 2: 1028.132
-        # volumes: 3 x 50 GiB system, 2 x 200 GiB on demand, 1 x 200 GiB spot; 20 GB of models; 1 KMS key
-        "storage": 750 * 0.08 + 20 * 0.023 + 1 * 1.0,  # 61.46
+        # volumes: 3 x 50 GiB system, 2 x 200 GiB on demand, 1 x 200 GiB spot; 20 GB of models;
+        # 2 KMS keys (the cluster's secrets, its volumes)
+        "storage": 750 * 0.08 + 20 * 0.023 + 2 * 1.0,  # 62.46
         "load balancers": 0.0,
     }
     assert lines == pytest.approx(by_hand, abs=1e-6)
-    total = 73.0 + 36.5 + 441.504 + 1468.76 + 257.033 + 61.46  # spot min and max are not added
+    total = 73.0 + 36.5 + 441.504 + 1468.76 + 257.033 + 62.46  # spot min and max are not added
     assert result.total == pytest.approx(total, abs=1e-6)
     all_on_demand = total - 257.033 + 1 * 1.006 * 730
     assert result.all_on_demand == pytest.approx(all_on_demand, abs=1e-6)
