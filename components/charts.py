@@ -19,6 +19,16 @@ class Chart:
     version: str
 
     @property
+    def reference(self) -> str:
+        """What a release names as its chart: the bare name in a Helm repository, the whole
+        ``oci://`` reference in an OCI registry (which has no index a repository option could read)."""
+        return f"{self.repository}/{self.name}" if self.oci else self.name
+
+    @property
+    def oci(self) -> bool:
+        return self.repository.startswith("oci://")
+
+    @property
     def vendored(self) -> str:
         """The folder name of this chart's default values under shared/vendor/charts."""
         return f"{self.name}-{self.version}"
@@ -32,6 +42,11 @@ DCGM_EXPORTER = Chart("dcgm-exporter", "https://nvidia.github.io/dcgm-exporter/h
 NVIDIA_DEVICE_PLUGIN = Chart("nvidia-device-plugin", "https://nvidia.github.io/k8s-device-plugin", "0.20.0")
 CLUSTER_AUTOSCALER = Chart("cluster-autoscaler", "https://kubernetes.github.io/autoscaler", "9.59.0")
 CHARTS = (KUBE_PROMETHEUS_STACK, KEDA, DCGM_EXPORTER, NVIDIA_DEVICE_PLUGIN, CLUSTER_AUTOSCALER)
+# With `capacity: karpenter`: the CRDs as their own release (Helm never upgrades a chart's crds/
+# folder), then the controller, in place of cluster-autoscaler.
+KARPENTER_CRD = Chart("karpenter-crd", "oci://public.ecr.aws/karpenter", "1.14.1")
+KARPENTER = Chart("karpenter", "oci://public.ecr.aws/karpenter", "1.14.1")
+KARPENTER_CHARTS = (KARPENTER_CRD, KARPENTER)
 
 # Charts whose image tag defaults to "" (the chart's appVersion) get it spelled out, so what runs
 # is readable in the stack and checkable by policy.
@@ -49,15 +64,17 @@ def release(
     namespace: pulumi.Input[str],
     values: dict[str, object],
     opts: pulumi.ResourceOptions,
+    skip_crds: bool = False,
 ) -> k8s.helm.v3.Release:
     """A Helm release of a pinned chart: a custom resource whose chart, version and values are inspectable."""
     return k8s.helm.v3.Release(
         name,
         k8s.helm.v3.ReleaseArgs(
             name=chart.name,
-            chart=chart.name,
+            chart=chart.reference,
             version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            repository_opts=None if chart.oci else k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            skip_crds=skip_crds or None,
             namespace=namespace,
             values=values,
             atomic=True,  # a failed upgrade rolls back instead of leaving half a release

@@ -18,6 +18,13 @@ from pydantic.alias_generators import to_camel
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.canary import CanaryRelease
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
+from inferstack.components.karpenter import (
+    Karpenter,
+    KarpenterArgs,
+    NodePoolPlan,
+    ReservedCapacity,
+    gpu_pool_plans,
+)
 from inferstack.components.model_service import (
     ModelSource,
     TritonModelService,
@@ -32,6 +39,8 @@ from inferstack.components.telemetry import validate as validate_telemetry
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.karpenter import KarpenterAws, KarpenterAwsArgs, instance_profile_name
+from inferstack.infra.karpenter import validate_names as validate_karpenter_names
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
 from inferstack.infra.names import EKS_NODEGROUP_NAME_MAX, IAM_ROLE_NAME_MAX, check_derived_name
 from inferstack.infra.network import (
@@ -86,6 +95,26 @@ def node_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodeGroupPl
         *gpu_plans(zones, instance_type=gpu.instance_type, max_size=gpu.max_per_zone),
         *gpu_spot_plans(zones, instance_types=gpu.spot_instance_types, max_size=gpu.spot_max_per_zone),
     ]
+
+
+def reserved_capacity(config: PlatformConfig) -> ReservedCapacity | None:
+    given = config.gpu.reserved
+    if given is None:
+        return None
+    return ReservedCapacity(given.kind, given.reservation_ids, given.instance_type, given.instances)
+
+
+def node_pool_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodePoolPlan]:
+    """With ``capacity: karpenter``: the GPU NodePools, bounded by the same maximums as the groups."""
+    gpu = config.gpu
+    return gpu_pool_plans(
+        zones,
+        instance_type=gpu.instance_type,
+        max_per_zone=gpu.max_per_zone,
+        spot_instance_types=gpu.spot_instance_types,
+        spot_max_per_zone=gpu.spot_max_per_zone,
+        reserved=reserved_capacity(config),
+    )
 
 
 def service_args(
@@ -195,7 +224,10 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
             ),
         )
         gpu_groups = [p for p in node_plans(config, zones) if p.gpus_per_node]
+        # NodePools reach the same maximums as the groups would, so the same zone-loss check holds.
         check_zone_loss(gpu_groups, config.gpu.min_surviving_share)
+        if config.capacity == "karpenter":
+            node_pool_plans(config, zones)
         if config.telemetry.enabled:
             validate_telemetry(
                 f"{cluster_name}-telemetry", telemetry_args(config, cluster_name, "oidc-provider", "issuer")
@@ -250,6 +282,13 @@ class InferencePlatform(pulumi.ComponentResource):
         )
         check_platform_name(name, zones)
         check(config, cluster_name, zones)
+        karpenter_mode = config.capacity == "karpenter"
+        if karpenter_mode:
+            try:
+                validate_karpenter_names(f"{name}-karpenter", cluster_name)
+            except InvalidInput as error:
+                raise InvalidInput(f"{KEY}:cluster.name", error.value, error.allowed) from None
+        prod = config.environment == "prod"
         region = aws.get_region(opts=invoke).region
         super().__init__("inferstack:platform:InferencePlatform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -284,14 +323,33 @@ class InferencePlatform(pulumi.ComponentResource):
                 eks_cluster_name=cluster.name,
                 node_role_arn=cluster.node_role.arn,
                 subnet_ids_by_zone=dict(zip(zones, network.private_subnet_ids, strict=True)),
-                plans=node_plans(config, zones),
+                # With Karpenter, the managed groups are the system group alone.
+                plans=[p for p in node_plans(config, zones) if not (karpenter_mode and p.gpus_per_node)],
                 kubernetes_version=config.cluster.kubernetes_version,
                 min_surviving_gpu_share=config.gpu.min_surviving_share,
                 tags=tags,
+                node_repair=prod,
             ),
             pulumi.ResourceOptions(parent=self, depends_on=cluster.node_prerequisites),
         )
         cluster.install_coredns(after=[nodes.groups["system"]])
+        cluster.install_node_monitoring_agent(after=[nodes])
+        karpenter_aws = (
+            KarpenterAws(
+                f"{name}-karpenter",
+                KarpenterAwsArgs(
+                    cluster_name=cluster_name,
+                    eks_cluster_name=cluster.name,
+                    oidc_provider_arn=cluster.oidc_provider_arn,
+                    oidc_issuer_url=cluster.oidc_issuer_url,
+                    cluster_security_group_id=cluster.security_group_id,
+                    tags=tags,
+                ),
+                child,
+            )
+            if karpenter_mode
+            else None
+        )
         store = ModelStore(f"{name}-models", ModelStoreArgs(tags=tags), child)
         # Components hand their depends_on to their children: PVCs wait for a class and its driver,
         # custom resources for the release that installs their CRD.
@@ -339,9 +397,33 @@ class InferencePlatform(pulumi.ComponentResource):
                 region=region,
                 oidc_provider_arn=cluster.oidc_provider_arn,
                 oidc_issuer_url=cluster.oidc_issuer_url,
+                cluster_autoscaler=not karpenter_mode,
             ),
             after_monitoring,
         )
+        capacity: list[pulumi.Resource] = []
+        if karpenter_aws is not None:
+            # On the system group, its ServiceMonitor after Prometheus's CRDs, its nodes after their
+            # role, profile and access entry, its controller after its IAM policy.
+            capacity.append(
+                Karpenter(
+                    f"{name}-karpenter",
+                    KarpenterArgs(
+                        cluster_name=cluster_name,
+                        kubernetes_version=config.cluster.kubernetes_version,
+                        cluster_endpoint=cluster.endpoint,
+                        controller_role_arn=karpenter_aws.controller_role_arn,
+                        interruption_queue=karpenter_aws.queue_name,
+                        instance_profile=instance_profile_name(cluster_name),
+                        pools=node_pool_plans(config, zones),
+                        prod=prod,
+                        node_repair=prod,
+                        reserved=reserved_capacity(config),
+                        tags=tags,
+                    ),
+                    in_cluster(nodes, monitoring, karpenter_aws),
+                )
+            )
         self.services = {}
         for service in config.services:
             source = ModelSource(
@@ -353,7 +435,7 @@ class InferencePlatform(pulumi.ComponentResource):
             self.services[service.name] = TritonModelService(
                 service.name,
                 service_args(config, service, source, zones, region=region),
-                in_cluster(monitoring, autoscaling),
+                in_cluster(monitoring, autoscaling, *capacity),
             )
 
         self.cluster, self.network, self.model_store = cluster, network, store

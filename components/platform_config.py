@@ -30,6 +30,7 @@ NAMESPACE = "inferstack"
 Environment = Literal["dev", "staging", "prod"]
 Nat = Literal["per_zone", "single", "none"]
 Placement = Literal["on-demand", "spot", "spot-with-fallback"]
+Capacity = Literal["managed-node-groups", "karpenter"]
 
 
 def _not_a_boolean(value: Any) -> Any:
@@ -74,6 +75,20 @@ class NodesConfig(_Section):
     )
 
 
+class ReservedConfig(_Section):
+    kind: Literal["capacity-block", "odcr"] = Field(
+        description="capacity-block (Capacity Blocks for ML) or odcr (On-Demand Capacity Reservations)"
+    )
+    reservation_ids: tuple[Annotated[str, Field(pattern=r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")], ...] = Field(
+        min_length=1, description="the reservations' ids (cr-...), in the stack's zones"
+    )
+    instance_type: str = Field(description="the GPU instance type the reservations hold")
+    instances: Int = Field(ge=1, description="instances the reservations hold in all")
+    hourly_price: Float | None = Field(
+        None, gt=0, description="price per instance-hour (a Capacity Block's); default the on-demand price"
+    )
+
+
 class GpuConfig(_Section):
     instance_type: str = Field("g5.xlarge", description="on-demand GPU instance type, one group per zone")
     max_per_zone: Int = Field(4, ge=1, description="on-demand GPU nodes per zone at most")
@@ -84,6 +99,7 @@ class GpuConfig(_Section):
     min_surviving_share: Float = Field(
         0.5, ge=0, lt=1, description="share of GPU capacity that must survive losing any one zone"
     )
+    reserved: ReservedConfig | None = Field(None, description="reserved GPU capacity, used before any other")
 
 
 class CanaryConfig(_Section):
@@ -145,6 +161,10 @@ class FailoverConfig(_Section):
 
 class PlatformConfig(_Section):
     environment: Environment = Field("dev", description="dev, staging or prod: sets the prod checks")
+    capacity: Capacity = Field(
+        "managed-node-groups",
+        description="GPU nodes from managed-node-groups (cluster-autoscaler) or karpenter (NodePools)",
+    )
     cluster: ClusterConfig = ClusterConfig()
     network: NetworkConfig = NetworkConfig()
     nodes: NodesConfig = NodesConfig()

@@ -27,6 +27,7 @@ from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
 from inferstack.infra.versions import (
     DEFAULT_KUBERNETES_VERSION,
     EKS_ADDON_VERSIONS,
+    NODE_MONITORING_AGENT_ADDON_VERSIONS,
     SUPPORTED_KUBERNETES_VERSIONS,
 )
 
@@ -389,12 +390,13 @@ class Cluster(pulumi.ComponentResource):
         addon: str,
         depends_on: Sequence[pulumi.Resource],
         service_account_role_arn: pulumi.Input[str] | None = None,
+        version: str | None = None,
     ) -> aws.eks.Addon:
         resource = aws.eks.Addon(
             f"{self._resource_name}-{addon}",
             cluster_name=self._cluster.name,
             addon_name=addon,
-            addon_version=EKS_ADDON_VERSIONS[self.version][addon],
+            addon_version=version or EKS_ADDON_VERSIONS[self.version][addon],
             service_account_role_arn=service_account_role_arn,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
@@ -406,3 +408,11 @@ class Cluster(pulumi.ComponentResource):
     def install_coredns(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:
         """CoreDNS only becomes ACTIVE once nodes can run it: install it after the system node group."""
         return self._add_addon("coredns", after)
+
+    def install_node_monitoring_agent(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:
+        """The agent that turns GPU, kernel, network and storage faults into node conditions, which
+        node repair (EKS's for managed groups, Karpenter's for its nodes) acts on. A DaemonSet: it
+        becomes ACTIVE once the nodes it runs on exist."""
+        return self._add_addon(
+            "eks-node-monitoring-agent", after, version=NODE_MONITORING_AGENT_ADDON_VERSIONS[self.version]
+        )

@@ -386,6 +386,8 @@ class NodeGroupArgs:
     plan: NodeGroupPlan
     kubernetes_version: str
     tags: dict[str, str] = field(default_factory=dict)
+    # EKS replaces a node whose monitoring agent reports it unhealthy (a fatal GPU XID among the causes).
+    node_repair: bool = False
 
 
 def asg_tags(cluster_name: str, plan: NodeGroupPlan) -> dict[str, str]:
@@ -473,6 +475,9 @@ class NodeGroup(pulumi.ComponentResource):
                 id=template.id, version=template.latest_version.apply(str)
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=True)
+            if args.node_repair
+            else None,
             tags={**tags, **scaling_tags},
             # The autoscaler owns desired size once running; Pulumi must not reset it on every update.
             opts=pulumi.ResourceOptions(
@@ -507,6 +512,7 @@ class NodeGroupsArgs:
     kubernetes_version: str
     min_surviving_gpu_share: float = 0.5
     tags: dict[str, str] = field(default_factory=dict)
+    node_repair: bool = False
 
 
 class NodeGroups(pulumi.ComponentResource):
@@ -538,6 +544,7 @@ class NodeGroups(pulumi.ComponentResource):
                     plan=plan,
                     kubernetes_version=args.kubernetes_version,
                     tags=args.tags,
+                    node_repair=args.node_repair,
                 ),
                 pulumi.ResourceOptions(parent=self, depends_on=caller_dependencies(opts)),
             )

@@ -39,3 +39,16 @@ AL2023_RELEASE_VERSIONS: dict[str, str] = {
     "1.34": "1.34.4-20260304",
     "1.35": "1.35.2-20260304",
 }
+
+# The EKS node monitoring agent add-on: it reports GPU (XID, NVLink), kernel, network, storage and
+# container-runtime faults as node conditions, which node repair acts on. A published build
+# (2026-02), the same on every minor this release supports.
+NODE_MONITORING_AGENT_ADDON_VERSIONS: dict[str, str] = dict.fromkeys(
+    SUPPORTED_KUBERNETES_VERSIONS, "v1.5.2-eksbuild.1"
+)
+
+
+def al2023_alias(kubernetes_version: str) -> str:
+    """Karpenter's pin of the AL2023 AMI: the release managed node groups run (its date), so both
+    capacity modes boot the same image; Karpenter picks the NVIDIA variant for GPU types itself."""
+    return f"al2023@v{AL2023_RELEASE_VERSIONS[kubernetes_version].rsplit('-', 1)[1]}"
