@@ -74,6 +74,7 @@ def render_all(recording: Recording, vendor_dir: Path) -> Rendered:
             namespace=given["namespace"],
             values=given["values"],
             api_versions=api_versions,
+            include_crds=not given.get("skipCrds"),
         )
     return Rendered(recording, objects)
 
