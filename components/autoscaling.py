@@ -29,8 +29,14 @@ from inferstack.infra.irsa import service_account_role
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL
 
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
-# Priority expander: higher wins; a pattern matches node group (ASG) names.
-EXPANDER_PRIORITIES = {"50": [SPOT_NODE_GROUPS], "20": [".*gpu-.*"], "10": [".*"]}
+# Priority expander: higher wins; a pattern matches node group (ASG) names. Reserved groups first:
+# their capacity is paid for by the hour whether used or not.
+EXPANDER_PRIORITIES = {
+    "60": [".*gpu-reserved-.*"],
+    "50": [SPOT_NODE_GROUPS],
+    "20": [".*gpu-.*"],
+    "10": [".*"],
+}
 # Node labels that differ between otherwise identical groups in different zones; balancing must
 # ignore them or it never finds two similar groups. The autoscaler's AWS provider already ignores
 # the zone and eks.amazonaws.com/nodegroup; EKS also stamps each group's launch template and image.

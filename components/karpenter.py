@@ -42,6 +42,7 @@ from inferstack.infra.nodegroups import (
     ZONE_LABEL,
     check_spot_types,
 )
+from inferstack.infra.reserved import ReservedCapacity, validate_reserved
 from inferstack.infra.versions import al2023_alias
 
 NODE_POOL_API = "karpenter.sh/v1"
@@ -91,16 +92,6 @@ class NodePoolPlan:
         return sorted({lookup(t, field=f"{self.name}.instance_types").family for t in self.instance_types})
 
 
-@dataclass(frozen=True)
-class ReservedCapacity:
-    """Capacity Blocks for ML or On-Demand Capacity Reservations the stack launches into."""
-
-    kind: Literal["capacity-block", "odcr"]
-    reservation_ids: tuple[str, ...]
-    instance_type: str
-    instances: int
-
-
 def gpu_pool_plans(
     zones: Sequence[str],
     *,
@@ -121,13 +112,14 @@ def gpu_pool_plans(
         NodePoolPlan("gpu-on-demand", "on-demand", (instance_type,), tuple(zones), max_per_zone * len(zones)),
     ]
     if reserved is not None:
+        validate_reserved(reserved)
         plans.append(
             NodePoolPlan(
                 "gpu-reserved",
                 "reserved",
                 (reserved.instance_type,),
-                tuple(zones),
-                reserved.instances,
+                tuple(zones),  # each reservation is in one of them: Karpenter reads which
+                reserved.total_instances,
                 node_class="gpu-reserved",
             )
         )

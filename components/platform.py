@@ -18,13 +18,7 @@ from pydantic.alias_generators import to_camel
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.canary import CanaryRelease
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
-from inferstack.components.karpenter import (
-    Karpenter,
-    KarpenterArgs,
-    NodePoolPlan,
-    ReservedCapacity,
-    gpu_pool_plans,
-)
+from inferstack.components.karpenter import Karpenter, KarpenterArgs, NodePoolPlan, gpu_pool_plans
 from inferstack.components.model_service import (
     ModelSource,
     TritonModelService,
@@ -61,6 +55,7 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
+from inferstack.infra.reserved import ReservedCapacity, reserved_plans
 from inferstack.infra.storage import BlockStorage, BlockStorageArgs
 
 KEY = NAMESPACE  # the stack config namespace errors are named in
@@ -90,10 +85,13 @@ def check_reachable(config: PlatformConfig) -> None:
 
 def node_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodeGroupPlan]:
     gpu = config.gpu
+    reserved = reserved_capacity(config)
     return [
         system_plan(zones, instance_types=config.nodes.system_instance_types),
         *gpu_plans(zones, instance_type=gpu.instance_type, max_size=gpu.max_per_zone),
         *gpu_spot_plans(zones, instance_types=gpu.spot_instance_types, max_size=gpu.spot_max_per_zone),
+        # Karpenter reads a reservation's zone itself; managed groups must be put there.
+        *(reserved_plans(reserved, zones) if reserved and config.capacity == "managed-node-groups" else []),
     ]
 
 
@@ -101,7 +99,9 @@ def reserved_capacity(config: PlatformConfig) -> ReservedCapacity | None:
     given = config.gpu.reserved
     if given is None:
         return None
-    return ReservedCapacity(given.kind, given.reservation_ids, given.instance_type, given.instances)
+    return ReservedCapacity(
+        given.kind, given.reservation_ids, given.instance_type, given.instances, given.zone
+    )
 
 
 def node_pool_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodePoolPlan]:
@@ -223,7 +223,10 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
                 public_access_cidrs=config.cluster.public_access_cidrs,
             ),
         )
-        gpu_groups = [p for p in node_plans(config, zones) if p.gpus_per_node]
+        # Reserved capacity sits in one zone and a Capacity Block ends: the rest must stand without it.
+        gpu_groups = [
+            p for p in node_plans(config, zones) if p.gpus_per_node and not p.capacity_reservation_id
+        ]
         # NodePools reach the same maximums as the groups would, so the same zone-loss check holds.
         check_zone_loss(gpu_groups, config.gpu.min_surviving_share)
         if config.capacity == "karpenter":
@@ -235,6 +238,9 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
     except InvalidInput as error:
         if error.field.startswith((f"{KEY}:", "aws:")):
             raise
+        if error.field.startswith("reserved."):  # as the stack file spells it
+            key = ".".join(to_camel(part) for part in error.field.split("."))
+            raise InvalidInput(f"{KEY}:gpu.{key}", error.value, error.allowed) from None
         raise InvalidInput(stack_key(error.field), error.value, error.allowed) from None
     names = [s.name for s in config.services]
     if len(set(names)) != len(names):

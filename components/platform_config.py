@@ -83,7 +83,10 @@ class ReservedConfig(_Section):
         min_length=1, description="the reservations' ids (cr-...), in the stack's zones"
     )
     instance_type: str = Field(description="the GPU instance type the reservations hold")
-    instances: Int = Field(ge=1, description="instances the reservations hold in all")
+    instances: Int = Field(ge=1, description="instances each reservation holds")
+    zone: str | None = Field(
+        None, description="the reservations' zone (managed node groups need it; Karpenter reads it)"
+    )
     hourly_price: Float | None = Field(
         None, gt=0, description="price per instance-hour (a Capacity Block's); default the on-demand price"
     )

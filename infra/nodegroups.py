@@ -36,7 +36,7 @@ ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
 AUTOSCALER_DISCOVERY_TAGS = ("k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/{cluster}")
 SPOT, ON_DEMAND = "spot", "on-demand"  # values of CAPACITY_TYPE_LABEL
 
-CapacityType = Literal["ON_DEMAND", "SPOT"]
+CapacityType = Literal["ON_DEMAND", "SPOT", "CAPACITY_BLOCK"]
 AmiType = Literal[
     "AL2023_x86_64_STANDARD", "AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_x86_64_NVIDIA"
 ]
@@ -82,6 +82,8 @@ class NodeGroupPlan:
     disk_gib: int = 50
     # The AMI release; None: the pinned AL2023 release of the cluster's Kubernetes version.
     release_version: str | None = None
+    # A Capacity Block or On-Demand Capacity Reservation the group launches into (infra/reserved.py).
+    capacity_reservation_id: str | None = None
 
     @property
     def gpus_per_node(self) -> int:
@@ -450,6 +452,13 @@ class NodeGroup(pulumi.ComponentResource):
                 aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags={**tags, "Name": name})
                 for kind in ("instance", "volume")
             ],
+            capacity_reservation_specification=_reservation_target(plan),
+            # A Capacity Block is its own market: instances outside it cannot be had.
+            instance_market_options=aws.ec2.LaunchTemplateInstanceMarketOptionsArgs(
+                market_type="capacity-block"
+            )
+            if plan.capacity_type == "CAPACITY_BLOCK"
+            else None,
             tags=tags,
             opts=child,
         )
@@ -497,6 +506,18 @@ class NodeGroup(pulumi.ComponentResource):
         self.register_outputs({"node_group_name": self.node_group.node_group_name})
 
 
+def _reservation_target(
+    plan: NodeGroupPlan,
+) -> aws.ec2.LaunchTemplateCapacityReservationSpecificationArgs | None:
+    """Where a group's instances launch when it has a reservation (infra/reserved.py)."""
+    if plan.capacity_reservation_id is None:
+        return None
+    target = aws.ec2.LaunchTemplateCapacityReservationSpecificationCapacityReservationTargetArgs
+    return aws.ec2.LaunchTemplateCapacityReservationSpecificationArgs(
+        capacity_reservation_target=target(capacity_reservation_id=plan.capacity_reservation_id)
+    )
+
+
 def _autoscaling_group_name(resources: Sequence[aws.eks.outputs.NodeGroupResource] | None) -> str:
     groups = resources[0].autoscaling_groups if resources else None
     return (groups[0].name or "") if groups else ""
@@ -529,7 +550,8 @@ class NodeGroups(pulumi.ComponentResource):
         check_subnets(args.plans, args.subnet_ids_by_zone)
         for plan in args.plans:
             release_version(plan, args.kubernetes_version)
-        gpu = [p for p in args.plans if p.gpus_per_node]
+        # Reserved capacity is in one zone and may end (a Capacity Block): not counted on.
+        gpu = [p for p in args.plans if p.gpus_per_node and p.capacity_reservation_id is None]
         if gpu:
             check_zone_loss(gpu, args.min_surviving_gpu_share)
         super().__init__("inferstack:nodegroups:NodeGroups", name, None, opts)

@@ -102,22 +102,32 @@ class Stack:
         return tuple(sorted({str(s.props.get("availabilityZone")) for s in subnets if s.type == SUBNET}))
 
     def gpu_groups(self) -> list[tuple[StackResource, float, tuple[str, ...]]]:
-        """(node group or NodePool, GPUs at its maximum, zones) for all GPU capacity.
+        """(node group or NodePool, GPUs at its maximum, zones) for the GPU capacity the stack can move.
 
         A group reaches max size x GPUs per node; a NodePool its GPU limit (unbounded: infinite),
-        in the zones its requirement allows.
+        in the zones its requirement allows. Reserved capacity is not counted on: a reservation sits in
+        one zone and a Capacity Block ends, so the rest of the fleet must stand without it.
         """
         groups: list[tuple[StackResource, float, tuple[str, ...]]] = []
         for group in self.of_type(NODE_GROUP):
             gpus = gpus_per_node(list(group.props.get("instanceTypes") or []))
-            if gpus:
+            if gpus and not self._reserved(group):
                 max_size = float((group.props.get("scalingConfig") or {}).get("maxSize", 0))
                 groups.append((group, max_size * gpus, self.zones_of(group)))
         for pool in self.of_type(NODE_POOL):
-            if pool_gpus_per_node(pool.props):
+            if pool_gpus_per_node(pool.props) and not self._reserved(pool):
                 limit = pool_gpu_limit(pool.props)
                 groups.append((pool, float("inf") if limit is None else limit, self.zones_of(pool)))
         return groups
+
+    def _reserved(self, capacity: StackResource) -> bool:
+        if capacity.type == NODE_POOL:
+            return pool_requirement(capacity.props, "karpenter.sh/capacity-type") == ["reserved"]
+        templates = self.input_sources(capacity, "launchTemplate")
+        return capacity.props.get("capacityType") == "CAPACITY_BLOCK" or any(
+            (t.props.get("capacityReservationSpecification") or {}).get("capacityReservationTarget")
+            for t in templates
+        )
 
     def gpu_capacity_by_zone(self) -> dict[str, float]:
         """GPUs each zone reaches at every group's maximum (multi-zone groups and pools split evenly)."""

@@ -221,7 +221,8 @@ def test_grafana_is_given_the_trace_store_as_a_data_source(stack: Rendered) -> N
 def test_autoscaler_prefers_spot_and_balances_groups_that_differ_only_per_group(stack: Rendered) -> None:
     objects = stack.of("cluster-autoscaler")
     priorities = yaml.safe_load(find(objects, "ConfigMap")["data"]["priorities"])
-    assert priorities[max(priorities)] == [".*gpu-spot.*"]
+    first, second = sorted(priorities, reverse=True)[:2]
+    assert (priorities[first], priorities[second]) == ([".*gpu-reserved-.*"], [".*gpu-spot.*"])
     assert priorities[min(priorities)] == [".*"]
     (container,) = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     flags = set(container["command"])

@@ -156,7 +156,9 @@ def test_the_recorded_policy_is_the_documented_one_for_this_stack(
     (sqs,) = [s for s in document["Statement"] if s["Sid"] == "AllowInterruptionQueueActions"]
     assert sqs["Resource"].endswith(queue.name) and queue.urn in recorded.property_dependencies["policy"]
     assert {s["Sid"] for s in document["Statement"]} == {s["Sid"] for s in policy["Statement"]}
-    (role,) = [r for r in prod.of_type("aws:iam/role:Role") if r.urn in recorded.property_dependencies["role"]]
+    (role,) = [
+        r for r in prod.of_type("aws:iam/role:Role") if r.urn in recorded.property_dependencies["role"]
+    ]
     trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
     assert (
         next(iter(trust["Condition"]["StringEquals"].values()))
