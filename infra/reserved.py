@@ -41,10 +41,22 @@ def validate_reserved(reserved: ReservedCapacity, field: str = "reserved") -> No
     for i, rid in enumerate(reserved.reservation_ids):
         if not _RESERVATION_ID.match(rid):
             raise InvalidInput(f"{field}.reservation_ids[{i}]", rid, "a capacity reservation id (cr-...)")
+    names = [group_name(rid) for rid in reserved.reservation_ids]
+    if len(set(names)) != len(names):
+        raise InvalidInput(
+            f"{field}.reservation_ids",
+            list(reserved.reservation_ids),
+            "ids that differ in their last 8 digits",
+        )
     if not lookup(reserved.instance_type, field=f"{field}.instance_type").is_gpu:
         raise InvalidInput(f"{field}.instance_type", reserved.instance_type, "a GPU instance type")
     if reserved.instances < 1:
         raise InvalidInput(f"{field}.instances", reserved.instances, "an integer >= 1")
+
+
+def group_name(reservation_id: str) -> str:
+    """A reservation's group, named by the id's last 8 digits: short enough for EKS's 63 characters."""
+    return f"gpu-reserved-{reservation_id[-8:]}"
 
 
 def reserved_plans(reserved: ReservedCapacity, zones: Sequence[str]) -> list[NodeGroupPlan]:
@@ -60,7 +72,7 @@ def reserved_plans(reserved: ReservedCapacity, zones: Sequence[str]) -> list[Nod
     template = gpu_plans(zones, instance_type=reserved.instance_type, max_size=reserved.instances)[0]
     return [
         NodeGroupPlan(
-            name=f"gpu-reserved-{rid.removeprefix('cr-')[:8]}",
+            name=group_name(rid),
             zones=(reserved.zone,),
             capacity_type="CAPACITY_BLOCK" if reserved.kind == "capacity-block" else "ON_DEMAND",
             instance_types=(reserved.instance_type,),
