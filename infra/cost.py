@@ -362,11 +362,11 @@ def estimate(
     ]
     if reserved:
         instances = sum(g.max_size for g in reserved)
-        price = [reserved_hourly or prices.on_demand(g.instance_type) for g in reserved]
         lines.append(
             Line(
                 "GPU reserved",
-                sum(g.max_size * p for g, p in zip(reserved, price, strict=True)) * hours,
+                sum(g.max_size * (reserved_hourly or prices.on_demand(g.instance_type)) for g in reserved)
+                * hours,
                 f"{instances} x {reserved[0].instance_type}, paid whether used or not",
             )
         )
