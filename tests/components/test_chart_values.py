@@ -16,6 +16,7 @@ import yaml
 from inferstack.components import charts
 from inferstack.components.autoscaling import cluster_autoscaler_values, keda_values
 from inferstack.components.gpu import dcgm_exporter_values, device_plugin_values
+from inferstack.components.karpenter import karpenter_values
 from inferstack.components.monitoring import kube_prometheus_stack_values
 
 OPEN_PATHS = {
@@ -38,6 +39,10 @@ OPEN_PATHS = {
     ("cluster-autoscaler", "expanderPriorities"),
     # Free-form map of command-line flags, as the chart documents.
     ("cluster-autoscaler", "extraArgs"),
+    # Kubernetes label, annotation and resource maps.
+    ("karpenter", "nodeSelector"),
+    ("karpenter", "serviceAccount.annotations"),
+    ("karpenter", "controller.resources"),
 }
 
 
@@ -86,6 +91,16 @@ VALUES = [
             cluster_name="prod", region="us-east-1", role_arn="arn", namespace="kube-system"
         ),
     ),
+    (
+        charts.KARPENTER,
+        lambda: karpenter_values(
+            cluster_name="prod",
+            cluster_endpoint="https://x",
+            interruption_queue="prod",
+            role_arn="arn",
+            node_repair=True,
+        ),
+    ),
 ]
 
 
@@ -106,7 +121,7 @@ def test_a_misspelled_key_is_caught(vendor_dir: Path) -> None:
 
 
 def test_pinned_versions_match_the_vendored_charts(vendor_dir: Path) -> None:
-    for chart in charts.CHARTS:
+    for chart in (*charts.CHARTS, *charts.KARPENTER_CHARTS):
         meta = yaml.safe_load((vendor_dir / "charts" / chart.vendored / "Chart.yaml").read_text())
         assert (meta["name"], str(meta["version"])) == (chart.name, chart.version)
 

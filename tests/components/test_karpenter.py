@@ -349,16 +349,19 @@ def test_node_repair_is_on_in_prod_in_both_modes(mode: str) -> None:
 def test_the_chart_renders_with_the_stacks_values(prod: Recording, vendor_dir: Path) -> None:
     given = release(prod, "karpenter").inputs
     assert (given["chart"], given["version"]) == (KARPENTER.reference, KARPENTER.version)
-    apis = (*vendored_api_versions(vendor_dir), "monitoring.coreos.com/v1")
-    objects = render(
-        vendor_dir,
-        KARPENTER,
-        release=given["name"],
-        namespace=given["namespace"],
-        values=given["values"],
-        api_versions=apis,
-        include_crds=False,
-    )
+
+    def rendered(*api_versions: str) -> list[dict[str, Any]]:
+        return render(
+            vendor_dir,
+            KARPENTER,
+            release=given["name"],
+            namespace=given["namespace"],
+            values=given["values"],
+            api_versions=api_versions,
+            include_crds=not given.get("skipCrds"),
+        )
+
+    objects = rendered(*vendored_api_versions(vendor_dir), "monitoring.coreos.com/v1")
     for obj in objects:
         if obj["apiVersion"] == "monitoring.coreos.com/v1":
             validate_custom_resource(obj, vendor_dir)
@@ -385,14 +388,7 @@ def test_the_chart_renders_with_the_stacks_values(prod: Recording, vendor_dir: P
     )
     # Its ServiceMonitor renders only where Prometheus's CRDs exist: hence after monitoring.
     assert find(objects, "ServiceMonitor")
-    without = render(
-        vendor_dir,
-        KARPENTER,
-        release=given["name"],
-        namespace=given["namespace"],
-        values=given["values"],
-        include_crds=False,
-    )
+    without = rendered()
     assert not [o for o in without if o["kind"] == "ServiceMonitor"]
 
 
