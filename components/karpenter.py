@@ -4,7 +4,11 @@ Order on a first `up`: the CRD release (its own release: Helm installs a chart's
 and never upgrades it), then the controller on the system group, then the EC2NodeClasses and the
 NodePools. On destroy the order reverses, which matters: deleting a NodePool makes the controller
 drain and terminate its nodes, and an EC2NodeClass keeps a finalizer that only the controller removes,
-so the controller must outlive both.
+so the controller must outlive both. Pulumi waits for the controller's release (atomic, up to 15
+minutes, until its two replicas are ready) but not for the custom resources, which the controller
+reconciles as they come (the EC2NodeClass turns Ready once its AMI, subnets, security group and
+instance profile resolve); the Triton Deployments, which Pulumi waits on for up to 10 minutes, are
+ordered after the NodePools, so their pending pods are what makes Karpenter launch the GPU nodes.
 
 Pools: GPU spot (preferred: the higher weight) across the stack's spot families, GPU on demand for
 the on-demand type (the fallback when spot runs dry, and where on-demand-only services land), and,

@@ -280,6 +280,11 @@ def test_pools_wait_for_the_crds_the_controller_and_what_a_node_needs_to_join(pr
     assert iam | monitors <= waits_for(prod, controller.urn)
     for resource in [*prod.of_type(NODE_POOL), *prod.of_type(NODE_CLASS)]:
         assert {crds.urn, controller.urn} | iam <= waits_for(prod, resource.urn), resource.name
+    # Pulumi waits up to 10 minutes for a Deployment's pods: they must have a NodePool to get nodes from.
+    pool_urns = {p.urn for p in prod.of_type(NODE_POOL)}
+    for deployment in prod.of_type("kubernetes:apps/v1:Deployment"):
+        if "triton" in str(deployment.inputs):
+            assert pool_urns <= waits_for(prod, deployment.urn), deployment.name
 
 
 def test_the_node_class_names_the_profile_subnets_and_security_group_the_stack_has(prod: Recording) -> None:
