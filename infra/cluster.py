@@ -24,6 +24,7 @@ import pulumi_kubernetes as k8s
 from inferstack.infra import irsa
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.nodegroups import GPU_TAINT_KEY
 from inferstack.infra.versions import (
     DEFAULT_KUBERNETES_VERSION,
     EKS_ADDON_VERSIONS,
@@ -117,6 +118,14 @@ def validate_cluster_args(name: str, args: ClusterArgs) -> None:
         raise InvalidInput(
             "log_retention_days", args.log_retention_days, f"one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
         )
+
+
+def node_monitoring_agent_configuration() -> dict[str, Any]:
+    """The agent itself tolerates every taint; its DCGM host engine, which checks the GPUs, tolerates
+    none by default and would never run on GPU nodes, which all carry the ``nvidia.com/gpu`` taint."""
+    return {
+        "dcgmAgent": {"tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]}
+    }
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -391,6 +400,7 @@ class Cluster(pulumi.ComponentResource):
         depends_on: Sequence[pulumi.Resource],
         service_account_role_arn: pulumi.Input[str] | None = None,
         version: str | None = None,
+        configuration: dict[str, Any] | None = None,
     ) -> aws.eks.Addon:
         resource = aws.eks.Addon(
             f"{self._resource_name}-{addon}",
@@ -398,6 +408,7 @@ class Cluster(pulumi.ComponentResource):
             addon_name=addon,
             addon_version=version or EKS_ADDON_VERSIONS[self.version][addon],
             service_account_role_arn=service_account_role_arn,
+            configuration_values=json.dumps(configuration) if configuration else None,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
@@ -414,5 +425,8 @@ class Cluster(pulumi.ComponentResource):
         node repair (EKS's for managed groups, Karpenter's for its nodes) acts on. A DaemonSet: it
         becomes ACTIVE once the nodes it runs on exist."""
         return self._add_addon(
-            "eks-node-monitoring-agent", after, version=NODE_MONITORING_AGENT_ADDON_VERSIONS[self.version]
+            "eks-node-monitoring-agent",
+            after,
+            version=NODE_MONITORING_AGENT_ADDON_VERSIONS[self.version],
+            configuration=node_monitoring_agent_configuration(),
         )

@@ -40,11 +40,12 @@ AL2023_RELEASE_VERSIONS: dict[str, str] = {
     "1.35": "1.35.2-20260304",
 }
 
-# The EKS node monitoring agent add-on: it reports GPU (XID, NVLink), kernel, network, storage and
-# container-runtime faults as node conditions, which node repair acts on. A published build
-# (2026-02), the same on every minor this release supports.
+# The EKS node monitoring agent add-on: it reports GPU (XID, NVLink, DCGM), kernel, network, storage
+# and container-runtime faults as node conditions, which node repair acts on. v1.7.0 (2026-08), the
+# build public deployments plan with, the same on every minor this release supports; its
+# configuration schema takes dcgmAgent.tolerations (see infra/cluster.py).
 NODE_MONITORING_AGENT_ADDON_VERSIONS: dict[str, str] = dict.fromkeys(
-    SUPPORTED_KUBERNETES_VERSIONS, "v1.5.2-eksbuild.1"
+    SUPPORTED_KUBERNETES_VERSIONS, "v1.7.0-eksbuild.1"
 )
 
 

@@ -5,6 +5,7 @@ helm with the stack's values, and node repair in both capacity modes."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -339,6 +340,9 @@ def test_node_repair_is_on_in_prod_in_both_modes(mode: str) -> None:
     for recording, on in ((prod, True), (dev, False)):
         agent = _agent(recording)
         assert agent.inputs["addonVersion"] == NODE_MONITORING_AGENT_ADDON_VERSIONS["1.35"]
+        # Its DCGM host engine must run where the GPUs are: on nodes tainted for GPU pods only.
+        dcgm = json.loads(agent.inputs["configurationValues"])["dcgmAgent"]
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in dcgm["tolerations"]
         system = [g for g in recording.of_type(NODE_GROUP) if "system" in g.name]
         assert {g.urn for g in system} <= waits_for(recording, agent.urn)  # a DaemonSet: nodes first
         for group in recording.of_type(NODE_GROUP):
