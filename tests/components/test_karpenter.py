@@ -25,7 +25,7 @@ from tests.components.helm import find, render
 from tests.components.test_helm_render import vendored_api_versions, waits_for
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, Recorded, Recording
-from tests.schemas import CRD_DIRS, validate_custom_resource, validate_k8s
+from tests.schemas import CRD_DIRS, validate_custom_resource, validate_k8s, validate_recorded_manifests
 
 NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
 NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
@@ -77,6 +77,11 @@ def test_node_pools_and_node_class_pass_the_crds_schemas_and_cel_rules(
     assert {o["kind"] for o in objects} == {"NodePool", "EC2NodeClass"} and len(objects) == 3
     for obj in objects:
         validate_custom_resource(obj, vendor_dir)
+
+
+def test_every_object_of_the_plan_validates_in_karpenter_mode(prod: Recording, dev: Recording) -> None:
+    validate_recorded_manifests(prod)
+    validate_recorded_manifests(dev)
 
 
 def _node_class(spec: Callable[[dict[str, Any]], None]) -> Callable[[Recording], dict[str, Any]]:
