@@ -15,8 +15,8 @@ the on-demand type (the fallback when spot runs dry, and where on-demand-only se
 when the stack holds reservations, a reserved pool that is used first (it is paid for either way).
 Every pool carries the GPU taint and the labels the Triton services select on, spans the stack's
 zones (the services' topology spread then places pods zone by zone), is bounded by the GPUs the
-stack's maximums allow, replaces nodes after ``expireAfter``, and in prod never disrupts more than
-one node at a time.
+stack's maximums allow, replaces nodes after ``expireAfter``, and in prod never consolidates or
+replaces drifted nodes more than one at a time.
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ EXPIRE_AFTER = "720h"
 # bound, a PDB that never allows an eviction keeps a GPU node (and its bill) forever.
 TERMINATION_GRACE_PERIOD = "1h"
 CONSOLIDATE_AFTER = "10m"
-# Prod: one node at a time, whatever the reason (consolidation, drift, expiry); a Triton replica's
-# node is the unit a PodDisruptionBudget is sized for. Elsewhere Karpenter's own default.
+# Prod: one node at a time for what Karpenter chooses to do (consolidation, drift, emptiness); a
+# Triton replica's node is the unit its PodDisruptionBudget is sized for. Expiry and interruptions
+# are forced and not budgeted: their drains still wait on the PDBs, up to TERMINATION_GRACE_PERIOD.
+# Elsewhere Karpenter's own default.
 PROD_BUDGETS: tuple[dict[str, str], ...] = ({"nodes": "1"},)
 DEFAULT_BUDGETS: tuple[dict[str, str], ...] = ({"nodes": "10%"},)
 # Higher weight is tried first: reserved capacity is paid for, spot is cheapest, on demand is the fallback.

@@ -264,6 +264,7 @@ class KarpenterAws(pulumi.ComponentResource):
     """Everything in AWS that Karpenter's controller and its nodes need before the first NodePool."""
 
     controller_role_arn: pulumi.Output[str]
+    controller_policy: aws.iam.RolePolicy  # the controller starts after it: without it, every call fails
     node_role_name: pulumi.Output[str]
     queue_name: pulumi.Output[str]
     # What a node needs before it can join: its role's policies, profile and access entry.
