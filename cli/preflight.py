@@ -29,9 +29,11 @@ def groups(config: PlatformConfig, zone_count: int) -> list[GroupNeed]:
 
     named = config.network.zones if not isinstance(config.network.zones, int) else ()
     zones = list(named) or [f"zone-{i + 1}" for i in range(zone_count)]
+    # A Capacity Block is bought whole and counts against no vCPU quota of these.
     return [
         GroupNeed(p.name, p.capacity_type, p.instance_types, p.desired_size, p.max_size)
         for p in node_plans(config, zones)
+        if p.capacity_type != "CAPACITY_BLOCK"
     ]
 
 

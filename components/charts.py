@@ -21,6 +21,16 @@ class Chart:
     version: str
 
     @property
+    def reference(self) -> str:
+        """What a release names as its chart: the bare name in a Helm repository, the whole
+        ``oci://`` reference in an OCI registry (which has no index a repository option could read)."""
+        return f"{self.repository}/{self.name}" if self.oci else self.name
+
+    @property
+    def oci(self) -> bool:
+        return self.repository.startswith("oci://")
+
+    @property
     def vendored(self) -> str:
         """The folder name of this chart's default values under shared/vendor/charts."""
         return f"{self.name}-{self.version}"
@@ -48,6 +58,11 @@ CHARTS = (
     JAEGER,
     FLUENT_BIT,
 )
+# With `capacity: karpenter`: the CRDs as their own release (Helm never upgrades a chart's crds/
+# folder), then the controller, in place of cluster-autoscaler.
+KARPENTER_CRD = Chart("karpenter-crd", "oci://public.ecr.aws/karpenter", "1.14.1")
+KARPENTER = Chart("karpenter", "oci://public.ecr.aws/karpenter", "1.14.1")
+KARPENTER_CHARTS = (KARPENTER_CRD, KARPENTER)
 
 # Charts whose image tag defaults to "" (the chart's appVersion) get it spelled out, so what runs
 # is readable in the stack and checkable by policy.
@@ -88,15 +103,17 @@ def release(
     namespace: pulumi.Input[str],
     values: dict[str, object],
     opts: pulumi.ResourceOptions,
+    skip_crds: bool = False,
 ) -> k8s.helm.v3.Release:
     """A Helm release of a pinned chart: a custom resource whose chart, version and values are inspectable."""
     return k8s.helm.v3.Release(
         name,
         k8s.helm.v3.ReleaseArgs(
             name=chart.name,
-            chart=chart.name,
+            chart=chart.reference,
             version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            repository_opts=None if chart.oci else k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            skip_crds=skip_crds or None,
             namespace=namespace,
             values=values,
             atomic=True,  # a failed upgrade rolls back instead of leaving half a release

@@ -30,9 +30,11 @@ from inferstack.infra import irsa
 from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.nodegroups import GPU_TAINT_KEY
 from inferstack.infra.versions import (
     DEFAULT_KUBERNETES_VERSION,
     EKS_ADDON_VERSIONS,
+    NODE_MONITORING_AGENT_ADDON_VERSIONS,
     SUPPORTED_KUBERNETES_VERSIONS,
 )
 
@@ -131,6 +133,14 @@ def validate_cluster_args(name: str, args: ClusterArgs) -> None:
         raise InvalidInput(
             "log_retention_days", args.log_retention_days, f"one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
         )
+
+
+def node_monitoring_agent_configuration() -> dict[str, Any]:
+    """The agent itself tolerates every taint; its DCGM host engine, which checks the GPUs, tolerates
+    none by default and would never run on GPU nodes, which all carry the ``nvidia.com/gpu`` taint."""
+    return {
+        "dcgmAgent": {"tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]}
+    }
 
 
 def kubeconfig(
@@ -434,13 +444,16 @@ class Cluster(pulumi.ComponentResource):
         addon: str,
         depends_on: Sequence[pulumi.Resource],
         service_account_role_arn: pulumi.Input[str] | None = None,
+        version: str | None = None,
+        configuration: dict[str, Any] | None = None,
     ) -> aws.eks.Addon:
         resource = aws.eks.Addon(
             f"{self._resource_name}-{addon}",
             cluster_name=self._cluster.name,
             addon_name=addon,
-            addon_version=EKS_ADDON_VERSIONS[self.version][addon],
+            addon_version=version or EKS_ADDON_VERSIONS[self.version][addon],
             service_account_role_arn=service_account_role_arn,
+            configuration_values=json.dumps(configuration) if configuration else None,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
@@ -451,3 +464,14 @@ class Cluster(pulumi.ComponentResource):
     def install_coredns(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:
         """CoreDNS only becomes ACTIVE once nodes can run it: install it after the system node group."""
         return self._add_addon("coredns", after)
+
+    def install_node_monitoring_agent(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:
+        """The agent that turns GPU, kernel, network and storage faults into node conditions, which
+        node repair (EKS's for managed groups, Karpenter's for its nodes) acts on. A DaemonSet: it
+        becomes ACTIVE once the nodes it runs on exist."""
+        return self._add_addon(
+            "eks-node-monitoring-agent",
+            after,
+            version=NODE_MONITORING_AGENT_ADDON_VERSIONS[self.version],
+            configuration=node_monitoring_agent_configuration(),
+        )

@@ -36,7 +36,7 @@ ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
 AUTOSCALER_DISCOVERY_TAGS = ("k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/{cluster}")
 SPOT, ON_DEMAND = "spot", "on-demand"  # values of CAPACITY_TYPE_LABEL
 
-CapacityType = Literal["ON_DEMAND", "SPOT"]
+CapacityType = Literal["ON_DEMAND", "SPOT", "CAPACITY_BLOCK"]
 AmiType = Literal[
     "AL2023_x86_64_STANDARD", "AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_x86_64_NVIDIA"
 ]
@@ -84,6 +84,8 @@ class NodeGroupPlan:
     disk_gib: int = 50
     # The AMI release; None: the pinned AL2023 release of the cluster's Kubernetes version.
     release_version: str | None = None
+    # A Capacity Block or On-Demand Capacity Reservation the group launches into (infra/reserved.py).
+    capacity_reservation_id: str | None = None
 
     @property
     def gpus_per_node(self) -> int:
@@ -393,6 +395,8 @@ class NodeGroupArgs:
     # key, which must then be AWS-managed or granted to the Auto Scaling service-linked role.
     volume_kms_key_arn: pulumi.Input[str] | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # EKS replaces a node whose monitoring agent reports it unhealthy (a fatal GPU XID among the causes).
+    node_repair: bool = False
 
 
 def asg_tags(cluster_name: str, plan: NodeGroupPlan) -> dict[str, str]:
@@ -456,6 +460,13 @@ class NodeGroup(pulumi.ComponentResource):
                 aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags={**tags, "Name": name})
                 for kind in ("instance", "volume")
             ],
+            capacity_reservation_specification=_reservation_target(plan),
+            # A Capacity Block is its own market: instances outside it cannot be had.
+            instance_market_options=aws.ec2.LaunchTemplateInstanceMarketOptionsArgs(
+                market_type="capacity-block"
+            )
+            if plan.capacity_type == "CAPACITY_BLOCK"
+            else None,
             tags=tags,
             opts=child,
         )
@@ -481,6 +492,9 @@ class NodeGroup(pulumi.ComponentResource):
                 id=template.id, version=template.latest_version.apply(str)
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=True)
+            if args.node_repair
+            else None,
             tags={**tags, **scaling_tags},
             # The autoscaler owns desired size once running; Pulumi must not reset it on every update.
             opts=pulumi.ResourceOptions(
@@ -498,6 +512,18 @@ class NodeGroup(pulumi.ComponentResource):
                 opts=child,
             )
         self.register_outputs({"node_group_name": self.node_group.node_group_name})
+
+
+def _reservation_target(
+    plan: NodeGroupPlan,
+) -> aws.ec2.LaunchTemplateCapacityReservationSpecificationArgs | None:
+    """Where a group's instances launch when it has a reservation (infra/reserved.py)."""
+    if plan.capacity_reservation_id is None:
+        return None
+    target = aws.ec2.LaunchTemplateCapacityReservationSpecificationCapacityReservationTargetArgs
+    return aws.ec2.LaunchTemplateCapacityReservationSpecificationArgs(
+        capacity_reservation_target=target(capacity_reservation_id=plan.capacity_reservation_id)
+    )
 
 
 def _autoscaling_group_name(resources: Sequence[aws.eks.outputs.NodeGroupResource] | None) -> str:
@@ -519,6 +545,7 @@ class NodeGroupsArgs:
     min_surviving_gpu_share: float = 0.5
     volume_kms_key_arn: pulumi.Input[str] | None = None  # as NodeGroupArgs's
     tags: dict[str, str] = field(default_factory=dict)
+    node_repair: bool = False
 
 
 class NodeGroups(pulumi.ComponentResource):
@@ -535,7 +562,8 @@ class NodeGroups(pulumi.ComponentResource):
         check_subnets(args.plans, args.subnet_ids_by_zone)
         for plan in args.plans:
             release_version(plan, args.kubernetes_version)
-        gpu = [p for p in args.plans if p.gpus_per_node]
+        # Reserved capacity is in one zone and may end (a Capacity Block): not counted on.
+        gpu = [p for p in args.plans if p.gpus_per_node and p.capacity_reservation_id is None]
         if gpu:
             check_zone_loss(gpu, args.min_surviving_gpu_share)
         super().__init__("inferstack:nodegroups:NodeGroups", name, None, opts)
@@ -551,6 +579,7 @@ class NodeGroups(pulumi.ComponentResource):
                     kubernetes_version=args.kubernetes_version,
                     volume_kms_key_arn=args.volume_kms_key_arn,
                     tags=args.tags,
+                    node_repair=args.node_repair,
                 ),
                 pulumi.ResourceOptions(parent=self, depends_on=caller_dependencies(opts)),
             )

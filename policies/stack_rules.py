@@ -16,6 +16,7 @@ from inferstack.policies.rules import (
     CLUSTER,
     DEPLOYMENT,
     NODE_GROUP,
+    NODE_POOL,
     Config,
     RuleBase,
     containers,
@@ -24,6 +25,9 @@ from inferstack.policies.rules import (
     is_triton,
     listed,
     pod_spec,
+    pool_gpu_limit,
+    pool_gpus_per_node,
+    pool_requirement,
     statements,
 )
 
@@ -43,7 +47,12 @@ ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 # Which chart installs the CRDs of an API group: a custom resource must be ordered after that release.
-CRD_CHARTS = {"monitoring.coreos.com": "kube-prometheus-stack", "keda.sh": "keda"}
+CRD_CHARTS = {
+    "monitoring.coreos.com": "kube-prometheus-stack",
+    "keda.sh": "keda",
+    "karpenter.sh": "karpenter-crd",
+    "karpenter.k8s.aws": "karpenter-crd",
+}
 
 Violation = tuple[str, str]  # (message, urn or "" for the stack)
 
@@ -87,26 +96,47 @@ class Stack:
         return [self.by_urn[u] for u in resource.property_dependencies.get(key, ()) if u in self.by_urn]
 
     def zones_of(self, node_group: StackResource) -> tuple[str, ...]:
-        """The zones of a node group's subnets (through the engine's property dependencies)."""
+        """The zones of a node group's subnets (through the engine's property dependencies), or the
+        zones a NodePool's requirement allows."""
+        if node_group.type == NODE_POOL:
+            return tuple(sorted(pool_requirement(node_group.props, ZONE_LABEL) or []))
         subnets = self.input_sources(node_group, "subnetIds")
         return tuple(sorted({str(s.props.get("availabilityZone")) for s in subnets if s.type == SUBNET}))
 
-    def gpu_groups(self) -> list[tuple[StackResource, int, tuple[str, ...]]]:
-        """(node group, GPUs per node, zones) for every GPU node group."""
-        groups = []
+    def gpu_groups(self) -> list[tuple[StackResource, float, tuple[str, ...]]]:
+        """(node group or NodePool, GPUs at its maximum, zones) for the GPU capacity the stack can move.
+
+        A group reaches max size x GPUs per node; a NodePool its GPU limit (unbounded: infinite),
+        in the zones its requirement allows. Reserved capacity is not counted on: a reservation sits in
+        one zone and a Capacity Block ends, so the rest of the fleet must stand without it.
+        """
+        groups: list[tuple[StackResource, float, tuple[str, ...]]] = []
         for group in self.of_type(NODE_GROUP):
             gpus = gpus_per_node(list(group.props.get("instanceTypes") or []))
-            if gpus:
-                groups.append((group, gpus, self.zones_of(group)))
+            if gpus and not self._reserved(group):
+                max_size = float((group.props.get("scalingConfig") or {}).get("maxSize", 0))
+                groups.append((group, max_size * gpus, self.zones_of(group)))
+        for pool in self.of_type(NODE_POOL):
+            if pool_gpus_per_node(pool.props) and not self._reserved(pool):
+                limit = pool_gpu_limit(pool.props)
+                groups.append((pool, float("inf") if limit is None else limit, self.zones_of(pool)))
         return groups
 
+    def _reserved(self, capacity: StackResource) -> bool:
+        if capacity.type == NODE_POOL:
+            return pool_requirement(capacity.props, "karpenter.sh/capacity-type") == ["reserved"]
+        templates = self.input_sources(capacity, "launchTemplate")
+        return capacity.props.get("capacityType") == "CAPACITY_BLOCK" or any(
+            (t.props.get("capacityReservationSpecification") or {}).get("capacityReservationTarget")
+            for t in templates
+        )
+
     def gpu_capacity_by_zone(self) -> dict[str, float]:
-        """GPUs each zone reaches at every group's maximum size (multi-zone groups split evenly)."""
+        """GPUs each zone reaches at every group's maximum (multi-zone groups and pools split evenly)."""
         capacity: dict[str, float] = {}
-        for group, gpus, zones in self.gpu_groups():
-            max_size = float((group.props.get("scalingConfig") or {}).get("maxSize", 0))
+        for _, gpus, zones in self.gpu_groups():
             for zone in zones or ("(unknown zone)",):
-                capacity[zone] = capacity.get(zone, 0.0) + max_size * gpus / max(len(zones), 1)
+                capacity[zone] = capacity.get(zone, 0.0) + gpus / max(len(zones), 1)
         return capacity
 
     def gpu_zones(self) -> set[str]:
@@ -221,6 +251,11 @@ def _deployer_is_admin(stack: Stack, cluster: StackResource) -> list[Violation]:
 # --- ordered ----------------------------------------------------------------------------------------
 
 
+def chart_name(chart: Any) -> str:
+    """A release's chart by name: ``oci://registry/path/name`` is ``name``."""
+    return str(chart or "").rsplit("/", 1)[-1]
+
+
 def _api_group(resource_type: str) -> str:
     """``kubernetes:keda.sh/v1alpha1:ScaledObject`` -> ``keda.sh`` (``""`` for the core group)."""
     group_version = resource_type.removeprefix("kubernetes:").split(":")[0]
@@ -237,7 +272,7 @@ def crd_ordered(stack: Stack, config: Config) -> list[Violation]:
         defined_by = [
             r.urn
             for r in stack.of_type(*RELEASE_TYPES)
-            if group in CRD_CHARTS and r.props.get("chart") == CRD_CHARTS[group]
+            if group in CRD_CHARTS and chart_name(r.props.get("chart")) == CRD_CHARTS[group]
         ] + [c.urn for c in stack.of_type(CRD) if (c.props.get("spec") or {}).get("group") == group]
         if group not in CRD_CHARTS and not defined_by:
             continue  # a built-in kind, or one whose CRD this stack does not manage
@@ -276,7 +311,11 @@ def gpu_capacity(stack: Stack, config: Config) -> list[Violation]:
     capacity = stack.gpu_capacity_by_zone()
     if not capacity:
         return [
-            (f"{services} GPU service(s) need {demand_min:g} GPUs, but the stack has no GPU node group", "")
+            (
+                f"{services} GPU service(s) need {demand_min:g} GPUs, "
+                "but the stack has no GPU node group or NodePool",
+                "",
+            )
         ]
     total = sum(capacity.values())
     worst_zone, worst = max(sorted(capacity.items()), key=lambda item: item[1])
@@ -325,9 +364,10 @@ def zone_loss(stack: Stack, config: Config) -> list[Violation]:
 
 def zones(stack: Stack, config: Config) -> list[Violation]:
     """Nodes span at least the configured number of zones (2; 3 in prod)."""
-    spanned = {z for group in stack.of_type(NODE_GROUP) for z in stack.zones_of(group)}
+    capacity = stack.of_type(NODE_GROUP, NODE_POOL)
+    spanned = {z for group in capacity for z in stack.zones_of(group)}
     minimum = int(config["minimum"])
-    if stack.of_type(NODE_GROUP) and len(spanned) < minimum:
+    if capacity and len(spanned) < minimum:
         return [(f"node groups span {len(spanned)} zone(s) {sorted(spanned)}; at least {minimum}", "")]
     return []
 

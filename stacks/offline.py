@@ -186,6 +186,8 @@ def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any], region: str)
             ],
             "name": inputs.get("name", name),
         }
+    if typ in ("aws:iam/role:Role", "aws:cloudwatch/eventRule:EventRule"):
+        out["name"] = inputs.get("name", name)  # what attachments, profiles and event targets refer to
     if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
         out["url"] = inputs.get("url", "")
     if typ == "aws:s3/bucket:Bucket" or typ.startswith("aws:s3/bucketV2"):

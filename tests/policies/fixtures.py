@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from inferstack.components.karpenter import NodePoolPlan, ec2_node_class, node_pool
+from inferstack.infra.karpenter import queue_policy
 from inferstack.stacks.offline import Recorded
 
 Stack = list[Recorded]
@@ -242,6 +244,41 @@ def _workload(kind: str, name: str, image: str) -> Recorded:
 
 def _key_in_helm_values(inputs: dict[str, Any]) -> None:
     inputs["values"]["awsSecretAccessKey"] = "not-a-real-secret"
+
+
+# --- Karpenter's objects, from the builders `capacity: karpenter` uses ----------------------------------
+
+QUEUE = "aws:sqs/queue:Queue"
+PROD_BUDGETS = {"karpenter-disruption-bounded": {"enforcementLevel": "mandatory", "maxNodes": 1}}
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+
+
+def pool_resource(
+    *,
+    prod: bool,
+    types: tuple[str, ...] = ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"),
+    expire: str | None = None,
+    change: Callable[[dict[str, Any]], Any] = lambda pool: None,
+) -> Recorded:
+    manifest = node_pool(NodePoolPlan("gpu-spot", "spot", types, ZONES, 18), prod=prod)
+    if expire is not None:
+        manifest["spec"]["template"]["spec"]["expireAfter"] = expire
+    change(manifest)
+    return resource("kubernetes:karpenter.sh/v1:NodePool", "karpenter-gpu-spot", manifest)
+
+
+def node_class_resource(change: Callable[[dict[str, Any]], Any]) -> Recorded:
+    manifest = ec2_node_class(
+        "gpu", cluster_name="c", kubernetes_version="1.35", instance_profile="p", disk_gib=200, tags={}
+    )
+    change(manifest["spec"])
+    return resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "karpenter-gpu", manifest)
+
+
+def queue_policy_resource(principal: Any) -> Recorded:
+    document = queue_policy("arn:aws:sqs:us-east-1:123456789012:c")
+    document["Statement"][0]["Principal"] = principal
+    return resource("aws:sqs/queuePolicy:QueuePolicy", "interruptions", {"policy": json.dumps(document)})
 
 
 CASES: list[Case] = [
@@ -591,5 +628,68 @@ CASES: list[Case] = [
         ),
         "not one bucket",
         label="list",
+    ),
+    # Karpenter's objects, added to the prod stack as `capacity: karpenter` registers them.
+    Case(
+        "karpenter-disruption-bounded",
+        add(pool_resource(prod=False)),
+        "lets 10% node(s) be disrupted at once",
+        good=add(pool_resource(prod=True)),
+        config=PROD_BUDGETS,
+    ),
+    Case(
+        "karpenter-disruption-bounded",
+        add(pool_resource(prod=True, expire="Never")),
+        "never expire",
+        config=PROD_BUDGETS,
+        label="expiry",
+    ),
+    Case(
+        "interruption-queue-scoped",
+        add(queue_policy_resource({"AWS": "*"})),
+        "only ['events.amazonaws.com', 'sqs.amazonaws.com'] may",
+        good=add(queue_policy_resource({"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]})),
+    ),
+    Case(
+        "interruption-queue-scoped",
+        add(resource(QUEUE, "interruptions", {"name": "c", "messageRetentionSeconds": 300})),
+        "not encrypted",
+        good=add(resource(QUEUE, "interruptions", {"name": "c", "sqsManagedSseEnabled": True})),
+        label="sse",
+    ),
+    Case(
+        "gpu-nodes-tainted",
+        add(pool_resource(prod=True, change=lambda p: p["spec"]["template"]["spec"].update(taints=[]))),
+        "GPU NodePool lacks",
+        good=add(pool_resource(prod=True)),
+        label="node-pool",
+    ),
+    Case(
+        "spot-diversified",
+        add(pool_resource(prod=True, types=("g5.xlarge", "g6.xlarge"))),
+        "spot NodePool draws from 2",
+        good=add(pool_resource(prod=True)),
+        label="node-pool",
+    ),
+    Case(
+        "gpu-max-bounded",
+        add(pool_resource(prod=True, change=lambda p: p["spec"].pop("limits"))),
+        "unbounded",
+        good=add(pool_resource(prod=True)),
+        label="node-pool",
+    ),
+    Case(
+        "imds-v2-hop-limit-1",
+        add(node_class_resource(lambda spec: spec["metadataOptions"].update(httpPutResponseHopLimit=2))),
+        "hop limit is 2",
+        good=add(node_class_resource(lambda spec: None)),
+        label="node-class",
+    ),
+    Case(
+        "encrypted-volumes",
+        add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].update(encrypted=False))),
+        "not encrypted",
+        good=add(node_class_resource(lambda spec: None)),
+        label="node-class",
     ),
 ]

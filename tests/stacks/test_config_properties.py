@@ -28,6 +28,9 @@ def stack_file(stack: str) -> dict[str, Any]:
 BASE = {**stack_file("dev"), "cluster": {"publicAccessCidrs": ["198.51.100.7/32"]}}
 PATHS: list[tuple[str | int, ...]] = [
     ("environment",),
+    ("capacity",),
+    ("gpu", "reserved"),
+    ("gpu", "reserved", "instanceType"),
     ("network", "zones"),
     ("network", "nat"),
     ("network", "vpcCidr"),
@@ -56,7 +59,9 @@ PATHS: list[tuple[str | int, ...]] = [
     ("telemetry", "logRetentionDays"),
     ("telemetry", "traceRetentionHours"),
 ]
-VALUES = any_value("spot", "single", "prod", "1.35", "10.0.0.0/16", "g5.xlarge", "ranker", "a/b")
+VALUES = any_value(
+    "spot", "single", "prod", "1.35", "10.0.0.0/16", "g5.xlarge", "ranker", "a/b", "karpenter", "odcr"
+)
 
 
 def with_value(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:

@@ -98,6 +98,15 @@ def test_dev_is_smaller() -> None:
     assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 1 + 2 + 2
 
 
+ODCR = {
+    "kind": "odcr",
+    "reservationIds": ["cr-0123456789abcdef0"],
+    "instanceType": "g5.12xlarge",
+    "instances": 1,
+    "zone": "us-east-1a",
+}
+
+
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
@@ -137,6 +146,25 @@ def test_dev_is_smaller() -> None:
         ({"telemetry": {"sampleRate": "1.5"}}, "inferstack:telemetry.sampleRate"),
         ({"telemetry": {"logRetentionDays": 10}}, "inferstack:telemetry.logRetentionDays"),
         ({"telemetry": {"traceRetentionHours": 0}}, "inferstack:telemetry.traceRetentionHours"),
+        ({"capacity": "fargate"}, "inferstack:capacity"),
+        ({"gpu": {"reserved": {**ODCR, "zone": None}}}, "inferstack:gpu.reserved.zone"),
+        (
+            {"gpu": {"reserved": {**ODCR, "instanceType": "m7i.xlarge"}}},
+            "inferstack:gpu.reserved.instanceType",
+        ),
+        (
+            {"gpu": {"reserved": {**ODCR, "reservationIds": ["r-1"]}}},
+            "inferstack:gpu.reserved.reservationIds[0]",
+        ),
+        ({"gpu": {"reserved": {**ODCR, "instances": 0}}}, "inferstack:gpu.reserved.instances"),
+        (
+            {
+                "gpu": {
+                    "reserved": {**ODCR, "reservationIds": ["cr-0123456789abcdef0", "cr-1123456789abcdef0"]}
+                }
+            },
+            "inferstack:gpu.reserved.reservationIds",
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], field: str) -> None:
