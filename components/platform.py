@@ -9,6 +9,7 @@ is checked before the first resource is registered, and every error names the st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -18,6 +19,13 @@ from pydantic.alias_generators import to_camel
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.canary import CanaryRelease
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
+from inferstack.components.model_repository import (
+    ModelRepository,
+    ModelRepositoryArgs,
+    ServedModels,
+    plan_objects,
+    served_models,
+)
 from inferstack.components.model_service import (
     ModelSource,
     TritonModelService,
@@ -101,6 +109,7 @@ def service_args(
         min_replicas=service.min_replicas,
         max_replicas=service.max_replicas,
         placement=service.placement,
+        model_cache_gib=service.model_cache_gib,
         queue_time_target_ms=service.queue_time_target_ms,
         pending_requests_per_replica=service.pending_requests_per_replica,
         gpu_utilization_target=service.gpu_utilization_target,
@@ -174,7 +183,27 @@ def stack_key(field: str) -> str:
     return f"{KEY}:{field}"
 
 
-def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> None:
+def repository_path(service: ServiceConfig, stack_dir: Path) -> Path | None:
+    """The service's built repository, a path in the stack file read relative to the stack files."""
+    return None if service.repository is None else stack_dir / service.repository
+
+
+def served(config: PlatformConfig, stack_dir: Path) -> dict[str, ServedModels | None]:
+    """Service -> what the deploy ships into its prefix (None: published out of band); errors name
+    ``services[i].repository``."""
+    found: dict[str, ServedModels | None] = {}
+    for i, service in enumerate(config.services):
+        path = repository_path(service, stack_dir)
+        try:
+            found[service.name] = None if path is None else served_models(plan_objects(path, service.models))
+        except InvalidInput as error:
+            raise InvalidInput(f"{KEY}:services[{i}].repository", error.value, error.allowed) from None
+    return found
+
+
+def check(
+    config: PlatformConfig, cluster_name: str, zones: Sequence[str], stack_dir: Path | None = None
+) -> None:
     """Everything the components would check, for the whole platform, before anything is registered.
 
     Subnet ids, role ARNs and bucket URIs exist only once resources do; the checks get stand-ins of
@@ -207,9 +236,14 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
     names = [s.name for s in config.services]
     if len(set(names)) != len(names):
         raise InvalidInput(f"{KEY}:services", names, "unique service names")
+    shipped = served(config, stack_dir or Path.cwd())
     for i, service in enumerate(config.services):
         try:
-            source = ModelSource(role_arn="irsa-role", repository_uri=f"s3://models/{service.prefix}")
+            source = ModelSource(
+                role_arn="irsa-role",
+                repository_uri=f"s3://models/{service.prefix}",
+                served=shipped[service.name],
+            )
             validate(service.name, service_args(config, service, source, zones))
             check_prefix(service.prefix)
         except InvalidInput as error:
@@ -224,6 +258,7 @@ class InferencePlatform(pulumi.ComponentResource):
     network: Network
     model_store: ModelStore
     services: dict[str, TritonModelService]
+    model_repositories: dict[str, ModelRepository]  # the services whose models ship with the deploy
     telemetry: Telemetry | None
     zones: list[str]
     region: str
@@ -236,7 +271,14 @@ class InferencePlatform(pulumi.ComponentResource):
     model_bucket: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
 
-    def __init__(self, name: str, config: PlatformConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: PlatformConfig,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        stack_dir: Path | None = None,  # where the stack files are: relative repository paths start there
+    ) -> None:
         # Every invoke goes through the provider the caller gave this component (its region, account).
         invoke = pulumi.InvokeOptions(provider=opts.provider if opts else None)
         cluster_name = config.cluster.name or name
@@ -249,7 +291,8 @@ class InferencePlatform(pulumi.ComponentResource):
             gpu_types,
         )
         check_platform_name(name, zones)
-        check(config, cluster_name, zones)
+        stack_dir = stack_dir or Path.cwd()
+        check(config, cluster_name, zones, stack_dir)
         region = aws.get_region(opts=invoke).region
         super().__init__("inferstack:platform:InferencePlatform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -343,12 +386,30 @@ class InferencePlatform(pulumi.ComponentResource):
             after_monitoring,
         )
         self.services = {}
+        self.model_repositories = {}
         for service in config.services:
+            path = repository_path(service, stack_dir)
+            shipped = None
+            if path is not None:
+                # The bucket and its settings (encryption, TLS-only policy) before the first object.
+                shipped = ModelRepository(
+                    f"{service.name}-models",
+                    ModelRepositoryArgs(
+                        bucket=store.bucket_name,
+                        prefix=service.prefix,
+                        repository=path,
+                        models=service.models,
+                    ),
+                    pulumi.ResourceOptions(parent=self, depends_on=[store]),
+                )
+                self.model_repositories[service.name] = shipped
             source = ModelSource(
                 model_store=store,
                 prefix=service.prefix,
                 oidc_provider_arn=cluster.oidc_provider_arn,
                 oidc_issuer_url=cluster.oidc_issuer_url,
+                served=shipped.served if shipped else None,
+                shipped_by=shipped,
             )
             self.services[service.name] = TritonModelService(
                 service.name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pulumi
 import pulumi_aws as aws
 
@@ -13,7 +15,11 @@ config = parse_config(engine_config())
 if config.failover:  # a standby stack: its pairing is checked before anything is registered
     services = [s.name for s in config.services]
     check_failover(config.failover, region=aws.get_region().region, services=services)
-platform = InferencePlatform(config.cluster.name or f"inferstack-{pulumi.get_stack()}", config)
+platform = InferencePlatform(
+    config.cluster.name or f"inferstack-{pulumi.get_stack()}",
+    config,
+    stack_dir=Path(__file__).resolve().parent,  # the stack files' folder (Pulumi.yaml's stackConfigDir)
+)
 for name, value in platform.outputs().items():
     pulumi.export(name, value)
 if config.failover:

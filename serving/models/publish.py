@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -34,13 +33,20 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.model_manifest import CONFIG as _CONFIG
+from inferstack.infra.model_manifest import (
+    MANIFEST,
+    SHA256_METADATA,
+    links_out,
+    manifest_bytes,
+    model_dirs,
+    publishable,
+    sha256_of,
+)
 from inferstack.infra.prefixes import check_prefix
 
-SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
-_CONFIG = "config.pbtxt"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _CHUNK = 1 << 20
-MANIFEST = "inferstack-manifest.json"  # per model, beside config.pbtxt; Triton ignores other files there
 ROLLBACK_DEADLINE_S = 30.0
 
 
@@ -86,40 +92,6 @@ def parse_s3_uri(uri: str, *, field: str = "destination") -> S3Location:
     return S3Location(bucket, prefix)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _publishable(path: Path, repository: Path) -> bool:
-    # Hidden files (an interrupted build's staging folder) and Python's caches are not the model.
-    parts = path.relative_to(repository).parts
-    return (
-        path.is_file()
-        and path.suffix != ".pyc"
-        and not any(part == "__pycache__" or part.startswith(".") for part in parts)
-    )
-
-
-def _model_dirs(repository: Path) -> list[Path]:
-    return sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _links_out(repository: Path) -> list[str]:
-    """Links under ``repository`` that resolve outside it (or nowhere): never published."""
-    root = repository.resolve()
-    found = []
-    for folder, dirs, files in os.walk(repository):
-        for name in [*dirs, *files]:
-            path = Path(folder) / name
-            if path.is_symlink() and (not path.exists() or not path.resolve().is_relative_to(root)):
-                found.append(path.relative_to(repository).as_posix())
-    return found
-
-
 def check_repository(repository: Path) -> None:
     """Raise InvalidInput unless Triton could load every model of ``repository`` as it stands."""
     from inferstack.serving.models.config import parse_config
@@ -127,10 +99,10 @@ def check_repository(repository: Path) -> None:
 
     if not repository.is_dir():
         raise InvalidInput("repository", str(repository), "an existing model repository folder")
-    outside = _links_out(repository)
+    outside = links_out(repository)
     if outside:
         raise InvalidInput("repository", outside, "files inside the repository (no links leading out of it)")
-    models = _model_dirs(repository)
+    models = model_dirs(repository)
     if not models:
         raise InvalidInput("repository", str(repository), "a folder holding at least one model")
     for model_dir in models:
@@ -165,11 +137,11 @@ def upload_order(repository: Path) -> list[str]:
     """
     check_repository(repository)
     ordered: list[str] = []
-    for model_dir in _model_dirs(repository):
+    for model_dir in model_dirs(repository):
         files = [
             p.relative_to(repository).as_posix()
             for p in sorted(model_dir.rglob("*"))
-            if _publishable(p, repository)
+            if publishable(p, repository)
         ]
         config = f"{model_dir.name}/{_CONFIG}"
         ordered += [f for f in files if f != config] + [config]
@@ -261,8 +233,7 @@ def _remove(s3: Any, bucket: str, keys: list[str], error: BaseException, deadlin
 
 
 def _manifest(model: str, order: list[str], local: dict[str, str]) -> bytes:
-    files = {r.split("/", 1)[1]: local[r] for r in order if r.split("/", 1)[0] == model}
-    return json.dumps({"model": model, "sha256": files}, indent=1, sort_keys=True).encode()
+    return manifest_bytes(model, {r.split("/", 1)[1]: local[r] for r in order if r.split("/", 1)[0] == model})
 
 
 def _put_manifest(s3: Any, location: S3Location, model: str, content: bytes) -> None:
