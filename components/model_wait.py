@@ -240,9 +240,7 @@ def missing(model: Model, manifest: bytes | None, keys: set[str]) -> str | None:
 def model_state(target: Target, model: Model, fetch: Fetch) -> str | None:
     """One look at ``model`` in the bucket: why it is not ready, or None."""
     status, body = fetch(target.key(f"{model.name}/{MANIFEST}"), None)
-    if status == 404:
-        return missing(model, None, set())
-    if status != 200:
+    if status not in (200, 404):
         return f"S3 answered {status} for the manifest: {body[:200]!r}"
     folder = target.key(f"{model.name}/")
     keys: set[str] = set()
@@ -256,7 +254,10 @@ def model_state(target: Target, model: Model, fetch: Fetch) -> str | None:
         keys |= {(k.text or "").removeprefix(folder) for k in root.iter(f"{_S3_NS}Key")}
         token = root.findtext(f"{_S3_NS}NextContinuationToken") or ""
         if not token:
-            return missing(model, body, keys)
+            break
+    why = missing(model, body if status == 200 else None, keys)
+    # The count makes each state of a publish in progress a line of its own in the log.
+    return None if why is None else f"{why} ({len(keys)} object(s) in the model folder)"
 
 
 def wait_for_models(
