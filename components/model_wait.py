@@ -12,9 +12,9 @@ non-zero: an S3 or credentials error is logged and retried, since IAM and the bu
 settling on a first deploy. The pod stays in ``Init`` (not ready, not restarting).
 
 Standard library only (Triton's image has ``python3`` and no AWS SDK): credentials come from the
-pod's IRSA web identity (``AWS_ROLE_ARN``, ``AWS_WEB_IDENTITY_TOKEN_FILE``, exchanged at STS) or
-from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``; requests are signed with SigV4. The repository
-URI is Triton's own: ``s3://bucket/prefix`` or ``s3://http(s)://host:port/bucket/prefix``.
+pod's IRSA web identity (``AWS_ROLE_ARN``, ``AWS_WEB_IDENTITY_TOKEN_FILE``, exchanged at STS, whose
+endpoint ``AWS_ENDPOINT_URL_STS`` may override as for the AWS SDKs); requests are signed with SigV4.
+The repository URI is Triton's own: ``s3://bucket/prefix`` or ``s3://http(s)://host:port/bucket/prefix``.
 
 ``wait_for_models`` is the extension point (a node-local cache fed from the manifest can hook in
 there): it takes the target, the models and a ``fetch`` function, and returns once all are there.
@@ -166,8 +166,8 @@ def signed_headers(
 # --- credentials -------------------------------------------------------------------------------------
 
 
-def _http(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=dict(headers or {}))
+def _http(url: str, headers: Mapping[str, str] | None = None, data: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=dict(headers or {}), data=data)
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
             return int(response.status), bytes(response.read())
@@ -176,17 +176,30 @@ def _http(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, byte
 
 
 def web_identity_credentials(env: Mapping[str, str], region: str) -> Credentials:
-    """IRSA: the pod's projected token exchanged for the role's temporary credentials at STS."""
-    token = open(env["AWS_WEB_IDENTITY_TOKEN_FILE"]).read().strip()  # noqa: SIM115 - one short read
+    """IRSA: the pod's projected token exchanged for the role's temporary credentials at STS (an
+    unsigned call: the token is the proof). EKS sets these variables in every container of a pod
+    whose service account names a role."""
+    missing_env = [name for name in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE") if not env.get(name)]
+    if missing_env:
+        raise OSError(
+            f"no IRSA identity ({', '.join(missing_env)} unset): the pod's service account needs the "
+            "eks.amazonaws.com/role-arn annotation"
+        )
+    with open(env["AWS_WEB_IDENTITY_TOKEN_FILE"]) as handle:  # rotated by the kubelet: read each time
+        token = handle.read().strip()
     endpoint = env.get("AWS_ENDPOINT_URL_STS") or f"https://sts.{region}.{_dns_suffix(region)}"
-    query = {
+    form = {
         "Action": "AssumeRoleWithWebIdentity",
         "Version": "2011-06-15",
         "RoleArn": env["AWS_ROLE_ARN"],
         "RoleSessionName": env.get("AWS_ROLE_SESSION_NAME") or "inferstack-model-wait",
         "WebIdentityToken": token,
     }
-    status, body = _http(f"{endpoint.rstrip('/')}/?{_query(query)}")
+    status, body = _http(
+        f"{endpoint.rstrip('/')}/",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        _query(form).encode(),
+    )
     if status != 200:
         raise OSError(f"STS AssumeRoleWithWebIdentity answered {status}: {body[:300]!r}")
     found = ElementTree.fromstring(body).find(f".//{_STS_NS}Credentials")
@@ -198,19 +211,6 @@ def web_identity_credentials(env: Mapping[str, str], region: str) -> Credentials
 
     expires = datetime.datetime.fromisoformat(text("Expiration").replace("Z", "+00:00")).timestamp()
     return Credentials(text("AccessKeyId"), text("SecretAccessKey"), text("SessionToken"), expires)
-
-
-def credentials_from(env: Mapping[str, str], region: str) -> Credentials:
-    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        return Credentials(
-            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN", "")
-        )
-    if env.get("AWS_ROLE_ARN") and env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
-        return web_identity_credentials(env, region)
-    raise OSError(
-        "no AWS credentials: expected IRSA (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE, set by EKS for the "
-        "pod's service account) or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-    )
 
 
 # --- what is in the bucket ---------------------------------------------------------------------------
@@ -299,7 +299,7 @@ def s3_fetch(target: Target, env: Mapping[str, str]) -> Fetch:
 
     def fetch(key: str, query: Mapping[str, str] | None) -> tuple[int, bytes]:
         if not held or held[0].expires - time.time() < 300:
-            held[:] = [credentials_from(env, target.region)]
+            held[:] = [web_identity_credentials(env, target.region)]
         url = target.url(key, query)
         now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - Triton 24.10 has Python 3.10
         return _http(url, signed_headers("GET", url, region=target.region, credentials=held[0], now=now))

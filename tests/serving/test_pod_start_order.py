@@ -129,9 +129,22 @@ def local_uri(arg: str, endpoint: str) -> str:
     return arg.replace("s3://", f"s3://{endpoint}/", 1) if arg.startswith("--model-repository=s3://") else arg
 
 
-def start_wait(pod: dict[str, Any], endpoint: str, volumes: dict[str, Path], log: Path) -> ChildProcess:
+def start_wait(
+    plan: Recording, pod: dict[str, Any], endpoint: str, volumes: dict[str, Path], log: Path
+) -> ChildProcess:
     init = next(c for c in pod["initContainers"] if c["name"] == "wait-for-models")
-    env = {**container_env(init, volumes), **DUMMY_AWS}  # the emulator's keys stand in for IRSA
+    # What EKS's pod identity webhook adds for the service account's role (IRSA), with the token
+    # exchanged at moto's STS.
+    account = plan.one("kubernetes:core/v1:ServiceAccount", "ranker-sa").inputs["metadata"]
+    token = volumes["tmp"] / "irsa-token"
+    token.write_text("eyJ.projected.token")
+    irsa = {
+        "AWS_ROLE_ARN": account["annotations"]["eks.amazonaws.com/role-arn"],
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
+        "AWS_STS_REGIONAL_ENDPOINTS": "regional",
+        "AWS_ENDPOINT_URL_STS": endpoint,
+    }
+    env = {**container_env(init, volumes), **irsa}
     command = [init["command"][0].replace("python3", sys.executable), *init["command"][1:]]
     argv = [*command, *(local_uri(expand(a, env), endpoint) for a in init["args"])]
     return start_child("wait-for-models", argv, log=log, env=env)
@@ -200,7 +213,7 @@ def test_the_pod_waits_through_every_state_of_the_upload_and_serves_once_complet
     finally:
         bare.stop()
 
-    wait = start_wait(pod, endpoint, volumes, tmp_path / "wait.log")
+    wait = start_wait(plan, pod, endpoint, volumes, tmp_path / "wait.log")
     try:
         # Empty, then each object in turn: the wait stays up and says what it waits for in each state.
         key = objects[-1].inputs["key"]
