@@ -136,11 +136,7 @@ def plan_objects(repository: Path, models: tuple[str, ...]) -> list[ModelPlan]:
     folders = {d.name: d for d in model_dirs(repository)}
     absent = [m for m in models if m not in folders]
     if absent:
-        raise InvalidInput(
-            "repository",
-            f"{repository}: no folder for {absent}",
-            f"a repository holding the service's models; it has {sorted(folders)}",
-        )
+        raise InvalidInput("models", absent, f"models of the repository {repository}: {sorted(folders)}")
     return [_model_plan(repository, folders[m]) for m in models]
 
 

@@ -197,7 +197,8 @@ def served(config: PlatformConfig, stack_dir: Path) -> dict[str, ServedModels | 
         try:
             found[service.name] = None if path is None else served_models(plan_objects(path, service.models))
         except InvalidInput as error:
-            raise InvalidInput(f"{KEY}:services[{i}].repository", error.value, error.allowed) from None
+            key = "models" if error.field == "models" else "repository"
+            raise InvalidInput(f"{KEY}:services[{i}].{key}", error.value, error.allowed) from None
     return found
 
 
