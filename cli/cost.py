@@ -10,13 +10,21 @@ from typing import Annotated
 
 import typer
 
-from inferstack.cli.options import Config, Stack, StacksDir, check_stacks_dir, existing_file, settings
+from inferstack.cli.options import (
+    PACKAGED_PROGRAM,
+    Config,
+    Stack,
+    StacksDir,
+    check_stacks_dir,
+    existing_file,
+    settings,
+)
 from inferstack.cli.output import print_table
 
 
 def cost(
     stack: Stack,
-    stacks_dir: StacksDir = Path("stacks"),
+    stacks_dir: StacksDir = PACKAGED_PROGRAM,
     prices_file: Annotated[
         Path | None,
         typer.Option("--prices", help="a JSON price table over the packaged one (same keys, any subset)"),

@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from inferstack.cli.options import Config, Stack, StacksDir, check_stacks_dir, existing_file, settings
+from inferstack.cli.options import (
+    PACKAGED_PROGRAM,
+    Config,
+    Stack,
+    StacksDir,
+    check_stacks_dir,
+    existing_file,
+    settings,
+)
 from inferstack.cli.output import brief_error, error, print_table
 from inferstack.infra.errors import InvalidInput
 
@@ -19,7 +27,7 @@ policy = typer.Typer(no_args_is_help=True, help="the CrossGuard policy pack")
 
 def plan(
     stack: Stack,
-    stacks_dir: StacksDir = Path("stacks"),
+    stacks_dir: StacksDir = PACKAGED_PROGRAM,
     out: Annotated[Path, typer.Option(help="where the Kubernetes manifests go")] = Path("out/plan"),
     as_json: Annotated[
         bool, typer.Option("--json", help="print the plan as `pulumi preview --json` does")
@@ -51,7 +59,7 @@ def plan(
 @policy.command()
 def check(
     stack: Stack,
-    stacks_dir: StacksDir = Path("stacks"),
+    stacks_dir: StacksDir = PACKAGED_PROGRAM,
     policy_config: Annotated[
         Path | None,
         typer.Option(

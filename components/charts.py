@@ -31,7 +31,21 @@ KEDA = Chart("keda", "https://kedacore.github.io/charts", "2.20.2")
 DCGM_EXPORTER = Chart("dcgm-exporter", "https://nvidia.github.io/dcgm-exporter/helm-charts", "4.8.2")
 NVIDIA_DEVICE_PLUGIN = Chart("nvidia-device-plugin", "https://nvidia.github.io/k8s-device-plugin", "0.20.0")
 CLUSTER_AUTOSCALER = Chart("cluster-autoscaler", "https://kubernetes.github.io/autoscaler", "9.59.0")
-CHARTS = (KUBE_PROMETHEUS_STACK, KEDA, DCGM_EXPORTER, NVIDIA_DEVICE_PLUGIN, CLUSTER_AUTOSCALER)
+OPENTELEMETRY_COLLECTOR = Chart(
+    "opentelemetry-collector", "https://open-telemetry.github.io/opentelemetry-helm-charts", "0.170.0"
+)
+JAEGER = Chart("jaeger", "https://jaegertracing.github.io/helm-charts", "4.11.1")  # 4.x: Jaeger v2
+FLUENT_BIT = Chart("fluent-bit", "https://fluent.github.io/helm-charts", "0.58.1")
+CHARTS = (
+    KUBE_PROMETHEUS_STACK,
+    KEDA,
+    DCGM_EXPORTER,
+    NVIDIA_DEVICE_PLUGIN,
+    CLUSTER_AUTOSCALER,
+    OPENTELEMETRY_COLLECTOR,
+    JAEGER,
+    FLUENT_BIT,
+)
 
 # Charts whose image tag defaults to "" (the chart's appVersion) get it spelled out, so what runs
 # is readable in the stack and checkable by policy.
@@ -40,6 +54,29 @@ DEVICE_PLUGIN_IMAGE_TAG = "v0.20.0"
 DCGM_EXPORTER_IMAGE_TAG = "4.5.3-4.8.2-distroless"
 CLUSTER_AUTOSCALER_IMAGE_TAG = "v1.35.0"  # the minor must equal the cluster's Kubernetes minor
 PROMETHEUS_OPERATOR_IMAGE_TAG = "v0.93.1"  # operator, config reloader and admission webhook
+
+
+@dataclass(frozen=True)
+class Image:
+    """A container image as registry host, repository and tag: each part is a chart value of its own."""
+
+    registry: str
+    repository: str
+    tag: str
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}:{self.tag}"
+
+
+# Images named in full, registry included, where the chart's default is Docker Hub (anonymous pulls are
+# rate-limited per node IP) or nothing: each from a registry its project publishes to, tag = appVersion.
+# No digest: none could be read from a registry where this is built, and an unverified one is worse.
+COLLECTOR_IMAGE = Image(  # the Kubernetes distribution: OTLP, memory_limiter, batch, health_check
+    "ghcr.io", "open-telemetry/opentelemetry-collector-releases/opentelemetry-collector-k8s", "0.158.0"
+)
+JAEGER_IMAGE = Image("quay.io", "jaegertracing/jaeger", "2.19.0")  # the chart's default is Docker Hub's
+FLUENT_BIT_IMAGE = Image("cr.fluentbit.io", "fluent/fluent-bit", "5.1.1")  # Fluent's own registry
+IMAGES = (COLLECTOR_IMAGE, JAEGER_IMAGE, FLUENT_BIT_IMAGE)
 
 
 def release(

@@ -33,9 +33,9 @@ from inferstack.components.model_service import (
     validate,
 )
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
-from inferstack.components.platform_config import NAMESPACE, PlatformConfig, ServiceConfig
+from inferstack.components.platform_config import NAMESPACE, PlatformConfig, ServiceConfig, stack_key
 from inferstack.components.storage import StorageClasses, StorageClassesArgs
-from inferstack.components.telemetry import Telemetry, TelemetryArgs, collector_traces_url
+from inferstack.components.telemetry import JAEGER_SERVICE, Telemetry, TelemetryArgs, collector_traces_url
 from inferstack.components.telemetry import validate as validate_telemetry
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
@@ -83,7 +83,8 @@ def check_reachable(config: PlatformConfig) -> None:
             f"{KEY}:network.nat",
             config.network.nat,
             "per_zone or single: the platform's charts pull images from public registries "
-            "(registry.k8s.io, nvcr.io, quay.io), which private nodes reach only through a NAT",
+            "(registry.k8s.io, nvcr.io, quay.io, ghcr.io, cr.fluentbit.io), which private nodes reach only "
+            "through a NAT",
         )
 
 
@@ -144,43 +145,6 @@ def check_platform_name(name: str, zones: Sequence[str]) -> None:
     check_derived_name(field, name, suffix="-autoscaling-cluster-autoscaler", limit=IAM_ROLE_NAME_MAX)
     for zone in zones:
         check_derived_name(field, name, suffix=f"-nodes-gpu-spot-{zone}-ng", limit=EKS_NODEGROUP_NAME_MAX)
-
-
-# A component's field (prefix) -> the stack key it comes from: errors name what the user wrote.
-_STACK_KEYS: tuple[tuple[str, str], ...] = (
-    ("name", "cluster.name"),
-    ("version", "cluster.kubernetesVersion"),
-    ("public_access_cidrs", "cluster.publicAccessCidrs"),
-    ("admin_principal_arns", "cluster.adminPrincipalArns"),
-    ("vpc_cidr", "network.vpcCidr"),
-    ("private_prefix", "network.vpcCidr"),  # too small a VPC for the subnets
-    ("public_prefix", "network.vpcCidr"),
-    ("zones", "network.zones"),
-    ("nat", "network.nat"),
-    ("system.instance_types", "nodes.systemInstanceTypes"),
-    ("gpu_spot.instance_types", "gpu.spotInstanceTypes"),
-    ("gpu_spot.max_size", "gpu.spotMaxPerZone"),
-    ("gpu.instance_types", "gpu.instanceType"),
-    ("gpu.max_size", "gpu.maxPerZone"),
-    ("instance_type", "gpu.instanceType"),
-    ("min_surviving_gpu_share", "gpu.minSurvivingShare"),
-    ("plans", "gpu.minSurvivingShare"),
-    ("cluster_name", "cluster.name"),
-    ("log_retention_days", "telemetry.logRetentionDays"),
-    ("trace_retention_hours", "telemetry.traceRetentionHours"),
-)
-
-
-def stack_key(field: str) -> str:
-    """The stack config key a component's field comes from, in Pulumi's spelling."""
-    for prefix, key in _STACK_KEYS:
-        if field == prefix or field.startswith((f"{prefix}[", f"{prefix}.")):
-            rest = field[len(prefix) :]
-            return f"{KEY}:{key}{rest if rest.startswith('[') else ''}"
-    for plan in ("gpu-spot-", "gpu-"):  # a per-zone node group's own field
-        if field.startswith(plan):
-            return f"{KEY}:gpu.{'spotInstanceTypes' if plan == 'gpu-spot-' else 'instanceType'}"
-    return f"{KEY}:{field}"
 
 
 def repository_path(service: ServiceConfig, stack_dir: Path) -> Path | None:
@@ -461,7 +425,7 @@ class InferencePlatform(pulumi.ComponentResource):
             if self.telemetry is None
             else {
                 "collector": self.telemetry.collector_url,
-                "jaeger": f"kubectl -n {self.telemetry.namespace} port-forward svc/jaeger 16686",
+                "jaeger": f"kubectl -n {self.telemetry.namespace} port-forward svc/{JAEGER_SERVICE} 16686",
                 "log_group": self.telemetry.log_group_name,
             },
         }

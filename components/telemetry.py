@@ -1,26 +1,28 @@
-"""Telemetry: where the platform's traces and logs go.
+"""Telemetry: where the platform's traces and logs go, as three pinned upstream Helm releases.
 
-- An **OpenTelemetry Collector** receives OTLP (gRPC 4317, HTTP 4318) from every Triton (and any
-  client that exports its own spans), bounds its memory (memory_limiter), batches, and exports to
-- **Jaeger v2**, one binary that takes OTLP, keeps spans in Badger on a gp3 volume for a retention
-  TTL and serves the query API Grafana reads (a Jaeger data source provisioned through
-  kube-prometheus-stack's values, `components.monitoring`). Jaeger rather than Tempo: Tempo's
-  single binary wants object storage (S3) for anything durable, a second bucket, role and
-  lifecycle; one Badger volume is enough for sampled inference traces kept for days.
-- **Fluent Bit** on every node (GPU nodes included) tails the containers' logs, parses Triton's
-  lines into fields with the request id (the pattern `serving.triton_logs` parses locally, from
-  `components.triton_telemetry`), and ships them to one CloudWatch Logs group that this component
-  creates with a retention, through IRSA: the role may create streams in and write to that group
-  only. No static keys.
+- The **OpenTelemetry Collector** (chart ``opentelemetry-collector``, the Kubernetes distribution)
+  receives OTLP (gRPC 4317, HTTP 4318) from every Triton (and any client that exports its own
+  spans), bounds its memory (memory_limiter), batches, and exports to
+- **Jaeger v2** (chart ``jaeger`` 4.x, the single v2 binary), which takes OTLP, keeps spans in
+  Badger on a gp3 volume for a retention TTL and serves the query API Grafana reads (a Jaeger data
+  source provisioned through kube-prometheus-stack's values, `components.monitoring`). Jaeger rather
+  than Tempo: Tempo's single binary wants object storage (S3) for anything durable, a second bucket,
+  role and lifecycle; one Badger volume is enough for sampled inference traces kept for days.
+- **Fluent Bit** (chart ``fluent-bit``) on every node, GPU nodes included, tails the containers'
+  logs, parses Triton's lines into fields with the request id (the pattern `serving.triton_logs`
+  parses locally, from `components.triton_telemetry`), and ships them to one CloudWatch Logs group
+  that this component creates with a retention, through IRSA: the role may create streams in and
+  write to that group only. No static keys.
 
-These are first-party manifests with pinned images, not Helm releases: the charts are not among
-the vendored chart sources, and no chart repository is reachable where this is built, so they could
-not be rendered by the real helm as every other release is. Each manifest is a pure function of the
-args, validated against the Kubernetes schemas like the model service's.
+Each release is named after its chart (`charts.release`) and each chart names its objects after the
+release, so the Services and the ServiceAccount named below are the ones helm renders (the render
+tests check it). Upgrading is bumping a chart in `components.charts`: the tests render the new
+version with these values and fail on a key it no longer knows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -28,9 +30,16 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
-import yaml
 
+from inferstack.components.charts import (
+    COLLECTOR_IMAGE,
+    FLUENT_BIT,
+    FLUENT_BIT_IMAGE,
+    JAEGER,
+    JAEGER_IMAGE,
+    OPENTELEMETRY_COLLECTOR,
+    release,
+)
 from inferstack.components.manifests import PART_OF, namespace, restricted_security_context
 from inferstack.components.storage import GP3
 from inferstack.components.triton_telemetry import (
@@ -43,7 +52,7 @@ from inferstack.components.triton_telemetry import (
 )
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import trust_policy
+from inferstack.infra.irsa import service_account_role
 from inferstack.infra.names import (
     IAM_ROLE_NAME_MAX,
     check_derived_name,
@@ -51,30 +60,37 @@ from inferstack.infra.names import (
 )
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL
 
-# Pinned images: not pulled here (no registry is reachable); each tag is one public deployments run.
-COLLECTOR_IMAGE = "otel/opentelemetry-collector:0.114.0"  # opentelemetry-collector-releases v0.114.0, core
-JAEGER_IMAGE = "jaegertracing/jaeger:2.10.0"  # jaegertracing/jaeger v2.10.0, the v2 single binary
-FLUENT_BIT_IMAGE = "cr.fluentbit.io/fluent/fluent-bit:3.2.2"  # fluent/fluent-bit v3.2.2
+# The objects the charts render for releases named after them (see the module's docstring).
+COLLECTOR_SERVICE = OPENTELEMETRY_COLLECTOR.name
+JAEGER_SERVICE = JAEGER.name
+FLUENT_BIT_SERVICE_ACCOUNT = FLUENT_BIT.name
 IMAGE_UID = 10001  # the collector's and Jaeger's images run as this user
-
-COLLECTOR, JAEGER, FLUENT_BIT = "otel-collector", "jaeger", "fluent-bit"
 JAEGER_QUERY_PORT = 16686  # UI and the HTTP API Grafana's Jaeger data source reads
-FLUENT_BIT_HTTP_PORT = 2020
+HEALTH_PORT = 13133  # both charts probe their pods here: the health check extension must serve it
 BADGER_DIR = "/badger"
+BADGER_CLAIM = "jaeger-badger"
+FLUENT_BIT_CONF_DIR = "/fluent-bit/etc/conf"  # where the chart mounts its ConfigMap
+FLUENT_BIT_HTTP_PORT = 2020  # health and metrics: the chart's probes and Service use `metricsPort`
 FLUENT_BIT_STATE_DIR = "/var/fluent-bit/state"  # tail offsets, on the node: a restart resumes
 # What CloudWatch Logs accepts as a retention (PutRetentionPolicy's enum).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557)
 FLUENT_BIT_ROLE_SUFFIX = "-fluent-bit"
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+CONFIG_DIGEST_LABEL = "inferstack.io/config-sha256"  # label values: 63 characters at most
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def collector_traces_url(ns: str) -> str:
     """The collector's OTLP/HTTP traces endpoint, as a Triton in any namespace reaches it."""
-    return f"http://{COLLECTOR}.{ns}.svc:{OTLP_HTTP_PORT}{TRACES_PATH}"
+    return f"http://{COLLECTOR_SERVICE}.{ns}.svc:{OTLP_HTTP_PORT}{TRACES_PATH}"
+
+
+def jaeger_otlp_endpoint(ns: str) -> str:
+    return f"{JAEGER_SERVICE}.{ns}.svc:{OTLP_GRPC_PORT}"
 
 
 def jaeger_query_url(ns: str) -> str:
-    return f"http://{JAEGER}.{ns}.svc:{JAEGER_QUERY_PORT}"
+    return f"http://{JAEGER_SERVICE}.{ns}.svc:{JAEGER_QUERY_PORT}"
 
 
 def log_group_name(cluster_name: str) -> str:
@@ -121,44 +137,54 @@ def validate(name: str, args: TelemetryArgs) -> None:
 
 # --- configuration files (pure) -------------------------------------------------------------------
 
+# The collector chart's pods get their own IP as this variable; receivers listen there (the
+# collector binds to localhost by default since 0.104, where no other pod reaches it).
+_POD_IP = "${env:MY_POD_IP}"
+
+
+def _otlp_receiver(host: str) -> dict[str, Any]:
+    return {
+        "otlp": {
+            "protocols": {
+                "grpc": {"endpoint": f"{host}:{OTLP_GRPC_PORT}"},
+                "http": {"endpoint": f"{host}:{OTLP_HTTP_PORT}"},
+            }
+        }
+    }
+
 
 def collector_config(jaeger_otlp_endpoint: str) -> dict[str, Any]:
-    """OTLP in, memory bounded, batched, OTLP out to Jaeger."""
+    """OTLP in, memory bounded, batched, OTLP/gRPC out to Jaeger; the health check the chart probes."""
     return {
-        "receivers": {
-            "otlp": {
-                "protocols": {
-                    # The collector binds to localhost by default (since 0.104): pods must reach it.
-                    "grpc": {"endpoint": f"0.0.0.0:{OTLP_GRPC_PORT}"},
-                    "http": {"endpoint": f"0.0.0.0:{OTLP_HTTP_PORT}"},
-                }
-            }
-        },
+        "extensions": {"health_check": {"endpoint": f"{_POD_IP}:{HEALTH_PORT}"}},
+        "receivers": _otlp_receiver(_POD_IP),
         "processors": {
             # First in the pipeline: refuse data (receivers answer "retry later") before the pod is
             # OOM-killed with every batch it holds. Percentages of the container's memory limit.
             "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 25},
             "batch": {"send_batch_size": 1024, "timeout": "5s"},
         },
-        "exporters": {"otlp/jaeger": {"endpoint": jaeger_otlp_endpoint, "tls": {"insecure": True}}},
+        # `otlp_grpc` is the exporter's name since collector 0.144 (`otlp` is a deprecated alias).
+        "exporters": {"otlp_grpc/jaeger": {"endpoint": jaeger_otlp_endpoint, "tls": {"insecure": True}}},
         "service": {
+            "extensions": ["health_check"],
             "pipelines": {
                 "traces": {
                     "receivers": ["otlp"],
                     "processors": ["memory_limiter", "batch"],
-                    "exporters": ["otlp/jaeger"],
+                    "exporters": ["otlp_grpc/jaeger"],
                 }
-            }
+            },
         },
     }
 
 
 def jaeger_config(*, trace_retention_hours: int) -> dict[str, Any]:
-    """Jaeger v2 (2.10's schema): OTLP in, Badger on the volume with a TTL, the query API on 16686."""
+    """Jaeger v2: OTLP in, Badger on the volume with a TTL, the query API on 16686, health on 13133."""
     store = "badger"
     return {
         "service": {
-            "extensions": ["jaeger_storage", "jaeger_query"],
+            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
             "pipelines": {
                 "traces": {
                     "receivers": ["otlp"],
@@ -168,6 +194,8 @@ def jaeger_config(*, trace_retention_hours: int) -> dict[str, Any]:
             },
         },
         "extensions": {
+            # The chart's probes read /status here; the extension's default host is localhost.
+            "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"0.0.0.0:{HEALTH_PORT}"}},
             "jaeger_query": {
                 "storage": {"traces": store},
                 "http": {"endpoint": f"0.0.0.0:{JAEGER_QUERY_PORT}"},
@@ -184,14 +212,7 @@ def jaeger_config(*, trace_retention_hours: int) -> dict[str, Any]:
                 }
             },
         },
-        "receivers": {
-            "otlp": {
-                "protocols": {
-                    "grpc": {"endpoint": f"0.0.0.0:{OTLP_GRPC_PORT}"},
-                    "http": {"endpoint": f"0.0.0.0:{OTLP_HTTP_PORT}"},
-                }
-            }
-        },
+        "receivers": _otlp_receiver("0.0.0.0"),
         "processors": {"batch": {}},
         "exporters": {"jaeger_storage_exporter": {"trace_storage": store}},
     }
@@ -218,71 +239,87 @@ def fluent_bit_parsers() -> str:
     )
 
 
-def fluent_bit_config(*, region: str, log_group: str) -> str:
-    """Tail every container's log, add its pod's metadata, parse Triton's lines, ship to CloudWatch."""
-    sections = [
-        _section(
-            "SERVICE",
-            [
-                ("Flush", "5"),
-                ("Log_Level", "info"),
-                ("Parsers_File", "/fluent-bit/etc/conf/parsers.conf"),
-                ("HTTP_Server", "On"),
-                ("HTTP_Listen", "0.0.0.0"),
-                ("HTTP_Port", str(FLUENT_BIT_HTTP_PORT)),
-                ("Health_Check", "On"),
-            ],
-        ),
-        _section(
-            "INPUT",
-            [
-                ("Name", "tail"),
-                ("Tag", "kube.*"),
-                ("Path", "/var/log/containers/*.log"),
-                # containerd's CRI lines, long lines reassembled from their partial chunks.
-                ("multiline.parser", "cri"),
-                ("DB", f"{FLUENT_BIT_STATE_DIR}/tail.db"),
-                ("Mem_Buf_Limit", "50MB"),
-                ("Skip_Long_Lines", "On"),
-            ],
-        ),
-        _section(
-            "FILTER",
-            [
-                ("Name", "kubernetes"),
-                ("Match", "kube.*"),
-                ("Kube_Tag_Prefix", "kube.var.log.containers."),
-                ("Labels", "Off"),
-                ("Annotations", "Off"),
-            ],
-        ),
-        # Lines that are not Triton's pass through unchanged; Triton's become time, level, thread,
-        # source, request_id and message, beside the pod's metadata (Reserve_Data).
-        _section(
-            "FILTER",
-            [
-                ("Name", "parser"),
-                ("Match", "kube.*"),
-                ("Key_Name", "log"),
-                ("Parser", "triton"),
-                ("Reserve_Data", "On"),
-            ],
-        ),
-        _section(
-            "OUTPUT",
-            [
-                ("Name", "cloudwatch_logs"),
-                ("Match", "kube.*"),
-                ("region", region),
-                ("log_group_name", log_group),
-                # One stream per container (the tag names the pod, namespace and container).
-                ("log_stream_prefix", "container."),
-                # The group is this component's, with its retention; the role may not create groups.
-                ("auto_create_group", "Off"),
-            ],
-        ),
-    ]
-    return "\n\n".join(sections) + "\n"
+# The chart's ConfigMap key for the parsers file, in the folder it mounts.
+FLUENT_BIT_PARSERS_FILE = "custom_parsers.conf"
+
+
+def fluent_bit_config(*, region: str, log_group: str) -> dict[str, str]:
+    """Tail every container's log, add its pod's metadata, parse Triton's lines, ship to CloudWatch.
+
+    The chart's four sections (each goes through helm's ``tpl``: no ``{{`` in them).
+    """
+    service = _section(
+        "SERVICE",
+        [
+            ("Daemon", "Off"),
+            ("Flush", "5"),
+            ("Log_Level", "info"),
+            ("Parsers_File", f"{FLUENT_BIT_CONF_DIR}/{FLUENT_BIT_PARSERS_FILE}"),
+            ("HTTP_Server", "On"),
+            ("HTTP_Listen", "0.0.0.0"),
+            ("HTTP_Port", str(FLUENT_BIT_HTTP_PORT)),
+            ("Health_Check", "On"),
+        ],
+    )
+    inputs = _section(
+        "INPUT",
+        [
+            ("Name", "tail"),
+            ("Tag", "kube.*"),
+            ("Path", "/var/log/containers/*.log"),
+            # containerd's CRI lines, long lines reassembled from their partial chunks.
+            ("multiline.parser", "cri"),
+            ("DB", f"{FLUENT_BIT_STATE_DIR}/tail.db"),
+            ("Mem_Buf_Limit", "50MB"),
+            ("Skip_Long_Lines", "On"),
+        ],
+    )
+    filters = "\n\n".join(
+        [
+            _section(
+                "FILTER",
+                [
+                    ("Name", "kubernetes"),
+                    ("Match", "kube.*"),
+                    ("Kube_Tag_Prefix", "kube.var.log.containers."),
+                    ("Labels", "Off"),
+                    ("Annotations", "Off"),
+                ],
+            ),
+            # Lines that are not Triton's pass through unchanged; Triton's become time, level, thread,
+            # source, request_id and message, beside the pod's metadata (Reserve_Data).
+            _section(
+                "FILTER",
+                [
+                    ("Name", "parser"),
+                    ("Match", "kube.*"),
+                    ("Key_Name", "log"),
+                    ("Parser", "triton"),
+                    ("Reserve_Data", "On"),
+                ],
+            ),
+        ]
+    )
+    outputs = _section(
+        "OUTPUT",
+        [
+            ("Name", "cloudwatch_logs"),
+            ("Match", "kube.*"),
+            ("region", region),
+            ("log_group_name", log_group),
+            # One stream per container (the tag names the pod, namespace and container).
+            ("log_stream_prefix", "container."),
+            # The group is this component's, with its retention; the role may not create groups.
+            ("auto_create_group", "Off"),
+        ],
+    )
+    return {
+        "service": service + "\n",
+        "inputs": inputs + "\n",
+        "filters": filters + "\n",
+        "outputs": outputs + "\n",
+        "customParsers": fluent_bit_parsers() + "\n",
+    }
 
 
 def log_shipping_policy(log_group_arn: str) -> dict[str, Any]:
@@ -304,251 +341,126 @@ def log_shipping_policy(log_group_arn: str) -> dict[str, Any]:
     }
 
 
-# --- manifests (pure) -----------------------------------------------------------------------------
+# --- chart values (pure) --------------------------------------------------------------------------
 
 
 def labels(app: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": app, "app.kubernetes.io/component": "telemetry", **PART_OF}
 
 
-def _metadata(app: str, ns: str, **extra: Any) -> dict[str, Any]:
-    return {"name": app, "namespace": ns, "labels": labels(app), **extra}
-
-
-def _otlp_ports() -> list[dict[str, Any]]:
-    return [
-        {"name": "otlp-grpc", "containerPort": OTLP_GRPC_PORT, "protocol": "TCP"},
-        {"name": "otlp-http", "containerPort": OTLP_HTTP_PORT, "protocol": "TCP"},
-    ]
-
-
-def config_map(app: str, ns: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(app, ns), "data": data}
-
-
-def collector_config_map(ns: str) -> dict[str, Any]:
-    endpoint = f"{JAEGER}.{ns}.svc:{OTLP_GRPC_PORT}"
-    return config_map(COLLECTOR, ns, {"collector.yaml": yaml.safe_dump(collector_config(endpoint))})
-
-
-def collector_deployment(ns: str, node_selector: dict[str, str]) -> dict[str, Any]:
-    """Two stateless replicas on different nodes: a node drain does not stop the spans."""
+def collector_values(ns: str, node_selector: dict[str, str]) -> dict[str, Any]:
+    """Two stateless replicas on different nodes (a node drain does not stop the spans), OTLP only."""
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(COLLECTOR, ns),
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": labels(COLLECTOR)},
-            "template": {
-                "metadata": {"labels": labels(COLLECTOR)},
-                "spec": {
-                    "nodeSelector": node_selector,
-                    "topologySpreadConstraints": [
-                        {
-                            "maxSkew": 1,
-                            "topologyKey": "kubernetes.io/hostname",
-                            "whenUnsatisfiable": "ScheduleAnyway",
-                            "labelSelector": {"matchLabels": labels(COLLECTOR)},
-                        }
-                    ],
-                    "containers": [
-                        {
-                            "name": "collector",
-                            "image": COLLECTOR_IMAGE,
-                            "args": ["--config=/conf/collector.yaml"],
-                            "ports": _otlp_ports(),
-                            "readinessProbe": {"tcpSocket": {"port": "otlp-http"}, "periodSeconds": 10},
-                            "livenessProbe": {"tcpSocket": {"port": "otlp-grpc"}, "periodSeconds": 20},
-                            "resources": {
-                                "requests": {"cpu": "100m", "memory": "256Mi"},
-                                "limits": {"memory": "512Mi"},
-                            },
-                            "securityContext": restricted_security_context(IMAGE_UID),
-                            "volumeMounts": [{"name": "config", "mountPath": "/conf", "readOnly": True}],
-                        }
-                    ],
-                    "volumes": [{"name": "config", "configMap": {"name": COLLECTOR}}],
-                },
-            },
+        "mode": "deployment",
+        "image": {
+            "repository": f"{COLLECTOR_IMAGE.registry}/{COLLECTOR_IMAGE.repository}",
+            "tag": COLLECTOR_IMAGE.tag,
         },
-    }
-
-
-def jaeger_config_map(ns: str, *, trace_retention_hours: int) -> dict[str, Any]:
-    config = jaeger_config(trace_retention_hours=trace_retention_hours)
-    return config_map(JAEGER, ns, {"config.yaml": yaml.safe_dump(config)})
-
-
-def jaeger_stateful_set(
-    ns: str, *, storage_class: str, storage_gib: int, node_selector: dict[str, str]
-) -> dict[str, Any]:
-    """One replica: Badger is a single-process store on one volume."""
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": _metadata(JAEGER, ns),
-        "spec": {
-            "serviceName": JAEGER,
-            "replicas": 1,
-            "selector": {"matchLabels": labels(JAEGER)},
-            "template": {
-                "metadata": {"labels": labels(JAEGER)},
-                "spec": {
-                    "nodeSelector": node_selector,
-                    # The volume is written as the image's user.
-                    "securityContext": {"fsGroup": IMAGE_UID, "runAsNonRoot": True},
-                    "containers": [
-                        {
-                            "name": "jaeger",
-                            "image": JAEGER_IMAGE,
-                            "args": ["--config=/conf/config.yaml"],
-                            "ports": [
-                                *_otlp_ports(),
-                                {"name": "query", "containerPort": JAEGER_QUERY_PORT, "protocol": "TCP"},
-                            ],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/", "port": "query"},
-                                "periodSeconds": 10,
-                            },
-                            "livenessProbe": {"tcpSocket": {"port": "otlp-grpc"}, "periodSeconds": 20},
-                            "resources": {
-                                "requests": {"cpu": "250m", "memory": "512Mi"},
-                                "limits": {"memory": "2Gi"},
-                            },
-                            "securityContext": restricted_security_context(IMAGE_UID),
-                            "volumeMounts": [
-                                {"name": "config", "mountPath": "/conf", "readOnly": True},
-                                {"name": "data", "mountPath": BADGER_DIR},
-                            ],
-                        }
-                    ],
-                    "volumes": [{"name": "config", "configMap": {"name": JAEGER}}],
-                },
-            },
-            "volumeClaimTemplates": [
-                {
-                    "metadata": {"name": "data", "labels": labels(JAEGER)},
-                    "spec": {
-                        "storageClassName": storage_class,
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": f"{storage_gib}Gi"}},
-                    },
-                }
-            ],
+        "command": {"name": "otelcol-k8s"},  # the binary of the Kubernetes distribution
+        # The whole configuration, unmerged with the chart's default one (Jaeger, Zipkin and Prometheus
+        # receivers, debug exporters, logs and metrics pipelines). Helm deletes a default key set to
+        # null, but the Python SDK drops null map values before they reach the engine
+        # (pulumi/pulumi#12178), so `config` could not remove them; `alternateConfig` replaces it.
+        "alternateConfig": collector_config(jaeger_otlp_endpoint(ns)),
+        # The container ports (and the Service's) of the receivers that are not configured.
+        "ports": {
+            name: {"enabled": False} for name in ("jaeger-compact", "jaeger-thrift", "jaeger-grpc", "zipkin")
         },
-    }
-
-
-def service(app: str, ns: str, ports: list[tuple[str, int]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(app, ns),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": labels(app),
-            "ports": [{"name": n, "port": p, "targetPort": n, "protocol": "TCP"} for n, p in ports],
-        },
-    }
-
-
-def fluent_bit_config_map(ns: str, *, region: str, log_group: str) -> dict[str, Any]:
-    data = {
-        "fluent-bit.conf": fluent_bit_config(region=region, log_group=log_group),
-        "parsers.conf": fluent_bit_parsers() + "\n",
-    }
-    return config_map(FLUENT_BIT, ns, data)
-
-
-def fluent_bit_service_account(ns: str, role_arn: pulumi.Input[str]) -> dict[str, Any]:
-    """IRSA: EKS injects a web-identity token for the log-shipping role; there are no keys."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": _metadata(FLUENT_BIT, ns, annotations={"eks.amazonaws.com/role-arn": role_arn}),
-    }
-
-
-def fluent_bit_cluster_role() -> dict[str, Any]:
-    """The kubernetes filter reads each log's pod and namespace: read-only, those two kinds."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": FLUENT_BIT, "labels": labels(FLUENT_BIT)},
-        "rules": [
-            {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]}
+        "replicaCount": 2,
+        "nodeSelector": node_selector,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": COLLECTOR_SERVICE}},
+            }
         ],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": restricted_security_context(IMAGE_UID),
+        "serviceAccount": {"automountServiceAccountToken": False},  # it never calls the API server
     }
 
 
-def fluent_bit_cluster_role_binding(ns: str) -> dict[str, Any]:
+def badger_claim(*, storage_class: str, storage_gib: int) -> dict[str, Any]:
+    """Jaeger's Badger volume, rendered by the release (the chart mounts volumes, it claims none)."""
     return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": FLUENT_BIT, "labels": labels(FLUENT_BIT)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FLUENT_BIT},
-        "subjects": [{"kind": "ServiceAccount", "name": FLUENT_BIT, "namespace": ns}],
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": BADGER_CLAIM, "labels": labels(JAEGER_SERVICE)},
+        "spec": {
+            "storageClassName": storage_class,
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": f"{storage_gib}Gi"}},
+        },
     }
 
 
-def fluent_bit_daemon_set(ns: str) -> dict[str, Any]:
+def jaeger_values(
+    *, trace_retention_hours: int, storage_class: str, storage_gib: int, node_selector: dict[str, str]
+) -> dict[str, Any]:
+    """One replica (Badger is a single-process store on one volume), replaced by Recreate: the chart's
+    default strategy, which frees the ReadWriteOnce volume before the next pod mounts it."""
+    config = jaeger_config(trace_retention_hours=trace_retention_hours)
+    # The chart stamps no checksum of its ConfigMap on the pod: without this label, a changed retention
+    # would update the ConfigMap and leave the running pod on the old one until something restarts it.
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
+    return {
+        "userconfig": config,
+        "jaeger": {
+            "podLabels": {CONFIG_DIGEST_LABEL: digest},
+            "image": {
+                "registry": JAEGER_IMAGE.registry,
+                "repository": JAEGER_IMAGE.repository,
+                "tag": JAEGER_IMAGE.tag,
+            },
+            "replicas": 1,
+            "nodeSelector": node_selector,
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+            # The volume is written as the image's user (the chart's pod context: fsGroup 10001).
+            "securityContext": restricted_security_context(IMAGE_UID),
+            "serviceAccount": {"automountServiceAccountToken": False},
+            "extraVolumes": [{"name": "data", "persistentVolumeClaim": {"claimName": BADGER_CLAIM}}],
+            "extraVolumeMounts": [{"name": "data", "mountPath": BADGER_DIR}],
+        },
+        "extraObjects": [badger_claim(storage_class=storage_class, storage_gib=storage_gib)],
+    }
+
+
+def fluent_bit_values(*, region: str, log_group: str, role_arn: pulumi.Input[str]) -> dict[str, Any]:
     """On every node, GPU nodes and their taint included: that is where Triton's logs are."""
     return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": _metadata(FLUENT_BIT, ns),
-        "spec": {
-            "selector": {"matchLabels": labels(FLUENT_BIT)},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            "template": {
-                "metadata": {"labels": labels(FLUENT_BIT)},
-                "spec": {
-                    "serviceAccountName": FLUENT_BIT,
-                    "priorityClassName": "system-node-critical",
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [
-                        {
-                            "name": "fluent-bit",
-                            "image": FLUENT_BIT_IMAGE,
-                            "args": ["--config=/fluent-bit/etc/conf/fluent-bit.conf"],
-                            "ports": [
-                                {"name": "http", "containerPort": FLUENT_BIT_HTTP_PORT, "protocol": "TCP"}
-                            ],
-                            "livenessProbe": {
-                                "httpGet": {"path": "/api/v1/health", "port": "http"},
-                                "periodSeconds": 30,
-                            },
-                            "resources": {
-                                "requests": {"cpu": "50m", "memory": "64Mi"},
-                                "limits": {"memory": "256Mi"},
-                            },
-                            # Container logs are root's files (0640): read as root, nothing more.
-                            "securityContext": {
-                                "runAsUser": 0,
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                                "seccompProfile": {"type": "RuntimeDefault"},
-                            },
-                            "volumeMounts": [
-                                {"name": "config", "mountPath": "/fluent-bit/etc/conf", "readOnly": True},
-                                {"name": "varlog", "mountPath": "/var/log", "readOnly": True},
-                                {"name": "state", "mountPath": FLUENT_BIT_STATE_DIR},
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": FLUENT_BIT}},
-                        {"name": "varlog", "hostPath": {"path": "/var/log", "type": "Directory"}},
-                        {
-                            "name": "state",
-                            "hostPath": {"path": FLUENT_BIT_STATE_DIR, "type": "DirectoryOrCreate"},
-                        },
-                    ],
-                },
-            },
+        "image": {
+            "repository": f"{FLUENT_BIT_IMAGE.registry}/{FLUENT_BIT_IMAGE.repository}",
+            "tag": FLUENT_BIT_IMAGE.tag,
         },
+        "testFramework": {"enabled": False},  # `helm test`'s pod pulls busybox:latest from Docker Hub
+        # IRSA: EKS injects a web-identity token for the log-shipping role into the pods; no keys.
+        "serviceAccount": {"annotations": {IRSA_ANNOTATION: role_arn}},
+        "priorityClassName": "system-node-critical",
+        "tolerations": [{"operator": "Exists"}],
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        # Container logs are root's files (0640): read as root, nothing more.
+        "securityContext": {
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "metricsPort": FLUENT_BIT_HTTP_PORT,
+        "config": fluent_bit_config(region=region, log_group=log_group),
+        # The node's logs read-only (the chart's default mounts them writable, with Docker's folder
+        # and the machine id, which containerd nodes and this configuration do not use).
+        "daemonSetVolumes": [
+            {"name": "varlog", "hostPath": {"path": "/var/log", "type": "Directory"}},
+            {"name": "state", "hostPath": {"path": FLUENT_BIT_STATE_DIR, "type": "DirectoryOrCreate"}},
+        ],
+        "daemonSetVolumeMounts": [
+            {"name": "varlog", "mountPath": "/var/log", "readOnly": True},
+            {"name": "state", "mountPath": FLUENT_BIT_STATE_DIR},
+        ],
     }
 
 
@@ -579,14 +491,18 @@ class Telemetry(pulumi.ComponentResource):
         group_name = log_group_name(args.cluster_name)
         child = child_options(self, opts)
 
-        aws.cloudwatch.LogGroup(
+        group = aws.cloudwatch.LogGroup(
             f"{name}-containers", name=group_name, retention_in_days=args.log_retention_days, opts=child
         )
-        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
-            lambda v: json.dumps(trust_policy(v[0], v[1], ns, FLUENT_BIT))
+        role = service_account_role(
+            f"{name}{FLUENT_BIT_ROLE_SUFFIX}",
+            oidc_provider_arn=args.oidc_provider_arn,
+            oidc_issuer_url=args.oidc_issuer_url,
+            namespace=ns,
+            service_account=FLUENT_BIT_SERVICE_ACCOUNT,
+            opts=child,
         )
-        role = aws.iam.Role(f"{name}{FLUENT_BIT_ROLE_SUFFIX}", assume_role_policy=trust, opts=child)
-        aws.iam.RolePolicy(
+        role_policy = aws.iam.RolePolicy(
             f"{name}{FLUENT_BIT_ROLE_SUFFIX}",
             role=role.id,
             policy=json.dumps(log_shipping_policy(group_arn)),
@@ -594,52 +510,36 @@ class Telemetry(pulumi.ComponentResource):
         )
 
         ns_resource = namespace(f"{name}-ns", ns, child)
-        in_ns = child_options(self, opts, after=[ns_resource])
-        maps = {
-            COLLECTOR: collector_config_map(ns),
-            JAEGER: jaeger_config_map(ns, trace_retention_hours=args.trace_retention_hours),
-            FLUENT_BIT: fluent_bit_config_map(ns, region=region, log_group=group_name),
-        }
-        for app, built in maps.items():
-            k8s.core.v1.ConfigMap(
-                f"{name}-{app}-config", metadata=built["metadata"], data=built["data"], opts=in_ns
-            )
-
-        jaeger = jaeger_stateful_set(
-            ns,
-            storage_class=args.storage_class,
-            storage_gib=args.trace_storage_gib,
-            node_selector=args.node_selector,
+        # Each chart renders its pods' ServiceAccount and ConfigMaps itself, and helm creates those
+        # kinds, one kind at a time, before any workload (the render tests check both).
+        jaeger = release(
+            f"{name}-{JAEGER.name}",
+            JAEGER,
+            namespace=ns,
+            values=jaeger_values(
+                trace_retention_hours=args.trace_retention_hours,
+                storage_class=args.storage_class,
+                storage_gib=args.trace_storage_gib,
+                node_selector=args.node_selector,
+            ),
+            opts=child_options(self, opts, after=[ns_resource]),
         )
-        k8s.apps.v1.StatefulSet(
-            f"{name}-{JAEGER}", metadata=jaeger["metadata"], spec=jaeger["spec"], opts=in_ns
+        # After Jaeger is ready (the release waits for its pod), so the first spans are not refused.
+        release(
+            f"{name}-{OPENTELEMETRY_COLLECTOR.name}",
+            OPENTELEMETRY_COLLECTOR,
+            namespace=ns,
+            values=collector_values(ns, args.node_selector),
+            opts=child_options(self, opts, after=[ns_resource, jaeger]),
         )
-        collector = collector_deployment(ns, args.node_selector)
-        k8s.apps.v1.Deployment(
-            f"{name}-{COLLECTOR}", metadata=collector["metadata"], spec=collector["spec"], opts=in_ns
-        )
-        otlp = [("otlp-grpc", OTLP_GRPC_PORT), ("otlp-http", OTLP_HTTP_PORT)]
-        for app, ports in ((JAEGER, [*otlp, ("query", JAEGER_QUERY_PORT)]), (COLLECTOR, otlp)):
-            built = service(app, ns, ports)
-            k8s.core.v1.Service(f"{name}-{app}", metadata=built["metadata"], spec=built["spec"], opts=in_ns)
-
-        account = fluent_bit_service_account(ns, role.arn)
-        k8s.core.v1.ServiceAccount(f"{name}-{FLUENT_BIT}", metadata=account["metadata"], opts=in_ns)
-        cluster_role = fluent_bit_cluster_role()
-        k8s.rbac.v1.ClusterRole(
-            f"{name}-{FLUENT_BIT}", metadata=cluster_role["metadata"], rules=cluster_role["rules"], opts=child
-        )
-        binding = fluent_bit_cluster_role_binding(ns)
-        k8s.rbac.v1.ClusterRoleBinding(
-            f"{name}-{FLUENT_BIT}",
-            metadata=binding["metadata"],
-            role_ref=binding["roleRef"],
-            subjects=binding["subjects"],
-            opts=in_ns,
-        )
-        daemon_set = fluent_bit_daemon_set(ns)
-        k8s.apps.v1.DaemonSet(
-            f"{name}-{FLUENT_BIT}", metadata=daemon_set["metadata"], spec=daemon_set["spec"], opts=in_ns
+        # Fluent Bit's pods may write from their first line: the role's permissions and the group
+        # (which the role may not create) exist before the release does.
+        release(
+            f"{name}-{FLUENT_BIT.name}",
+            FLUENT_BIT,
+            namespace=ns,
+            values=fluent_bit_values(region=region, log_group=group_name, role_arn=role.arn),
+            opts=child_options(self, opts, after=[ns_resource, group, role_policy]),
         )
 
         self.namespace = ns

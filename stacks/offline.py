@@ -105,9 +105,12 @@ def _aws_managed_key(region: str) -> dict[str, Any]:
 def _stack_reference_outputs(name: str) -> dict[str, Any]:
     """Stand-ins for a referenced stack's outputs (what a standby reads of its primary)."""
     stack = name.rsplit("/", 1)[-1]
+    issuer = f"oidc.eks.{REGION}.amazonaws.com/id/{stack.upper()}"
     return {
         "model_bucket": f"models-{stack}-offline",
         "cluster_name": f"inferstack-{stack}",
+        "oidc_provider_arn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{issuer}",
+        "oidc_issuer_url": f"https://{issuer}",
         "kubeconfig": json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []}),
     }
 
@@ -203,7 +206,8 @@ def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any], region: str)
 
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self, invokes: dict[str, Invoke] | None = None, region: str = REGION) -> None:
-        self.invokes = DEFAULT_INVOKES | regional_invokes(region) | (invokes or {})
+        self.given = invokes or {}
+        self.invokes = DEFAULT_INVOKES | regional_invokes(region) | self.given
         self.region = region
         self.provider_regions: dict[str, str] = {}  # explicit AWS providers' ids -> their region
 
@@ -220,6 +224,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return _aws_managed_key(self.provider_regions.get(provider_id, self.region)), []
         if args.token not in self.invokes:
             raise KeyError(f"no offline answer for invoke {args.token}; add one to inferstack.stacks.offline")
+        # An invoke through an explicit provider answers for that provider's region.
+        region = self.provider_regions.get((args.provider or "").rsplit("::", 1)[-1], self.region)
+        if region != self.region and args.token not in self.given:
+            return regional_invokes(region).get(args.token, self.invokes[args.token])(dict(args.args)), []
         return self.invokes[args.token](dict(args.args)), []
 
 
@@ -266,6 +274,7 @@ def run_program(
     config: dict[str, str] | None = None,
     stack: str = "test",
     preview: bool = False,
+    project: str = "inferstack",
 ) -> tuple[Recording, Any]:
     """Run ``program`` under mocks; return what it registered and its (resolved) return value."""
     recording = Recording()
@@ -275,7 +284,7 @@ def run_program(
     # its top-level resources would be parented to the stack that ran first in this process.
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
-        mocks, project="inferstack", stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, recording)
+        mocks, project=project, stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, recording)
     )
     pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
     pulumi.runtime.settings.SETTINGS.outputs.clear()

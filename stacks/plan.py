@@ -26,8 +26,16 @@ _SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb4
 _NOT_MANIFESTS = ("kubernetes:helm.sh/", "pulumi:providers:")
 
 
+def _chart(resource: Recorded) -> str:
+    """The chart and exact version a Helm release installs: what an upgrade review looks for."""
+    if not resource.type.startswith("kubernetes:helm.sh/"):
+        return ""
+    chart, version = resource.inputs.get("chart"), resource.inputs.get("version")
+    return f"  (chart {chart} {version})" if chart else ""
+
+
 def tree_lines(recording: Recording) -> Iterator[str]:
-    """``+ type name`` lines, children indented under their parent."""
+    """``+ type name`` lines, children indented under their parent; releases name their chart."""
     children: dict[str, list[Recorded]] = {}
     urns = {r.urn for r in recording}
     for resource in recording:
@@ -37,7 +45,7 @@ def tree_lines(recording: Recording) -> Iterator[str]:
     def walk(parent: str, depth: int) -> Iterator[str]:
         # By name, not registration order (which varies run to run): plans must diff cleanly.
         for resource in sorted(children.get(parent, []), key=lambda r: (r.name, r.type)):
-            yield f"{'    ' * depth}+ {resource.type:<60} {resource.name}"
+            yield f"{'    ' * depth}+ {resource.type:<60} {resource.name}{_chart(resource)}"
             yield from walk(resource.urn, depth + 1)
 
     yield from walk("", 0)

@@ -23,6 +23,8 @@ ALLOWED = {
     "serving": {"infra", "components"},
     "policies": {"infra", "components"},
     "stacks": {"infra", "components", "serving"},
+    "testing": {"infra", "components", "stacks"},
+    "provider": {"infra", "components"},
     "cli": {"infra", "components", "serving", "policies", "stacks"},
 }
 PULUMI_FREE = {"serving", "policies"}
@@ -132,3 +134,30 @@ def test_the_layering_check_sees_what_it_must() -> None:
     # a sub-package's module, and one the rule above forbids to the client
     assert "inferstack.serving.client.client" in _ours(ROOT / "serving" / "local" / "runtime.py")
     assert ROOT / "serving" / "models" / "build.py" in _files("serving")
+
+
+def test_the_docs_layout_table_is_the_rule_this_file_enforces() -> None:
+    """docs/concepts/layout.md draws the layering for readers; its table must say what is enforced here."""
+    page = (ROOT / "docs" / "concepts" / "layout.md").read_text()
+    table = page.split("| package | may import |", 1)[1].split("\n\n", 1)[0]
+    documented = {
+        row.split("|")[1].strip(" `"): {
+            name.strip(" `").removeprefix("serving.") for name in row.split("|")[2].split("(")[0].split(",")
+        }
+        - {"-", ""}
+        for row in table.strip().splitlines()[1:]
+    }
+    enforced = {name: set(allowed) for name, allowed in ALLOWED.items()} | {
+        f"serving.{name}": set(allowed) for name, allowed in SERVING_ALLOWED.items()
+    }
+    assert documented == enforced
+
+
+def test_no_module_of_the_package_is_over_450_lines_without_saying_why() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}: {lines}"
+        for package in ALLOWED
+        for path in _files(package)
+        if (lines := len(path.read_text().splitlines())) > 450 and "longer than" not in path.read_text()[:600]
+    ]
+    assert long == []

@@ -98,6 +98,10 @@ class TritonModelServiceArgs:
     canary: CanaryRelease | None = None
     # Spans to an OpenTelemetry Collector (components/telemetry.py) and log lines with request ids.
     tracing: TraceSettings | None = None
+    # The service registers a ServiceMonitor and PrometheusRules (CRDs of the Monitoring component) and a
+    # ScaledObject (KEDA's, from Autoscaling): it must be told to wait for both (depends_on), unless the
+    # cluster got those CRDs outside this program (then set True).
+    cluster_has_crds: bool = False
 
 
 def namespace_of(name: str, args: TritonModelServiceArgs) -> str:

@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from inferstack.components.alerts import prometheus_rule, service_rule_group
+from inferstack.components.autoscaling import Autoscaling
 from inferstack.components.canary import canary_rule_group, traffic_config_map
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.model_service.args import TritonModelServiceArgs, namespace_of, progress_deadline_s
@@ -26,7 +27,33 @@ from inferstack.components.model_service.pod import (
     service_account,
 )
 from inferstack.components.model_service.scaling import pod_disruption_budget, scaled_object, service_monitor
+from inferstack.components.monitoring import Monitoring
 from inferstack.infra.children import child_options
+from inferstack.infra.errors import InvalidInput
+
+
+def check_prerequisites(args: TritonModelServiceArgs, opts: pulumi.ResourceOptions | None) -> None:
+    """The custom resources' CRDs come from components the service waits for: without them the API
+    server refuses the ServiceMonitor, PrometheusRule and ScaledObject mid-`up`."""
+    if args.cluster_has_crds:
+        return
+    after = opts.depends_on if opts is not None else None
+    waits_for = after if isinstance(after, list | tuple) else [after] if after is not None else []
+    missing = [
+        f"{component.__name__} ({what})"
+        for component, what in (
+            (Monitoring, "ServiceMonitor and PrometheusRule CRDs"),
+            (Autoscaling, "KEDA's ScaledObject CRD"),
+        )
+        if not any(isinstance(resource, component) for resource in waits_for)
+    ]
+    if missing:
+        raise InvalidInput(
+            "opts.depends_on",
+            [type(resource).__name__ for resource in waits_for],
+            f"the components that install this service's CRDs: add {' and '.join(missing)} to depends_on, "
+            "or set cluster_has_crds=True where the cluster got them outside this program",
+        )
 
 
 class TritonModelService(pulumi.ComponentResource):
@@ -43,6 +70,7 @@ class TritonModelService(pulumi.ComponentResource):
         self, name: str, args: TritonModelServiceArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         validate(name, args)
+        check_prerequisites(args, opts)
         super().__init__("inferstack:model_service:TritonModelService", name, None, opts)
         if args.region is None:
             region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region

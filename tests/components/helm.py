@@ -92,6 +92,20 @@ def render(
     return list(_render(source, release, namespace, json.dumps(values, sort_keys=True), api_versions))
 
 
+def render_release(
+    vendor_dir: Path, inputs: dict[str, Any], api_versions: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """What helm renders for a recorded Release: its chart, version, name, namespace and values."""
+    return render(
+        vendor_dir,
+        chart_of(inputs["chart"], inputs["version"]),
+        release=inputs["name"],
+        namespace=inputs["namespace"],
+        values=inputs["values"],
+        api_versions=api_versions,
+    )
+
+
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
     """The one rendered object of ``kind`` (and ``name``)."""
     found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]

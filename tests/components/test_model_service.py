@@ -42,6 +42,7 @@ from inferstack.components.model_service.pod import (
     triton_args,
 )
 from inferstack.components.model_service.scaling import keda_queries
+from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.components.request_front import config_files
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.model_store import ModelStore
@@ -64,6 +65,7 @@ def args(**overrides: Any) -> TritonModelServiceArgs:
         source=ModelSource(role_arn=ROLE, repository_uri=URI),
         zones=3,
         region=REGION,
+        cluster_has_crds=True,  # the component alone; the platform test covers the CRDs' order
     )
     return dataclasses.replace(base, **overrides)
 
@@ -857,3 +859,26 @@ def test_the_region_comes_from_the_components_aws_provider() -> None:
 def test_a_service_needs_to_be_told_its_zones() -> None:
     with pytest.raises(TypeError):
         TritonModelServiceArgs(models=["m"], source=ModelSource(role_arn=ROLE, repository_uri=URI))  # type: ignore[call-arg]
+
+
+def test_a_service_without_what_installs_its_crds_is_refused_before_anything_is_registered() -> None:
+    """Its ServiceMonitor, PrometheusRules and ScaledObject need the Monitoring and Autoscaling
+    components' CRDs: composed without them (and not told the cluster has them), it says what to add."""
+    recording, error = run_invalid(lambda: TritonModelService("ranker", args(cluster_has_crds=False)))
+    assert error.field == "opts.depends_on"
+    assert "add Monitoring (ServiceMonitor and PrometheusRule CRDs) and Autoscaling" in error.allowed
+    assert recording.resources == []
+
+    def with_monitoring_only() -> None:
+        k8s_provider = k8s.Provider("k8s", kubeconfig="{}")
+        monitoring = Monitoring("monitoring", MonitoringArgs(), pulumi.ResourceOptions(provider=k8s_provider))
+        TritonModelService(
+            "ranker",
+            args(cluster_has_crds=False),
+            pulumi.ResourceOptions(provider=k8s_provider, depends_on=[monitoring]),
+        )
+
+    _, error = run_invalid(with_monitoring_only)
+    assert (
+        error.value == ["Monitoring"] and "Monitoring" not in error.allowed.split("add ")[1].split(" to")[0]
+    )

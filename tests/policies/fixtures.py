@@ -223,6 +223,23 @@ def _aws_secret_literal() -> Recorded:
     )
 
 
+def _workload(kind: str, name: str, image: str) -> Recorded:
+    """A pod controller of ``kind`` running ``image``: the stacks run none of these kinds first-party."""
+    labels = {"app": name}
+    spec = {"containers": [{"name": name, "image": image}]}
+    template = {"metadata": {"labels": labels}, "spec": spec}
+    body: dict[str, Any] = {"selector": {"matchLabels": labels}, "template": template}
+    if kind == "StatefulSet":
+        body["serviceName"] = name
+    inputs = {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "ranker"},
+        "spec": body,
+    }
+    return resource(f"kubernetes:apps/v1:{kind}", name, inputs)
+
+
 def _key_in_helm_values(inputs: dict[str, Any]) -> None:
     inputs["values"]["awsSecretAccessKey"] = "not-a-real-secret"
 
@@ -245,18 +262,21 @@ CASES: list[Case] = [
     ),
     Case(
         "pinned-images",
-        edit(f"DaemonSet {FLUENT_BIT}", lambda i: pod(i)["containers"][0].update(image="fluent/fluent-bit")),
+        add(_workload("DaemonSet", "node-agent", "fluent/fluent-bit")),
         "has no tag",
         label="daemonset",
     ),
     Case(
         "pinned-images",
-        edit(
-            "StatefulSet telemetry-jaeger",
-            lambda i: pod(i)["containers"][0].update(image="jaegertracing/jaeger:latest"),
-        ),
+        add(_workload("StatefulSet", "store", "jaegertracing/jaeger:latest")),
         "latest",
         label="statefulset",
+    ),
+    Case(
+        "pinned-images",
+        edit(f"Release {FLUENT_BIT}", lambda i: i["values"]["image"].update(tag="latest")),
+        "latest",
+        label="telemetry-chart",
     ),
     Case(
         "pinned-charts",
@@ -350,10 +370,8 @@ CASES: list[Case] = [
     Case(
         "no-static-aws-keys",
         edit(
-            f"DaemonSet {FLUENT_BIT}",
-            lambda i: pod(i)["containers"][0].update(
-                env=[{"name": "AWS_ACCESS_KEY_ID", "value": FAKE_KEY_ID}]
-            ),
+            f"Release {FLUENT_BIT}",
+            lambda i: i["values"].update(env=[{"name": "AWS_ACCESS_KEY_ID", "value": FAKE_KEY_ID}]),
         ),
         "AWS_ACCESS_KEY_ID",
         label="log-shipper",

@@ -9,6 +9,7 @@ import pulumi
 import pytest
 import yaml
 
+from inferstack.components.charts import CHARTS, FLUENT_BIT, JAEGER, OPENTELEMETRY_COLLECTOR
 from inferstack.components.platform import InferencePlatform
 from inferstack.components.platform_config import parse_config, reference_table
 from inferstack.infra.errors import InvalidInput
@@ -44,13 +45,12 @@ def test_every_stack_builds_the_whole_platform(stack: str) -> None:
         "inferstack:telemetry:Telemetry",
     ):
         assert component in types, component
-    assert len(recording.of_type("kubernetes:helm.sh/v3:Release")) == 5
-    for kind, name in (
-        ("apps/v1:Deployment", "otel-collector"),
-        ("apps/v1:StatefulSet", "jaeger"),
-        ("apps/v1:DaemonSet", "fluent-bit"),
-    ):
-        assert recording.one(f"kubernetes:{kind}", f"inferstack-{stack}-telemetry-{name}")
+    releases = {r.inputs["chart"]: r for r in recording.of_type("kubernetes:helm.sh/v3:Release")}
+    assert set(releases) == {c.name for c in CHARTS}
+    for chart in (OPENTELEMETRY_COLLECTOR, JAEGER, FLUENT_BIT):
+        release = releases[chart.name]
+        assert release.name == f"inferstack-{stack}-telemetry-{chart.name}"
+        assert (release.inputs["version"], release.inputs["namespace"]) == (chart.version, "telemetry")
     group = recording.one(
         "aws:cloudwatch/logGroup:LogGroup", f"inferstack-{stack}-telemetry-containers"
     ).inputs
@@ -59,7 +59,7 @@ def test_every_stack_builds_the_whole_platform(stack: str) -> None:
     tritons = [pod["containers"][0] for pod in pods if pod["containers"][0]["name"] == "triton"]
     assert tritons
     args = tritons[0]["args"]
-    assert "opentelemetry,url=http://otel-collector.telemetry.svc:4318/v1/traces" in args
+    assert "opentelemetry,url=http://opentelemetry-collector.telemetry.svc:4318/v1/traces" in args
     assert "--log-format=ISO8601" in args
 
 
