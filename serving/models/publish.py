@@ -42,6 +42,7 @@ from inferstack.infra.model_manifest import (
     model_dirs,
     publishable,
     sha256_of,
+    version_policy,
 )
 from inferstack.infra.prefixes import check_prefix
 
@@ -72,6 +73,7 @@ class PublishReport:
     location: S3Location
     uploaded: tuple[str, ...]
     skipped: tuple[str, ...]
+    pruned: tuple[str, ...] = ()
 
 
 def parse_s3_uri(uri: str, *, field: str = "destination") -> S3Location:
@@ -129,23 +131,43 @@ def check_repository(repository: Path) -> None:
                 )
 
 
-def upload_order(repository: Path) -> list[str]:
+def upload_order(repository: Path, *, served_only: bool = False) -> list[str]:
     """Relative paths of the files to publish: per model, every version file first, config.pbtxt last.
 
     The repository is checked first (``check_repository``): anything less would publish a model
-    Triton cannot load.
+    Triton cannot load. ``served_only``: only the versions each model's version_policy serves (Triton
+    copies every version folder of the prefix into the pod's cache, served or not).
     """
     check_repository(repository)
     ordered: list[str] = []
     for model_dir in model_dirs(repository):
+        present = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        served = version_policy((model_dir / _CONFIG).read_text(errors="replace")).served(present)
         files = [
             p.relative_to(repository).as_posix()
             for p in sorted(model_dir.rglob("*"))
             if publishable(p, repository)
+            and (not served_only or p.relative_to(model_dir).parts[0] in {str(v) for v in served})
         ]
         config = f"{model_dir.name}/{_CONFIG}"
         ordered += [f for f in files if f != config] + [config]
     return ordered
+
+
+def _prune(s3: Any, location: S3Location, model: str, keep: set[str]) -> list[str]:
+    """Delete the objects of ``model``'s folder that its new manifest does not list (run after the
+    manifest is up: a pod starting now copies only what the manifest names)."""
+    folder = location.key(f"{model}/")
+    stale: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=folder):
+        stale += [
+            o["Key"]
+            for o in page.get("Contents", [])
+            if o["Key"].removeprefix(folder) not in keep | {MANIFEST}
+        ]
+    for key in stale:
+        s3.delete_object(Bucket=location.bucket, Key=key)
+    return [key.removeprefix(location.key("")) for key in stale]
 
 
 def _remote_sha256(s3: Any, bucket: str, key: str) -> str | None:
@@ -267,10 +289,16 @@ def publish_repository(
     progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
     rollback_deadline_s: float = ROLLBACK_DEADLINE_S,
+    served_only: bool = False,
+    prune: bool = False,
 ) -> PublishReport:
-    """Upload ``repository`` under ``destination``; see the module docstring for the guarantees."""
+    """Upload ``repository`` under ``destination``; see the module docstring for the guarantees.
+
+    ``served_only``: only the versions each model's policy serves; ``prune``: then delete what the new
+    manifests do not list (versions outside the policy, files of versions no longer built), so the
+    prefix Triton copies holds only what it serves."""
     location = destination if isinstance(destination, S3Location) else parse_s3_uri(destination)
-    order = upload_order(repository)
+    order = upload_order(repository, served_only=served_only)
     if s3 is None:
         import boto3
 
@@ -317,9 +345,16 @@ def publish_repository(
         uploaded.append(relative)
         if progress:
             progress(f"[{number}/{len(order)}] uploaded {relative}")
+    pruned: list[str] = []
     for model in sorted({r.split("/", 1)[0] for r in order}):
         _put_manifest(s3, location, model, _manifest(model, order, local))
-    return PublishReport(location, tuple(uploaded), tuple(skipped))
+        if prune:
+            keep = {r.split("/", 1)[1] for r in order if r.split("/", 1)[0] == model}
+            for key in _prune(s3, location, model, keep):
+                pruned.append(key)
+                if progress:
+                    progress(f"pruned {key}")
+    return PublishReport(location, tuple(uploaded), tuple(skipped), tuple(pruned))
 
 
 def verify_published(location: S3Location, *, s3: Any) -> list[str]:
