@@ -31,8 +31,10 @@ from inferstack.serving.local.processes import (
     find_triton,
     free_port,
     start_child,
+    start_moto,
+    triton_backends,
+    triton_env,
 )
-from inferstack.serving.local.runtime import start_moto, triton_backends, triton_env
 from inferstack.stacks.offline import Recorded, Recording
 from tests.conftest import ROOT
 from tests.harness import run_stack
