@@ -91,6 +91,17 @@ def _validate_cache(args: TritonModelServiceArgs) -> None:
         raise InvalidInput(
             "source.served", sorted(served.versions), f"the service's models, {sorted(args.models)}"
         )
+    canary = args.canary
+    if served is not None and canary is not None and canary.model in served.versions:
+        shipped = served.versions[canary.model]
+        for field_name in ("stable_version", "canary_version"):
+            if getattr(canary, field_name) not in shipped:
+                raise InvalidInput(
+                    f"canary.{field_name}",
+                    getattr(canary, field_name),
+                    f"a version the repository's version_policy serves for {canary.model}: {list(shipped)} "
+                    "(the canary splits requests between two loaded versions)",
+                )
 
 
 def validate(name: str, args: TritonModelServiceArgs) -> None:

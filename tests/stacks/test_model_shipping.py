@@ -135,3 +135,11 @@ def test_what_cannot_ship_is_named_by_its_stack_key_before_anything_is_registere
     assert error.field == key and says in error.allowed, error
     assert "\n" not in str(error)
     assert not [r for r in recording if r.type != "pulumi:providers:aws"]
+
+
+def test_a_canary_needs_both_versions_among_those_shipped() -> None:
+    """The demo repository serves version 1 only: a canary of versions 1 and 2 would split requests to a
+    version no pod loads."""
+    canary = {"model": "demo", "stableVersion": 1, "canaryVersion": 2}
+    _, error = run_invalid(platform(dev(repository="demo-repository", canary=canary)))
+    assert error.field == "inferstack:services[0].canary.canaryVersion" and "[1]" in error.allowed, error
