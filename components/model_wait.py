@@ -14,6 +14,8 @@ settling on a first deploy. The pod stays in ``Init`` (not ready, not restarting
 Standard library only (Triton's image has ``python3`` and no AWS SDK): credentials come from the
 pod's IRSA web identity (``AWS_ROLE_ARN``, ``AWS_WEB_IDENTITY_TOKEN_FILE``, exchanged at STS, whose
 endpoint ``AWS_ENDPOINT_URL_STS`` may override as for the AWS SDKs); requests are signed with SigV4.
+EKS's pod identity webhook sets both variables and mounts the token in init containers as in the
+others (its test pod ``rawPodWithInitContainer``).
 The repository URI is Triton's own: ``s3://bucket/prefix`` or ``s3://http(s)://host:port/bucket/prefix``.
 
 ``wait_for_models`` is the extension point (a node-local cache fed from the manifest can hook in
@@ -234,6 +236,12 @@ def missing(model: Model, manifest: bytes | None, keys: set[str]) -> str | None:
     absent = sorted(set(files) - keys)
     if absent:
         return f"{len(absent)} file(s) of the manifest not in the bucket: {absent[:5]}"
+    # A version folder above every manifested one is a publish in progress: Triton's default policy
+    # (the newest version) would load it half-uploaded.
+    present = {int(k.split("/", 1)[0]) for k in keys if k.split("/", 1)[0].isdigit()}
+    uploading = sorted(v for v in present if v > max(listed, default=0))
+    if uploading:
+        return f"version(s) {uploading} in the folder but not yet in the manifest: a publish in progress"
     return None
 
 

@@ -113,6 +113,19 @@ def manifest(files: Mapping[str, str]) -> bytes:
             {"1/model.py", "config.pbtxt"},
             True,
         ),
+        # a publish of version 2 in progress, then done (the old version may stay: it is not the newest)
+        (
+            Model("ranker"),
+            manifest({"1/model.py": "a", "config.pbtxt": "b"}),
+            {"1/model.py", "2/model.py", "config.pbtxt"},
+            False,
+        ),
+        (
+            Model("ranker"),
+            manifest({"2/model.py": "a", "config.pbtxt": "b"}),
+            {"1/model.py", "2/model.py", "config.pbtxt"},
+            True,
+        ),
     ],
 )
 def test_triton_starts_only_on_a_complete_model(
