@@ -9,6 +9,7 @@ is checked before the first resource is registered, and every error names the st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -19,6 +20,13 @@ from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.canary import CanaryRelease
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
 from inferstack.components.karpenter import Karpenter, KarpenterArgs, NodePoolPlan, gpu_pool_plans
+from inferstack.components.model_repository import (
+    ModelRepository,
+    ModelRepositoryArgs,
+    ServedModels,
+    plan_objects,
+    served_models,
+)
 from inferstack.components.model_service import (
     ModelSource,
     TritonModelService,
@@ -132,6 +140,7 @@ def service_args(
         min_replicas=service.min_replicas,
         max_replicas=service.max_replicas,
         placement=service.placement,
+        model_cache_gib=service.model_cache_gib,
         queue_time_target_ms=service.queue_time_target_ms,
         pending_requests_per_replica=service.pending_requests_per_replica,
         gpu_utilization_target=service.gpu_utilization_target,
@@ -168,7 +177,28 @@ def check_platform_name(name: str, zones: Sequence[str]) -> None:
         check_derived_name(field, name, suffix=f"-nodes-gpu-spot-{zone}-ng", limit=EKS_NODEGROUP_NAME_MAX)
 
 
-def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> None:
+def repository_path(service: ServiceConfig, stack_dir: Path) -> Path | None:
+    """The service's built repository, a path in the stack file read relative to the stack files."""
+    return None if service.repository is None else stack_dir / service.repository
+
+
+def served(config: PlatformConfig, stack_dir: Path) -> dict[str, ServedModels | None]:
+    """Service -> what the deploy ships into its prefix (None: published out of band); errors name
+    ``services[i].repository``."""
+    found: dict[str, ServedModels | None] = {}
+    for i, service in enumerate(config.services):
+        path = repository_path(service, stack_dir)
+        try:
+            found[service.name] = None if path is None else served_models(plan_objects(path, service.models))
+        except InvalidInput as error:
+            key = "models" if error.field == "models" else "repository"
+            raise InvalidInput(f"{KEY}:services[{i}].{key}", error.value, error.allowed) from None
+    return found
+
+
+def check(
+    config: PlatformConfig, cluster_name: str, zones: Sequence[str], stack_dir: Path | None = None
+) -> None:
     """Everything the components would check, for the whole platform, before anything is registered.
 
     Subnet ids, role ARNs and bucket URIs exist only once resources do; the checks get stand-ins of
@@ -210,9 +240,14 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
     names = [s.name for s in config.services]
     if len(set(names)) != len(names):
         raise InvalidInput(f"{KEY}:services", names, "unique service names")
+    shipped = served(config, stack_dir or Path.cwd())
     for i, service in enumerate(config.services):
         try:
-            source = ModelSource(role_arn="irsa-role", repository_uri=f"s3://models/{service.prefix}")
+            source = ModelSource(
+                role_arn="irsa-role",
+                repository_uri=f"s3://models/{service.prefix}",
+                served=shipped[service.name],
+            )
             validate(service.name, service_args(config, service, source, zones))
             check_prefix(service.prefix)
         except InvalidInput as error:
@@ -227,6 +262,7 @@ class InferencePlatform(pulumi.ComponentResource):
     network: Network
     model_store: ModelStore
     services: dict[str, TritonModelService]
+    model_repositories: dict[str, ModelRepository]  # the services whose models ship with the deploy
     telemetry: Telemetry | None
     zones: list[str]
     region: str
@@ -246,6 +282,7 @@ class InferencePlatform(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         identity: AwsIdentity | None = None,  # the stack's aws:profile and role, for the kubeconfig
+        stack_dir: Path | None = None,  # where the stack files are: relative repository paths start there
     ) -> None:
         # Every invoke goes through the provider the caller gave this component (its region, account).
         invoke = pulumi.InvokeOptions(provider=opts.provider if opts else None)
@@ -259,7 +296,8 @@ class InferencePlatform(pulumi.ComponentResource):
             gpu_types,
         )
         check_platform_name(name, zones)
-        check(config, cluster_name, zones)
+        stack_dir = stack_dir or Path.cwd()
+        check(config, cluster_name, zones, stack_dir)
         karpenter_mode = config.capacity == "karpenter"
         if karpenter_mode:
             try:
@@ -409,12 +447,30 @@ class InferencePlatform(pulumi.ComponentResource):
                 )
             )
         self.services = {}
+        self.model_repositories = {}
         for service in config.services:
+            path = repository_path(service, stack_dir)
+            shipped = None
+            if path is not None:
+                # The bucket and its settings (encryption, TLS-only policy) before the first object.
+                shipped = ModelRepository(
+                    f"{service.name}-models",
+                    ModelRepositoryArgs(
+                        bucket=store.bucket_name,
+                        prefix=service.prefix,
+                        repository=path,
+                        models=service.models,
+                    ),
+                    pulumi.ResourceOptions(parent=self, depends_on=[store]),
+                )
+                self.model_repositories[service.name] = shipped
             source = ModelSource(
                 model_store=store,
                 prefix=service.prefix,
                 oidc_provider_arn=cluster.oidc_provider_arn,
                 oidc_issuer_url=cluster.oidc_issuer_url,
+                served=shipped.served if shipped else None,
+                shipped_by=shipped,
             )
             self.services[service.name] = TritonModelService(
                 service.name,

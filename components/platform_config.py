@@ -171,6 +171,18 @@ class ServiceConfig(_Section):
         None, gt=0, le=100, description="KEDA target: GPU utilisation percent (off when unset)"
     )
     canary: CanaryConfig | None = Field(None, description="a canary version; promote or roll back by editing")
+    repository: str | None = Field(
+        None,
+        description="a built model repository (`inferstack models build` output), relative to the stack "
+        "files: `pulumi up` ships its served versions into the prefix before the service starts; unset, "
+        "publish with `inferstack models publish` (pods wait for it)",
+    )
+    model_cache_gib: Float | None = Field(
+        None,
+        gt=0,
+        description="the pod's model cache (GiB); default twice the served versions' size with a "
+        "repository, 40 without",
+    )
 
 
 class TelemetryConfig(_Section):

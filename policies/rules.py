@@ -439,10 +439,13 @@ def triton_probes(resource_type: str, props: Props, config: Config) -> list[str]
     """Triton is only sent traffic once its models are loaded, and is restarted when it hangs."""
     if resource_type != DEPLOYMENT:
         return []
+    # An init container that runs to completion (the model wait, in Triton's image) is not serving,
+    # and Kubernetes refuses probes on it.
+    steps = [c for c in pod_spec(props).get("initContainers") or [] if c.get("restartPolicy") != "Always"]
     return [
         f"container {c.get('name')!r} has no {probe}"
         for c in containers(props)
-        if is_triton(c)
+        if is_triton(c) and c not in steps
         for probe in ("startupProbe", "readinessProbe", "livenessProbe")
         if probe not in c
     ]

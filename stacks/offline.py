@@ -238,6 +238,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return self.invokes[args.token](dict(args.args)), []
 
 
+_ASSET_SIG = ("4dabf18193072939515e22adb298388d", "c44067f5952c0a294b673a41bacd8c17")
+
+
+def _engine_form(value: Any) -> Any:
+    """What json cannot encode, as the engine's state holds it: a file asset by its path."""
+    if isinstance(value, pulumi.FileAsset):
+        return {_ASSET_SIG[0]: _ASSET_SIG[1], "path": value.path}
+    return str(value)
+
+
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: RecordingMocks, recording: Recording) -> None:
         super().__init__(mocks)
@@ -250,7 +260,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 Recorded(
                     type=request.type,
                     name=request.name,
-                    inputs=json.loads(json.dumps(inputs, default=str)),
+                    inputs=json.loads(json.dumps(inputs, default=_engine_form)),
                     parent_urn=request.parent,
                     custom=bool(request.custom),
                     urn=self.make_urn(request.parent, request.type, request.name),

@@ -135,8 +135,12 @@ class TritonModelService(pulumi.ComponentResource):
                 in_namespace,
                 pulumi.ResourceOptions(
                     # Pods mount the front's files and read the admin key: without either they
-                    # would not start.
-                    depends_on=[front_files, admin_key],
+                    # would not start. With models shipped by the deploy, they are there first.
+                    depends_on=[
+                        front_files,
+                        admin_key,
+                        *([source.shipped_by] if source.shipped_by is not None else []),
+                    ],
                     # KEDA's HPA owns the replica count once the service runs.
                     ignore_changes=["spec.replicas"],
                     custom_timeouts=pulumi.CustomTimeouts(create=rollout, update=rollout),

@@ -54,6 +54,8 @@ PATHS: list[tuple[str | int, ...]] = [
     ("services", 0, "queueTimeTargetMs"),
     ("services", 0, "pendingRequestsPerReplica"),
     ("services", 0, "gpuUtilizationTarget"),
+    ("services", 0, "repository"),
+    ("services", 0, "modelCacheGib"),
     ("telemetry", "enabled"),
     ("telemetry", "sampleRate"),
     ("telemetry", "logRetentionDays"),
@@ -87,7 +89,7 @@ def test_a_value_plans_or_is_refused_in_one_line_naming_its_key(
 ) -> None:
     raw = with_value(path, value)
     recording, error = run_catching(
-        lambda: InferencePlatform("inferstack-dev", parse_config(engine_form(raw)))
+        lambda: InferencePlatform("inferstack-dev", parse_config(engine_form(raw)), stack_dir=ROOT / "stacks")
     )
     if error is None:
         validate_recorded_manifests(recording)
