@@ -209,6 +209,7 @@ def ec2_node_class(
     disk_gib: int,
     tags: Mapping[str, str],
     reservation_ids: Sequence[str] = (),
+    kms_key_id: pulumi.Input[str] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "amiSelectorTerms": [{"alias": al2023_alias(kubernetes_version)}],
@@ -231,6 +232,8 @@ def ec2_node_class(
                     "volumeType": "gp3",
                     "encrypted": True,
                     "deleteOnTermination": True,
+                    # None: the account's default EBS key, which must then be usable by the controller.
+                    **({"kmsKeyID": kms_key_id} if kms_key_id is not None else {}),
                 },
             }
         ],
@@ -291,6 +294,7 @@ class KarpenterArgs:
     node_repair: bool = False
     disk_gib: int = 200
     reserved: ReservedCapacity | None = None
+    volume_kms_key_arn: pulumi.Input[str] | None = None  # the cluster's VolumeKey, as the managed groups use
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -348,6 +352,7 @@ class Karpenter(pulumi.ComponentResource):
                     disk_gib=args.disk_gib,
                     tags=args.tags,
                     reservation_ids=ids,
+                    kms_key_id=args.volume_kms_key_arn,
                 ),
                 child_options(self, opts, after=[crds, controller]),
             )

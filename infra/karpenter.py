@@ -27,6 +27,7 @@ from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import service_account_role
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.storage import key_user_policy
 
 SERVICE_ACCOUNT = "karpenter"
 NAMESPACE = "kube-system"
@@ -257,6 +258,8 @@ class KarpenterAwsArgs:
     oidc_provider_arn: pulumi.Input[str]
     oidc_issuer_url: pulumi.Input[str]
     cluster_security_group_id: pulumi.Input[str]
+    # The cluster's volume key (VolumeKey): the controller launches nodes whose disks it encrypts.
+    volume_kms_key_arn: pulumi.Input[str] | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -373,6 +376,17 @@ class KarpenterAws(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        if args.volume_kms_key_arn is not None:
+            # RunInstances with a customer-managed key checks the caller's KMS rights: without them
+            # every launch fails (Client.InvalidKMSKey.InvalidState) and pods stay Pending.
+            self.controller_policy = aws.iam.RolePolicy(
+                f"{name}-controller-volume-key",
+                role=role.id,
+                policy=pulumi.Output.from_input(args.volume_kms_key_arn).apply(key_user_policy),
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(depends_on=[self.controller_policy])
+                ),
+            )
         self.controller_role_arn = role.arn
         self.node_role_name = node_role.name
         self.queue_name = queue.name

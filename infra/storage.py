@@ -75,8 +75,9 @@ def volume_key_policy(account_id: str, partition: str = "aws") -> str:
     )
 
 
-def csi_key_policy(key_arn: str) -> str:
-    """What the CSI controller needs to make and attach volumes encrypted with the key, and no other key."""
+def key_user_policy(key_arn: str) -> str:
+    """What a role that makes or attaches volumes encrypted with the key needs (the EBS CSI controller,
+    Karpenter's controller launching nodes), and no other key."""
     return _policy(
         {
             "Sid": "GrantForVolumes",
@@ -169,7 +170,7 @@ class BlockStorage(pulumi.ComponentResource):
                 aws.iam.RolePolicy(
                     f"{name}-ebs-csi-key",
                     role=role.id,
-                    policy=pulumi.Output.from_input(args.kms_key_arn).apply(csi_key_policy),
+                    policy=pulumi.Output.from_input(args.kms_key_arn).apply(key_user_policy),
                     opts=child_options(self, opts),
                 )
             )

@@ -111,7 +111,7 @@ def test_dev_on_karpenter_by_hand() -> None:
             "GPU spot (min)": 0.0,
             "GPU spot (expected)": 1 * 1.006 * 0.35 * 730,
             "GPU spot (max)": 4 * 1.006 * 0.35 * 730,
-            "storage": (3 * 50 + 1 * 200) * 0.08 + 20 * 0.023 + 1 * 1.0,
+            "storage": (3 * 50 + 1 * 200) * 0.08 + 20 * 0.023 + 2 * 1.0,  # 2 KMS keys: secrets, volumes
             "load balancers": 0.0,
         },
         abs=1e-6,

@@ -149,7 +149,7 @@ def test_the_recorded_policy_is_the_documented_one_for_this_stack(
     prod: Recording, policy: dict[str, Any]
 ) -> None:
     (recorded,) = [
-        p for p in prod.of_type("aws:iam/rolePolicy:RolePolicy") if "karpenter-controller" in p.name
+        p for p in prod.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.endswith("karpenter-controller")
     ]
     document = json.loads(recorded.inputs["policy"])
     (queue,) = prod.of_type("aws:sqs/queue:Queue")
@@ -225,3 +225,22 @@ def test_names_that_do_not_fit_are_refused_before_anything_is_registered() -> No
         validate_names("x" * 60, "c")
     with pytest.raises(InvalidInput, match="interruption queue"):
         validate_names("p", "c" * 81)
+
+
+def test_nodes_launch_with_the_clusters_volume_key_which_the_controller_may_use(prod: Recording) -> None:
+    """As the managed groups' disks: a customer-managed default EBS key would otherwise fail every launch."""
+    (key,) = [k for k in prod.of_type("aws:kms/key:Key") if k.name.endswith("-volumes")]
+    classes = prod.of_type("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")
+    assert classes
+    for node_class in classes:
+        (disk,) = node_class.inputs["spec"]["blockDeviceMappings"]
+        assert disk["ebs"]["kmsKeyID"].endswith(f":kms:us-east-1:123456789012:{key.name}")
+        assert key.urn in node_class.property_dependencies["spec"]
+    (uses,) = [
+        p
+        for p in prod.of_type("aws:iam/rolePolicy:RolePolicy")
+        if p.name.endswith("karpenter-controller-volume-key")
+    ]
+    document = json.loads(uses.inputs["policy"])
+    assert {s["Sid"] for s in document["Statement"]} == {"GrantForVolumes", "UseVolumeKey"}
+    assert key.urn in uses.property_dependencies["policy"]
