@@ -25,6 +25,7 @@ import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.interruptions import INTERRUPTION_EVENTS
 from inferstack.infra.irsa import service_account_role
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
 
@@ -35,13 +36,6 @@ NAMESPACE = "kube-system"
 DISCOVERY_TAG = "karpenter.sh/discovery"
 # SQS keeps a message at most this long: an interruption older than 5 minutes has happened already.
 QUEUE_RETENTION_SECONDS = 300
-# EventBridge events the controller acts on: (rule suffix, source, detail-type).
-INTERRUPTION_EVENTS: tuple[tuple[str, str, str], ...] = (
-    ("spot-interruption", "aws.ec2", "EC2 Spot Instance Interruption Warning"),
-    ("rebalance", "aws.ec2", "EC2 Instance Rebalance Recommendation"),
-    ("instance-state-change", "aws.ec2", "EC2 Instance State-change Notification"),
-    ("scheduled-change", "aws.health", "AWS Health Event"),
-)
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
 # Role names derived from the component's: the longest bounds it.
 _ROLE_SUFFIXES = ("-node", "-controller")

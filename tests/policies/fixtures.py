@@ -674,4 +674,33 @@ CASES: list[Case] = [
         good=add(node_class_resource(lambda spec: None)),
         label="node-class",
     ),
+    Case(
+        "karpenter-interruptions",
+        add(
+            resource(
+                "kubernetes:helm.sh/v3:Release",
+                "karpenter-controller",
+                {
+                    "chart": "oci://public.ecr.aws/karpenter/karpenter",
+                    "values": {"settings": {"clusterName": "c"}},
+                },
+            )
+        ),
+        "has no interruption queue",
+    ),
+    Case(
+        "karpenter-interruptions",
+        add(
+            resource(
+                "kubernetes:helm.sh/v3:Release",
+                "karpenter-controller",
+                {
+                    "chart": "oci://public.ecr.aws/karpenter/karpenter",
+                    "values": {"settings": {"interruptionQueue": "q"}},
+                },
+            )
+        ),
+        "which this stack does not create",
+        label="queue",
+    ),
 ]
