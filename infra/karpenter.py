@@ -24,6 +24,7 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
+from inferstack.infra.cluster import assume_role_policy
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.interruptions import INTERRUPTION_EVENTS
 from inferstack.infra.irsa import service_account_role
@@ -223,12 +224,6 @@ def controller_policy(
     )
 
 
-def node_trust_policy() -> dict[str, Any]:
-    return _policy(
-        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-    )
-
-
 def instance_profile_name(cluster_name: str) -> str:
     return f"{cluster_name}-karpenter-node"
 
@@ -275,7 +270,7 @@ class KarpenterAws(pulumi.ComponentResource):
         tags = {"inferstack.io/cluster": args.cluster_name, **args.tags}
 
         node_role = aws.iam.Role(
-            f"{name}-node", assume_role_policy=json.dumps(node_trust_policy()), tags=tags, opts=child
+            f"{name}-node", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), tags=tags, opts=child
         )
         attachments = [
             aws.iam.RolePolicyAttachment(
