@@ -298,6 +298,10 @@ class InferencePlatform(pulumi.ComponentResource):
         check_platform_name(name, zones)
         stack_dir = stack_dir or Path.cwd()
         check(config, cluster_name, zones, stack_dir)
+        for plan in node_plans(config, zones):  # reserved groups are named by their reservation
+            check_derived_name(
+                f"{KEY}:cluster.name", name, suffix=f"-nodes-{plan.name}-ng", limit=EKS_NODEGROUP_NAME_MAX
+            )
         karpenter_mode = config.capacity == "karpenter"
         if karpenter_mode:
             try:

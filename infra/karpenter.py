@@ -24,7 +24,9 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
+from inferstack.infra.cluster import assume_role_policy
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.interruptions import INTERRUPTION_EVENTS
 from inferstack.infra.irsa import service_account_role
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
 from inferstack.infra.storage import key_user_policy
@@ -36,13 +38,6 @@ NAMESPACE = "kube-system"
 DISCOVERY_TAG = "karpenter.sh/discovery"
 # SQS keeps a message at most this long: an interruption older than 5 minutes has happened already.
 QUEUE_RETENTION_SECONDS = 300
-# EventBridge events the controller acts on: (rule suffix, source, detail-type).
-INTERRUPTION_EVENTS: tuple[tuple[str, str, str], ...] = (
-    ("spot-interruption", "aws.ec2", "EC2 Spot Instance Interruption Warning"),
-    ("rebalance", "aws.ec2", "EC2 Instance Rebalance Recommendation"),
-    ("instance-state-change", "aws.ec2", "EC2 Instance State-change Notification"),
-    ("scheduled-change", "aws.health", "AWS Health Event"),
-)
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
 # Role names derived from the component's: the longest bounds it.
 _ROLE_SUFFIXES = ("-node", "-controller")
@@ -230,12 +225,6 @@ def controller_policy(
     )
 
 
-def node_trust_policy() -> dict[str, Any]:
-    return _policy(
-        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-    )
-
-
 def instance_profile_name(cluster_name: str) -> str:
     return f"{cluster_name}-karpenter-node"
 
@@ -284,7 +273,7 @@ class KarpenterAws(pulumi.ComponentResource):
         tags = {"inferstack.io/cluster": args.cluster_name, **args.tags}
 
         node_role = aws.iam.Role(
-            f"{name}-node", assume_role_policy=json.dumps(node_trust_policy()), tags=tags, opts=child
+            f"{name}-node", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), tags=tags, opts=child
         )
         attachments = [
             aws.iam.RolePolicyAttachment(

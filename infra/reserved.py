@@ -77,10 +77,11 @@ def reserved_plans(reserved: ReservedCapacity, zones: Sequence[str]) -> list[Nod
             capacity_type="CAPACITY_BLOCK" if reserved.kind == "capacity-block" else "ON_DEMAND",
             instance_types=(reserved.instance_type,),
             ami_type=template.ami_type,
-            # Paid by the hour anyway: a Capacity Block's instances run from its start; an ODCR is
-            # taken as pods ask (the autoscaler prefers these groups).
+            # Zero at first: EKS waits for a group's desired nodes to join, and a Capacity Block before
+            # its start launches none. The autoscaler, which tries these groups first, adds them as
+            # pods ask (paid by the hour anyway).
             min_size=0,
-            desired_size=reserved.instances if reserved.kind == "capacity-block" else 0,
+            desired_size=0,
             max_size=reserved.instances,
             labels={**template.labels},
             taints=(GPU_TAINT,),

@@ -8,15 +8,18 @@ blames the stack as a whole. Pure: the pack adapts pulumi-policy's ``PolicyResou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferstack.infra.interruptions import INTERRUPTION_EVENTS
 from inferstack.policies.rules import (
     CLUSTER,
     DEPLOYMENT,
     NODE_GROUP,
     NODE_POOL,
+    QUEUE,
     Config,
     RuleBase,
     containers,
@@ -42,6 +45,7 @@ BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
 PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 ROLE = "aws:iam/role:Role"
+EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
 ROLE_POLICIES = ("aws:iam/rolePolicy:RolePolicy",)
 ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
@@ -415,6 +419,57 @@ def _selects(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
     return bool(match) and all(labels.get(k) == v for k, v in match.items())
 
 
+# --- interruptions ---------------------------------------------------------------------------------
+
+
+def _event_pattern(text: Any) -> Mapping[str, Any]:
+    try:
+        pattern = json.loads(str(text or "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return pattern if isinstance(pattern, Mapping) else {}
+
+
+def karpenter_interruptions(stack: Stack, config: Config) -> list[Violation]:
+    """Karpenter reads an interruption queue of this stack that every documented event reaches."""
+    problems: list[Violation] = []
+    for controller in stack.of_type(*RELEASE_TYPES):
+        if chart_name(controller.props.get("chart")) != "karpenter":
+            continue
+        settings = ((controller.props.get("values") or {}).get("settings")) or {}
+        name = settings.get("interruptionQueue")
+        if not name:
+            problems.append(
+                (
+                    f"{_label(controller)} has no interruption queue (settings.interruptionQueue): spot "
+                    "reclaims and scheduled events take its nodes without a drain",
+                    controller.urn,
+                )
+            )
+            continue
+        queues = [q for q in stack.of_type(QUEUE) if q.props.get("name") == name]
+        if not queues:
+            problems.append(
+                (
+                    f"{_label(controller)} reads queue {name!r}, which this stack does not create",
+                    controller.urn,
+                )
+            )
+            continue
+        delivered = set()
+        for target in stack.of_type(EVENT_TARGET):
+            if {q.urn for q in queues} & set(target.property_dependencies.get("arn", ())):
+                for rule in stack.input_sources(target, "rule"):
+                    pattern = _event_pattern(rule.props.get("eventPattern"))
+                    delivered |= {
+                        (s, d) for s in pattern.get("source", []) for d in pattern.get("detail-type", [])
+                    }
+        missing = [f"{s}: {d}" for _, s, d in INTERRUPTION_EVENTS if (s, d) not in delivered]
+        if missing:
+            problems.append((f"queue {name!r} does not receive {missing}", controller.urn))
+    return problems
+
+
 # --- S3 and IAM -------------------------------------------------------------------------------------
 
 
@@ -579,6 +634,12 @@ STACK_RULES: Sequence[StackRule] = (
         "Every Triton service has a PodDisruptionBudget and a ScaledObject.",
         "mandatory",
         model_service_complete,
+    ),
+    StackRule(
+        "karpenter-interruptions",
+        "Karpenter reads an interruption queue that every documented event reaches.",
+        "mandatory",
+        karpenter_interruptions,
     ),
     StackRule(
         "s3-public-access-blocked",

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.interruptions import INTERRUPTION_EVENTS
 from inferstack.infra.karpenter import (
-    INTERRUPTION_EVENTS,
     QUEUE_RETENTION_SECONDS,
     controller_policy,
     queue_policy,

@@ -275,6 +275,12 @@ def node_class_resource(change: Callable[[dict[str, Any]], Any]) -> Recorded:
     return resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "karpenter-gpu", manifest)
 
 
+def karpenter_release(settings: dict[str, Any]) -> Recorded:
+    values = {"settings": settings}
+    inputs = {"chart": "oci://public.ecr.aws/karpenter/karpenter", "values": values}
+    return resource("kubernetes:helm.sh/v3:Release", "karpenter-controller", inputs)
+
+
 def queue_policy_resource(principal: Any) -> Recorded:
     document = queue_policy("arn:aws:sqs:us-east-1:123456789012:c")
     document["Statement"][0]["Principal"] = principal
@@ -691,5 +697,16 @@ CASES: list[Case] = [
         "not encrypted",
         good=add(node_class_resource(lambda spec: None)),
         label="node-class",
+    ),
+    Case(
+        "karpenter-interruptions",
+        add(karpenter_release({"clusterName": "c"})),
+        "has no interruption queue",
+    ),
+    Case(
+        "karpenter-interruptions",
+        add(karpenter_release({"interruptionQueue": "q"})),
+        "which this stack does not create",
+        label="queue",
     ),
 ]

@@ -90,3 +90,14 @@ def test_a_pool_disrupting_many_nodes_is_refused_in_prod(
         pack, with_pools(stack, lambda spec: spec.update(disruption={"budgets": [{"nodes": "20%"}]}))
     )
     assert any(r.startswith("karpenter-disruption-bounded:") and "20%" in r for r in found), found
+
+
+def test_a_queue_missing_an_event_is_refused(pack: PolicyPackProcess, stack: list[Recorded]) -> None:
+    spot = next(
+        r for r in stack if r.type == "aws:cloudwatch/eventRule:EventRule" and "spot-interruption" in r.name
+    )
+    found = reasons(pack, [r for r in stack if r.urn != spot.urn])
+    assert any(
+        r.startswith("karpenter-interruptions:") and "EC2 Spot Instance Interruption Warning" in r
+        for r in found
+    ), found

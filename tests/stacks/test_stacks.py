@@ -177,6 +177,17 @@ def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], fie
     assert recording.resources == []
 
 
+def test_a_name_too_long_for_a_reserved_group_is_refused_first() -> None:
+    """A reserved group's name is longer than a zone's: the 25 characters that fit every other
+    name do not fit ``<name>-nodes-gpu-reserved-<8 digits>-ng-xxxxxxx`` (EKS: 63)."""
+    given = {"cluster": {"publicAccessCidrs": ["198.51.100.7/32"]}, "gpu": {"reserved": ODCR}}
+    recording, error = run_invalid(lambda: InferencePlatform("n" * 25, parse_config(engine_form(given))))
+    assert error.field == "inferstack:cluster.name" and "gpu-reserved" in error.allowed
+    assert recording.resources == []
+    del given["gpu"]
+    run_program(lambda: InferencePlatform("n" * 25, parse_config(engine_form(given))))
+
+
 def test_the_pulumi_project_points_at_this_program() -> None:
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["main"] == "stacks/" and project["stackConfigDir"] == "stacks"
