@@ -26,6 +26,7 @@ from inferstack.policies.rules import (
     pod_spec,
     statements,
 )
+from inferstack.policies.scale_from_zero import node_template_fits, reachable_groups
 
 ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
 ACCESS_POLICY_ASSOCIATION = "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
@@ -99,9 +100,13 @@ class Stack:
         return groups
 
     def gpu_capacity_by_zone(self) -> dict[str, float]:
-        """GPUs each zone reaches at every group's maximum size (multi-zone groups split evenly)."""
+        """GPUs each zone reaches at every group's maximum size (multi-zone groups split evenly), counting
+        only the groups the autoscaler can start from zero for a pod of this stack."""
         capacity: dict[str, float] = {}
+        reachable = reachable_groups(self)
         for group, gpus, zones in self.gpu_groups():
+            if group.urn not in reachable:
+                continue
             max_size = float((group.props.get("scalingConfig") or {}).get("maxSize", 0))
             for zone in zones or ("(unknown zone)",):
                 capacity[zone] = capacity.get(zone, 0.0) + max_size * gpus / max(len(zones), 1)
@@ -274,7 +279,11 @@ def gpu_capacity(stack: Stack, config: Config) -> list[Violation]:
     capacity = stack.gpu_capacity_by_zone()
     if not capacity:
         return [
-            (f"{services} GPU service(s) need {demand_min:g} GPUs, but the stack has no GPU node group", "")
+            (
+                f"{services} GPU service(s) need {demand_min:g} GPUs, but the stack has no GPU node group "
+                "the autoscaler can start from zero for them (see node-template-fits)",
+                "",
+            )
         ]
     total = sum(capacity.values())
     worst_zone, worst = max(sorted(capacity.items()), key=lambda item: item[1])
@@ -516,6 +525,12 @@ STACK_RULES: Sequence[StackRule] = (
         "mandatory",
         zone_loss,
         config_schema={"minSurvivingShare": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}},
+    ),
+    StackRule(
+        "node-template-fits",
+        "Every pod that may land on a GPU group fits its scale-from-zero template node with the DaemonSets.",
+        "mandatory",
+        node_template_fits,
     ),
     StackRule(
         "zones",

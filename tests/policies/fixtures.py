@@ -19,6 +19,7 @@ Stack = list[Recorded]
 Change = Callable[[Stack], Stack]
 
 CIDR = "203.0.113.0/24"
+EPHEMERAL_TAG = "node-template/resources/ephemeral-storage"
 FAKE_KEY_ID = "AKIA" + "TESTONLYNOTAKEY0"  # the shape of an access key id, split so scanners skip it
 
 
@@ -89,6 +90,26 @@ def drop(*names: str) -> Change:
         return [r for r in stack if not is_any(r, names)]
 
     return apply
+
+
+def without_ephemeral_storage_tags(stack: Stack, group: str = "") -> Stack:
+    """The node groups (or the one whose name ends with ``group``) as main left them: no node-template
+    ephemeral-storage tag on the Auto Scaling group or on the managed group."""
+    urns = {r.urn for r in stack if r.type == "aws:eks/nodeGroup:NodeGroup" and r.name.endswith(group)}
+    result = []
+    for resource in stack:
+        if (
+            resource.type == "aws:autoscaling/tag:Tag"
+            and resource.inputs["tag"]["key"].endswith(EPHEMERAL_TAG)
+            and urns & set(resource.property_dependencies.get("autoscalingGroupName", ()))
+        ):
+            continue
+        if resource.urn in urns:
+            inputs = copy.deepcopy(resource.inputs)
+            inputs["tags"] = {k: v for k, v in inputs["tags"].items() if not k.endswith(EPHEMERAL_TAG)}
+            resource = replace(resource, inputs=inputs)
+        result.append(resource)
+    return result
 
 
 def add(resource: Recorded) -> Change:
@@ -513,6 +534,13 @@ CASES: list[Case] = [
         edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i["scalingConfig"].update(maxSize=30)),
         "losing us-east-1a leaves",
         label="capacity",
+    ),
+    Case("node-template-fits", without_ephemeral_storage_tags, "ephemeral-storage: needs 44.00Gi"),
+    Case(
+        "node-template-fits",
+        edit("Deployment ranker-deployment", lambda i: triton(i)["resources"]["requests"].update(cpu="3.5")),
+        "cpu: needs",
+        label="cpu",
     ),
     Case(
         "zones",
