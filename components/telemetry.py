@@ -31,6 +31,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import yaml
 
+from inferstack.components.awaits import SKIP_AWAIT, workload_timeouts
 from inferstack.components.manifests import PART_OF, namespace, restricted_security_context
 from inferstack.components.storage import GP3
 from inferstack.components.triton_telemetry import (
@@ -497,7 +498,9 @@ def fluent_bit_daemon_set(ns: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": _metadata(FLUENT_BIT, ns),
+        # Its rollout waits for a pod on every node the autoscaler may add, one at a time; nothing
+        # later in the plan needs its logs shipped first.
+        "metadata": _metadata(FLUENT_BIT, ns, annotations={SKIP_AWAIT: "true"}),
         "spec": {
             "selector": {"matchLabels": labels(FLUENT_BIT)},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
@@ -600,9 +603,22 @@ class Telemetry(pulumi.ComponentResource):
             JAEGER: jaeger_config_map(ns, trace_retention_hours=args.trace_retention_hours),
             FLUENT_BIT: fluent_bit_config_map(ns, region=region, log_group=group_name),
         }
-        for app, built in maps.items():
-            k8s.core.v1.ConfigMap(
+        config_maps = {
+            app: k8s.core.v1.ConfigMap(
                 f"{name}-{app}-config", metadata=built["metadata"], data=built["data"], opts=in_ns
+            )
+            for app, built in maps.items()
+        }
+
+        def mounting(app: str, *also: pulumi.Resource, **timeouts: str) -> pulumi.ResourceOptions:
+            """A workload waits for the ConfigMap (and account) its pods mount or run as, for as long as
+            its pods take."""
+            return pulumi.ResourceOptions.merge(
+                in_ns,
+                pulumi.ResourceOptions(
+                    depends_on=[config_maps[app], *also],
+                    custom_timeouts=pulumi.CustomTimeouts(**timeouts) if timeouts else None,
+                ),
             )
 
         jaeger = jaeger_stateful_set(
@@ -612,11 +628,17 @@ class Telemetry(pulumi.ComponentResource):
             node_selector=args.node_selector,
         )
         k8s.apps.v1.StatefulSet(
-            f"{name}-{JAEGER}", metadata=jaeger["metadata"], spec=jaeger["spec"], opts=in_ns
+            f"{name}-{JAEGER}",
+            metadata=jaeger["metadata"],
+            spec=jaeger["spec"],
+            opts=mounting(JAEGER, **workload_timeouts(jaeger["spec"], 1, stateful=True)),
         )
         collector = collector_deployment(ns, args.node_selector)
         k8s.apps.v1.Deployment(
-            f"{name}-{COLLECTOR}", metadata=collector["metadata"], spec=collector["spec"], opts=in_ns
+            f"{name}-{COLLECTOR}",
+            metadata=collector["metadata"],
+            spec=collector["spec"],
+            opts=mounting(COLLECTOR, **workload_timeouts(collector["spec"], collector["spec"]["replicas"])),
         )
         otlp = [("otlp-grpc", OTLP_GRPC_PORT), ("otlp-http", OTLP_HTTP_PORT)]
         for app, ports in ((JAEGER, [*otlp, ("query", JAEGER_QUERY_PORT)]), (COLLECTOR, otlp)):
@@ -624,7 +646,9 @@ class Telemetry(pulumi.ComponentResource):
             k8s.core.v1.Service(f"{name}-{app}", metadata=built["metadata"], spec=built["spec"], opts=in_ns)
 
         account = fluent_bit_service_account(ns, role.arn)
-        k8s.core.v1.ServiceAccount(f"{name}-{FLUENT_BIT}", metadata=account["metadata"], opts=in_ns)
+        fluent_bit_account = k8s.core.v1.ServiceAccount(
+            f"{name}-{FLUENT_BIT}", metadata=account["metadata"], opts=in_ns
+        )
         cluster_role = fluent_bit_cluster_role()
         k8s.rbac.v1.ClusterRole(
             f"{name}-{FLUENT_BIT}", metadata=cluster_role["metadata"], rules=cluster_role["rules"], opts=child
@@ -639,7 +663,11 @@ class Telemetry(pulumi.ComponentResource):
         )
         daemon_set = fluent_bit_daemon_set(ns)
         k8s.apps.v1.DaemonSet(
-            f"{name}-{FLUENT_BIT}", metadata=daemon_set["metadata"], spec=daemon_set["spec"], opts=in_ns
+            f"{name}-{FLUENT_BIT}",
+            metadata=daemon_set["metadata"],
+            spec=daemon_set["spec"],
+            # Its pods run as the IRSA account: created first, or the API server refuses them.
+            opts=mounting(FLUENT_BIT, fluent_bit_account),
         )
 
         self.namespace = ns

@@ -38,6 +38,8 @@ class Resource(Protocol):
     def dependencies(self) -> Sequence[str]: ...
     @property
     def property_dependencies(self) -> Mapping[str, Sequence[str]]: ...
+    @property
+    def custom_timeouts(self) -> Mapping[str, float]: ...  # seconds by operation, as in the state
 
 
 _LEVELS = {
@@ -149,7 +151,12 @@ class PolicyPackProcess:
                     urn=r.urn,
                     name=r.name,
                     parent=r.parent_urn,
-                    options=analyzer_pb2.AnalyzerResourceOptions(parent=r.parent_urn),
+                    options=analyzer_pb2.AnalyzerResourceOptions(
+                        parent=r.parent_urn,
+                        customTimeouts=analyzer_pb2.AnalyzerResourceOptions.CustomTimeouts(
+                            **dict(r.custom_timeouts)
+                        ),
+                    ),
                     dependencies=list(r.dependencies),
                     propertyDependencies={
                         key: analyzer_pb2.AnalyzerPropertyDependencies(urns=list(urns))

@@ -26,6 +26,7 @@ from inferstack.policies.rules import (
     pod_spec,
     statements,
 )
+from inferstack.policies.awaits import await_covers_wait
 from inferstack.policies.scale_from_zero import node_template_fits, reachable_groups
 
 ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
@@ -58,6 +59,8 @@ class StackResource:
     # Every URN the engine orders this after: dependsOn plus the resources its inputs come from.
     dependencies: tuple[str, ...] = ()
     property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The customTimeouts option in seconds by operation (create, update, delete); absent: unset.
+    custom_timeouts: Mapping[str, float] = field(default_factory=dict)
 
 
 class Stack:
@@ -525,6 +528,12 @@ STACK_RULES: Sequence[StackRule] = (
         "mandatory",
         zone_loss,
         config_schema={"minSurvivingShare": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}},
+    ),
+    StackRule(
+        "await-covers-wait",
+        "Every resource Pulumi waits on has a timeout that covers what it waits for.",
+        "mandatory",
+        await_covers_wait,
     ),
     StackRule(
         "node-template-fits",

@@ -178,6 +178,7 @@ def preview_json(recording: Recording, stack: str, config: Mapping[str, str]) ->
             provider=provider,
             dependencies=list(resource.dependencies),
             propertyDependencies={k: list(v) for k, v in resource.property_dependencies.items() if v},
+            customTimeouts=dict(resource.custom_timeouts),
         )
         step["newState"]["inputs"] = _hide_secrets(resource.inputs)
         steps.append(step)

@@ -30,6 +30,7 @@ def as_stack(resources: Iterable[Recorded]) -> Stack:
                 dict.fromkeys([*r.dependencies, *(u for v in r.property_dependencies.values() for u in v)])
             ),
             r.property_dependencies,
+            r.custom_timeouts,
         )
         for r in resources
     )
