@@ -112,6 +112,16 @@ def without_ephemeral_storage_tags(stack: Stack, group: str = "") -> Stack:
     return result
 
 
+def timeouts(name: str, **given: float) -> Change:
+    """The resource ``name`` with these customTimeouts (in seconds) only: none given, none set."""
+
+    def apply(stack: Stack) -> Stack:
+        assert any(is_(r, name) for r in stack), f"not in the stack: {name}"
+        return [replace(r, custom_timeouts=dict(given)) if is_(r, name) else r for r in stack]
+
+    return apply
+
+
 def add(resource: Recorded) -> Change:
     return lambda stack: [*stack, resource]
 
@@ -534,6 +544,21 @@ CASES: list[Case] = [
         edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i["scalingConfig"].update(maxSize=30)),
         "losing us-east-1a leaves",
         label="capacity",
+    ),
+    Case(
+        "await-covers-wait", timeouts("Service ranker-svc"), "waits for a ready pod, up to 1500 s on create"
+    ),
+    Case(
+        "await-covers-wait",
+        timeouts("Deployment ranker-deployment", create=1560, update=1560),
+        "up to 19260 s on update",
+        label="rollout",
+    ),
+    Case(
+        "await-covers-wait",
+        edit("Release monitoring-kube-prometheus-stack", lambda i: i.update(timeout=300)),
+        "helm gives up after 300 s",
+        label="release",
     ),
     Case("node-template-fits", without_ephemeral_storage_tags, "ephemeral-storage: needs 44.00Gi"),
     Case(
