@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferstack.policies.awaits import await_covers_wait
+from inferstack.policies.pod_references import pods_wait_for_references
 from inferstack.policies.rules import (
     CLUSTER,
     DEPLOYMENT,
@@ -26,7 +28,6 @@ from inferstack.policies.rules import (
     pod_spec,
     statements,
 )
-from inferstack.policies.awaits import await_covers_wait
 from inferstack.policies.scale_from_zero import node_template_fits, reachable_groups
 
 ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
@@ -534,6 +535,12 @@ STACK_RULES: Sequence[StackRule] = (
         "Every resource Pulumi waits on has a timeout that covers what it waits for.",
         "mandatory",
         await_covers_wait,
+    ),
+    StackRule(
+        "pods-wait-for-references",
+        "Workloads are ordered after the ServiceAccounts, ConfigMaps and Secrets their pods name.",
+        "mandatory",
+        pods_wait_for_references,
     ),
     StackRule(
         "node-template-fits",

@@ -560,6 +560,17 @@ CASES: list[Case] = [
         "helm gives up after 300 s",
         label="release",
     ),
+    Case(
+        "pods-wait-for-references",
+        not_after("Deployment ranker-deployment", "ServiceAccount ranker-sa"),
+        "names ServiceAccount ranker",
+    ),
+    Case(
+        "pods-wait-for-references",
+        not_after("DaemonSet telemetry-fluent-bit", "ServiceAccount telemetry-fluent-bit"),
+        "names ServiceAccount fluent-bit",
+        label="fluent-bit",
+    ),
     Case("node-template-fits", without_ephemeral_storage_tags, "ephemeral-storage: needs 44.00Gi"),
     Case(
         "node-template-fits",
