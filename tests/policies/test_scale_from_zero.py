@@ -11,6 +11,7 @@ from inferstack.policies.scale_from_zero import fits, node_template_fits, reacha
 from inferstack.policies.stack_rules import Stack, StackResource, gpu_capacity, zone_loss
 from inferstack.stacks import offline
 from inferstack.stacks.offline import Recorded
+from inferstack.stacks.plan import preview_json
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER
 from tests.policies.fixtures import without_ephemeral_storage_tags
@@ -77,3 +78,41 @@ def test_one_group_out_of_reach_is_left_out_of_the_capacity(planned: list[Record
     max_size = group.props["scalingConfig"]["maxSize"]
     assert one_off.gpu_capacity_by_zone()[zone] == full.gpu_capacity_by_zone()[zone] - max_size * gpus
     assert [urn for _, urn in node_template_fits(one_off, {})] == [group.urn]
+
+
+def test_one_more_agent_does_not_fit(planned: list[Recorded]) -> None:
+    """A g5.xlarge keeps 90m of CPU after Triton, its front and the DaemonSets: a 100m agent is too much."""
+    agent = Recorded(
+        type="kubernetes:apps/v1:DaemonSet",
+        name="one-more-agent",
+        inputs={
+            "metadata": {"name": "one-more-agent", "namespace": "kube-system"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "tolerations": [{"operator": "Exists"}],
+                        "containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}],
+                    }
+                }
+            },
+        },
+        parent_urn="",
+        custom=True,
+        urn="urn:pulumi:prod::inferstack::kubernetes:apps/v1:DaemonSet::one-more-agent",
+    )
+    problems = node_template_fits(as_stack([*planned, agent]), {})
+    assert problems and all("cpu: needs 3930m, but a joined node allocates 3920m" in m for m, _ in problems)
+
+
+def test_plan_json_shows_the_ephemeral_storage_tags(planned: list[Recorded]) -> None:
+    plan = preview_json(offline.Recording(list(planned)), "prod", {})
+    tags = [
+        s["newState"]["inputs"]["tag"]
+        for s in plan["steps"]
+        if s["newState"]["type"] == "aws:autoscaling/tag:Tag"
+        and s["newState"]["inputs"]["tag"]["key"].endswith("node-template/resources/ephemeral-storage")
+    ]
+    groups = [s["newState"] for s in plan["steps"] if s["newState"]["type"] == "aws:eks/nodeGroup:NodeGroup"]
+    assert len(tags) == len(groups) and {t["value"] for t in tags} <= {"177Gi", "43Gi"}
+    for group in groups:
+        assert group["inputs"]["tags"]["k8s.io/cluster-autoscaler/node-template/resources/ephemeral-storage"]
