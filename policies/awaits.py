@@ -23,7 +23,7 @@ from inferstack.components.awaits import (
     release_timeout_s,
     workload_waits_s,
 )
-from inferstack.policies.rules import RELEASE, Config
+from inferstack.policies.rules import RELEASE, Config, namespace_of
 
 if TYPE_CHECKING:
     from inferstack.policies.stack_rules import Stack, StackResource
@@ -32,7 +32,6 @@ SERVICE = "kubernetes:core/v1:Service"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
 DAEMON_SET = "kubernetes:apps/v1:DaemonSet"
-SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 Violation = tuple[str, str]
 
 
@@ -45,18 +44,12 @@ def _skipped(resource: StackResource) -> bool:
 
 
 def _max_replicas(stack: Stack, workload: StackResource) -> int:
-    spec = workload.props.get("spec") or {}
-    replicas = int(float(spec.get("replicas", 1)))
-    name = (workload.props.get("metadata") or {}).get("name")
-    for scaler in stack.of_type(SCALED_OBJECT):
-        target = (scaler.props.get("spec") or {}).get("scaleTargetRef") or {}
-        if target.get("name") == name and _namespace(scaler) == _namespace(workload):
-            replicas = max(replicas, int(float((scaler.props.get("spec") or {}).get("maxReplicaCount", 100))))
-    return replicas
-
-
-def _namespace(resource: StackResource) -> str:
-    return str((resource.props.get("metadata") or {}).get("namespace", "default"))
+    """The most replicas a workload runs: its ScaledObject's maximum when KEDA scales it."""
+    replicas = int(float((workload.props.get("spec") or {}).get("replicas", 1)))
+    scaler = stack.scaled_object_for(workload)
+    if scaler is None:
+        return replicas
+    return max(replicas, int(float((scaler.props.get("spec") or {}).get("maxReplicaCount", 100))))
 
 
 def workload_waits(stack: Stack, workload: StackResource) -> dict[str, int]:
@@ -74,7 +67,7 @@ def _selected(stack: Stack, service: StackResource) -> list[StackResource]:
         labels = (((workload.props.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "labels"
         )
-        if _namespace(workload) == _namespace(service) and all(
+        if namespace_of(workload.props) == namespace_of(service.props) and all(
             (labels or {}).get(k) == v for k, v in selector.items()
         ):
             found.append(workload)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from inferstack.policies.rules import POD_CONTROLLERS, Config, pod_spec
+from inferstack.policies.rules import POD_CONTROLLERS, Config, namespace_of, pod_spec
 
 if TYPE_CHECKING:
     from inferstack.policies.stack_rules import Stack, StackResource
@@ -52,15 +52,11 @@ def named(spec: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         yield "Secret", str(secret.get("name"))
 
 
-def _namespace(resource: StackResource) -> str:
-    return str((resource.props.get("metadata") or {}).get("namespace", "default"))
-
-
 def _find(stack: Stack, kind: str, namespace: str, name: str) -> list[StackResource]:
     return [
         r
         for r in stack.of_type(KINDS[kind])
-        if _namespace(r) == namespace and (r.props.get("metadata") or {}).get("name") == name
+        if namespace_of(r.props) == namespace and (r.props.get("metadata") or {}).get("name") == name
     ]
 
 
@@ -70,7 +66,7 @@ def pods_wait_for_references(stack: Stack, config: Config) -> list[Violation]:
     for workload in stack.of_type(*POD_CONTROLLERS):
         before = stack.after(workload)
         for kind, name in dict.fromkeys(named(pod_spec(workload.props))):
-            for found in _find(stack, kind, _namespace(workload), name):
+            for found in _find(stack, kind, namespace_of(workload.props), name):
                 if found.urn not in before:
                     problems.append(
                         (

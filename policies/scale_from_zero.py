@@ -29,7 +29,7 @@ from inferstack.infra.node_template import (
     shortfalls,
     template_node,
 )
-from inferstack.policies.rules import LAUNCH_TEMPLATE, RELEASE, Config, pod_spec, statements
+from inferstack.policies.rules import LAUNCH_TEMPLATE, RELEASE, Config, listed, pod_spec, statements
 
 if TYPE_CHECKING:
     from inferstack.policies.stack_rules import Stack, StackResource
@@ -48,9 +48,9 @@ def _autoscaler_reads_managed_groups(stack: Stack) -> bool:
     """The autoscaler fills labels, taints and resource tags from DescribeNodegroup only if allowed to."""
     for policy in stack.of_type(*ROLE_POLICIES):
         for statement in statements(policy.props.get("policy")):
-            actions = statement.get("Action")
-            listed = actions if isinstance(actions, list) else [actions]
-            if statement.get("Effect") == "Allow" and "eks:DescribeNodegroup" in listed:
+            if statement.get("Effect") == "Allow" and "eks:DescribeNodegroup" in listed(
+                statement.get("Action")
+            ):
                 return True
     return False
 

@@ -25,6 +25,7 @@ from inferstack.policies.rules import (
     gpus_per_node,
     is_triton,
     listed,
+    namespace_of,
     pod_spec,
     statements,
 )
@@ -136,7 +137,7 @@ class Stack:
 
 
 def _namespace(resource: StackResource) -> str:
-    return str((resource.props.get("metadata") or {}).get("namespace", "default"))
+    return namespace_of(resource.props)
 
 
 def _label(resource: StackResource) -> str:
