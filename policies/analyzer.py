@@ -40,6 +40,8 @@ class Resource(Protocol):
     def property_dependencies(self) -> Mapping[str, Sequence[str]]: ...
     @property
     def custom_timeouts(self) -> Mapping[str, float]: ...  # seconds by operation, as in the state
+    @property
+    def provider(self) -> str: ...  # "<provider urn>::<id>", empty for the default provider
 
 
 _LEVELS = {
@@ -73,6 +75,16 @@ def _violations(response: Any) -> list[Violation]:
         Violation(d.policyName, d.enforcementLevel == analyzer_pb2.MANDATORY, d.message, d.urn)
         for d in response.diagnostics
     ]
+
+
+def _provider(reference: str) -> analyzer_pb2.AnalyzerProviderResource | None:
+    """The resource's explicit provider, as the engine names it to the pack (None: a default one)."""
+    if not reference:
+        return None
+    urn = reference.rsplit("::", 1)[0]
+    return analyzer_pb2.AnalyzerProviderResource(
+        type=urn.split("::")[-2].split("$")[-1], urn=urn, name=urn.rsplit("::", 1)[-1]
+    )
 
 
 class PolicyPackProcess:
@@ -158,6 +170,7 @@ class PolicyPackProcess:
                         ),
                     ),
                     dependencies=list(r.dependencies),
+                    provider=_provider(r.provider),
                     propertyDependencies={
                         key: analyzer_pb2.AnalyzerPropertyDependencies(urns=list(urns))
                         for key, urns in r.property_dependencies.items()

@@ -67,8 +67,11 @@ def _selected(stack: Stack, service: StackResource) -> list[StackResource]:
         labels = (((workload.props.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "labels"
         )
-        if namespace_of(workload.props) == namespace_of(service.props) and all(
-            (labels or {}).get(k) == v for k, v in selector.items()
+        same_cluster = workload.provider == service.provider
+        if (
+            same_cluster
+            and namespace_of(workload.props) == namespace_of(service.props)
+            and all((labels or {}).get(k) == v for k, v in selector.items())
         ):
             found.append(workload)
     return found

@@ -73,6 +73,7 @@ def stack_resource(resource: PolicyResource) -> StackResource:
         dependencies=tuple(dependencies),
         property_dependencies=by_property,
         custom_timeouts=_timeouts(resource),
+        provider=resource.provider.urn if resource.provider else "",
     )
 
 

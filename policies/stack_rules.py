@@ -63,6 +63,7 @@ class StackResource:
     property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # The customTimeouts option in seconds by operation (create, update, delete); absent: unset.
     custom_timeouts: Mapping[str, float] = field(default_factory=dict)
+    provider: str = ""  # the URN of its explicit provider ("" for the default one): which cluster
 
 
 class Stack:

@@ -13,6 +13,7 @@ from inferstack.components.awaits import (
     TRITON_IMAGE_PULL_S,
     rollout_timeout_s,
 )
+from inferstack.policies.analyzer import PolicyPackProcess
 from inferstack.policies.awaits import await_covers_wait
 from inferstack.stacks import offline
 from inferstack.stacks.offline import Recorded, duration_s
@@ -61,7 +62,8 @@ def test_the_other_regions_pods_are_never_waited_for() -> None:
             service.inputs["metadata"]["annotations"]["pulumi.com/waitFor"]
             == "jsonpath={.status.loadBalancer.ingress}"
         )
-    # Without the waitFor, the primary's Service waits on the primary's pods, for longer than it may.
+    # Without the waitFor, the primary's Service waits on pods of the primary's cluster, which the
+    # standby stack does not create.
     plain = [
         dataclasses.replace(r, inputs={**r.inputs, "metadata": {**r.inputs["metadata"], "annotations": {}}})
         if r.name == "ranker-public-primary"
@@ -69,7 +71,10 @@ def test_the_other_regions_pods_are_never_waited_for() -> None:
         for r in standby
     ]
     found = [m for m, _ in await_covers_wait(as_stack(plain), {}) if "ranker-public-primary" in m]
-    assert found and all("waits for a ready pod" in m for m in found)
+    assert found == [
+        "Service ranker-public-primary waits for ready pods no workload of this stack (in this cluster) "
+        "creates: skip its await (pulumi.com/skipAwait) or wait for what it needs (pulumi.com/waitFor)"
+    ]
 
 
 def test_plan_json_carries_custom_timeouts_as_the_state_does(planned: list[Recorded]) -> None:
@@ -84,3 +89,19 @@ def test_plan_json_carries_custom_timeouts_as_the_state_does(planned: list[Recor
 @pytest.mark.parametrize(("text", "seconds"), [("1560s", 1560.0), ("26m", 1560.0), ("1h2m3s", 3723.0)])
 def test_durations(text: str, seconds: float) -> None:
     assert duration_s(text) == seconds
+
+
+def test_the_pack_sees_timeouts_and_clusters_through_the_analyzer() -> None:
+    """What the engine hands the pack over gRPC (customTimeouts, the provider) reaches the policy."""
+    standby = offline.run_stack(ROOT / "stacks", "prod-dr", STACKS["prod-dr"]).resources
+    plain = [
+        dataclasses.replace(r, inputs={**r.inputs, "metadata": {**r.inputs["metadata"], "annotations": {}}})
+        if r.name == "ranker-public-primary"
+        else r
+        for r in standby
+    ]
+    with PolicyPackProcess() as pack:
+        pack.configure({})
+        assert [v for v in pack.analyze_stack(standby) if v.policy == "await-covers-wait"] == []
+        found = [v.reason for v in pack.analyze_stack(plain) if v.policy == "await-covers-wait"]
+    assert len(found) == 1 and "ranker-public-primary waits for ready pods no workload" in found[0]

@@ -32,6 +32,7 @@ def as_stack(resources: Iterable[Recorded]) -> Stack:
             ),
             r.property_dependencies,
             r.custom_timeouts,
+            r.provider.rsplit("::", 1)[0] if r.provider else "",
         )
         for r in resources
     )
