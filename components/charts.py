@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from inferstack.components.awaits import claims_volumes, release_timeout_s
+
 
 @dataclass(frozen=True)
 class Chart:
@@ -118,7 +120,8 @@ def release(
             values=values,
             atomic=True,  # a failed upgrade rolls back instead of leaving half a release
             cleanup_on_fail=True,
-            timeout=900,
+            # helm's wait, which Pulumi's await is: the chart's pods, and its volumes where it claims any.
+            timeout=release_timeout_s(volumes=claims_volumes(values)),
         ),
         opts=opts,
     )

@@ -20,6 +20,7 @@ import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
+from inferstack.infra.node_template import EPHEMERAL_STORAGE, ephemeral_storage_tag
 from inferstack.infra.versions import AL2023_RELEASE_VERSIONS, SUPPORTED_KUBERNETES_VERSIONS
 from inferstack.infra.zones import check_zones
 
@@ -321,6 +322,9 @@ def autoscaler_tags(cluster_name: str, plan: NodeGroupPlan) -> dict[str, str]:
         tags[f"{template}/taint/{taint.key}"] = f"{taint.value}:{taint.kubernetes_effect}"
     if plan.gpus_per_node:
         tags[f"{template}/resources/{GPU_RESOURCE}"] = str(plan.gpus_per_node)
+    # The template has no ephemeral storage otherwise (kubernetes/autoscaler#1869): a pod that asks
+    # for any, as Triton does for its model cache, would never scale a group up from zero.
+    tags[f"{template}/resources/{EPHEMERAL_STORAGE}"] = ephemeral_storage_tag(plan.disk_gib)
     return tags
 
 

@@ -70,6 +70,11 @@ class Rule(RuleBase):
 # --- shared readers ---------------------------------------------------------------------------------
 
 
+def namespace_of(props: Props) -> str:
+    """A Kubernetes object's namespace, as the API server defaults it."""
+    return str((props.get("metadata") or {}).get("namespace", "default"))
+
+
 def pod_spec(props: Props) -> Mapping[str, Any]:
     spec: Mapping[str, Any] = (props.get("spec") or {}).get("template", {}).get("spec") or {}
     return spec

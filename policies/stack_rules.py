@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferstack.infra.interruptions import INTERRUPTION_EVENTS
+from inferstack.policies.awaits import await_covers_wait
+from inferstack.policies.pod_references import pods_wait_for_references
 from inferstack.policies.rules import (
     CLUSTER,
     DEPLOYMENT,
@@ -27,12 +29,14 @@ from inferstack.policies.rules import (
     gpus_per_node,
     is_triton,
     listed,
+    namespace_of,
     pod_spec,
     pool_gpu_limit,
     pool_gpus_per_node,
     pool_requirement,
     statements,
 )
+from inferstack.policies.scale_from_zero import node_template_fits, reachable_groups
 
 ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
 ACCESS_POLICY_ASSOCIATION = "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
@@ -72,6 +76,9 @@ class StackResource:
     # Every URN the engine orders this after: dependsOn plus the resources its inputs come from.
     dependencies: tuple[str, ...] = ()
     property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The customTimeouts option in seconds by operation (create, update, delete); absent: unset.
+    custom_timeouts: Mapping[str, float] = field(default_factory=dict)
+    provider: str = ""  # the URN of its explicit provider ("" for the default one): which cluster
 
 
 class Stack:
@@ -136,9 +143,14 @@ class Stack:
         )
 
     def gpu_capacity_by_zone(self) -> dict[str, float]:
-        """GPUs each zone reaches at every group's maximum (multi-zone groups and pools split evenly)."""
+        """GPUs each zone reaches at every group's maximum (multi-zone groups and pools split evenly),
+        counting only the node groups the autoscaler can start from zero for a pod of this stack
+        (NodePools: Karpenter builds its nodes from instance types, not from a template)."""
         capacity: dict[str, float] = {}
-        for _, gpus, zones in self.gpu_groups():
+        reachable = reachable_groups(self)
+        for group, gpus, zones in self.gpu_groups():
+            if group.type == NODE_GROUP and group.urn not in reachable:
+                continue
             for zone in zones or ("(unknown zone)",):
                 capacity[zone] = capacity.get(zone, 0.0) + gpus / max(len(zones), 1)
         return capacity
@@ -163,7 +175,7 @@ class Stack:
 
 
 def _namespace(resource: StackResource) -> str:
-    return str((resource.props.get("metadata") or {}).get("namespace", "default"))
+    return namespace_of(resource.props)
 
 
 def _label(resource: StackResource) -> str:
@@ -316,8 +328,8 @@ def gpu_capacity(stack: Stack, config: Config) -> list[Violation]:
     if not capacity:
         return [
             (
-                f"{services} GPU service(s) need {demand_min:g} GPUs, "
-                "but the stack has no GPU node group or NodePool",
+                f"{services} GPU service(s) need {demand_min:g} GPUs, but the stack has no GPU NodePool, nor "
+                "node group the autoscaler can start from zero for them (see node-template-fits)",
                 "",
             )
         ]
@@ -615,6 +627,24 @@ STACK_RULES: Sequence[StackRule] = (
         "mandatory",
         zone_loss,
         config_schema={"minSurvivingShare": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}},
+    ),
+    StackRule(
+        "await-covers-wait",
+        "Every resource Pulumi waits on has a timeout that covers what it waits for.",
+        "mandatory",
+        await_covers_wait,
+    ),
+    StackRule(
+        "pods-wait-for-references",
+        "Workloads are ordered after the ServiceAccounts, ConfigMaps and Secrets their pods name.",
+        "mandatory",
+        pods_wait_for_references,
+    ),
+    StackRule(
+        "node-template-fits",
+        "Every pod that may land on a GPU group fits its scale-from-zero template node with the DaemonSets.",
+        "mandatory",
+        node_template_fits,
     ),
     StackRule(
         "zones",

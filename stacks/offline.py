@@ -9,6 +9,7 @@ assert on them. Provider-computed outputs are plausible stand-ins (ARNs, ids, en
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -130,6 +131,8 @@ class Recorded:
     dependencies: tuple[str, ...] = ()
     property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     provider: str = ""  # "<provider urn>::<id>", empty for the default provider
+    # The customTimeouts option in seconds, as the engine keeps it in the state (create, update, delete).
+    custom_timeouts: dict[str, float] = field(default_factory=dict)
 
     @property
     def parent_type(self) -> str:
@@ -248,6 +251,23 @@ def _engine_form(value: Any) -> Any:
     return str(value)
 
 
+_DURATION = re.compile(r"([0-9.]+)(h|ms|m|s|us|µs|ns)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def duration_s(text: str) -> float:
+    """A Go duration string ("26m", "1h30m", "1560s"), as the SDK sends customTimeouts, in seconds."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def custom_timeouts(request: Any) -> dict[str, float]:
+    """The request's customTimeouts as the engine's state holds them: seconds, the unset ones left out."""
+    return {op: duration_s(text) for op in ("create", "update", "delete") if (text := getattr(request, op))}
+
+
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: RecordingMocks, recording: Recording) -> None:
         super().__init__(mocks)
@@ -269,6 +289,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                         key: tuple(deps.urns) for key, deps in request.propertyDependencies.items()
                     },
                     provider=request.provider,
+                    custom_timeouts=custom_timeouts(request.customTimeouts),
                 )
             )
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]

@@ -9,6 +9,12 @@ from typing import Literal
 
 import pulumi
 
+from inferstack.components.awaits import (
+    create_timeout_s,
+    image_pull_s,
+    pod_start_s,
+    rollout_timeout_s,
+)
 from inferstack.components.canary import CanaryRelease
 from inferstack.components.model_repository import ServedModels
 from inferstack.components.monitoring import prometheus_url
@@ -27,9 +33,6 @@ NODE_CPU_RESERVED = 0.5
 SCRATCH_GIB = 4  # /tmp and $HOME: python backend stubs, the AWS SDK's files
 DEFAULT_MODEL_CACHE_GIB = 40.0  # models published out of band: their size is not known at deploy time
 GIB = 1 << 30
-# Before a new pod counts as progressing: a GPU node scaled up from zero and the ~10 GB Triton image
-# pulled take this long on top of the models' own load time.
-NODE_AND_IMAGE_S = 900
 # SIGKILL follows the grace period; leave Triton this long past its exit timeout to exit on its own.
 EXIT_MARGIN_S = 5
 FALLBACK_AFTER_FAILURES = 3  # KEDA polls that must fail before the fallback size applies
@@ -157,4 +160,15 @@ def model_cache_gib(args: TritonModelServiceArgs) -> float:
 
 
 def progress_deadline_s(args: TritonModelServiceArgs) -> int:
-    return NODE_AND_IMAGE_S + args.model_load_timeout_s
+    """One Triton pod ready on a node scaled up from zero: the node, the ~10 GB image, every model
+    loaded (components/awaits.py). Kubernetes' deadline and Pulumi's waits both start from it."""
+    return pod_start_s(image_pull=image_pull_s(args.image), startup=args.model_load_timeout_s)
+
+
+def await_timeouts_s(args: TritonModelServiceArgs) -> tuple[int, int]:
+    """(create, update) for the Deployment's await: one pod start; an update at ``max_replicas``
+    surges one pod at a time (maxSurge 1, maxUnavailable 0), so that many pod starts in a row."""
+    start = progress_deadline_s(args)
+    return create_timeout_s(start), rollout_timeout_s(
+        start, max_replicas=args.max_replicas, grace_s=grace_period_s(args)
+    )

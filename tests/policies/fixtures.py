@@ -21,6 +21,7 @@ Stack = list[Recorded]
 Change = Callable[[Stack], Stack]
 
 CIDR = "203.0.113.0/24"
+EPHEMERAL_TAG = "node-template/resources/ephemeral-storage"
 FAKE_KEY_ID = "AKIA" + "TESTONLYNOTAKEY0"  # the shape of an access key id, split so scanners skip it
 
 
@@ -89,6 +90,36 @@ def drop(*names: str) -> Change:
         missing = [n for n in names if not any(is_(r, n) for r in stack)]
         assert not missing, f"not in the stack: {missing}"
         return [r for r in stack if not is_any(r, names)]
+
+    return apply
+
+
+def without_ephemeral_storage_tags(stack: Stack, group: str = "") -> Stack:
+    """The node groups (or the one whose name ends with ``group``) as main left them: no node-template
+    ephemeral-storage tag on the Auto Scaling group or on the managed group."""
+    urns = {r.urn for r in stack if r.type == "aws:eks/nodeGroup:NodeGroup" and r.name.endswith(group)}
+    result = []
+    for resource in stack:
+        if (
+            resource.type == "aws:autoscaling/tag:Tag"
+            and resource.inputs["tag"]["key"].endswith(EPHEMERAL_TAG)
+            and urns & set(resource.property_dependencies.get("autoscalingGroupName", ()))
+        ):
+            continue
+        if resource.urn in urns:
+            inputs = copy.deepcopy(resource.inputs)
+            inputs["tags"] = {k: v for k, v in inputs["tags"].items() if not k.endswith(EPHEMERAL_TAG)}
+            resource = replace(resource, inputs=inputs)
+        result.append(resource)
+    return result
+
+
+def timeouts(name: str, **given: float) -> Change:
+    """The resource ``name`` with these customTimeouts (in seconds) only: none given, none set."""
+
+    def apply(stack: Stack) -> Stack:
+        assert any(is_(r, name) for r in stack), f"not in the stack: {name}"
+        return [replace(r, custom_timeouts=dict(given)) if is_(r, name) else r for r in stack]
 
     return apply
 
@@ -574,6 +605,39 @@ CASES: list[Case] = [
         edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i["scalingConfig"].update(maxSize=30)),
         "losing us-east-1a leaves",
         label="capacity",
+    ),
+    Case(
+        "await-covers-wait", timeouts("Service ranker-svc"), "waits for a ready pod, up to 1500 s on create"
+    ),
+    Case(
+        "await-covers-wait",
+        timeouts("Deployment ranker-deployment", create=1560, update=1560),
+        "up to 19260 s on update",
+        label="rollout",
+    ),
+    Case(
+        "await-covers-wait",
+        edit("Release monitoring-kube-prometheus-stack", lambda i: i.update(timeout=300)),
+        "helm gives up after 300 s",
+        label="release",
+    ),
+    Case(
+        "pods-wait-for-references",
+        not_after("Deployment ranker-deployment", "ServiceAccount ranker-sa"),
+        "names ServiceAccount ranker",
+    ),
+    Case(
+        "pods-wait-for-references",
+        not_after("DaemonSet telemetry-fluent-bit", "ServiceAccount telemetry-fluent-bit"),
+        "names ServiceAccount fluent-bit",
+        label="fluent-bit",
+    ),
+    Case("node-template-fits", without_ephemeral_storage_tags, "ephemeral-storage: needs 44.00Gi"),
+    Case(
+        "node-template-fits",
+        edit("Deployment ranker-deployment", lambda i: triton(i)["resources"]["requests"].update(cpu="3.5")),
+        "cpu: needs",
+        label="cpu",
     ),
     Case(
         "zones",
