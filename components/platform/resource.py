@@ -1,258 +1,59 @@
-"""InferencePlatform: one environment of GPU model serving, as one Pulumi component.
-
-network -> cluster -> node groups (system, GPU on demand, GPU spot) -> model store -> telemetry (traces
-and logs), GPU operators, monitoring, autoscaling -> one TritonModelService per configured service,
-traced to the telemetry's collector. The whole `PlatformConfig`
-is checked before the first resource is registered, and every error names the stack config key.
-"""
+"""The InferencePlatform component: network -> cluster -> node groups -> model store -> the cluster's
+layers -> one TritonModelService per configured service."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-from pydantic.alias_generators import to_camel
 
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
-from inferstack.components.canary import CanaryRelease
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
-from inferstack.components.karpenter import Karpenter, KarpenterArgs, NodePoolPlan, gpu_pool_plans
+from inferstack.components.karpenter import Karpenter, KarpenterArgs
 from inferstack.components.model_repository import (
     ModelRepository,
     ModelRepositoryArgs,
-    ServedModels,
-    plan_objects,
-    served_models,
 )
 from inferstack.components.model_service import (
     ModelSource,
     TritonModelService,
-    TritonModelServiceArgs,
-    validate,
 )
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
-from inferstack.components.platform_config import NAMESPACE, PlatformConfig, ServiceConfig, stack_key
+from inferstack.components.platform.args import (
+    KEY,
+    MONITORING_NAMESPACE,
+    node_plans,
+    node_pool_plans,
+    repository_path,
+    reserved_capacity,
+    service_args,
+    telemetry_args,
+)
+from inferstack.components.platform.checks import check, check_platform_name
+from inferstack.components.platform_config import PlatformConfig
 from inferstack.components.storage import StorageClasses, StorageClassesArgs
-from inferstack.components.telemetry import JAEGER_SERVICE, Telemetry, TelemetryArgs, collector_traces_url
-from inferstack.components.telemetry import validate as validate_telemetry
-from inferstack.components.triton_telemetry import TraceSettings
+from inferstack.components.telemetry import JAEGER_SERVICE, Telemetry
 from inferstack.infra.aws_identity import AwsIdentity
-from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
+from inferstack.infra.cluster import Cluster, ClusterArgs
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.karpenter import KarpenterAws, KarpenterAwsArgs, instance_profile_name
 from inferstack.infra.karpenter import validate_names as validate_karpenter_names
-from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
-from inferstack.infra.names import EKS_NODEGROUP_NAME_MAX, IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.model_store import ModelStore, ModelStoreArgs
+from inferstack.infra.names import EKS_NODEGROUP_NAME_MAX, check_derived_name
 from inferstack.infra.network import (
     Network,
     NetworkArgs,
     instance_type_offerings,
-    nat_zones,
-    plan_subnets,
     region_zones,
 )
 from inferstack.infra.nodegroups import (
-    NodeGroupPlan,
     NodeGroups,
     NodeGroupsArgs,
-    check_zone_loss,
-    gpu_plans,
-    gpu_spot_plans,
-    system_plan,
 )
-from inferstack.infra.reserved import ReservedCapacity, reserved_plans
 from inferstack.infra.storage import BlockStorage, BlockStorageArgs, VolumeKey
 from inferstack.infra.zones import choose_zones
-
-KEY = NAMESPACE  # the stack config namespace errors are named in
-MONITORING_NAMESPACE = MonitoringArgs.namespace
-TELEMETRY_NAMESPACE = TelemetryArgs.namespace
-
-
-def check_reachable(config: PlatformConfig) -> None:
-    """The platform installs Helm releases and Triton services through the API endpoint from wherever
-    `pulumi up` runs, which is outside the VPC it creates: a private-only endpoint would time out."""
-    if not config.cluster.public_access_cidrs:
-        raise InvalidInput(
-            f"{KEY}:cluster.publicAccessCidrs",
-            [],
-            "the CIDRs `pulumi up` runs from (e.g. your egress IP as a /32): the program deploys "
-            "Kubernetes resources through the API endpoint from outside the VPC; set it with "
-            f"`pulumi config set --path '{KEY}:cluster.publicAccessCidrs[0]' <cidr>`",
-        )
-    if config.network.nat == "none":
-        raise InvalidInput(
-            f"{KEY}:network.nat",
-            config.network.nat,
-            "per_zone or single: the platform's charts pull images from public registries "
-            "(registry.k8s.io, nvcr.io, quay.io, ghcr.io, cr.fluentbit.io), which private nodes reach only "
-            "through a NAT",
-        )
-
-
-def node_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodeGroupPlan]:
-    gpu = config.gpu
-    reserved = reserved_capacity(config)
-    return [
-        system_plan(zones, instance_types=config.nodes.system_instance_types),
-        *gpu_plans(zones, instance_type=gpu.instance_type, max_size=gpu.max_per_zone),
-        *gpu_spot_plans(zones, instance_types=gpu.spot_instance_types, max_size=gpu.spot_max_per_zone),
-        # Karpenter reads a reservation's zone itself; managed groups must be put there.
-        *(reserved_plans(reserved, zones) if reserved and config.capacity == "managed-node-groups" else []),
-    ]
-
-
-def reserved_capacity(config: PlatformConfig) -> ReservedCapacity | None:
-    given = config.gpu.reserved
-    if given is None:
-        return None
-    return ReservedCapacity(
-        given.kind, given.reservation_ids, given.instance_type, given.instances, given.zone
-    )
-
-
-def node_pool_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodePoolPlan]:
-    """With ``capacity: karpenter``: the GPU NodePools, bounded by the same maximums as the groups."""
-    gpu = config.gpu
-    return gpu_pool_plans(
-        zones,
-        instance_type=gpu.instance_type,
-        max_per_zone=gpu.max_per_zone,
-        spot_instance_types=gpu.spot_instance_types,
-        spot_max_per_zone=gpu.spot_max_per_zone,
-        reserved=reserved_capacity(config),
-    )
-
-
-def service_args(
-    config: PlatformConfig, service: ServiceConfig, source: ModelSource, zones: Sequence[str], **extra: Any
-) -> TritonModelServiceArgs:
-    return TritonModelServiceArgs(
-        models=service.models,
-        source=source,
-        namespace=service.name,
-        environment="prod" if config.environment == "prod" else "dev",
-        zones=len(zones),
-        node_instance_type=config.gpu.instance_type,
-        min_replicas=service.min_replicas,
-        max_replicas=service.max_replicas,
-        placement=service.placement,
-        model_cache_gib=service.model_cache_gib,
-        queue_time_target_ms=service.queue_time_target_ms,
-        pending_requests_per_replica=service.pending_requests_per_replica,
-        gpu_utilization_target=service.gpu_utilization_target,
-        canary=CanaryRelease(**service.canary.model_dump()) if service.canary else None,
-        tracing=TraceSettings(collector_traces_url(TELEMETRY_NAMESPACE), config.telemetry.sample_rate)
-        if config.telemetry.enabled
-        else None,
-        **extra,
-    )
-
-
-def telemetry_args(
-    config: PlatformConfig,
-    cluster_name: str,
-    oidc_provider_arn: pulumi.Input[str],
-    oidc_issuer_url: pulumi.Input[str],
-    region: str | None = None,
-) -> TelemetryArgs:
-    return TelemetryArgs(
-        cluster_name=cluster_name,
-        oidc_provider_arn=oidc_provider_arn,
-        oidc_issuer_url=oidc_issuer_url,
-        region=region,
-        log_retention_days=config.telemetry.log_retention_days,
-        trace_retention_hours=config.telemetry.trace_retention_hours,
-    )
-
-
-def check_platform_name(name: str, zones: Sequence[str]) -> None:
-    """The platform's name prefixes its children's names; the longest derived ones must fit AWS."""
-    field = f"{KEY}:cluster.name"
-    check_derived_name(field, name, suffix="-autoscaling-cluster-autoscaler", limit=IAM_ROLE_NAME_MAX)
-    for zone in zones:
-        check_derived_name(field, name, suffix=f"-nodes-gpu-spot-{zone}-ng", limit=EKS_NODEGROUP_NAME_MAX)
-
-
-def repository_path(service: ServiceConfig, stack_dir: Path) -> Path | None:
-    """The service's built repository, a path in the stack file read relative to the stack files."""
-    return None if service.repository is None else stack_dir / service.repository
-
-
-def served(config: PlatformConfig, stack_dir: Path) -> dict[str, ServedModels | None]:
-    """Service -> what the deploy ships into its prefix (None: published out of band); errors name
-    ``services[i].repository``."""
-    found: dict[str, ServedModels | None] = {}
-    for i, service in enumerate(config.services):
-        path = repository_path(service, stack_dir)
-        try:
-            found[service.name] = None if path is None else served_models(plan_objects(path, service.models))
-        except InvalidInput as error:
-            key = "models" if error.field == "models" else "repository"
-            raise InvalidInput(f"{KEY}:services[{i}].{key}", error.value, error.allowed) from None
-    return found
-
-
-def check(
-    config: PlatformConfig, cluster_name: str, zones: Sequence[str], stack_dir: Path | None = None
-) -> None:
-    """Everything the components would check, for the whole platform, before anything is registered.
-
-    Subnet ids, role ARNs and bucket URIs exist only once resources do; the checks get stand-ins of
-    the right shape (one private subnet per zone, an IRSA role), which is all they look at. A
-    component's error is renamed to the stack key the value came from.
-    """
-    check_reachable(config)
-    try:
-        plan_subnets(config.network.vpc_cidr, zones, private_prefix=19, public_prefix=24)
-        nat_zones(zones, config.network.nat)
-        validate_cluster_args(
-            cluster_name,
-            ClusterArgs(
-                subnet_ids=[f"private-{zone}" for zone in zones],
-                version=config.cluster.kubernetes_version,
-                admin_principal_arns=config.cluster.admin_principal_arns,
-                public_access_cidrs=config.cluster.public_access_cidrs,
-            ),
-        )
-        # Reserved capacity sits in one zone and a Capacity Block ends: the rest must stand without it.
-        gpu_groups = [
-            p for p in node_plans(config, zones) if p.gpus_per_node and not p.capacity_reservation_id
-        ]
-        # NodePools reach the same maximums as the groups would, so the same zone-loss check holds.
-        check_zone_loss(gpu_groups, config.gpu.min_surviving_share)
-        if config.capacity == "karpenter":
-            node_pool_plans(config, zones)
-        if config.telemetry.enabled:
-            validate_telemetry(
-                f"{cluster_name}-telemetry", telemetry_args(config, cluster_name, "oidc-provider", "issuer")
-            )
-    except InvalidInput as error:
-        if error.field.startswith((f"{KEY}:", "aws:")):
-            raise
-        if error.field.startswith("reserved."):  # as the stack file spells it
-            key = ".".join(to_camel(part) for part in error.field.split("."))
-            raise InvalidInput(f"{KEY}:gpu.{key}", error.value, error.allowed) from None
-        raise InvalidInput(stack_key(error.field), error.value, error.allowed) from None
-    names = [s.name for s in config.services]
-    if len(set(names)) != len(names):
-        raise InvalidInput(f"{KEY}:services", names, "unique service names")
-    shipped = served(config, stack_dir or Path.cwd())
-    for i, service in enumerate(config.services):
-        try:
-            source = ModelSource(
-                role_arn="irsa-role",
-                repository_uri=f"s3://models/{service.prefix}",
-                served=shipped[service.name],
-            )
-            validate(service.name, service_args(config, service, source, zones))
-            check_prefix(service.prefix)
-        except InvalidInput as error:
-            key = ".".join(to_camel(part) for part in error.field.split("."))  # as the stack file spells it
-            raise InvalidInput(f"{KEY}:services[{i}].{key}", error.value, error.allowed) from None
 
 
 class InferencePlatform(pulumi.ComponentResource):
