@@ -54,6 +54,8 @@ class PlannedObject:
 
 @dataclass(frozen=True)
 class ModelPlan:
+    """One model as it ships: the versions its policy serves and the objects uploaded for them, in order."""
+
     name: str
     versions: tuple[int, ...]  # the versions its policy serves, the only ones uploaded
     objects: tuple[PlannedObject, ...]
@@ -142,6 +144,8 @@ def plan_objects(repository: Path, models: tuple[str, ...]) -> list[ModelPlan]:
 
 @dataclass
 class ModelRepositoryArgs:
+    """What a ModelRepository uploads: a built repository's served models, into a bucket's prefix."""
+
     bucket: pulumi.Input[str]  # the model store's bucket name
     prefix: str  # the service's folder in it
     repository: Path  # a built repository (``inferstack models build``) on the machine running Pulumi

@@ -73,12 +73,16 @@ class Target:
 
 @dataclass(frozen=True)
 class Model:
+    """A model the pod waits for, and the versions it must find in the manifest."""
+
     name: str
     versions: tuple[int, ...] = ()  # empty: whatever the manifest lists
 
 
 @dataclass(frozen=True)
 class Credentials:
+    """Temporary AWS credentials from the pod's web identity (IRSA), until they expire."""
+
     access_key: str
     secret_key: str
     token: str = ""

@@ -21,6 +21,8 @@ _EVERYWHERE = [{"operator": "Exists"}]
 
 @dataclass(frozen=True)
 class NodeAgent:
+    """A DaemonSet that runs on GPU nodes, with what it requests of each node."""
+
     name: str  # the DaemonSet's name as rendered
     source: str  # "chart" or "addon"
     installed_by: str  # the chart name of a Release, or the add-on name of an Addon

@@ -106,6 +106,8 @@ class NodesConfig(_Section):
 
 
 class ReservedConfig(_Section):
+    """Reserved GPU capacity: Capacity Blocks for ML or On-Demand Capacity Reservations, by id."""
+
     kind: Literal["capacity-block", "odcr"] = Field(
         description="capacity-block (Capacity Blocks for ML) or odcr (On-Demand Capacity Reservations)"
     )

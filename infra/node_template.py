@@ -92,6 +92,8 @@ def shown(resource: str, amount: float) -> str:
 
 @dataclass(frozen=True)
 class NodeTaint:
+    """A taint on a template node, in Kubernetes' spelling."""
+
     key: str
     value: str
     effect: str  # NoSchedule, NoExecute, PreferNoSchedule
@@ -303,6 +305,8 @@ def may_land(spec: Mapping[str, Any], node: TemplateNode) -> bool:
 
 @dataclass(frozen=True)
 class Shortfall:
+    """What a pod (with the DaemonSets beside it) asks of a resource beyond what the node offers."""
+
     resource: str
     needed: float
     allocatable: float

@@ -43,6 +43,8 @@ AUTOSCALING_ROLE = "AWSServiceRoleForAutoScaling"
 
 @dataclass(frozen=True)
 class Check:
+    """One preflight check: its verdict (pass, warn, fail), why, and how to fix it."""
+
     name: str
     verdict: Verdict
     reason: str

@@ -141,6 +141,8 @@ def workloads(stack: Stack) -> list[Placed]:
 
 @dataclass(frozen=True)
 class Fit:
+    """A pod on a GPU group's template node beside its DaemonSets, and what does not fit."""
+
     group: StackResource
     node: TemplateNode
     pod: Placed

@@ -5,6 +5,8 @@ import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
+    """The stand-in model the stacks ship: echoes its input as FP32."""
+
     def execute(self, requests):  # type: ignore[no-untyped-def]
         return [
             pb_utils.InferenceResponse(
