@@ -242,7 +242,8 @@ def validate_names(name: str, cluster_name: str) -> None:
 
 @dataclass
 class KarpenterAwsArgs:
-    """What Karpenter's AWS side is given: the cluster, its OIDC provider and security group, the volume key."""
+    """What Karpenter's AWS side is given: the cluster, its OIDC provider and security group, the volume
+    key."""
 
     cluster_name: str
     eks_cluster_name: pulumi.Input[str]  # the cluster resource's output: the access entry waits for it

@@ -24,7 +24,8 @@ _RESERVATION_ID = re.compile(r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")
 
 @dataclass(frozen=True)
 class ReservedCapacity:
-    """Reserved GPU capacity (Capacity Blocks for ML or ODCRs): the reservations, their type, size and zone."""
+    """Reserved GPU capacity (Capacity Blocks for ML or ODCRs): the reservations, their type, size and
+    zone."""
 
     kind: ReservationKind
     reservation_ids: tuple[str, ...]
