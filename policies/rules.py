@@ -237,13 +237,21 @@ def imds_v2_hop_limit_1(resource_type: str, props: Props, config: Config) -> lis
 
 
 def encrypted_volumes(resource_type: str, props: Props, config: Config) -> list[str]:
+    """Encrypted with a named key: the account's default EBS key may be a customer-managed key the
+    Auto Scaling service-linked role cannot use, and then no node launches."""
     if resource_type != LAUNCH_TEMPLATE:
         return []
-    return [
-        f"volume {mapping.get('deviceName')} is not encrypted"
-        for mapping in props.get("blockDeviceMappings") or []
-        if not _truthy((mapping.get("ebs") or {}).get("encrypted"))
-    ]
+    problems = []
+    for mapping in props.get("blockDeviceMappings") or []:
+        ebs = mapping.get("ebs") or {}
+        if not _truthy(ebs.get("encrypted")):
+            problems.append(f"volume {mapping.get('deviceName')} is not encrypted")
+        elif not ebs.get("kmsKeyId"):
+            problems.append(
+                f"volume {mapping.get('deviceName')} is encrypted with the account's default EBS key "
+                "(no ebs.kmsKeyId): name a key the Auto Scaling service-linked role may use"
+            )
+    return problems
 
 
 def _gpu_group(props: Props) -> int:
@@ -512,7 +520,12 @@ RULES: tuple[Rule, ...] = (
         "mandatory",
         imds_v2_hop_limit_1,
     ),
-    Rule("encrypted-volumes", "Node volumes are encrypted.", "mandatory", encrypted_volumes),
+    Rule(
+        "encrypted-volumes",
+        "Node volumes are encrypted with a named KMS key.",
+        "mandatory",
+        encrypted_volumes,
+    ),
     Rule(
         "gpu-nodes-tainted",
         "GPU node groups are tainted and run NVIDIA AMIs.",

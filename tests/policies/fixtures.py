@@ -328,6 +328,15 @@ CASES: list[Case] = [
         "not encrypted",
     ),
     Case(
+        "encrypted-volumes",
+        edit(
+            "LaunchTemplate nodes-gpu-us-east-1a-lt",
+            lambda i: i["blockDeviceMappings"][0]["ebs"].pop("kmsKeyId"),
+        ),
+        "default EBS key",
+        label="default-key",
+    ),
+    Case(
         "gpu-nodes-tainted",
         edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i.update(taints=[])),
         "taint",
