@@ -30,6 +30,8 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 CLUSTER = "aws:eks/cluster:Cluster"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+STORAGE_CLASS = "kubernetes:storage.k8s.io/v1:StorageClass"
+EBS_CSI = "ebs.csi.aws.com"  # infra.storage.EBS_CSI_PROVISIONER (a test holds them equal)
 POD_CONTROLLERS = (
     DEPLOYMENT,
     "kubernetes:apps/v1:StatefulSet",
@@ -238,7 +240,17 @@ def imds_v2_hop_limit_1(resource_type: str, props: Props, config: Config) -> lis
 
 def encrypted_volumes(resource_type: str, props: Props, config: Config) -> list[str]:
     """Encrypted with a named key: the account's default EBS key may be a customer-managed key the
-    Auto Scaling service-linked role cannot use, and then no node launches."""
+    Auto Scaling service-linked role (nodes) or the EBS CSI role (claims) cannot use, and then no node
+    launches or claims stay Pending."""
+    if resource_type == STORAGE_CLASS and props.get("provisioner") == EBS_CSI:
+        parameters = props.get("parameters") or {}
+        if not _truthy(parameters.get("encrypted")):
+            return ["the EBS StorageClass does not encrypt its volumes (parameters.encrypted)"]
+        if not parameters.get("kmsKeyId"):
+            return [
+                "the EBS StorageClass encrypts with the account's default EBS key (no parameters.kmsKeyId)"
+            ]
+        return []
     if resource_type != LAUNCH_TEMPLATE:
         return []
     problems = []
@@ -522,7 +534,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "encrypted-volumes",
-        "Node volumes are encrypted with a named KMS key.",
+        "Node and claim volumes are encrypted with a named KMS key.",
         "mandatory",
         encrypted_volumes,
     ),

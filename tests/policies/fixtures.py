@@ -337,6 +337,12 @@ CASES: list[Case] = [
         label="default-key",
     ),
     Case(
+        "encrypted-volumes",
+        edit("StorageClass storage-gp3", lambda i: i["parameters"].pop("kmsKeyId")),
+        "no parameters.kmsKeyId",
+        label="storage-class",
+    ),
+    Case(
         "gpu-nodes-tainted",
         edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i.update(taints=[])),
         "taint",
