@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -52,7 +53,9 @@ def plan(
     print()
     print_table([["count", "type"], *([str(n), t] for t, n in summary(recording))])
     written = write_manifests(recording, out / stack)
-    print(f"\n{len(written)} Kubernetes manifests written to {out / stack}")
+    print(f"\n{len(written)} Kubernetes manifests written to {out / stack}, a folder per cluster:")
+    for cluster, count in sorted(Counter(p.relative_to(out / stack).parts[0] for p in written).items()):
+        print(f"  {out / stack / cluster}: {count} (Kubernetes provider {cluster})")
     return 0
 
 

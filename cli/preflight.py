@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from inferstack.cli.options import Config, Stack, StacksDir, check_stacks_dir, settings
+from inferstack.cli.options import PACKAGED_PROGRAM, Config, Stack, StacksDir, check_stacks_dir, settings
 from inferstack.cli.output import brief_error, error, print_table
 from inferstack.infra.errors import InvalidInput
 
@@ -30,9 +29,11 @@ def groups(config: PlatformConfig, zone_count: int) -> list[GroupNeed]:
 
     named = config.network.zones if not isinstance(config.network.zones, int) else ()
     zones = list(named) or [f"zone-{i + 1}" for i in range(zone_count)]
+    # A Capacity Block is bought whole and counts against no vCPU quota of these.
     return [
         GroupNeed(p.name, p.capacity_type, p.instance_types, p.desired_size, p.max_size)
         for p in node_plans(config, zones)
+        if p.capacity_type != "CAPACITY_BLOCK"
     ]
 
 
@@ -128,7 +129,7 @@ def report(stack: str, region: str, checks: Sequence[Any], as_json: bool) -> int
 
 def preflight(
     stack: Stack,
-    stacks_dir: StacksDir = Path("stacks"),
+    stacks_dir: StacksDir = PACKAGED_PROGRAM,
     as_json: Annotated[bool, typer.Option("--json", help="print the checks as JSON")] = False,
     config: Config = None,
 ) -> int:

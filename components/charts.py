@@ -11,12 +11,26 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from inferstack.components.awaits import claims_volumes, release_timeout_s
+
 
 @dataclass(frozen=True)
 class Chart:
+    """A pinned Helm chart: name, repository and exact version."""
+
     name: str
     repository: str
     version: str
+
+    @property
+    def reference(self) -> str:
+        """What a release names as its chart: the bare name in a Helm repository, the whole
+        ``oci://`` reference in an OCI registry (which has no index a repository option could read)."""
+        return f"{self.repository}/{self.name}" if self.oci else self.name
+
+    @property
+    def oci(self) -> bool:
+        return self.repository.startswith("oci://")
 
     @property
     def vendored(self) -> str:
@@ -46,6 +60,11 @@ CHARTS = (
     JAEGER,
     FLUENT_BIT,
 )
+# With `capacity: karpenter`: the CRDs as their own release (Helm never upgrades a chart's crds/
+# folder), then the controller, in place of cluster-autoscaler.
+KARPENTER_CRD = Chart("karpenter-crd", "oci://public.ecr.aws/karpenter", "1.14.1")
+KARPENTER = Chart("karpenter", "oci://public.ecr.aws/karpenter", "1.14.1")
+KARPENTER_CHARTS = (KARPENTER_CRD, KARPENTER)
 
 # Charts whose image tag defaults to "" (the chart's appVersion) get it spelled out, so what runs
 # is readable in the stack and checkable by policy.
@@ -86,20 +105,23 @@ def release(
     namespace: pulumi.Input[str],
     values: dict[str, object],
     opts: pulumi.ResourceOptions,
+    skip_crds: bool = False,
 ) -> k8s.helm.v3.Release:
     """A Helm release of a pinned chart: a custom resource whose chart, version and values are inspectable."""
     return k8s.helm.v3.Release(
         name,
         k8s.helm.v3.ReleaseArgs(
             name=chart.name,
-            chart=chart.name,
+            chart=chart.reference,
             version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            repository_opts=None if chart.oci else k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            skip_crds=skip_crds or None,
             namespace=namespace,
             values=values,
             atomic=True,  # a failed upgrade rolls back instead of leaving half a release
             cleanup_on_fail=True,
-            timeout=900,
+            # helm's wait, which Pulumi's await is: the chart's pods, and its volumes where it claims any.
+            timeout=release_timeout_s(volumes=claims_volumes(values)),
         ),
         opts=opts,
     )

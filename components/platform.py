@@ -9,6 +9,7 @@ is checked before the first resource is registered, and every error names the st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -18,6 +19,14 @@ from pydantic.alias_generators import to_camel
 from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.canary import CanaryRelease
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs
+from inferstack.components.karpenter import Karpenter, KarpenterArgs, NodePoolPlan, gpu_pool_plans
+from inferstack.components.model_repository import (
+    ModelRepository,
+    ModelRepositoryArgs,
+    ServedModels,
+    plan_objects,
+    served_models,
+)
 from inferstack.components.model_service import (
     ModelSource,
     TritonModelService,
@@ -33,6 +42,8 @@ from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.karpenter import KarpenterAws, KarpenterAwsArgs, instance_profile_name
+from inferstack.infra.karpenter import validate_names as validate_karpenter_names
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
 from inferstack.infra.names import EKS_NODEGROUP_NAME_MAX, IAM_ROLE_NAME_MAX, check_derived_name
 from inferstack.infra.network import (
@@ -52,6 +63,7 @@ from inferstack.infra.nodegroups import (
     gpu_spot_plans,
     system_plan,
 )
+from inferstack.infra.reserved import ReservedCapacity, reserved_plans
 from inferstack.infra.storage import BlockStorage, BlockStorageArgs, VolumeKey
 from inferstack.infra.zones import choose_zones
 
@@ -83,11 +95,36 @@ def check_reachable(config: PlatformConfig) -> None:
 
 def node_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodeGroupPlan]:
     gpu = config.gpu
+    reserved = reserved_capacity(config)
     return [
         system_plan(zones, instance_types=config.nodes.system_instance_types),
         *gpu_plans(zones, instance_type=gpu.instance_type, max_size=gpu.max_per_zone),
         *gpu_spot_plans(zones, instance_types=gpu.spot_instance_types, max_size=gpu.spot_max_per_zone),
+        # Karpenter reads a reservation's zone itself; managed groups must be put there.
+        *(reserved_plans(reserved, zones) if reserved and config.capacity == "managed-node-groups" else []),
     ]
+
+
+def reserved_capacity(config: PlatformConfig) -> ReservedCapacity | None:
+    given = config.gpu.reserved
+    if given is None:
+        return None
+    return ReservedCapacity(
+        given.kind, given.reservation_ids, given.instance_type, given.instances, given.zone
+    )
+
+
+def node_pool_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodePoolPlan]:
+    """With ``capacity: karpenter``: the GPU NodePools, bounded by the same maximums as the groups."""
+    gpu = config.gpu
+    return gpu_pool_plans(
+        zones,
+        instance_type=gpu.instance_type,
+        max_per_zone=gpu.max_per_zone,
+        spot_instance_types=gpu.spot_instance_types,
+        spot_max_per_zone=gpu.spot_max_per_zone,
+        reserved=reserved_capacity(config),
+    )
 
 
 def service_args(
@@ -103,6 +140,7 @@ def service_args(
         min_replicas=service.min_replicas,
         max_replicas=service.max_replicas,
         placement=service.placement,
+        model_cache_gib=service.model_cache_gib,
         queue_time_target_ms=service.queue_time_target_ms,
         pending_requests_per_replica=service.pending_requests_per_replica,
         gpu_utilization_target=service.gpu_utilization_target,
@@ -139,7 +177,28 @@ def check_platform_name(name: str, zones: Sequence[str]) -> None:
         check_derived_name(field, name, suffix=f"-nodes-gpu-spot-{zone}-ng", limit=EKS_NODEGROUP_NAME_MAX)
 
 
-def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> None:
+def repository_path(service: ServiceConfig, stack_dir: Path) -> Path | None:
+    """The service's built repository, a path in the stack file read relative to the stack files."""
+    return None if service.repository is None else stack_dir / service.repository
+
+
+def served(config: PlatformConfig, stack_dir: Path) -> dict[str, ServedModels | None]:
+    """Service -> what the deploy ships into its prefix (None: published out of band); errors name
+    ``services[i].repository``."""
+    found: dict[str, ServedModels | None] = {}
+    for i, service in enumerate(config.services):
+        path = repository_path(service, stack_dir)
+        try:
+            found[service.name] = None if path is None else served_models(plan_objects(path, service.models))
+        except InvalidInput as error:
+            key = "models" if error.field == "models" else "repository"
+            raise InvalidInput(f"{KEY}:services[{i}].{key}", error.value, error.allowed) from None
+    return found
+
+
+def check(
+    config: PlatformConfig, cluster_name: str, zones: Sequence[str], stack_dir: Path | None = None
+) -> None:
     """Everything the components would check, for the whole platform, before anything is registered.
 
     Subnet ids, role ARNs and bucket URIs exist only once resources do; the checks get stand-ins of
@@ -159,8 +218,14 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
                 public_access_cidrs=config.cluster.public_access_cidrs,
             ),
         )
-        gpu_groups = [p for p in node_plans(config, zones) if p.gpus_per_node]
+        # Reserved capacity sits in one zone and a Capacity Block ends: the rest must stand without it.
+        gpu_groups = [
+            p for p in node_plans(config, zones) if p.gpus_per_node and not p.capacity_reservation_id
+        ]
+        # NodePools reach the same maximums as the groups would, so the same zone-loss check holds.
         check_zone_loss(gpu_groups, config.gpu.min_surviving_share)
+        if config.capacity == "karpenter":
+            node_pool_plans(config, zones)
         if config.telemetry.enabled:
             validate_telemetry(
                 f"{cluster_name}-telemetry", telemetry_args(config, cluster_name, "oidc-provider", "issuer")
@@ -168,13 +233,21 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
     except InvalidInput as error:
         if error.field.startswith((f"{KEY}:", "aws:")):
             raise
+        if error.field.startswith("reserved."):  # as the stack file spells it
+            key = ".".join(to_camel(part) for part in error.field.split("."))
+            raise InvalidInput(f"{KEY}:gpu.{key}", error.value, error.allowed) from None
         raise InvalidInput(stack_key(error.field), error.value, error.allowed) from None
     names = [s.name for s in config.services]
     if len(set(names)) != len(names):
         raise InvalidInput(f"{KEY}:services", names, "unique service names")
+    shipped = served(config, stack_dir or Path.cwd())
     for i, service in enumerate(config.services):
         try:
-            source = ModelSource(role_arn="irsa-role", repository_uri=f"s3://models/{service.prefix}")
+            source = ModelSource(
+                role_arn="irsa-role",
+                repository_uri=f"s3://models/{service.prefix}",
+                served=shipped[service.name],
+            )
             validate(service.name, service_args(config, service, source, zones))
             check_prefix(service.prefix)
         except InvalidInput as error:
@@ -189,6 +262,7 @@ class InferencePlatform(pulumi.ComponentResource):
     network: Network
     model_store: ModelStore
     services: dict[str, TritonModelService]
+    model_repositories: dict[str, ModelRepository]  # the services whose models ship with the deploy
     telemetry: Telemetry | None
     zones: list[str]
     region: str
@@ -208,6 +282,7 @@ class InferencePlatform(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         identity: AwsIdentity | None = None,  # the stack's aws:profile and role, for the kubeconfig
+        stack_dir: Path | None = None,  # where the stack files are: relative repository paths start there
     ) -> None:
         # Every invoke goes through the provider the caller gave this component (its region, account).
         invoke = pulumi.InvokeOptions(provider=opts.provider if opts else None)
@@ -221,7 +296,19 @@ class InferencePlatform(pulumi.ComponentResource):
             gpu_types,
         )
         check_platform_name(name, zones)
-        check(config, cluster_name, zones)
+        stack_dir = stack_dir or Path.cwd()
+        check(config, cluster_name, zones, stack_dir)
+        for plan in node_plans(config, zones):  # reserved groups are named by their reservation
+            check_derived_name(
+                f"{KEY}:cluster.name", name, suffix=f"-nodes-{plan.name}-ng", limit=EKS_NODEGROUP_NAME_MAX
+            )
+        karpenter_mode = config.capacity == "karpenter"
+        if karpenter_mode:
+            try:
+                validate_karpenter_names(f"{name}-karpenter", cluster_name)
+            except InvalidInput as error:
+                raise InvalidInput(f"{KEY}:cluster.name", error.value, error.allowed) from None
+        prod = config.environment == "prod"
         region = aws.get_region(opts=invoke).region
         super().__init__("inferstack:platform:InferencePlatform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -258,15 +345,35 @@ class InferencePlatform(pulumi.ComponentResource):
                 eks_cluster_name=cluster.name,
                 node_role_arn=cluster.node_role.arn,
                 subnet_ids_by_zone=dict(zip(zones, network.private_subnet_ids, strict=True)),
-                plans=node_plans(config, zones),
+                # With Karpenter, the managed groups are the system group alone.
+                plans=[p for p in node_plans(config, zones) if not (karpenter_mode and p.gpus_per_node)],
                 kubernetes_version=config.cluster.kubernetes_version,
                 min_surviving_gpu_share=config.gpu.min_surviving_share,
                 volume_kms_key_arn=volume_key.arn,
                 tags=tags,
+                node_repair=prod,
             ),
             pulumi.ResourceOptions(parent=self, depends_on=cluster.node_prerequisites),
         )
         cluster.install_coredns(after=[nodes.groups["system"]])
+        cluster.install_node_monitoring_agent(after=[nodes])
+        karpenter_aws = (
+            KarpenterAws(
+                f"{name}-karpenter",
+                KarpenterAwsArgs(
+                    cluster_name=cluster_name,
+                    eks_cluster_name=cluster.name,
+                    oidc_provider_arn=cluster.oidc_provider_arn,
+                    oidc_issuer_url=cluster.oidc_issuer_url,
+                    cluster_security_group_id=cluster.security_group_id,
+                    volume_kms_key_arn=volume_key.arn,
+                    tags=tags,
+                ),
+                child,
+            )
+            if karpenter_mode
+            else None
+        )
         store = ModelStore(f"{name}-models", ModelStoreArgs(tags=tags), child)
         # Components hand their depends_on to their children: PVCs wait for a class and its driver,
         # custom resources for the release that installs their CRD.
@@ -317,21 +424,64 @@ class InferencePlatform(pulumi.ComponentResource):
                 region=region,
                 oidc_provider_arn=cluster.oidc_provider_arn,
                 oidc_issuer_url=cluster.oidc_issuer_url,
+                cluster_autoscaler=not karpenter_mode,
             ),
             after_monitoring,
         )
+        capacity: list[pulumi.Resource] = []
+        if karpenter_aws is not None:
+            # On the system group, its ServiceMonitor after Prometheus's CRDs, its nodes after their
+            # role, profile and access entry, its controller after its IAM policy.
+            capacity.append(
+                Karpenter(
+                    f"{name}-karpenter",
+                    KarpenterArgs(
+                        cluster_name=cluster_name,
+                        kubernetes_version=config.cluster.kubernetes_version,
+                        cluster_endpoint=cluster.endpoint,
+                        controller_role_arn=karpenter_aws.controller_role_arn,
+                        interruption_queue=karpenter_aws.queue_name,
+                        instance_profile=instance_profile_name(cluster_name),
+                        pools=node_pool_plans(config, zones),
+                        prod=prod,
+                        node_repair=prod,
+                        reserved=reserved_capacity(config),
+                        volume_kms_key_arn=volume_key.arn,
+                        tags=tags,
+                    ),
+                    in_cluster(nodes, monitoring, karpenter_aws),
+                )
+            )
         self.services = {}
+        self.model_repositories = {}
         for service in config.services:
+            path = repository_path(service, stack_dir)
+            shipped = None
+            if path is not None:
+                # The bucket and its settings (encryption, TLS-only policy) before the first object.
+                shipped = ModelRepository(
+                    f"{service.name}-models",
+                    ModelRepositoryArgs(
+                        bucket=store.bucket_name,
+                        prefix=service.prefix,
+                        repository=path,
+                        models=service.models,
+                    ),
+                    pulumi.ResourceOptions(parent=self, depends_on=[store]),
+                )
+                self.model_repositories[service.name] = shipped
             source = ModelSource(
                 model_store=store,
                 prefix=service.prefix,
                 oidc_provider_arn=cluster.oidc_provider_arn,
                 oidc_issuer_url=cluster.oidc_issuer_url,
+                served=shipped.served if shipped else None,
+                shipped_by=shipped,
             )
             self.services[service.name] = TritonModelService(
                 service.name,
                 service_args(config, service, source, zones, region=region),
-                in_cluster(monitoring, autoscaling),
+                in_cluster(monitoring, autoscaling, *capacity),
             )
 
         self.cluster, self.network, self.model_store = cluster, network, store

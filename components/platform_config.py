@@ -33,6 +33,7 @@ NAMESPACE = "inferstack"
 Environment = Literal["dev", "staging", "prod"]
 Nat = Literal["per_zone", "single", "none"]
 Placement = Literal["on-demand", "spot", "spot-with-fallback"]
+Capacity = Literal["managed-node-groups", "karpenter"]
 
 
 def _not_a_boolean(value: Any) -> Any:
@@ -104,6 +105,23 @@ class NodesConfig(_Section):
     )
 
 
+class ReservedConfig(_Section):
+    kind: Literal["capacity-block", "odcr"] = Field(
+        description="capacity-block (Capacity Blocks for ML) or odcr (On-Demand Capacity Reservations)"
+    )
+    reservation_ids: tuple[Annotated[str, Field(pattern=r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")], ...] = Field(
+        min_length=1, description="the reservations' ids (cr-...), in the stack's zones"
+    )
+    instance_type: str = Field(description="the GPU instance type the reservations hold")
+    instances: Int = Field(ge=1, description="instances each reservation holds")
+    zone: str | None = Field(
+        None, description="the reservations' zone (managed node groups need it; Karpenter reads it)"
+    )
+    hourly_price: Float | None = Field(
+        None, gt=0, description="price per instance-hour (a Capacity Block's); default the on-demand price"
+    )
+
+
 class GpuConfig(_Section):
     """GPU capacity: the on-demand and spot groups per zone, and what must survive a zone loss."""
 
@@ -123,6 +141,7 @@ class GpuConfig(_Section):
     min_surviving_share: Annotated[Float, Feeds("min_surviving_gpu_share", "plans")] = Field(
         0.5, ge=0, lt=1, description="share of GPU capacity that must survive losing any one zone"
     )
+    reserved: ReservedConfig | None = Field(None, description="reserved GPU capacity, used before any other")
 
 
 class CanaryConfig(_Section):
@@ -152,6 +171,18 @@ class ServiceConfig(_Section):
         None, gt=0, le=100, description="KEDA target: GPU utilisation percent (off when unset)"
     )
     canary: CanaryConfig | None = Field(None, description="a canary version; promote or roll back by editing")
+    repository: str | None = Field(
+        None,
+        description="a built model repository (`inferstack models build` output), relative to the stack "
+        "files: `pulumi up` ships its served versions into the prefix before the service starts; unset, "
+        "publish with `inferstack models publish` (pods wait for it)",
+    )
+    model_cache_gib: Float | None = Field(
+        None,
+        gt=0,
+        description="the pod's model cache (GiB); default twice the served versions' size with a "
+        "repository, 40 without",
+    )
 
 
 class TelemetryConfig(_Section):
@@ -196,6 +227,10 @@ class PlatformConfig(_Section):
     """The whole stack config of one environment (the ``inferstack:*`` keys of a stack file)."""
 
     environment: Environment = Field("dev", description="dev, staging or prod: sets the prod checks")
+    capacity: Capacity = Field(
+        "managed-node-groups",
+        description="GPU nodes from managed-node-groups (cluster-autoscaler) or karpenter (NodePools)",
+    )
     cluster: ClusterConfig = ClusterConfig()
     network: NetworkConfig = NetworkConfig()
     nodes: NodesConfig = NodesConfig()

@@ -36,6 +36,8 @@ def gp3_storage_class(*, default: bool) -> dict[str, Any]:
 
 @dataclass
 class StorageClassesArgs:
+    """Whether the gp3 class is the cluster's default."""
+
     default: bool = True  # claims that name no class get gp3
     kms_key_arn: pulumi.Input[str] | None = None  # the cluster's volume key; None: the account default
 

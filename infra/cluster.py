@@ -30,9 +30,11 @@ from inferstack.infra import irsa
 from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.nodegroups import GPU_TAINT_KEY
 from inferstack.infra.versions import (
     DEFAULT_KUBERNETES_VERSION,
     EKS_ADDON_VERSIONS,
+    NODE_MONITORING_AGENT_ADDON_VERSIONS,
     SUPPORTED_KUBERNETES_VERSIONS,
 )
 
@@ -70,6 +72,8 @@ LOG_RETENTION_DAYS = (
 
 @dataclass
 class ClusterArgs:
+    """What the EKS control plane is given: its subnets, version, admins, public CIDRs and logs."""
+
     subnet_ids: Sequence[pulumi.Input[str]]
     version: str = DEFAULT_KUBERNETES_VERSION
     # Cluster admins besides the identity that runs Pulumi, which is always one: without it the
@@ -129,6 +133,14 @@ def validate_cluster_args(name: str, args: ClusterArgs) -> None:
         raise InvalidInput(
             "log_retention_days", args.log_retention_days, f"one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
         )
+
+
+def node_monitoring_agent_configuration() -> dict[str, Any]:
+    """The agent itself tolerates every taint; its DCGM host engine, which checks the GPUs, tolerates
+    none by default and would never run on GPU nodes, which all carry the ``nvidia.com/gpu`` taint."""
+    return {
+        "dcgmAgent": {"tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]}
+    }
 
 
 def kubeconfig(
@@ -245,6 +257,9 @@ def deployer_arn(caller_arn: str, issuer_arn: str | None) -> str:
 
 
 class Cluster(pulumi.ComponentResource):
+    """The EKS control plane: pinned version, KMS-encrypted secrets, audit logs, the OIDC provider for
+    IRSA, access entries, and the Kubernetes provider every cluster-side component runs on."""
+
     name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
@@ -431,13 +446,16 @@ class Cluster(pulumi.ComponentResource):
         addon: str,
         depends_on: Sequence[pulumi.Resource],
         service_account_role_arn: pulumi.Input[str] | None = None,
+        version: str | None = None,
+        configuration: dict[str, Any] | None = None,
     ) -> aws.eks.Addon:
         resource = aws.eks.Addon(
             f"{self._resource_name}-{addon}",
             cluster_name=self._cluster.name,
             addon_name=addon,
-            addon_version=EKS_ADDON_VERSIONS[self.version][addon],
+            addon_version=version or EKS_ADDON_VERSIONS[self.version][addon],
             service_account_role_arn=service_account_role_arn,
+            configuration_values=json.dumps(configuration) if configuration else None,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
@@ -448,3 +466,14 @@ class Cluster(pulumi.ComponentResource):
     def install_coredns(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:
         """CoreDNS only becomes ACTIVE once nodes can run it: install it after the system node group."""
         return self._add_addon("coredns", after)
+
+    def install_node_monitoring_agent(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:
+        """The agent that turns GPU, kernel, network and storage faults into node conditions, which
+        node repair (EKS's for managed groups, Karpenter's for its nodes) acts on. A DaemonSet: it
+        becomes ACTIVE once the nodes it runs on exist."""
+        return self._add_addon(
+            "eks-node-monitoring-agent",
+            after,
+            version=NODE_MONITORING_AGENT_ADDON_VERSIONS[self.version],
+            configuration=node_monitoring_agent_configuration(),
+        )

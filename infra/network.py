@@ -28,6 +28,8 @@ Tier = Literal["private", "public"]
 
 @dataclass(frozen=True)
 class SubnetPlan:
+    """One planned subnet: its zone, tier (public or private) and CIDR."""
+
     zone: str
     tier: Tier
     cidr: str
@@ -110,6 +112,8 @@ def nat_zones(zones: Sequence[str], nat: NatMode) -> list[str]:
 
 @dataclass
 class NetworkArgs:
+    """What the VPC is given: its range, its zones (or how many), NAT mode, subnet sizes, endpoints."""
+
     cluster_name: str
     vpc_cidr: str = "10.0.0.0/16"
     zones: Sequence[str] | None = None  # None: the first ``zone_count`` available zones of the region
@@ -124,6 +128,9 @@ class NetworkArgs:
 
 
 class Network(pulumi.ComponentResource):
+    """The VPC over several zones: public and private subnets per zone, NAT (per zone or one), routes,
+    optional VPC endpoints, and the tags EKS and its load balancers look for."""
+
     vpc_id: pulumi.Output[str]
     zones: list[str]
     private_subnet_ids: list[pulumi.Output[str]]  # in zone order

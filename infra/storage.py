@@ -67,8 +67,9 @@ def volume_key_policy(account_id: str, partition: str = "aws") -> str:
     )
 
 
-def csi_key_policy(key_arn: str) -> str:
-    """What the CSI controller needs to make and attach volumes encrypted with the key, and no other key."""
+def key_user_policy(key_arn: str) -> str:
+    """What a role that makes or attaches volumes encrypted with the key needs (the EBS CSI controller,
+    Karpenter's controller launching nodes), and no other key."""
     return policy_document(
         {
             "Sid": "GrantForVolumes",
@@ -114,6 +115,8 @@ class VolumeKey(pulumi.ComponentResource):
 
 @dataclass
 class BlockStorageArgs:
+    """What the EBS CSI driver add-on is given: the cluster, its OIDC provider, the Kubernetes version."""
+
     cluster_name: pulumi.Input[str]  # the cluster resource's output, so the add-on waits for it
     oidc_provider_arn: pulumi.Input[str]
     oidc_issuer_url: pulumi.Input[str]
@@ -159,7 +162,7 @@ class BlockStorage(pulumi.ComponentResource):
                 aws.iam.RolePolicy(
                     f"{name}-ebs-csi-key",
                     role=role.id,
-                    policy=pulumi.Output.from_input(args.kms_key_arn).apply(csi_key_policy),
+                    policy=pulumi.Output.from_input(args.kms_key_arn).apply(key_user_policy),
                     opts=child_options(self, opts),
                 )
             )

@@ -27,6 +27,8 @@ EKS_UNSUPPORTED_ZONE_IDS = frozenset({"use1-az3", "usw1-az2", "cac1-az3"})
 
 @dataclass(frozen=True)
 class Zone:
+    """An availability zone by name and by id (the id is the same physical zone in every account)."""
+
     name: str
     zone_id: str  # the same physical zone in every account, unlike the name
 

@@ -114,6 +114,12 @@ class ServiceArgs(TypedDict, total=False):
     canary: CanaryArgs
     """a canary version; promote or roll back by editing"""
 
+    repository: str
+    """A built model repository (`inferstack models build` output), relative to the stack files: `pulumi up` ships its served versions into the prefix before the service starts; unset, publish with `inferstack models publish` (pods wait for it)."""
+
+    model_cache_gib: float
+    """The pod's model cache (GiB); default twice the served versions' size with a repository, 40 without."""
+
 
 class GpuArgs(TypedDict, total=False):
     """GPU capacity: the on-demand and spot groups per zone, and what must survive a zone loss."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pulumi
 import pulumi_aws as aws
 
@@ -18,7 +20,10 @@ if config.failover:  # a standby stack: its pairing is checked before anything i
     check_failover(config.failover, region=aws.get_region().region, services=services)
     regional_settings = inherited_settings(engine)
 platform = InferencePlatform(
-    config.cluster.name or f"inferstack-{pulumi.get_stack()}", config, identity=identity
+    config.cluster.name or f"inferstack-{pulumi.get_stack()}",
+    config,
+    identity=identity,
+    stack_dir=Path(__file__).resolve().parent,  # the stack files' folder (Pulumi.yaml's stackConfigDir)
 )
 for name, value in platform.outputs().items():
     pulumi.export(name, value)

@@ -18,6 +18,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from inferstack.components.awaits import LOAD_BALANCER_S, MARGIN_S, WAIT_FOR, duration
 from inferstack.components.model_service import HEALTH_READY, HTTP_PORT, labels
 from inferstack.components.platform_config import FailoverConfig
 from inferstack.infra.aws_identity import provider_settings
@@ -72,6 +73,9 @@ def endpoint_service(service: str) -> dict[str, Any]:
             "namespace": service,
             "labels": labels(service),
             "annotations": {
+                # Pulumi waits for the NLB's address only: the pods behind it may be another region's
+                # (the primary's Service, made from the standby stack) or still starting.
+                WAIT_FOR: "jsonpath={.status.loadBalancer.ingress}",
                 f"{prefix}-type": "nlb",
                 # The NLB sends traffic only to nodes whose Triton is ready, as Route 53 checks it.
                 f"{prefix}-healthcheck-protocol": "http",
@@ -116,6 +120,7 @@ def build_failover(
     standby = aws.Provider("standby-region", region=region, **aws_settings)
     primary_cluster = k8s.Provider("primary-cluster", kubeconfig=primary_stack.require_output("kubeconfig"))
     manifest = endpoint_service(failover.service)
+    load_balancer = duration(LOAD_BALANCER_S + MARGIN_S)
     endpoints = {
         key: _hostname(
             f"{failover.service}-public in the {key} region",
@@ -123,7 +128,11 @@ def build_failover(
                 f"{failover.service}-public-{key}",
                 metadata=manifest["metadata"],
                 spec=manifest["spec"],
-                opts=pulumi.ResourceOptions(provider=cluster, depends_on=after),
+                opts=pulumi.ResourceOptions(
+                    provider=cluster,
+                    depends_on=after,
+                    custom_timeouts=pulumi.CustomTimeouts(create=load_balancer, update=load_balancer),
+                ),
             ),
         )
         for key, cluster, after in (("primary", primary_cluster, []), ("standby", provider, [triton]))

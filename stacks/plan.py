@@ -74,8 +74,17 @@ def manifest(resource: Recorded) -> dict[str, Any] | None:
     }
 
 
+def cluster_of(resource: Recorded) -> str:
+    """The cluster a Kubernetes object goes to: the name of its Kubernetes provider (the stack's own
+    cluster, or another one it reaches, such as the failover stack's primary)."""
+    if not resource.provider:
+        return "default-provider"
+    return resource.provider.rsplit("::", 1)[0].rsplit("::", 1)[-1]
+
+
 def write_manifests(recording: Recording, folder: Path) -> list[Path]:
-    """One YAML file per Kubernetes object: ``<namespace>/<kind>-<name>.yaml``."""
+    """One YAML file per Kubernetes object: ``<cluster>/<namespace>/<kind>-<name>.yaml``, ``<cluster>``
+    the Kubernetes provider it goes through (one stack may write into two clusters)."""
     written = []
     for resource in recording:
         document = manifest(resource)
@@ -84,9 +93,12 @@ def write_manifests(recording: Recording, folder: Path) -> list[Path]:
         metadata = document.get("metadata", {})
         path = (
             folder
+            / cluster_of(resource)
             / metadata.get("namespace", "_cluster")
             / f"{document['kind']}-{metadata.get('name', resource.name)}.yaml"
         )
+        if path in written:
+            raise ValueError(f"two objects of {cluster_of(resource)} would be written to {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         written.append(path)
@@ -186,6 +198,7 @@ def preview_json(recording: Recording, stack: str, config: Mapping[str, str]) ->
             provider=provider,
             dependencies=list(resource.dependencies),
             propertyDependencies={k: list(v) for k, v in resource.property_dependencies.items() if v},
+            customTimeouts=dict(resource.custom_timeouts),
         )
         step["newState"]["inputs"] = _hide_secrets(resource.inputs)
         steps.append(step)

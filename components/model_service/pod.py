@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pulumi
 
+from inferstack.components import model_wait
 from inferstack.components.manifests import restricted_security_context
 from inferstack.components.model_service.args import (
     FRONT_CPU,
@@ -17,6 +19,7 @@ from inferstack.components.model_service.args import (
     SCRATCH_GIB,
     TritonModelServiceArgs,
     grace_period_s,
+    model_cache_gib,
     namespace_of,
     progress_deadline_s,
 )
@@ -135,11 +138,17 @@ def admin_key_secret(name: str, args: TritonModelServiceArgs, key: pulumi.Input[
     }
 
 
-def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> list[pulumi.Input[str]]:
-    return [
+def _repository_flag(repository_uri: pulumi.Input[str]) -> pulumi.Input[str]:
+    return (
         pulumi.Output.concat("--model-repository=", repository_uri)
         if isinstance(repository_uri, pulumi.Output)
-        else f"--model-repository={repository_uri}",
+        else f"--model-repository={repository_uri}"
+    )
+
+
+def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> list[pulumi.Input[str]]:
+    return [
+        _repository_flag(repository_uri),
         "--model-control-mode=explicit",
         *restricted_api_args(),
         *(f"--load-model={m}" for m in args.models),
@@ -236,6 +245,37 @@ def front_container(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
     }
 
 
+def wait_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> list[pulumi.Input[str]]:
+    """What ``model_wait`` is told: Triton's repository and each model, with the versions the deploy
+    ships (a pod of a new release must not start on the previous release's manifest)."""
+    served = args.source.served.versions if args.source.served is not None else {}
+    specs = [f"{m}:{','.join(str(v) for v in served[m])}" if m in served else m for m in args.models]
+    return [_repository_flag(repository_uri), *(item for spec in specs for item in ("--model", spec))]
+
+
+def model_wait_container(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> dict[str, Any]:
+    """Runs before Triton and ends only once every model is complete in S3 (``components/model_wait.py``):
+    on an empty or partly published prefix the pod waits in ``Init``, saying what it waits for, where
+    Triton itself would exit 1 and crash-loop. Triton's own image and IRSA identity: no other image
+    to pull, no other role. No probes: it may wait as long as publishing takes."""
+    sized = {"cpu": "100m", "memory": "128Mi"}
+    return {
+        "name": "wait-for-models",
+        "image": args.image,
+        "command": ["python3", "-c", Path(model_wait.__file__).read_text()],
+        "args": wait_args(args, repository_uri),
+        "env": [
+            {"name": "AWS_DEFAULT_REGION", "value": args.region},
+            {"name": "AWS_REGION", "value": args.region},
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ],
+        "resources": {"requests": dict(sized), "limits": dict(sized)},
+        "securityContext": restricted_security_context(TRITON_UID),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
 def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> dict[str, Any]:
     # Triton's HTTP is on loopback: the kubelet reaches it through the request front, by port number
     # (a probe's port name means one of its own container's ports).
@@ -286,7 +326,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
         # arrive by the time Triton gets SIGTERM and finishes what it has (--exit-timeout-secs).
         "lifecycle": {"preStop": {"sleep": {"seconds": args.drain_s}}},
         "resources": {
-            "requests": {**sized, "ephemeral-storage": f"{args.model_cache_gib + SCRATCH_GIB:g}Gi"},
+            "requests": {**sized, "ephemeral-storage": f"{model_cache_gib(args) + SCRATCH_GIB:g}Gi"},
             "limits": dict(sized),
         },
         "securityContext": restricted_security_context(TRITON_UID),
@@ -323,7 +363,10 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                     "affinity": {"nodeAffinity": node_affinity(args)},
                     "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
                     "topologySpreadConstraints": topology_spread(name, args),
-                    "initContainers": [front_container(name, args)],
+                    "initContainers": [
+                        front_container(name, args),
+                        model_wait_container(args, repository_uri),
+                    ],
                     "containers": [container],
                     "volumes": [
                         {
@@ -331,7 +374,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                             "emptyDir": {"medium": "Memory", "sizeLimit": f"{args.shm_gib:g}Gi"},
                         },
                         {"name": "tmp", "emptyDir": {"sizeLimit": f"{SCRATCH_GIB}Gi"}},
-                        {"name": "model-cache", "emptyDir": {"sizeLimit": f"{args.model_cache_gib:g}Gi"}},
+                        {"name": "model-cache", "emptyDir": {"sizeLimit": f"{model_cache_gib(args):g}Gi"}},
                         {"name": "request-front-config", "configMap": {"name": f"{name}-request-front"}},
                         # pid file and the model-config cache (8 MiB at most); bodies stay in memory
                         {"name": "request-front-tmp", "emptyDir": {"sizeLimit": "64Mi"}},

@@ -16,6 +16,7 @@ import yaml
 from inferstack.components import charts
 from inferstack.components.autoscaling import cluster_autoscaler_values, keda_values
 from inferstack.components.gpu import dcgm_exporter_values, device_plugin_values
+from inferstack.components.karpenter import karpenter_values
 from inferstack.components.monitoring import kube_prometheus_stack_values
 from inferstack.components.telemetry import collector_values, fluent_bit_values, jaeger_values
 
@@ -51,6 +52,10 @@ OPEN_PATHS = {
     ("fluent-bit", "resources"),
     ("fluent-bit", "updateStrategy"),
     ("fluent-bit", "serviceAccount.annotations"),
+    # Kubernetes label, annotation and resource maps.
+    ("karpenter", "nodeSelector"),
+    ("karpenter", "serviceAccount.annotations"),
+    ("karpenter", "controller.resources"),
 }
 
 # Keys the chart reads but its values.yaml documents only in a comment: each must appear in a template.
@@ -113,6 +118,16 @@ VALUES = [
         ),
     ),
     (charts.FLUENT_BIT, lambda: fluent_bit_values(region="us-east-1", log_group="/g", role_arn="arn")),
+    (
+        charts.KARPENTER,
+        lambda: karpenter_values(
+            cluster_name="prod",
+            cluster_endpoint="https://x",
+            interruption_queue="prod",
+            role_arn="arn",
+            node_repair=True,
+        ),
+    ),
 ]
 
 
@@ -148,7 +163,7 @@ def test_a_misspelled_key_is_caught(vendor_dir: Path) -> None:
 
 
 def test_pinned_versions_match_the_vendored_charts(vendor_dir: Path) -> None:
-    for chart in charts.CHARTS:
+    for chart in (*charts.CHARTS, *charts.KARPENTER_CHARTS):
         meta = yaml.safe_load((vendor_dir / "charts" / chart.vendored / "Chart.yaml").read_text())
         assert (meta["name"], str(meta["version"])) == (chart.name, chart.version)
 

@@ -133,7 +133,8 @@ def test_cluster_autoscaler_prefers_spot_and_can_touch_only_its_own_groups(recor
     assert values["extraArgs"]["expander"] == "priority"
     assert values["extraArgs"]["balance-similar-node-groups"] is True
     priorities = {int(k): v for k, v in values["expanderPriorities"].items()}
-    assert priorities[max(priorities)] == [".*gpu-spot.*"]
+    first, second = sorted(priorities, reverse=True)[:2]
+    assert (priorities[first], priorities[second]) == ([".*gpu-reserved-.*"], [".*gpu-spot.*"])
     assert values["autoDiscovery"]["clusterName"] == "prod"
     role = recording.one("aws:iam/role:Role", "autoscaling-cluster-autoscaler")
     assert values["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(

@@ -246,7 +246,8 @@ def test_tritons_spans_go_to_the_collector_service_the_chart_renders(stack: Rend
 def test_autoscaler_prefers_spot_and_balances_groups_that_differ_only_per_group(stack: Rendered) -> None:
     objects = stack.of("cluster-autoscaler")
     priorities = yaml.safe_load(find(objects, "ConfigMap")["data"]["priorities"])
-    assert priorities[max(priorities)] == [".*gpu-spot.*"]
+    first, second = sorted(priorities, reverse=True)[:2]
+    assert (priorities[first], priorities[second]) == ([".*gpu-reserved-.*"], [".*gpu-spot.*"])
     assert priorities[min(priorities)] == [".*"]
     (container,) = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     flags = set(container["command"])

@@ -110,9 +110,17 @@ def container(recording: Recording) -> dict[str, Any]:
 
 
 def front(recording: Recording) -> dict[str, Any]:
-    sidecars = pod_spec(recording)["initContainers"]
-    assert len(sidecars) == 1
-    result: dict[str, Any] = sidecars[0]
+    """The request front: the first init container, a sidecar that keeps running."""
+    first: dict[str, Any] = pod_spec(recording)["initContainers"][0]
+    assert first["name"] == "request-front" and first["restartPolicy"] == "Always"
+    return first
+
+
+def wait_for_models(recording: Recording) -> dict[str, Any]:
+    """The model wait: after the front has started, before Triton (``components/model_wait.py``)."""
+    names = [c["name"] for c in pod_spec(recording)["initContainers"]]
+    assert names == ["request-front", "wait-for-models"]
+    result: dict[str, Any] = pod_spec(recording)["initContainers"][1]
     return result
 
 
@@ -400,7 +408,7 @@ def test_the_request_front_is_a_native_sidecar_that_owns_the_http_port(recording
 
 def test_the_pod_stays_guaranteed_with_the_front(recording: Recording) -> None:
     """Every container, the sidecar included, requests what it is limited to (cpu and memory)."""
-    for each in (front(recording), container(recording)):
+    for each in (front(recording), wait_for_models(recording), container(recording)):
         requests, limits = each["resources"]["requests"], each["resources"]["limits"]
         assert requests["cpu"] == limits["cpu"] and requests["memory"] == limits["memory"]
     assert front(recording)["resources"]["limits"] == {"cpu": "0.5", "memory": "1536Mi"}

@@ -70,9 +70,14 @@ def test_each_region_gets_a_load_balancer_that_route53_checks(standby: Recording
 def test_plan_and_policy_check_run_the_standby(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--stack", "prod-dr", "--stacks-dir", str(STACKS), *STANDBY_ARGS]
     assert main(["plan", *common, "--out", str(tmp_path)]) == 0
-    assert "inferstack:failover:RegionalFailover" in capsys.readouterr().out
-    # the NLB Service is a valid Kubernetes object (the same manifest in both clusters)
-    validate_k8s(yaml.safe_load((tmp_path / "prod-dr" / "ranker" / "Service-ranker-public.yaml").read_text()))
+    out = capsys.readouterr().out
+    assert "inferstack:failover:RegionalFailover" in out
+    # The NLB Service goes to both clusters: one file in each cluster's folder, and the plan says which.
+    for cluster in ("primary-cluster", "inferstack-prod-dr-k8s"):
+        assert f"(Kubernetes provider {cluster})" in out
+        path = tmp_path / "prod-dr" / cluster / "ranker" / "Service-ranker-public.yaml"
+        validate_k8s(yaml.safe_load(path.read_text()))
+    assert not (tmp_path / "prod-dr" / "ranker").exists()
     assert main(["policy", "check", *common]) == 0
     out = capsys.readouterr().out
     assert "0 mandatory violation(s)" in out

@@ -98,6 +98,15 @@ def test_dev_is_smaller() -> None:
     assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 1 + 2 + 2
 
 
+ODCR = {
+    "kind": "odcr",
+    "reservationIds": ["cr-0123456789abcdef0"],
+    "instanceType": "g5.12xlarge",
+    "instances": 1,
+    "zone": "us-east-1a",
+}
+
+
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
@@ -137,6 +146,25 @@ def test_dev_is_smaller() -> None:
         ({"telemetry": {"sampleRate": "1.5"}}, "inferstack:telemetry.sampleRate"),
         ({"telemetry": {"logRetentionDays": 10}}, "inferstack:telemetry.logRetentionDays"),
         ({"telemetry": {"traceRetentionHours": 0}}, "inferstack:telemetry.traceRetentionHours"),
+        ({"capacity": "fargate"}, "inferstack:capacity"),
+        ({"gpu": {"reserved": {**ODCR, "zone": None}}}, "inferstack:gpu.reserved.zone"),
+        (
+            {"gpu": {"reserved": {**ODCR, "instanceType": "m7i.xlarge"}}},
+            "inferstack:gpu.reserved.instanceType",
+        ),
+        (
+            {"gpu": {"reserved": {**ODCR, "reservationIds": ["r-1"]}}},
+            "inferstack:gpu.reserved.reservationIds[0]",
+        ),
+        ({"gpu": {"reserved": {**ODCR, "instances": 0}}}, "inferstack:gpu.reserved.instances"),
+        (
+            {
+                "gpu": {
+                    "reserved": {**ODCR, "reservationIds": ["cr-0123456789abcdef0", "cr-1123456789abcdef0"]}
+                }
+            },
+            "inferstack:gpu.reserved.reservationIds",
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], field: str) -> None:
@@ -147,6 +175,17 @@ def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], fie
     )
     assert error.field == field, error
     assert recording.resources == []
+
+
+def test_a_name_too_long_for_a_reserved_group_is_refused_first() -> None:
+    """A reserved group's name is longer than a zone's: the 25 characters that fit every other
+    name do not fit ``<name>-nodes-gpu-reserved-<8 digits>-ng-xxxxxxx`` (EKS: 63)."""
+    given = {"cluster": {"publicAccessCidrs": ["198.51.100.7/32"]}, "gpu": {"reserved": ODCR}}
+    recording, error = run_invalid(lambda: InferencePlatform("n" * 25, parse_config(engine_form(given))))
+    assert error.field == "inferstack:cluster.name" and "gpu-reserved" in error.allowed
+    assert recording.resources == []
+    del given["gpu"]
+    run_program(lambda: InferencePlatform("n" * 25, parse_config(engine_form(given))))
 
 
 def test_the_pulumi_project_points_at_this_program() -> None:
