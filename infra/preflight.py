@@ -43,6 +43,8 @@ AUTOSCALING_ROLE = "AWSServiceRoleForAutoScaling"
 
 @dataclass(frozen=True)
 class Check:
+    """One preflight answer: what was checked, the verdict, why, and how to fix it."""
+
     name: str
     verdict: Verdict
     reason: str
