@@ -28,8 +28,7 @@ _NUMBERS = frozenset({"max_retries", "token_bucket_rate_limiter_capacity"})
 
 @dataclass(frozen=True)
 class AwsIdentity:
-    """Who the stack's AWS provider acts as (profile, assumed role): the kubeconfig's token is got
-    the same way."""
+    """Who the stack acts as on AWS: an AWS CLI profile, then a role assumed from it."""
 
     profile: str | None = None  # an AWS CLI profile (aws:profile)
     role_arn: str | None = None  # the role the provider assumes (aws:assumeRoles[0].roleArn)

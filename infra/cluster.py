@@ -199,30 +199,32 @@ async def _after_access_settles(associated_at: str) -> str:
     return associated_at
 
 
-def _policy(*statements: dict[str, Any]) -> str:
+def policy_document(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
 def assume_role_policy(service: str) -> str:
-    return _policy({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
+    return policy_document({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
 
 
-def kms_key_policy(account_id: str, partition: str = "aws") -> str:
-    """The account administers the key, so IAM policies (the cluster role's below) decide who uses it."""
-    return _policy(
+def kms_key_policy(account_id: str, partition: str = "aws", *, also: Sequence[dict[str, Any]] = ()) -> str:
+    """The account administers the key, so IAM policies (the cluster role's below) decide who uses it;
+    ``also``: statements for principals no IAM policy can be attached to (service-linked roles)."""
+    return policy_document(
         {
             "Sid": "AccountAdministers",
             "Effect": "Allow",
             "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
             "Action": "kms:*",
             "Resource": "*",
-        }
+        },
+        *also,
     )
 
 
 def secrets_key_usage_policy(key_arn: str) -> str:
     """What the cluster role needs to encrypt and decrypt secrets with its own key, and no other key."""
-    return _policy(
+    return policy_document(
         {
             "Sid": "UseSecretsKey",
             "Effect": "Allow",

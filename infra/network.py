@@ -6,6 +6,7 @@ the internet through a NAT gateway in their own zone (``per_zone``: a zone outag
 its own egress), through one shared gateway (``single``: cheaper, for dev), or not at all (``none``).
 An S3 gateway endpoint on every private route table keeps S3 traffic (Triton's model pulls, ECR's
 image layers) off the NAT gateways, which charge per GB processed; the gateway endpoint is free.
+Nothing waits for it: until it exists (seconds after the route tables), S3 traffic takes the NAT.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ AUTOSCALING_ROLE = "AWSServiceRoleForAutoScaling"
 
 @dataclass(frozen=True)
 class Check:
-    """One preflight check: its verdict (pass, warn, fail), why, and how to fix it."""
+    """One preflight answer: what was checked, the verdict, why, and how to fix it."""
 
     name: str
     verdict: Verdict

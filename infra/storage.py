@@ -15,14 +15,13 @@ names its service-linked role, which must exist first (`inferstack preflight` ch
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
+from inferstack.infra.cluster import kms_key_policy, policy_document
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import service_account_role
 from inferstack.infra.versions import EBS_CSI_ADDON_VERSIONS
@@ -41,44 +40,37 @@ KEY_USE = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*
 FOR_AWS_RESOURCES = {"Bool": {"kms:GrantIsForAWSResource": "true"}}
 
 
-def _policy(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
-
-
 def volume_key_policy(account_id: str, partition: str = "aws") -> str:
     """The account administers the key (so IAM policies decide who else uses it, the CSI role for one);
     the Auto Scaling service-linked role, which no IAM policy can be attached to, is named here."""
     autoscaling = f"arn:{partition}:iam::{account_id}:{AUTOSCALING_ROLE_PATH}"
-    return _policy(
-        {
-            "Sid": "AccountAdministers",
-            "Effect": "Allow",
-            "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-            "Action": "kms:*",
-            "Resource": "*",
-        },
-        {
-            "Sid": "AutoScalingUsesKey",
-            "Effect": "Allow",
-            "Principal": {"AWS": autoscaling},
-            "Action": KEY_USE,
-            "Resource": "*",
-        },
-        {
-            "Sid": "AutoScalingAttachesVolumes",
-            "Effect": "Allow",
-            "Principal": {"AWS": autoscaling},
-            "Action": "kms:CreateGrant",
-            "Resource": "*",
-            "Condition": FOR_AWS_RESOURCES,
-        },
+    return kms_key_policy(
+        account_id,
+        partition,
+        also=[
+            {
+                "Sid": "AutoScalingUsesKey",
+                "Effect": "Allow",
+                "Principal": {"AWS": autoscaling},
+                "Action": KEY_USE,
+                "Resource": "*",
+            },
+            {
+                "Sid": "AutoScalingAttachesVolumes",
+                "Effect": "Allow",
+                "Principal": {"AWS": autoscaling},
+                "Action": "kms:CreateGrant",
+                "Resource": "*",
+                "Condition": FOR_AWS_RESOURCES,
+            },
+        ],
     )
 
 
 def key_user_policy(key_arn: str) -> str:
     """What a role that makes or attaches volumes encrypted with the key needs (the EBS CSI controller,
     Karpenter's controller launching nodes), and no other key."""
-    return _policy(
+    return policy_document(
         {
             "Sid": "GrantForVolumes",
             "Effect": "Allow",

@@ -34,6 +34,8 @@ NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
 NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
 QUEUE = "aws:sqs/queue:Queue"
 QUEUE_POLICY = "aws:sqs/queuePolicy:QueuePolicy"
+STORAGE_CLASS = "kubernetes:storage.k8s.io/v1:StorageClass"
+EBS_CSI = "ebs.csi.aws.com"  # infra.storage.EBS_CSI_PROVISIONER (a test holds them equal)
 POD_CONTROLLERS = (
     DEPLOYMENT,
     "kubernetes:apps/v1:StatefulSet",
@@ -273,14 +275,33 @@ def imds_v2_hop_limit_1(resource_type: str, props: Props, config: Config) -> lis
 
 
 def encrypted_volumes(resource_type: str, props: Props, config: Config) -> list[str]:
+    """Encrypted with a named key: the account's default EBS key may be a customer-managed key the
+    Auto Scaling service-linked role or Karpenter's controller (nodes) or the EBS CSI role (claims)
+    cannot use, and then no node launches or claims stay Pending."""
+    if resource_type == STORAGE_CLASS and props.get("provisioner") == EBS_CSI:
+        parameters = props.get("parameters") or {}
+        if not _truthy(parameters.get("encrypted")):
+            return ["the EBS StorageClass does not encrypt its volumes (parameters.encrypted)"]
+        if not parameters.get("kmsKeyId"):
+            return [
+                "the EBS StorageClass encrypts with the account's default EBS key (no parameters.kmsKeyId)"
+            ]
+        return []
     if resource_type not in (LAUNCH_TEMPLATE, NODE_CLASS):
         return []
     spec = props.get("spec") or {} if resource_type == NODE_CLASS else props
-    return [
-        f"volume {mapping.get('deviceName')} is not encrypted"
-        for mapping in spec.get("blockDeviceMappings") or []
-        if not _truthy((mapping.get("ebs") or {}).get("encrypted"))
-    ]
+    key_field = "kmsKeyID" if resource_type == NODE_CLASS else "kmsKeyId"  # each API's spelling
+    problems = []
+    for mapping in spec.get("blockDeviceMappings") or []:
+        ebs = mapping.get("ebs") or {}
+        if not _truthy(ebs.get("encrypted")):
+            problems.append(f"volume {mapping.get('deviceName')} is not encrypted")
+        elif not ebs.get(key_field):
+            problems.append(
+                f"volume {mapping.get('deviceName')} is encrypted with the account's default EBS key "
+                f"(no ebs.{key_field}): name a key the role that launches the node may use"
+            )
+    return problems
 
 
 def _gpu_group(props: Props) -> int:
@@ -623,7 +644,12 @@ RULES: tuple[Rule, ...] = (
         "mandatory",
         imds_v2_hop_limit_1,
     ),
-    Rule("encrypted-volumes", "Node volumes are encrypted.", "mandatory", encrypted_volumes),
+    Rule(
+        "encrypted-volumes",
+        "Node and claim volumes are encrypted with a named KMS key.",
+        "mandatory",
+        encrypted_volumes,
+    ),
     Rule(
         "gpu-nodes-tainted",
         "GPU node groups are tainted and run NVIDIA AMIs.",

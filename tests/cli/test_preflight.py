@@ -84,3 +84,17 @@ def test_the_checks_run_as_the_stacks_role(aws: None) -> None:
     clients = command.session_clients(AwsIdentity(role_arn=role["Role"]["Arn"]), REGION)
     caller = clients("sts").get_caller_identity()["Arn"]
     assert caller.endswith(":assumed-role/deployer/inferstack-preflight")
+
+
+def test_bad_stack_settings_stop_before_any_aws_call(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "preflight",
+        "-s",
+        "prod",
+        *DEPLOYER_ARGS,
+        "-c",
+        'aws:assumeRoles=[{"roleArn": "a"}, {"roleArn": "b"}]',
+    ]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "not valid for aws:assumeRoles" in line

@@ -300,7 +300,13 @@ def pool_resource(
 
 def node_class_resource(change: Callable[[dict[str, Any]], Any]) -> Recorded:
     manifest = ec2_node_class(
-        "gpu", cluster_name="c", kubernetes_version="1.35", instance_profile="p", disk_gib=200, tags={}
+        "gpu",
+        cluster_name="c",
+        kubernetes_version="1.35",
+        instance_profile="p",
+        disk_gib=200,
+        tags={},
+        kms_key_id="arn:aws:kms:us-east-1:123456789012:key/volumes",  # the stack's volume key
     )
     change(manifest["spec"])
     return resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "karpenter-gpu", manifest)
@@ -400,6 +406,21 @@ CASES: list[Case] = [
             lambda i: i["blockDeviceMappings"][0]["ebs"].update(encrypted="false"),
         ),
         "not encrypted",
+    ),
+    Case(
+        "encrypted-volumes",
+        edit(
+            "LaunchTemplate nodes-gpu-us-east-1a-lt",
+            lambda i: i["blockDeviceMappings"][0]["ebs"].pop("kmsKeyId"),
+        ),
+        "default EBS key",
+        label="default-key",
+    ),
+    Case(
+        "encrypted-volumes",
+        edit("StorageClass storage-gp3", lambda i: i["parameters"].pop("kmsKeyId")),
+        "no parameters.kmsKeyId",
+        label="storage-class",
     ),
     Case(
         "gpu-nodes-tainted",
@@ -757,10 +778,24 @@ CASES: list[Case] = [
     ),
     Case(
         "encrypted-volumes",
+        add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].pop("kmsKeyID"))),
+        "no ebs.kmsKeyID",
+        good=add(node_class_resource(lambda spec: None)),
+        label="node-class-default-key",
+    ),
+    Case(
+        "encrypted-volumes",
         add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].update(encrypted=False))),
         "not encrypted",
         good=add(node_class_resource(lambda spec: None)),
         label="node-class",
+    ),
+    Case(
+        "encrypted-volumes",
+        add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].pop("kmsKeyID"))),
+        "no ebs.kmsKeyID",
+        good=add(node_class_resource(lambda spec: None)),
+        label="node-class-default-key",
     ),
     Case(
         "karpenter-interruptions",
