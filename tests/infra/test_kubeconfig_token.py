@@ -23,6 +23,7 @@ from moto.server import ThreadedMotoServer
 
 from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.cluster import kubeconfig
+from tests.conftest import ROOT, unavailable
 
 AMBIENT, PROFILE = "AKIAAMBIENT000000000", "AKIAPROFILE000000000"
 
@@ -38,8 +39,10 @@ def sts_url() -> Iterator[str]:
 
 def token_owner(url: str, identity: AwsIdentity | None, tmp: Path, **env: str) -> tuple[str, str]:
     """Run the kubeconfig's exec block: the key that signed its token, and whose moto says it is."""
-    if shutil.which("aws") is None:
-        pytest.skip("the AWS CLI is not on PATH: this test runs the kubeconfig's exec as kubectl would")
+    # The bootstrap installs the AWS CLI v1 in a venv of its own (its botocore pin is not boto3's).
+    path = os.pathsep.join([str(ROOT / ".venv" / "opt" / "awscli" / "bin"), os.environ["PATH"]])
+    if shutil.which("aws", path=path) is None:
+        unavailable("the AWS CLI (bash .ci/bootstrap installs it): this test runs the kubeconfig's exec")
     (tmp / "credentials").write_text(
         f"[prod-admin]\naws_access_key_id = {PROFILE}\naws_secret_access_key = p\n"
     )
@@ -48,7 +51,7 @@ def token_owner(url: str, identity: AwsIdentity | None, tmp: Path, **env: str) -
         "user"
     ]["exec"]
     environment = {
-        "PATH": os.environ["PATH"],
+        "PATH": path,
         "HOME": str(tmp),
         "AWS_CONFIG_FILE": str(tmp / "config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "credentials"),
