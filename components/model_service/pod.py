@@ -211,6 +211,26 @@ def front_digest(name: str, args: TritonModelServiceArgs) -> str:
     ).hexdigest()
 
 
+SERVED_VERSIONS_ANNOTATION = "inferstack.io/served-versions"
+
+
+def served_versions(args: TritonModelServiceArgs) -> dict[str, list[int]]:
+    """Model -> the versions every pod must serve, where the service names them: a canary's stable and
+    canary versions. Other models serve what their repository's version policy says."""
+    if args.canary is None:
+        return {}
+    return {args.canary.model: sorted({args.canary.stable_version, args.canary.canary_version})}
+
+
+def served_versions_annotation(args: TritonModelServiceArgs) -> dict[str, str]:
+    """Triton loads a model's versions once, at start (explicit mode, --load-model): a change of the
+    versions served must start new pods, which the Deployment surges in one at a time (maxUnavailable
+    0) while the old ones keep serving. Weights and margins are not in it: they change no pod."""
+    return {
+        SERVED_VERSIONS_ANNOTATION: json.dumps(served_versions(args), sort_keys=True, separators=(",", ":"))
+    }
+
+
 def front_container(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
     """The request front as a native sidecar (an init container that keeps running): it starts before
     Triton and the kubelet stops it only once Triton has exited, so requests in flight through it during
@@ -354,7 +374,10 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                 "metadata": {
                     "labels": labels(name),
                     # nginx reads its files once: a changed front rolls the pods.
-                    "annotations": {"inferstack.io/request-front-sha256": front_digest(name, args)},
+                    "annotations": {
+                        "inferstack.io/request-front-sha256": front_digest(name, args),
+                        **served_versions_annotation(args),
+                    },
                 },
                 "spec": {
                     "serviceAccountName": name,

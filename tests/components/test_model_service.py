@@ -439,7 +439,10 @@ def test_the_front_runs_read_only_from_its_config_map(recording: Recording) -> N
     # nginx reads its files once: the pod template carries their digest, so a change rolls the pods.
     annotations = inputs(recording, DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]
     digest = hashlib.sha256(json.dumps(recorded["data"], sort_keys=True).encode()).hexdigest()
-    assert annotations == {"inferstack.io/request-front-sha256": digest}
+    assert annotations == {
+        "inferstack.io/request-front-sha256": digest,
+        "inferstack.io/served-versions": "{}",
+    }
 
 
 # --- services, monitoring, autoscaling, disruption ------------------------------------------------------------
