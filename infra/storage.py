@@ -119,6 +119,8 @@ class VolumeKey(pulumi.ComponentResource):
         )
         self.arn = key.arn
         self.register_outputs({"arn": self.arn})
+
+
 # On every volume the platform's claims create, and on what else it tags by cluster: what lists the
 # leftovers after a destroy (docs/operations/teardown.md).
 CLUSTER_TAG = "inferstack.io/cluster"

@@ -106,6 +106,8 @@ def _validate_cache(args: TritonModelServiceArgs) -> None:
                     f"a version the repository's version_policy serves for {canary.model}: {list(shipped)} "
                     "(the canary splits requests between two loaded versions)",
                 )
+
+
 def _check_front(args: TritonModelServiceArgs) -> None:
     """The request front's sizing inputs, and a size one nginx worker can give."""
     limit = MAX_REQUEST_BYTES + HEADER_ALLOWANCE

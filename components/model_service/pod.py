@@ -215,9 +215,11 @@ SERVED_VERSIONS_ANNOTATION = "inferstack.io/served-versions"
 
 
 def served_versions(args: TritonModelServiceArgs) -> dict[str, list[int]]:
-    """Model -> the versions every pod must serve, where the service names them: a canary's stable and
-    canary versions. Other models serve what their repository's version policy says."""
-    if args.canary is None:
+    """Model -> the versions every pod must serve, where nothing else in the pod template names them:
+    a canary's stable and canary versions when the models are published out of band. A shipped
+    repository's versions are in the wait-for-models arguments already (``wait_args``), and a canary's
+    must be among them (checks.py)."""
+    if args.canary is None or args.source.served is not None:
         return {}
     return {args.canary.model: sorted({args.canary.stable_version, args.canary.canary_version})}
 
@@ -226,9 +228,8 @@ def served_versions_annotation(args: TritonModelServiceArgs) -> dict[str, str]:
     """Triton loads a model's versions once, at start (explicit mode, --load-model): a change of the
     versions served must start new pods, which the Deployment surges in one at a time (maxUnavailable
     0) while the old ones keep serving. Weights and margins are not in it: they change no pod."""
-    return {
-        SERVED_VERSIONS_ANNOTATION: json.dumps(served_versions(args), sort_keys=True, separators=(",", ":"))
-    }
+    served = json.dumps(served_versions(args), sort_keys=True, separators=(",", ":"))
+    return {SERVED_VERSIONS_ANNOTATION: served}
 
 
 def front_container(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:

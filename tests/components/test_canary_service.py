@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from inferstack.components.canary import TRAFFIC_KEY, CanaryRelease
+from inferstack.components.model_repository import ServedModels
 from inferstack.components.model_service import (
     ModelSource,
     TritonModelService,
@@ -141,3 +142,21 @@ def test_the_split_changes_only_after_the_rollout() -> None:
     split = recording.one("kubernetes:core/v1:ConfigMap", "ranker-traffic")
     assert pods.urn in split.dependencies
     assert pods.inputs["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+
+
+def shipped(versions: tuple[int, ...], canary: CanaryRelease | None) -> TritonModelServiceArgs:
+    """The service with models shipped by a ModelRepository, serving ``versions`` of ranker."""
+    source = dataclasses.replace(ARGS.source, served=ServedModels({"ranker": versions}, bytes=1 << 20))
+    return dataclasses.replace(ARGS, source=source, canary=canary)
+
+
+def test_with_a_shipped_repository_the_served_versions_roll_the_pods_and_a_canary_does_not() -> None:
+    """The wait-for-models arguments name the versions the deploy ships: a new version policy rolls
+    the pods. A canary's versions must be among them (refused otherwise), so every pod already serves
+    both and setting, moving or removing the canary rolls nothing."""
+    assert template(shipped((3, 4), RELEASE)) != template(shipped((3,), None))
+    assert template(shipped((3, 4), RELEASE)) == template(shipped((3, 4), None))
+    assert template(shipped((3, 4), dataclasses.replace(RELEASE, stable_version=4, canary_version=3))) == (
+        template(shipped((3, 4), RELEASE))
+    )
+    assert template(shipped((4,), None)) != template(shipped((3, 4), None))
