@@ -26,11 +26,15 @@ STACKS = Path(__file__).resolve().parents[2] / "stacks"
 EBS_CSI = "aws:eks/addon:Addon"
 CLUSTER = "aws:eks/cluster:Cluster"
 DR = {"inferstack:failover.zone": "example.com"}
+KARPENTER = {"inferstack:capacity": "karpenter"}
 
 
 @cache
 def plan(stack: str) -> Recording:
-    return offline.run_stack(STACKS, stack, {**DEPLOYER, **(DR if stack == "prod-dr" else {})})
+    """``prod+karpenter``: prod with Karpenter's NodePools in place of the GPU node groups."""
+    name, _, mode = stack.partition("+")
+    settings = {**DEPLOYER, **(DR if name == "prod-dr" else {}), **(KARPENTER if mode else {})}
+    return offline.run_stack(STACKS, name, settings)
 
 
 def edges(resource: Recorded) -> set[str]:
@@ -90,7 +94,7 @@ def volume_owners(recording: Recording) -> list[Recorded]:
     return owners
 
 
-@pytest.mark.parametrize("stack", ["prod", "prod-dr", "dev"])
+@pytest.mark.parametrize("stack", ["prod", "prod-dr", "dev", "prod+karpenter"])
 def test_what_owns_a_volume_is_deleted_while_the_csi_driver_runs(stack: str) -> None:
     recording = plan(stack)
     driver = next(r for r in recording.of_type(EBS_CSI) if r.inputs.get("addonName") == "aws-ebs-csi-driver")
