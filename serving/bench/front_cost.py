@@ -41,6 +41,8 @@ class Wide(torch.nn.Module):
 
 @dataclass(frozen=True)
 class Body:
+    """One kind of request body the bench sends, and how many of it per round."""
+
     label: str  # "1 MB JSON"
     json_bytes: int  # the JSON body's nominal size; the binary body carries the same tensor
     binary: bool
@@ -51,6 +53,8 @@ class Body:
 
 @dataclass(frozen=True)
 class Cost:
+    """What one kind of body cost the nginx worker, per request, over the whole run."""
+
     label: str
     body_bytes: int
     requests: int

@@ -32,6 +32,8 @@ START_TIMEOUT_S = 15.0
 
 @dataclass(frozen=True)
 class RunningFront:
+    """A request front running here: where to send requests and scrape it, and its processes."""
+
     url: str  # the front's HTTP port: what the Service sends requests to
     metrics_url: str  # its metrics endpoint, as the ServiceMonitor scrapes it
     folder: Path  # its config folder; the temp folder is ``folder / "tmp"``
