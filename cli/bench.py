@@ -60,6 +60,14 @@ def bench(
         ),
     ] = False,
     plan_sizes: Annotated[str, typer.Option(help="--plan: service counts")] = "1,10,100",
+    front: Annotated[
+        bool,
+        typer.Option(
+            "--front",
+            help="instead: the request front's CPU per request (the real nginx and njs before a local "
+            "Triton) at 1 KB, 1 MB and 10 MB JSON bodies and the same tensors as binary bodies",
+        ),
+    ] = False,
     stacks_dir: StacksDir = PACKAGED_PROGRAM,
     config: Config = None,
     p99_ms: Annotated[
@@ -82,6 +90,8 @@ def bench(
 
     if plan:
         return _bench_plan(stacks_dir, plan_sizes, config, as_json)
+    if front:
+        return _bench_front(rounds, as_json)
     request = BenchRequest(
         url=url,
         repository=repository,
@@ -114,6 +124,20 @@ def bench(
         for line in result.summary:
             print(line)
     return 1 if result.failed else 0
+
+
+def _bench_front(rounds: int, as_json: bool) -> int:
+    from inferstack.serving.bench.front_cost import report, run_front_bench
+
+    progress = sys.stderr if as_json else sys.stdout
+    costs = run_front_bench(
+        rounds=max(rounds, 2), progress=lambda line: print(line, file=progress, flush=True)
+    )
+    if as_json:
+        print(json.dumps([asdict(cost) for cost in costs], indent=2))
+    else:
+        print("\n".join(report(costs)))
+    return 0
 
 
 def _bench_plan(stacks_dir: Path, plan_sizes: str, config: list[str] | None, as_json: bool) -> int:
