@@ -10,7 +10,7 @@ destroy or a removed version deletes in the reverse order (manifest first).
 
 Only the versions the model's ``version_policy`` serves are uploaded: Triton copies a model's whole
 folder into the pod's cache, so any other version would cost disk and download time for nothing.
-``served_bytes`` is what one pod downloads; the service's cache is sized from it.
+``served`` (versions and bytes) is what one pod downloads; the service's cache is sized from it.
 """
 
 from __future__ import annotations
@@ -122,8 +122,9 @@ def served_models(plans: Sequence[ModelPlan]) -> ServedModels:
     return ServedModels({p.name: p.versions for p in plans}, sum(p.bytes for p in plans))
 
 
-@functools.cache  # the stack's checks and the component plan the same files: hash them once
-def plan_objects(repository: Path, models: tuple[str, ...]) -> list[ModelPlan]:
+# The stack's checks and the component plan the same files in one run: hash them once.
+@functools.cache
+def plan_objects(repository: Path, models: tuple[str, ...]) -> tuple[ModelPlan, ...]:
     """The objects that ship ``models`` from the built ``repository``, each after what it needs.
 
     Checked before anything is registered: the folder exists, nothing links out of it, and every
@@ -139,7 +140,7 @@ def plan_objects(repository: Path, models: tuple[str, ...]) -> list[ModelPlan]:
     absent = [m for m in models if m not in folders]
     if absent:
         raise InvalidInput("models", absent, f"models of the repository {repository}: {sorted(folders)}")
-    return [_model_plan(repository, folders[m]) for m in models]
+    return tuple(_model_plan(repository, folders[m]) for m in models)
 
 
 @dataclass
@@ -155,7 +156,7 @@ class ModelRepositoryArgs:
 class ModelRepository(pulumi.ComponentResource):
     """The models of one service, uploaded in reader-safe order; see the module docstring."""
 
-    plans: list[ModelPlan]
+    plans: tuple[ModelPlan, ...]
     served: ServedModels
     manifests: list[aws.s3.BucketObjectv2]
 

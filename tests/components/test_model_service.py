@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
-from inferstack.components import promql
+from inferstack.components import model_wait, promql
 from inferstack.components.model_service import (
     ADMIN_KEY_HEADER,
     ModelSource,
@@ -419,6 +419,24 @@ def test_the_pod_stays_guaranteed_with_the_front(recording: Recording) -> None:
         requests, limits = each["resources"]["requests"], each["resources"]["limits"]
         assert requests["cpu"] == limits["cpu"] and requests["memory"] == limits["memory"]
     assert front(recording)["resources"]["limits"] == {"cpu": "0.25", "memory": "1536Mi"}
+
+
+def test_the_model_wait_runs_in_tritons_image_as_triton_before_it(recording: Recording) -> None:
+    """No other image to pin or pull, no other identity: the pod's IRSA role, the image's user, a
+    read-only root filesystem; no probes (Kubernetes refuses them on a run-to-completion init container)."""
+    wait, triton = wait_for_models(recording), container(recording)
+    assert wait["image"] == triton["image"]
+    assert wait["command"][:2] == ["python3", "-c"]
+    assert wait["command"][2] == Path(model_wait.__file__).read_text()
+    loaded = [a.removeprefix("--load-model=") for a in triton["args"] if a.startswith("--load-model=")]
+    # Triton's repository and each model it loads; the versions are unknown when published out of band.
+    assert wait["args"] == [triton["args"][0], *(x for m in loaded for x in ("--model", m))]
+    assert len(loaded) > 1
+    assert wait["securityContext"] == triton["securityContext"]
+    assert "restartPolicy" not in wait and not {"startupProbe", "readinessProbe", "livenessProbe"} & set(wait)
+    region = {e["name"]: e["value"] for e in wait["env"]}
+    assert region["AWS_REGION"] == region["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(region)
 
 
 def test_the_front_runs_read_only_from_its_config_map(recording: Recording) -> None:
