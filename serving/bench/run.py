@@ -33,6 +33,7 @@ from inferstack.serving.bench.contenders import (
     Point,
     add_unbatched_variant,
     build_bench_repository,
+    ceiling_batch,
     ceiling_note,
     find_model,
     format_ms,
@@ -217,6 +218,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
             "best": asdict(best.candidate) if best else None,
         }
         target = f"p99 <= {request.p99_ms:g} ms" if request.p99_ms else "no latency target"
+        summary.extend(_search_shares(trials, points, max(levels)))
         if best is None:
             summary.append(f"search: no configuration met {target}")
         else:
@@ -231,6 +233,20 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
     png_path = plot(points, request.out / "bench.png", title=_plot_title(model_name, report_data["machine"]))
     summary.append(f"plot: {png_path}")
     return BenchResult(points, trials, report_data, summary)
+
+
+def _search_shares(trials: Sequence[Trial], points: Sequence[Point], concurrency: int) -> list[str]:
+    """Each trial's share of the sweep's in-process ceiling, where that ceiling ran at the batch the
+    trial's clients could form (same max batch), side by side with the served config's own share."""
+    ceiling = next((p for p in points if p.contender == CEILING and p.concurrency == concurrency), None)
+    if ceiling is None or not ceiling.throughput:
+        return []
+    return [
+        f"search {t.candidate.label():<40} {t.point.throughput / ceiling.throughput:5.0%} of ceiling "
+        f"(batch {ceiling.batch}, {concurrency} clients)"
+        for t in trials
+        if ceiling_batch(concurrency, t.candidate.max_batch_size) == ceiling.batch and not t.point.error
+    ]
 
 
 def _remote_sweep(
