@@ -94,9 +94,11 @@ def measure_point(
     if server_group is None:
         measured = measure(perf, load, url=url, model=served, concurrency=concurrency, server_stats=stats)
         return point_from(contender, measured)
-    requests, cpu = served_requests(url, served), group_cpu_seconds(server_group)
+    requests, before = served_requests(url, served), group_cpu_seconds(server_group)
     measured = measure(perf, load, url=url, model=served, concurrency=concurrency, server_stats=stats)
-    requests, cpu = served_requests(url, served) - requests, group_cpu_seconds(server_group) - cpu
+    requests, after = served_requests(url, served) - requests, group_cpu_seconds(server_group)
+    # Per process: a stub that ends meanwhile (a model reloaded before the point) takes its time along.
+    cpu = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
     return replace(point_from(contender, measured), server_per_cpu_second=requests / cpu if cpu > 0 else None)
 
 
@@ -112,18 +114,19 @@ def served_requests(url: str, model: str) -> int:
     return sum(int(m["inference_stats"]["success"]["count"]) for m in stats["model_stats"])
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User and system CPU time of the live processes of group ``pgid`` (Triton and its stubs)."""
+def group_cpu_seconds(pgid: int) -> dict[int, float]:
+    """User and system CPU time of each live process of group ``pgid`` (Triton and its stubs)."""
     from inferstack.serving.local.processes import group_members
 
-    ticks = 0
+    seconds = {}
     for pid in group_members(pgid):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # ended between the listing and the read
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
-    return ticks / os.sysconf("SC_CLK_TCK")
+        # utime and stime, fields 14 and 15 of proc_pid_stat(5), in clock ticks
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
 
 
 def point_from(contender: str, measured: Measurement) -> Point:

@@ -480,10 +480,11 @@ def test_the_cpu_time_of_a_process_group_is_counted() -> None:
     child = subprocess.Popen([sys.executable, "-c", burn], start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while group_cpu_seconds(child.pid) < 0.3 and time.monotonic() < deadline:
+        while sum(group_cpu_seconds(child.pid).values()) < 0.3 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert 0.3 <= group_cpu_seconds(child.pid) < 5
+        assert list(group_cpu_seconds(child.pid)) == [child.pid]
+        assert 0.3 <= group_cpu_seconds(child.pid)[child.pid] < 5
     finally:
         child.kill()
         child.wait()
-    assert group_cpu_seconds(child.pid) == 0  # nothing left in the group
+    assert group_cpu_seconds(child.pid) == {}  # nothing left in the group
