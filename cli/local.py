@@ -149,6 +149,8 @@ def up(
                     "model_repository": runtime.model_repository_uri,
                 },
                 "models": [m.name for m in runtime.models],
+                # Locked as in the cluster: a replica's own port answers its admin APIs to this key only.
+                "admin": {"header": next(iter(runtime.admin_headers)), "key": runtime.admin_key},
                 "smoke": [asdict(r) for r in results],
             }
             if release is not None and canary_model is not None:
@@ -207,6 +209,11 @@ def up(
                     _print_canary(summary["canary"])
                 print("\nendpoints:")
                 print_table([["what", "where"], *([k, v] for k, v in summary["endpoints"].items())])
+                print(
+                    f"\nTriton's admin APIs (repository, shared memory, trace, logging) are locked as in the "
+                    f"cluster: send {summary['admin']['header']}: {runtime.admin_key} to a replica's own "
+                    "port; the gateway refuses them."
+                )
             if once or not ok:
                 return 0 if ok else 1
             say("serving; press Ctrl-C to stop")

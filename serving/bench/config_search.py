@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,10 +105,12 @@ def search(
     candidates: Sequence[Candidate],
     load: Load,
     *,
+    admin_headers: Mapping[str, str],
     concurrency: int,
     progress: Callable[[str], None] | None = None,
 ) -> list[Trial]:
-    """Each candidate loaded into the running Triton (config override, nothing republished), then measured."""
+    """Each candidate loaded into the running Triton (config override, nothing republished, through its
+    admin API with ``admin_headers``), then measured."""
     import tritonclient.http as http
     from google.protobuf import json_format
 
@@ -117,7 +119,9 @@ def search(
     try:
         for candidate in candidates:
             config = candidate_config(served_config, candidate)
-            client.load_model(model.name, config=json_format.MessageToJson(config))
+            client.load_model(
+                model.name, headers=dict(admin_headers), config=json_format.MessageToJson(config)
+            )
             warm_up(triton_url, model.name, model, max_batch_size=candidate.max_batch_size)
             trial = Trial(candidate, measure_point(perf, load, TRITON, triton_url, model.name, concurrency))
             trials.append(trial)
@@ -127,7 +131,9 @@ def search(
                     f"search {candidate.label():<40} {p.throughput:7.0f} req/s  p99 {format_ms(p.p99_ms)}"
                     + (f"  {p.error}" if p.error else "")
                 )
-        client.load_model(model.name, config=json_format.MessageToJson(served_config))
+        client.load_model(
+            model.name, headers=dict(admin_headers), config=json_format.MessageToJson(served_config)
+        )
     finally:
         client.close()
     return trials

@@ -8,6 +8,7 @@ model that fails to load ends the wait at once, with Triton's own log lines.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inferstack.components.admin_api import ADMIN_KEY_HEADER, restriction_flags
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.prefixes import check_prefix
 from inferstack.serving.client.answers import compare
@@ -115,6 +117,8 @@ class LocalRuntime:
     triton_args: Sequence[str] = ()  # more server flags: tracing, logging
     replicas: int = 1
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Triton's admin APIs answer only this key, as in the cluster (letters and digits: it sits in a flag).
+    admin_key: str = field(default_factory=lambda: secrets.token_hex(16))
 
     models: list[RepositoryModel] = field(default_factory=list, init=False)
     children: list[ChildProcess] = field(default_factory=list, init=False)
@@ -142,6 +146,13 @@ class LocalRuntime:
         ):
             raise InvalidInput("replicas", self.replicas, f"an integer from 1 to {MAX_REPLICAS}")
         check_prefix(self.prefix)
+        if not (self.admin_key.isascii() and self.admin_key.isalnum() and len(self.admin_key) >= 16):
+            raise InvalidInput("admin_key", "<hidden>", "16 or more ASCII letters and digits")
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What a call to a replica's admin API (load, unload, log settings) carries."""
+        return {ADMIN_KEY_HEADER: self.admin_key}
 
     def _say(self, message: str) -> None:
         if self.progress:
@@ -295,6 +306,7 @@ class LocalRuntime:
             "--metrics-config=summary_latencies=true",
             "--strict-readiness=true",
             "--exit-timeout-secs=10",
+            *restriction_flags(self.admin_key),
             *self.triton_args,
         ]
         self.replica_http_urls.append(f"http://127.0.0.1:{http}")
