@@ -33,7 +33,12 @@ from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.cluster import Cluster, ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore, ModelStoreArgs, check_prefix
-from inferstack.infra.names import EKS_NODEGROUP_NAME_MAX, IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.names import (
+    EKS_NODEGROUP_NAME_MAX,
+    IAM_ROLE_NAME_MAX,
+    check_bucket_prefix,
+    check_derived_name,
+)
 from inferstack.infra.network import (
     Network,
     NetworkArgs,
@@ -57,6 +62,21 @@ from inferstack.infra.storage import BlockStorage, BlockStorageArgs
 KEY = NAMESPACE  # the stack config namespace errors are named in
 MONITORING_NAMESPACE = MonitoringArgs.namespace
 TELEMETRY_NAMESPACE = TelemetryArgs.namespace
+# Namespaces the platform or Kubernetes own: a service named after one would share (and, on
+# deletion, take down) what lives there.
+PLATFORM_NAMESPACES = frozenset(
+    {
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        MONITORING_NAMESPACE,
+        TELEMETRY_NAMESPACE,
+        GpuOperatorsArgs.namespace,
+        AutoscalingArgs.keda_namespace,
+        AutoscalingArgs.autoscaler_namespace,
+    }
+)
 
 
 def check_reachable(config: PlatformConfig) -> None:
@@ -185,6 +205,7 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
     try:
         plan_subnets(config.network.vpc_cidr, zones, private_prefix=19, public_prefix=24)
         nat_zones(zones, config.network.nat)
+        check_bucket_prefix("cluster_name", f"{cluster_name}-models")
         validate_cluster_args(
             cluster_name,
             ClusterArgs(
@@ -207,6 +228,14 @@ def check(config: PlatformConfig, cluster_name: str, zones: Sequence[str]) -> No
     names = [s.name for s in config.services]
     if len(set(names)) != len(names):
         raise InvalidInput(f"{KEY}:services", names, "unique service names")
+    for i, name in enumerate(names):
+        if name in PLATFORM_NAMESPACES:
+            raise InvalidInput(
+                f"{KEY}:services[{i}].name",
+                name,
+                f"a name of its own: it becomes the service's namespace, and {sorted(PLATFORM_NAMESPACES)} "
+                "are the platform's or Kubernetes' own",
+            )
     for i, service in enumerate(config.services):
         try:
             source = ModelSource(role_arn="irsa-role", repository_uri=f"s3://models/{service.prefix}")

@@ -43,6 +43,27 @@ Int = Annotated[int, BeforeValidator(_not_a_boolean)]
 Float = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
+def _a_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads "yes", "on", "1" and 1 as true: in a stack file or `-c` they are typos
+    # as often as not, and a boolean that means the opposite of what was meant is silent.
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("true or false")
+
+
+def _a_string(value: Any) -> Any:
+    # YAML reads an unquoted 1.30 as the number 1.3 and yes as true: never turn it back into text.
+    if not isinstance(value, str):
+        raise ValueError(f"text; YAML read this unquoted value as {type(value).__name__}: quote it")
+    return value
+
+
+Bool = Annotated[bool, BeforeValidator(_a_boolean)]
+Str = Annotated[str, BeforeValidator(_a_string)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=False
@@ -50,34 +71,34 @@ class _Section(BaseModel):
 
 
 class ClusterConfig(_Section):
-    name: str | None = Field(None, description="EKS cluster name; default `inferstack-<stack>`")
-    kubernetes_version: str = Field(DEFAULT_KUBERNETES_VERSION, description="EKS minor version, pinned")
-    admin_principal_arns: tuple[str, ...] = Field(
+    name: Str | None = Field(None, description="EKS cluster name; default `inferstack-<stack>`")
+    kubernetes_version: Str = Field(DEFAULT_KUBERNETES_VERSION, description="EKS minor version, pinned")
+    admin_principal_arns: tuple[Str, ...] = Field(
         (), description="IAM roles/users made cluster admins besides the identity running Pulumi"
     )
-    public_access_cidrs: tuple[str, ...] = Field(
+    public_access_cidrs: tuple[Str, ...] = Field(
         (), description="where `pulumi up` and kubectl reach the API from (required; public ranges)"
     )
 
 
 class NetworkConfig(_Section):
-    vpc_cidr: str = Field("10.0.0.0/16", description="the VPC's IPv4 range, /16 to /24")
-    zones: Int | tuple[str, ...] = Field(
+    vpc_cidr: Str = Field("10.0.0.0/16", description="the VPC's IPv4 range, /16 to /24")
+    zones: Int | tuple[Str, ...] = Field(
         3, description="how many zones (the first usable ones), or a list of zone names"
     )
     nat: Nat = Field("per_zone", description="NAT gateways: per_zone, single (dev) or none")
 
 
 class NodesConfig(_Section):
-    system_instance_types: tuple[str, ...] = Field(
+    system_instance_types: tuple[Str, ...] = Field(
         ("m7i.xlarge", "m6i.xlarge"), description="CPU types of the on-demand system group"
     )
 
 
 class GpuConfig(_Section):
-    instance_type: str = Field("g5.xlarge", description="on-demand GPU instance type, one group per zone")
+    instance_type: Str = Field("g5.xlarge", description="on-demand GPU instance type, one group per zone")
     max_per_zone: Int = Field(4, ge=1, description="on-demand GPU nodes per zone at most")
-    spot_instance_types: tuple[str, ...] = Field(
+    spot_instance_types: tuple[Str, ...] = Field(
         ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"), description="spot GPU types: same GPU count and shape"
     )
     spot_max_per_zone: Int = Field(6, ge=1, description="spot GPU nodes per zone at most")
@@ -87,7 +108,7 @@ class GpuConfig(_Section):
 
 
 class CanaryConfig(_Section):
-    model: str = Field(description="which of the service's models runs a canary")
+    model: Str = Field(description="which of the service's models runs a canary")
     stable_version: Int = Field(ge=1, description="the version most requests go to")
     canary_version: Int = Field(ge=1, description="the version under trial")
     weight_percent: Float = Field(5.0, ge=0, le=100, description="share of requests the canary answers")
@@ -97,9 +118,9 @@ class CanaryConfig(_Section):
 
 
 class ServiceConfig(_Section):
-    name: str = Field(description="service name: Kubernetes namespace, Services, IAM role")
-    models: tuple[str, ...] = Field(description="Triton model names to load (a list, even of one)")
-    prefix: str = Field(description="the service's folder in the model bucket")
+    name: Str = Field(description="service name: Kubernetes namespace, Services, IAM role")
+    models: tuple[Str, ...] = Field(description="Triton model names to load (a list, even of one)")
+    prefix: Str = Field(description="the service's folder in the model bucket")
     min_replicas: Int = Field(3, ge=1, description="replicas at least (prod: one more than a zone holds)")
     max_replicas: Int = Field(12, ge=1, description="replicas at most")
     placement: Placement = Field("spot-with-fallback", description="on-demand, spot or spot-with-fallback")
@@ -112,7 +133,7 @@ class ServiceConfig(_Section):
 
 
 class TelemetryConfig(_Section):
-    enabled: bool = Field(True, description="traces (collector, Jaeger) and log shipping (Fluent Bit)")
+    enabled: Bool = Field(True, description="traces (collector, Jaeger) and log shipping (Fluent Bit)")
     sample_rate: Float = Field(
         0.01, gt=0, le=1, description="share of requests Triton traces unasked (a traceparent always is)"
     )
@@ -130,17 +151,17 @@ class TelemetryConfig(_Section):
 
 
 class FailoverConfig(_Section):
-    primary_stack: str = Field(
+    primary_stack: Str = Field(
         description="the primary's stack (name, or org/project/name); this one is its standby"
     )
-    primary_region: str = Field(description="the primary stack's region")
-    service: str = Field(description="the service whose endpoint fails over")
-    zone: str = Field(description="your public Route 53 hosted zone, where the failover record goes")
-    record_name: str | None = Field(None, description="the failover record; default `<service>.<zone>`")
+    primary_region: Str = Field(description="the primary stack's region")
+    service: Str = Field(description="the service whose endpoint fails over")
+    zone: Str = Field(description="your public Route 53 hosted zone, where the failover record goes")
+    record_name: Str | None = Field(None, description="the failover record; default `<service>.<zone>`")
     ttl: Int = Field(60, description="the record's TTL in seconds")
     health_check_interval: Int = Field(10, description="Route 53 health check interval: 10 or 30 s")
     failure_threshold: Int = Field(3, description="failed checks in a row before traffic moves")
-    replication_time_control: bool = Field(True, description="S3 RTC: replicas within 15 minutes")
+    replication_time_control: Bool = Field(True, description="S3 RTC: replicas within 15 minutes")
 
 
 class PlatformConfig(_Section):
@@ -244,7 +265,8 @@ def parse_config(config: Mapping[str, Any], *, namespace: str = NAMESPACE) -> Pl
                 _key(keys), first["input"], f"not a setting here; the keys are {known}"
             ) from None
         what = f" ({field.description})" if field is not None and field.description else ""
-        raise InvalidInput(_key(keys), first.get("input"), f"{first['msg']}{what}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise InvalidInput(_key(keys), first.get("input"), f"{message}{what}") from None
 
 
 def _reference_rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:
