@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from inferstack.cli.options import Config, Stack, StacksDir, check_stacks_dir, existing_file, settings
+from inferstack.cli.options import (
+    Config,
+    Stack,
+    StacksDir,
+    check_stacks_dir,
+    existing_file,
+    settings,
+    writable_file,
+)
 from inferstack.cli.output import print_table
 
 
@@ -32,6 +40,7 @@ def cost(
 
     check_stacks_dir(stacks_dir)
     existing_file(prices_file, "--prices", "JSON price table")
+    writable_file(plot, "--plot")
     prices = load_prices(prices_file)
     region = stack_config(stacks_dir, stack).get("aws:region", prices.region)
     result = estimate(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from inferstack.cli.options import writable_folder
 from inferstack.cli.output import brief_error, json_safe, print_table
 from inferstack.infra.errors import InvalidInput
 
@@ -99,6 +100,7 @@ def up(
             print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     ports = Ports(http=http_port, grpc=grpc_port, metrics=metrics_port, s3=s3_port)
+    writable_folder(work_dir, "--work-dir")
     with tempfile.TemporaryDirectory(prefix="inferstack-demo-") as scratch:
         release = None if canary is None else _canary_release(canary, canary_weight, mirror, canary_requests)
         if repository is None and release is not None:
