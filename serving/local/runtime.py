@@ -44,6 +44,7 @@ from inferstack.serving.local.processes import (
     free_port,
     signal_name,
     start_child,
+    stop_all,
 )
 from inferstack.serving.models.precision import served_tolerance
 from inferstack.serving.models.repository import generate_inputs, read_repository, run_reference
@@ -489,8 +490,7 @@ class LocalRuntime:
         return results
 
     def stop(self, *, keep_work_dir: bool = False) -> None:
-        for child in reversed(self.children):
-            child.stop()
+        stop_all(list(reversed(self.children)))
         self.children.clear()
         self.replica_http_urls.clear()
         self.replica_grpc_urls.clear()

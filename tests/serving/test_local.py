@@ -159,6 +159,56 @@ def test_ctrl_c_stops_every_child_of_local_up() -> None:
             process.kill()
 
 
+def descendants(parent: int) -> set[int]:
+    """Every live process under ``parent``, at any depth (Triton's python-backend stubs included)."""
+    found: set[int] = set()
+    frontier = {parent}
+    while frontier:
+        frontier = set().union(*(running_children(pid) for pid in frontier)) - found
+        found |= frontier
+    return found
+
+
+# Moments of `local up`'s start-up, by the progress line that marks each.
+START_UP_MOMENTS = [
+    "building the demo model",
+    "starting emulated S3",
+    "published",
+    "starting triton-0",
+    "waiting for triton-0",
+    "gateway on",
+]
+
+
+@pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
+@pytest.mark.parametrize("moment", START_UP_MOMENTS)
+def test_ctrl_c_at_any_moment_of_start_up_stops_everything_within_10_s(moment: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferstack.cli.main", "local", "up", "--no-prometheus"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if moment in line:
+                break
+        else:
+            pytest.fail(f"local up ended before {moment!r}")
+        started = descendants(process.pid)
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        assert process.wait(timeout=10) == 130
+        left = {pid for pid in started | descendants(process.pid) if not gone(pid)}
+        assert not left, (moment, left)
+        assert time.monotonic() - sent < 10, moment
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 @pytest.mark.real_server
 @pytest.mark.usefixtures("triton_present")
 def test_s3_down_at_start_is_reported_with_tritons_line_and_a_later_start_serves(
