@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from inferstack.cli import interrupt
 from inferstack.cli.options import writable_folder
 from inferstack.cli.output import brief_error, json_safe, print_table
 from inferstack.infra.errors import InvalidInput
@@ -96,6 +97,7 @@ def up(
     from inferstack.serving.models.repository import read_repository
 
     def say(message: str) -> None:
+        interrupt.check()  # between the steps of start-up: a Ctrl-C a library swallowed stops here
         if not as_json:
             print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -220,6 +222,7 @@ def up(
                 return 0 if ok else 1
             say("serving; press Ctrl-C to stop")
             while True:  # a dead replica is restarted; anything worse raises RuntimeFailure, naming it
+                interrupt.check()
                 runtime.supervise()
                 time.sleep(0.5)
 

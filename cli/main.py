@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import click
 import typer
 
-from inferstack.cli import bench, cost, local, models, plan
+from inferstack.cli import bench, cost, interrupt, local, models, plan
 from inferstack.cli.output import error
 from inferstack.infra.errors import InvalidInput
 
@@ -113,15 +112,8 @@ def _bad_parameter(refused: click.BadParameter) -> str:
     return f"{found['value']}: not valid for {field}: {allowed}"
 
 
-def _stop_on_sigterm() -> None:
-    def handler(_signum: int, _frame: object) -> NoReturn:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _stop_on_sigterm()
+    interrupt.install()
     arguments = list(sys.argv[1:] if argv is None else argv)
 
     def failed(message: str, code: int) -> int:

@@ -227,13 +227,13 @@ class ChildProcess:
         return child
 
 
-def stop_all(children: Sequence[ChildProcess], timeout_s: float = 5.0) -> None:
-    """Stop every child's process group at once, within ``timeout_s`` + 5 s in all (one after the
+def stop_all(children: Sequence[ChildProcess], timeout_s: float = 3.0) -> None:
+    """Stop every child's process group at once, within ``timeout_s`` + 3 s in all (one after the
     other, a Triton whose stubs ignore SIGTERM would take that long each): SIGTERM to every group,
     SIGKILL to what is left after ``timeout_s``, then each child's own cleanup (``ChildProcess.stop``)."""
     for child in children:
         child.note_model_copies()
-    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 3.0)):
         live = [c for c in children if group_members(c.process.pid)]
         for child in live:
             with contextlib.suppress(ProcessLookupError):
