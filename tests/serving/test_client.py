@@ -240,3 +240,14 @@ def test_a_failed_endpoint_is_tried_last_until_its_back_off_ends(
         client.infer("demo", inputs)
         assert client.retries == 1, "a failed readiness probe should spare the request"
         assert client._down[dead][1] == 4.0, "the back-off doubles"
+
+
+def test_the_urls_scheme_picks_the_protocol() -> None:
+    assert TritonClient("grpc://127.0.0.1:8001").protocol == "grpc"
+    assert TritonClient(["grpc://a:1", "grpc://b:1"]).protocol == "grpc"
+    assert TritonClient("http://127.0.0.1:8000").protocol == "http"
+    assert TritonClient("127.0.0.1:8001", protocol="grpc").protocol == "grpc"
+    for urls, protocol in ((["grpc://127.0.0.1:8001"], "http"), (["http://a:1", "grpc://b:1"], None)):
+        with pytest.raises(InvalidInput) as caught:
+            TritonClient(urls, protocol=protocol)  # type: ignore[arg-type]
+        assert caught.value.field == "urls"
