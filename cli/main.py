@@ -8,6 +8,7 @@ and one line naming the field; a command whose extra is not installed says which
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -137,7 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return failed(str(invalid), 2)
     except (KeyboardInterrupt, click.exceptions.Abort):
         print(file=sys.stderr)
-        return failed("stopped", 130)
+        stopped = failed("stopped", 130)
+        if argv is None:
+            # The command's own process, its children stopped and its folders removed: what is left
+            # is the interpreter unloading torch, seconds on a busy machine that Ctrl-C should not wait.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(stopped)
+        return stopped
     except ModuleNotFoundError as missing:
         extra = missing_extra(missing.name or "", arguments)
         if extra is None:

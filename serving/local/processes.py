@@ -18,8 +18,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,6 +226,26 @@ class ChildProcess:
         child = start_child(self.name, self.argv, log=self.log, env=self.env, append=True)
         child.shm_prefix = self.shm_prefix
         return child
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (then delivered) while a child starts and is counted: an interrupt
+    between the fork and the bookkeeping would leave a child that nobody stops. Main thread only,
+    where Python runs signal handlers; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda number, _frame: received.append(number)) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(received):
+            signal.raise_signal(sig)
 
 
 def stop_all(children: Sequence[ChildProcess], timeout_s: float = 3.0) -> None:

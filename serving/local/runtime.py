@@ -43,6 +43,7 @@ from inferstack.serving.local.processes import (
     find_triton,
     free_port,
     signal_name,
+    signals_deferred,
     start_child,
     stop_all,
 )
@@ -204,6 +205,16 @@ class LocalRuntime:
         env.update(DUMMY_AWS)
         return env
 
+    def _launch(
+        self, name: str, argv: Sequence[str], *, log: Path, env: dict[str, str], shm_prefix: str = ""
+    ) -> ChildProcess:
+        """Start a child and count it as ours in one step a Ctrl-C cannot split (see signals_deferred)."""
+        with signals_deferred():
+            child = start_child(name, argv, log=log, env=env)
+            child.shm_prefix = shm_prefix
+            self.children.append(child)
+        return child
+
     def _wait_listening(self, child: ChildProcess, port: int, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -221,13 +232,12 @@ class LocalRuntime:
         if not moto.exists():
             raise RuntimeFailure(f"moto_server not found next to {sys.executable}; install inferstack[local]")
         self._say(f"starting emulated S3 (moto) on 127.0.0.1:{port}")
-        child = start_child(
+        child = self._launch(
             "moto",
             [str(moto), "-H", "127.0.0.1", "-p", str(port)],
             log=self.work_dir / "moto.log",
             env=self._env(),
         )
-        self.children.append(child)
         self.s3_endpoint = f"http://127.0.0.1:{port}"
         self._wait_listening(child, port)
 
@@ -319,9 +329,7 @@ class LocalRuntime:
             self.replica_metrics_urls[0],
         )
         self._say(f"starting {name} from {self.model_repository_uri}")
-        child = start_child(name, argv, log=self.work_dir / f"{name}.log", env=env)
-        child.shm_prefix = shm_prefix
-        self.children.append(child)
+        child = self._launch(name, argv, log=self.work_dir / f"{name}.log", env=env, shm_prefix=shm_prefix)
         self._supervised[name] = _Supervised(started=time.monotonic())
         return child
 
@@ -340,13 +348,12 @@ class LocalRuntime:
             )
         )
         self._say(f"starting HAProxy in front of {self.replicas} replicas")
-        child = start_child(
+        child = self._launch(
             "haproxy",
             [haproxy, "-W", "-db", "-f", str(config)],
             log=self.work_dir / "haproxy.log",
             env=self._env(),
         )
-        self.children.append(child)
         self._wait_listening(child, ports["balanced-http"])
         self.balanced_http_url = f"http://127.0.0.1:{ports['balanced-http']}"
         self.balanced_grpc_url = f"127.0.0.1:{ports['balanced-grpc']}"
@@ -376,8 +383,7 @@ class LocalRuntime:
             "--limits",
             str(path),
         ]
-        child = start_child("gateway", argv, log=self.work_dir / "gateway.log", env=self._env())
-        self.children.append(child)
+        child = self._launch("gateway", argv, log=self.work_dir / "gateway.log", env=self._env())
         self._wait_listening(child, port)
         self.front_url = f"http://127.0.0.1:{port}"
         self._say(f"gateway on {self.front_url}: requests checked against the models' configs")
@@ -444,7 +450,9 @@ class LocalRuntime:
                 state.due = now + _RESTART_BACKOFF_S[state.restarts]
                 events.append(f"{child.describe_exit()}\nrestarting in {state.due - now:.0f} s")
             elif now >= state.due:
-                self.children[position] = child.restarted()
+                child.stop()
+                with signals_deferred():
+                    self.children[position] = child.restarted()
                 state.restarts, state.due, state.started = state.restarts + 1, None, now
                 events.append(
                     f"{child.name} restarted (restart {state.restarts} of {len(_RESTART_BACKOFF_S)})"
