@@ -113,15 +113,26 @@ def search(
     admin API with ``admin_headers``), then measured."""
     import tritonclient.http as http
     from google.protobuf import json_format
+    from tritonclient.utils import InferenceServerException
+
+    from inferstack.serving.local.processes import RuntimeFailure
 
     trials = []
     client = http.InferenceServerClient(triton_url.removeprefix("http://"), network_timeout=300.0)
-    try:
-        for candidate in candidates:
-            config = candidate_config(served_config, candidate)
+
+    def load(config: Any, what: str) -> None:
+        try:
             client.load_model(
                 model.name, headers=dict(admin_headers), config=json_format.MessageToJson(config)
             )
+        except InferenceServerException as error:  # a dead S3 or Triton: the search cannot go on
+            raise RuntimeFailure(
+                f"search: Triton did not load {model.name} with {what}: {error.message()}"
+            ) from None
+
+    try:
+        for candidate in candidates:
+            load(candidate_config(served_config, candidate), candidate.label())
             warm_up(triton_url, model.name, model, max_batch_size=candidate.max_batch_size)
             trial = Trial(candidate, measure_point(perf, load, TRITON, triton_url, model.name, concurrency))
             trials.append(trial)
@@ -131,9 +142,7 @@ def search(
                     f"search {candidate.label():<40} {p.throughput:7.0f} req/s  p99 {format_ms(p.p99_ms)}"
                     + (f"  {p.error}" if p.error else "")
                 )
-        client.load_model(
-            model.name, headers=dict(admin_headers), config=json_format.MessageToJson(served_config)
-        )
+        load(served_config, "its served config")
     finally:
         client.close()
     return trials

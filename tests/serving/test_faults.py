@@ -234,12 +234,16 @@ class Load:
         return f"sent {self.sent}, retried {self.retried}, failed {self.failed}, wrong {self.wrong} {self.errors}"
 
 
+def two_replicas(factory: pytest.TempPathFactory, name: str) -> Iterator[LocalRuntime]:
+    require_tool("haproxy")
+    repository = build_demo_repository(factory.mktemp("repository"))
+    with LocalRuntime(repository, work_dir=factory.mktemp(name), replicas=2) as runtime:
+        yield runtime
+
+
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> Iterator[LocalRuntime]:
-    require_tool("haproxy")
-    repository = build_demo_repository(tmp_path_factory.mktemp("repository"))
-    with LocalRuntime(repository, work_dir=tmp_path_factory.mktemp("replicated"), replicas=2) as runtime:
-        yield runtime
+    yield from two_replicas(tmp_path_factory, "replicated")
 
 
 @pytest.fixture(scope="module")
@@ -298,10 +302,7 @@ def test_a_replica_killed_under_load_costs_no_request(
 @pytest.fixture(scope="module")
 def killed_often(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> Iterator[LocalRuntime]:
     """Its own runtime: each replica is killed five times, all the restarts the supervisor allows."""
-    require_tool("haproxy")
-    repository = build_demo_repository(tmp_path_factory.mktemp("repository"))
-    with LocalRuntime(repository, work_dir=tmp_path_factory.mktemp("killed"), replicas=2) as runtime:
-        yield runtime
+    yield from two_replicas(tmp_path_factory, "killed")
 
 
 def test_kill_9_of_a_replica_five_times_per_protocol_loses_no_request(killed_often: LocalRuntime) -> None:
