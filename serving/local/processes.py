@@ -248,7 +248,7 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
-def stop_all(children: Sequence[ChildProcess], timeout_s: float = 3.0) -> None:
+def stop_all(children: Sequence[ChildProcess], timeout_s: float = 2.0) -> None:
     """Stop every child's process group at once, within ``timeout_s`` + 3 s in all (one after the
     other, a Triton whose stubs ignore SIGTERM would take that long each): SIGTERM to every group,
     SIGKILL to what is left after ``timeout_s``, then each child's own cleanup (``ChildProcess.stop``)."""
