@@ -120,7 +120,7 @@ def search(
     trials = []
     client = http.InferenceServerClient(triton_url.removeprefix("http://"), network_timeout=300.0)
 
-    def load(config: Any, what: str) -> None:
+    def load_config(config: Any, what: str) -> None:
         try:
             client.load_model(
                 model.name, headers=dict(admin_headers), config=json_format.MessageToJson(config)
@@ -132,7 +132,7 @@ def search(
 
     try:
         for candidate in candidates:
-            load(candidate_config(served_config, candidate), candidate.label())
+            load_config(candidate_config(served_config, candidate), candidate.label())
             warm_up(triton_url, model.name, model, max_batch_size=candidate.max_batch_size)
             trial = Trial(candidate, measure_point(perf, load, TRITON, triton_url, model.name, concurrency))
             trials.append(trial)
@@ -142,7 +142,7 @@ def search(
                     f"search {candidate.label():<40} {p.throughput:7.0f} req/s  p99 {format_ms(p.p99_ms)}"
                     + (f"  {p.error}" if p.error else "")
                 )
-        load(served_config, "its served config")
+        load_config(served_config, "its served config")
     finally:
         client.close()
     return trials

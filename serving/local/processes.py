@@ -244,8 +244,8 @@ def signals_deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sig in dict.fromkeys(received):
-            signal.raise_signal(sig)
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)
 
 
 def stop_all(children: Sequence[ChildProcess], timeout_s: float = 2.0) -> None:
