@@ -53,15 +53,19 @@ def existing_file(path: Path | None, field: str, what: str) -> None:
 
 
 def writable_folder(path: Path | None, field: str) -> None:
-    """A folder the command will write into: made now (with its parents) and written to once, so a
-    path that cannot hold output is refused in one line before any work starts. None: not given."""
+    """A folder the command will write into: made (with its parents) and written to once, then what
+    was made removed again, so a path that cannot hold output is refused in one line before any work
+    starts. None: not given."""
     if path is None:
         return
+    made = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".inferstack-write-check"
         probe.write_bytes(b"")
         probe.unlink()
+        for folder in made:  # the command makes them when it writes: a refused command leaves none
+            folder.rmdir()
     except OSError as failure:
         raise InvalidInput(
             field, str(path), f"a folder that can be created and written ({failure.strerror})"

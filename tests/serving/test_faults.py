@@ -39,8 +39,10 @@ HOSTILE = json.dumps(
 FEATURES = [np.random.default_rng(seed).standard_normal((1, 16)).astype(np.float32) for seed in range(8)]
 
 
-def post(url: str, body: bytes, timeout_s: float = 20.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+def post(
+    url: str, body: bytes, timeout_s: float = 20.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as answer:
             return answer.status, answer.read()
@@ -403,7 +405,9 @@ def test_a_publish_cut_off_by_a_stalled_s3_leaves_the_served_version_serving(tmp
         listed = s3.list_objects_v2(Bucket=runtime.bucket, Prefix=f"{runtime.prefix}/demo/2/").get("KeyCount")
         assert listed == 0, "version 2 is half there: Triton's latest-version policy would pick it"
         assert verify_published(location, s3=s3) == []
-        status, body = post(f"{runtime.http_url}/v2/repository/models/demo/load", b"{}")
+        # The admin API, locked as in the cluster: with the key `local up` prints.
+        load = f"{runtime.http_url}/v2/repository/models/demo/load"
+        status, body = post(load, b"{}", headers=runtime.admin_headers)
         assert status == 200, body
         with TritonClient(runtime.front_url) as client:
             assert client.model_metadata("demo")["versions"] == ["1"]

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,10 @@ def test_a_missing_triton_binary_says_how_to_install(tmp_path: Path, monkeypatch
 def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) -> None:
     before = running_children()
     repository = build_demo_repository(tmp_path / "repo")
-    (repository / "demo" / "1" / "model.pt").write_bytes(b"this is not TorchScript")
+    # Shaped like a TorchScript archive (the publish check passes), unreadable to libtorch.
+    with zipfile.ZipFile(repository / "demo" / "1" / "model.pt", "w") as archive:
+        archive.writestr("demo/data.pkl", b"this is not a pickle")
+        archive.writestr("demo/code/__torch__.py", "not code")
     runtime = LocalRuntime(repository, startup_timeout_s=120, work_dir=tmp_path / "work")
     start = time.monotonic()
     with pytest.raises(RuntimeFailure) as caught:
@@ -125,7 +129,7 @@ def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) 
     assert time.monotonic() - start < 60
     message = str(caught.value)
     assert "demo" in message and str(tmp_path / "work" / "triton-0.log") in message
-    assert "PytorchStreamReader" in (tmp_path / "work" / "triton-0.log").read_text()
+    assert "hasRecord(\\\"version\\\")" in (tmp_path / "work" / "triton-0.log").read_text()
     assert "failed to load" in message.lower() or "error" in message.lower()
     assert running_children() <= before
 
