@@ -129,7 +129,7 @@ def test_a_model_that_fails_to_load_reports_tritons_log_quickly(tmp_path: Path) 
     assert time.monotonic() - start < 60
     message = str(caught.value)
     assert "demo" in message and str(tmp_path / "work" / "triton-0.log") in message
-    assert "hasRecord(\\\"version\\\")" in (tmp_path / "work" / "triton-0.log").read_text()
+    assert 'hasRecord(\\"version\\")' in (tmp_path / "work" / "triton-0.log").read_text()
     assert "failed to load" in message.lower() or "error" in message.lower()
     assert running_children() <= before
 
