@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 
-from inferstack.cli.options import PACKAGED_PROGRAM, Config, StacksDir, check_stacks_dir, settings
+from inferstack.cli.options import (
+    PACKAGED_PROGRAM,
+    Config,
+    StacksDir,
+    check_stacks_dir,
+    settings,
+    writable_folder,
+)
 from inferstack.cli.output import json_safe, print_table
 
 
@@ -107,6 +114,7 @@ def bench(
         rounds=rounds,
         space=(search_batch, search_delay_us, search_instances, search_threads),
     ).checked()
+    writable_folder(request.out, "--out")
     progress = sys.stderr if as_json else sys.stdout
 
     def say(message: str) -> None:

@@ -18,6 +18,7 @@ from inferstack.cli.options import (
     check_stacks_dir,
     existing_file,
     settings,
+    writable_file,
 )
 from inferstack.cli.output import print_table
 
@@ -41,6 +42,7 @@ def cost(
 
     check_stacks_dir(stacks_dir)
     existing_file(prices_file, "--prices", "JSON price table")
+    writable_file(plot, "--plot")
     prices = load_prices(prices_file)
     region = stack_config(stacks_dir, stack).get("aws:region", prices.region)
     recording = run_stack(stacks_dir, stack, settings(config))  # checks the config first

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from inferstack.cli import interrupt
+from inferstack.cli.options import writable_folder
 from inferstack.cli.output import brief_error, json_safe, print_table
 from inferstack.infra.errors import InvalidInput
 
@@ -95,10 +97,12 @@ def up(
     from inferstack.serving.models.repository import read_repository
 
     def say(message: str) -> None:
+        interrupt.check()  # between the steps of start-up: a Ctrl-C a library swallowed stops here
         if not as_json:
             print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     ports = Ports(http=http_port, grpc=grpc_port, metrics=metrics_port, s3=s3_port)
+    writable_folder(work_dir, "--work-dir")
     with tempfile.TemporaryDirectory(prefix="inferstack-demo-") as scratch:
         release = None if canary is None else _canary_release(canary, canary_weight, mirror, canary_requests)
         if repository is None and release is not None:
@@ -149,6 +153,8 @@ def up(
                     "model_repository": runtime.model_repository_uri,
                 },
                 "models": [m.name for m in runtime.models],
+                # Locked as in the cluster: a replica's own port answers its admin APIs to this key only.
+                "admin": {"header": next(iter(runtime.admin_headers)), "key": runtime.admin_key},
                 "smoke": [asdict(r) for r in results],
             }
             if release is not None and canary_model is not None:
@@ -207,10 +213,16 @@ def up(
                     _print_canary(summary["canary"])
                 print("\nendpoints:")
                 print_table([["what", "where"], *([k, v] for k, v in summary["endpoints"].items())])
+                print(
+                    f"\nTriton's admin APIs (repository, shared memory, trace, logging) are locked as in the "
+                    f"cluster: send {summary['admin']['header']}: {runtime.admin_key} to a replica's own "
+                    "port; the gateway refuses them."
+                )
             if once or not ok:
                 return 0 if ok else 1
             say("serving; press Ctrl-C to stop")
             while True:  # a dead replica is restarted; anything worse raises RuntimeFailure, naming it
+                interrupt.check()
                 runtime.supervise()
                 time.sleep(0.5)
 

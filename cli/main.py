@@ -7,17 +7,18 @@ and one line naming the field; a command whose extra is not installed says which
 
 from __future__ import annotations
 
+import json
+import os
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import click
 import typer
 
-from inferstack.cli import bench, cost, local, models, plan, preflight
+from inferstack.cli import bench, cost, interrupt, local, models, plan, preflight
 from inferstack.cli.output import error
 from inferstack.infra.errors import InvalidInput
 
@@ -119,49 +120,56 @@ def _bad_parameter(refused: click.BadParameter) -> str:
     return f"{found['value']}: not valid for {field}: {allowed}"
 
 
-def _stop_on_sigterm() -> None:
-    def handler(_signum: int, _frame: object) -> NoReturn:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _stop_on_sigterm()
+    interrupt.install()
     arguments = list(sys.argv[1:] if argv is None else argv)
+
+    def failed(message: str, code: int) -> int:
+        """One line on stderr; under --json also an error object on stdout, where the answer would be."""
+        error(message)
+        if "--json" in arguments:
+            print(json.dumps({"ok": False, "error": message, "exit_code": code}))
+        return code
+
     try:
         code = command().main(args=arguments, prog_name="inferstack", standalone_mode=False)
     except click.MissingParameter as missing:
         missing.show()
         return missing.exit_code
     except click.BadParameter as refused:
-        error(_bad_parameter(refused))
-        return 2
+        return failed(_bad_parameter(refused), 2)
     except click.ClickException as refused:  # a missing option, an unknown flag or command: with usage
         refused.show()
         return refused.exit_code
     except InvalidInput as invalid:
-        error(str(invalid))
-        return 2
+        return failed(str(invalid), 2)
     except (KeyboardInterrupt, click.exceptions.Abort):
         print(file=sys.stderr)
-        error("stopped")
-        return 130
+        stopped = failed("stopped", 130)
+        if argv is None:
+            # The command's own process, its children stopped and its folders removed: what is left
+            # is the interpreter unloading torch, seconds on a busy machine that Ctrl-C should not wait.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(stopped)
+        return stopped
     except ModuleNotFoundError as missing:
         extra = missing_extra(missing.name or "", arguments)
         if extra is None:
             raise
-        error(
+        return failed(
             f"this command needs the {extra} extra (module {missing.name} is not installed): "
-            f"pip install 'inferstack[{extra}]'"
+            f"pip install 'inferstack[{extra}]'",
+            2,
         )
-        return 2
+    except OSError as failure:  # a full disk, a file where a folder was to go: what the system said
+        where = f"{failure.filename}: " if failure.filename else ""
+        return failed(f"{where}{failure.strerror or failure}", 1)
     except Exception as failure:
         from inferstack.serving.local.processes import RuntimeFailure
 
         if isinstance(failure, RuntimeFailure):
-            error(str(failure))
-            return 1
+            return failed(str(failure), 1)
         raise
     # --help and --version return 0 (Click's exit code) or None.
     return code if isinstance(code, int) else 0

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from inferstack.cli.options import EndpointUrl, existing_file
+from inferstack.cli.options import EndpointUrl, existing_file, writable_folder
 from inferstack.cli.output import error
 from inferstack.infra.errors import InvalidInput
 
@@ -106,6 +106,7 @@ def build(
     )
 
     existing_file(torchscript, "--torchscript", "TorchScript file")
+    writable_folder(out, "--out")
     inputs = [parse_tensor_spec(text, field=f"--input[{i}]") for i, text in enumerate(input_specs)]
     outputs = [parse_tensor_spec(text, field=f"--output[{i}]") for i, text in enumerate(output_specs)]
     batching = DynamicBatching(preferred_batch_sizes=tuple(preferred_batch_size or ()))

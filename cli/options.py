@@ -69,3 +69,32 @@ def existing_file(path: Path | None, field: str, what: str) -> None:
     """A file argument that must be there (None: not given)."""
     if path is not None and not path.is_file():
         raise InvalidInput(field, str(path), f"an existing {what}")
+
+
+def writable_folder(path: Path | None, field: str) -> None:
+    """A folder the command will write into: made (with its parents) and written to once, then what
+    was made removed again, so a path that cannot hold output is refused in one line before any work
+    starts. None: not given."""
+    if path is None:
+        return
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".inferstack-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+        for folder in made:  # the command makes them when it writes: a refused command leaves none
+            folder.rmdir()
+    except OSError as failure:
+        raise InvalidInput(
+            field, str(path), f"a folder that can be created and written ({failure.strerror})"
+        ) from None
+
+
+def writable_file(path: Path | None, field: str) -> None:
+    """A file the command will write: its folder must take it (see ``writable_folder``)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InvalidInput(field, str(path), "a file path, not a folder")
+    writable_folder(path.parent, field)

@@ -19,6 +19,7 @@ from inferstack.cli.options import (
     check_stacks_dir,
     existing_file,
     settings,
+    writable_folder,
 )
 from inferstack.cli.output import brief_error, error, print_table
 from inferstack.infra.errors import InvalidInput
@@ -40,6 +41,7 @@ def plan(
     from inferstack.stacks.plan import preview_json, summary, tree_lines, write_manifests
 
     check_stacks_dir(stacks_dir)
+    writable_folder(out, "--out")
     given = settings(config)
     recording = run_stack(stacks_dir, stack, given)
     if as_json:

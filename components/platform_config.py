@@ -59,6 +59,27 @@ Int = Annotated[int, BeforeValidator(_not_a_boolean)]
 Float = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
+def _a_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads "yes", "on", "1" and 1 as true: in a stack file or `-c` they are typos
+    # as often as not, and a boolean that means the opposite of what was meant is silent.
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("true or false")
+
+
+def _a_string(value: Any) -> Any:
+    # YAML reads an unquoted 1.30 as the number 1.3 and yes as true: never turn it back into text.
+    if not isinstance(value, str):
+        raise ValueError(f"text; YAML read this unquoted value as {type(value).__name__}: quote it")
+    return value
+
+
+Bool = Annotated[bool, BeforeValidator(_a_boolean)]
+Str = Annotated[str, BeforeValidator(_a_string)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=False
@@ -68,16 +89,16 @@ class _Section(BaseModel):
 class ClusterConfig(_Section):
     """The EKS control plane: name, Kubernetes version, who administers it and from where."""
 
-    name: Annotated[str | None, Feeds("name", "cluster_name")] = Field(
+    name: Annotated[Str | None, Feeds("name", "cluster_name")] = Field(
         None, description="EKS cluster name; default `inferstack-<stack>`"
     )
-    kubernetes_version: Annotated[str, Feeds("version")] = Field(
+    kubernetes_version: Annotated[Str, Feeds("version")] = Field(
         DEFAULT_KUBERNETES_VERSION, description="EKS minor version, pinned"
     )
-    admin_principal_arns: Annotated[tuple[str, ...], Feeds("admin_principal_arns")] = Field(
+    admin_principal_arns: Annotated[tuple[Str, ...], Feeds("admin_principal_arns")] = Field(
         (), description="IAM roles/users made cluster admins besides the identity running Pulumi"
     )
-    public_access_cidrs: Annotated[tuple[str, ...], Feeds("public_access_cidrs")] = Field(
+    public_access_cidrs: Annotated[tuple[Str, ...], Feeds("public_access_cidrs")] = Field(
         (), description="where `pulumi up` and kubectl reach the API from (required; public ranges)"
     )
 
@@ -86,10 +107,10 @@ class NetworkConfig(_Section):
     """The VPC: its range, the zones it spans and how private subnets reach the internet."""
 
     # A VPC too small for the subnets shows as a subnet prefix that does not fit.
-    vpc_cidr: Annotated[str, Feeds("vpc_cidr", "private_prefix", "public_prefix")] = Field(
+    vpc_cidr: Annotated[Str, Feeds("vpc_cidr", "private_prefix", "public_prefix")] = Field(
         "10.0.0.0/16", description="the VPC's IPv4 range, /16 to /24"
     )
-    zones: Annotated[Int | tuple[str, ...], Feeds("zones")] = Field(
+    zones: Annotated[Int | tuple[Str, ...], Feeds("zones")] = Field(
         3, description="how many zones (the first usable ones), or a list of zone names"
     )
     nat: Annotated[Nat, Feeds("nat")] = Field(
@@ -100,7 +121,7 @@ class NetworkConfig(_Section):
 class NodesConfig(_Section):
     """The system node group (CPU) that runs the platform's controllers and monitoring."""
 
-    system_instance_types: Annotated[tuple[str, ...], Feeds("system.instance_types")] = Field(
+    system_instance_types: Annotated[tuple[Str, ...], Feeds("system.instance_types")] = Field(
         ("m7i.xlarge", "m6i.xlarge"), description="CPU types of the on-demand system group"
     )
 
@@ -111,12 +132,12 @@ class ReservedConfig(_Section):
     kind: Literal["capacity-block", "odcr"] = Field(
         description="capacity-block (Capacity Blocks for ML) or odcr (On-Demand Capacity Reservations)"
     )
-    reservation_ids: tuple[Annotated[str, Field(pattern=r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")], ...] = Field(
+    reservation_ids: tuple[Annotated[Str, Field(pattern=r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")], ...] = Field(
         min_length=1, description="the reservations' ids (cr-...), in the stack's zones"
     )
-    instance_type: str = Field(description="the GPU instance type the reservations hold")
+    instance_type: Str = Field(description="the GPU instance type the reservations hold")
     instances: Int = Field(ge=1, description="instances each reservation holds")
-    zone: str | None = Field(
+    zone: Str | None = Field(
         None, description="the reservations' zone (managed node groups need it; Karpenter reads it)"
     )
     hourly_price: Float | None = Field(
@@ -127,13 +148,13 @@ class ReservedConfig(_Section):
 class GpuConfig(_Section):
     """GPU capacity: the on-demand and spot groups per zone, and what must survive a zone loss."""
 
-    instance_type: Annotated[str, Feeds("gpu.instance_types", "instance_type", "gpu-")] = Field(
+    instance_type: Annotated[Str, Feeds("gpu.instance_types", "instance_type", "gpu-")] = Field(
         "g5.xlarge", description="on-demand GPU instance type, one group per zone"
     )
     max_per_zone: Annotated[Int, Feeds("gpu.max_size")] = Field(
         4, ge=1, description="on-demand GPU nodes per zone at most"
     )
-    spot_instance_types: Annotated[tuple[str, ...], Feeds("gpu_spot.instance_types", "gpu-spot-")] = Field(
+    spot_instance_types: Annotated[tuple[Str, ...], Feeds("gpu_spot.instance_types", "gpu-spot-")] = Field(
         ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"), description="spot GPU types: same GPU count and shape"
     )
     spot_max_per_zone: Annotated[Int, Feeds("gpu_spot.max_size")] = Field(
@@ -149,7 +170,7 @@ class GpuConfig(_Section):
 class CanaryConfig(_Section):
     """A canary release: two versions of one model, split per request, with its alert margins."""
 
-    model: str = Field(description="which of the service's models runs a canary")
+    model: Str = Field(description="which of the service's models runs a canary")
     stable_version: Int = Field(ge=1, description="the version most requests go to")
     canary_version: Int = Field(ge=1, description="the version under trial")
     weight_percent: Float = Field(5.0, ge=0, le=100, description="share of requests the canary answers")
@@ -161,9 +182,9 @@ class CanaryConfig(_Section):
 class ServiceConfig(_Section):
     """One Triton model service: its models, where they are in the bucket, its size and autoscaling."""
 
-    name: str = Field(description="service name: Kubernetes namespace, Services, IAM role")
-    models: tuple[str, ...] = Field(description="Triton model names to load (a list, even of one)")
-    prefix: str = Field(description="the service's folder in the model bucket")
+    name: Str = Field(description="service name: Kubernetes namespace, Services, IAM role")
+    models: tuple[Str, ...] = Field(description="Triton model names to load (a list, even of one)")
+    prefix: Str = Field(description="the service's folder in the model bucket")
     min_replicas: Int = Field(3, ge=1, description="replicas at least (prod: one more than a zone holds)")
     max_replicas: Int = Field(12, ge=1, description="replicas at most")
     placement: Placement = Field("spot-with-fallback", description="on-demand, spot or spot-with-fallback")
@@ -173,7 +194,7 @@ class ServiceConfig(_Section):
         None, gt=0, le=100, description="KEDA target: GPU utilisation percent (off when unset)"
     )
     canary: CanaryConfig | None = Field(None, description="a canary version; promote or roll back by editing")
-    repository: str | None = Field(
+    repository: Str | None = Field(
         None,
         description="a built model repository (`inferstack models build` output), relative to the stack "
         "files: `pulumi up` ships its served versions into the prefix before the service starts; unset, "
@@ -199,7 +220,7 @@ class ServiceConfig(_Section):
 class TelemetryConfig(_Section):
     """Traces (OpenTelemetry Collector, Jaeger) and logs (Fluent Bit to CloudWatch)."""
 
-    enabled: bool = Field(True, description="traces (collector, Jaeger) and log shipping (Fluent Bit)")
+    enabled: Bool = Field(True, description="traces (collector, Jaeger) and log shipping (Fluent Bit)")
     sample_rate: Float = Field(
         0.01, gt=0, le=1, description="share of requests Triton traces unasked (a traceparent always is)"
     )
@@ -221,17 +242,17 @@ class TelemetryConfig(_Section):
 class FailoverConfig(_Section):
     """A standby stack's pairing with its primary: DNS failover of one service across regions."""
 
-    primary_stack: str = Field(
+    primary_stack: Str = Field(
         description="the primary's stack (name, or org/project/name); this one is its standby"
     )
-    primary_region: str = Field(description="the primary stack's region")
-    service: str = Field(description="the service whose endpoint fails over")
-    zone: str = Field(description="your public Route 53 hosted zone, where the failover record goes")
-    record_name: str | None = Field(None, description="the failover record; default `<service>.<zone>`")
+    primary_region: Str = Field(description="the primary stack's region")
+    service: Str = Field(description="the service whose endpoint fails over")
+    zone: Str = Field(description="your public Route 53 hosted zone, where the failover record goes")
+    record_name: Str | None = Field(None, description="the failover record; default `<service>.<zone>`")
     ttl: Int = Field(60, description="the record's TTL in seconds")
     health_check_interval: Int = Field(10, description="Route 53 health check interval: 10 or 30 s")
     failure_threshold: Int = Field(3, description="failed checks in a row before traffic moves")
-    replication_time_control: bool = Field(True, description="S3 RTC: replicas within 15 minutes")
+    replication_time_control: Bool = Field(True, description="S3 RTC: replicas within 15 minutes")
 
 
 class PlatformConfig(_Section):
@@ -348,7 +369,8 @@ def validate_config(raw: Mapping[str, Any]) -> PlatformConfig:
                 _key(keys), first["input"], f"not a setting here; the keys are {known}"
             ) from None
         what = f" ({field.description})" if field is not None and field.description else ""
-        raise InvalidInput(_key(keys), first.get("input"), f"{first['msg']}{what}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise InvalidInput(_key(keys), first.get("input"), f"{message}{what}") from None
 
 
 def _reference_rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:

@@ -105,6 +105,8 @@ def validate_cluster_args(name: str, args: ClusterArgs) -> None:
         )
     for i, cidr in enumerate(args.public_access_cidrs):
         try:
+            if "/" not in str(cidr):  # an address alone: ip_network would read it as a /32 silently
+                raise ValueError(cidr)
             network = ipaddress.ip_network(cidr)
         except ValueError:
             raise InvalidInput(f"public_access_cidrs[{i}]", cidr, "a CIDR such as 198.51.100.7/32") from None

@@ -28,15 +28,14 @@ from inferstack.infra.failover_timing import (
     check_timing,
     rpo_s,
 )
+from inferstack.infra.regions import check_region
 
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\.?$")
 
 
 def check_regions(primary: str, standby: str) -> None:
     for field_name, region in (("primary_region", primary), ("standby_region", standby)):
-        if not _REGION.match(region):
-            raise InvalidInput(field_name, region, "an AWS region name such as us-east-1")
+        check_region(field_name, region)
     if primary == standby:
         raise InvalidInput(
             "standby_region", standby, f"a region other than the primary ({primary}): one outage takes both"

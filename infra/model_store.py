@@ -17,7 +17,7 @@ import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import service_account_role
-from inferstack.infra.names import S3_BUCKET_PREFIX_MAX, check_derived_name
+from inferstack.infra.names import check_bucket_prefix
 
 # Re-exported: the stack and TritonModelService import it from here.
 from inferstack.infra.prefixes import check_prefix as check_prefix
@@ -92,7 +92,7 @@ class ModelStore(pulumi.ComponentResource):
         self, name: str, args: ModelStoreArgs | None = None, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         args = args or ModelStoreArgs()
-        check_derived_name("name", name, suffix="-", limit=S3_BUCKET_PREFIX_MAX, autonamed=False)
+        check_bucket_prefix("name", name)
         if args.noncurrent_version_days < 1:
             raise InvalidInput("noncurrent_version_days", args.noncurrent_version_days, "an integer >= 1")
         super().__init__("inferstack:model_store:ModelStore", name, None, opts)

@@ -19,6 +19,8 @@ S3_BUCKET_PREFIX_MAX = 37  # bucket_prefix: 63 minus the 26 characters S3 auto-n
 EKS_NODEGROUP_NAME_MAX = 63
 LOG_GROUP_NAME_MAX = 512  # CloudWatch Logs: 1-512 of [.-_/#A-Za-z0-9]
 _LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]+$")
+# The start of an S3 bucket name (lowercase letters, digits and '-'; no dots, which break TLS names).
+_BUCKET_PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]*-$")
 
 
 def check_derived_name(field: str, value: str, *, suffix: str, limit: int, autonamed: bool = True) -> None:
@@ -41,4 +43,16 @@ def check_log_group_name(field: str, value: str, name: str) -> None:
             value,
             f"it names the log group '{name}': at most {LOG_GROUP_NAME_MAX} characters of "
             "letters, digits and . - _ / #",
+        )
+
+
+def check_bucket_prefix(field: str, value: str) -> None:
+    """``value + '-'``, an S3 bucket prefix, is one S3 accepts and fits its length."""
+    check_derived_name(field, value, suffix="-", limit=S3_BUCKET_PREFIX_MAX, autonamed=False)
+    if not _BUCKET_PREFIX.match(f"{value}-") or "--" in value:
+        raise InvalidInput(
+            field,
+            value,
+            f"lowercase letters, digits and single '-' only, starting with a letter or digit: it names "
+            f"the S3 bucket '{value}-<26 characters>'",
         )

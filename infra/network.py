@@ -24,6 +24,10 @@ from inferstack.infra.zones import Zone, check_zones, choose_zones
 
 NatMode = Literal["per_zone", "single", "none"]
 Tier = Literal["private", "public"]
+# RFC 1918 and RFC 6598 (shared address space), the ranges AWS suggests for a VPC.
+_PRIVATE_RANGES = tuple(
+    ipaddress.IPv4Network(r) for r in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,13 @@ def plan_subnets(
         raise InvalidInput(
             "vpc_cidr", vpc_cidr, "an IPv4 network such as 10.0.0.0/16 (host bits zero)"
         ) from None
+    if not any(vpc.subnet_of(private) for private in _PRIVATE_RANGES):
+        raise InvalidInput(
+            "vpc_cidr",
+            vpc_cidr,
+            "a private range (inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10): a "
+            "public one would shadow those addresses on the internet for everything in the VPC",
+        )
     if not 16 <= vpc.prefixlen <= 24:
         raise InvalidInput(
             "vpc_cidr", vpc_cidr, "a prefix length from /16 to /24 (room for the subnets EKS needs)"

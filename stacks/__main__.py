@@ -10,14 +10,16 @@ import pulumi_aws as aws
 from inferstack.components.platform import InferencePlatform
 from inferstack.components.platform_config import engine_config, parse_config
 from inferstack.infra.aws_identity import identity as aws_identity
+from inferstack.infra.regions import check_region
 from inferstack.stacks.failover_stack import build_failover, check_failover, inherited_settings
 
 engine = engine_config()
 config = parse_config(engine)
 identity = aws_identity(engine)  # the kubeconfig's token is got as the provider's own identity
+region = check_region("aws:region", aws.get_region().region)
 if config.failover:  # a standby stack: its pairing is checked before anything is registered
     services = [s.name for s in config.services]
-    check_failover(config.failover, region=aws.get_region().region, services=services)
+    check_failover(config.failover, region=region, services=services, stack=pulumi.get_stack())
     regional_settings = inherited_settings(engine)
 platform = InferencePlatform(
     config.cluster.name or f"inferstack-{pulumi.get_stack()}",

@@ -39,8 +39,16 @@ def record_name(failover: FailoverConfig) -> str:
     return (failover.record_name or f"{failover.service}.{failover.zone}").rstrip(".")
 
 
-def check_failover(failover: FailoverConfig, *, region: str, services: Sequence[str]) -> None:
+def check_failover(
+    failover: FailoverConfig, *, region: str, services: Sequence[str], stack: str | None = None
+) -> None:
     """What RegionalFailover would reject, named by config key, before anything is registered."""
+    if stack is not None and failover.primary_stack.rsplit("/", 1)[-1] == stack:
+        raise InvalidInput(
+            "inferstack:failover.primaryStack",
+            failover.primary_stack,
+            f"another stack than this one ({stack}): a standby paired with itself has no primary",
+        )
     keys = {
         "standby_region": "aws:region",
         "primary_region": "inferstack:failover.primaryRegion",

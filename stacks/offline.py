@@ -12,7 +12,7 @@ import json
 import re
 import runpy
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,28 +350,64 @@ def with_settings(config: Mapping[str, str], settings: Mapping[str, str]) -> dic
     """
     merged = dict(config)
     for path, text in settings.items():
-        key, _, rest = path.partition(".")
-        if ":" not in key:
-            raise InvalidInput(
-                "config", path, "namespace:key or namespace:key.path, such as inferstack:cluster.name"
-            )
+        key, parts = setting_path(path)
         try:
             value: Any = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        if not rest:
+        if not parts:
             merged[key] = text if isinstance(value, str) else json.dumps(value)
             continue
-        document = json.loads(merged[key]) if key in merged else {}
-        if not isinstance(document, dict):
-            raise InvalidInput("config", path, f"a path into an object; {key} is not one")
-        node = document
-        *parents, leaf = rest.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-        merged[key] = json.dumps(document)
+        document = json.loads(merged[key]) if key in merged else ([] if isinstance(parts[0], int) else {})
+        merged[key] = json.dumps(_set_path(document, parts, value, path))
     return merged
+
+
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]")
+
+
+def setting_path(path: str) -> tuple[str, list[str | int]]:
+    """``inferstack:services[0].name`` -> (``inferstack:services``, [0, "name"]), as ``--path`` reads it."""
+    found = re.match(r"^([A-Za-z0-9_-]+:[A-Za-z_][A-Za-z0-9_]*)", path)
+    allowed = "namespace:key, then .name or [index] steps, such as inferstack:services[0].name"
+    if found is None:
+        raise InvalidInput("--config", path, allowed)
+    parts: list[str | int] = []
+    position = found.end()
+    while position < len(path):
+        step = _PATH_PART.match(path, position)
+        if step is None:
+            raise InvalidInput("--config", path, allowed)
+        parts.append(step[1] if step[1] is not None else int(step[2]))
+        position = step.end()
+    return found[1], parts
+
+
+def _set_path(document: Any, parts: Sequence[str | int], value: Any, path: str) -> Any:
+    """``document`` with ``value`` at ``parts``; a list index may append (the next index) or replace."""
+    node = document
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        fresh: Any = value if last else ([] if isinstance(parts[depth + 1], int) else {})
+        if isinstance(part, int):
+            if not isinstance(node, list) or part > len(node):
+                raise InvalidInput(
+                    "--config", path, f"an index up to {len(node) if isinstance(node, list) else 0}"
+                )
+            if part == len(node):
+                node.append(fresh)
+            elif last:
+                node[part] = value
+        else:
+            if not isinstance(node, dict):
+                raise InvalidInput("--config", path, "a path into an object; this step is not one")
+            if last:
+                node[part] = value
+            else:
+                node.setdefault(part, fresh)
+        if not last:
+            node = node[part]
+    return document
 
 
 def run_stack(stacks_dir: Path, stack: str, settings: Mapping[str, str] | None = None) -> Recording:

@@ -14,6 +14,7 @@ derived from it), ``checks`` (validation), ``pod`` (the pod, its front and ident
 (Services), ``scaling`` (ServiceMonitor, ScaledObject, disruption budget), ``resource`` (the component).
 """
 
+from inferstack.components.admin_api import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER
 from inferstack.components.model_service.args import (
     TRITON_IMAGE,
     ModelSource,
@@ -27,8 +28,6 @@ from inferstack.components.model_service.args import (
 from inferstack.components.model_service.checks import validate
 from inferstack.components.model_service.endpoints import headless_service, service
 from inferstack.components.model_service.pod import (
-    ADMIN_KEY_HEADER,
-    GRPC_ADMIN_KEY_HEADER,
     GRPC_PORT,
     HEALTH_READY,
     HTTP_PORT,

@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 
 from inferstack.components import model_wait
+from inferstack.components.admin_api import restriction_flags
 from inferstack.components.manifests import restricted_security_context
 from inferstack.components.model_service.args import (
     FRONT_MEMORY_GIB,
@@ -57,11 +58,8 @@ STARTUP_PERIOD_S = 10
 # Triton copies the S3 repository here (TRITON_AWS_MOUNT_DIRECTORY); the root filesystem is read-only.
 MODEL_CACHE_DIR = "/var/cache/triton"
 # Triton's admin APIs (explicit model control lets anyone who reaches them unload a model) answer only
-# requests carrying this header with the service's key, on HTTP and gRPC alike. The key lives in a
+# requests carrying admin_api's header with the service's key, on HTTP and gRPC alike. The key lives in a
 # Secret and reaches the args through the container's env ($(VAR) expansion), never the pod spec.
-RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
-ADMIN_KEY_HEADER = "inferstack-admin-key"
-GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"  # the metadata key 2.51 reads over gRPC
 ADMIN_KEY_ENV = "INFERSTACK_ADMIN_KEY"
 ADMIN_KEY_FIELD = "admin-key"  # the Secret's data key
 ADMIN_KEY_LENGTH = 32  # letters and digits only: the value sits in a flag after ':' and '='
@@ -122,10 +120,8 @@ def admin_key_secret_name(name: str) -> str:
 
 
 def restricted_api_args() -> list[str]:
-    """Triton 2.51's own restriction flags. The separator before the header is ':' (its --help says
-    ',', which 2.51 refuses with its usage text)."""
-    rule = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}=$({ADMIN_KEY_ENV})"
-    return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
+    """The admin lock's flags, the key expanded by the kubelet from the container's env."""
+    return restriction_flags(f"$({ADMIN_KEY_ENV})")
 
 
 def admin_key_secret(name: str, args: TritonModelServiceArgs, key: pulumi.Input[str]) -> dict[str, Any]:

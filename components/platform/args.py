@@ -9,7 +9,9 @@ from typing import Any
 
 import pulumi
 
+from inferstack.components.autoscaling import AutoscalingArgs
 from inferstack.components.canary import CanaryRelease
+from inferstack.components.gpu import GpuOperatorsArgs
 from inferstack.components.karpenter import NodePoolPlan, gpu_pool_plans
 from inferstack.components.model_repository import (
     ServedModels,
@@ -36,6 +38,21 @@ from inferstack.infra.reserved import ReservedCapacity, reserved_plans
 KEY = NAMESPACE  # the stack config namespace errors are named in
 MONITORING_NAMESPACE = MonitoringArgs.namespace
 TELEMETRY_NAMESPACE = TelemetryArgs.namespace
+# Namespaces the platform or Kubernetes own: a service named after one would share (and, on
+# deletion, take down) what lives there.
+PLATFORM_NAMESPACES = frozenset(
+    {
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        MONITORING_NAMESPACE,
+        TELEMETRY_NAMESPACE,
+        GpuOperatorsArgs.namespace,
+        AutoscalingArgs.keda_namespace,
+        AutoscalingArgs.autoscaler_namespace,
+    }
+)
 
 
 def node_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodeGroupPlan]:

@@ -14,6 +14,7 @@ from inferstack.components.model_service import (
 )
 from inferstack.components.platform.args import (
     KEY,
+    PLATFORM_NAMESPACES,
     node_plans,
     node_pool_plans,
     served,
@@ -25,7 +26,12 @@ from inferstack.components.telemetry import validate as validate_telemetry
 from inferstack.infra.cluster import ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import check_prefix
-from inferstack.infra.names import EKS_NODEGROUP_NAME_MAX, IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.names import (
+    EKS_NODEGROUP_NAME_MAX,
+    IAM_ROLE_NAME_MAX,
+    check_bucket_prefix,
+    check_derived_name,
+)
 from inferstack.infra.network import (
     nat_zones,
     plan_subnets,
@@ -77,6 +83,7 @@ def check(
     try:
         plan_subnets(config.network.vpc_cidr, zones, private_prefix=19, public_prefix=24)
         nat_zones(zones, config.network.nat)
+        check_bucket_prefix("cluster_name", f"{cluster_name}-models")
         validate_cluster_args(
             cluster_name,
             ClusterArgs(
@@ -108,6 +115,14 @@ def check(
     names = [s.name for s in config.services]
     if len(set(names)) != len(names):
         raise InvalidInput(f"{KEY}:services", names, "unique service names")
+    for i, name in enumerate(names):
+        if name in PLATFORM_NAMESPACES:
+            raise InvalidInput(
+                f"{KEY}:services[{i}].name",
+                name,
+                f"a name of its own: it becomes the service's namespace, and {sorted(PLATFORM_NAMESPACES)} "
+                "are the platform's or Kubernetes' own",
+            )
     shipped = served(config, stack_dir or Path.cwd())
     for i, service in enumerate(config.services):
         try:

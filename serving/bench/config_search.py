@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,20 +107,35 @@ def search(
     candidates: Sequence[Candidate],
     load: Load,
     *,
+    admin_headers: Mapping[str, str],
     concurrency: int,
     progress: Callable[[str], None] | None = None,
     server_group: int | None = None,
 ) -> list[Trial]:
-    """Each candidate loaded into the running Triton (config override, nothing republished), then measured."""
+    """Each candidate loaded into the running Triton (config override, nothing republished, through its
+    admin API with ``admin_headers``), then measured."""
     import tritonclient.http as http
     from google.protobuf import json_format
+    from tritonclient.utils import InferenceServerException
+
+    from inferstack.serving.local.processes import RuntimeFailure
 
     trials = []
     client = http.InferenceServerClient(triton_url.removeprefix("http://"), network_timeout=300.0)
+
+    def load_config(config: Any, what: str) -> None:
+        try:
+            client.load_model(
+                model.name, headers=dict(admin_headers), config=json_format.MessageToJson(config)
+            )
+        except InferenceServerException as error:  # a dead S3 or Triton: the search cannot go on
+            raise RuntimeFailure(
+                f"search: Triton did not load {model.name} with {what}: {error.message()}"
+            ) from None
+
     try:
         for candidate in candidates:
-            config = candidate_config(served_config, candidate)
-            client.load_model(model.name, config=json_format.MessageToJson(config))
+            load_config(candidate_config(served_config, candidate), candidate.label())
             warm_up(triton_url, model.name, model, max_batch_size=candidate.max_batch_size)
             point = measure_point(
                 perf, load, TRITON, triton_url, model.name, concurrency, server_group=server_group
@@ -133,7 +148,7 @@ def search(
                     f"search {candidate.label():<40} {p.throughput:7.0f} req/s  p99 {format_ms(p.p99_ms)}"
                     + (f"  {p.error}" if p.error else "")
                 )
-        client.load_model(model.name, config=json_format.MessageToJson(served_config))
+        load_config(served_config, "its served config")
     finally:
         client.close()
     return trials

@@ -196,6 +196,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
                     served_model.config,
                     request.candidates(),
                     load,
+                    admin_headers=runtime.admin_headers,
                     concurrency=max(levels),
                     progress=progress,
                     server_group=triton_group,

@@ -9,7 +9,12 @@ the next endpoint; an answer from the server that says the request itself is wro
 once, since another replica would say the same.
 
 ``infer`` is one round trip: the model's config is read once per model (output names, and the
-limits every request is checked against before it is sent; see ``limits.py``).
+limits every request is checked against before it is sent; see ``limits.py``). Inference is
+idempotent, so when no endpoint could serve it (a replica killed mid-request answers UNAVAILABLE,
+even behind a balancer that has another) it is sent again, ``INFER_ROUNDS`` times at most, after
+``RETRY_PAUSE_S`` and twice that: a replica's death costs a retry, not the request.
+
+The protocol is the URLs' scheme (``grpc://host:port``), else ``protocol`` (HTTP by default).
 
 An HTTP client belongs to the thread that first used it (tritonclient.http runs on gevent): use one
 ``TritonClient`` per thread.
@@ -40,10 +45,13 @@ Array = npt.NDArray[Any]
 Protocol = Literal["http", "grpc"]
 # Statuses that say "this endpoint cannot serve now" (down, overloaded, too slow), not "bad request":
 # another replica may well answer. gRPC reports a refused connection as UNAVAILABLE too.
-_UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503")
+# A gateway's 502 and 504 say the same of what is behind it.
+_UNREACHABLE_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "502", "503", "504")
 FIRST_DOWN_S = 2.0
 MAX_DOWN_S = 30.0
 PROBE_TIMEOUT_S = 0.5  # a readiness check, before a down endpoint gets real requests again
+INFER_ROUNDS = 3  # passes over the endpoints an inference gets when none could serve it
+RETRY_PAUSE_S = 0.2  # before the second pass; doubled before each later one
 # Which endpoints are down, shared by every client in the process: one thread's timeout spares the
 # others theirs. endpoint -> (down until, last back-off).
 _DOWN: dict[str, tuple[float, float]] = {}
@@ -104,15 +112,22 @@ class TritonClient:
         self,
         urls: str | Sequence[str],
         *,
-        protocol: Protocol = "http",
+        protocol: Protocol | None = None,
         timeout_s: float = 10.0,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         endpoints = [urls] if isinstance(urls, str) else list(urls)
         if not endpoints:
             raise InvalidInput("urls", endpoints, "one or more host:port endpoints")
+        schemes = {str(u).split("://", 1)[0] for u in endpoints if "://" in str(u)}
+        if protocol is None:
+            protocol = "grpc" if schemes == {"grpc"} else "http"
         if protocol not in ("http", "grpc"):
             raise InvalidInput("protocol", protocol, "http or grpc")
+        if schemes - {protocol}:
+            raise InvalidInput(
+                "urls", endpoints, f"{protocol}:// or HOST:PORT endpoints for protocol {protocol}"
+            )
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s <= 600:
             raise InvalidInput("timeout_s", timeout_s, "a number of seconds > 0 and <= 600")
         self.endpoints = [parse_endpoint(u) for u in endpoints]
@@ -188,30 +203,36 @@ class TritonClient:
                 with contextlib.suppress(Exception):  # closing a broken connection may fail too
                     client.close()
 
-    def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
-        """Run ``call`` against each endpoint in turn: those up first; the next call starts one further."""
+    def _call(self, what: str, call: Callable[[Any], Any], *, rounds: int = 1) -> Any:
+        """Run ``call`` against each endpoint in turn: those up first; the next call starts one further.
+        When none could serve it, up to ``rounds`` passes in all, pausing between them."""
         from tritonclient.utils import InferenceServerException
 
         retryable: tuple[type[BaseException], ...] = (*_transport_errors(), _NotReady)
         failures = []
-        for attempt, endpoint in enumerate(self._order()):
-            if attempt:
-                self.retries += 1
-            try:
-                result = call(self._client(endpoint))
-            except InferenceServerException as error:
-                if str(error.status()) not in _UNREACHABLE_STATUS:
-                    raise TritonRequestError(f"{what} at {endpoint}: {error.message()}") from None
-                failures.append(f"{endpoint}: {error.message()}")
-                self._mark_down(endpoint)
-                continue
-            except retryable as error:
-                failures.append(f"{endpoint}: {type(error).__name__}: {error}")
-                self._mark_down(endpoint)
-                continue
-            self._first = (self.endpoints.index(endpoint) + 1) % len(self.endpoints)
-            self._down.pop(endpoint, None)
-            return result
+        attempt = 0
+        for number in range(rounds):
+            if number:
+                time.sleep(RETRY_PAUSE_S * 2 ** (number - 1))
+            for endpoint in self._order():
+                if attempt:
+                    self.retries += 1
+                attempt += 1
+                try:
+                    result = call(self._client(endpoint))
+                except InferenceServerException as error:
+                    if str(error.status()) not in _UNREACHABLE_STATUS:
+                        raise TritonRequestError(f"{what} at {endpoint}: {error.message()}") from None
+                    failures.append(f"{endpoint}: {error.message()}")
+                    self._mark_down(endpoint)
+                    continue
+                except retryable as error:
+                    failures.append(f"{endpoint}: {type(error).__name__}: {error}")
+                    self._mark_down(endpoint)
+                    continue
+                self._first = (self.endpoints.index(endpoint) + 1) % len(self.endpoints)
+                self._down.pop(endpoint, None)
+                return result
         raise TritonUnavailable(f"{what}: no endpoint answered ({'; '.join(failures)})")
 
     def _kwargs(self) -> dict[str, Any]:
@@ -336,7 +357,7 @@ class TritonClient:
             )
             return {name: result.as_numpy(name) for name in outputs}
 
-        answer: dict[str, Array] = self._call(f"inference on {model}", call)
+        answer: dict[str, Array] = self._call(f"inference on {model}", call, rounds=INFER_ROUNDS)
         return answer
 
     def close(self) -> None:

@@ -19,8 +19,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +229,47 @@ class ChildProcess:
         child = start_child(self.name, self.argv, log=self.log, env=self.env, append=True)
         child.shm_prefix = self.shm_prefix
         return child
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (then delivered) while a child starts and is counted: an interrupt
+    between the fork and the bookkeeping would leave a child that nobody stops. Main thread only,
+    where Python runs signal handlers; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda number, _frame: received.append(number)) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)
+
+
+def stop_all(children: Sequence[ChildProcess], timeout_s: float = 2.0) -> None:
+    """Stop every child's process group at once, within ``timeout_s`` + 3 s in all (one after the
+    other, a Triton whose stubs ignore SIGTERM would take that long each): SIGTERM to every group,
+    SIGKILL to what is left after ``timeout_s``, then each child's own cleanup (``ChildProcess.stop``)."""
+    for child in children:
+        child.note_model_copies()
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 3.0)):
+        live = [c for c in children if group_members(c.process.pid)]
+        for child in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, sig)
+        deadline = time.monotonic() + wait
+        while live and time.monotonic() < deadline:
+            for child in live:
+                child.process.poll()  # reap the leader, or it stays a member as a zombie
+            live = [c for c in live if group_members(c.process.pid)]
+            time.sleep(0.05)
+    for child in children:
+        child.stop()
 
 
 def start_child(

@@ -7,6 +7,7 @@ model that fails to load ends the wait at once, with Triton's own log lines.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inferstack.components.admin_api import ADMIN_KEY_HEADER, restriction_flags
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.prefixes import check_prefix
 from inferstack.serving.client.answers import compare
@@ -40,8 +42,10 @@ from inferstack.serving.local.processes import (
     free_port,
     local_env,
     signal_name,
+    signals_deferred,
     start_child,
     start_moto,
+    stop_all,
     triton_backends,
     triton_env,
     wait_listening,
@@ -120,6 +124,8 @@ class LocalRuntime:
     triton_args: Sequence[str] = ()  # more server flags: tracing, logging
     replicas: int = 1
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Triton's admin APIs answer only this key, as in the cluster (letters and digits: it sits in a flag).
+    admin_key: str = field(default_factory=lambda: secrets.token_hex(16))
 
     models: list[RepositoryModel] = field(default_factory=list, init=False)
     children: list[ChildProcess] = field(default_factory=list, init=False)
@@ -147,6 +153,13 @@ class LocalRuntime:
         ):
             raise InvalidInput("replicas", self.replicas, f"an integer from 1 to {MAX_REPLICAS}")
         check_prefix(self.prefix)
+        if not (self.admin_key.isascii() and self.admin_key.isalnum() and len(self.admin_key) >= 16):
+            raise InvalidInput("admin_key", "<hidden>", "16 or more ASCII letters and digits")
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What a call to a replica's admin API (load, unload, log settings) carries."""
+        return {ADMIN_KEY_HEADER: self.admin_key}
 
     def _say(self, message: str) -> None:
         if self.progress:
@@ -178,7 +191,8 @@ class LocalRuntime:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._say(f"starting emulated S3 (moto) on 127.0.0.1:{ports['s3']}")
-            self.children.append(start_moto(self.work_dir, ports["s3"]))
+            with signals_deferred():  # started and counted as ours in one step a Ctrl-C cannot split
+                self.children.append(start_moto(self.work_dir, ports["s3"]))
             self.s3_endpoint = f"http://127.0.0.1:{ports['s3']}"
             self._publish()
             backends = triton_backends(triton, self.work_dir)
@@ -193,6 +207,16 @@ class LocalRuntime:
             self.stop(keep_work_dir=True)  # the logs it names must still be there to read
             raise
         return self
+
+    def _launch(
+        self, name: str, argv: Sequence[str], *, log: Path, env: dict[str, str], shm_prefix: str = ""
+    ) -> ChildProcess:
+        """Start a child and count it as ours in one step a Ctrl-C cannot split (see signals_deferred)."""
+        with signals_deferred():
+            child = start_child(name, argv, log=log, env=env)
+            child.shm_prefix = shm_prefix
+            self.children.append(child)
+        return child
 
     def _s3(self) -> Any:
         import boto3
@@ -254,6 +278,7 @@ class LocalRuntime:
             "--metrics-config=summary_latencies=true",
             "--strict-readiness=true",
             "--exit-timeout-secs=10",
+            *restriction_flags(self.admin_key),
             *self.triton_args,
         ]
         self.replica_http_urls.append(f"http://127.0.0.1:{http}")
@@ -265,9 +290,7 @@ class LocalRuntime:
             self.replica_metrics_urls[0],
         )
         self._say(f"starting {name} from {self.model_repository_uri}")
-        child = start_child(name, argv, log=self.work_dir / f"{name}.log", env=env)
-        child.shm_prefix = shm_prefix
-        self.children.append(child)
+        child = self._launch(name, argv, log=self.work_dir / f"{name}.log", env=env, shm_prefix=shm_prefix)
         self._supervised[name] = _Supervised(started=time.monotonic())
         return child
 
@@ -286,13 +309,12 @@ class LocalRuntime:
             )
         )
         self._say(f"starting HAProxy in front of {self.replicas} replicas")
-        child = start_child(
+        child = self._launch(
             "haproxy",
             [haproxy, "-W", "-db", "-f", str(config)],
             log=self.work_dir / "haproxy.log",
             env=local_env(),
         )
-        self.children.append(child)
         wait_listening(child, ports["balanced-http"])
         self.balanced_http_url = f"http://127.0.0.1:{ports['balanced-http']}"
         self.balanced_grpc_url = f"127.0.0.1:{ports['balanced-grpc']}"
@@ -322,8 +344,7 @@ class LocalRuntime:
             "--limits",
             str(path),
         ]
-        child = start_child("gateway", argv, log=self.work_dir / "gateway.log", env=local_env())
-        self.children.append(child)
+        child = self._launch("gateway", argv, log=self.work_dir / "gateway.log", env=local_env())
         wait_listening(child, port)
         self.front_url = f"http://127.0.0.1:{port}"
         self._say(f"gateway on {self.front_url}: requests checked against the models' configs")
@@ -390,7 +411,9 @@ class LocalRuntime:
                 state.due = now + _RESTART_BACKOFF_S[state.restarts]
                 events.append(f"{child.describe_exit()}\nrestarting in {state.due - now:.0f} s")
             elif now >= state.due:
-                self.children[position] = child.restarted()
+                child.stop()
+                with signals_deferred():
+                    self.children[position] = child.restarted()
                 state.restarts, state.due, state.started = state.restarts + 1, None, now
                 events.append(
                     f"{child.name} restarted (restart {state.restarts} of {len(_RESTART_BACKOFF_S)})"
@@ -436,8 +459,7 @@ class LocalRuntime:
         return results
 
     def stop(self, *, keep_work_dir: bool = False) -> None:
-        for child in reversed(self.children):
-            child.stop()
+        stop_all(list(reversed(self.children)))
         self.children.clear()
         self.replica_http_urls.clear()
         self.replica_grpc_urls.clear()

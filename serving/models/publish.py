@@ -27,6 +27,7 @@ import hashlib
 import json
 import re
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,7 @@ def check_repository(repository: Path) -> None:
     """Raise InvalidInput unless Triton could load every model of ``repository`` as it stands."""
     from inferstack.serving.models.config import parse_config
     from inferstack.serving.models.repository import needed_files
+    from inferstack.serving.models.specs import MODEL_FILE
 
     if not repository.is_dir():
         raise InvalidInput("repository", str(repository), "an existing model repository folder")
@@ -133,6 +135,31 @@ def check_repository(repository: Path) -> None:
                     sorted(p.name for p in version.iterdir()),
                     f"a version folder numbered from 1 holding {' and '.join(needed_files(config))}",
                 )
+            check_torchscript(version / MODEL_FILE, field=f"{model_dir.name}/{version.name}/{MODEL_FILE}")
+        policy = config.version_policy
+        if policy.WhichOneof("policy_choice") == "specific":
+            present = sorted(int(p.name) for p in numbered)
+            lacking = sorted(set(policy.specific.versions) - set(present))
+            if lacking:
+                raise InvalidInput(
+                    f"{model_dir.name}/{_CONFIG} version_policy.specific.versions",
+                    list(policy.specific.versions),
+                    f"versions the repository holds: {present} ({lacking} missing: Triton would not load it)",
+                )
+
+
+def check_torchscript(path: Path, *, field: str) -> None:
+    """``path`` is a TorchScript archive (what ``torch.jit.save`` writes: a zip of code and data
+    pickles), not any file named like one; the archive's own loading is Triton's and the smoke's."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        names = []
+    if not any(n.endswith("/data.pkl") for n in names) or not any("/code/" in n for n in names):
+        raise InvalidInput(
+            field, f"{path.stat().st_size} bytes", "a TorchScript archive, as torch.jit.save writes it"
+        )
 
 
 def upload_order(repository: Path, *, served_only: bool = False) -> list[str]:

@@ -80,9 +80,10 @@ def call(url: str, method: str, path: str, headers: Mapping[str, str] | None = N
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> Iterator[LocalRuntime]:
     repository = build_demo_repository(tmp_path_factory.mktemp("repository"))
-    with LocalRuntime(
-        repository, work_dir=tmp_path_factory.mktemp("locked"), triton_args=pod_restriction_flags()
-    ) as runtime:
+    # The local runtime locks its Tritons with the pod's very flags; here with this test's key.
+    with LocalRuntime(repository, work_dir=tmp_path_factory.mktemp("locked"), admin_key=KEY) as runtime:
+        argv = runtime.children[1].argv
+        assert [a for a in argv if "-restricted-" in a] == pod_restriction_flags(), argv
         yield runtime
 
 

@@ -129,7 +129,9 @@ def test_one_round_trip_per_infer_the_config_read_once_per_model(
     with TritonClient(live_url(served, protocol), protocol=protocol) as client:
         calls: list[str] = []
         real = client._call
-        monkeypatch.setattr(client, "_call", lambda what, call: calls.append(what) or real(what, call))
+        monkeypatch.setattr(
+            client, "_call", lambda what, call, **kw: calls.append(what) or real(what, call, **kw)
+        )
         for batch in (1, 2, 3):
             answer = client.infer("demo", {"features": np.ones((batch, 16), dtype=np.float32)})
             assert answer["probabilities"].shape == (batch, 4)
@@ -219,8 +221,9 @@ def test_endpoints_are_parsed_as_urls(url: str) -> None:
 
 
 def test_endpoint_forms() -> None:
-    client = TritonClient(["127.0.0.1:8000", "http://localhost:8001/", "grpc://[::1]:8002"])
+    client = TritonClient(["127.0.0.1:8000", "http://localhost:8001/", "[::1]:8002"])
     assert client.endpoints == ["127.0.0.1:8000", "localhost:8001", "[::1]:8002"]
+    assert TritonClient(["127.0.0.1:8001", "grpc://[::1]:8002"], protocol="grpc").endpoints[1] == "[::1]:8002"
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -240,3 +243,14 @@ def test_a_failed_endpoint_is_tried_last_until_its_back_off_ends(
         client.infer("demo", inputs)
         assert client.retries == 1, "a failed readiness probe should spare the request"
         assert client._down[dead][1] == 4.0, "the back-off doubles"
+
+
+def test_the_urls_scheme_picks_the_protocol() -> None:
+    assert TritonClient("grpc://127.0.0.1:8001").protocol == "grpc"
+    assert TritonClient(["grpc://a:1", "grpc://b:1"]).protocol == "grpc"
+    assert TritonClient("http://127.0.0.1:8000").protocol == "http"
+    assert TritonClient("127.0.0.1:8001", protocol="grpc").protocol == "grpc"
+    for urls, protocol in ((["grpc://127.0.0.1:8001"], "http"), (["http://a:1", "grpc://b:1"], None)):
+        with pytest.raises(InvalidInput) as caught:
+            TritonClient(urls, protocol=protocol)  # type: ignore[arg-type]
+        assert caught.value.field == "urls"

@@ -23,7 +23,7 @@ import pytest
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.client.answers import compare
-from inferstack.serving.client.client import TritonClient, TritonUnavailable
+from inferstack.serving.client.client import Protocol, TritonClient, TritonUnavailable
 from inferstack.serving.local.balancer import retries
 from inferstack.serving.local.demo import build_demo_repository
 from inferstack.serving.local.processes import SMOKE_TOLERANCE, RuntimeFailure, group_members
@@ -39,8 +39,10 @@ HOSTILE = json.dumps(
 FEATURES = [np.random.default_rng(seed).standard_normal((1, 16)).astype(np.float32) for seed in range(8)]
 
 
-def post(url: str, body: bytes, timeout_s: float = 20.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+def post(
+    url: str, body: bytes, timeout_s: float = 20.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as answer:
             return answer.status, answer.read()
@@ -181,6 +183,7 @@ class Load:
 
     urls: list[str]
     expected: list[np.ndarray]
+    protocol: Protocol = "http"
     sent: int = 0
     failed: int = 0
     wrong: int = 0
@@ -195,7 +198,7 @@ class Load:
         stop = time.monotonic() + seconds
 
         def loop(worker: int) -> None:
-            with TritonClient(self.urls, timeout_s=3) as client:
+            with TritonClient(self.urls, protocol=self.protocol, timeout_s=3) as client:
                 number = worker
                 while time.monotonic() < stop:
                     index = number % len(FEATURES)
@@ -233,12 +236,16 @@ class Load:
         return f"sent {self.sent}, retried {self.retried}, failed {self.failed}, wrong {self.wrong} {self.errors}"
 
 
+def two_replicas(factory: pytest.TempPathFactory, name: str) -> Iterator[LocalRuntime]:
+    require_tool("haproxy")
+    repository = build_demo_repository(factory.mktemp("repository"))
+    with LocalRuntime(repository, work_dir=factory.mktemp(name), replicas=2) as runtime:
+        yield runtime
+
+
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> Iterator[LocalRuntime]:
-    require_tool("haproxy")
-    repository = build_demo_repository(tmp_path_factory.mktemp("repository"))
-    with LocalRuntime(repository, work_dir=tmp_path_factory.mktemp("replicated"), replicas=2) as runtime:
-        yield runtime
+    yield from two_replicas(tmp_path_factory, "replicated")
 
 
 @pytest.fixture(scope="module")
@@ -292,6 +299,36 @@ def test_a_replica_killed_under_load_costs_no_request(
     print(f"SIGKILL through the {through}: {load.report()}; HAProxy {before} -> {after}")
     assert load.sent > 50 and load.failed == 0 and load.wrong == 0, load.report()
     heal(replicated)
+
+
+@pytest.fixture(scope="module")
+def killed_often(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> Iterator[LocalRuntime]:
+    """Its own runtime: each replica is killed five times, all the restarts the supervisor allows."""
+    yield from two_replicas(tmp_path_factory, "killed")
+
+
+def test_kill_9_of_a_replica_five_times_per_protocol_loses_no_request(killed_often: LocalRuntime) -> None:
+    """What ``local up --replicas 2`` offers: HTTP through the gateway, gRPC through HAProxy (per
+    connection, so a killed replica's in-flight gRPC calls fail and the client sends them again)."""
+    with TritonClient(killed_often.replica_http_urls[0]) as client:
+        expected = [client.infer("demo", {"features": f})["probabilities"] for f in FEATURES]
+    runs, client_retries = [], {"http": 0, "grpc": 0}
+    balancer_before = balancer_retries(killed_often)
+    for protocol, url in (("http", killed_often.front_url), ("grpc", killed_often.balanced_grpc_url)):
+        for run in range(5):
+            victim = f"triton-{(run + (protocol == 'grpc')) % 2}"
+            load = Load([url], expected, protocol=protocol)
+            load.run(4.0, during=disrupt(killed_often, victim, signal.SIGKILL, at_s=1.5))
+            client_retries[protocol] += load.retried
+            runs.append(f"{protocol} run {run + 1}, {victim} killed: {load.report()}")
+            print(runs[-1])
+            assert load.sent > 20 and load.failed == 0 and load.wrong == 0, runs
+            heal(killed_often)
+    balancer = balancer_retries(killed_often)
+    print(f"client retries {client_retries}; HAProxy {balancer_before} -> {balancer}")
+    # The kills did cut gRPC calls in flight (HAProxy balances gRPC per connection): the client's
+    # bounded retry is what saved them. HTTP requests are retried by HAProxy or the client.
+    assert client_retries["grpc"] > 0, runs
 
 
 def test_a_replica_drained_with_sigterm_under_load_costs_no_request(
@@ -368,7 +405,9 @@ def test_a_publish_cut_off_by_a_stalled_s3_leaves_the_served_version_serving(tmp
         listed = s3.list_objects_v2(Bucket=runtime.bucket, Prefix=f"{runtime.prefix}/demo/2/").get("KeyCount")
         assert listed == 0, "version 2 is half there: Triton's latest-version policy would pick it"
         assert verify_published(location, s3=s3) == []
-        status, body = post(f"{runtime.http_url}/v2/repository/models/demo/load", b"{}")
+        # The admin API, locked as in the cluster: with the key `local up` prints.
+        load = f"{runtime.http_url}/v2/repository/models/demo/load"
+        status, body = post(load, b"{}", headers=runtime.admin_headers)
         assert status == 200, body
         with TritonClient(runtime.front_url) as client:
             assert client.model_metadata("demo")["versions"] == ["1"]

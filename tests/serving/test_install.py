@@ -158,3 +158,23 @@ def test_pip_install_without_extras_imports_the_components_on_each_supported_pyt
     assert plan.returncode == 0, plan.stderr[-2000:]
     assert "inferstack:platform:InferencePlatform" in plan.stdout
     assert list((empty / "out" / "plan" / "dev").rglob("*.yaml"))
+
+
+def test_the_bootstraps_python_check_takes_every_supported_python_and_no_other() -> None:
+    """The bootstrap's first check, run by each Python found here: the declared ones pass."""
+    check = next(
+        line for line in (ROOT / ".ci" / "bootstrap").read_text().splitlines() if "version_info" in line
+    )
+    code = check.split("-c '", 1)[1].rsplit("'", 1)[0]
+    found = {version: interpreter(version) for version in supported_pythons()}
+    if not all(found.values()):
+        unavailable(f"no interpreter here for {[v for v, path in found.items() if path is None]}")
+    for version, path in found.items():
+        assert subprocess.run([str(path), "-c", code], capture_output=True).returncode == 0, version
+    # What a Python outside the range would be told (version_info faked: no such Python is installed).
+    refused = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.version_info = (3, 10, 0); {code}"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "3.11 to 3.13" in refused.stderr

@@ -91,7 +91,10 @@ def test_the_gateway_reads_json_and_binary_request_headers() -> None:
     for body, length in ((header, None), (header + b"\0" * 64, str(len(header)))):
         with pytest.raises(InvalidInput, match=r"ranker\.features\.shape"):
             check_body(RANKER, body, length)
-    ok = b'{"inputs":[{"name":"features","datatype":"FP32","shape":[1,6]},{"name":"ids","datatype":"INT64","shape":[1,1]}]}'
+    ok = (
+        b'{"inputs":[{"name":"features","datatype":"FP32","shape":[1,6],"parameters":{"binary_data_size":24}},'
+        b'{"name":"ids","datatype":"INT64","shape":[1,1],"parameters":{"binary_data_size":8}}]}'
+    )
     check_body(RANKER, ok + b"\0" * 32, str(len(ok)))
     for body, length, field in (
         (b"not json", None, "request body"),
