@@ -24,9 +24,9 @@ from inferstack.components.model_service import (
 )
 from inferstack.components.model_service.pod import ADMIN_KEY_ENV, triton_args
 from inferstack.serving.local.demo import build_demo_repository
+from inferstack.serving.local.request_front import running_front
 from inferstack.serving.local.runtime import LocalRuntime
 from tests.serving.test_faults import infer_ok, ready
-from tests.serving.test_request_front import front_folder, running_front
 
 pytestmark = pytest.mark.real_server
 
@@ -161,7 +161,8 @@ def test_with_the_key_an_operator_unloads_and_loads_over_http_and_grpc(locked: L
 
 
 def test_the_front_answers_the_admin_paths_itself_key_or_no_key(locked: LocalRuntime) -> None:
-    with front_folder() as folder, running_front(locked.http_url, folder) as front:
+    with running_front(locked.http_url) as running:
+        front = running.url
         # Triton routes the raw path: /v2/repository/../index is its repository index.
         raw = [("POST", "/v2/repository/../index"), ("GET", "/v2/logging?format=json")]
         for headers in ({}, {ADMIN_KEY_HEADER: KEY}):
@@ -169,7 +170,7 @@ def test_the_front_answers_the_admin_paths_itself_key_or_no_key(locked: LocalRun
                 status, body = call(front, method, path, headers)
                 assert status == 403, (method, path, body)
                 assert "not served through the request front" in json.loads(body)["error"]
-        assert KEY not in (folder / "nginx.log").read_text()
+        assert KEY not in (running.folder / "nginx.log").read_text()
         for path in ("/v2/models/demo/ready", "/v2/models/demo/config", "/v2/models/demo/stats"):
             assert call(front, "GET", path)[0] == 200, path
         assert infer_ok(front)
