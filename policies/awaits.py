@@ -23,7 +23,7 @@ from inferstack.components.awaits import (
     release_timeout_s,
     workload_waits_s,
 )
-from inferstack.policies.rules import RELEASE, Config, namespace_of
+from inferstack.policies.rule_base import RELEASE, Config, namespace_of
 
 if TYPE_CHECKING:
     from inferstack.policies.stack_rules import Stack, StackResource

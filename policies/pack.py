@@ -22,7 +22,8 @@ from pulumi_policy import (
 )
 
 from inferstack.policies.plain import plain
-from inferstack.policies.rules import RULES, Rule, RuleBase
+from inferstack.policies.rule_base import Rule, RuleBase
+from inferstack.policies.rules import RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
 from inferstack.policies.stack_rules import STACK_RULES, Stack, StackResource, StackRule
 

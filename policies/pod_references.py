@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from inferstack.policies.rules import POD_CONTROLLERS, Config, namespace_of, pod_spec
+from inferstack.policies.rule_base import POD_CONTROLLERS, Config, namespace_of, pod_spec
 
 if TYPE_CHECKING:
     from inferstack.policies.stack_rules import Stack, StackResource

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from inferstack.policies.rules import RULES, RuleBase
+from inferstack.policies.rule_base import RuleBase
+from inferstack.policies.rules import RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
 from inferstack.policies.stack_rules import STACK_RULES
 

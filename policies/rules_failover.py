@@ -6,7 +6,7 @@ store), leaves the standby with no models; a failover record without a health ch
 
 from __future__ import annotations
 
-from inferstack.policies.rules import Config, Props, Rule
+from inferstack.policies.rule_base import Config, Props, Rule
 
 REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
 RECORD = "aws:route53/record:Record"

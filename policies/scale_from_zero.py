@@ -29,7 +29,7 @@ from inferstack.infra.node_template import (
     shortfalls,
     template_node,
 )
-from inferstack.policies.rules import (
+from inferstack.policies.rule_base import (
     LAUNCH_TEMPLATE,
     NODE_GROUP,
     RELEASE,

@@ -16,7 +16,7 @@ from typing import Any
 from inferstack.infra.interruptions import INTERRUPTION_EVENTS
 from inferstack.policies.awaits import await_covers_wait
 from inferstack.policies.pod_references import pods_wait_for_references
-from inferstack.policies.rules import (
+from inferstack.policies.rule_base import (
     CLUSTER,
     DEPLOYMENT,
     NODE_GROUP,

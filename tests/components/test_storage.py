@@ -7,7 +7,7 @@ import pulumi_kubernetes as k8s
 
 from inferstack.components.storage import GP3, StorageClasses, StorageClassesArgs, gp3_storage_class
 from inferstack.infra.storage import EBS_CSI_PROVISIONER
-from inferstack.policies.rules import EBS_CSI
+from inferstack.policies.rule_base import EBS_CSI
 from tests.harness import run_program
 from tests.schemas import validate_k8s
 

@@ -19,7 +19,7 @@ import yaml
 from inferstack.components import charts, telemetry
 from inferstack.components.telemetry import Telemetry, TelemetryArgs
 from inferstack.components.triton_telemetry import LOG_LINE, LOG_LINE_PATTERN, TRACES_PATH, onigmo_pattern
-from inferstack.policies import rules
+from inferstack.policies import rule_base, rules_cluster, rules_workloads
 from inferstack.serving.local.triton_logs import parse_line
 from tests.components.helm import find, render, render_release
 from tests.conftest import ROOT, unavailable
@@ -106,7 +106,7 @@ def test_the_log_role_reaches_one_group_and_its_streams() -> None:
         "logs:PutLogEvents",
     }
     assert statement["Resource"] == [arn, f"{arn}:*"]
-    assert rules.logs_scoped(rules.IAM_POLICIES[0], {"policy": json.dumps(policy)}, {}) == []
+    assert rules_workloads.logs_scoped(rule_base.IAM_POLICIES[0], {"policy": json.dumps(policy)}, {}) == []
 
 
 # --- the component under mocks, and its releases as helm renders them --------------------------------
@@ -155,13 +155,13 @@ def test_the_component_installs_the_three_pinned_charts_under_itself(
             chart.repository,
         )
         assert given.inputs["namespace"] == NS
-        assert rules.pinned_charts(RELEASE, given.inputs, {}) == []
-        assert rules.pinned_images(RELEASE, given.inputs, {}) == []
+        assert rules_cluster.pinned_charts(RELEASE, given.inputs, {}) == []
+        assert rules_cluster.pinned_images(RELEASE, given.inputs, {}) == []
     # The first-party manifests these releases replace are gone.
     for kind in ("apps/v1:Deployment", "apps/v1:StatefulSet", "apps/v1:DaemonSet", "core/v1:ConfigMap"):
         assert recording.of_type(f"kubernetes:{kind}") == []
     kubernetes = [r for r in recording if r.type.startswith("kubernetes:")]
-    assert [r.name for r in kubernetes if rules.no_static_aws_keys(r.type, r.inputs, {})] == []
+    assert [r.name for r in kubernetes if rules_workloads.no_static_aws_keys(r.type, r.inputs, {})] == []
     group = recording.one("aws:cloudwatch/logGroup:LogGroup").inputs
     assert group == {**group, "name": "/inferstack/ml-prod/containers", "retentionInDays": 30}
 

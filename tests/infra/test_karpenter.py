@@ -18,7 +18,8 @@ from inferstack.infra.karpenter import (
     queue_policy,
     validate_names,
 )
-from inferstack.policies.rules import QUEUE, QUEUE_POLICY, interruption_queue_scoped
+from inferstack.policies.rule_base import QUEUE, QUEUE_POLICY
+from inferstack.policies.rules_workloads import interruption_queue_scoped
 from inferstack.stacks import offline
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, Recording
