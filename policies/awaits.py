@@ -26,7 +26,7 @@ from inferstack.components.awaits import (
 from inferstack.policies.rule_base import RELEASE, Config, namespace_of
 
 if TYPE_CHECKING:
-    from inferstack.policies.stack_rules import Stack, StackResource
+    from inferstack.policies.stack import Stack, StackResource
 
 SERVICE = "kubernetes:core/v1:Service"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"

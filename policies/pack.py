@@ -25,7 +25,8 @@ from inferstack.policies.plain import plain
 from inferstack.policies.rule_base import Rule, RuleBase
 from inferstack.policies.rules import RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
-from inferstack.policies.stack_rules import STACK_RULES, Stack, StackResource, StackRule
+from inferstack.policies.stack import Stack, StackResource
+from inferstack.policies.stack_rules import STACK_RULES, StackRule
 
 PACK_NAME = "inferstack"
 LEVELS = {

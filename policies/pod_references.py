@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from inferstack.policies.rule_base import POD_CONTROLLERS, Config, namespace_of, pod_spec
 
 if TYPE_CHECKING:
-    from inferstack.policies.stack_rules import Stack, StackResource
+    from inferstack.policies.stack import Stack, StackResource
 
 KINDS = {
     "ServiceAccount": "kubernetes:core/v1:ServiceAccount",

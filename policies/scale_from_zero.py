@@ -40,7 +40,7 @@ from inferstack.policies.rule_base import (
 )
 
 if TYPE_CHECKING:
-    from inferstack.policies.stack_rules import Stack, StackResource
+    from inferstack.policies.stack import Stack, StackResource
 
 ASG_TAG = "aws:autoscaling/tag:Tag"
 ADDON = "aws:eks/addon:Addon"

@@ -13,7 +13,8 @@ from pulumi_policy.proxy import unknown_checking_proxy
 
 from inferstack.policies import rule_base, rules, rules_workloads
 from inferstack.policies.plain import plain
-from inferstack.policies.stack_rules import CRD_CHARTS, _api_group
+from inferstack.policies.stack import CRD_CHARTS
+from inferstack.policies.stack_access import _api_group
 from inferstack.stacks.offline import run_stack
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER

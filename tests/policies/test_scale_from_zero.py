@@ -9,7 +9,8 @@ from collections.abc import Iterable
 import pytest
 
 from inferstack.policies.scale_from_zero import fits, node_template_fits, reachable_groups
-from inferstack.policies.stack_rules import Stack, StackResource, gpu_capacity, zone_loss
+from inferstack.policies.stack import Stack, StackResource
+from inferstack.policies.stack_capacity import gpu_capacity, zone_loss
 from inferstack.stacks import offline
 from inferstack.stacks.offline import Recorded
 from inferstack.stacks.plan import preview_json
