@@ -41,7 +41,7 @@ def target(engine: Mapping[str, Any]) -> Target:
     """What the stack will ask of the account, from its config in engine form."""
     from inferstack.components.platform import node_plans
     from inferstack.components.platform_config import parse_config
-    from inferstack.infra.nodegroups import GPU_AMI_TYPES
+    from inferstack.infra.node_plans import GPU_AMI_TYPES
     from inferstack.infra.preflight import Target
     from inferstack.infra.storage import EBS_CSI_ADDON
     from inferstack.infra.versions import AL2023_RELEASE_VERSIONS, EBS_CSI_ADDON_VERSIONS, EKS_ADDON_VERSIONS

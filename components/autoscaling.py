@@ -26,7 +26,7 @@ from inferstack.components.promql import SPOT_NODE_GROUPS
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import service_account_role
-from inferstack.infra.nodegroups import NODE_ROLE_LABEL
+from inferstack.infra.node_plans import NODE_ROLE_LABEL
 
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
 # Priority expander: higher wins; a pattern matches node group (ASG) names. Reserved groups first:

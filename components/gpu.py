@@ -23,7 +23,7 @@ from inferstack.components.charts import (
 from inferstack.components.manifests import namespace
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.nodegroups import GPU_AMI_TYPES, GPU_PRESENT_LABEL, GPU_TAINT_KEY, AmiType
+from inferstack.infra.node_plans import GPU_AMI_TYPES, GPU_PRESENT_LABEL, GPU_TAINT_KEY, AmiType
 
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODE_SELECTOR = {GPU_PRESENT_LABEL: "true"}

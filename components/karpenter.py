@@ -34,7 +34,7 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.karpenter import DISCOVERY_TAG, NAMESPACE, SERVICE_ACCOUNT
 from inferstack.infra.network import subnet_tags
-from inferstack.infra.nodegroups import (
+from inferstack.infra.node_plans import (
     CAPACITY_TYPE_LABEL,
     GPU_MODEL_LABEL,
     GPU_PRESENT_LABEL,

@@ -19,7 +19,7 @@ from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.storage import GP3
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.nodegroups import NODE_ROLE_LABEL
+from inferstack.infra.node_plans import NODE_ROLE_LABEL
 
 _RETENTION = re.compile(r"^[1-9][0-9]*[hdwy]$")
 # kube-prometheus-stack's Prometheus service, as KEDA triggers reach it from any namespace.

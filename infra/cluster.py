@@ -30,7 +30,7 @@ from inferstack.infra import irsa
 from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
-from inferstack.infra.nodegroups import GPU_TAINT_KEY
+from inferstack.infra.node_plans import GPU_TAINT_KEY
 from inferstack.infra.versions import (
     DEFAULT_KUBERNETES_VERSION,
     EKS_ADDON_VERSIONS,

@@ -94,7 +94,7 @@ def instance_class(instance_type: str) -> str:
 def vcpu_needs(groups: Sequence[GroupNeed]) -> dict[tuple[str, CapacityType], tuple[int, int]]:
     """(class, capacity type) -> (vCPUs at the first `up`, vCPUs at every group's max size).
 
-    A spot group's types share one shape (nodegroups.check_spot_types), so any of them gives its vCPUs.
+    A spot group's types share one shape (node_plans.check_spot_types), so any of them gives its vCPUs.
     """
     needs: dict[tuple[str, CapacityType], tuple[int, int]] = {}
     for group in groups:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
-from inferstack.infra.nodegroups import GPU_TAINT, NodeGroupPlan, gpu_plans
+from inferstack.infra.node_plans import GPU_TAINT, NodeGroupPlan, gpu_plans
 
 ReservationKind = Literal["capacity-block", "odcr"]
 _RESERVATION_ID = re.compile(r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")

@@ -36,7 +36,7 @@ from inferstack.components.request_front import (
 )
 from inferstack.components.triton_telemetry import traced_triton_args
 from inferstack.infra.instance_types import lookup
-from inferstack.infra.nodegroups import (
+from inferstack.infra.node_plans import (
     CAPACITY_TYPE_LABEL,
     GPU_MODEL_LABEL,
     GPU_PRESENT_LABEL,

@@ -27,12 +27,7 @@ from inferstack.components.platform_config import NAMESPACE, PlatformConfig, Ser
 from inferstack.components.telemetry import TelemetryArgs, collector_traces_url
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.nodegroups import (
-    NodeGroupPlan,
-    gpu_plans,
-    gpu_spot_plans,
-    system_plan,
-)
+from inferstack.infra.node_plans import NodeGroupPlan, gpu_plans, gpu_spot_plans, system_plan
 from inferstack.infra.reserved import ReservedCapacity, reserved_plans
 
 KEY = NAMESPACE  # the stack config namespace errors are named in

@@ -36,9 +36,7 @@ from inferstack.infra.network import (
     nat_zones,
     plan_subnets,
 )
-from inferstack.infra.nodegroups import (
-    check_zone_loss,
-)
+from inferstack.infra.node_plans import check_zone_loss
 
 
 def check_reachable(config: PlatformConfig) -> None:

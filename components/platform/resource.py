@@ -48,10 +48,7 @@ from inferstack.infra.network import (
     instance_type_offerings,
     region_zones,
 )
-from inferstack.infra.nodegroups import (
-    NodeGroups,
-    NodeGroupsArgs,
-)
+from inferstack.infra.nodegroups import NodeGroups, NodeGroupsArgs
 from inferstack.infra.storage import BlockStorage, BlockStorageArgs, VolumeKey
 from inferstack.infra.zones import choose_zones
 

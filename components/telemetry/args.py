@@ -19,7 +19,7 @@ from inferstack.infra.names import (
     check_derived_name,
     check_log_group_name,
 )
-from inferstack.infra.nodegroups import NODE_ROLE_LABEL
+from inferstack.infra.node_plans import NODE_ROLE_LABEL
 
 
 @dataclass

@@ -10,20 +10,19 @@ import pytest
 import yaml
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.nodegroups import (
+from inferstack.infra.node_plans import (
     CAPACITY_TYPE_LABEL,
     GPU_MODEL_LABEL,
     GPU_TAINT,
     ZONE_LABEL,
     NodeGroupPlan,
-    NodeGroups,
-    NodeGroupsArgs,
     check_zone_loss,
     gpu_plans,
     gpu_spot_plans,
     surviving_share,
     system_plan,
 )
+from inferstack.infra.nodegroups import NodeGroups, NodeGroupsArgs
 from inferstack.infra.versions import AL2023_RELEASE_VERSIONS
 from inferstack.stacks.offline import run_stack
 from tests.conftest import ROOT

@@ -1,0 +1,382 @@
+"""Node group plans (pure): the system group, GPU on demand, GPU on spot, their labels, taints, sizes and
+autoscaler tags, and the arithmetic of what survives losing a zone.
+
+GPU groups come one per zone, so cluster-autoscaler can add capacity in the very zone a pending
+pod needs (a group spanning zones lets the ASG pick the wrong one). Spot groups diversify across
+instance families with the same GPU count, so one reclaimed pool does not take all capacity and
+a pod fits whichever type arrives. Every GPU node carries the nvidia.com/gpu taint so only
+pods that ask for GPUs land there, and the node-template tags let the autoscaler scale a group up
+from zero: it cannot see a node's labels, taints or GPUs before one exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from inferstack.infra.errors import InvalidInput
+from inferstack.infra.instance_types import lookup
+from inferstack.infra.node_template import EPHEMERAL_STORAGE, ephemeral_storage_tag
+from inferstack.infra.versions import AL2023_RELEASE_VERSIONS, SUPPORTED_KUBERNETES_VERSIONS
+from inferstack.infra.zones import check_zones
+
+CAPACITY_TYPE_LABEL = "inferstack.io/capacity-type"
+GPU_MODEL_LABEL = "inferstack.io/gpu-model"
+NODE_ROLE_LABEL = "inferstack.io/node-role"
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_RESOURCE = "nvidia.com/gpu"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# The label cluster-autoscaler reads to know a node from a scale-from-zero template carries a GPU.
+ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
+# EKS puts these two on every managed node group's Auto Scaling group itself.
+AUTOSCALER_DISCOVERY_TAGS = ("k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/{cluster}")
+SPOT, ON_DEMAND = "spot", "on-demand"  # values of CAPACITY_TYPE_LABEL
+
+CapacityType = Literal["ON_DEMAND", "SPOT", "CAPACITY_BLOCK"]
+AmiType = Literal[
+    "AL2023_x86_64_STANDARD", "AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_x86_64_NVIDIA"
+]
+GPU_AMI_TYPES: tuple[AmiType, ...] = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
+CPU_AMI_TYPES: tuple[AmiType, ...] = ("AL2023_x86_64_STANDARD", "BOTTLEROCKET_x86_64")
+# Spot types count as comparable when GPU memory differs by at most this factor: a model sized
+# for the smallest still fits, and the larger ones are not wasted on it.
+SPOT_GPU_MEMORY_SPREAD = 1.5
+
+
+@dataclass(frozen=True)
+class Taint:
+    """A Kubernetes taint in EKS's spelling (NO_SCHEDULE...), with its Kubernetes form."""
+
+    key: str
+    value: str
+    effect: Literal["NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE"] = "NO_SCHEDULE"
+
+    @property
+    def kubernetes_effect(self) -> str:
+        return {
+            "NO_SCHEDULE": "NoSchedule",
+            "NO_EXECUTE": "NoExecute",
+            "PREFER_NO_SCHEDULE": "PreferNoSchedule",
+        }[self.effect]
+
+
+GPU_TAINT = Taint(GPU_TAINT_KEY, "true")
+
+
+@dataclass(frozen=True)
+class NodeGroupPlan:
+    """Everything about one managed node group that can be decided without AWS."""
+
+    name: str
+    zones: tuple[str, ...]
+    capacity_type: CapacityType
+    instance_types: tuple[str, ...]
+    ami_type: AmiType
+    min_size: int
+    desired_size: int
+    max_size: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    disk_gib: int = 50
+    # The AMI release; None: the pinned AL2023 release of the cluster's Kubernetes version.
+    release_version: str | None = None
+    # A Capacity Block or On-Demand Capacity Reservation the group launches into (infra/reserved.py).
+    capacity_reservation_id: str | None = None
+
+    @property
+    def gpus_per_node(self) -> int:
+        return lookup(self.instance_types[0], field=f"{self.name}.instance_types[0]").gpus
+
+
+def check_sizes(prefix: str, min_size: int, desired_size: int, max_size: int) -> None:
+    if min_size < 0:
+        raise InvalidInput(f"{prefix}.min_size", min_size, "an integer >= 0")
+    if max_size < 1:
+        raise InvalidInput(f"{prefix}.max_size", max_size, "an integer >= 1")
+    if not min_size <= desired_size <= max_size:
+        raise InvalidInput(
+            f"{prefix}.desired_size",
+            desired_size,
+            f"min_size ({min_size}) <= desired_size <= max_size ({max_size})",
+        )
+
+
+def _check_gpu_types(prefix: str, types: Sequence[str]) -> None:
+    for i, name in enumerate(types):
+        if not lookup(name, field=f"{prefix}.instance_types[{i}]").is_gpu:
+            raise InvalidInput(
+                f"{prefix}.instance_types[{i}]", name, "a GPU instance type (g4dn, g5, g6, g6e, p4d, p5)"
+            )
+
+
+def check_spot_types(prefix: str, types: Sequence[str]) -> None:
+    """Diversified: >= 2 types, >= 2 families, one GPU count, comparable GPU memory, one CPU/memory shape."""
+    if len(types) < 2:
+        raise InvalidInput(
+            f"{prefix}.instance_types", list(types), "at least 2 types, so one spot pool can run dry"
+        )
+    _check_gpu_types(prefix, types)
+    infos = [lookup(t, field=f"{prefix}.instance_types") for t in types]
+    if len({i.family for i in infos}) < 2:
+        raise InvalidInput(f"{prefix}.instance_types", list(types), "types from at least 2 instance families")
+    counts = {i.name: i.gpus for i in infos}
+    if len(set(counts.values())) != 1:
+        raise InvalidInput(f"{prefix}.instance_types", counts, "types with the same number of GPUs")
+    memory = [i.gpu_memory_gib for i in infos]
+    if max(memory) > SPOT_GPU_MEMORY_SPREAD * min(memory):
+        raise InvalidInput(
+            f"{prefix}.instance_types",
+            {i.name: i.gpu_memory_gib for i in infos},
+            f"GPU memory within a factor {SPOT_GPU_MEMORY_SPREAD} across types",
+        )
+    shapes = {i.name: f"{i.vcpus} vCPU, {i.memory_gib:g} GiB" for i in infos}
+    if len(set(shapes.values())) != 1:
+        # cluster-autoscaler builds the group's node template from one type: a pod sized to it must
+        # fit whichever type spot delivers.
+        raise InvalidInput(f"{prefix}.instance_types", shapes, "types with the same vCPUs and memory")
+
+
+def system_plan(
+    zones: Sequence[str],
+    *,
+    instance_types: Sequence[str] = ("m7i.xlarge", "m6i.xlarge"),
+    min_size: int = 2,
+    desired_size: int = 3,
+    max_size: int = 6,
+) -> NodeGroupPlan:
+    """On-demand CPU nodes across every zone for the controllers, Prometheus, KEDA and CoreDNS."""
+    check_zones(zones)
+    check_sizes("system", min_size, desired_size, max_size)
+    if not instance_types:
+        raise InvalidInput("system.instance_types", list(instance_types), "one or more CPU instance types")
+    for i, name in enumerate(instance_types):
+        if lookup(name, field=f"system.instance_types[{i}]").is_gpu:
+            raise InvalidInput(
+                f"system.instance_types[{i}]", name, "a CPU instance type (GPUs are for the gpu groups)"
+            )
+    return NodeGroupPlan(
+        name="system",
+        zones=tuple(zones),
+        capacity_type="ON_DEMAND",
+        instance_types=tuple(instance_types),
+        ami_type="AL2023_x86_64_STANDARD",
+        min_size=min_size,
+        desired_size=desired_size,
+        max_size=max_size,
+        labels={NODE_ROLE_LABEL: "system", CAPACITY_TYPE_LABEL: ON_DEMAND},
+    )
+
+
+def _gpu_labels(instance_type: str, capacity: str) -> dict[str, str]:
+    return {
+        NODE_ROLE_LABEL: "gpu",
+        CAPACITY_TYPE_LABEL: capacity,
+        GPU_MODEL_LABEL: lookup(instance_type, field="instance_type").gpu_model,
+        GPU_PRESENT_LABEL: "true",
+        ACCELERATOR_LABEL: lookup(instance_type, field="instance_type").gpu_model,
+    }
+
+
+def gpu_plans(
+    zones: Sequence[str],
+    *,
+    instance_type: str = "g5.xlarge",
+    ami_type: AmiType = "AL2023_x86_64_NVIDIA",
+    min_size: int = 0,
+    desired_size: int = 1,
+    max_size: int = 4,
+    disk_gib: int = 200,
+    release_version: str | None = None,
+) -> list[NodeGroupPlan]:
+    """On-demand GPU capacity: one group per zone, tainted, labelled with GPU model and capacity type."""
+    check_zones(zones)
+    check_sizes("gpu", min_size, desired_size, max_size)
+    _check_gpu_types("gpu", [instance_type])
+    if ami_type not in GPU_AMI_TYPES:
+        raise InvalidInput("gpu.ami_type", ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}")
+    return [
+        NodeGroupPlan(
+            name=f"gpu-{zone}",
+            zones=(zone,),
+            capacity_type="ON_DEMAND",
+            instance_types=(instance_type,),
+            ami_type=ami_type,
+            min_size=min_size,
+            desired_size=desired_size,
+            max_size=max_size,
+            labels=_gpu_labels(instance_type, ON_DEMAND),
+            taints=(GPU_TAINT,),
+            disk_gib=disk_gib,
+            release_version=release_version,
+        )
+        for zone in zones
+    ]
+
+
+def gpu_spot_plans(
+    zones: Sequence[str],
+    *,
+    instance_types: Sequence[str] = ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"),
+    ami_type: AmiType = "AL2023_x86_64_NVIDIA",
+    min_size: int = 0,
+    desired_size: int = 0,
+    max_size: int = 6,
+    disk_gib: int = 200,
+    release_version: str | None = None,
+) -> list[NodeGroupPlan]:
+    """Spot GPU capacity, per zone, across diversified types with the same GPU count."""
+    check_zones(zones)
+    check_sizes("gpu_spot", min_size, desired_size, max_size)
+    check_spot_types("gpu_spot", instance_types)
+    if ami_type not in GPU_AMI_TYPES:
+        raise InvalidInput("gpu_spot.ami_type", ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}")
+    # The GPU model would differ per type; pods select spot GPUs by capacity type instead. The
+    # autoscaler only asks whether the accelerator label is there, so spot groups name the vendor.
+    labels = {
+        **{k: v for k, v in _gpu_labels(instance_types[0], SPOT).items() if k != GPU_MODEL_LABEL},
+        ACCELERATOR_LABEL: "nvidia",
+    }
+    return [
+        NodeGroupPlan(
+            name=f"gpu-spot-{zone}",
+            zones=(zone,),
+            capacity_type="SPOT",
+            instance_types=tuple(instance_types),
+            ami_type=ami_type,
+            min_size=min_size,
+            desired_size=desired_size,
+            max_size=max_size,
+            labels=labels,
+            taints=(GPU_TAINT,),
+            disk_gib=disk_gib,
+            release_version=release_version,
+        )
+        for zone in zones
+    ]
+
+
+def validate_plan(plan: NodeGroupPlan) -> None:
+    """The checks the preset builders make, for a plan however it was made."""
+    if not plan.zones:
+        raise InvalidInput(f"{plan.name}.zones", [], "one or more zones")
+    check_sizes(plan.name, plan.min_size, plan.desired_size, plan.max_size)
+    if not plan.instance_types:
+        raise InvalidInput(f"{plan.name}.instance_types", [], "one or more instance types")
+    infos = [lookup(t, field=f"{plan.name}.instance_types[{i}]") for i, t in enumerate(plan.instance_types)]
+    if any(i.is_gpu for i in infos):
+        if plan.capacity_type == "SPOT":
+            check_spot_types(plan.name, plan.instance_types)
+        else:
+            _check_gpu_types(plan.name, plan.instance_types)
+        if plan.ami_type not in GPU_AMI_TYPES:
+            raise InvalidInput(
+                f"{plan.name}.ami_type", plan.ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}"
+            )
+        if GPU_TAINT not in plan.taints:
+            raise InvalidInput(
+                f"{plan.name}.taints", list(plan.taints), f"the {GPU_TAINT_KEY}=true:NoSchedule taint"
+            )
+    elif plan.ami_type not in CPU_AMI_TYPES:
+        raise InvalidInput(f"{plan.name}.ami_type", plan.ami_type, f"a CPU AMI: {', '.join(CPU_AMI_TYPES)}")
+
+
+def release_version(plan: NodeGroupPlan, kubernetes_version: str) -> str:
+    """The AMI release a group runs: pinned, so a replaced node never boots a newer image unasked."""
+    if kubernetes_version not in SUPPORTED_KUBERNETES_VERSIONS:
+        raise InvalidInput(
+            "kubernetes_version", kubernetes_version, f"one of {', '.join(SUPPORTED_KUBERNETES_VERSIONS)}"
+        )
+    if plan.release_version is not None:
+        al2023 = plan.ami_type.startswith("AL2023")
+        if al2023 and not plan.release_version.startswith(f"{kubernetes_version}."):
+            raise InvalidInput(
+                f"{plan.name}.release_version",
+                plan.release_version,
+                f"an AL2023 release for {kubernetes_version}",
+            )
+        return plan.release_version
+    if plan.ami_type.startswith("BOTTLEROCKET"):
+        raise InvalidInput(
+            f"{plan.name}.release_version", None, "a pinned Bottlerocket release (such as 1.55.0-xxxxxxxx)"
+        )
+    return AL2023_RELEASE_VERSIONS[kubernetes_version]
+
+
+def autoscaler_tags(cluster_name: str, plan: NodeGroupPlan) -> dict[str, str]:
+    """Discovery tags plus the node template cluster-autoscaler needs to scale this group up from zero."""
+    tags = {
+        "k8s.io/cluster-autoscaler/enabled": "true",
+        f"k8s.io/cluster-autoscaler/{cluster_name}": "owned",
+    }
+    template = "k8s.io/cluster-autoscaler/node-template"
+    for key, value in plan.labels.items():
+        tags[f"{template}/label/{key}"] = value
+    if len(plan.zones) == 1:
+        tags[f"{template}/label/{ZONE_LABEL}"] = plan.zones[0]
+    for taint in plan.taints:
+        tags[f"{template}/taint/{taint.key}"] = f"{taint.value}:{taint.kubernetes_effect}"
+    if plan.gpus_per_node:
+        tags[f"{template}/resources/{GPU_RESOURCE}"] = str(plan.gpus_per_node)
+    # The template has no ephemeral storage otherwise (kubernetes/autoscaler#1869): a pod that asks
+    # for any, as Triton does for its model cache, would never scale a group up from zero.
+    tags[f"{template}/resources/{EPHEMERAL_STORAGE}"] = ephemeral_storage_tag(plan.disk_gib)
+    return tags
+
+
+def gpu_capacity_by_zone(plans: Sequence[NodeGroupPlan]) -> dict[str, float]:
+    """GPUs each zone can reach at full scale (max size x GPUs per node; multi-zone groups split evenly)."""
+    capacity: dict[str, float] = {}
+    for plan in plans:
+        for zone in plan.zones:
+            capacity[zone] = capacity.get(zone, 0.0) + plan.max_size * plan.gpus_per_node / len(plan.zones)
+    return capacity
+
+
+def surviving_share(plans: Sequence[NodeGroupPlan], lost_zone: str) -> float:
+    capacity = gpu_capacity_by_zone(plans)
+    total = sum(capacity.values())
+    return (total - capacity.get(lost_zone, 0.0)) / total if total else 0.0
+
+
+def check_zone_loss(plans: Sequence[NodeGroupPlan], min_share: float) -> None:
+    """Refuse node groups where losing any one zone would leave less than ``min_share`` of GPU capacity."""
+    if not 0 <= min_share < 1:
+        raise InvalidInput("min_surviving_gpu_share", min_share, "a fraction from 0 to below 1")
+    capacity = gpu_capacity_by_zone(plans)
+    if min_share and len([z for z, c in capacity.items() if c > 0]) < 2:
+        raise InvalidInput("plans", sorted(capacity), "GPU capacity in at least 2 zones, so one can fail")
+    for zone in capacity:
+        share = surviving_share(plans, zone)
+        if share < min_share:
+            raise InvalidInput(
+                "min_surviving_gpu_share",
+                min_share,
+                f"at most {share:.2f}: losing {zone} leaves only that share of GPU capacity; "
+                "spread max sizes over zones",
+            )
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One EBS volume of a node; every one is encrypted gp3."""
+
+    device_name: str
+    size_gib: int | None  # None: the size of the AMI's own snapshot
+
+
+def volumes(plan: NodeGroupPlan) -> list[Volume]:
+    """AL2023 keeps images and containers on its root volume; Bottlerocket on a second, data volume,
+    beside a small OS volume that is listed too, so that it is encrypted as well."""
+    if plan.ami_type.startswith("BOTTLEROCKET"):
+        return [Volume("/dev/xvda", None), Volume("/dev/xvdb", plan.disk_gib)]
+    return [Volume("/dev/xvda", plan.disk_gib)]
+
+
+def check_subnets(plans: Sequence[NodeGroupPlan], subnet_zones: Collection[str]) -> None:
+    """Every zone a plan names has a subnet to put its nodes in."""
+    for plan in plans:
+        missing = sorted(set(plan.zones) - set(subnet_zones))
+        if missing:
+            raise InvalidInput(f"{plan.name}.zones", missing, f"zones with subnets: {sorted(subnet_zones)}")
