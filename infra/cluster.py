@@ -4,22 +4,20 @@ Pinned Kubernetes version, secrets encrypted with a rotating KMS key, every cont
 (kept for a bounded time), a private endpoint plus a public one for the given CIDRs only, API
 authentication with access entries (the identity running Pulumi, and named admins; no aws-auth
 ConfigMap), an OIDC provider for IRSA, the core add-ons pinned (the VPC CNI with its own IRSA role,
-not the node role's), and a ``pulumi_kubernetes.Provider`` that waits for the deployer's access.
+not the node role's), and a pulumi_kubernetes.Provider that waits for the deployer's access.
 
-The kubeconfig's token comes from ``aws eks get-token`` run as the stack's AWS identity (its profile
-and role, see infra/aws_identity.py), so it belongs to the principal the access entry names.
+The kubeconfig's token comes from aws eks get-token run as the stack's AWS identity (its profile
+and role, see infra/aws_identity.py), so it belongs to the principal the access entry names
+(cluster_access).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import ipaddress
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -28,9 +26,18 @@ import pulumi_kubernetes as k8s
 
 from inferstack.infra import irsa
 from inferstack.infra.aws_identity import AwsIdentity
+from inferstack.infra.cluster_access import (
+    admin_principals,
+    after_access_settles,
+    assume_role_policy,
+    deployer_arn,
+    kms_key_policy,
+    kubeconfig,
+    node_monitoring_agent_configuration,
+    secrets_key_usage_policy,
+)
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
-from inferstack.infra.node_plans import GPU_TAINT_KEY
 from inferstack.infra.versions import (
     DEFAULT_KUBERNETES_VERSION,
     EKS_ADDON_VERSIONS,
@@ -58,10 +65,6 @@ _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 ADMIN_POLICY = "cluster-access-policy/AmazonEKSClusterAdminPolicy"  # arn:<partition>:eks::aws:...
 # Add-ons that must exist before nodes join (networking, identity); coredns waits for nodes.
 PRE_NODE_ADDONS = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
-# After an access policy is associated, EKS may still answer the principal's first Kubernetes calls
-# with 401 for a short while (AWS publishes no bound). The kubeconfig is handed out only this long
-# after the deployer's association: once, on the `up` that creates it, and never in a preview.
-ACCESS_SETTLE_S = 60
 # The retention periods CloudWatch Logs accepts.
 # fmt: off
 LOG_RETENTION_DAYS = (
@@ -135,127 +138,6 @@ def validate_cluster_args(name: str, args: ClusterArgs) -> None:
         raise InvalidInput(
             "log_retention_days", args.log_retention_days, f"one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
         )
-
-
-def node_monitoring_agent_configuration() -> dict[str, Any]:
-    """The agent itself tolerates every taint; its DCGM host engine, which checks the GPUs, tolerates
-    none by default and would never run on GPU nodes, which all carry the ``nvidia.com/gpu`` taint."""
-    return {
-        "dcgmAgent": {"tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]}
-    }
-
-
-def kubeconfig(
-    cluster_name: str, endpoint: str, ca_data: str, region: str, identity: AwsIdentity | None = None
-) -> str:
-    """A kubeconfig that gets its token from ``aws eks get-token``: no long-lived credential in it.
-
-    ``--profile`` and ``--role-arn`` rather than ``AWS_PROFILE`` in the exec's environment: the AWS
-    CLI lets ambient credentials (``AWS_ACCESS_KEY_ID``) override that variable, not its arguments.
-    """
-    user = {
-        "exec": {
-            "apiVersion": "client.authentication.k8s.io/v1beta1",
-            "command": "aws",
-            "args": [
-                "eks",
-                "get-token",
-                "--cluster-name",
-                cluster_name,
-                "--region",
-                region,
-                "--output",
-                "json",
-                *(identity or AwsIdentity()).get_token_args(),
-            ],
-            "interactiveMode": "Never",
-        }
-    }
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}
-        ],
-        "users": [{"name": cluster_name, "user": user}],
-        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
-        "current-context": cluster_name,
-    }
-    return json.dumps(config, indent=2)
-
-
-def access_settle_s(associated_at: str | None, now: datetime, settle_s: float = ACCESS_SETTLE_S) -> float:
-    """How much longer the first Kubernetes call must wait after an access policy association made at
-    ``associated_at`` (RFC 3339); 0 once the window is past, and for an unknown time."""
-    if not associated_at:
-        return 0.0
-    made = datetime.fromisoformat(associated_at)
-    if made.tzinfo is None:
-        made = made.replace(tzinfo=UTC)
-    return max(0.0, settle_s - (now - made).total_seconds())
-
-
-async def _after_access_settles(associated_at: str) -> str:
-    if not pulumi.runtime.is_dry_run():
-        await asyncio.sleep(access_settle_s(associated_at, datetime.now(UTC)))
-    return associated_at
-
-
-def policy_document(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
-
-
-def assume_role_policy(service: str) -> str:
-    return policy_document({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
-
-
-def kms_key_policy(account_id: str, partition: str = "aws", *, also: Sequence[dict[str, Any]] = ()) -> str:
-    """The account administers the key, so IAM policies (the cluster role's below) decide who uses it;
-    ``also``: statements for principals no IAM policy can be attached to (service-linked roles)."""
-    return policy_document(
-        {
-            "Sid": "AccountAdministers",
-            "Effect": "Allow",
-            "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
-            "Action": "kms:*",
-            "Resource": "*",
-        },
-        *also,
-    )
-
-
-def secrets_key_usage_policy(key_arn: str) -> str:
-    """What the cluster role needs to encrypt and decrypt secrets with its own key, and no other key."""
-    return policy_document(
-        {
-            "Sid": "UseSecretsKey",
-            "Effect": "Allow",
-            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"],
-            "Resource": key_arn,
-        }
-    )
-
-
-def admin_principals(deployer_arn: str, admin_principal_arns: Sequence[str]) -> dict[str, str]:
-    """Logical name suffix -> principal ARN: the deployer, then every other named admin.
-
-    Names come from the ARN, not the list position, so adding or removing an admin never
-    replaces the access entries of the others.
-    """
-    admins = {"deployer": deployer_arn}
-    for arn in admin_principal_arns:
-        if arn != deployer_arn:
-            admins[f"admin-{hashlib.sha256(arn.encode()).hexdigest()[:8]}"] = arn
-    return admins
-
-
-def deployer_arn(caller_arn: str, issuer_arn: str | None) -> str:
-    """The IAM principal an access entry must name for the caller.
-
-    An assumed role's caller ARN (``arn:aws:sts::…:assumed-role/Name/session``) is not what EKS takes;
-    the role's own ARN, with its path, is the session's issuer.
-    """
-    return issuer_arn or caller_arn
 
 
 class Cluster(pulumi.ComponentResource):
@@ -418,7 +300,7 @@ class Cluster(pulumi.ComponentResource):
         self.security_group_id = cluster.vpc_config.apply(lambda vpc: vpc.cluster_security_group_id or "")
         # Every Kubernetes call is refused until the deployer's access policy is associated, and may
         # still be for a while after: the kubeconfig comes out once that while is over.
-        access: pulumi.Output[str] = admin_access["deployer"].associated_at.apply(_after_access_settles)
+        access: pulumi.Output[str] = admin_access["deployer"].associated_at.apply(after_access_settles)
         identity = args.identity
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(

@@ -24,7 +24,7 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
-from inferstack.infra.cluster import assume_role_policy
+from inferstack.infra.cluster_access import assume_role_policy
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.interruptions import INTERRUPTION_EVENTS
 from inferstack.infra.irsa import service_account_role

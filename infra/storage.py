@@ -24,7 +24,7 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
-from inferstack.infra.cluster import kms_key_policy, policy_document
+from inferstack.infra.cluster_access import kms_key_policy, policy_document
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.irsa import service_account_role
 from inferstack.infra.versions import EBS_CSI_ADDON_VERSIONS

@@ -11,15 +11,8 @@ import yaml
 from pulumi.runtime import rpc
 
 from inferstack.infra.aws_identity import AwsIdentity
-from inferstack.infra.cluster import (
-    ACCESS_SETTLE_S,
-    LOG_TYPES,
-    Cluster,
-    ClusterArgs,
-    access_settle_s,
-    admin_principals,
-    kubeconfig,
-)
+from inferstack.infra.cluster import LOG_TYPES, Cluster, ClusterArgs
+from inferstack.infra.cluster_access import ACCESS_SETTLE_S, access_settle_s, admin_principals, kubeconfig
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION, EKS_ADDON_VERSIONS
 from tests.harness import ACCOUNT_ID, run_invalid, run_program
 from tests.infra.iam import allowed

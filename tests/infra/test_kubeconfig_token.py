@@ -22,7 +22,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from inferstack.infra.aws_identity import AwsIdentity
-from inferstack.infra.cluster import kubeconfig
+from inferstack.infra.cluster_access import kubeconfig
 from tests.conftest import ROOT, unavailable
 
 AMBIENT, PROFILE = "AKIAAMBIENT000000000", "AKIAPROFILE000000000"
