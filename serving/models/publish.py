@@ -24,7 +24,6 @@ are served), is refused before anything is uploaded (publish a new version numbe
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import time
@@ -35,12 +34,18 @@ from typing import Any
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.prefixes import check_prefix
+from inferstack.serving.models.cache import (
+    MANIFEST,
+    SHA256_METADATA,
+    CacheError,
+    parse_manifest,
+    render_manifest,
+    sha256_of,
+)
 
-SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 _CONFIG = "config.pbtxt"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _CHUNK = 1 << 20
-MANIFEST = "inferstack-manifest.json"  # per model, beside config.pbtxt; Triton ignores other files there
 ROLLBACK_DEADLINE_S = 30.0
 
 
@@ -84,14 +89,6 @@ def parse_s3_uri(uri: str, *, field: str = "destination") -> S3Location:
         except InvalidInput as error:
             raise InvalidInput(field, uri, f"s3://BUCKET[/PREFIX] with {error.allowed}") from None
     return S3Location(bucket, prefix)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _publishable(path: Path, repository: Path) -> bool:
@@ -260,9 +257,15 @@ def _remove(s3: Any, bucket: str, keys: list[str], error: BaseException, deadlin
         error.add_note(f"removed the {len(keys)} object(s) of the incomplete upload")
 
 
-def _manifest(model: str, order: list[str], local: dict[str, str]) -> bytes:
+def _manifest(repository: Path, model: str, order: list[str], local: dict[str, str]) -> bytes:
+    """Every file's sha256 and the versions the model's policy serves: what a node cache fetches."""
+    from inferstack.serving.models.config import parse_config
+    from inferstack.serving.models.repository import versions_served_by
+
     files = {r.split("/", 1)[1]: local[r] for r in order if r.split("/", 1)[0] == model}
-    return json.dumps({"model": model, "sha256": files}, indent=1, sort_keys=True).encode()
+    config = parse_config((repository / model / _CONFIG).read_text(), folder=model)
+    versions = sorted({int(f.split("/", 1)[0]) for f in files if f.split("/", 1)[0].isdigit()})
+    return render_manifest(model, files, versions_served_by(config.version_policy, versions))
 
 
 def _put_manifest(s3: Any, location: S3Location, model: str, content: bytes) -> None:
@@ -347,7 +350,7 @@ def publish_repository(
         if progress:
             progress(f"[{number}/{len(order)}] uploaded {relative}")
     for model in sorted({r.split("/", 1)[0] for r in order}):
-        _put_manifest(s3, location, model, _manifest(model, order, local))
+        _put_manifest(s3, location, model, _manifest(repository, model, order, local))
     return PublishReport(location, tuple(uploaded), tuple(skipped))
 
 
@@ -372,8 +375,16 @@ def verify_published(location: S3Location, *, s3: Any) -> list[str]:
                 f"{model}: no {MANIFEST} (not published by inferstack, or cut off before the end)"
             )
             continue
-        body = s3.get_object(Bucket=location.bucket, Key=location.key(f"{model}/{MANIFEST}"))["Body"].read()
-        expected: dict[str, str] = json.loads(body)["sha256"]
+        key = location.key(f"{model}/{MANIFEST}")
+        try:
+            manifest = parse_manifest(
+                s3.get_object(Bucket=location.bucket, Key=key)["Body"].read(),
+                where=f"s3://{location.bucket}/{key}",
+            )
+        except CacheError as error:
+            problems.append(str(error))
+            continue
+        expected = manifest.sha256
         for relative, want in sorted(expected.items()):
             key = location.key(f"{model}/{relative}")
             if f"{model}/{relative}" not in listed:
