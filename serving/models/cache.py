@@ -458,8 +458,7 @@ class ModelCache:
                 path.unlink()
                 report.refetched.append(digest)
             for attempt in range(1, ATTEMPTS + 1):
-                temporary = self._download(s3, key, size, parts)
-                actual = sha256_of(temporary)
+                temporary, actual = self._download(s3, key, size, parts)
                 if actual == digest:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     os.chmod(temporary, 0o444)
@@ -475,24 +474,37 @@ class ModelCache:
 
     def _download(
         self, s3: S3Reader, key: str, size: int, parts: concurrent.futures.ThreadPoolExecutor
-    ) -> Path:
+    ) -> tuple[Path, str]:
+        """The object in a temporary file, and the sha256 of what arrived.
+
+        Parts arrive in parallel; the hash follows them in order, reading each part back from the page
+        cache as soon as it and those before it are in, so hashing overlaps the download instead of
+        adding a second pass over the file after it.
+        """
         staging = self.root / "staging"
         staging.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=staging, prefix=".part-")
+        ranges = [
+            (start, min(start + self.part_bytes, size) - 1) for start in range(0, size, self.part_bytes)
+        ]
+        digest = hashlib.sha256()
+        futures = []
         try:
             os.ftruncate(handle, size)
-            ranges = [
-                (start, min(start + self.part_bytes, size) - 1) for start in range(0, size, self.part_bytes)
-            ]
             futures = [parts.submit(_retried, s3.get_into, key, handle, start, end) for start, end in ranges]
-            for future in futures:
+            for (start, end), future in zip(ranges, futures, strict=True):
                 future.result()
+                for offset in range(start, end + 1, _CHUNK):
+                    digest.update(os.pread(handle, min(_CHUNK, end + 1 - offset), offset))
         except BaseException:
+            for future in futures:
+                future.cancel()
+            concurrent.futures.wait(futures)  # no part may still be writing once the descriptor closes
             os.close(handle)
             os.unlink(name)
             raise
         os.close(handle)
-        return Path(name)
+        return Path(name), digest.hexdigest()
 
     def _assemble(self, manifest: Manifest, folder: Path) -> None:
         """The model folder Triton reads: every wanted file from its blob, built aside and renamed in."""
