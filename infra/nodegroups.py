@@ -35,6 +35,10 @@ ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
 # EKS puts these two on every managed node group's Auto Scaling group itself.
 AUTOSCALER_DISCOVERY_TAGS = ("k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/{cluster}")
 SPOT, ON_DEMAND = "spot", "on-demand"  # values of CAPACITY_TYPE_LABEL
+# The node-local model cache (infra/model_cache.py) every Triton pod's init container fills: on the
+# instance-store NVMe where the node has one (the bootstrap below), on the root volume otherwise.
+NODE_MODEL_CACHE_PATH = "/var/lib/inferstack/model-cache"
+NODE_MODEL_CACHE_UID = 1000  # Triton's user: the fill runs as it, under the restricted security context
 
 CapacityType = Literal["ON_DEMAND", "SPOT"]
 AmiType = Literal[

@@ -68,7 +68,12 @@ class TritonModelServiceArgs:
     cpu: float = 3.0
     memory_gib: float = 10.0
     shm_gib: float = 2.0  # /dev/shm, part of memory_gib: tmpfs pages count against the memory limit
-    model_cache_gib: float = 40.0  # node disk for the local copy of the S3 repository
+    model_cache_gib: float = 40.0  # the pod's own copy of its served versions (an emptyDir Triton loads)
+    # The node-local cache every service's pods on a node share (infra/model_cache.py), pruned to this size.
+    node_cache_gib: float = 150.0
+    manifest_wait_s: int = (
+        600  # how long a pod's fill waits for a model's manifest (a publish writes it last)
+    )
     placement: Placement = "spot-with-fallback"
     min_replicas: int = 3
     max_replicas: int = 12
@@ -125,4 +130,5 @@ def grace_period_s(args: TritonModelServiceArgs) -> int:
 
 
 def progress_deadline_s(args: TritonModelServiceArgs) -> int:
-    return NODE_AND_IMAGE_S + args.model_load_timeout_s
+    """A new node and image, the fill (waiting for manifests at most), then Triton's own load."""
+    return NODE_AND_IMAGE_S + args.manifest_wait_s + args.model_load_timeout_s

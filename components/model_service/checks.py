@@ -146,6 +146,7 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
     ):
         if getattr(args, field_name) <= 0:
             raise InvalidInput(field_name, getattr(args, field_name), "a number > 0")
+    check_model_cache(args)
     if args.cooldown_s < 0:
         raise InvalidInput("cooldown_s", args.cooldown_s, "a number of seconds >= 0")
     if args.gpu_utilization_target is not None and not 0 < args.gpu_utilization_target <= 100:
@@ -185,3 +186,17 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
             tracing_args(name, args)
         except InvalidInput as error:
             raise InvalidInput(f"tracing.{error.field}", error.value, error.allowed) from None
+
+
+def check_model_cache(args: TritonModelServiceArgs) -> None:
+    """The node cache holds at least what one pod serves; the fill's wait for a manifest is bounded."""
+    if not args.node_cache_gib >= args.model_cache_gib:
+        raise InvalidInput(
+            "node_cache_gib",
+            args.node_cache_gib,
+            f">= model_cache_gib ({args.model_cache_gib:g}): the node cache holds every file a pod serves",
+        )
+    if isinstance(args.manifest_wait_s, bool) or not isinstance(args.manifest_wait_s, int):
+        raise InvalidInput("manifest_wait_s", args.manifest_wait_s, "a whole number of seconds")
+    if not 0 <= args.manifest_wait_s <= 3600:
+        raise InvalidInput("manifest_wait_s", args.manifest_wait_s, "0 to 3600 seconds")

@@ -23,6 +23,7 @@ from inferstack.components.model_service.pod import (
     admin_key_secret_name,
     deployment,
     front_config_map,
+    model_cache_config_map,
     service_account,
 )
 from inferstack.components.model_service.scaling import pod_disruption_budget, scaled_object, service_monitor
@@ -80,6 +81,10 @@ class TritonModelService(pulumi.ComponentResource):
         front_files = k8s.core.v1.ConfigMap(
             f"{name}-request-front", metadata=front["metadata"], data=front["data"], opts=in_namespace
         )
+        script = model_cache_config_map(name, args)
+        cache_script = k8s.core.v1.ConfigMap(
+            f"{name}-model-cache", metadata=script["metadata"], data=script["data"], opts=in_namespace
+        )
         password = random.RandomPassword(
             f"{name}-admin-key",
             length=ADMIN_KEY_LENGTH,
@@ -106,9 +111,9 @@ class TritonModelService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 in_namespace,
                 pulumi.ResourceOptions(
-                    # Pods mount the front's files and read the admin key: without either they
-                    # would not start.
-                    depends_on=[front_files, admin_key],
+                    # Pods mount the front's files and the fill script and read the admin key:
+                    # without any of them they would not start.
+                    depends_on=[front_files, cache_script, admin_key],
                     # KEDA's HPA owns the replica count once the service runs.
                     ignore_changes=["spec.replicas"],
                     custom_timeouts=pulumi.CustomTimeouts(create=rollout, update=rollout),

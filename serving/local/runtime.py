@@ -1,7 +1,7 @@
 """The embedded runtime: emulated S3 (moto server) + the real Triton that ships in nvidia-pytriton.
 
 Same path as the cluster, on loopback: a model repository is published to S3; before each Triton starts,
-the node-local model cache (``serving/models/cache.py``, the pod's init container) fetches the served
+the node-local model cache (``infra/model_cache.py``, the pod's init container) fetches the served
 versions into the work directory's ``model-cache`` and assembles the replica's own repository folder,
 which Triton loads from local disk. With ``model_cache=False`` Triton reads
 ``s3://http://127.0.0.1:PORT/bucket/prefix`` itself, as it did before the cache. Starting never hangs:
@@ -238,7 +238,7 @@ class LocalRuntime:
         self.s3_endpoint = f"http://127.0.0.1:{port}"
         self._wait_listening(child, port)
 
-    def _s3(self) -> Any:
+    def s3_client(self) -> Any:
         import boto3
         from botocore.config import Config
 
@@ -257,7 +257,7 @@ class LocalRuntime:
         from inferstack.serving.models.repository import to_python_target
 
         assert self.work_dir is not None
-        s3 = self._s3()
+        s3 = self.s3_client()
         s3.create_bucket(Bucket=self.bucket)
         # The CPU Triton here has no libtorch backend: serve libtorch models through the python backend.
         served = to_python_target(self.repository, self.work_dir / "repository")
@@ -339,7 +339,7 @@ class LocalRuntime:
         init container does), or the S3 URI without the cache; with the fill's seconds and bytes."""
         if not self.model_cache:
             return self.model_repository_uri, 0.0, 0
-        from inferstack.serving.models.cache import CacheError, Credentials, ModelCache, S3Reader
+        from inferstack.infra.model_cache import CacheError, Credentials, ModelCache, S3Reader
 
         assert self.work_dir is not None
         reader = S3Reader(

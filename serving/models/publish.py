@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.prefixes import check_prefix
-from inferstack.serving.models.cache import (
+from inferstack.infra.model_cache import (
     MANIFEST,
     SHA256_METADATA,
     CacheError,
@@ -42,6 +41,7 @@ from inferstack.serving.models.cache import (
     render_manifest,
     sha256_of,
 )
+from inferstack.infra.prefixes import check_prefix
 
 _CONFIG = "config.pbtxt"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

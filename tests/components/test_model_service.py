@@ -34,7 +34,7 @@ from inferstack.components.model_service import (
 from inferstack.components.model_service.args import SPOT_NOTICE_S
 from inferstack.components.model_service.pod import (
     ADMIN_KEY_ENV,
-    MODEL_CACHE_DIR,
+    MODEL_REPOSITORY_DIR,
     POD_FRONT,
     admin_key_secret,
     front_config_map,
@@ -108,9 +108,16 @@ def container(recording: Recording) -> dict[str, Any]:
 
 
 def front(recording: Recording) -> dict[str, Any]:
-    sidecars = pod_spec(recording)["initContainers"]
+    sidecars = [c for c in pod_spec(recording)["initContainers"] if c.get("restartPolicy") == "Always"]
     assert len(sidecars) == 1
     result: dict[str, Any] = sidecars[0]
+    return result
+
+
+def fill(recording: Recording) -> dict[str, Any]:
+    fills = [c for c in pod_spec(recording)["initContainers"] if c["name"] == "model-cache"]
+    assert len(fills) == 1
+    result: dict[str, Any] = fills[0]
     return result
 
 
@@ -135,7 +142,7 @@ def test_service_account_uses_irsa_scoped_to_the_prefix(recording: Recording) ->
     assert "system:serviceaccount:ranker:ranker" in trust.values()
     policy = json.loads(recording.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
     assert policy["Statement"][1]["Resource"].endswith("models-bucket/ranker/*")
-    assert container(recording)["args"][0] == "--model-repository=s3://models-bucket/ranker"
+    assert fill(recording)["args"][0] == "--source=s3://models-bucket/ranker"
 
 
 def test_an_existing_role_is_used_as_given() -> None:
@@ -144,7 +151,7 @@ def test_an_existing_role_is_used_as_given() -> None:
     annotations = inputs(recording, "kubernetes:core/v1:ServiceAccount")["metadata"]["annotations"]
     assert annotations == {"eks.amazonaws.com/role-arn": ROLE}
     assert not [r for r in recording if r.type.startswith("aws:")]
-    assert container(recording)["args"][0] == f"--model-repository={URI}"
+    assert fill(recording)["args"][0] == f"--source={URI}"
 
 
 def test_no_aws_keys_anywhere(recording: Recording) -> None:
@@ -337,9 +344,8 @@ def test_security_context(recording: Recording) -> None:
     empty_dirs = {v["name"] for v in pod_spec(recording)["volumes"] if "emptyDir" in v}
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
     env = {e["name"]: e.get("value") for e in main["env"]}
-    assert {"/tmp", "/dev/shm", MODEL_CACHE_DIR} <= set(mounts)
+    assert {"/tmp", "/dev/shm", MODEL_REPOSITORY_DIR} <= set(mounts)
     assert set(mounts.values()) <= empty_dirs
-    assert env["TRITON_AWS_MOUNT_DIRECTORY"] == MODEL_CACHE_DIR
     assert env["HOME"] in mounts
 
 
@@ -422,7 +428,7 @@ def test_the_front_runs_read_only_from_its_config_map(recording: Recording) -> N
     # nginx reads its files once: the pod template carries their digest, so a change rolls the pods.
     annotations = inputs(recording, DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]
     digest = hashlib.sha256(json.dumps(recorded["data"], sort_keys=True).encode()).hexdigest()
-    assert annotations == {"inferstack.io/request-front-sha256": digest}
+    assert annotations["inferstack.io/request-front-sha256"] == digest
 
 
 # --- services, monitoring, autoscaling, disruption ------------------------------------------------------------
@@ -838,10 +844,12 @@ def test_the_region_comes_from_the_components_aws_provider() -> None:
     }
     recording, _ = run_program(program, invokes=answers)
     deployment = recording.one("kubernetes:apps/v1:Deployment")
-    env = {
-        e["name"]: e.get("value")
-        for e in deployment.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
+    fills = [
+        c
+        for c in deployment.inputs["spec"]["template"]["spec"]["initContainers"]
+        if c["name"] == "model-cache"
+    ]
+    env = {e["name"]: e.get("value") for e in fills[0]["env"]}
     assert env["AWS_REGION"] == "eu-west-1"
     assert "providers:kubernetes::k8s" in deployment.provider
 

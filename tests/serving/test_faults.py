@@ -345,7 +345,7 @@ def test_a_publish_cut_off_by_a_stalled_s3_leaves_the_served_version_serving(tmp
         options = ModelOptions(dynamic_batching=None)
         build_model(module, example, name="demo", repository=served, version=2, options=options)
         moto = child(runtime, "moto").process
-        s3 = runtime._s3()
+        s3 = runtime.s3_client()
         quick = boto3_client(runtime, Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}))
         resumed = threading.Timer(10.0, os.killpg, (moto.pid, signal.SIGCONT))
 

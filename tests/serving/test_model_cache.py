@@ -26,10 +26,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from moto.server import ThreadedMotoServer
 
-from inferstack.serving.local.processes import free_port
-from inferstack.serving.models import cache as cache_module
-from inferstack.serving.models.build import build_model
-from inferstack.serving.models.cache import (
+from inferstack.infra import model_cache as cache_module
+from inferstack.infra.model_cache import (
     CacheError,
     Credentials,
     ModelCache,
@@ -38,6 +36,8 @@ from inferstack.serving.models.cache import (
     parse_manifest,
     sigv4_headers,
 )
+from inferstack.serving.local.processes import free_port
+from inferstack.serving.models.build import build_model
 from inferstack.serving.models.publish import S3Location, publish_repository
 from inferstack.serving.models.repository import demo_model
 from inferstack.serving.models.specs import LatestVersions, ModelOptions
@@ -247,10 +247,35 @@ def test_fill_waits_for_the_manifest_a_publish_writes_last(tmp_path: Path, s3: A
     assert len(report.downloaded) == 3
 
 
-def test_missing_manifest_fails_with_one_line(
-    tmp_path: Path, s3: Any, endpoint: str, capsys: pytest.CaptureFixture[str]
+def irsa_env(tmp_path: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What EKS sets in a pod whose service account names a role; STS here is moto's."""
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl")
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ranker-models-reader")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", endpoint)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
+def test_the_script_fills_with_irsa_credentials(
+    tmp_path: Path, s3: Any, endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    argv = ["--bucket", BUCKET, "--prefix", PREFIX, "--models", "demo", "--cache", str(tmp_path / "c")]
+    repo = publish_versions(tmp_path, s3, (1,))
+    irsa_env(tmp_path, endpoint, monkeypatch)
+    argv = ["--source", f"s3://{BUCKET}/{PREFIX}", "--models", "demo", "--cache", str(tmp_path / "c")]
+    assert main([*argv, "--repository", str(tmp_path / "r"), "--max-gib", "1", "--endpoint", endpoint]) == 0
+    assert digests(tmp_path / "r" / "demo") == digests(repo / "demo")
+
+
+def test_missing_manifest_fails_with_one_line(
+    tmp_path: Path,
+    s3: Any,
+    endpoint: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    irsa_env(tmp_path, endpoint, monkeypatch)
+    argv = ["--source", f"s3://{BUCKET}/{PREFIX}", "--models", "demo", "--cache", str(tmp_path / "c")]
     argv += ["--repository", str(tmp_path / "r"), "--max-gib", "1", "--endpoint", endpoint, "--wait-s", "1"]
     assert main(argv) == 1
     error = capsys.readouterr().err.strip()

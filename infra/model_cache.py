@@ -19,8 +19,8 @@ the cache fits its budget; the files the fill just used never go. Pruning takes 
 exclusively, fills hold it shared: a prune never removes a blob under a fill that wants it.
 
 Standard library only, and Python 3.10 (the Triton image's ``python3``): the cluster runs this very
-file from a ConfigMap, S3 requests signed here with SigV4, credentials from the environment or from
-IRSA's web-identity token.
+file from a ConfigMap, S3 requests signed here with SigV4, with the credentials IRSA's web-identity
+token is exchanged for (the local runtime hands its emulator's credentials in directly).
 """
 
 from __future__ import annotations
@@ -123,23 +123,20 @@ class Credentials:
     token: str | None = None
 
 
-def _env_credentials(env: Mapping[str, str], region: str) -> Credentials:
-    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        return Credentials(
-            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN")
-        )
+def _pod_credentials(env: Mapping[str, str], region: str) -> Credentials:
+    """IRSA's: the one way a pod gets AWS credentials here (no static keys reach a pod)."""
     if env.get("AWS_ROLE_ARN") and env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
         return _web_identity(env, region)
     raise CacheError(
-        "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with IRSA "
-        "(AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE)"
+        "no AWS credentials: run with IRSA (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE, set by EKS for a "
+        "service account annotated with eks.amazonaws.com/role-arn)"
     )
 
 
 def _web_identity(env: Mapping[str, str], region: str) -> Credentials:
     """IRSA: trade the projected service-account token for the role's credentials (an unsigned call)."""
     token = Path(env["AWS_WEB_IDENTITY_TOKEN_FILE"]).read_text().strip()
-    query = urllib.parse.urlencode(
+    form = urllib.parse.urlencode(
         {
             "Action": "AssumeRoleWithWebIdentity",
             "Version": "2011-06-15",
@@ -149,7 +146,9 @@ def _web_identity(env: Mapping[str, str], region: str) -> Credentials:
         }
     )
     endpoint = env.get("AWS_ENDPOINT_URL_STS") or f"https://sts.{region}.amazonaws.com"
-    status, _, body = _request(endpoint, "GET", f"/?{query}", {})
+    status, _, body = _request(
+        endpoint, "POST", "/", {"content-type": "application/x-www-form-urlencoded"}, form.encode()
+    )
     if status != 200:
         raise CacheError(
             f"STS AssumeRoleWithWebIdentity for {env['AWS_ROLE_ARN']}: HTTP {status} {body[:300]!r}"
@@ -159,13 +158,13 @@ def _web_identity(env: Mapping[str, str], region: str) -> Credentials:
 
 
 def _request(
-    endpoint: str, method: str, target: str, headers: Mapping[str, str], timeout_s: float = 60.0
+    endpoint: str, method: str, target: str, headers: Mapping[str, str], body: bytes, timeout_s: float = 60.0
 ) -> tuple[int, dict[str, str], bytes]:
     parts = urllib.parse.urlsplit(endpoint)
     connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = connection_type(parts.netloc, timeout=timeout_s)
     try:
-        connection.request(method, target, headers=dict(headers))
+        connection.request(method, target, body=body, headers=dict(headers))
         response = connection.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
@@ -303,7 +302,7 @@ def reader_from_env(
     if not region:
         raise CacheError("no region: pass --region or set AWS_REGION")
     endpoint = endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    return S3Reader(bucket, region, _env_credentials(env, region), endpoint)
+    return S3Reader(bucket, region, _pod_credentials(env, region), endpoint)
 
 
 # --- the cache ------------------------------------------------------------------------------------------
@@ -581,8 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Fill a model repository folder from S3 through the node cache."
     )
-    parser.add_argument("--bucket", required=True)
-    parser.add_argument("--prefix", default="")
+    parser.add_argument("--source", required=True, help="s3://BUCKET[/PREFIX], the published repository")
     parser.add_argument("--models", required=True, help="comma-separated model names")
     parser.add_argument("--cache", required=True, type=Path, help="the node's cache folder")
     parser.add_argument("--repository", required=True, type=Path, help="the folder Triton loads from")
@@ -592,18 +590,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--region", default=None)
     parser.add_argument("--endpoint", default=None, help="an S3 endpoint other than AWS's (tests, moto)")
     options = parser.parse_args(argv)
+    bucket, _, prefix = str(options.source).removeprefix("s3://").partition("/")
     try:
-        s3 = reader_from_env(options.bucket, region=options.region, endpoint=options.endpoint)
+        if not str(options.source).startswith("s3://") or not bucket:
+            raise CacheError(f"--source {options.source!r}: not s3://BUCKET[/PREFIX]")
+        options.cache.mkdir(parents=True, exist_ok=True)
+        if not os.access(options.cache, os.W_OK):
+            raise CacheError(
+                f"{options.cache} is not writable by uid {os.getuid()}: the node's bootstrap creates the "
+                "cache folder owned by Triton's user (infra/nodegroups.py)"
+            )
+        s3 = reader_from_env(bucket, region=options.region, endpoint=options.endpoint)
         cache = ModelCache(
             options.cache, int(options.max_gib * 2**30), parallel=options.parallel, progress=print
         )
-        cache.fill(
-            s3,
-            options.prefix,
-            [m for m in options.models.split(",") if m],
-            options.repository,
-            wait_s=options.wait_s,
-        )
+        models = [m for m in options.models.split(",") if m]
+        cache.fill(s3, prefix.strip("/"), models, options.repository, wait_s=options.wait_s)
     except (CacheError, OSError) as error:
         print(f"model cache: {error}", file=sys.stderr)
         return 1
