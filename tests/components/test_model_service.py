@@ -158,8 +158,10 @@ def test_no_aws_keys_anywhere(recording: Recording) -> None:
     text = json.dumps([r.inputs for r in recording])
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         assert key not in text
-    env = {e["name"]: e.get("value") for e in container(recording)["env"]}
+    env = {e["name"]: e.get("value") for e in fill(recording)["env"]}
     assert env["AWS_DEFAULT_REGION"] == "us-east-1"
+    # Triton never talks to S3: the fill does, with the service account's IRSA role.
+    assert not [e for e in container(recording)["env"] if e["name"].startswith("AWS_")]
     # The one Secret is Triton's admin key.
     assert [r.name for r in recording if r.type == "kubernetes:core/v1:Secret"] == ["ranker-admin-key"]
 
@@ -193,7 +195,7 @@ def test_tracing_sends_sampled_spans_to_the_collector_and_logs_request_ids() -> 
     collector = "http://otel-collector.telemetry.svc:4318/v1/traces"
     traced = deployment("ranker", args(tracing=TraceSettings(collector, sample_rate=0.05)), URI)
     given = traced["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert given[: len(triton_args(args(), URI))] == triton_args(args(), URI)
+    assert given[: len(triton_args(args(), MODEL_REPOSITORY_DIR))] == triton_args(args(), MODEL_REPOSITORY_DIR)
     settings = [given[i + 1] for i, flag in enumerate(given) if flag == "--trace-config"]
     assert settings == [
         "mode=opentelemetry",
@@ -204,7 +206,7 @@ def test_tracing_sends_sampled_spans_to_the_collector_and_logs_request_ids() -> 
     ]
     assert given[-2:] == ["--log-format=ISO8601", "--log-verbose=1"]
     plain = deployment("ranker", args(), URI)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert plain == triton_args(args(), URI)  # no tracing asked for: no trace or log flags added
+    assert plain == triton_args(args(), MODEL_REPOSITORY_DIR)  # no tracing asked for: no trace or log flags added
 
 
 # --- Triton's admin APIs -------------------------------------------------------------------------------
@@ -609,6 +611,7 @@ def test_every_child_belongs_to_the_service_in_its_own_namespace(
     kubernetes = [r for r in recording if r.type.startswith("kubernetes:") and r.custom]
     assert sorted(r.type.rsplit(":", 1)[1] for r in kubernetes) == [
         "ConfigMap",  # the request front's
+        "ConfigMap",  # the model-cache fill script
         "Deployment",
         "Namespace",
         "PodDisruptionBudget",
