@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -43,7 +44,6 @@ import time
 import urllib.parse
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,7 +326,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _locked(path: Path, mode: int) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
@@ -594,15 +594,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not str(options.source).startswith("s3://") or not bucket:
             raise CacheError(f"--source {options.source!r}: not s3://BUCKET[/PREFIX]")
-        options.cache.mkdir(parents=True, exist_ok=True)
-        if not os.access(options.cache, os.W_OK):
-            raise CacheError(
-                f"{options.cache} is not writable by uid {os.getuid()}: the node's bootstrap creates the "
-                "cache folder owned by Triton's user (infra/nodegroups.py)"
+        cache_root = options.cache
+        with contextlib.suppress(OSError):
+            cache_root.mkdir(parents=True, exist_ok=True)
+        if not os.access(cache_root, os.W_OK):
+            # A node without inferstack's bootstrap (Bottlerocket, another group): the kubelet made the
+            # folder root-owned. Serve anyway, from a cache private to this pod, and say why.
+            cache_root = options.repository / ".pod-cache"
+            print(
+                f"model cache: {options.cache} is not writable by uid {os.getuid()} (the node's bootstrap "
+                f"creates it owned by Triton's user): using {cache_root}, not shared with other pods",
+                file=sys.stderr,
             )
         s3 = reader_from_env(bucket, region=options.region, endpoint=options.endpoint)
         cache = ModelCache(
-            options.cache, int(options.max_gib * 2**30), parallel=options.parallel, progress=print
+            cache_root, int(options.max_gib * 2**30), parallel=options.parallel, progress=print
         )
         models = [m for m in options.models.split(",") if m]
         cache.fill(s3, prefix.strip("/"), models, options.repository, wait_s=options.wait_s)

@@ -9,7 +9,10 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -26,6 +29,15 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from moto.server import ThreadedMotoServer
 
+from inferstack.components.model_service.args import ModelSource, TritonModelServiceArgs
+from inferstack.components.model_service.pod import (
+    CACHE_SCRIPT,
+    MODEL_REPOSITORY_DIR,
+    NODE_CACHE_MOUNT,
+    TRITON_UID,
+    fill_container,
+    model_cache_config_map,
+)
 from inferstack.infra import model_cache as cache_module
 from inferstack.infra.model_cache import (
     CacheError,
@@ -322,3 +334,83 @@ def test_runs_under_the_triton_images_python_from_a_config_map() -> None:
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert imported - {"__future__"} <= set(sys.stdlib_module_names)
+
+
+@pytest.fixture
+def pod_dirs() -> Iterator[Path]:
+    """Folders uid 1000 (Triton's user, the fill's) can reach, as the pod's volumes would be."""
+    root = Path(tempfile.mkdtemp(prefix="inferstack-pod-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_rendered_fill(pod_dirs: Path, endpoint: str, node_cache: Path) -> subprocess.CompletedProcess[str]:
+    """The pod's model-cache init container as rendered: its ConfigMap's script, its arguments with the
+    volumes' paths mapped to folders here, run by the system python3 as Triton's uid."""
+    service = TritonModelServiceArgs(
+        models=["demo"],
+        source=ModelSource(
+            role_arn="arn:aws:iam::123456789012:role/r", repository_uri=f"s3://{BUCKET}/{PREFIX}"
+        ),
+        zones=3,
+        region="us-east-1",
+    )
+    container = fill_container("ranker", service, f"s3://{BUCKET}/{PREFIX}")
+    script = pod_dirs / "script" / CACHE_SCRIPT
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(model_cache_config_map("ranker", service)["data"][CACHE_SCRIPT])
+    repository = pod_dirs / "models"
+    repository.mkdir(exist_ok=True)
+    os.chown(repository, TRITON_UID, TRITON_UID)  # fsGroup makes the emptyDir the pod's
+    token = pod_dirs / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl")
+    token.chmod(0o644)
+    mapped = {NODE_CACHE_MOUNT: str(node_cache), MODEL_REPOSITORY_DIR: str(repository)}
+    argv = [a.replace(f"={k}", f"={v}") for a in container["args"] for k, v in mapped.items() if f"={k}" in a]
+    argv += [a for a in container["args"] if not any(f"={k}" in a for k in mapped)]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env |= {"AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/r", "AWS_WEB_IDENTITY_TOKEN_FILE": str(token)}
+    env |= {"AWS_ENDPOINT_URL_STS": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "PATH": "/usr/bin:/bin"}
+    assert container["command"][0] == "python3"
+    return subprocess.run(
+        ["/usr/bin/python3", str(script), *argv],
+        env=env,
+        user=TRITON_UID,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the fill as Triton's uid 1000, which needs root here")
+def test_the_rendered_init_container_fills_the_pods_repository(
+    tmp_path: Path, s3: Any, endpoint: str, pod_dirs: Path
+) -> None:
+    repo = publish_versions(tmp_path, s3, (1,))
+    node_cache = pod_dirs / "node-cache"
+    node_cache.mkdir()
+    os.chown(node_cache, TRITON_UID, TRITON_UID)  # what the node's bootstrap does
+    done = run_rendered_fill(pod_dirs, endpoint, node_cache)
+    assert done.returncode == 0, done.stderr
+    assert digests(pod_dirs / "models" / "demo") == digests(repo / "demo")
+    assert len(list(node_cache.glob("blobs/*/*"))) == 3
+    again = run_rendered_fill(pod_dirs, endpoint, node_cache)  # the next pod on the node
+    assert again.returncode == 0 and "0 downloaded" in again.stdout and "3 reused" in again.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the fill as Triton's uid 1000, which needs root here")
+def test_a_node_without_the_bootstrap_still_serves_from_a_pod_private_cache(
+    tmp_path: Path, s3: Any, endpoint: str, pod_dirs: Path
+) -> None:
+    repo = publish_versions(tmp_path, s3, (1,))
+    node_cache = pod_dirs / "node-cache"
+    node_cache.mkdir(mode=0o755)  # what hostPath DirectoryOrCreate leaves: root's
+    done = run_rendered_fill(pod_dirs, endpoint, node_cache)
+    assert done.returncode == 0, done.stderr
+    assert "is not writable by uid 1000" in done.stderr and "not shared with other pods" in done.stderr
+    assert digests(pod_dirs / "models" / "demo") == digests(repo / "demo")
+    assert list(node_cache.iterdir()) == []
