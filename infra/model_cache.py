@@ -46,6 +46,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 MANIFEST = "inferstack-manifest.json"  # per model, beside config.pbtxt; Triton ignores other files there
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
@@ -274,8 +275,9 @@ class S3Reader:
             raise CacheError(f"GET s3://{self.bucket}/{key}: HTTP {response.status} {body[:200]!r}")
         return body
 
-    def get_into(self, key: str, handle: int, start: int, end: int) -> None:
-        """Write bytes ``start``..``end`` of the object at the same offsets of the open file ``handle``."""
+    def get_into(self, key: str, handle: int, start: int, end: int, digest: Any = None) -> None:
+        """Write bytes ``start``..``end`` of the object at the same offsets of the open file ``handle``
+        (and into ``digest``, a hashlib object, as they arrive, when given)."""
         response = self._send("GET", key, {"range": f"bytes={start}-{end}"})
         if response.status != 206:
             body = response.read()
@@ -285,6 +287,8 @@ class S3Reader:
         offset = start
         while chunk := response.read(_CHUNK):
             os.pwrite(handle, chunk, offset)
+            if digest is not None:
+                digest.update(chunk)
             offset += len(chunk)
         if offset != end + 1:
             raise CacheError(f"GET s3://{self.bucket}/{key} bytes {start}-{end}: cut off at {offset}")
@@ -478,7 +482,7 @@ class ModelCache:
 
         Parts arrive in parallel; the hash follows them in order, reading each part back from the page
         cache as soon as it and those before it are in, so hashing overlaps the download instead of
-        adding a second pass over the file after it.
+        adding a second pass over the file after it. An object of one part is hashed as it streams in.
         """
         staging = self.root / "staging"
         staging.mkdir(parents=True, exist_ok=True)
@@ -487,14 +491,19 @@ class ModelCache:
             (start, min(start + self.part_bytes, size) - 1) for start in range(0, size, self.part_bytes)
         ]
         digest = hashlib.sha256()
-        futures = []
+        futures: list[concurrent.futures.Future[Any]] = []
         try:
             os.ftruncate(handle, size)
-            futures = [parts.submit(_retried, s3.get_into, key, handle, start, end) for start, end in ranges]
-            for (start, end), future in zip(ranges, futures, strict=True):
-                future.result()
-                for offset in range(start, end + 1, _CHUNK):
-                    digest.update(os.pread(handle, min(_CHUNK, end + 1 - offset), offset))
+            if len(ranges) == 1:
+                futures = [parts.submit(self._whole, s3, key, handle, size)]
+                actual = futures[0].result()
+            else:
+                futures = [parts.submit(_retried, s3.get_into, key, handle, *r) for r in ranges]
+                for (start, end), future in zip(ranges, futures, strict=True):
+                    future.result()
+                    for offset in range(start, end + 1, _CHUNK):
+                        digest.update(os.pread(handle, min(_CHUNK, end + 1 - offset), offset))
+                actual = digest.hexdigest()
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -503,7 +512,23 @@ class ModelCache:
             os.unlink(name)
             raise
         os.close(handle)
-        return Path(name), digest.hexdigest()
+        return Path(name), actual
+
+    @staticmethod
+    def _whole(s3: S3Reader, key: str, handle: int, size: int) -> str:
+        """A whole object in one GET, hashed as it streams in; a retry hashes afresh."""
+
+        def once() -> str:
+            digest = hashlib.sha256()
+            s3.get_into(key, handle, 0, size - 1, digest)
+            return digest.hexdigest()
+
+        for attempt in range(1, ATTEMPTS):
+            try:
+                return once()
+            except (OSError, http.client.HTTPException, CacheError):
+                time.sleep(0.5 * attempt)
+        return once()  # the last try's failure is the fill's
 
     def _assemble(self, manifest: Manifest, folder: Path) -> None:
         """The model folder Triton reads: every wanted file from its blob, built aside and renamed in."""

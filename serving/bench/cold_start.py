@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.model_cache import PARALLEL, PART_BYTES
+from inferstack.infra.model_cache import PARALLEL
 from inferstack.serving.local.demo import build_demo_repository
-from inferstack.serving.local.runtime import LocalRuntime
+from inferstack.serving.local.runtime import EMULATOR_PART_BYTES, LocalRuntime
 
 MODES = ("direct", "cold", "warm")
 WIDTH = 4096  # one Linear layer: 4096 x 4096 float32 weights, 64 MiB
@@ -113,8 +113,11 @@ def build_big_repository(path: Path, size_mb: int) -> Path:
 
 
 def floor(runtime: LocalRuntime, scratch: Path) -> tuple[float, float]:
-    """(download, load) seconds: the big model's served objects from the runtime's S3 with boto3's transfer
-    manager (parts and files in parallel, as the cache fetches them), then ``torch.jit.load`` of them."""
+    """(download, load) seconds: the big model's served objects from the runtime's S3 with boto3, all files
+    at once, each in the GETs that are fastest on the emulator (one per object: see EMULATOR_PART_BYTES),
+    then ``torch.jit.load`` of the model in this process."""
+    import concurrent.futures
+
     import torch
     from boto3.s3.transfer import TransferConfig
 
@@ -123,19 +126,22 @@ def floor(runtime: LocalRuntime, scratch: Path) -> tuple[float, float]:
     s3 = runtime.s3_client()
     key = f"{runtime.prefix}/big/{MANIFEST}"
     manifest = parse_manifest(s3.get_object(Bucket=runtime.bucket, Key=key)["Body"].read(), where=key)
-    config = TransferConfig(multipart_chunksize=PART_BYTES, max_concurrency=PARALLEL)
+    config = TransferConfig(multipart_threshold=EMULATOR_PART_BYTES, multipart_chunksize=EMULATOR_PART_BYTES)
     scratch.mkdir(parents=True, exist_ok=True)
+    targets = {relative: scratch / relative.replace("/", "_") for relative in manifest.wanted()}
     start = time.perf_counter()
-    targets = []
-    for relative in manifest.wanted():
-        target = scratch / relative.replace("/", "_")
-        s3.download_file(runtime.bucket, f"{runtime.prefix}/big/{relative}", str(target), Config=config)
-        targets.append((relative, target))
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+        fetches = [
+            pool.submit(s3.download_file, runtime.bucket, f"{runtime.prefix}/big/{r}", str(t), Config=config)
+            for r, t in targets.items()
+        ]
+        for fetch in fetches:
+            fetch.result()
     downloaded = time.perf_counter()
-    model = next(t for r, t in targets if r.endswith("/model.pt"))
+    model = next(t for r, t in targets.items() if r.endswith("/model.pt"))
     torch.jit.load(str(model), map_location="cpu")  # type: ignore[no-untyped-call]
     loaded = time.perf_counter()
-    for _, target in targets:
+    for target in targets.values():
         target.unlink()
     return downloaded - start, loaded - downloaded
 

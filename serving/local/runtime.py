@@ -93,6 +93,10 @@ class SmokeResult:
 
 
 MAX_REPLICAS = 8  # two cores here; each replica is a whole Triton
+# moto answers a ranged GET by reading the whole object and slicing it (its _handle_range_header gets the
+# full value), so N ranges cost N whole reads: on the emulator one GET per object is the fast way. On S3
+# the fill uses its 16 MiB ranges in parallel (one connection to S3 tops out well below a node's NIC).
+EMULATOR_PART_BYTES = 1 << 40
 _RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)  # like the kubelet's CrashLoopBackOff, bounded
 _STABLE_AFTER_S = 60.0  # a replica that ran this long without dying starts its backoff afresh
 
@@ -351,6 +355,7 @@ class LocalRuntime:
         cache = ModelCache(
             self.model_cache_dir or self.work_dir / "model-cache",
             int(self.model_cache_gib * 2**30),
+            part_bytes=EMULATOR_PART_BYTES,
             progress=self.progress,
         )
         folder = self.work_dir / f"{name}-models"

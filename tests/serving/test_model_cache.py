@@ -170,11 +170,16 @@ def test_corrupted_cached_file_is_detected_and_fetched_again(tmp_path: Path, s3:
     assert digests(tmp_path / "b" / "demo") == digests(repo / "demo")
 
 
-def test_object_that_does_not_match_its_manifest_is_refused(tmp_path: Path, s3: Any, endpoint: str) -> None:
+@pytest.mark.parametrize("part_bytes", [4, 16 << 20], ids=["in-parts", "whole"])
+def test_object_that_does_not_match_its_manifest_is_refused(
+    tmp_path: Path, s3: Any, endpoint: str, part_bytes: int
+) -> None:
     publish_versions(tmp_path, s3, (1,))
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/demo/1/model.pt", Body=b"not the published bytes")
     with pytest.raises(CacheError, match=r"model.pt: sha256 never matched the manifest"):
-        ModelCache(tmp_path / "cache", 2**30).fill(reader(endpoint), PREFIX, ["demo"], tmp_path / "served")
+        ModelCache(tmp_path / "cache", 2**30, part_bytes=part_bytes).fill(
+            reader(endpoint), PREFIX, ["demo"], tmp_path / "served"
+        )
     assert not (tmp_path / "served" / "demo").exists()
     assert list((tmp_path / "cache" / "staging").iterdir()) == []  # no temporary file left behind
 
@@ -186,9 +191,9 @@ def test_big_files_come_in_parallel_ranges(tmp_path: Path, s3: Any, endpoint: st
     s3_reader = reader(endpoint)
     original = s3_reader.get_into
 
-    def counting(key: str, handle: int, start: int, end: int) -> None:
+    def counting(key: str, handle: int, start: int, end: int, digest: Any = None) -> None:
         calls.append((start, end))
-        original(key, handle, start, end)
+        original(key, handle, start, end, digest)
 
     s3_reader.get_into = counting  # type: ignore[method-assign]
     ModelCache(tmp_path / "cache", 2**30, part_bytes=1024).fill(
