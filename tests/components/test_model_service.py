@@ -34,7 +34,9 @@ from inferstack.components.model_service import (
 from inferstack.components.model_service.args import SPOT_NOTICE_S
 from inferstack.components.model_service.pod import (
     ADMIN_KEY_ENV,
+    CACHE_SCRIPT,
     MODEL_REPOSITORY_DIR,
+    NODE_CACHE_MOUNT,
     POD_FRONT,
     admin_key_secret,
     front_config_map,
@@ -44,7 +46,9 @@ from inferstack.components.model_service.pod import (
 from inferstack.components.model_service.scaling import keda_queries
 from inferstack.components.request_front import config_files
 from inferstack.components.triton_telemetry import TraceSettings
+from inferstack.infra import model_cache
 from inferstack.infra.model_store import ModelStore
+from inferstack.infra.nodegroups import NODE_MODEL_CACHE_PATH
 from tests.conftest import packages_loaded_by
 from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
 from tests.schemas import validate_custom_resource, validate_k8s
@@ -195,7 +199,9 @@ def test_tracing_sends_sampled_spans_to_the_collector_and_logs_request_ids() -> 
     collector = "http://otel-collector.telemetry.svc:4318/v1/traces"
     traced = deployment("ranker", args(tracing=TraceSettings(collector, sample_rate=0.05)), URI)
     given = traced["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert given[: len(triton_args(args(), MODEL_REPOSITORY_DIR))] == triton_args(args(), MODEL_REPOSITORY_DIR)
+    assert given[: len(triton_args(args(), MODEL_REPOSITORY_DIR))] == triton_args(
+        args(), MODEL_REPOSITORY_DIR
+    )
     settings = [given[i + 1] for i, flag in enumerate(given) if flag == "--trace-config"]
     assert settings == [
         "mode=opentelemetry",
@@ -206,7 +212,9 @@ def test_tracing_sends_sampled_spans_to_the_collector_and_logs_request_ids() -> 
     ]
     assert given[-2:] == ["--log-format=ISO8601", "--log-verbose=1"]
     plain = deployment("ranker", args(), URI)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert plain == triton_args(args(), MODEL_REPOSITORY_DIR)  # no tracing asked for: no trace or log flags added
+    assert plain == triton_args(
+        args(), MODEL_REPOSITORY_DIR
+    )  # no tracing asked for: no trace or log flags added
 
 
 # --- Triton's admin APIs -------------------------------------------------------------------------------
@@ -740,6 +748,9 @@ def test_schema_validation_does_catch_a_wrong_field(vendor_dir: Path) -> None:
         ({"shm_gib": 0}, "shm_gib"),
         ({"cpu": 4}, "cpu"),
         ({"model_cache_gib": 0}, "model_cache_gib"),
+        ({"node_cache_gib": 30}, "node_cache_gib"),  # below model_cache_gib (40): a pod's files must fit
+        ({"manifest_wait_s": -1}, "manifest_wait_s"),
+        ({"manifest_wait_s": 7200}, "manifest_wait_s"),
         ({"queue_time_target_ms": 0}, "queue_time_target_ms"),
         ({"pending_requests_per_replica": -1}, "pending_requests_per_replica"),
         ({"gpu_utilization_target": 120}, "gpu_utilization_target"),
@@ -860,3 +871,72 @@ def test_the_region_comes_from_the_components_aws_provider() -> None:
 def test_a_service_needs_to_be_told_its_zones() -> None:
     with pytest.raises(TypeError):
         TritonModelServiceArgs(models=["m"], source=ModelSource(role_arn=ROLE, repository_uri=URI))  # type: ignore[call-arg]
+
+
+# --- the model-cache init container ---------------------------------------------------------------------
+
+
+def test_the_fill_runs_first_restricted_and_alone_holds_the_node_cache(recording: Recording) -> None:
+    """Order: fill, then the front (a native sidecar), then Triton; the fill is restricted like Triton;
+    the hostPath reaches the fill only, and Triton reads the filled folder read-only."""
+    pod = pod_spec(recording)
+    assert [c["name"] for c in pod["initContainers"]] == ["model-cache", "request-front"]
+    step = fill(recording)
+    assert "restartPolicy" not in step  # runs to completion before the next one starts
+    security = step["securityContext"]
+    assert (
+        security["runAsNonRoot"] is True
+        and security["runAsUser"] == container(recording)["securityContext"]["runAsUser"]
+    )
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+    assert step["resources"]["requests"] == step["resources"]["limits"]  # Guaranteed QoS kept
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    host_paths = {name for name, v in volumes.items() if "hostPath" in v}
+    assert host_paths == {"node-model-cache"}
+    assert volumes["node-model-cache"]["hostPath"] == {
+        "path": NODE_MODEL_CACHE_PATH,
+        "type": "DirectoryOrCreate",
+    }
+    fill_mounts = {m["name"]: m for m in step["volumeMounts"]}
+    assert fill_mounts["node-model-cache"]["mountPath"] == NODE_CACHE_MOUNT
+    assert fill_mounts["model-cache-script"].get("readOnly") is True
+    for other in [container(recording), front(recording)]:
+        assert not host_paths & {m["name"] for m in other["volumeMounts"]}
+    triton_mounts = {m["mountPath"]: m for m in container(recording)["volumeMounts"]}
+    assert triton_mounts[MODEL_REPOSITORY_DIR]["readOnly"] is True
+    assert "emptyDir" in volumes[triton_mounts[MODEL_REPOSITORY_DIR]["name"]]
+    assert container(recording)["args"][0] == f"--model-repository={MODEL_REPOSITORY_DIR}"
+
+
+def test_the_fill_is_told_the_models_the_bound_and_the_wait(recording: Recording) -> None:
+    step = fill(recording)
+    assert step["image"] == container(recording)["image"]  # one image to pull on a new node
+    assert step["command"] == ["python3", f"/opt/inferstack/{CACHE_SCRIPT}"]
+    assert step["args"] == [
+        "--source=s3://models-bucket/ranker",  # the ModelStore's bucket and the service's prefix
+        "--models=ranker,ranker-v2",
+        f"--cache={NODE_CACHE_MOUNT}",
+        f"--repository={MODEL_REPOSITORY_DIR}",
+        "--max-gib=150",
+        "--wait-s=600",
+    ]
+
+
+def test_the_fill_script_is_the_module_and_a_change_rolls_the_pods(recording: Recording) -> None:
+    recorded = inputs(recording, "kubernetes:core/v1:ConfigMap", "ranker-model-cache")
+    source = Path(model_cache.__file__).read_text()
+    assert recorded["data"] == {CACHE_SCRIPT: source}
+    annotations = inputs(recording, DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["inferstack.io/model-cache-sha256"] == hashlib.sha256(source.encode()).hexdigest()
+    volumes = {v["name"]: v for v in pod_spec(recording)["volumes"]}
+    assert volumes["model-cache-script"]["configMap"] == {"name": "ranker-model-cache"}
+    deployment_record = recording.one(DEPLOYMENT)
+    assert [u for u in deployment_record.dependencies if u.endswith("::ranker-model-cache")]  # mounted at start
+
+
+def test_the_rollout_deadline_covers_the_manifest_wait(recording: Recording) -> None:
+    spec = inputs(recording, DEPLOYMENT)["spec"]
+    assert spec["progressDeadlineSeconds"] == 900 + 600 + 600  # node and image, manifest wait, model load

@@ -280,6 +280,19 @@ def test_replicas_serve_the_same_repository_behind_haproxy(replicated: LocalRunt
     assert infer_ok(replicated.balanced_http_url) and infer_ok(replicated.front_url)
 
 
+def test_the_second_replica_finds_the_models_on_the_node(replicated: LocalRuntime) -> None:
+    """Both replicas fill through one node cache: the first downloads, the second downloads nothing and
+    links the very same blobs (one copy of the bytes on disk)."""
+    first, second = replicated.replica_starts
+    assert first.downloaded_bytes > 0 and second.downloaded_bytes == 0
+    work = Path(str(replicated.work_dir))
+    models = [work / f"triton-{i}-models" / "demo" / "1" / "model.pt" for i in (0, 1)]
+    assert models[0].stat().st_ino == models[1].stat().st_ino
+    assert any(
+        p.stat().st_ino == models[0].stat().st_ino for p in (work / "model-cache" / "blobs").glob("*/*")
+    )
+
+
 @pytest.mark.parametrize("through", ["balancer", "client"])
 def test_a_replica_killed_under_load_costs_no_request(
     replicated: LocalRuntime, expected: list[np.ndarray], through: str
