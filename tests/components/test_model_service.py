@@ -934,7 +934,9 @@ def test_the_fill_script_is_the_module_and_a_change_rolls_the_pods(recording: Re
     volumes = {v["name"]: v for v in pod_spec(recording)["volumes"]}
     assert volumes["model-cache-script"]["configMap"] == {"name": "ranker-model-cache"}
     deployment_record = recording.one(DEPLOYMENT)
-    assert [u for u in deployment_record.dependencies if u.endswith("::ranker-model-cache")]  # mounted at start
+    assert [
+        u for u in deployment_record.dependencies if u.endswith("::ranker-model-cache")
+    ]  # mounted at start
 
 
 def test_the_rollout_deadline_covers_the_manifest_wait(recording: Recording) -> None:
