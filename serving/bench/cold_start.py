@@ -22,6 +22,7 @@ from typing import Any
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_cache import PARALLEL
+from inferstack.serving.bench.figures import save
 from inferstack.serving.local.demo import build_demo_repository
 from inferstack.serving.local.runtime import EMULATOR_PART_BYTES, LocalRuntime
 
@@ -248,8 +249,4 @@ def write_plot(report: ColdStartReport, path: Path) -> Path:
         fontsize=10,
     )
     axes.margins(y=0.25)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-    return path
+    return save(pyplot, figure, path)

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ import torch
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
-from moto.server import ThreadedMotoServer
 
 from inferstack.components.model_service.args import ModelSource, TritonModelServiceArgs
 from inferstack.components.model_service.pod import (
@@ -48,7 +46,6 @@ from inferstack.infra.model_cache import (
     parse_manifest,
     sigv4_headers,
 )
-from inferstack.serving.local.processes import free_port
 from inferstack.serving.models.build import build_model
 from inferstack.serving.models.publish import S3Location, publish_repository
 from inferstack.serving.models.repository import demo_model
@@ -59,26 +56,14 @@ PREFIX = "prod/models"
 
 
 @pytest.fixture
-def endpoint(fake_aws_env: None) -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(endpoint: str) -> Any:
-    client = boto3.client("s3", endpoint_url=endpoint)
+def s3(moto_endpoint: str) -> Any:
+    client = boto3.client("s3", endpoint_url=moto_endpoint)
     client.create_bucket(Bucket=BUCKET)
     return client
 
 
-def reader(endpoint: str) -> S3Reader:
-    return S3Reader(BUCKET, "us-east-1", Credentials("x", "x"), endpoint)
+def reader(moto_endpoint: str) -> S3Reader:
+    return S3Reader(BUCKET, "us-east-1", Credentials("x", "x"), moto_endpoint)
 
 
 def publish_versions(tmp_path: Path, s3: Any, versions: tuple[int, ...], *, latest: int = 1) -> Path:
@@ -125,46 +110,48 @@ def test_sigv4_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cold_fill_fetches_only_served_versions_then_warm_fill_downloads_nothing(
-    tmp_path: Path, s3: Any, endpoint: str
+    tmp_path: Path, s3: Any, moto_endpoint: str
 ) -> None:
     repo = publish_versions(tmp_path, s3, (1, 2))
     cache = ModelCache(tmp_path / "cache", 2**30)
     served = tmp_path / "served"
-    cold = cache.fill(reader(endpoint), PREFIX, ["demo"], served)
+    cold = cache.fill(reader(moto_endpoint), PREFIX, ["demo"], served)
     want = {k: v for k, v in digests(repo / "demo").items() if not k.startswith("1/")}
     assert digests(served / "demo") == want  # version 1 is not served by latest:1
     assert sorted(cold.downloaded) == sorted(set(want.values()))
     assert cold.bytes_downloaded == sum((repo / "demo" / r).stat().st_size for r in want)
-    warm = cache.fill(reader(endpoint), PREFIX, ["demo"], tmp_path / "served-again")
+    warm = cache.fill(reader(moto_endpoint), PREFIX, ["demo"], tmp_path / "served-again")
     assert warm.downloaded == [] and warm.bytes_downloaded == 0
     assert sorted(warm.reused) == sorted(set(want.values()))
     assert digests(tmp_path / "served-again" / "demo") == want
 
 
-def test_latest_two_serves_both_versions(tmp_path: Path, s3: Any, endpoint: str) -> None:
+def test_latest_two_serves_both_versions(tmp_path: Path, s3: Any, moto_endpoint: str) -> None:
     repo = publish_versions(tmp_path, s3, (1, 2, 3), latest=2)
     manifest = json.loads(
         s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/demo/inferstack-manifest.json")["Body"].read()
     )
     assert manifest["served"] == [2, 3]
-    ModelCache(tmp_path / "cache", 2**30).fill(reader(endpoint), PREFIX, ["demo"], tmp_path / "served")
+    ModelCache(tmp_path / "cache", 2**30).fill(reader(moto_endpoint), PREFIX, ["demo"], tmp_path / "served")
     assert sorted(p.name for p in (tmp_path / "served" / "demo").iterdir() if p.is_dir()) == ["2", "3"]
     assert digests(tmp_path / "served" / "demo") == {
         k: v for k, v in digests(repo / "demo").items() if not k.startswith("1/")
     }
 
 
-def test_corrupted_cached_file_is_detected_and_fetched_again(tmp_path: Path, s3: Any, endpoint: str) -> None:
+def test_corrupted_cached_file_is_detected_and_fetched_again(
+    tmp_path: Path, s3: Any, moto_endpoint: str
+) -> None:
     repo = publish_versions(tmp_path, s3, (1,))
     cache = ModelCache(tmp_path / "cache", 2**30)
-    cache.fill(reader(endpoint), PREFIX, ["demo"], tmp_path / "a")
+    cache.fill(reader(moto_endpoint), PREFIX, ["demo"], tmp_path / "a")
     model_digest = digests(repo / "demo")["1/model.pt"]
     blob = cache.blob(model_digest)
     blob.chmod(0o644)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
     blob.write_bytes(bytes(data))
-    report = cache.fill(reader(endpoint), PREFIX, ["demo"], tmp_path / "b")
+    report = cache.fill(reader(moto_endpoint), PREFIX, ["demo"], tmp_path / "b")
     assert report.refetched == [model_digest] and report.downloaded == [model_digest]
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == model_digest
     assert digests(tmp_path / "b" / "demo") == digests(repo / "demo")
@@ -172,23 +159,23 @@ def test_corrupted_cached_file_is_detected_and_fetched_again(tmp_path: Path, s3:
 
 @pytest.mark.parametrize("part_bytes", [4, 16 << 20], ids=["in-parts", "whole"])
 def test_object_that_does_not_match_its_manifest_is_refused(
-    tmp_path: Path, s3: Any, endpoint: str, part_bytes: int
+    tmp_path: Path, s3: Any, moto_endpoint: str, part_bytes: int
 ) -> None:
     publish_versions(tmp_path, s3, (1,))
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/demo/1/model.pt", Body=b"not the published bytes")
     with pytest.raises(CacheError, match=r"model.pt: sha256 never matched the manifest"):
         ModelCache(tmp_path / "cache", 2**30, part_bytes=part_bytes).fill(
-            reader(endpoint), PREFIX, ["demo"], tmp_path / "served"
+            reader(moto_endpoint), PREFIX, ["demo"], tmp_path / "served"
         )
     assert not (tmp_path / "served" / "demo").exists()
     assert list((tmp_path / "cache" / "staging").iterdir()) == []  # no temporary file left behind
 
 
-def test_big_files_come_in_parallel_ranges(tmp_path: Path, s3: Any, endpoint: str) -> None:
+def test_big_files_come_in_parallel_ranges(tmp_path: Path, s3: Any, moto_endpoint: str) -> None:
     repo = publish_versions(tmp_path, s3, (1,))
     size = (repo / "demo" / "1" / "model.pt").stat().st_size
     calls: list[tuple[int, int]] = []
-    s3_reader = reader(endpoint)
+    s3_reader = reader(moto_endpoint)
     original = s3_reader.get_into
 
     def counting(key: str, handle: int, start: int, end: int, digest: Any = None) -> None:
@@ -204,13 +191,15 @@ def test_big_files_come_in_parallel_ranges(tmp_path: Path, s3: Any, endpoint: st
     assert digests(tmp_path / "served" / "demo") == digests(repo / "demo")
 
 
-def test_two_fills_at_once_fetch_each_file_once(tmp_path: Path, s3: Any, endpoint: str) -> None:
+def test_two_fills_at_once_fetch_each_file_once(tmp_path: Path, s3: Any, moto_endpoint: str) -> None:
     publish_versions(tmp_path, s3, (1,))
     cache_dir = tmp_path / "cache"
     reports = []
 
     def fill(name: str) -> None:
-        reports.append(ModelCache(cache_dir, 2**30).fill(reader(endpoint), PREFIX, ["demo"], tmp_path / name))
+        reports.append(
+            ModelCache(cache_dir, 2**30).fill(reader(moto_endpoint), PREFIX, ["demo"], tmp_path / name)
+        )
 
     threads = [threading.Thread(target=fill, args=(f"pod-{i}",)) for i in range(3)]
     for thread in threads:
@@ -224,7 +213,7 @@ def test_two_fills_at_once_fetch_each_file_once(tmp_path: Path, s3: Any, endpoin
     )
 
 
-def test_cache_is_pruned_least_recently_used_first(tmp_path: Path, s3: Any, endpoint: str) -> None:
+def test_cache_is_pruned_least_recently_used_first(tmp_path: Path, s3: Any, moto_endpoint: str) -> None:
     cache = ModelCache(tmp_path / "cache", 10**9)
     stale = []
     for index in range(3):
@@ -238,62 +227,77 @@ def test_cache_is_pruned_least_recently_used_first(tmp_path: Path, s3: Any, endp
     cache.max_bytes = (
         sum(p.stat().st_size for p in (tmp_path / "repo" / "demo").rglob("*") if p.is_file()) + 1500
     )
-    report = cache.fill(reader(endpoint), PREFIX, ["demo"], tmp_path / "served")
+    report = cache.fill(reader(moto_endpoint), PREFIX, ["demo"], tmp_path / "served")
     assert report.pruned == stale[:2]  # the oldest two go, the newest fits beside the model's files
     assert [p.name for p in (tmp_path / "cache" / "blobs").glob("*/*") if p.name in stale] == [stale[2]]
 
 
 def test_models_bigger_than_the_cache_are_refused_before_downloading(
-    tmp_path: Path, s3: Any, endpoint: str
+    tmp_path: Path, s3: Any, moto_endpoint: str
 ) -> None:
     publish_versions(tmp_path, s3, (1,))
     with pytest.raises(CacheError, match=r"more than the cache's .* raise the node cache size"):
-        ModelCache(tmp_path / "cache", 1000).fill(reader(endpoint), PREFIX, ["demo"], tmp_path / "served")
+        ModelCache(tmp_path / "cache", 1000).fill(
+            reader(moto_endpoint), PREFIX, ["demo"], tmp_path / "served"
+        )
     assert not (tmp_path / "cache" / "blobs").exists()
 
 
-def test_fill_waits_for_the_manifest_a_publish_writes_last(tmp_path: Path, s3: Any, endpoint: str) -> None:
+def test_fill_waits_for_the_manifest_a_publish_writes_last(
+    tmp_path: Path, s3: Any, moto_endpoint: str
+) -> None:
     publisher = threading.Timer(1.0, publish_versions, args=(tmp_path, s3, (1,)))
     publisher.start()
     try:
         report = ModelCache(tmp_path / "cache", 2**30).fill(
-            reader(endpoint), PREFIX, ["demo"], tmp_path / "served", wait_s=60
+            reader(moto_endpoint), PREFIX, ["demo"], tmp_path / "served", wait_s=60
         )
     finally:
         publisher.join()
     assert len(report.downloaded) == 3
 
 
-def irsa_env(tmp_path: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def irsa_env(tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """What EKS sets in a pod whose service account names a role; STS here is moto's."""
     token = tmp_path / "token"
     token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl")
     monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ranker-models-reader")
     monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
-    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_endpoint)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
 
 
 def test_the_script_fills_with_irsa_credentials(
-    tmp_path: Path, s3: Any, endpoint: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = publish_versions(tmp_path, s3, (1,))
-    irsa_env(tmp_path, endpoint, monkeypatch)
+    irsa_env(tmp_path, moto_endpoint, monkeypatch)
     argv = ["--source", f"s3://{BUCKET}/{PREFIX}", "--models", "demo", "--cache", str(tmp_path / "c")]
-    assert main([*argv, "--repository", str(tmp_path / "r"), "--max-gib", "1", "--endpoint", endpoint]) == 0
+    assert (
+        main([*argv, "--repository", str(tmp_path / "r"), "--max-gib", "1", "--endpoint", moto_endpoint]) == 0
+    )
     assert digests(tmp_path / "r" / "demo") == digests(repo / "demo")
 
 
 def test_missing_manifest_fails_with_one_line(
     tmp_path: Path,
     s3: Any,
-    endpoint: str,
+    moto_endpoint: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    irsa_env(tmp_path, endpoint, monkeypatch)
+    irsa_env(tmp_path, moto_endpoint, monkeypatch)
     argv = ["--source", f"s3://{BUCKET}/{PREFIX}", "--models", "demo", "--cache", str(tmp_path / "c")]
-    argv += ["--repository", str(tmp_path / "r"), "--max-gib", "1", "--endpoint", endpoint, "--wait-s", "1"]
+    argv += [
+        "--repository",
+        str(tmp_path / "r"),
+        "--max-gib",
+        "1",
+        "--endpoint",
+        moto_endpoint,
+        "--wait-s",
+        "1",
+    ]
     assert main(argv) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"model cache: s3://{BUCKET}/{PREFIX}/demo/inferstack-manifest.json: no manifest")
@@ -352,7 +356,9 @@ def pod_dirs() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run_rendered_fill(pod_dirs: Path, endpoint: str, node_cache: Path) -> subprocess.CompletedProcess[str]:
+def run_rendered_fill(
+    pod_dirs: Path, moto_endpoint: str, node_cache: Path
+) -> subprocess.CompletedProcess[str]:
     """The pod's model-cache init container as rendered: its ConfigMap's script, its arguments with the
     volumes' paths mapped to folders here, run by the system python3 as Triton's uid."""
     service = TritonModelServiceArgs(
@@ -378,7 +384,11 @@ def run_rendered_fill(pod_dirs: Path, endpoint: str, node_cache: Path) -> subpro
     argv += [a for a in container["args"] if not any(f"={k}" in a for k in mapped)]
     env = {e["name"]: e["value"] for e in container["env"]}
     env |= {"AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/r", "AWS_WEB_IDENTITY_TOKEN_FILE": str(token)}
-    env |= {"AWS_ENDPOINT_URL_STS": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "PATH": "/usr/bin:/bin"}
+    env |= {
+        "AWS_ENDPOINT_URL_STS": moto_endpoint,
+        "AWS_ENDPOINT_URL_S3": moto_endpoint,
+        "PATH": "/usr/bin:/bin",
+    }
     assert container["command"][0] == "python3"
     return subprocess.run(
         ["/usr/bin/python3", str(script), *argv],
@@ -392,30 +402,24 @@ def run_rendered_fill(pod_dirs: Path, endpoint: str, node_cache: Path) -> subpro
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs the fill as Triton's uid 1000, which needs root here")
+@pytest.mark.parametrize("bootstrapped", [True, False], ids=["node-cache", "node-without-bootstrap"])
 def test_the_rendered_init_container_fills_the_pods_repository(
-    tmp_path: Path, s3: Any, endpoint: str, pod_dirs: Path
+    tmp_path: Path, s3: Any, moto_endpoint: str, pod_dirs: Path, bootstrapped: bool
 ) -> None:
-    repo = publish_versions(tmp_path, s3, (1,))
-    node_cache = pod_dirs / "node-cache"
-    node_cache.mkdir()
-    os.chown(node_cache, TRITON_UID, TRITON_UID)  # what the node's bootstrap does
-    done = run_rendered_fill(pod_dirs, endpoint, node_cache)
-    assert done.returncode == 0, done.stderr
-    assert digests(pod_dirs / "models" / "demo") == digests(repo / "demo")
-    assert len(list(node_cache.glob("blobs/*/*"))) == 3
-    again = run_rendered_fill(pod_dirs, endpoint, node_cache)  # the next pod on the node
-    assert again.returncode == 0 and "0 downloaded" in again.stdout and "3 reused" in again.stdout
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="runs the fill as Triton's uid 1000, which needs root here")
-def test_a_node_without_the_bootstrap_still_serves_from_a_pod_private_cache(
-    tmp_path: Path, s3: Any, endpoint: str, pod_dirs: Path
-) -> None:
+    """On a node the bootstrap prepared, the cache is shared: the next pod downloads nothing. Elsewhere
+    the kubelet made the folder root's: the pod still serves, from a cache of its own, and says so."""
     repo = publish_versions(tmp_path, s3, (1,))
     node_cache = pod_dirs / "node-cache"
     node_cache.mkdir(mode=0o755)  # what hostPath DirectoryOrCreate leaves: root's
-    done = run_rendered_fill(pod_dirs, endpoint, node_cache)
+    if bootstrapped:
+        os.chown(node_cache, TRITON_UID, TRITON_UID)  # what the node's bootstrap does
+    done = run_rendered_fill(pod_dirs, moto_endpoint, node_cache)
     assert done.returncode == 0, done.stderr
-    assert "is not writable by uid 1000" in done.stderr and "not shared with other pods" in done.stderr
     assert digests(pod_dirs / "models" / "demo") == digests(repo / "demo")
-    assert list(node_cache.iterdir()) == []
+    if not bootstrapped:
+        assert "is not writable by uid 1000" in done.stderr and "not shared with other pods" in done.stderr
+        assert list(node_cache.iterdir()) == []
+        return
+    assert len(list(node_cache.glob("blobs/*/*"))) == 3
+    again = run_rendered_fill(pod_dirs, moto_endpoint, node_cache)  # the next pod on the node
+    assert again.returncode == 0 and "0 downloaded" in again.stdout and "3 reused" in again.stdout
