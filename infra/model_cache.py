@@ -6,15 +6,18 @@ files of the versions the model's version policy serves, and then, per file:
 
 - the cache holds blobs named by their sha256 (``blobs/ab/abcd...``), so a file another pod on the node
   already fetched is reused, whichever model or prefix it came from;
-- a cached blob is hashed before use: one that does not match its name (a torn disk, a hand edit) is
-  removed and fetched again; a warm start downloads nothing;
+- a blob is used as it is when nothing has written to it since its bytes last hashed to its name
+  (its size, mtime and inode are what they were then: a warm start reads and downloads nothing);
+  otherwise it is hashed again, and one that does not match its name (a hand edit, a torn write) is
+  removed and fetched again. A change that leaves size, mtime and inode as they were (a bit flipped
+  under the file system) is not caught: delete ``verified/`` to have every blob hashed on next use;
 - a missing blob is downloaded with ranged GETs in parallel into a temporary name, hashed, and renamed
   into place: a reader never sees half a file, a crash leaves only a temporary name behind;
 - one writer per blob (``fcntl.flock`` on ``locks/<sha256>``): two pods wanting the same file fetch it once.
 
 Then the pod's own repository folder is assembled from the blobs (a hard link where the cache and the
 folder share a mount, a copy otherwise) and Triton loads from local disk; it never talks to S3.
-The cache is bounded: after a fill, least recently used blobs (mtime, touched on every use) go until
+The cache is bounded: after a fill, least recently used blobs (atime, set on every use) go until
 the cache fits its budget; the files the fill just used never go. Pruning takes the cache's lock
 exclusively, fills hold it shared: a prune never removes a blob under a fill that wants it.
 
@@ -453,8 +456,8 @@ class ModelCache:
         path = self.blob(digest)
         with _locked(self.root / "locks" / digest, fcntl.LOCK_EX):  # one writer per blob
             if path.exists():
-                if sha256_of(path) == digest:
-                    os.utime(path)  # last use, for the LRU
+                if self._unchanged_since_verified(path) or sha256_of(path) == digest:
+                    self._verified(path)
                     report.reused.append(digest)
                     return
                 self._say(f"model cache: {path} does not hash to its name; fetching it again")
@@ -466,6 +469,7 @@ class ModelCache:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     os.chmod(temporary, 0o444)
                     os.replace(temporary, path)  # atomic: readers see the whole file or none
+                    self._verified(path)
                     report.downloaded.append(digest)
                     report.bytes_downloaded += size
                     return
@@ -547,6 +551,30 @@ class ModelCache:
             shutil.rmtree(folder)
         os.rename(building, folder)
 
+    def _stamp_file(self, blob: Path) -> Path:
+        return self.root / "verified" / blob.name
+
+    @staticmethod
+    def _stamp(blob: Path) -> str:
+        """What any write to the blob changes: size, modification time, inode (a replaced file)."""
+        stat = blob.stat()
+        return f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ino}"
+
+    def _unchanged_since_verified(self, blob: Path) -> bool:
+        """The blob is as it was when its bytes last hashed to its name: a warm start reads nothing."""
+        try:
+            return self._stamp_file(blob).read_text() == self._stamp(blob)
+        except FileNotFoundError:
+            return False
+
+    def _verified(self, blob: Path) -> None:
+        """Record that the blob hashed to its name, and that it was just used (its access time, for the
+        LRU; set explicitly, as the NVMe array is mounted noatime, and leaving the stamp's mtime be)."""
+        stamp = self._stamp_file(blob)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(self._stamp(blob))
+        os.utime(blob, ns=(time.time_ns(), blob.stat().st_mtime_ns))
+
     def usage(self) -> list[tuple[float, int, Path]]:
         """(last use, bytes, path) of every blob."""
         found = []
@@ -555,7 +583,7 @@ class ModelCache:
                 stat = path.stat()
             except FileNotFoundError:
                 continue
-            found.append((stat.st_mtime, stat.st_size, path))
+            found.append((stat.st_atime, stat.st_size, path))
         return sorted(found, key=lambda entry: (entry[0], str(entry[2])))
 
     def prune(self, *, keep: Collection[str] = ()) -> list[str]:
@@ -579,6 +607,7 @@ class ModelCache:
                     continue
                 path.unlink(missing_ok=True)
                 (self.root / "locks" / path.name).unlink(missing_ok=True)
+                self._stamp_file(path).unlink(missing_ok=True)
                 total -= size
                 pruned.append(path.name)
             return pruned

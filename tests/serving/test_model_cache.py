@@ -110,7 +110,7 @@ def test_sigv4_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cold_fill_fetches_only_served_versions_then_warm_fill_downloads_nothing(
-    tmp_path: Path, s3: Any, moto_endpoint: str
+    tmp_path: Path, s3: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = publish_versions(tmp_path, s3, (1, 2))
     cache = ModelCache(tmp_path / "cache", 2**30)
@@ -120,7 +120,10 @@ def test_cold_fill_fetches_only_served_versions_then_warm_fill_downloads_nothing
     assert digests(served / "demo") == want  # version 1 is not served by latest:1
     assert sorted(cold.downloaded) == sorted(set(want.values()))
     assert cold.bytes_downloaded == sum((repo / "demo" / r).stat().st_size for r in want)
+    hashed: list[Path] = []
+    monkeypatch.setattr(cache_module, "sha256_of", lambda path: hashed.append(path) or "")
     warm = cache.fill(reader(moto_endpoint), PREFIX, ["demo"], tmp_path / "served-again")
+    assert hashed == []  # nothing wrote to the blobs since they were verified: nothing is read again
     assert warm.downloaded == [] and warm.bytes_downloaded == 0
     assert sorted(warm.reused) == sorted(set(want.values()))
     assert digests(tmp_path / "served-again" / "demo") == want
