@@ -49,7 +49,6 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 MANIFEST = "inferstack-manifest.json"  # per model, beside config.pbtxt; Triton ignores other files there
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
@@ -278,9 +277,11 @@ class S3Reader:
             raise CacheError(f"GET s3://{self.bucket}/{key}: HTTP {response.status} {body[:200]!r}")
         return body
 
-    def get_into(self, key: str, handle: int, start: int, end: int, digest: Any = None) -> None:
-        """Write bytes ``start``..``end`` of the object at the same offsets of the open file ``handle``
-        (and into ``digest``, a hashlib object, as they arrive, when given)."""
+    def get_into(
+        self, key: str, handle: int, start: int, end: int, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Write bytes ``start``..``end`` of the object at the same offsets of the open file ``handle``,
+        telling ``progress`` how far the written bytes reach after each chunk."""
         response = self._send("GET", key, {"range": f"bytes={start}-{end}"})
         if response.status != 206:
             body = response.read()
@@ -290,11 +291,35 @@ class S3Reader:
         offset = start
         while chunk := response.read(_CHUNK):
             os.pwrite(handle, chunk, offset)
-            if digest is not None:
-                digest.update(chunk)
             offset += len(chunk)
+            if progress is not None:
+                progress(offset)
         if offset != end + 1:
             raise CacheError(f"GET s3://{self.bucket}/{key} bytes {start}-{end}: cut off at {offset}")
+
+
+class _Written:
+    """How far each part of a download has reached in the file, for the hash that follows behind."""
+
+    def __init__(self, ranges: Sequence[tuple[int, int]]) -> None:
+        self._changed = threading.Condition()
+        self._reached = {start: start for start, _ in ranges}
+        self.rewritten = False  # a part was retried: bytes the hash read may have been written again
+
+    def advance(self, start: int, offset: int) -> None:
+        with self._changed:
+            self._reached[start] = max(self._reached[start], offset)
+            self._changed.notify_all()
+
+    def poke(self, _: object = None) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def beyond(self, start: int, hashed: int, part: concurrent.futures.Future[None]) -> int:
+        """Where part ``start``'s written bytes reach once past ``hashed``, or the part has ended."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._reached[start] > hashed or part.done())
+            return self._reached[start]
 
 
 def reader_from_env(
@@ -484,9 +509,10 @@ class ModelCache:
     ) -> tuple[Path, str]:
         """The object in a temporary file, and the sha256 of what arrived.
 
-        Parts arrive in parallel; the hash follows them in order, reading each part back from the page
-        cache as soon as it and those before it are in, so hashing overlaps the download instead of
-        adding a second pass over the file after it. An object of one part is hashed as it streams in.
+        Parts arrive in parallel; the hash follows them in order, reading back from the page cache each
+        chunk as soon as it is written, so hashing runs beside the download (another core) instead of
+        after it or in the way of the socket. A part that had to be retried may have rewritten bytes
+        the hash already read: then the finished file is hashed again, whole.
         """
         staging = self.root / "staging"
         staging.mkdir(parents=True, exist_ok=True)
@@ -495,19 +521,25 @@ class ModelCache:
             (start, min(start + self.part_bytes, size) - 1) for start in range(0, size, self.part_bytes)
         ]
         digest = hashlib.sha256()
-        futures: list[concurrent.futures.Future[Any]] = []
+        written = _Written(ranges)
+        futures: list[concurrent.futures.Future[None]] = []
         try:
             os.ftruncate(handle, size)
-            if len(ranges) == 1:
-                futures = [parts.submit(self._whole, s3, key, handle, size)]
-                actual = futures[0].result()
-            else:
-                futures = [parts.submit(_retried, s3.get_into, key, handle, *r) for r in ranges]
-                for (start, end), future in zip(ranges, futures, strict=True):
-                    future.result()
-                    for offset in range(start, end + 1, _CHUNK):
-                        digest.update(os.pread(handle, min(_CHUNK, end + 1 - offset), offset))
-                actual = digest.hexdigest()
+            futures = [parts.submit(_part, s3, key, handle, start, end, written) for start, end in ranges]
+            for future in futures:
+                future.add_done_callback(written.poke)
+            for (start, end), future in zip(ranges, futures, strict=True):
+                hashed = start
+                while hashed <= end:
+                    reached = written.beyond(start, hashed, future)
+                    if reached <= hashed:  # the part ended short of its range
+                        future.result()  # its error is the download's
+                        raise CacheError(f"s3://{s3.bucket}/{key}: bytes {start}-{end} stopped at {reached}")
+                    for offset in range(hashed, reached, _CHUNK):
+                        digest.update(os.pread(handle, min(_CHUNK, reached - offset), offset))
+                    hashed = max(hashed, reached)
+                future.result()
+            actual = sha256_of(Path(name)) if written.rewritten else digest.hexdigest()
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -517,22 +549,6 @@ class ModelCache:
             raise
         os.close(handle)
         return Path(name), actual
-
-    @staticmethod
-    def _whole(s3: S3Reader, key: str, handle: int, size: int) -> str:
-        """A whole object in one GET, hashed as it streams in; a retry hashes afresh."""
-
-        def once() -> str:
-            digest = hashlib.sha256()
-            s3.get_into(key, handle, 0, size - 1, digest)
-            return digest.hexdigest()
-
-        for attempt in range(1, ATTEMPTS):
-            try:
-                return once()
-            except (OSError, http.client.HTTPException, CacheError):
-                time.sleep(0.5 * attempt)
-        return once()  # the last try's failure is the fill's
 
     def _assemble(self, manifest: Manifest, folder: Path) -> None:
         """The model folder Triton reads: every wanted file from its blob, built aside and renamed in."""
@@ -619,15 +635,16 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
 
 
-def _retried(call: Callable[..., None], *args: object) -> None:
-    for attempt in range(1, ATTEMPTS + 1):
+def _part(s3: S3Reader, key: str, handle: int, start: int, end: int, written: _Written) -> None:
+    """One ranged GET into the file, retried; a retry marks the download for a full re-hash."""
+    for attempt in range(1, ATTEMPTS):
         try:
-            call(*args)
+            s3.get_into(key, handle, start, end, lambda offset: written.advance(start, offset))
             return
         except (OSError, http.client.HTTPException, CacheError):
-            if attempt == ATTEMPTS:
-                raise
+            written.rewritten = True
             time.sleep(0.5 * attempt)
+    s3.get_into(key, handle, start, end, lambda offset: written.advance(start, offset))  # its error is ours
 
 
 def main(argv: Sequence[str] | None = None) -> int:

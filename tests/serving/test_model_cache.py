@@ -181,9 +181,9 @@ def test_big_files_come_in_parallel_ranges(tmp_path: Path, s3: Any, moto_endpoin
     s3_reader = reader(moto_endpoint)
     original = s3_reader.get_into
 
-    def counting(key: str, handle: int, start: int, end: int, digest: Any = None) -> None:
+    def counting(key: str, handle: int, start: int, end: int, progress: Any = None) -> None:
         calls.append((start, end))
-        original(key, handle, start, end, digest)
+        original(key, handle, start, end, progress)
 
     s3_reader.get_into = counting  # type: ignore[method-assign]
     ModelCache(tmp_path / "cache", 2**30, part_bytes=1024).fill(
