@@ -141,6 +141,8 @@ def _bench_cold_start(size_mb: int, rounds: int, out: Path, as_json: bool) -> in
         "rounds": report.rounds,
         "rows": report.rows(),
         "floor_s": report.floor_s,
+        "floor_download_s": report.floor_download_s,
+        "floor_load_s": report.floor_load_s,
         "starts": [asdict(s) for s in report.starts],
         "cold_within_target": report.cold_within_target,
         "warm_downloads_nothing": report.warm_downloads_nothing,

@@ -22,7 +22,7 @@ from typing import Any
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_cache import PARALLEL
-from inferstack.serving.bench.figures import save
+from inferstack.serving.bench.figures import pyplot_for, save
 from inferstack.serving.local.demo import build_demo_repository
 from inferstack.serving.local.runtime import EMULATOR_PART_BYTES, LocalRuntime
 
@@ -223,29 +223,34 @@ def table(report: ColdStartReport) -> list[list[str]]:
 
 
 def write_plot(report: ColdStartReport, path: Path) -> Path:
-    try:
-        import matplotlib
-    except ImportError:
-        raise InvalidInput(
-            "--out", str(path), "matplotlib installed: pip install 'inferstack[plot]'"
-        ) from None
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
+    """One bar per source: the model's share of the start, split into the fill (cache modes) or the
+    download (floor) and the rest (Triton's own load; everything, for Triton reading S3 itself)."""
+    pyplot = pyplot_for(path, option="--out")
     rows = report.rows()
-    labels = [*(f"{r['mode']}" for r in rows), "floor"]
-    shares = [*(r["model_share_s"] for r in rows), report.floor_s]
-    figure, axes = pyplot.subplots(figsize=(8, 4.2))
+    labels = [*(str(r["mode"]) for r in rows), "floor"]
+    shares = [*(float(r["model_share_s"]) for r in rows), report.floor_s]
+    fetch = [*(float(r["big_fill_s"]) for r in rows), statistics.median(report.floor_download_s)]
+    figure, axes = pyplot.subplots(figsize=(8, 4.4))
     colours = ["#c44e52", "#4c72b0", "#55a868", "#8c8c8c"]
-    bars = axes.bar(labels, shares, color=colours)
+    axes.bar(labels, fetch, color=colours, hatch="//", edgecolor="white")
+    bars = axes.bar(labels, [s - f for s, f in zip(shares, fetch, strict=True)], bottom=fetch, color=colours)
     axes.bar_label(bars, labels=[f"{s:.2f} s\n{s / report.floor_s:.2f}x" for s in shares], padding=3)
     axes.axhline(TARGET_RATIO * report.floor_s, color="#333333", linestyle="--", linewidth=1)
     axes.annotate(f"{TARGET_RATIO}x floor", (-0.45, TARGET_RATIO * report.floor_s), va="bottom", fontsize=9)
     axes.set_ylabel("seconds the model adds to a replica's start")
+    axes.legend(
+        handles=[
+            pyplot.Rectangle((0, 0), 1, 1, facecolor="#8c8c8c", hatch="//", edgecolor="white"),
+            pyplot.Rectangle((0, 0), 1, 1, facecolor="#8c8c8c"),
+        ],
+        labels=["fill (cache) / GET (floor)", "the rest: Triton's load"],
+        loc="upper right",
+        fontsize=8,
+    )
     axes.set_title(
         f"What a {report.size_bytes / 2**20:.0f} MiB TorchScript model adds to a replica's start\n"
-        f"(ready time minus the tiny model's; median of {report.rounds} round(s); floor: parallel GET "
-        "+ torch.jit.load)",
+        f"(ready time minus the tiny model's, median of {report.rounds} round(s); "
+        "floor: GET + torch.jit.load)",
         fontsize=10,
     )
     axes.margins(y=0.25)
