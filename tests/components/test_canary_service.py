@@ -63,8 +63,11 @@ def test_triton_reports_latency_quantiles_per_version() -> None:
 
 def test_no_canary_no_split_objects() -> None:
     recording, _ = run_program(lambda: TritonModelService("ranker", dataclasses.replace(ARGS, canary=None)))
-    # Only the request front's own files: no traffic split.
-    assert [r.name for r in recording.of_type("kubernetes:core/v1:ConfigMap")] == ["ranker-request-front"]
+    # Only the request front's files and the model-cache script: no traffic split.
+    assert sorted(r.name for r in recording.of_type("kubernetes:core/v1:ConfigMap")) == [
+        "ranker-model-cache",
+        "ranker-request-front",
+    ]
     names = {
         r.inputs["metadata"]["name"]
         for r in recording.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
