@@ -134,7 +134,8 @@ def test_triton_2_51_aborts_on_it_and_the_supervisor_names_it_and_restarts_it(tm
 
 @pytest.mark.usefixtures("triton_present")
 def test_stop_cleans_up_after_a_killed_leader(tmp_path: Path) -> None:
-    runtime = LocalRuntime(build_demo_repository(tmp_path / "repo")).start()
+    # Triton reading S3 itself (no node cache): the path where it copies the models into temp folders.
+    runtime = LocalRuntime(build_demo_repository(tmp_path / "repo"), model_cache=False).start()
     try:
         triton = child(runtime, "triton-0")
         work_dir = runtime.work_dir
