@@ -40,6 +40,7 @@ from inferstack.components.model_service.pod import (
     POD_FRONT,
     admin_key_secret,
     front_config_map,
+    model_cache_config_map,
     service_account,
     triton_args,
 )
@@ -679,6 +680,7 @@ def test_first_party_manifests_validate_against_kubernetes_schemas(variant: Trit
         service_account("ranker", variant, ROLE),
         pod_disruption_budget("ranker", variant),
         front_config_map("ranker", variant),
+        model_cache_config_map("ranker", variant),
     ):
         validate_k8s(manifest)
 
