@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from inferstack.cli.options import Config, StacksDir, check_stacks_dir, settings
+from inferstack.cli.options import PACKAGED_PROGRAM, Config, StacksDir, check_stacks_dir, settings
 from inferstack.cli.output import json_safe, print_table
 
 
@@ -69,7 +69,7 @@ def bench(
         ),
     ] = False,
     size_mb: Annotated[int, typer.Option(help="--cold-start: the generated model's size")] = 512,
-    stacks_dir: StacksDir = Path("stacks"),
+    stacks_dir: StacksDir = PACKAGED_PROGRAM,
     config: Config = None,
     p99_ms: Annotated[
         float | None, typer.Option(help="--search: the p99 latency the best config must meet")

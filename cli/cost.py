@@ -10,13 +10,21 @@ from typing import Annotated
 
 import typer
 
-from inferstack.cli.options import Config, Stack, StacksDir, check_stacks_dir, existing_file, settings
+from inferstack.cli.options import (
+    PACKAGED_PROGRAM,
+    Config,
+    Stack,
+    StacksDir,
+    check_stacks_dir,
+    existing_file,
+    settings,
+)
 from inferstack.cli.output import print_table
 
 
 def cost(
     stack: Stack,
-    stacks_dir: StacksDir = Path("stacks"),
+    stacks_dir: StacksDir = PACKAGED_PROGRAM,
     prices_file: Annotated[
         Path | None,
         typer.Option("--prices", help="a JSON price table over the packaged one (same keys, any subset)"),
@@ -27,17 +35,21 @@ def cost(
     config: Config = None,
 ) -> int:
     """Monthly cost estimate of a stack by resource group, spot vs on-demand."""
+    from inferstack.components.platform_config import parse_config
     from inferstack.infra.cost import estimate, footprint, load_prices
-    from inferstack.stacks.offline import run_stack, stack_config
+    from inferstack.stacks.offline import run_stack, stack_config, with_settings
 
     check_stacks_dir(stacks_dir)
     existing_file(prices_file, "--prices", "JSON price table")
     prices = load_prices(prices_file)
     region = stack_config(stacks_dir, stack).get("aws:region", prices.region)
+    recording = run_stack(stacks_dir, stack, settings(config))  # checks the config first
+    reserved = parse_config(with_settings(stack_config(stacks_dir, stack), settings(config))).gpu.reserved
     result = estimate(
-        footprint(run_stack(stacks_dir, stack, settings(config))),
+        footprint(recording),
         prices,
         model_gb=model_gb,
+        reserved_hourly=reserved.hourly_price if reserved else None,
     )
     sources = {
         key: getattr(prices, key) for key in ("source", "date", "region", "currency", "spot_discount_source")

@@ -17,7 +17,7 @@ from typing import Annotated, NoReturn
 import click
 import typer
 
-from inferstack.cli import bench, cost, local, models, plan
+from inferstack.cli import bench, cost, local, models, plan, preflight
 from inferstack.cli.output import error
 from inferstack.infra.errors import InvalidInput
 
@@ -35,6 +35,7 @@ app.command()(bench.bench)
 app.command()(plan.plan)
 app.add_typer(plan.policy, name="policy")
 app.command()(cost.cost)
+app.command()(preflight.preflight)
 
 
 def _show_version(shown: bool) -> None:
@@ -85,7 +86,13 @@ _EXTRAS = {
 }
 # The extra each command group needs whole: naming the first missing module's extra would send a user
 # of `local up` round twice (serving first, then local).
-_COMMAND_EXTRAS = {"local": "local", "models": "serving", "bench": "bench", "policy": "policy"}
+_COMMAND_EXTRAS = {
+    "local": "local",
+    "models": "serving",
+    "bench": "bench",
+    "policy": "policy",
+    "preflight": "aws",
+}
 
 
 def missing_extra(module: str, arguments: Sequence[str] = ()) -> str | None:

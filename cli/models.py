@@ -150,6 +150,22 @@ def publish(
             help="replace files of published versions, or their model's config without a new version",
         ),
     ] = False,
+    served_only: Annotated[
+        bool,
+        typer.Option(
+            "--served-only",
+            help="upload only the versions each model's version_policy serves (Triton copies every "
+            "version in the prefix into the pod's cache)",
+        ),
+    ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="after the manifests, delete what they do not list from each model's folder "
+            "(with --served-only: every version outside the policy)",
+        ),
+    ] = False,
 ) -> int:
     """Upload a model repository to S3."""
     from boto3.exceptions import Boto3Error
@@ -167,11 +183,16 @@ def publish(
             s3=s3,
             progress=lambda line: print(line, flush=True),
             overwrite=overwrite,
+            served_only=served_only,
+            prune=prune,
         )
     # RuntimeError: an object read back with a sha256 other than the file's.
     except (Boto3Error, BotoCoreError, ClientError, RuntimeError) as failure:
         return _s3_failed(f"publishing to {location.uri}", failure)
-    print(f"{report.location.uri}: {len(report.uploaded)} uploaded, {len(report.skipped)} unchanged")
+    print(
+        f"{report.location.uri}: {len(report.uploaded)} uploaded, {len(report.skipped)} unchanged"
+        + (f", {len(report.pruned)} pruned" if prune else "")
+    )
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,25 @@ Stack = Annotated[
     str,
     typer.Option("-s", "--stack", help="dev, staging, prod, prod-dr: a Pulumi.<stack>.yaml in --stacks-dir"),
 ]
-StacksDir = Annotated[Path, typer.Option("--stacks-dir", help="the Pulumi program folder")]
+
+
+def _packaged_program() -> Path:
+    """The program and stack files that ship in the package: `plan`, `policy check` and `cost` run
+    from any folder (an editable install finds the checkout's ``stacks/``)."""
+    spec = importlib.util.find_spec("inferstack.stacks")
+    assert spec is not None and spec.submodule_search_locations, "inferstack.stacks is a package"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+PACKAGED_PROGRAM = _packaged_program()
+StacksDir = Annotated[
+    Path,
+    typer.Option(
+        "--stacks-dir",
+        help="the Pulumi program folder and its Pulumi.<stack>.yaml files; default: the one inferstack ships",
+        show_default=False,
+    ),
+]
 Config = Annotated[
     list[str] | None,
     typer.Option(

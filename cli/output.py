@@ -16,7 +16,15 @@ from rich.table import Table
 from rich.text import Text
 
 # Cells that carry a verdict are coloured on a terminal.
-_VERDICT_STYLES = {"ok": "green", "ERROR": "bold red", "MANDATORY": "bold red", "advisory": "yellow"}
+_VERDICT_STYLES = {
+    "ok": "green",
+    "ERROR": "bold red",
+    "MANDATORY": "bold red",
+    "advisory": "yellow",
+    "pass": "green",
+    "warn": "yellow",
+    "FAIL": "bold red",
+}
 
 
 def _console(*, stderr: bool = False) -> Console:

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from inferstack.cli.options import Config, Stack, StacksDir, check_stacks_dir, existing_file, settings
+from inferstack.cli.options import (
+    PACKAGED_PROGRAM,
+    Config,
+    Stack,
+    StacksDir,
+    check_stacks_dir,
+    existing_file,
+    settings,
+)
 from inferstack.cli.output import brief_error, error, print_table
 from inferstack.infra.errors import InvalidInput
 
@@ -19,7 +28,7 @@ policy = typer.Typer(no_args_is_help=True, help="the CrossGuard policy pack")
 
 def plan(
     stack: Stack,
-    stacks_dir: StacksDir = Path("stacks"),
+    stacks_dir: StacksDir = PACKAGED_PROGRAM,
     out: Annotated[Path, typer.Option(help="where the Kubernetes manifests go")] = Path("out/plan"),
     as_json: Annotated[
         bool, typer.Option("--json", help="print the plan as `pulumi preview --json` does")
@@ -44,14 +53,16 @@ def plan(
     print()
     print_table([["count", "type"], *([str(n), t] for t, n in summary(recording))])
     written = write_manifests(recording, out / stack)
-    print(f"\n{len(written)} Kubernetes manifests written to {out / stack}")
+    print(f"\n{len(written)} Kubernetes manifests written to {out / stack}, a folder per cluster:")
+    for cluster, count in sorted(Counter(p.relative_to(out / stack).parts[0] for p in written).items()):
+        print(f"  {out / stack / cluster}: {count} (Kubernetes provider {cluster})")
     return 0
 
 
 @policy.command()
 def check(
     stack: Stack,
-    stacks_dir: StacksDir = Path("stacks"),
+    stacks_dir: StacksDir = PACKAGED_PROGRAM,
     policy_config: Annotated[
         Path | None,
         typer.Option(

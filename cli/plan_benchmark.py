@@ -30,6 +30,8 @@ LINEAR_SLACK = 2.0  # a later step may cost up to this many times the earlier on
 
 @dataclass(frozen=True)
 class PlanRun:
+    """One timed plan: how many services, how long, peak memory, resources registered."""
+
     services: int
     seconds: float
     peak_rss_mb: float

@@ -29,8 +29,14 @@ from inferstack.infra.irsa import service_account_role
 from inferstack.infra.nodegroups import NODE_ROLE_LABEL
 
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
-# Priority expander: higher wins; a pattern matches node group (ASG) names.
-EXPANDER_PRIORITIES = {"50": [SPOT_NODE_GROUPS], "20": [".*gpu-.*"], "10": [".*"]}
+# Priority expander: higher wins; a pattern matches node group (ASG) names. Reserved groups first:
+# their capacity is paid for by the hour whether used or not.
+EXPANDER_PRIORITIES = {
+    "60": [".*gpu-reserved-.*"],
+    "50": [SPOT_NODE_GROUPS],
+    "20": [".*gpu-.*"],
+    "10": [".*"],
+}
 # Node labels that differ between otherwise identical groups in different zones; balancing must
 # ignore them or it never finds two similar groups. The autoscaler's AWS provider already ignores
 # the zone and eks.amazonaws.com/nodegroup; EKS also stamps each group's launch template and image.
@@ -138,10 +144,15 @@ class AutoscalingArgs:
     autoscaler_namespace: str = "kube-system"
     keda_namespace: str = "keda"
     region: str | None = None  # None: the region of this component's AWS provider
+    # False where Karpenter provisions the GPU nodes: two node autoscalers would fight over them.
+    cluster_autoscaler: bool = True
 
 
 class Autoscaling(pulumi.ComponentResource):
-    autoscaler_role_arn: pulumi.Output[str]
+    """Node and pod autoscaling: cluster-autoscaler (IRSA, scoped to the cluster's node groups) and
+    KEDA, which installs the ScaledObject CRD the model services use."""
+
+    autoscaler_role_arn: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: AutoscalingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         if isinstance(args.cluster_name, str) and not args.cluster_name:
@@ -151,6 +162,27 @@ class Autoscaling(pulumi.ComponentResource):
         super().__init__("inferstack:autoscaling:Autoscaling", name, None, opts)
         region = args.region or aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
         cluster_name = pulumi.Output.from_input(args.cluster_name)
+        keda_ns = namespace(f"{name}-keda-ns", args.keda_namespace, child_options(self, opts))
+        release(
+            f"{name}-keda",
+            KEDA,
+            namespace=args.keda_namespace,
+            values=keda_values(),
+            opts=child_options(self, opts, after=[keda_ns]),
+        )
+        self.autoscaler_role_arn = None
+        if args.cluster_autoscaler:
+            self.autoscaler_role_arn = self._cluster_autoscaler(name, args, cluster_name, region, opts)
+        self.register_outputs({"autoscaler_role_arn": self.autoscaler_role_arn})
+
+    def _cluster_autoscaler(
+        self,
+        name: str,
+        args: AutoscalingArgs,
+        cluster_name: pulumi.Output[str],
+        region: str,
+        opts: pulumi.ResourceOptions | None,
+    ) -> pulumi.Output[str]:
         child = child_options(self, opts)
         role = service_account_role(
             f"{name}-cluster-autoscaler",
@@ -166,15 +198,6 @@ class Autoscaling(pulumi.ComponentResource):
             policy=cluster_name.apply(lambda cluster: json.dumps(autoscaler_policy(cluster))),
             opts=child,
         )
-        in_cluster = child_options(self, opts)
-        keda_ns = namespace(f"{name}-keda-ns", args.keda_namespace, in_cluster)
-        release(
-            f"{name}-keda",
-            KEDA,
-            namespace=args.keda_namespace,
-            values=keda_values(),
-            opts=child_options(self, opts, after=[keda_ns]),
-        )
         release(
             f"{name}-cluster-autoscaler",
             CLUSTER_AUTOSCALER,
@@ -185,7 +208,6 @@ class Autoscaling(pulumi.ComponentResource):
                 role_arn=role.arn,
                 namespace=args.autoscaler_namespace,
             ),
-            opts=in_cluster,
+            opts=child,
         )
-        self.autoscaler_role_arn = role.arn
-        self.register_outputs({"autoscaler_role_arn": self.autoscaler_role_arn})
+        return role.arn

@@ -34,6 +34,9 @@ TRAFFIC_KEY = "split.json"  # the ConfigMap key clients read
 
 @dataclass(frozen=True)
 class CanaryRelease:
+    """Two versions of one model served side by side: the share the canary answers and the share of
+    stable requests mirrored to it, with the alert margins it is judged by."""
+
     model: str
     stable_version: int
     canary_version: int

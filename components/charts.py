@@ -11,12 +11,26 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from inferstack.components.awaits import claims_volumes, release_timeout_s
+
 
 @dataclass(frozen=True)
 class Chart:
+    """A pinned Helm chart: name, repository and exact version."""
+
     name: str
     repository: str
     version: str
+
+    @property
+    def reference(self) -> str:
+        """What a release names as its chart: the bare name in a Helm repository, the whole
+        ``oci://`` reference in an OCI registry (which has no index a repository option could read)."""
+        return f"{self.repository}/{self.name}" if self.oci else self.name
+
+    @property
+    def oci(self) -> bool:
+        return self.repository.startswith("oci://")
 
     @property
     def vendored(self) -> str:
@@ -31,7 +45,26 @@ KEDA = Chart("keda", "https://kedacore.github.io/charts", "2.20.2")
 DCGM_EXPORTER = Chart("dcgm-exporter", "https://nvidia.github.io/dcgm-exporter/helm-charts", "4.8.2")
 NVIDIA_DEVICE_PLUGIN = Chart("nvidia-device-plugin", "https://nvidia.github.io/k8s-device-plugin", "0.20.0")
 CLUSTER_AUTOSCALER = Chart("cluster-autoscaler", "https://kubernetes.github.io/autoscaler", "9.59.0")
-CHARTS = (KUBE_PROMETHEUS_STACK, KEDA, DCGM_EXPORTER, NVIDIA_DEVICE_PLUGIN, CLUSTER_AUTOSCALER)
+OPENTELEMETRY_COLLECTOR = Chart(
+    "opentelemetry-collector", "https://open-telemetry.github.io/opentelemetry-helm-charts", "0.170.0"
+)
+JAEGER = Chart("jaeger", "https://jaegertracing.github.io/helm-charts", "4.11.1")  # 4.x: Jaeger v2
+FLUENT_BIT = Chart("fluent-bit", "https://fluent.github.io/helm-charts", "0.58.1")
+CHARTS = (
+    KUBE_PROMETHEUS_STACK,
+    KEDA,
+    DCGM_EXPORTER,
+    NVIDIA_DEVICE_PLUGIN,
+    CLUSTER_AUTOSCALER,
+    OPENTELEMETRY_COLLECTOR,
+    JAEGER,
+    FLUENT_BIT,
+)
+# With `capacity: karpenter`: the CRDs as their own release (Helm never upgrades a chart's crds/
+# folder), then the controller, in place of cluster-autoscaler.
+KARPENTER_CRD = Chart("karpenter-crd", "oci://public.ecr.aws/karpenter", "1.14.1")
+KARPENTER = Chart("karpenter", "oci://public.ecr.aws/karpenter", "1.14.1")
+KARPENTER_CHARTS = (KARPENTER_CRD, KARPENTER)
 
 # Charts whose image tag defaults to "" (the chart's appVersion) get it spelled out, so what runs
 # is readable in the stack and checkable by policy.
@@ -42,6 +75,29 @@ CLUSTER_AUTOSCALER_IMAGE_TAG = "v1.35.0"  # the minor must equal the cluster's K
 PROMETHEUS_OPERATOR_IMAGE_TAG = "v0.93.1"  # operator, config reloader and admission webhook
 
 
+@dataclass(frozen=True)
+class Image:
+    """A container image as registry host, repository and tag: each part is a chart value of its own."""
+
+    registry: str
+    repository: str
+    tag: str
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}:{self.tag}"
+
+
+# Images named in full, registry included, where the chart's default is Docker Hub (anonymous pulls are
+# rate-limited per node IP) or nothing: each from a registry its project publishes to, tag = appVersion.
+# No digest: none could be read from a registry where this is built, and an unverified one is worse.
+COLLECTOR_IMAGE = Image(  # the Kubernetes distribution: OTLP, memory_limiter, batch, health_check
+    "ghcr.io", "open-telemetry/opentelemetry-collector-releases/opentelemetry-collector-k8s", "0.158.0"
+)
+JAEGER_IMAGE = Image("quay.io", "jaegertracing/jaeger", "2.19.0")  # the chart's default is Docker Hub's
+FLUENT_BIT_IMAGE = Image("cr.fluentbit.io", "fluent/fluent-bit", "5.1.1")  # Fluent's own registry
+IMAGES = (COLLECTOR_IMAGE, JAEGER_IMAGE, FLUENT_BIT_IMAGE)
+
+
 def release(
     name: str,
     chart: Chart,
@@ -49,20 +105,23 @@ def release(
     namespace: pulumi.Input[str],
     values: dict[str, object],
     opts: pulumi.ResourceOptions,
+    skip_crds: bool = False,
 ) -> k8s.helm.v3.Release:
     """A Helm release of a pinned chart: a custom resource whose chart, version and values are inspectable."""
     return k8s.helm.v3.Release(
         name,
         k8s.helm.v3.ReleaseArgs(
             name=chart.name,
-            chart=chart.name,
+            chart=chart.reference,
             version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            repository_opts=None if chart.oci else k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            skip_crds=skip_crds or None,
             namespace=namespace,
             values=values,
             atomic=True,  # a failed upgrade rolls back instead of leaving half a release
             cleanup_on_fail=True,
-            timeout=900,
+            # helm's wait, which Pulumi's await is: the chart's pods, and its volumes where it claims any.
+            timeout=release_timeout_s(volumes=claims_volumes(values)),
         ),
         opts=opts,
     )

@@ -95,6 +95,8 @@ def needs_device_plugin(gpu_ami_types: Sequence[str]) -> bool:
 
 @dataclass
 class GpuOperatorsArgs:
+    """Where the GPU operators run, GPU time-slicing, and the GPU node groups' AMI types."""
+
     namespace: str = "gpu-operators"
     time_slicing_replicas: int | None = None  # None: one pod per GPU
     # The AMI types of the GPU node groups: Bottlerocket runs its own device plugin.
@@ -102,6 +104,8 @@ class GpuOperatorsArgs:
 
 
 class GpuOperators(pulumi.ComponentResource):
+    """The NVIDIA device plugin (except on Bottlerocket, which brings its own) and the DCGM exporter."""
+
     namespace: pulumi.Output[str]
 
     def __init__(self, name: str, args: GpuOperatorsArgs, opts: pulumi.ResourceOptions | None = None) -> None:

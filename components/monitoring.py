@@ -95,6 +95,8 @@ def jaeger_data_source(url: str) -> dict[str, Any]:
 
 @dataclass
 class MonitoringArgs:
+    """kube-prometheus-stack's namespace, retention, volume, placement and the trace data source."""
+
     namespace: str = "monitoring"
     retention: str = "15d"
     storage_gib: int = 100
@@ -104,6 +106,9 @@ class MonitoringArgs:
 
 
 class Monitoring(pulumi.ComponentResource):
+    """kube-prometheus-stack with the GPU and Triton dashboards and the P0-P2 alert rules; installs
+    the ServiceMonitor and PrometheusRule CRDs the model services use."""
+
     namespace: str
     prometheus_url: str
     grafana_admin_password: pulumi.Output[str]

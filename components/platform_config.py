@@ -6,13 +6,16 @@ stored them (``"37.5"``). Unknown keys are refused at every level, the top-level
 included, and every error names the key in Pulumi's own spelling (``inferstack:gpu.maxPerZone``,
 ``inferstack:services[1].models``), so a user can fix the stack file without reading code.
 
-The same schema writes the config reference in the README (`reference_table`).
+The same schema writes the config reference in the README (`reference_table`), and names the stack key
+behind a component's error (`stack_key`): a setting declares, beside its key, which component fields it
+feeds (`Feeds`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pulumi.runtime
@@ -30,6 +33,7 @@ NAMESPACE = "inferstack"
 Environment = Literal["dev", "staging", "prod"]
 Nat = Literal["per_zone", "single", "none"]
 Placement = Literal["on-demand", "spot", "spot-with-fallback"]
+Capacity = Literal["managed-node-groups", "karpenter"]
 
 
 def _not_a_boolean(value: Any) -> Any:
@@ -37,6 +41,18 @@ def _not_a_boolean(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a number, not true or false")
     return value
+
+
+@dataclass(frozen=True)
+class Feeds:
+    """The component fields a setting's value becomes: a component's error on one of them (or on an
+    element, ``zones[2]``) is reported under the setting's stack key. A field ending in ``-`` names a
+    prefix (per-zone node groups are named ``gpu-spot-<zone>``)."""
+
+    fields: tuple[str, ...]
+
+    def __init__(self, *fields: str) -> None:
+        object.__setattr__(self, "fields", fields)
 
 
 Int = Annotated[int, BeforeValidator(_not_a_boolean)]
@@ -50,43 +66,89 @@ class _Section(BaseModel):
 
 
 class ClusterConfig(_Section):
-    name: str | None = Field(None, description="EKS cluster name; default `inferstack-<stack>`")
-    kubernetes_version: str = Field(DEFAULT_KUBERNETES_VERSION, description="EKS minor version, pinned")
-    admin_principal_arns: tuple[str, ...] = Field(
+    """The EKS control plane: name, Kubernetes version, who administers it and from where."""
+
+    name: Annotated[str | None, Feeds("name", "cluster_name")] = Field(
+        None, description="EKS cluster name; default `inferstack-<stack>`"
+    )
+    kubernetes_version: Annotated[str, Feeds("version")] = Field(
+        DEFAULT_KUBERNETES_VERSION, description="EKS minor version, pinned"
+    )
+    admin_principal_arns: Annotated[tuple[str, ...], Feeds("admin_principal_arns")] = Field(
         (), description="IAM roles/users made cluster admins besides the identity running Pulumi"
     )
-    public_access_cidrs: tuple[str, ...] = Field(
+    public_access_cidrs: Annotated[tuple[str, ...], Feeds("public_access_cidrs")] = Field(
         (), description="where `pulumi up` and kubectl reach the API from (required; public ranges)"
     )
 
 
 class NetworkConfig(_Section):
-    vpc_cidr: str = Field("10.0.0.0/16", description="the VPC's IPv4 range, /16 to /24")
-    zones: Int | tuple[str, ...] = Field(
+    """The VPC: its range, the zones it spans and how private subnets reach the internet."""
+
+    # A VPC too small for the subnets shows as a subnet prefix that does not fit.
+    vpc_cidr: Annotated[str, Feeds("vpc_cidr", "private_prefix", "public_prefix")] = Field(
+        "10.0.0.0/16", description="the VPC's IPv4 range, /16 to /24"
+    )
+    zones: Annotated[Int | tuple[str, ...], Feeds("zones")] = Field(
         3, description="how many zones (the first usable ones), or a list of zone names"
     )
-    nat: Nat = Field("per_zone", description="NAT gateways: per_zone, single (dev) or none")
+    nat: Annotated[Nat, Feeds("nat")] = Field(
+        "per_zone", description="NAT gateways: per_zone, single (dev) or none"
+    )
 
 
 class NodesConfig(_Section):
-    system_instance_types: tuple[str, ...] = Field(
+    """The system node group (CPU) that runs the platform's controllers and monitoring."""
+
+    system_instance_types: Annotated[tuple[str, ...], Feeds("system.instance_types")] = Field(
         ("m7i.xlarge", "m6i.xlarge"), description="CPU types of the on-demand system group"
     )
 
 
+class ReservedConfig(_Section):
+    """Reserved GPU capacity: Capacity Blocks for ML or On-Demand Capacity Reservations, by id."""
+
+    kind: Literal["capacity-block", "odcr"] = Field(
+        description="capacity-block (Capacity Blocks for ML) or odcr (On-Demand Capacity Reservations)"
+    )
+    reservation_ids: tuple[Annotated[str, Field(pattern=r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")], ...] = Field(
+        min_length=1, description="the reservations' ids (cr-...), in the stack's zones"
+    )
+    instance_type: str = Field(description="the GPU instance type the reservations hold")
+    instances: Int = Field(ge=1, description="instances each reservation holds")
+    zone: str | None = Field(
+        None, description="the reservations' zone (managed node groups need it; Karpenter reads it)"
+    )
+    hourly_price: Float | None = Field(
+        None, gt=0, description="price per instance-hour (a Capacity Block's); default the on-demand price"
+    )
+
+
 class GpuConfig(_Section):
-    instance_type: str = Field("g5.xlarge", description="on-demand GPU instance type, one group per zone")
-    max_per_zone: Int = Field(4, ge=1, description="on-demand GPU nodes per zone at most")
-    spot_instance_types: tuple[str, ...] = Field(
+    """GPU capacity: the on-demand and spot groups per zone, and what must survive a zone loss."""
+
+    instance_type: Annotated[str, Feeds("gpu.instance_types", "instance_type", "gpu-")] = Field(
+        "g5.xlarge", description="on-demand GPU instance type, one group per zone"
+    )
+    max_per_zone: Annotated[Int, Feeds("gpu.max_size")] = Field(
+        4, ge=1, description="on-demand GPU nodes per zone at most"
+    )
+    spot_instance_types: Annotated[tuple[str, ...], Feeds("gpu_spot.instance_types", "gpu-spot-")] = Field(
         ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"), description="spot GPU types: same GPU count and shape"
     )
-    spot_max_per_zone: Int = Field(6, ge=1, description="spot GPU nodes per zone at most")
-    min_surviving_share: Float = Field(
+    spot_max_per_zone: Annotated[Int, Feeds("gpu_spot.max_size")] = Field(
+        6, ge=1, description="spot GPU nodes per zone at most"
+    )
+    # Too little surviving capacity shows on the node group plans as a whole.
+    min_surviving_share: Annotated[Float, Feeds("min_surviving_gpu_share", "plans")] = Field(
         0.5, ge=0, lt=1, description="share of GPU capacity that must survive losing any one zone"
     )
+    reserved: ReservedConfig | None = Field(None, description="reserved GPU capacity, used before any other")
 
 
 class CanaryConfig(_Section):
+    """A canary release: two versions of one model, split per request, with its alert margins."""
+
     model: str = Field(description="which of the service's models runs a canary")
     stable_version: Int = Field(ge=1, description="the version most requests go to")
     canary_version: Int = Field(ge=1, description="the version under trial")
@@ -97,6 +159,8 @@ class CanaryConfig(_Section):
 
 
 class ServiceConfig(_Section):
+    """One Triton model service: its models, where they are in the bucket, its size and autoscaling."""
+
     name: str = Field(description="service name: Kubernetes namespace, Services, IAM role")
     models: tuple[str, ...] = Field(description="Triton model names to load (a list, even of one)")
     prefix: str = Field(description="the service's folder in the model bucket")
@@ -109,17 +173,33 @@ class ServiceConfig(_Section):
         None, gt=0, le=100, description="KEDA target: GPU utilisation percent (off when unset)"
     )
     canary: CanaryConfig | None = Field(None, description="a canary version; promote or roll back by editing")
+    repository: str | None = Field(
+        None,
+        description="a built model repository (`inferstack models build` output), relative to the stack "
+        "files: `pulumi up` ships its served versions into the prefix before the service starts; unset, "
+        "publish with `inferstack models publish` (pods wait for it)",
+    )
+    model_cache_gib: Float | None = Field(
+        None,
+        gt=0,
+        description="the pod's model cache (GiB); default twice the served versions' size with a "
+        "repository, 40 without",
+    )
 
 
 class TelemetryConfig(_Section):
+    """Traces (OpenTelemetry Collector, Jaeger) and logs (Fluent Bit to CloudWatch)."""
+
     enabled: bool = Field(True, description="traces (collector, Jaeger) and log shipping (Fluent Bit)")
     sample_rate: Float = Field(
         0.01, gt=0, le=1, description="share of requests Triton traces unasked (a traceparent always is)"
     )
-    log_retention_days: Int = Field(
+    log_retention_days: Annotated[Int, Feeds("log_retention_days")] = Field(
         30, description="CloudWatch Logs retention: 1, 3, 5, 7, 14, 30, 60, 90 ... days"
     )
-    trace_retention_hours: Int = Field(72, ge=1, description="how long Jaeger keeps spans")
+    trace_retention_hours: Annotated[Int, Feeds("trace_retention_hours")] = Field(
+        72, ge=1, description="how long Jaeger keeps spans"
+    )
 
     @pydantic.field_validator("log_retention_days")
     @classmethod
@@ -130,6 +210,8 @@ class TelemetryConfig(_Section):
 
 
 class FailoverConfig(_Section):
+    """A standby stack's pairing with its primary: DNS failover of one service across regions."""
+
     primary_stack: str = Field(
         description="the primary's stack (name, or org/project/name); this one is its standby"
     )
@@ -144,7 +226,13 @@ class FailoverConfig(_Section):
 
 
 class PlatformConfig(_Section):
+    """The whole stack config of one environment (the ``inferstack:*`` keys of a stack file)."""
+
     environment: Environment = Field("dev", description="dev, staging or prod: sets the prod checks")
+    capacity: Capacity = Field(
+        "managed-node-groups",
+        description="GPU nodes from managed-node-groups (cluster-autoscaler) or karpenter (NodePools)",
+    )
     cluster: ClusterConfig = ClusterConfig()
     network: NetworkConfig = NetworkConfig()
     nodes: NodesConfig = NodesConfig()
@@ -189,11 +277,12 @@ def _walk(loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], type[BaseM
             continue
         if field is not None and _section_type(field.annotation) is None:
             continue  # past a value's own key: pydantic's tag of a union member or a validator
-        named = next((f for f in model.model_fields.values() if f.alias == part), None)
+        # A document may use either spelling (the provider's args come in the Python one).
+        named = next((f for n, f in model.model_fields.items() if part in (f.alias, n)), None)
         if named is None:
             keys.append(part)  # an unknown key: name it as given
             continue
-        keys.append(part)
+        keys.append(named.alias or part)
         field = named
         model = _section_type(named.annotation) or model
     return tuple(keys), model, field
@@ -229,6 +318,12 @@ def parse_config(config: Mapping[str, Any], *, namespace: str = NAMESPACE) -> Pl
                 "(without --path Pulumi stores a new top-level key that nothing reads)",
             )
         raw[name] = _engine_value(value)
+    return validate_config(raw)
+
+
+def validate_config(raw: Mapping[str, Any]) -> PlatformConfig:
+    """Settings as a document (keys in the stack file's or the Python spelling), typed and checked; an
+    error names the key as the stack file spells it."""
     try:
         return PlatformConfig.model_validate(raw)
     except pydantic.ValidationError as error:
@@ -269,3 +364,28 @@ def reference_table() -> str:
         f"| `{key}` | {default} | {what} |" for key, default, what in _reference_rows(PlatformConfig, "")
     ]
     return "\n".join(rows)
+
+
+def _fed_fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str]]:
+    """(component field, stack key) for every setting that declares what it feeds."""
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{field.alias or name}"
+        section = _section_type(field.annotation)
+        if section is not None and "tuple" not in str(field.annotation):
+            yield from _fed_fields(section, f"{key}.")
+        for marker in field.metadata:
+            if isinstance(marker, Feeds):
+                yield from ((fed, key) for fed in marker.fields)
+
+
+def stack_key(field: str) -> str:
+    """The stack key a component's field comes from, in Pulumi's spelling; an element keeps its index.
+    The longest declared field that ``field`` starts with wins (``gpu-spot-`` over ``gpu-``)."""
+    fed = sorted(_fed_fields(PlatformConfig, f"{NAMESPACE}:"), key=lambda pair: -len(pair[0]))
+    for source, key in fed:
+        if source.endswith("-") and field.startswith(source):
+            return key
+        if field == source or field.startswith((f"{source}[", f"{source}.")):
+            rest = field[len(source) :]
+            return f"{key}{rest if rest.startswith('[') else ''}"
+    return f"{NAMESPACE}:{field}"

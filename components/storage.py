@@ -1,6 +1,7 @@
 """StorageClasses: gp3 volumes from the EBS CSI driver (infra.storage installs the driver).
 
-Encrypted, and bound only once a pod is scheduled (WaitForFirstConsumer): an EBS volume lives in
+Encrypted with the cluster's volume key (infra.storage.VolumeKey) when given, and bound only once a
+pod is scheduled (WaitForFirstConsumer): an EBS volume lives in
 one zone, and a volume made before the scheduler picks a node can strand its pod in the wrong zone.
 """
 
@@ -35,7 +36,10 @@ def gp3_storage_class(*, default: bool) -> dict[str, Any]:
 
 @dataclass
 class StorageClassesArgs:
+    """Whether the gp3 class is the cluster's default."""
+
     default: bool = True  # claims that name no class get gp3
+    kms_key_arn: pulumi.Input[str] | None = None  # the cluster's volume key; None: the account default
 
 
 class StorageClasses(pulumi.ComponentResource):
@@ -48,11 +52,13 @@ class StorageClasses(pulumi.ComponentResource):
     ) -> None:
         super().__init__("inferstack:storage:StorageClasses", name, None, opts)
         manifest = gp3_storage_class(default=args.default)
+        # The driver hands kmsKeyId (a key ARN) to EC2 CreateVolume; without it EBS uses the default key.
+        key = {} if args.kms_key_arn is None else {"kmsKeyId": args.kms_key_arn}
         k8s.storage.v1.StorageClass(
             f"{name}-gp3",
             metadata=manifest["metadata"],
             provisioner=manifest["provisioner"],
-            parameters=manifest["parameters"],
+            parameters={**manifest["parameters"], **key},
             volume_binding_mode=manifest["volumeBindingMode"],
             allow_volume_expansion=manifest["allowVolumeExpansion"],
             reclaim_policy=manifest["reclaimPolicy"],

@@ -5,16 +5,21 @@ Pinned Kubernetes version, secrets encrypted with a rotating KMS key, every cont
 authentication with access entries (the identity running Pulumi, and named admins; no aws-auth
 ConfigMap), an OIDC provider for IRSA, the core add-ons pinned (the VPC CNI with its own IRSA role,
 not the node role's), and a ``pulumi_kubernetes.Provider`` that waits for the deployer's access.
+
+The kubeconfig's token comes from ``aws eks get-token`` run as the stack's AWS identity (its profile
+and role, see infra/aws_identity.py), so it belongs to the principal the access entry names.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -22,11 +27,14 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from inferstack.infra import irsa
+from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.nodegroups import GPU_TAINT_KEY
 from inferstack.infra.versions import (
     DEFAULT_KUBERNETES_VERSION,
     EKS_ADDON_VERSIONS,
+    NODE_MONITORING_AGENT_ADDON_VERSIONS,
     SUPPORTED_KUBERNETES_VERSIONS,
 )
 
@@ -50,6 +58,10 @@ _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 ADMIN_POLICY = "cluster-access-policy/AmazonEKSClusterAdminPolicy"  # arn:<partition>:eks::aws:...
 # Add-ons that must exist before nodes join (networking, identity); coredns waits for nodes.
 PRE_NODE_ADDONS = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
+# After an access policy is associated, EKS may still answer the principal's first Kubernetes calls
+# with 401 for a short while (AWS publishes no bound). The kubeconfig is handed out only this long
+# after the deployer's association: once, on the `up` that creates it, and never in a preview.
+ACCESS_SETTLE_S = 60
 # The retention periods CloudWatch Logs accepts.
 # fmt: off
 LOG_RETENTION_DAYS = (
@@ -60,6 +72,8 @@ LOG_RETENTION_DAYS = (
 
 @dataclass
 class ClusterArgs:
+    """What the EKS control plane is given: its subnets, version, admins, public CIDRs and logs."""
+
     subnet_ids: Sequence[pulumi.Input[str]]
     version: str = DEFAULT_KUBERNETES_VERSION
     # Cluster admins besides the identity that runs Pulumi, which is always one: without it the
@@ -70,6 +84,9 @@ class ClusterArgs:
     public_access_cidrs: Sequence[str] = ()
     log_types: Sequence[str] = LOG_TYPES
     log_retention_days: int = 90
+    # Who `pulumi up` runs as (the stack's aws:profile and aws:assumeRoles): the kubeconfig's token
+    # must belong to the same principal, the one the deployer's access entry names.
+    identity: AwsIdentity = field(default_factory=AwsIdentity)
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -118,8 +135,22 @@ def validate_cluster_args(name: str, args: ClusterArgs) -> None:
         )
 
 
-def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
-    """A kubeconfig that gets its token from ``aws eks get-token``: no long-lived credential in it."""
+def node_monitoring_agent_configuration() -> dict[str, Any]:
+    """The agent itself tolerates every taint; its DCGM host engine, which checks the GPUs, tolerates
+    none by default and would never run on GPU nodes, which all carry the ``nvidia.com/gpu`` taint."""
+    return {
+        "dcgmAgent": {"tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]}
+    }
+
+
+def kubeconfig(
+    cluster_name: str, endpoint: str, ca_data: str, region: str, identity: AwsIdentity | None = None
+) -> str:
+    """A kubeconfig that gets its token from ``aws eks get-token``: no long-lived credential in it.
+
+    ``--profile`` and ``--role-arn`` rather than ``AWS_PROFILE`` in the exec's environment: the AWS
+    CLI lets ambient credentials (``AWS_ACCESS_KEY_ID``) override that variable, not its arguments.
+    """
     user = {
         "exec": {
             "apiVersion": "client.authentication.k8s.io/v1beta1",
@@ -133,6 +164,7 @@ def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> s
                 region,
                 "--output",
                 "json",
+                *(identity or AwsIdentity()).get_token_args(),
             ],
             "interactiveMode": "Never",
         }
@@ -150,30 +182,49 @@ def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> s
     return json.dumps(config, indent=2)
 
 
-def _policy(*statements: dict[str, Any]) -> str:
+def access_settle_s(associated_at: str | None, now: datetime, settle_s: float = ACCESS_SETTLE_S) -> float:
+    """How much longer the first Kubernetes call must wait after an access policy association made at
+    ``associated_at`` (RFC 3339); 0 once the window is past, and for an unknown time."""
+    if not associated_at:
+        return 0.0
+    made = datetime.fromisoformat(associated_at)
+    if made.tzinfo is None:
+        made = made.replace(tzinfo=UTC)
+    return max(0.0, settle_s - (now - made).total_seconds())
+
+
+async def _after_access_settles(associated_at: str) -> str:
+    if not pulumi.runtime.is_dry_run():
+        await asyncio.sleep(access_settle_s(associated_at, datetime.now(UTC)))
+    return associated_at
+
+
+def policy_document(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
 def assume_role_policy(service: str) -> str:
-    return _policy({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
+    return policy_document({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"})
 
 
-def kms_key_policy(account_id: str, partition: str = "aws") -> str:
-    """The account administers the key, so IAM policies (the cluster role's below) decide who uses it."""
-    return _policy(
+def kms_key_policy(account_id: str, partition: str = "aws", *, also: Sequence[dict[str, Any]] = ()) -> str:
+    """The account administers the key, so IAM policies (the cluster role's below) decide who uses it;
+    ``also``: statements for principals no IAM policy can be attached to (service-linked roles)."""
+    return policy_document(
         {
             "Sid": "AccountAdministers",
             "Effect": "Allow",
             "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
             "Action": "kms:*",
             "Resource": "*",
-        }
+        },
+        *also,
     )
 
 
 def secrets_key_usage_policy(key_arn: str) -> str:
     """What the cluster role needs to encrypt and decrypt secrets with its own key, and no other key."""
-    return _policy(
+    return policy_document(
         {
             "Sid": "UseSecretsKey",
             "Effect": "Allow",
@@ -206,6 +257,9 @@ def deployer_arn(caller_arn: str, issuer_arn: str | None) -> str:
 
 
 class Cluster(pulumi.ComponentResource):
+    """The EKS control plane: pinned version, KMS-encrypted secrets, audit logs, the OIDC provider for
+    IRSA, access entries, and the Kubernetes provider every cluster-side component runs on."""
+
     name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
@@ -303,20 +357,18 @@ class Cluster(pulumi.ComponentResource):
         oidc = aws.iam.OpenIdConnectProvider(
             f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], tags=tags, opts=child
         )
-        admin_access: list[pulumi.Resource] = []
+        admin_access: dict[str, aws.eks.AccessPolicyAssociation] = {}
         for suffix, arn in self.admins.items():
             entry = aws.eks.AccessEntry(
                 f"{name}-{suffix}", cluster_name=cluster.name, principal_arn=arn, opts=child
             )
-            admin_access.append(
-                aws.eks.AccessPolicyAssociation(
-                    f"{name}-{suffix}",
-                    cluster_name=cluster.name,
-                    principal_arn=arn,
-                    policy_arn=f"arn:{partition}:eks::aws:{ADMIN_POLICY}",
-                    access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
-                )
+            admin_access[suffix] = aws.eks.AccessPolicyAssociation(
+                f"{name}-{suffix}",
+                cluster_name=cluster.name,
+                principal_arn=arn,
+                policy_arn=f"arn:{partition}:eks::aws:{ADMIN_POLICY}",
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
             )
 
         # The VPC CNI manages every pod's network interfaces; its permissions belong to its own
@@ -362,16 +414,21 @@ class Cluster(pulumi.ComponentResource):
         self.oidc_provider_arn = oidc.arn
         self.oidc_issuer_url = issuer
         self.security_group_id = cluster.vpc_config.apply(lambda vpc: vpc.cluster_security_group_id or "")
+        # Every Kubernetes call is refused until the deployer's access policy is associated, and may
+        # still be for a while after: the kubeconfig comes out once that while is over.
+        access: pulumi.Output[str] = admin_access["deployer"].associated_at.apply(_after_access_settles)
+        identity = args.identity
         self.kubeconfig = pulumi.Output.secret(
-            pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority.data).apply(
-                lambda values: kubeconfig(values[0], values[1], values[2], region)
-            )
+            pulumi.Output.all(
+                cluster.name, cluster.endpoint, cluster.certificate_authority.data, access
+            ).apply(lambda values: kubeconfig(values[0], values[1], values[2], region, identity))
         )
-        # Every Kubernetes call is refused until the deployer's access policy is associated.
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._addons.values(), *admin_access]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*self._addons.values(), *admin_access.values()]
+            ),
         )
         self.register_outputs(
             {
@@ -389,13 +446,16 @@ class Cluster(pulumi.ComponentResource):
         addon: str,
         depends_on: Sequence[pulumi.Resource],
         service_account_role_arn: pulumi.Input[str] | None = None,
+        version: str | None = None,
+        configuration: dict[str, Any] | None = None,
     ) -> aws.eks.Addon:
         resource = aws.eks.Addon(
             f"{self._resource_name}-{addon}",
             cluster_name=self._cluster.name,
             addon_name=addon,
-            addon_version=EKS_ADDON_VERSIONS[self.version][addon],
+            addon_version=version or EKS_ADDON_VERSIONS[self.version][addon],
             service_account_role_arn=service_account_role_arn,
+            configuration_values=json.dumps(configuration) if configuration else None,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
@@ -406,3 +466,14 @@ class Cluster(pulumi.ComponentResource):
     def install_coredns(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:
         """CoreDNS only becomes ACTIVE once nodes can run it: install it after the system node group."""
         return self._add_addon("coredns", after)
+
+    def install_node_monitoring_agent(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:
+        """The agent that turns GPU, kernel, network and storage faults into node conditions, which
+        node repair (EKS's for managed groups, Karpenter's for its nodes) acts on. A DaemonSet: it
+        becomes ACTIVE once the nodes it runs on exist."""
+        return self._add_addon(
+            "eks-node-monitoring-agent",
+            after,
+            version=NODE_MONITORING_AGENT_ADDON_VERSIONS[self.version],
+            configuration=node_monitoring_agent_configuration(),
+        )

@@ -7,10 +7,15 @@ stack is priced before anything is deployed, and the arithmetic can be checked b
 What is counted, per month of ``hours_per_month`` hours:
 - control plane: each EKS cluster's hourly fee;
 - NAT: each NAT gateway's hour and each Elastic IP's public-IPv4 hour (data processed is not known);
-- system nodes and the GPU on-demand baseline: on-demand groups at their desired size;
+- system nodes and the GPU on-demand baseline: on-demand groups at their desired size; with
+  Karpenter, whose GPU nodes follow the pods, the on-demand pool's nodes for the GPUs of services
+  that may not run on spot;
+- GPU reserved: every instance a reservation (Capacity Block or ODCR) holds, paid whether used or
+  not, at the given hourly price or the on-demand one;
 - GPU spot at min / expected / max: the spot groups' summed min and max sizes, and in between the
   nodes the services' minimum replicas ask for (their GPUs over the nodes' GPUs); each spot node is
-  priced as its group's first instance type at on-demand x (1 - the family's spot discount);
+  priced as its group's (or NodePool's) first instance type at on-demand x (1 - the family's spot
+  discount); a NodePool's maximum is its GPU limit over the GPUs of a node;
 - storage: node volumes (gp3) of the nodes counted above at expected, the model store's GB
   (``model_gb``, not known from the stack) in S3 Standard, and KMS keys;
 - load balancers: NLBs from LoadBalancer Services, and Route 53 health checks (fast interval extra).
@@ -32,6 +37,8 @@ from inferstack.infra.instance_types import INSTANCE_TYPES
 PRICES_FILE = Path(__file__).with_name("prices.json")
 _GPU_LIMIT = "nvidia.com/gpu"
 _CAPACITY_LABEL = "inferstack.io/capacity-type"
+_NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+_NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
 
 
 class ResourceRecord(Protocol):
@@ -51,6 +58,8 @@ class ResourceRecord(Protocol):
 
 @dataclass(frozen=True)
 class NodeGroupShape:
+    """A node group as the estimate sees it: capacity type, instance type and sizes."""
+
     name: str
     spot: bool
     instance_type: str  # the first listed: what the group is sized and priced by
@@ -58,6 +67,7 @@ class NodeGroupShape:
     desired_size: int
     max_size: int
     disk_gib: int
+    reserved: bool = False  # its instances are a reservation's, paid whole
 
     @property
     def gpus_per_node(self) -> int:
@@ -74,6 +84,7 @@ class Footprint:
     public_ips: int
     node_groups: tuple[NodeGroupShape, ...]
     spot_gpu_demand: int  # GPUs the services' minimum replicas may take on spot
+    on_demand_gpu_demand: int  # GPUs the services' minimum replicas must have on demand
     kms_keys: int
     model_buckets: int
     load_balancers: int
@@ -98,20 +109,87 @@ def _may_run_on_spot(pod: Mapping[str, Any]) -> bool:
     return True
 
 
+def _requirement(pool: Mapping[str, Any], key: str) -> list[str]:
+    template = (pool.get("spec") or {}).get("template", {}).get("spec") or {}
+    for requirement in template.get("requirements") or []:
+        if requirement.get("key") == key and requirement.get("operator") == "In":
+            return [str(v) for v in requirement.get("values") or []]
+    return []
+
+
+def _gib(size: Any) -> int:
+    """An EBS size as Kubernetes spells it (``200Gi``; ``G`` and ``T`` taken alike) in GiB."""
+    text = str(size or "0")
+    for suffix, factor in (("Ti", 1024), ("T", 1024), ("Gi", 1), ("G", 1)):
+        if text.endswith(suffix):
+            return int(float(text.removesuffix(suffix)) * factor)
+    return int(float(text) / 2**30)
+
+
+def _pool_shape(
+    pool: ResourceRecord, disks: Mapping[str, int], on_demand_demand: int
+) -> NodeGroupShape | None:
+    """A NodePool as a group: nodes from zero to its GPU limit; on demand, as many as the services
+    that may not run on spot ask for (Karpenter starts nodes for pending pods, and no others)."""
+    types = _requirement(pool.inputs, "node.kubernetes.io/instance-type")
+    known = INSTANCE_TYPES.get(types[0]) if types else None
+    if known is None or not known.gpus:
+        return None
+    capacity = _requirement(pool.inputs, "karpenter.sh/capacity-type")
+    limit = _int(((pool.inputs.get("spec") or {}).get("limits") or {}).get(_GPU_LIMIT))
+    nodes = limit // known.gpus
+    node_class = ((pool.inputs.get("spec") or {}).get("template", {}).get("spec") or {}).get(
+        "nodeClassRef"
+    ) or {}
+    desired = {"reserved": nodes, "on-demand": min(nodes, math.ceil(on_demand_demand / known.gpus))}
+    return NodeGroupShape(
+        name=pool.name,
+        spot=capacity == ["spot"],
+        instance_type=types[0],
+        min_size=0,
+        desired_size=desired.get(capacity[0] if capacity else "", 0),
+        max_size=nodes,
+        disk_gib=disks.get(str(node_class.get("name")), 0),
+        reserved=capacity == ["reserved"],
+    )
+
+
 def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
     records = list(resources)
+    templates = {r.urn: r.inputs for r in records if r.type == "aws:ec2/launchTemplate:LaunchTemplate"}
     disks = {
-        r.urn: max(
-            (_int(m.get("ebs", {}).get("volumeSize")) for m in r.inputs.get("blockDeviceMappings", [])),
+        urn: max(
+            (_int(m.get("ebs", {}).get("volumeSize")) for m in t.get("blockDeviceMappings", [])), default=0
+        )
+        for urn, t in templates.items()
+    }
+    class_disks = {
+        str((r.inputs.get("metadata") or {}).get("name")): max(
+            (
+                _gib(m.get("ebs", {}).get("volumeSize"))
+                for m in (r.inputs.get("spec") or {}).get("blockDeviceMappings", [])
+            ),
             default=0,
         )
         for r in records
-        if r.type == "aws:ec2/launchTemplate:LaunchTemplate"
+        if r.type == _NODE_CLASS
     }
     groups = []
-    demand = 0
+    demand = on_demand_demand = 0
     count = {t: 0 for t in ("cluster", "nat", "eip", "kms", "bucket", "lb")}
     intervals = []
+    for r in records:
+        if r.type == "kubernetes:apps/v1:Deployment":
+            pod = r.inputs.get("spec", {}).get("template", {}).get("spec", {})
+            gpus = sum(
+                _int((c.get("resources") or {}).get("limits", {}).get(_GPU_LIMIT))
+                for c in pod.get("containers", [])
+            )
+            asked = _int(r.inputs.get("spec", {}).get("replicas", 1)) * gpus
+            if gpus and _may_run_on_spot(pod):
+                demand += asked
+            elif gpus:
+                on_demand_demand += asked
     for r in records:
         kind = {
             "aws:eks/cluster:Cluster": "cluster",
@@ -124,7 +202,13 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
             count[kind] += 1
         if r.type == "aws:eks/nodeGroup:NodeGroup":
             scaling = r.inputs.get("scalingConfig", {})
-            templates = r.property_dependencies.get("launchTemplate", ())
+            launch = r.property_dependencies.get("launchTemplate", ())
+            reservation = any(
+                (templates.get(u, {}).get("capacityReservationSpecification") or {}).get(
+                    "capacityReservationTarget"
+                )
+                for u in launch
+            )
             groups.append(
                 NodeGroupShape(
                     name=r.name,
@@ -133,17 +217,14 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
                     min_size=_int(scaling.get("minSize")),
                     desired_size=_int(scaling.get("desiredSize")),
                     max_size=_int(scaling.get("maxSize")),
-                    disk_gib=max([disks.get(u, 0) for u in templates] + [_int(r.inputs.get("diskSize"))]),
+                    disk_gib=max([disks.get(u, 0) for u in launch] + [_int(r.inputs.get("diskSize"))]),
+                    reserved=reservation or r.inputs.get("capacityType") == "CAPACITY_BLOCK",
                 )
             )
-        if r.type == "kubernetes:apps/v1:Deployment":
-            pod = r.inputs.get("spec", {}).get("template", {}).get("spec", {})
-            gpus = sum(
-                _int((c.get("resources") or {}).get("limits", {}).get(_GPU_LIMIT))
-                for c in pod.get("containers", [])
-            )
-            if gpus and _may_run_on_spot(pod):
-                demand += _int(r.inputs.get("spec", {}).get("replicas", 1)) * gpus
+        if r.type == _NODE_POOL:
+            shape = _pool_shape(r, class_disks, on_demand_demand)
+            if shape is not None:
+                groups.append(shape)
         if r.type == "kubernetes:core/v1:Service" and r.inputs.get("spec", {}).get("type") == "LoadBalancer":
             count["lb"] += 1
         if r.type == "aws:route53/healthCheck:HealthCheck":
@@ -154,6 +235,7 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
         public_ips=count["eip"],
         node_groups=tuple(groups),
         spot_gpu_demand=demand,
+        on_demand_gpu_demand=on_demand_demand,
         kms_keys=count["kms"],
         model_buckets=count["bucket"],
         load_balancers=count["lb"],
@@ -163,6 +245,8 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
 
 @dataclass(frozen=True)
 class Prices:
+    """The price table (prices.json): where and when it was read, its region and currency."""
+
     source: str
     date: str
     region: str
@@ -226,6 +310,8 @@ def load_prices(override: Path | None = None) -> Prices:
 
 @dataclass(frozen=True)
 class Line:
+    """One line of an estimate: a group's monthly cost and how it was reached."""
+
     group: str
     monthly: float
     detail: str
@@ -234,6 +320,8 @@ class Line:
 
 @dataclass(frozen=True)
 class Estimate:
+    """A stack's monthly cost: its lines, the total, and the same fleet all on demand."""
+
     lines: tuple[Line, ...]
     total: float
     all_on_demand: float  # the same fleet with the expected spot nodes on demand
@@ -243,11 +331,18 @@ class Estimate:
         return 100 * (self.all_on_demand - self.total) / self.all_on_demand if self.all_on_demand else 0.0
 
 
-def estimate(fp: Footprint, prices: Prices, *, model_gb: float = 20.0) -> Estimate:
+def estimate(
+    fp: Footprint, prices: Prices, *, model_gb: float = 20.0, reserved_hourly: float | None = None
+) -> Estimate:
+    """``reserved_hourly``: what a reserved instance costs by the hour (a Capacity Block's price);
+    None: its on-demand price, which is what an ODCR costs."""
     if model_gb < 0:
         raise InvalidInput("model_gb", model_gb, "a size in GB >= 0")
+    if reserved_hourly is not None and reserved_hourly <= 0:
+        raise InvalidInput("reserved_hourly", reserved_hourly, "a price per instance-hour > 0")
     hours = prices.hours_per_month
-    on_demand = [g for g in fp.node_groups if not g.spot]
+    reserved = [g for g in fp.node_groups if g.reserved]
+    on_demand = [g for g in fp.node_groups if not g.spot and not g.reserved]
     system = [g for g in on_demand if not g.gpus_per_node]
     baseline = [g for g in on_demand if g.gpus_per_node]
     spot = [g for g in fp.node_groups if g.spot]
@@ -273,6 +368,16 @@ def estimate(fp: Footprint, prices: Prices, *, model_gb: float = 20.0) -> Estima
             f"{sum(g.desired_size for g in baseline)} x {baseline[0].instance_type}" if baseline else "none",
         ),
     ]
+    if reserved:
+        instances = sum(g.max_size for g in reserved)
+        lines.append(
+            Line(
+                "GPU reserved",
+                sum(g.max_size * (reserved_hourly or prices.on_demand(g.instance_type)) for g in reserved)
+                * hours,
+                f"{instances} x {reserved[0].instance_type}, paid whether used or not",
+            )
+        )
     expected_spot = 0
     spot_node_on_demand = 0.0
     if spot:
@@ -292,8 +397,10 @@ def estimate(fp: Footprint, prices: Prices, *, model_gb: float = 20.0) -> Estima
                     in_total=label == "expected",
                 )
             )
-    node_disks = sum(g.desired_size * g.disk_gib for g in on_demand) + expected_spot * (
-        spot[0].disk_gib if spot else 0
+    node_disks = (
+        sum(g.desired_size * g.disk_gib for g in on_demand)
+        + sum(g.max_size * g.disk_gib for g in reserved)
+        + expected_spot * (spot[0].disk_gib if spot else 0)
     )
     lines.append(
         Line(

@@ -74,12 +74,17 @@ def reader_policy(bucket_arn: str, prefix: str) -> dict[str, Any]:
 
 @dataclass
 class ModelStoreArgs:
+    """How long old model versions are kept, whether a destroy may empty the bucket, and tags."""
+
     noncurrent_version_days: int = 30
     force_destroy: bool = False  # a stack destroy must not silently delete every model
     tags: dict[str, str] = field(default_factory=dict)
 
 
 class ModelStore(pulumi.ComponentResource):
+    """The S3 model repository: versioned, KMS-encrypted, public access blocked, TLS only, with
+    IRSA reader roles scoped to one prefix each (``reader_role``)."""
+
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
 

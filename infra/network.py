@@ -4,12 +4,15 @@ Per zone: one private subnet (nodes and pods; large, since the VPC CNI gives eve
 address) and one public subnet (load balancers and NAT gateways; small). Private subnets route to
 the internet through a NAT gateway in their own zone (``per_zone``: a zone outage takes out only
 its own egress), through one shared gateway (``single``: cheaper, for dev), or not at all (``none``).
+An S3 gateway endpoint on every private route table keeps S3 traffic (Triton's model pulls, ECR's
+image layers) off the NAT gateways, which charge per GB processed; the gateway endpoint is free.
+Nothing waits for it: until it exists (seconds after the route tables), S3 traffic takes the NAT.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,14 +20,16 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.zones import Zone, check_zones, choose_zones
 
 NatMode = Literal["per_zone", "single", "none"]
 Tier = Literal["private", "public"]
-MIN_ZONES = 2
 
 
 @dataclass(frozen=True)
 class SubnetPlan:
+    """One planned subnet: its zone, tier (public or private) and CIDR."""
+
     zone: str
     tier: Tier
     cidr: str
@@ -72,68 +77,8 @@ def plan_subnets(
     return sorted(plans, key=lambda p: p.tier != "private")
 
 
-def check_zones(zones: Sequence[str]) -> None:
-    if len(zones) < MIN_ZONES:
-        raise InvalidInput("zones", list(zones), f"at least {MIN_ZONES} availability zones, so one can fail")
-    if len(set(zones)) != len(zones):
-        raise InvalidInput("zones", list(zones), "distinct availability zones")
-
-
-# Zones where EKS refuses control-plane subnets (the EKS user guide's subnet requirements).
-EKS_UNSUPPORTED_ZONE_IDS = frozenset({"use1-az3", "usw1-az2", "cac1-az3"})
 # What a node in a subnet without a NAT route needs to join the cluster and pull images from ECR.
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "ec2", "logs", "eks-auth")
-
-
-@dataclass(frozen=True)
-class Zone:
-    name: str
-    zone_id: str  # the same physical zone in every account, unlike the name
-
-
-def zone_problems(
-    zones: Sequence[Zone], offerings: Mapping[str, Collection[str]], instance_types: Sequence[str]
-) -> dict[str, str]:
-    """Zone name -> why the stack cannot use it; zones not named are fine.
-
-    ``offerings`` maps an instance type to the zones that offer it (EC2's instance type offerings).
-    """
-    problems = {}
-    for zone in zones:
-        missing = [t for t in instance_types if zone.name not in offerings.get(t, ())]
-        if zone.zone_id in EKS_UNSUPPORTED_ZONE_IDS:
-            problems[zone.name] = f"{zone.zone_id} does not support EKS"
-        elif missing:
-            problems[zone.name] = f"does not offer {', '.join(missing)}"
-    return problems
-
-
-def choose_zones(
-    field: str,
-    wanted: int | Sequence[str],
-    zones: Sequence[Zone],
-    offerings: Mapping[str, Collection[str]],
-    instance_types: Sequence[str] = (),
-) -> list[str]:
-    """The first ``wanted`` usable zones, or exactly the ``wanted`` names if they are all usable."""
-    problems = zone_problems(zones, offerings, instance_types)
-    usable = [z.name for z in zones if z.name not in problems]
-    why = "; ".join(f"{name} {reason}" for name, reason in problems.items()) or "none excluded"
-    if isinstance(wanted, int):
-        if wanted < MIN_ZONES:
-            raise InvalidInput(field, wanted, f"at least {MIN_ZONES}, so one zone can fail")
-        if len(usable) < wanted:
-            raise InvalidInput(field, wanted, f"at most the {len(usable)} usable zones here ({why})")
-        return usable[:wanted]
-    try:
-        check_zones(wanted)
-    except InvalidInput as error:
-        raise InvalidInput(field, error.value, error.allowed) from None
-    for i, name in enumerate(wanted):
-        if name not in usable:
-            reason = problems.get(name, "not a zone of this region")
-            raise InvalidInput(f"{field}[{i}]", name, f"a usable zone: {', '.join(usable)} ({name} {reason})")
-    return list(wanted)
 
 
 def check_egress(nat: NatMode, vpc_endpoints: bool) -> None:
@@ -167,6 +112,8 @@ def nat_zones(zones: Sequence[str], nat: NatMode) -> list[str]:
 
 @dataclass
 class NetworkArgs:
+    """What the VPC is given: its range, its zones (or how many), NAT mode, subnet sizes, endpoints."""
+
     cluster_name: str
     vpc_cidr: str = "10.0.0.0/16"
     zones: Sequence[str] | None = None  # None: the first ``zone_count`` available zones of the region
@@ -174,13 +121,16 @@ class NetworkArgs:
     nat: NatMode = "per_zone"
     private_prefix: int = 19
     public_prefix: int = 24
-    # Interface endpoints (ECR, STS, EC2, CloudWatch Logs, EKS Auth) and an S3 gateway: required with
-    # nat="none"; with a NAT they keep image pulls and AWS calls off the NAT's data charges.
+    # Interface endpoints (ECR, STS, EC2, CloudWatch Logs, EKS Auth): required with nat="none"; with a
+    # NAT they keep AWS calls off the NAT's data charges (the S3 gateway endpoint is always there).
     vpc_endpoints: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
 
 class Network(pulumi.ComponentResource):
+    """The VPC over several zones: public and private subnets per zone, NAT (per zone or one), routes,
+    optional VPC endpoints, and the tags EKS and its load balancers look for."""
+
     vpc_id: pulumi.Output[str]
     zones: list[str]
     private_subnet_ids: list[pulumi.Output[str]]  # in zone order
@@ -263,8 +213,18 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
 
+        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[t.id for t in private_tables],
+            tags=tags,
+            opts=child,
+        )
         if args.vpc_endpoints:
-            self._endpoints(name, args, vpc, [subnets[("private", z)] for z in zones], private_tables, tags)
+            self._endpoints(name, args, vpc, [subnets[("private", z)] for z in zones], region, tags)
 
         self.vpc_id = vpc.id
         self.zones = zones
@@ -285,10 +245,9 @@ class Network(pulumi.ComponentResource):
         args: NetworkArgs,
         vpc: aws.ec2.Vpc,
         subnets: Sequence[aws.ec2.Subnet],
-        route_tables: Sequence[aws.ec2.RouteTable],
+        region: str,
         tags: dict[str, str],
     ) -> None:
-        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
         child = pulumi.ResourceOptions(parent=self)
         https_from_vpc = aws.ec2.SecurityGroup(
             f"{name}-endpoints",
@@ -299,15 +258,6 @@ class Network(pulumi.ComponentResource):
                     protocol="tcp", from_port=443, to_port=443, cidr_blocks=[args.vpc_cidr]
                 )
             ],
-            tags=tags,
-            opts=child,
-        )
-        aws.ec2.VpcEndpoint(
-            f"{name}-s3",
-            vpc_id=vpc.id,
-            service_name=f"com.amazonaws.{region}.s3",
-            vpc_endpoint_type="Gateway",
-            route_table_ids=[t.id for t in route_tables],
             tags=tags,
             opts=child,
         )

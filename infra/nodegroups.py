@@ -21,8 +21,9 @@ import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
-from inferstack.infra.network import check_zones
+from inferstack.infra.node_template import EPHEMERAL_STORAGE, ephemeral_storage_tag
 from inferstack.infra.versions import AL2023_RELEASE_VERSIONS, SUPPORTED_KUBERNETES_VERSIONS
+from inferstack.infra.zones import check_zones
 
 CAPACITY_TYPE_LABEL = "inferstack.io/capacity-type"
 GPU_MODEL_LABEL = "inferstack.io/gpu-model"
@@ -41,7 +42,7 @@ SPOT, ON_DEMAND = "spot", "on-demand"  # values of CAPACITY_TYPE_LABEL
 NODE_MODEL_CACHE_PATH = "/var/lib/inferstack/model-cache"
 NODE_MODEL_CACHE_UID = 1000  # Triton's user: the fill runs as it, under the restricted security context
 
-CapacityType = Literal["ON_DEMAND", "SPOT"]
+CapacityType = Literal["ON_DEMAND", "SPOT", "CAPACITY_BLOCK"]
 AmiType = Literal[
     "AL2023_x86_64_STANDARD", "AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_x86_64_NVIDIA"
 ]
@@ -54,6 +55,8 @@ SPOT_GPU_MEMORY_SPREAD = 1.5
 
 @dataclass(frozen=True)
 class Taint:
+    """A Kubernetes taint in EKS's spelling (NO_SCHEDULE...), with its Kubernetes form."""
+
     key: str
     value: str
     effect: Literal["NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE"] = "NO_SCHEDULE"
@@ -87,6 +90,8 @@ class NodeGroupPlan:
     disk_gib: int = 50
     # The AMI release; None: the pinned AL2023 release of the cluster's Kubernetes version.
     release_version: str | None = None
+    # A Capacity Block or On-Demand Capacity Reservation the group launches into (infra/reserved.py).
+    capacity_reservation_id: str | None = None
 
     @property
     def gpus_per_node(self) -> int:
@@ -322,6 +327,9 @@ def autoscaler_tags(cluster_name: str, plan: NodeGroupPlan) -> dict[str, str]:
         tags[f"{template}/taint/{taint.key}"] = f"{taint.value}:{taint.kubernetes_effect}"
     if plan.gpus_per_node:
         tags[f"{template}/resources/{GPU_RESOURCE}"] = str(plan.gpus_per_node)
+    # The template has no ephemeral storage otherwise (kubernetes/autoscaler#1869): a pod that asks
+    # for any, as Triton does for its model cache, would never scale a group up from zero.
+    tags[f"{template}/resources/{EPHEMERAL_STORAGE}"] = ephemeral_storage_tag(plan.disk_gib)
     return tags
 
 
@@ -436,13 +444,20 @@ def check_subnets(plans: Sequence[NodeGroupPlan], subnet_zones: Collection[str])
 
 @dataclass
 class NodeGroupArgs:
+    """One managed node group: its plan (zone, instance types, sizes, labels, taints) on a cluster."""
+
     cluster_name: str
     eks_cluster_name: pulumi.Input[str]  # the cluster resource's output, so the group waits for it
     node_role_arn: pulumi.Input[str]
     subnet_ids_by_zone: Mapping[str, pulumi.Input[str]]
     plan: NodeGroupPlan
     kubernetes_version: str
+    # The key node volumes are encrypted with (storage.VolumeKey); None: the account's default EBS
+    # key, which must then be AWS-managed or granted to the Auto Scaling service-linked role.
+    volume_kms_key_arn: pulumi.Input[str] | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # EKS replaces a node whose monitoring agent reports it unhealthy (a fatal GPU XID among the causes).
+    node_repair: bool = False
 
 
 def asg_tags(cluster_name: str, plan: NodeGroupPlan) -> dict[str, str]:
@@ -498,6 +513,7 @@ class NodeGroup(pulumi.ComponentResource):
                         volume_size=volume.size_gib,
                         volume_type="gp3",
                         encrypted="true",
+                        kms_key_id=args.volume_kms_key_arn,
                         delete_on_termination="true",
                     ),
                 )
@@ -507,6 +523,13 @@ class NodeGroup(pulumi.ComponentResource):
                 aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags={**tags, "Name": name})
                 for kind in ("instance", "volume")
             ],
+            capacity_reservation_specification=_reservation_target(plan),
+            # A Capacity Block is its own market: instances outside it cannot be had.
+            instance_market_options=aws.ec2.LaunchTemplateInstanceMarketOptionsArgs(
+                market_type="capacity-block"
+            )
+            if plan.capacity_type == "CAPACITY_BLOCK"
+            else None,
             tags=tags,
             opts=child,
         )
@@ -532,6 +555,9 @@ class NodeGroup(pulumi.ComponentResource):
                 id=template.id, version=template.latest_version.apply(str)
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=True)
+            if args.node_repair
+            else None,
             tags={**tags, **scaling_tags},
             # The autoscaler owns desired size once running; Pulumi must not reset it on every update.
             opts=pulumi.ResourceOptions(
@@ -551,6 +577,18 @@ class NodeGroup(pulumi.ComponentResource):
         self.register_outputs({"node_group_name": self.node_group.node_group_name})
 
 
+def _reservation_target(
+    plan: NodeGroupPlan,
+) -> aws.ec2.LaunchTemplateCapacityReservationSpecificationArgs | None:
+    """Where a group's instances launch when it has a reservation (infra/reserved.py)."""
+    if plan.capacity_reservation_id is None:
+        return None
+    target = aws.ec2.LaunchTemplateCapacityReservationSpecificationCapacityReservationTargetArgs
+    return aws.ec2.LaunchTemplateCapacityReservationSpecificationArgs(
+        capacity_reservation_target=target(capacity_reservation_id=plan.capacity_reservation_id)
+    )
+
+
 def _autoscaling_group_name(resources: Sequence[aws.eks.outputs.NodeGroupResource] | None) -> str:
     groups = resources[0].autoscaling_groups if resources else None
     return (groups[0].name or "") if groups else ""
@@ -558,6 +596,9 @@ def _autoscaling_group_name(resources: Sequence[aws.eks.outputs.NodeGroupResourc
 
 @dataclass
 class NodeGroupsArgs:
+    """Every node group of a cluster, from plans made by ``system_plan``, ``gpu_plans`` and
+    ``gpu_spot_plans`` (one group per zone each), on a node role and the subnets by zone."""
+
     cluster_name: str
     eks_cluster_name: pulumi.Input[str]
     node_role_arn: pulumi.Input[str]
@@ -565,7 +606,9 @@ class NodeGroupsArgs:
     plans: Sequence[NodeGroupPlan]
     kubernetes_version: str
     min_surviving_gpu_share: float = 0.5
+    volume_kms_key_arn: pulumi.Input[str] | None = None  # as NodeGroupArgs's
     tags: dict[str, str] = field(default_factory=dict)
+    node_repair: bool = False
 
 
 class NodeGroups(pulumi.ComponentResource):
@@ -582,7 +625,8 @@ class NodeGroups(pulumi.ComponentResource):
         check_subnets(args.plans, args.subnet_ids_by_zone)
         for plan in args.plans:
             release_version(plan, args.kubernetes_version)
-        gpu = [p for p in args.plans if p.gpus_per_node]
+        # Reserved capacity is in one zone and may end (a Capacity Block): not counted on.
+        gpu = [p for p in args.plans if p.gpus_per_node and p.capacity_reservation_id is None]
         if gpu:
             check_zone_loss(gpu, args.min_surviving_gpu_share)
         super().__init__("inferstack:nodegroups:NodeGroups", name, None, opts)
@@ -596,7 +640,9 @@ class NodeGroups(pulumi.ComponentResource):
                     subnet_ids_by_zone=args.subnet_ids_by_zone,
                     plan=plan,
                     kubernetes_version=args.kubernetes_version,
+                    volume_kms_key_arn=args.volume_kms_key_arn,
                     tags=args.tags,
+                    node_repair=args.node_repair,
                 ),
                 pulumi.ResourceOptions(parent=self, depends_on=caller_dependencies(opts)),
             )

@@ -39,3 +39,17 @@ AL2023_RELEASE_VERSIONS: dict[str, str] = {
     "1.34": "1.34.4-20260304",
     "1.35": "1.35.2-20260304",
 }
+
+# The EKS node monitoring agent add-on: it reports GPU (XID, NVLink, DCGM), kernel, network, storage
+# and container-runtime faults as node conditions, which node repair acts on. v1.7.0 (2026-08), the
+# build public deployments plan with, the same on every minor this release supports; its
+# configuration schema takes dcgmAgent.tolerations (see infra/cluster.py).
+NODE_MONITORING_AGENT_ADDON_VERSIONS: dict[str, str] = dict.fromkeys(
+    SUPPORTED_KUBERNETES_VERSIONS, "v1.7.0-eksbuild.1"
+)
+
+
+def al2023_alias(kubernetes_version: str) -> str:
+    """Karpenter's pin of the AL2023 AMI: the release managed node groups run (its date), so both
+    capacity modes boot the same image; Karpenter picks the NVIDIA variant for GPU types itself."""
+    return f"al2023@v{AL2023_RELEASE_VERSIONS[kubernetes_version].rsplit('-', 1)[1]}"

@@ -38,6 +38,10 @@ class Resource(Protocol):
     def dependencies(self) -> Sequence[str]: ...
     @property
     def property_dependencies(self) -> Mapping[str, Sequence[str]]: ...
+    @property
+    def custom_timeouts(self) -> Mapping[str, float]: ...  # seconds by operation, as in the state
+    @property
+    def provider(self) -> str: ...  # "<provider urn>::<id>", empty for the default provider
 
 
 _LEVELS = {
@@ -51,6 +55,8 @@ _LEVEL_CODES = {name: code for code, name in _LEVELS.items()}
 
 @dataclass(frozen=True)
 class Violation:
+    """One policy violation as the Analyzer reports it."""
+
     policy: str
     mandatory: bool
     message: str
@@ -71,6 +77,16 @@ def _violations(response: Any) -> list[Violation]:
         Violation(d.policyName, d.enforcementLevel == analyzer_pb2.MANDATORY, d.message, d.urn)
         for d in response.diagnostics
     ]
+
+
+def _provider(reference: str) -> analyzer_pb2.AnalyzerProviderResource | None:
+    """The resource's explicit provider, as the engine names it to the pack (None: a default one)."""
+    if not reference:
+        return None
+    urn = reference.rsplit("::", 1)[0]
+    return analyzer_pb2.AnalyzerProviderResource(
+        type=urn.split("::")[-2].split("$")[-1], urn=urn, name=urn.rsplit("::", 1)[-1]
+    )
 
 
 class PolicyPackProcess:
@@ -149,8 +165,14 @@ class PolicyPackProcess:
                     urn=r.urn,
                     name=r.name,
                     parent=r.parent_urn,
-                    options=analyzer_pb2.AnalyzerResourceOptions(parent=r.parent_urn),
+                    options=analyzer_pb2.AnalyzerResourceOptions(
+                        parent=r.parent_urn,
+                        customTimeouts=analyzer_pb2.AnalyzerResourceOptions.CustomTimeouts(
+                            **dict(r.custom_timeouts)
+                        ),
+                    ),
                     dependencies=list(r.dependencies),
+                    provider=_provider(r.provider),
                     propertyDependencies={
                         key: analyzer_pb2.AnalyzerPropertyDependencies(urns=list(urns))
                         for key, urns in r.property_dependencies.items()

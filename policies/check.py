@@ -19,6 +19,8 @@ from inferstack.policies.pack_config import load, stack_config_path
 
 @dataclass(frozen=True)
 class Finding:
+    """A violation with the resource it names."""
+
     violation: Violation
     resource: Resource | None  # None: a stack policy blames the stack as a whole
 
@@ -43,6 +45,8 @@ class Finding:
 
 @dataclass(frozen=True)
 class Report:
+    """The outcome of ``inferstack policy check`` on one stack."""
+
     stack: str
     resources: int
     levels: dict[str, str]  # policy -> the enforcement level it ran at

@@ -72,7 +72,18 @@ def stack_resource(resource: PolicyResource) -> StackResource:
         props=plain(resource.props),
         dependencies=tuple(dependencies),
         property_dependencies=by_property,
+        custom_timeouts=_timeouts(resource),
+        provider=resource.provider.urn if resource.provider else "",
     )
+
+
+def _timeouts(resource: PolicyResource) -> dict[str, float]:
+    """The engine sends 0 for an operation without a custom timeout."""
+    given = resource.opts.custom_timeouts if resource.opts else None
+    if given is None:
+        return {}
+    seconds = {"create": given.create_seconds, "update": given.update_seconds, "delete": given.delete_seconds}
+    return {op: float(s) for op, s in seconds.items() if s}
 
 
 def _stack_policy(rule: StackRule) -> StackValidationPolicy:

@@ -35,6 +35,8 @@ class PolicyDeclaration:
 
 @dataclass(frozen=True)
 class PolicySettings:
+    """One policy's level and properties from a pack config."""
+
     level: str
     properties: dict[str, Any]
 

@@ -30,6 +30,12 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 CLUSTER = "aws:eks/cluster:Cluster"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
+QUEUE = "aws:sqs/queue:Queue"
+QUEUE_POLICY = "aws:sqs/queuePolicy:QueuePolicy"
+STORAGE_CLASS = "kubernetes:storage.k8s.io/v1:StorageClass"
+EBS_CSI = "ebs.csi.aws.com"  # infra.storage.EBS_CSI_PROVISIONER (a test holds them equal)
 POD_CONTROLLERS = (
     DEPLOYMENT,
     "kubernetes:apps/v1:StatefulSet",
@@ -58,10 +64,17 @@ class RuleBase:
 
 @dataclass(frozen=True)
 class Rule(RuleBase):
+    """A policy on one resource at a time."""
+
     check: Check
 
 
 # --- shared readers ---------------------------------------------------------------------------------
+
+
+def namespace_of(props: Props) -> str:
+    """A Kubernetes object's namespace, as the API server defaults it."""
+    return str((props.get("metadata") or {}).get("namespace", "default"))
 
 
 def pod_spec(props: Props) -> Mapping[str, Any]:
@@ -99,6 +112,29 @@ def gpus_per_node(instance_types: list[str]) -> int:
     """GPUs per node of a group (the fewest among its types); 0 for CPU or unknown types."""
     counts = [INSTANCE_TYPES[t].gpus for t in instance_types if t in INSTANCE_TYPES]
     return min(counts) if counts and len(counts) == len(instance_types) else 0
+
+
+def pool_requirement(props: Props, key: str) -> list[str] | None:
+    """The values a NodePool's ``In`` requirement on ``key`` allows; None when it names none."""
+    template = ((props.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for requirement in template.get("requirements") or []:
+        if requirement.get("key") == key and requirement.get("operator") == "In":
+            return [str(v) for v in requirement.get("values") or []]
+    return None
+
+
+def pool_gpus_per_node(props: Props) -> int:
+    """GPUs per node of a NodePool limited to GPU instance types (0 when its types are not named)."""
+    return gpus_per_node(pool_requirement(props, "node.kubernetes.io/instance-type") or [])
+
+
+def pool_gpu_limit(props: Props) -> float | None:
+    """The GPUs a NodePool may hold at most (its ``limits``); None when unbounded."""
+    limit = ((props.get("spec") or {}).get("limits") or {}).get(GPU_RESOURCE)
+    try:
+        return float(limit) if limit is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def statements(document: Any) -> list[Mapping[str, Any]]:
@@ -165,7 +201,8 @@ def pinned_charts(resource_type: str, props: Props, config: Config) -> list[str]
     problems = []
     if not version or any(c in version for c in "^~*<>=x ") or version.count(".") != 2:
         problems.append(f"chart {props.get('chart')!r} version {version!r} is not an exact x.y.z version")
-    if not (props.get("repositoryOpts") or {}).get("repo"):
+    oci = str(props.get("chart", "")).startswith("oci://")  # an OCI reference names its registry
+    if not oci and not (props.get("repositoryOpts") or {}).get("repo"):
         problems.append(f"chart {props.get('chart')!r} names no repository")
     return problems
 
@@ -226,9 +263,10 @@ def eks_audit_logs(resource_type: str, props: Props, config: Config) -> list[str
 
 def imds_v2_hop_limit_1(resource_type: str, props: Props, config: Config) -> list[str]:
     """IMDSv2 only, one hop: host-network pods still reach it, other pods cannot take the node role."""
-    if resource_type != LAUNCH_TEMPLATE:
+    if resource_type not in (LAUNCH_TEMPLATE, NODE_CLASS):
         return []
-    metadata = props.get("metadataOptions") or {}
+    spec = props.get("spec") or {} if resource_type == NODE_CLASS else props
+    metadata = spec.get("metadataOptions") or {}
     problems = []
     if metadata.get("httpTokens") != "required":
         problems.append("instance metadata allows IMDSv1 (metadataOptions.httpTokens must be 'required')")
@@ -244,13 +282,33 @@ def imds_v2_hop_limit_1(resource_type: str, props: Props, config: Config) -> lis
 
 
 def encrypted_volumes(resource_type: str, props: Props, config: Config) -> list[str]:
-    if resource_type != LAUNCH_TEMPLATE:
+    """Encrypted with a named key: the account's default EBS key may be a customer-managed key the
+    Auto Scaling service-linked role or Karpenter's controller (nodes) or the EBS CSI role (claims)
+    cannot use, and then no node launches or claims stay Pending."""
+    if resource_type == STORAGE_CLASS and props.get("provisioner") == EBS_CSI:
+        parameters = props.get("parameters") or {}
+        if not _truthy(parameters.get("encrypted")):
+            return ["the EBS StorageClass does not encrypt its volumes (parameters.encrypted)"]
+        if not parameters.get("kmsKeyId"):
+            return [
+                "the EBS StorageClass encrypts with the account's default EBS key (no parameters.kmsKeyId)"
+            ]
         return []
-    return [
-        f"volume {mapping.get('deviceName')} is not encrypted"
-        for mapping in props.get("blockDeviceMappings") or []
-        if not _truthy((mapping.get("ebs") or {}).get("encrypted"))
-    ]
+    if resource_type not in (LAUNCH_TEMPLATE, NODE_CLASS):
+        return []
+    spec = props.get("spec") or {} if resource_type == NODE_CLASS else props
+    key_field = "kmsKeyID" if resource_type == NODE_CLASS else "kmsKeyId"  # each API's spelling
+    problems = []
+    for mapping in spec.get("blockDeviceMappings") or []:
+        ebs = mapping.get("ebs") or {}
+        if not _truthy(ebs.get("encrypted")):
+            problems.append(f"volume {mapping.get('deviceName')} is not encrypted")
+        elif not ebs.get(key_field):
+            problems.append(
+                f"volume {mapping.get('deviceName')} is encrypted with the account's default EBS key "
+                f"(no ebs.{key_field}): name a key the role that launches the node may use"
+            )
+    return problems
 
 
 def _gpu_group(props: Props) -> int:
@@ -259,6 +317,14 @@ def _gpu_group(props: Props) -> int:
 
 def gpu_nodes_tainted(resource_type: str, props: Props, config: Config) -> list[str]:
     """GPU node groups carry the nvidia.com/gpu taint and an NVIDIA AMI, so only GPU pods land there."""
+    if resource_type == NODE_POOL and pool_gpus_per_node(props):
+        template = ((props.get("spec") or {}).get("template") or {}).get("spec") or {}
+        if not any(
+            t.get("key") == GPU_RESOURCE and t.get("effect") == "NoSchedule"
+            for t in template.get("taints") or []
+        ):
+            return ["GPU NodePool lacks the nvidia.com/gpu NoSchedule taint (spec.template.spec.taints)"]
+        return []  # Karpenter picks the NVIDIA variant of its AMI for GPU types itself
     if resource_type != NODE_GROUP or not _gpu_group(props):
         return []
     types = props.get("instanceTypes")
@@ -273,10 +339,15 @@ def gpu_nodes_tainted(resource_type: str, props: Props, config: Config) -> list[
 
 def spot_diversified(resource_type: str, props: Props, config: Config) -> list[str]:
     """A spot group draws from several pools, so one reclaimed pool does not take all its capacity."""
+    minimum = int(config["minTypes"])
+    if resource_type == NODE_POOL and "spot" in (pool_requirement(props, "karpenter.sh/capacity-type") or []):
+        named = pool_requirement(props, "node.kubernetes.io/instance-type")
+        if named is not None and len(named) < minimum:
+            return [f"spot NodePool draws from {len(named)} instance type(s) {named}; at least {minimum}"]
+        return []
     if resource_type != NODE_GROUP or props.get("capacityType") != "SPOT":
         return []
     types = list(props.get("instanceTypes") or [])
-    minimum = int(config["minTypes"])
     if len(types) < minimum:
         return [f"spot node group draws from {len(types)} instance type(s) {types}; at least {minimum}"]
     return []
@@ -284,6 +355,17 @@ def spot_diversified(resource_type: str, props: Props, config: Config) -> list[s
 
 def gpu_max_bounded(resource_type: str, props: Props, config: Config) -> list[str]:
     """A GPU group's maximum is bounded: a runaway scale-up costs at most this many GPUs per group."""
+    if resource_type == NODE_POOL and pool_gpus_per_node(props):
+        # A pool stands for one group per zone it spans.
+        zones = len(pool_requirement(props, "topology.kubernetes.io/zone") or []) or 1
+        bound = int(config["maxGpusPerGroup"]) * zones
+        limit = pool_gpu_limit(props)
+        if limit is None or limit > bound:
+            given = "unbounded (no limits.nvidia.com/gpu)" if limit is None else f"{limit:g} GPUs"
+            return [
+                f"GPU NodePool can grow to {given}; the bound is {bound} (maxGpusPerGroup x {zones} zone(s))"
+            ]
+        return []
     gpus = _gpu_group(props) if resource_type == NODE_GROUP else 0
     if not gpus:
         return []
@@ -390,10 +472,13 @@ def triton_probes(resource_type: str, props: Props, config: Config) -> list[str]
     """Triton is only sent traffic once its models are loaded, and is restarted when it hangs."""
     if resource_type != DEPLOYMENT:
         return []
+    # An init container that runs to completion (the model wait, in Triton's image) is not serving,
+    # and Kubernetes refuses probes on it.
+    steps = [c for c in pod_spec(props).get("initContainers") or [] if c.get("restartPolicy") != "Always"]
     return [
         f"container {c.get('name')!r} has no {probe}"
         for c in containers(props)
-        if is_triton(c)
+        if is_triton(c) and c not in steps
         for probe in ("startupProbe", "readinessProbe", "livenessProbe")
         if probe not in c
     ]
@@ -492,6 +577,53 @@ def triton_admin_restricted(resource_type: str, props: Props, config: Config) ->
     return problems
 
 
+def karpenter_disruption_bounded(resource_type: str, props: Props, config: Config) -> list[str]:
+    """A NodePool replaces its nodes in time (expireAfter) and disrupts at most maxNodes at once."""
+    if resource_type != NODE_POOL:
+        return []
+    spec = props.get("spec") or {}
+    problems = []
+    expire = ((spec.get("template") or {}).get("spec") or {}).get("expireAfter")
+    if expire in (None, "Never"):
+        problems.append(f"NodePool nodes never expire (expireAfter {expire!r}): they keep an old AMI forever")
+    budgets = (spec.get("disruption") or {}).get("budgets")
+    maximum = int(config["maxNodes"])
+    if not budgets:
+        problems.append(
+            f"NodePool has no disruption budget (Karpenter's default is 10% of nodes); at most {maximum}"
+        )
+    for budget in budgets or []:
+        nodes = str(budget.get("nodes", "10%"))
+        if not nodes.isdigit() or int(nodes) > maximum:
+            problems.append(f"NodePool budget lets {nodes} node(s) be disrupted at once; at most {maximum}")
+    return problems
+
+
+def interruption_queue_scoped(resource_type: str, props: Props, config: Config) -> list[str]:
+    """A queue is encrypted, and only AWS services may send to it (EventBridge, for interruptions)."""
+    if resource_type == QUEUE:
+        if not _truthy(props.get("sqsManagedSseEnabled")) and not props.get("kmsMasterKeyId"):
+            return ["queue is not encrypted at rest (sqsManagedSseEnabled or kmsMasterKeyId)"]
+        return []
+    if resource_type != QUEUE_POLICY:
+        return []
+    allowed = set(config["senders"])
+    problems = []
+    for statement in statements(props.get("policy")):
+        actions = listed(statement.get("Action"))
+        if statement.get("Effect") != "Allow" or not any(
+            a in ("sqs:SendMessage", "sqs:*", "*") for a in actions
+        ):
+            continue
+        principal = statement.get("Principal")
+        services = listed(principal.get("Service")) if isinstance(principal, Mapping) else []
+        others = [] if isinstance(principal, Mapping) and set(principal) == {"Service"} else [principal]
+        strangers = [*others, *sorted(set(services) - allowed)]
+        if strangers:
+            problems.append(f"queue policy lets {strangers} send; only {sorted(allowed)} may")
+    return problems
+
+
 def spot_safe_drain(resource_type: str, props: Props, config: Config) -> list[str]:
     """Triton drains inside the two-minute spot interruption notice."""
     if resource_type != DEPLOYMENT or not any(is_triton(c) for c in containers(props)):
@@ -519,7 +651,12 @@ RULES: tuple[Rule, ...] = (
         "mandatory",
         imds_v2_hop_limit_1,
     ),
-    Rule("encrypted-volumes", "Node volumes are encrypted.", "mandatory", encrypted_volumes),
+    Rule(
+        "encrypted-volumes",
+        "Node and claim volumes are encrypted with a named KMS key.",
+        "mandatory",
+        encrypted_volumes,
+    ),
     Rule(
         "gpu-nodes-tainted",
         "GPU node groups are tainted and run NVIDIA AMIs.",
@@ -573,4 +710,24 @@ RULES: tuple[Rule, ...] = (
         triton_admin_restricted,
     ),
     Rule("spot-safe-drain", "Triton drains within the spot notice.", "advisory", spot_safe_drain),
+    Rule(
+        "karpenter-disruption-bounded",
+        "NodePools expire their nodes and disrupt at most maxNodes at a time.",
+        "disabled",
+        karpenter_disruption_bounded,
+        config_schema={"maxNodes": {"type": "integer", "minimum": 1, "default": 1}},
+    ),
+    Rule(
+        "interruption-queue-scoped",
+        "Queues are encrypted and only AWS services send to them.",
+        "mandatory",
+        interruption_queue_scoped,
+        config_schema={
+            "senders": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": ["events.amazonaws.com", "sqs.amazonaws.com"],
+            }
+        },
+    ),
 )

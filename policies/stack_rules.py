@@ -8,14 +8,20 @@ blames the stack as a whole. Pure: the pack adapts pulumi-policy's ``PolicyResou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferstack.infra.interruptions import INTERRUPTION_EVENTS
+from inferstack.policies.awaits import await_covers_wait
+from inferstack.policies.pod_references import pods_wait_for_references
 from inferstack.policies.rules import (
     CLUSTER,
     DEPLOYMENT,
     NODE_GROUP,
+    NODE_POOL,
+    QUEUE,
     Config,
     RuleBase,
     containers,
@@ -23,9 +29,14 @@ from inferstack.policies.rules import (
     gpus_per_node,
     is_triton,
     listed,
+    namespace_of,
     pod_spec,
+    pool_gpu_limit,
+    pool_gpus_per_node,
+    pool_requirement,
     statements,
 )
+from inferstack.policies.scale_from_zero import node_template_fits, reachable_groups
 
 ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
 ACCESS_POLICY_ASSOCIATION = "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
@@ -38,18 +49,26 @@ BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
 PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 ROLE = "aws:iam/role:Role"
+EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
 ROLE_POLICIES = ("aws:iam/rolePolicy:RolePolicy",)
 ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 # Which chart installs the CRDs of an API group: a custom resource must be ordered after that release.
-CRD_CHARTS = {"monitoring.coreos.com": "kube-prometheus-stack", "keda.sh": "keda"}
+CRD_CHARTS = {
+    "monitoring.coreos.com": "kube-prometheus-stack",
+    "keda.sh": "keda",
+    "karpenter.sh": "karpenter-crd",
+    "karpenter.k8s.aws": "karpenter-crd",
+}
 
 Violation = tuple[str, str]  # (message, urn or "" for the stack)
 
 
 @dataclass(frozen=True)
 class StackResource:
+    """A resource as a stack policy sees it: type, name, properties and what it is ordered after."""
+
     type: str
     name: str
     urn: str
@@ -57,6 +76,9 @@ class StackResource:
     # Every URN the engine orders this after: dependsOn plus the resources its inputs come from.
     dependencies: tuple[str, ...] = ()
     property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The customTimeouts option in seconds by operation (create, update, delete); absent: unset.
+    custom_timeouts: Mapping[str, float] = field(default_factory=dict)
+    provider: str = ""  # the URN of its explicit provider ("" for the default one): which cluster
 
 
 class Stack:
@@ -85,26 +107,52 @@ class Stack:
         return [self.by_urn[u] for u in resource.property_dependencies.get(key, ()) if u in self.by_urn]
 
     def zones_of(self, node_group: StackResource) -> tuple[str, ...]:
-        """The zones of a node group's subnets (through the engine's property dependencies)."""
+        """The zones of a node group's subnets (through the engine's property dependencies), or the
+        zones a NodePool's requirement allows."""
+        if node_group.type == NODE_POOL:
+            return tuple(sorted(pool_requirement(node_group.props, ZONE_LABEL) or []))
         subnets = self.input_sources(node_group, "subnetIds")
         return tuple(sorted({str(s.props.get("availabilityZone")) for s in subnets if s.type == SUBNET}))
 
-    def gpu_groups(self) -> list[tuple[StackResource, int, tuple[str, ...]]]:
-        """(node group, GPUs per node, zones) for every GPU node group."""
-        groups = []
+    def gpu_groups(self) -> list[tuple[StackResource, float, tuple[str, ...]]]:
+        """(node group or NodePool, GPUs at its maximum, zones) for the GPU capacity the stack can move.
+
+        A group reaches max size x GPUs per node; a NodePool its GPU limit (unbounded: infinite),
+        in the zones its requirement allows. Reserved capacity is not counted on: a reservation sits in
+        one zone and a Capacity Block ends, so the rest of the fleet must stand without it.
+        """
+        groups: list[tuple[StackResource, float, tuple[str, ...]]] = []
         for group in self.of_type(NODE_GROUP):
             gpus = gpus_per_node(list(group.props.get("instanceTypes") or []))
-            if gpus:
-                groups.append((group, gpus, self.zones_of(group)))
+            if gpus and not self._reserved(group):
+                max_size = float((group.props.get("scalingConfig") or {}).get("maxSize", 0))
+                groups.append((group, max_size * gpus, self.zones_of(group)))
+        for pool in self.of_type(NODE_POOL):
+            if pool_gpus_per_node(pool.props) and not self._reserved(pool):
+                limit = pool_gpu_limit(pool.props)
+                groups.append((pool, float("inf") if limit is None else limit, self.zones_of(pool)))
         return groups
 
+    def _reserved(self, capacity: StackResource) -> bool:
+        if capacity.type == NODE_POOL:
+            return pool_requirement(capacity.props, "karpenter.sh/capacity-type") == ["reserved"]
+        templates = self.input_sources(capacity, "launchTemplate")
+        return capacity.props.get("capacityType") == "CAPACITY_BLOCK" or any(
+            (t.props.get("capacityReservationSpecification") or {}).get("capacityReservationTarget")
+            for t in templates
+        )
+
     def gpu_capacity_by_zone(self) -> dict[str, float]:
-        """GPUs each zone reaches at every group's maximum size (multi-zone groups split evenly)."""
+        """GPUs each zone reaches at every group's maximum (multi-zone groups and pools split evenly),
+        counting only the node groups the autoscaler can start from zero for a pod of this stack
+        (NodePools: Karpenter builds its nodes from instance types, not from a template)."""
         capacity: dict[str, float] = {}
+        reachable = reachable_groups(self)
         for group, gpus, zones in self.gpu_groups():
-            max_size = float((group.props.get("scalingConfig") or {}).get("maxSize", 0))
+            if group.type == NODE_GROUP and group.urn not in reachable:
+                continue
             for zone in zones or ("(unknown zone)",):
-                capacity[zone] = capacity.get(zone, 0.0) + max_size * gpus / max(len(zones), 1)
+                capacity[zone] = capacity.get(zone, 0.0) + gpus / max(len(zones), 1)
         return capacity
 
     def gpu_zones(self) -> set[str]:
@@ -127,7 +175,7 @@ class Stack:
 
 
 def _namespace(resource: StackResource) -> str:
-    return str((resource.props.get("metadata") or {}).get("namespace", "default"))
+    return namespace_of(resource.props)
 
 
 def _label(resource: StackResource) -> str:
@@ -219,6 +267,11 @@ def _deployer_is_admin(stack: Stack, cluster: StackResource) -> list[Violation]:
 # --- ordered ----------------------------------------------------------------------------------------
 
 
+def chart_name(chart: Any) -> str:
+    """A release's chart by name: ``oci://registry/path/name`` is ``name``."""
+    return str(chart or "").rsplit("/", 1)[-1]
+
+
 def _api_group(resource_type: str) -> str:
     """``kubernetes:keda.sh/v1alpha1:ScaledObject`` -> ``keda.sh`` (``""`` for the core group)."""
     group_version = resource_type.removeprefix("kubernetes:").split(":")[0]
@@ -235,7 +288,7 @@ def crd_ordered(stack: Stack, config: Config) -> list[Violation]:
         defined_by = [
             r.urn
             for r in stack.of_type(*RELEASE_TYPES)
-            if group in CRD_CHARTS and r.props.get("chart") == CRD_CHARTS[group]
+            if group in CRD_CHARTS and chart_name(r.props.get("chart")) == CRD_CHARTS[group]
         ] + [c.urn for c in stack.of_type(CRD) if (c.props.get("spec") or {}).get("group") == group]
         if group not in CRD_CHARTS and not defined_by:
             continue  # a built-in kind, or one whose CRD this stack does not manage
@@ -274,7 +327,11 @@ def gpu_capacity(stack: Stack, config: Config) -> list[Violation]:
     capacity = stack.gpu_capacity_by_zone()
     if not capacity:
         return [
-            (f"{services} GPU service(s) need {demand_min:g} GPUs, but the stack has no GPU node group", "")
+            (
+                f"{services} GPU service(s) need {demand_min:g} GPUs, but the stack has no GPU NodePool, nor "
+                "node group the autoscaler can start from zero for them (see node-template-fits)",
+                "",
+            )
         ]
     total = sum(capacity.values())
     worst_zone, worst = max(sorted(capacity.items()), key=lambda item: item[1])
@@ -323,9 +380,10 @@ def zone_loss(stack: Stack, config: Config) -> list[Violation]:
 
 def zones(stack: Stack, config: Config) -> list[Violation]:
     """Nodes span at least the configured number of zones (2; 3 in prod)."""
-    spanned = {z for group in stack.of_type(NODE_GROUP) for z in stack.zones_of(group)}
+    capacity = stack.of_type(NODE_GROUP, NODE_POOL)
+    spanned = {z for group in capacity for z in stack.zones_of(group)}
     minimum = int(config["minimum"])
-    if stack.of_type(NODE_GROUP) and len(spanned) < minimum:
+    if capacity and len(spanned) < minimum:
         return [(f"node groups span {len(spanned)} zone(s) {sorted(spanned)}; at least {minimum}", "")]
     return []
 
@@ -371,6 +429,57 @@ def _template_metadata(deployment: StackResource) -> Mapping[str, Any]:
 def _selects(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
     match = selector.get("matchLabels") or {}
     return bool(match) and all(labels.get(k) == v for k, v in match.items())
+
+
+# --- interruptions ---------------------------------------------------------------------------------
+
+
+def _event_pattern(text: Any) -> Mapping[str, Any]:
+    try:
+        pattern = json.loads(str(text or "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return pattern if isinstance(pattern, Mapping) else {}
+
+
+def karpenter_interruptions(stack: Stack, config: Config) -> list[Violation]:
+    """Karpenter reads an interruption queue of this stack that every documented event reaches."""
+    problems: list[Violation] = []
+    for controller in stack.of_type(*RELEASE_TYPES):
+        if chart_name(controller.props.get("chart")) != "karpenter":
+            continue
+        settings = ((controller.props.get("values") or {}).get("settings")) or {}
+        name = settings.get("interruptionQueue")
+        if not name:
+            problems.append(
+                (
+                    f"{_label(controller)} has no interruption queue (settings.interruptionQueue): spot "
+                    "reclaims and scheduled events take its nodes without a drain",
+                    controller.urn,
+                )
+            )
+            continue
+        queues = [q for q in stack.of_type(QUEUE) if q.props.get("name") == name]
+        if not queues:
+            problems.append(
+                (
+                    f"{_label(controller)} reads queue {name!r}, which this stack does not create",
+                    controller.urn,
+                )
+            )
+            continue
+        delivered = set()
+        for target in stack.of_type(EVENT_TARGET):
+            if {q.urn for q in queues} & set(target.property_dependencies.get("arn", ())):
+                for rule in stack.input_sources(target, "rule"):
+                    pattern = _event_pattern(rule.props.get("eventPattern"))
+                    delivered |= {
+                        (s, d) for s in pattern.get("source", []) for d in pattern.get("detail-type", [])
+                    }
+        missing = [f"{s}: {d}" for _, s, d in INTERRUPTION_EVENTS if (s, d) not in delivered]
+        if missing:
+            problems.append((f"queue {name!r} does not receive {missing}", controller.urn))
+    return problems
 
 
 # --- S3 and IAM -------------------------------------------------------------------------------------
@@ -488,6 +597,8 @@ def _s3_grant_problems(policy: StackResource) -> list[str]:
 
 @dataclass(frozen=True)
 class StackRule(RuleBase):
+    """A policy on the whole stack."""
+
     check: Callable[[Stack, Config], list[Violation]]
 
 
@@ -518,6 +629,24 @@ STACK_RULES: Sequence[StackRule] = (
         config_schema={"minSurvivingShare": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}},
     ),
     StackRule(
+        "await-covers-wait",
+        "Every resource Pulumi waits on has a timeout that covers what it waits for.",
+        "mandatory",
+        await_covers_wait,
+    ),
+    StackRule(
+        "pods-wait-for-references",
+        "Workloads are ordered after the ServiceAccounts, ConfigMaps and Secrets their pods name.",
+        "mandatory",
+        pods_wait_for_references,
+    ),
+    StackRule(
+        "node-template-fits",
+        "Every pod that may land on a GPU group fits its scale-from-zero template node with the DaemonSets.",
+        "mandatory",
+        node_template_fits,
+    ),
+    StackRule(
         "zones",
         "Nodes span enough zones.",
         "mandatory",
@@ -535,6 +664,12 @@ STACK_RULES: Sequence[StackRule] = (
         "Every Triton service has a PodDisruptionBudget and a ScaledObject.",
         "mandatory",
         model_service_complete,
+    ),
+    StackRule(
+        "karpenter-interruptions",
+        "Karpenter reads an interruption queue that every documented event reaches.",
+        "mandatory",
+        karpenter_interruptions,
     ),
     StackRule(
         "s3-public-access-blocked",

@@ -10,19 +10,29 @@ removes the pairing and nothing of the primary's own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from inferstack.components.awaits import LOAD_BALANCER_S, MARGIN_S, WAIT_FOR, duration
 from inferstack.components.model_service import HEALTH_READY, HTTP_PORT, labels
 from inferstack.components.platform_config import FailoverConfig
+from inferstack.infra.aws_identity import provider_settings
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.failover import RegionalFailover, RegionalFailoverArgs, check_regions
 from inferstack.infra.failover_timing import check_timing
 from inferstack.infra.model_store import ModelStore
+
+
+def inherited_settings(engine: Mapping[str, Any]) -> dict[str, Any]:
+    """The stack's ``aws:*`` settings (profile, role, default tags, allowed accounts...) for the
+    explicit per-region providers, which would otherwise read none of them."""
+    accepted = set(inspect.signature(aws.ProviderArgs.__init__).parameters) - {"self"}
+    return provider_settings(engine, accepted)
 
 
 def record_name(failover: FailoverConfig) -> str:
@@ -63,6 +73,9 @@ def endpoint_service(service: str) -> dict[str, Any]:
             "namespace": service,
             "labels": labels(service),
             "annotations": {
+                # Pulumi waits for the NLB's address only: the pods behind it may be another region's
+                # (the primary's Service, made from the standby stack) or still starting.
+                WAIT_FOR: "jsonpath={.status.loadBalancer.ingress}",
                 f"{prefix}-type": "nlb",
                 # The NLB sends traffic only to nodes whose Triton is ready, as Route 53 checks it.
                 f"{prefix}-healthcheck-protocol": "http",
@@ -96,13 +109,18 @@ def build_failover(
     store: ModelStore,
     triton: pulumi.Resource,
     provider: k8s.Provider,
+    aws_settings: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Register the pairing with the primary stack; returns the ``failover`` stack output."""
+    """Register the pairing with the primary stack; returns the ``failover`` stack output.
+
+    ``aws_settings``: the stack's own AWS provider settings (``inherited_settings``), so both regions'
+    providers act as the identity, with the tags and account guard, that the stack's config names."""
     primary_stack = pulumi.StackReference(failover.primary_stack)
-    primary = aws.Provider("primary-region", region=failover.primary_region)
-    standby = aws.Provider("standby-region", region=region)
+    primary = aws.Provider("primary-region", region=failover.primary_region, **aws_settings)
+    standby = aws.Provider("standby-region", region=region, **aws_settings)
     primary_cluster = k8s.Provider("primary-cluster", kubeconfig=primary_stack.require_output("kubeconfig"))
     manifest = endpoint_service(failover.service)
+    load_balancer = duration(LOAD_BALANCER_S + MARGIN_S)
     endpoints = {
         key: _hostname(
             f"{failover.service}-public in the {key} region",
@@ -110,7 +128,11 @@ def build_failover(
                 f"{failover.service}-public-{key}",
                 metadata=manifest["metadata"],
                 spec=manifest["spec"],
-                opts=pulumi.ResourceOptions(provider=cluster, depends_on=after),
+                opts=pulumi.ResourceOptions(
+                    provider=cluster,
+                    depends_on=after,
+                    custom_timeouts=pulumi.CustomTimeouts(create=load_balancer, update=load_balancer),
+                ),
             ),
         )
         for key, cluster, after in (("primary", primary_cluster, []), ("standby", provider, [triton]))

@@ -9,6 +9,7 @@ assert on them. Provider-computed outputs are plausible stand-ins (ARNs, ids, en
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -105,9 +106,12 @@ def _aws_managed_key(region: str) -> dict[str, Any]:
 def _stack_reference_outputs(name: str) -> dict[str, Any]:
     """Stand-ins for a referenced stack's outputs (what a standby reads of its primary)."""
     stack = name.rsplit("/", 1)[-1]
+    issuer = f"oidc.eks.{REGION}.amazonaws.com/id/{stack.upper()}"
     return {
         "model_bucket": f"models-{stack}-offline",
         "cluster_name": f"inferstack-{stack}",
+        "oidc_provider_arn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{issuer}",
+        "oidc_issuer_url": f"https://{issuer}",
         "kubeconfig": json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []}),
     }
 
@@ -127,6 +131,8 @@ class Recorded:
     dependencies: tuple[str, ...] = ()
     property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     provider: str = ""  # "<provider urn>::<id>", empty for the default provider
+    # The customTimeouts option in seconds, as the engine keeps it in the state (create, update, delete).
+    custom_timeouts: dict[str, float] = field(default_factory=dict)
 
     @property
     def parent_type(self) -> str:
@@ -142,6 +148,8 @@ class Recorded:
 
 @dataclass
 class Recording:
+    """Every resource a program registered, in order, with lookups by type and name."""
+
     resources: list[Recorded] = field(default_factory=list)
 
     def of_type(self, type_token: str) -> list[Recorded]:
@@ -181,6 +189,8 @@ def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any], region: str)
             ],
             "name": inputs.get("name", name),
         }
+    if typ in ("aws:iam/role:Role", "aws:cloudwatch/eventRule:EventRule"):
+        out["name"] = inputs.get("name", name)  # what attachments, profiles and event targets refer to
     if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
         out["url"] = inputs.get("url", "")
     if typ == "aws:s3/bucket:Bucket" or typ.startswith("aws:s3/bucketV2"):
@@ -202,8 +212,12 @@ def _synthetic_outputs(typ: str, name: str, inputs: dict[str, Any], region: str)
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
+    """Mocks that answer every invoke the components make, for the region of the provider an invoke
+    goes through, and give resources the outputs later resources read."""
+
     def __init__(self, invokes: dict[str, Invoke] | None = None, region: str = REGION) -> None:
-        self.invokes = DEFAULT_INVOKES | regional_invokes(region) | (invokes or {})
+        self.given = invokes or {}
+        self.invokes = DEFAULT_INVOKES | regional_invokes(region) | self.given
         self.region = region
         self.provider_regions: dict[str, str] = {}  # explicit AWS providers' ids -> their region
 
@@ -220,7 +234,38 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return _aws_managed_key(self.provider_regions.get(provider_id, self.region)), []
         if args.token not in self.invokes:
             raise KeyError(f"no offline answer for invoke {args.token}; add one to inferstack.stacks.offline")
+        # An invoke through an explicit provider answers for that provider's region.
+        region = self.provider_regions.get((args.provider or "").rsplit("::", 1)[-1], self.region)
+        if region != self.region and args.token not in self.given:
+            return regional_invokes(region).get(args.token, self.invokes[args.token])(dict(args.args)), []
         return self.invokes[args.token](dict(args.args)), []
+
+
+_ASSET_SIG = ("4dabf18193072939515e22adb298388d", "c44067f5952c0a294b673a41bacd8c17")
+
+
+def _engine_form(value: Any) -> Any:
+    """What json cannot encode, as the engine's state holds it: a file asset by its path."""
+    if isinstance(value, pulumi.FileAsset):
+        return {_ASSET_SIG[0]: _ASSET_SIG[1], "path": value.path}
+    return str(value)
+
+
+_DURATION = re.compile(r"([0-9.]+)(h|ms|m|s|us|µs|ns)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def duration_s(text: str) -> float:
+    """A Go duration string ("26m", "1h30m", "1560s"), as the SDK sends customTimeouts, in seconds."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def custom_timeouts(request: Any) -> dict[str, float]:
+    """The request's customTimeouts as the engine's state holds them: seconds, the unset ones left out."""
+    return {op: duration_s(text) for op in ("create", "update", "delete") if (text := getattr(request, op))}
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -235,7 +280,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 Recorded(
                     type=request.type,
                     name=request.name,
-                    inputs=json.loads(json.dumps(inputs, default=str)),
+                    inputs=json.loads(json.dumps(inputs, default=_engine_form)),
                     parent_urn=request.parent,
                     custom=bool(request.custom),
                     urn=self.make_urn(request.parent, request.type, request.name),
@@ -244,6 +289,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                         key: tuple(deps.urns) for key, deps in request.propertyDependencies.items()
                     },
                     provider=request.provider,
+                    custom_timeouts=custom_timeouts(request.customTimeouts),
                 )
             )
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
@@ -256,6 +302,7 @@ def run_program(
     config: dict[str, str] | None = None,
     stack: str = "test",
     preview: bool = False,
+    project: str = "inferstack",
 ) -> tuple[Recording, Any]:
     """Run ``program`` under mocks; return what it registered and its (resolved) return value."""
     recording = Recording()
@@ -265,7 +312,7 @@ def run_program(
     # its top-level resources would be parented to the stack that ran first in this process.
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
-        mocks, project="inferstack", stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, recording)
+        mocks, project=project, stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, recording)
     )
     pulumi.runtime.settings.SETTINGS.rpc_manager.clear()
     pulumi.runtime.settings.SETTINGS.outputs.clear()

@@ -26,8 +26,16 @@ _SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb4
 _NOT_MANIFESTS = ("kubernetes:helm.sh/", "pulumi:providers:")
 
 
+def _chart(resource: Recorded) -> str:
+    """The chart and exact version a Helm release installs: what an upgrade review looks for."""
+    if not resource.type.startswith("kubernetes:helm.sh/"):
+        return ""
+    chart, version = resource.inputs.get("chart"), resource.inputs.get("version")
+    return f"  (chart {chart} {version})" if chart else ""
+
+
 def tree_lines(recording: Recording) -> Iterator[str]:
-    """``+ type name`` lines, children indented under their parent."""
+    """``+ type name`` lines, children indented under their parent; releases name their chart."""
     children: dict[str, list[Recorded]] = {}
     urns = {r.urn for r in recording}
     for resource in recording:
@@ -37,7 +45,7 @@ def tree_lines(recording: Recording) -> Iterator[str]:
     def walk(parent: str, depth: int) -> Iterator[str]:
         # By name, not registration order (which varies run to run): plans must diff cleanly.
         for resource in sorted(children.get(parent, []), key=lambda r: (r.name, r.type)):
-            yield f"{'    ' * depth}+ {resource.type:<60} {resource.name}"
+            yield f"{'    ' * depth}+ {resource.type:<60} {resource.name}{_chart(resource)}"
             yield from walk(resource.urn, depth + 1)
 
     yield from walk("", 0)
@@ -66,8 +74,17 @@ def manifest(resource: Recorded) -> dict[str, Any] | None:
     }
 
 
+def cluster_of(resource: Recorded) -> str:
+    """The cluster a Kubernetes object goes to: the name of its Kubernetes provider (the stack's own
+    cluster, or another one it reaches, such as the failover stack's primary)."""
+    if not resource.provider:
+        return "default-provider"
+    return resource.provider.rsplit("::", 1)[0].rsplit("::", 1)[-1]
+
+
 def write_manifests(recording: Recording, folder: Path) -> list[Path]:
-    """One YAML file per Kubernetes object: ``<namespace>/<kind>-<name>.yaml``."""
+    """One YAML file per Kubernetes object: ``<cluster>/<namespace>/<kind>-<name>.yaml``, ``<cluster>``
+    the Kubernetes provider it goes through (one stack may write into two clusters)."""
     written = []
     for resource in recording:
         document = manifest(resource)
@@ -76,9 +93,12 @@ def write_manifests(recording: Recording, folder: Path) -> list[Path]:
         metadata = document.get("metadata", {})
         path = (
             folder
+            / cluster_of(resource)
             / metadata.get("namespace", "_cluster")
             / f"{document['kind']}-{metadata.get('name', resource.name)}.yaml"
         )
+        if path in written:
+            raise ValueError(f"two objects of {cluster_of(resource)} would be written to {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         written.append(path)
@@ -178,6 +198,7 @@ def preview_json(recording: Recording, stack: str, config: Mapping[str, str]) ->
             provider=provider,
             dependencies=list(resource.dependencies),
             propertyDependencies={k: list(v) for k, v in resource.property_dependencies.items() if v},
+            customTimeouts=dict(resource.custom_timeouts),
         )
         step["newState"]["inputs"] = _hide_secrets(resource.inputs)
         steps.append(step)

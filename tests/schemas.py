@@ -17,7 +17,13 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from inferstack.components.charts import KARPENTER
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION
+from tests.cel import cel_errors
+
+# Where the vendored CRDs are, under the vendor folder: the plain files, and the Karpenter chart's
+# crds/ folder (the CRD chart holds the same CRDs as Helm templates).
+CRD_DIRS = ("crds", f"charts-src/{KARPENTER.vendored}/crds")
 
 
 def validate_k8s(manifest: dict[str, Any], version: str = DEFAULT_KUBERNETES_VERSION) -> None:
@@ -62,22 +68,30 @@ def crd_schemas(crds: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[st
 
 
 @cache
-def _crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+def _crd_schemas(vendor_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return crd_schemas(
-        crd for path in sorted(crd_dir.glob("*.yaml")) for crd in yaml.safe_load_all(path.read_text()) if crd
+        crd
+        for folder in CRD_DIRS
+        for path in sorted((vendor_dir / folder).glob("*.yaml"))
+        for crd in yaml.safe_load_all(path.read_text())
+        if crd
     )
 
 
 def validate_custom_resource(
     manifest: dict[str, Any], vendor_dir: Path, schemas: dict[tuple[str, str], dict[str, Any]] | None = None
 ) -> None:
-    """Raise if a custom resource does not validate against its CRD schema (vendored, or ``schemas``)."""
+    """Raise if a custom resource does not validate against its CRD schema (vendored, or ``schemas``):
+    its OpenAPI schema, then its CEL rules."""
     key = (manifest["apiVersion"], manifest["kind"])
-    schemas = {**_crd_schemas(vendor_dir / "crds"), **(schemas or {})}
+    schemas = {**_crd_schemas(vendor_dir), **(schemas or {})}
     if key not in schemas:
         raise AssertionError(f"no vendored CRD for {key}; have {sorted(schemas)}")
     body = {k: v for k, v in manifest.items() if k != "metadata"}
     jsonschema.Draft7Validator(schemas[key]).validate(body)
+    errors = cel_errors(schemas[key], body)
+    if errors:
+        raise AssertionError(f"{manifest['kind']} breaks its CRD's rules: " + "; ".join(errors))
 
 
 BUILT_IN_API_VERSIONS = {"v1", "apps/v1", "policy/v1", "storage.k8s.io/v1", "rbac.authorization.k8s.io/v1"}

@@ -11,6 +11,7 @@ runtime on this machine) <- bench (may use all three). The client never imports 
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -23,6 +24,8 @@ ALLOWED = {
     "serving": {"infra", "components"},
     "policies": {"infra", "components"},
     "stacks": {"infra", "components", "serving"},
+    "testing": {"infra", "components", "stacks"},
+    "provider": {"infra", "components"},
     "cli": {"infra", "components", "serving", "policies", "stacks"},
 }
 PULUMI_FREE = {"serving", "policies"}
@@ -83,26 +86,24 @@ def _files(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
+def imports_where(folder: str, forbidden: Callable[[str], bool]) -> list[str]:
+    """``path: module`` for each of our imports in ``folder`` that ``forbidden`` refuses."""
+    return sorted(
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in _files(folder)
+        for module in _ours(path)
+        if forbidden(module)
+    )
+
+
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_a_package_imports_only_the_layers_below_it(package: str) -> None:
-    wrong = {
-        f"{path.relative_to(ROOT)}: {module}"
-        for path in _files(package)
-        for module in _ours(path)
-        if module.split(".")[1] not in ALLOWED[package] | {package}
-    }
-    assert not wrong, sorted(wrong)
+    assert imports_where(package, lambda m: m.split(".")[1] not in ALLOWED[package] | {package}) == []
 
 
 @pytest.mark.parametrize("package", sorted(PULUMI_FREE))
 def test_serving_and_policies_take_only_pulumi_free_modules_from_below(package: str) -> None:
-    wrong = {
-        f"{path.relative_to(ROOT)}: {module}"
-        for path in _files(package)
-        for module in _ours(path)
-        if module.split(".")[1] != package and loads_pulumi(module)
-    }
-    assert not wrong, sorted(wrong)
+    assert imports_where(package, lambda m: m.split(".")[1] != package and loads_pulumi(m)) == []
 
 
 def test_serving_has_one_subpackage_per_concern_and_nothing_loose() -> None:
@@ -113,14 +114,11 @@ def test_serving_has_one_subpackage_per_concern_and_nothing_loose() -> None:
 
 @pytest.mark.parametrize("concern", sorted(SERVING_ALLOWED))
 def test_a_serving_concern_imports_only_those_below_it(concern: str) -> None:
-    wrong = {
-        f"{path.relative_to(ROOT)}: {module}"
-        for path in _files(f"serving/{concern}")
-        for module in _ours(path)
-        if module.startswith("inferstack.serving.")
-        and module.split(".")[2] not in SERVING_ALLOWED[concern] | {concern}
-    }
-    assert not wrong, sorted(wrong)
+    allowed = SERVING_ALLOWED[concern] | {concern}
+    wrong = imports_where(
+        f"serving/{concern}", lambda m: m.startswith("inferstack.serving.") and m.split(".")[2] not in allowed
+    )
+    assert wrong == []
 
 
 def test_the_layering_check_sees_what_it_must() -> None:
@@ -132,3 +130,43 @@ def test_the_layering_check_sees_what_it_must() -> None:
     # a sub-package's module, and one the rule above forbids to the client
     assert "inferstack.serving.client.client" in _ours(ROOT / "serving" / "local" / "runtime.py")
     assert ROOT / "serving" / "models" / "build.py" in _files("serving")
+
+
+def test_the_docs_layout_table_is_the_rule_this_file_enforces() -> None:
+    """docs/concepts/layout.md draws the layering for readers; its table must say what is enforced here."""
+    page = (ROOT / "docs" / "concepts" / "layout.md").read_text()
+    table = page.split("| package | may import |", 1)[1].split("\n\n", 1)[0]
+    documented = {
+        row.split("|")[1].strip(" `"): {
+            name.strip(" `").removeprefix("serving.") for name in row.split("|")[2].split("(")[0].split(",")
+        }
+        - {"-", ""}
+        for row in table.strip().splitlines()[1:]
+    }
+    enforced = {name: set(allowed) for name, allowed in ALLOWED.items()} | {
+        f"serving.{name}": set(allowed) for name, allowed in SERVING_ALLOWED.items()
+    }
+    assert documented == enforced
+
+
+def test_no_module_of_the_package_is_over_450_lines_without_saying_why() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}: {lines}"
+        for package in ALLOWED
+        for path in _files(package)
+        if (lines := len(path.read_text().splitlines())) > 450 and "longer than" not in path.read_text()[:600]
+    ]
+    assert long == []
+
+
+def test_every_public_class_of_the_package_says_what_it_is() -> None:
+    missing = [
+        f"{path.relative_to(ROOT)}: {node.name}"
+        for package in ALLOWED
+        for path in _files(package)
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.ClassDef)
+        and not node.name.startswith("_")
+        and ast.get_docstring(node) is None
+    ]
+    assert missing == []

@@ -9,7 +9,14 @@ from typing import Literal
 
 import pulumi
 
+from inferstack.components.awaits import (
+    create_timeout_s,
+    image_pull_s,
+    pod_start_s,
+    rollout_timeout_s,
+)
 from inferstack.components.canary import CanaryRelease
+from inferstack.components.model_repository import ServedModels
 from inferstack.components.monitoring import prometheus_url
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.errors import InvalidInput
@@ -24,9 +31,8 @@ FRONT_CPU, FRONT_MEMORY_GIB = 0.5, 1.5
 NODE_MEMORY_RESERVED_GIB = 4.0
 NODE_CPU_RESERVED = 0.5
 SCRATCH_GIB = 4  # /tmp and $HOME: python backend stubs, the AWS SDK's files
-# Before a new pod counts as progressing: a GPU node scaled up from zero and the ~10 GB Triton image
-# pulled take this long on top of the models' own load time.
-NODE_AND_IMAGE_S = 900
+DEFAULT_MODEL_CACHE_GIB = 40.0  # models published out of band: their size is not known at deploy time
+GIB = 1 << 30
 # SIGKILL follows the grace period; leave Triton this long past its exit timeout to exit on its own.
 EXIT_MARGIN_S = 5
 FALLBACK_AFTER_FAILURES = 3  # KEDA polls that must fail before the fallback size applies
@@ -49,6 +55,10 @@ class ModelSource:
     oidc_issuer_url: pulumi.Input[str] | None = None
     role_arn: pulumi.Input[str] | None = None
     repository_uri: pulumi.Input[str] | None = None
+    # What the deploy ships into the prefix (a ModelRepository's ``served``): the pods wait for these
+    # versions and the cache is sized from their bytes. None: models are published out of band.
+    served: ServedModels | None = None
+    shipped_by: pulumi.Resource | None = None  # the ModelRepository: the Deployment waits for it
 
 
 @dataclass
@@ -68,12 +78,12 @@ class TritonModelServiceArgs:
     cpu: float = 3.0
     memory_gib: float = 10.0
     shm_gib: float = 2.0  # /dev/shm, part of memory_gib: tmpfs pages count against the memory limit
-    model_cache_gib: float = 40.0  # the pod's own copy of its served versions (an emptyDir Triton loads)
+    # Node disk for Triton's copy of the S3 repository. None: derived from ``source.served`` (see
+    # ``model_cache_gib``), DEFAULT_MODEL_CACHE_GIB when the models are published out of band.
+    model_cache_gib: float | None = None
     # The node-local cache every service's pods on a node share (infra/model_cache.py), pruned to this size.
     node_cache_gib: float = 150.0
-    manifest_wait_s: int = (
-        600  # how long a pod's fill waits for a model's manifest (a publish writes it last)
-    )
+    manifest_wait_s: int = 600  # how long a pod's fill waits for a model's manifest (written last)
     placement: Placement = "spot-with-fallback"
     min_replicas: int = 3
     max_replicas: int = 12
@@ -94,6 +104,10 @@ class TritonModelServiceArgs:
     canary: CanaryRelease | None = None
     # Spans to an OpenTelemetry Collector (components/telemetry.py) and log lines with request ids.
     tracing: TraceSettings | None = None
+    # The service registers a ServiceMonitor and PrometheusRules (CRDs of the Monitoring component) and a
+    # ScaledObject (KEDA's, from Autoscaling): it must be told to wait for both (depends_on), unless the
+    # cluster got those CRDs outside this program (then set True).
+    cluster_has_crds: bool = False
 
 
 def namespace_of(name: str, args: TritonModelServiceArgs) -> str:
@@ -129,6 +143,38 @@ def grace_period_s(args: TritonModelServiceArgs) -> int:
     return args.drain_s + args.exit_timeout_s + EXIT_MARGIN_S
 
 
+def needed_cache_gib(served_bytes: int) -> float:
+    """What one pod's cache must hold: Triton copies every served model's folder, whole, into it."""
+    return served_bytes / GIB
+
+
+def derived_cache_gib(served_bytes: int) -> float:
+    """The cache a service gets by default: twice what it downloads, in whole GiB. A release adds a
+    version before the deploy removes the one it replaces, and a pod starting in between copies both."""
+    return float(max(1, math.ceil(2 * served_bytes / GIB)))
+
+
+def model_cache_gib(args: TritonModelServiceArgs) -> float:
+    if args.model_cache_gib is not None:
+        return args.model_cache_gib
+    if args.source.served is not None:
+        return derived_cache_gib(args.source.served.bytes)
+    return DEFAULT_MODEL_CACHE_GIB
+
+
 def progress_deadline_s(args: TritonModelServiceArgs) -> int:
-    """A new node and image, the fill (waiting for manifests at most), then Triton's own load."""
-    return NODE_AND_IMAGE_S + args.manifest_wait_s + args.model_load_timeout_s
+    """One Triton pod ready on a node scaled up from zero: the node, the ~10 GB image, the fill (waiting
+    for the manifests at most ``manifest_wait_s``), every model loaded (components/awaits.py).
+    Kubernetes' deadline and Pulumi's waits both start from it."""
+    return pod_start_s(
+        image_pull=image_pull_s(args.image), startup=args.manifest_wait_s + args.model_load_timeout_s
+    )
+
+
+def await_timeouts_s(args: TritonModelServiceArgs) -> tuple[int, int]:
+    """(create, update) for the Deployment's await: one pod start; an update at ``max_replicas``
+    surges one pod at a time (maxSurge 1, maxUnavailable 0), so that many pod starts in a row."""
+    start = progress_deadline_s(args)
+    return create_timeout_s(start), rollout_timeout_s(
+        start, max_replicas=args.max_replicas, grace_s=grace_period_s(args)
+    )

@@ -15,8 +15,11 @@ from inferstack.components.model_service.args import (
     SPOT_NOTICE_S,
     ModelSource,
     TritonModelServiceArgs,
+    derived_cache_gib,
     grace_period_s,
+    model_cache_gib,
     namespace_of,
+    needed_cache_gib,
     prod_min_replicas,
 )
 from inferstack.components.model_service.pod import tracing_args
@@ -71,6 +74,35 @@ def _validate_source(source: ModelSource) -> None:
             raise InvalidInput(
                 "source.oidc_provider_arn", None, "the cluster's OIDC provider ARN and issuer URL"
             )
+
+
+def _validate_cache(args: TritonModelServiceArgs) -> None:
+    explicit, served = args.model_cache_gib, args.source.served
+    if explicit is not None and explicit <= 0:
+        raise InvalidInput("model_cache_gib", explicit, "a number of GiB > 0, or None to derive it")
+    if explicit is not None and served is not None and explicit < needed_cache_gib(served.bytes):
+        raise InvalidInput(
+            "model_cache_gib",
+            explicit,
+            f"at least {needed_cache_gib(served.bytes):.3g} GiB: Triton copies the served versions of "
+            f"{sorted(served.versions)} ({served.bytes} bytes) into the cache; unset, it is "
+            f"{derived_cache_gib(served.bytes):g} GiB",
+        )
+    if served is not None and sorted(served.versions) != sorted(args.models):
+        raise InvalidInput(
+            "source.served", sorted(served.versions), f"the service's models, {sorted(args.models)}"
+        )
+    canary = args.canary
+    if served is not None and canary is not None and canary.model in served.versions:
+        shipped = served.versions[canary.model]
+        for field_name in ("stable_version", "canary_version"):
+            if getattr(canary, field_name) not in shipped:
+                raise InvalidInput(
+                    f"canary.{field_name}",
+                    getattr(canary, field_name),
+                    f"a version the repository's version_policy serves for {canary.model}: {list(shipped)} "
+                    "(the canary splits requests between two loaded versions)",
+                )
 
 
 def validate(name: str, args: TritonModelServiceArgs) -> None:
@@ -141,11 +173,11 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
         "queue_time_target_ms",
         "pending_requests_per_replica",
         "model_load_timeout_s",
-        "model_cache_gib",
         "polling_interval_s",
     ):
         if getattr(args, field_name) <= 0:
             raise InvalidInput(field_name, getattr(args, field_name), "a number > 0")
+    _validate_cache(args)
     check_model_cache(args)
     if args.cooldown_s < 0:
         raise InvalidInput("cooldown_s", args.cooldown_s, "a number of seconds >= 0")
@@ -190,11 +222,11 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
 
 def check_model_cache(args: TritonModelServiceArgs) -> None:
     """The node cache holds at least what one pod serves; the fill's wait for a manifest is bounded."""
-    if not args.node_cache_gib >= args.model_cache_gib:
+    if not args.node_cache_gib >= model_cache_gib(args):
         raise InvalidInput(
             "node_cache_gib",
             args.node_cache_gib,
-            f">= model_cache_gib ({args.model_cache_gib:g}): the node cache holds every file a pod serves",
+            f">= model_cache_gib ({model_cache_gib(args):g}): the node cache holds every file a pod serves",
         )
     if isinstance(args.manifest_wait_s, bool) or not isinstance(args.manifest_wait_s, int):
         raise InvalidInput("manifest_wait_s", args.manifest_wait_s, "a whole number of seconds")

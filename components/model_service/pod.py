@@ -19,6 +19,7 @@ from inferstack.components.model_service.args import (
     SCRATCH_GIB,
     TritonModelServiceArgs,
     grace_period_s,
+    model_cache_gib,
     namespace_of,
     progress_deadline_s,
 )
@@ -144,11 +145,17 @@ def admin_key_secret(name: str, args: TritonModelServiceArgs, key: pulumi.Input[
     }
 
 
-def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> list[pulumi.Input[str]]:
-    return [
+def _repository_flag(repository_uri: pulumi.Input[str]) -> pulumi.Input[str]:
+    return (
         pulumi.Output.concat("--model-repository=", repository_uri)
         if isinstance(repository_uri, pulumi.Output)
-        else f"--model-repository={repository_uri}",
+        else f"--model-repository={repository_uri}"
+    )
+
+
+def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> list[pulumi.Input[str]]:
+    return [
+        _repository_flag(repository_uri),
         "--model-control-mode=explicit",
         *restricted_api_args(),
         *(f"--load-model={m}" for m in args.models),
@@ -345,7 +352,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
         # arrive by the time Triton gets SIGTERM and finishes what it has (--exit-timeout-secs).
         "lifecycle": {"preStop": {"sleep": {"seconds": args.drain_s}}},
         "resources": {
-            "requests": {**sized, "ephemeral-storage": f"{args.model_cache_gib + SCRATCH_GIB:g}Gi"},
+            "requests": {**sized, "ephemeral-storage": f"{model_cache_gib(args) + SCRATCH_GIB:g}Gi"},
             "limits": dict(sized),
         },
         "securityContext": restricted_security_context(TRITON_UID),
@@ -399,7 +406,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                         {"name": "tmp", "emptyDir": {"sizeLimit": f"{SCRATCH_GIB}Gi"}},
                         {
                             "name": "model-repository",
-                            "emptyDir": {"sizeLimit": f"{args.model_cache_gib:g}Gi"},
+                            "emptyDir": {"sizeLimit": f"{model_cache_gib(args):g}Gi"},
                         },
                         # Made by the node's bootstrap, owned by Triton's uid (infra/nodegroups.py); on a
                         # node without it the kubelet creates it root-owned and the fill says so.

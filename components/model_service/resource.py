@@ -10,9 +10,16 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from inferstack.components.alerts import prometheus_rule, service_rule_group
+from inferstack.components.autoscaling import Autoscaling
+from inferstack.components.awaits import create_timeout_s, duration
 from inferstack.components.canary import canary_rule_group, traffic_config_map
 from inferstack.components.manifests import custom_resource, namespace
-from inferstack.components.model_service.args import TritonModelServiceArgs, namespace_of, progress_deadline_s
+from inferstack.components.model_service.args import (
+    TritonModelServiceArgs,
+    await_timeouts_s,
+    namespace_of,
+    progress_deadline_s,
+)
 from inferstack.components.model_service.checks import validate
 from inferstack.components.model_service.endpoints import headless_service, service
 from inferstack.components.model_service.pod import (
@@ -27,7 +34,33 @@ from inferstack.components.model_service.pod import (
     service_account,
 )
 from inferstack.components.model_service.scaling import pod_disruption_budget, scaled_object, service_monitor
+from inferstack.components.monitoring import Monitoring
 from inferstack.infra.children import child_options
+from inferstack.infra.errors import InvalidInput
+
+
+def check_prerequisites(args: TritonModelServiceArgs, opts: pulumi.ResourceOptions | None) -> None:
+    """The custom resources' CRDs come from components the service waits for: without them the API
+    server refuses the ServiceMonitor, PrometheusRule and ScaledObject mid-`up`."""
+    if args.cluster_has_crds:
+        return
+    after = opts.depends_on if opts is not None else None
+    waits_for = after if isinstance(after, list | tuple) else [after] if after is not None else []
+    missing = [
+        f"{component.__name__} ({what})"
+        for component, what in (
+            (Monitoring, "ServiceMonitor and PrometheusRule CRDs"),
+            (Autoscaling, "KEDA's ScaledObject CRD"),
+        )
+        if not any(isinstance(resource, component) for resource in waits_for)
+    ]
+    if missing:
+        raise InvalidInput(
+            "opts.depends_on",
+            [type(resource).__name__ for resource in waits_for],
+            f"the components that install this service's CRDs: add {' and '.join(missing)} to depends_on, "
+            "or set cluster_has_crds=True where the cluster got them outside this program",
+        )
 
 
 class TritonModelService(pulumi.ComponentResource):
@@ -44,6 +77,7 @@ class TritonModelService(pulumi.ComponentResource):
         self, name: str, args: TritonModelServiceArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         validate(name, args)
+        check_prerequisites(args, opts)
         super().__init__("inferstack:model_service:TritonModelService", name, None, opts)
         if args.region is None:
             region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
@@ -100,10 +134,11 @@ class TritonModelService(pulumi.ComponentResource):
             opts=in_namespace,
         )
         account = service_account(name, args, role_arn)
-        k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=account["metadata"], opts=in_namespace)
+        sa = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=account["metadata"], opts=in_namespace)
         manifest = deployment(name, args, repository_uri)
-        # Pulumi waits for the rollout as long as Kubernetes itself gives it, not its default 10 minutes.
-        rollout = f"{progress_deadline_s(args) + 60}s"
+        # Pulumi waits for one pod start on create and a whole one-at-a-time rollout on update, not
+        # its default 10 minutes.
+        create, update = await_timeouts_s(args)
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=manifest["metadata"],
@@ -111,18 +146,37 @@ class TritonModelService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 in_namespace,
                 pulumi.ResourceOptions(
-                    # Pods mount the front's files and the fill script and read the admin key:
-                    # without any of them they would not start.
-                    depends_on=[front_files, cache_script, admin_key],
+                    # Pods mount the front's files and the fill script, read the admin key and run as
+                    # the IRSA account: without any of them they would not start (or lack S3 credentials).
+                    # With models shipped by the deploy, they are there first.
+                    depends_on=[
+                        front_files,
+                        cache_script,
+                        admin_key,
+                        sa,
+                        *([source.shipped_by] if source.shipped_by is not None else []),
+                    ],
                     # KEDA's HPA owns the replica count once the service runs.
                     ignore_changes=["spec.replicas"],
-                    custom_timeouts=pulumi.CustomTimeouts(create=rollout, update=rollout),
+                    custom_timeouts=pulumi.CustomTimeouts(create=duration(create), update=duration(update)),
                 ),
             ),
         )
-        for key, built in (("svc", service(name, args)), ("headless", headless_service(name, args))):
+        # The ClusterIP Service waits for one ready endpoint: one pod start, whatever the rollout.
+        # The headless one is not awaited (no cluster IP, nothing to wait for).
+        endpoint = duration(create_timeout_s(progress_deadline_s(args)))
+        endpoint_wait = pulumi.CustomTimeouts(create=endpoint, update=endpoint)
+        for key, built, timeouts in (
+            ("svc", service(name, args), endpoint_wait),
+            ("headless", headless_service(name, args), None),
+        ):
             k8s.core.v1.Service(
-                f"{name}-{key}", metadata=built["metadata"], spec=built["spec"], opts=in_namespace
+                f"{name}-{key}",
+                metadata=built["metadata"],
+                spec=built["spec"],
+                opts=pulumi.ResourceOptions.merge(
+                    in_namespace, pulumi.ResourceOptions(custom_timeouts=timeouts)
+                ),
             )
         budget = pod_disruption_budget(name, args)
         k8s.policy.v1.PodDisruptionBudget(

@@ -43,6 +43,8 @@ _HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 class BadRequest(ValueError):
+    """A request the plain app refuses with a 400."""
+
     pass
 
 

@@ -81,6 +81,8 @@ def candidate_config(base: Any, candidate: Candidate) -> Any:
 
 @dataclass(frozen=True)
 class Trial:
+    """One candidate config and what it measured."""
+
     candidate: Candidate
     point: Point
 

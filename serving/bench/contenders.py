@@ -50,6 +50,8 @@ VARIABLE_LENGTH = 8  # the length every variable axis gets in the bench's reques
 
 @dataclass(frozen=True)
 class Point:
+    """One measured point: a contender at a concurrency, its throughput and latencies."""
+
     contender: str
     concurrency: int
     throughput: float  # requests (one sample each) per second
@@ -249,6 +251,8 @@ def warm_up(
 
 @dataclass(frozen=True)
 class Endpoints:
+    """Where each contender answers during a bench run."""
+
     triton_url: str
     model: str
     unbatched_model: str

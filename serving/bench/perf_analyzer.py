@@ -36,6 +36,8 @@ class PerfAnalyzerMissing(RuntimeFailure):
 
 @dataclass(frozen=True)
 class PerfAnalyzer:
+    """The extracted perf_analyzer binary and the libraries it needs on its library path."""
+
     binary: Path
     libraries: Path
 

@@ -52,6 +52,8 @@ from inferstack.serving.models.repository import read_repository, to_python_targ
 
 @dataclass(frozen=True)
 class BenchRequest:
+    """Everything one ``inferstack bench`` run is asked for."""
+
     url: str | None
     repository: Path | None
     model: str | None
@@ -117,6 +119,8 @@ class BenchRequest:
 
 @dataclass(frozen=True)
 class BenchResult:
+    """What one bench run measured: points, search trials, the JSON report and the summary lines."""
+
     points: list[Point]
     trials: list[Trial]
     report: dict[str, Any]

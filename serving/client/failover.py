@@ -80,6 +80,8 @@ class FailoverRecords:
 
 @dataclass(frozen=True)
 class StatusChange:
+    """An endpoint turning healthy or unhealthy, and when."""
+
     at: float
     endpoint: str
     healthy: bool

@@ -50,6 +50,8 @@ ELEMENT_BYTES: Mapping[str, int] = {
 
 @dataclass(frozen=True)
 class InputLimit:
+    """One input as the model's config declares it: name, datatype and dims."""
+
     name: str
     datatype: str  # Triton's name, without TYPE_: FP32
     dims: tuple[int, ...]  # without the batch axis; -1 is variable
@@ -57,6 +59,8 @@ class InputLimit:
 
 @dataclass(frozen=True)
 class ModelLimits:
+    """What a request to one model may ask: its inputs, batch size and request size."""
+
     model: str
     inputs: tuple[InputLimit, ...]
     max_batch_size: int  # 0: no batch axis

@@ -23,6 +23,8 @@ _BUFFER_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class Replica:
+    """One local Triton replica's ports behind HAProxy."""
+
     name: str
     http_port: int
     grpc_port: int

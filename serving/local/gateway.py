@@ -80,6 +80,9 @@ def check_body(limits: ModelLimits, body: bytes, header_length: str | None) -> N
 
 
 class Gateway:
+    """The local runtime's validating front: checks each request against the model's limits before
+    Triton sees it, as the cluster's request front does."""
+
     def __init__(self, upstream: str, limits: Mapping[str, ModelLimits], *, timeout_s: float = 60.0) -> None:
         self.upstream = upstream.rstrip("/")
         self.limits = dict(limits)

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class RuntimeFailure(RuntimeError):
 
 @dataclass(frozen=True)
 class TritonInstall:
+    """Where the Triton server from nvidia-pytriton, its backends, python stub and libraries are."""
+
     server: Path
     backends: Path
     python_stub: Path
@@ -244,3 +247,61 @@ def start_child(
     finally:
         handle.close()
     return ChildProcess(name, process, log, tuple(argv), env)
+
+
+def local_env() -> dict[str, str]:
+    """This process's environment with the emulator's credentials instead of any real AWS ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(DUMMY_AWS)
+    return env
+
+
+def triton_env(triton: TritonInstall) -> dict[str, str]:
+    """``local_env`` plus what the wheel's Triton needs to run here."""
+    env = local_env()
+    # The python backend's stub imports torch and numpy from the first python on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        filter(None, [str(triton.libraries), env.get("LD_LIBRARY_PATH")])
+    )
+    return env
+
+
+def triton_backends(triton: TritonInstall, work_dir: Path) -> Path:
+    """Triton's backends with the python stub for this interpreter, under ``work_dir`` (made once)."""
+    backends = work_dir / "backends"
+    if not backends.exists():
+        # Built aside and renamed: an interrupted copy must not be reused from a kept --work-dir.
+        partial = Path(tempfile.mkdtemp(prefix=".backends-", dir=work_dir))
+        shutil.copytree(triton.backends, partial, dirs_exist_ok=True)
+        shutil.copy2(triton.python_stub, partial / "python" / triton.python_stub.name)
+        partial.rename(backends)
+    return backends
+
+
+def wait_listening(child: ChildProcess, port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise RuntimeFailure(f"{child.name} exited:\n" + "\n".join(child.tail()))
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeFailure(f"{child.name} did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+
+def start_moto(work_dir: Path, port: int) -> ChildProcess:
+    """moto's S3 (and the rest of its AWS) on 127.0.0.1:``port``, listening when this returns."""
+    moto = Path(sys.executable).parent / "moto_server"
+    if not moto.exists():
+        raise RuntimeFailure(f"moto_server not found next to {sys.executable}; install inferstack[local]")
+    child = start_child(
+        "moto", [str(moto), "-H", "127.0.0.1", "-p", str(port)], log=work_dir / "moto.log", env=local_env()
+    )
+    try:
+        wait_listening(child, port)
+    except BaseException:
+        child.stop()
+        raise
+    return child

@@ -25,6 +25,8 @@ from inferstack.serving.local.processes import ChildProcess, RuntimeFailure, fre
 
 @dataclass(frozen=True)
 class ScrapeTarget:
+    """One scrape job of the local Prometheus, labelled as the cluster's ServiceMonitor labels it."""
+
     job: str
     url: str  # http://127.0.0.1:PORT/metrics
     labels: Mapping[str, str] = field(default_factory=dict)

@@ -10,9 +10,7 @@ a dead process or a model that fails to load ends the wait at once, with Triton'
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -43,8 +41,13 @@ from inferstack.serving.local.processes import (
     find_haproxy_or_fail,
     find_triton,
     free_port,
+    local_env,
     signal_name,
     start_child,
+    start_moto,
+    triton_backends,
+    triton_env,
+    wait_listening,
 )
 from inferstack.serving.models.precision import served_tolerance
 from inferstack.serving.models.repository import generate_inputs, read_repository, run_reference
@@ -84,6 +87,8 @@ class ReplicaStart:
 
 @dataclass(frozen=True)
 class SmokeResult:
+    """One smoke inference: the model, the protocol, whether Triton agreed with PyTorch, how fast."""
+
     model: str
     protocol: Protocol
     ok: bool
@@ -195,9 +200,11 @@ class LocalRuntime:
             self._owns_work_dir = True
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._start_s3(ports["s3"])
+            self._say(f"starting emulated S3 (moto) on 127.0.0.1:{ports['s3']}")
+            self.children.append(start_moto(self.work_dir, ports["s3"]))
+            self.s3_endpoint = f"http://127.0.0.1:{ports['s3']}"
             self._publish()
-            backends = self._backends(triton)
+            backends = triton_backends(triton, self.work_dir)
             replicas = [self._start_triton(triton, backends, ports, index) for index in range(self.replicas)]
             for replica in replicas:
                 self._wait_ready(replica)
@@ -209,38 +216,6 @@ class LocalRuntime:
             self.stop(keep_work_dir=True)  # the logs it names must still be there to read
             raise
         return self
-
-    def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(DUMMY_AWS)
-        return env
-
-    def _wait_listening(self, child: ChildProcess, port: int, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not child.alive():
-                raise RuntimeFailure(f"{child.name} exited:\n" + "\n".join(child.tail()))
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeFailure(f"{child.name} did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
-
-    def _start_s3(self, port: int) -> None:
-        assert self.work_dir is not None
-        moto = Path(sys.executable).parent / "moto_server"
-        if not moto.exists():
-            raise RuntimeFailure(f"moto_server not found next to {sys.executable}; install inferstack[local]")
-        self._say(f"starting emulated S3 (moto) on 127.0.0.1:{port}")
-        child = start_child(
-            "moto",
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-            log=self.work_dir / "moto.log",
-            env=self._env(),
-        )
-        self.children.append(child)
-        self.s3_endpoint = f"http://127.0.0.1:{port}"
-        self._wait_listening(child, port)
 
     def s3_client(self) -> Any:
         import boto3
@@ -273,27 +248,11 @@ class LocalRuntime:
         self.model_repository_uri = f"s3://{self.s3_endpoint}/{self.bucket}/{self.prefix}"
         self._say(f"published {len(report.uploaded)} files to {location.uri}, every sha256 verified")
 
-    def _backends(self, triton: TritonInstall) -> Path:
-        assert self.work_dir is not None
-        backends = self.work_dir / "backends"
-        if not backends.exists():
-            # Built aside and renamed: an interrupted copy must not be reused from a kept --work-dir.
-            partial = Path(tempfile.mkdtemp(prefix=".backends-", dir=self.work_dir))
-            shutil.copytree(triton.backends, partial, dirs_exist_ok=True)
-            shutil.copy2(triton.python_stub, partial / "python" / triton.python_stub.name)
-            partial.rename(backends)
-        return backends
-
     def _start_triton(
         self, triton: TritonInstall, backends: Path, ports: Mapping[str, int], index: int
     ) -> ChildProcess:
         assert self.work_dir is not None
-        env = self._env()
-        # The python backend's stub imports torch and numpy from the first python on PATH.
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            filter(None, [str(triton.libraries), env.get("LD_LIBRARY_PATH")])
-        )
+        env = triton_env(triton)
         name = f"triton-{index}"
         # Our own prefix for the python backend's /dev/shm segments: what a killed replica leaves
         # behind can be found and removed without touching any other Triton's on this machine.
@@ -384,10 +343,10 @@ class LocalRuntime:
             "haproxy",
             [haproxy, "-W", "-db", "-f", str(config)],
             log=self.work_dir / "haproxy.log",
-            env=self._env(),
+            env=local_env(),
         )
         self.children.append(child)
-        self._wait_listening(child, ports["balanced-http"])
+        wait_listening(child, ports["balanced-http"])
         self.balanced_http_url = f"http://127.0.0.1:{ports['balanced-http']}"
         self.balanced_grpc_url = f"127.0.0.1:{ports['balanced-grpc']}"
         self.balancer_stats_url = f"http://127.0.0.1:{ports['balancer-stats']}/stats;csv"
@@ -416,9 +375,9 @@ class LocalRuntime:
             "--limits",
             str(path),
         ]
-        child = start_child("gateway", argv, log=self.work_dir / "gateway.log", env=self._env())
+        child = start_child("gateway", argv, log=self.work_dir / "gateway.log", env=local_env())
         self.children.append(child)
-        self._wait_listening(child, port)
+        wait_listening(child, port)
         self.front_url = f"http://127.0.0.1:{port}"
         self._say(f"gateway on {self.front_url}: requests checked against the models' configs")
 

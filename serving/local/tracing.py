@@ -38,6 +38,8 @@ STAGES: tuple[tuple[str, str, str], ...] = (
 
 @dataclass(frozen=True)
 class Span:
+    """One span Triton exported over OTLP."""
+
     trace_id: str  # 32 hex digits
     span_id: str  # 16 hex digits
     parent_span_id: str  # "" for a root span
@@ -50,6 +52,8 @@ class Span:
 
 @dataclass(frozen=True)
 class RequestTiming:
+    """One traced request: its total time and the time of each of Triton's stages."""
+
     trace_id: str
     model: str
     total_us: float

@@ -26,6 +26,8 @@ LEVELS = {"I": "info", "W": "warning", "E": "error", "F": "fatal"}
 
 @dataclass(frozen=True)
 class LogRecord:
+    """One of Triton's log lines, parsed (request id included where Triton wrote one)."""
+
     time: str
     level: str
     thread: int

@@ -228,6 +228,8 @@ class OutputError:
 
 @dataclass(frozen=True)
 class PrecisionReport:
+    """How far a reduced-precision build's answers are from FP32's, against the tolerance allowed."""
+
     precision: Precision
     rows: int
     outputs: tuple[OutputError, ...]

@@ -24,7 +24,6 @@ are served), is refused before anything is uploaded (publish a new version numbe
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 from collections.abc import Callable
@@ -33,17 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.model_cache import (
+from inferstack.infra.model_cache import CacheError, parse_manifest, render_manifest
+from inferstack.infra.model_manifest import CONFIG as _CONFIG
+from inferstack.infra.model_manifest import (
     MANIFEST,
     SHA256_METADATA,
-    CacheError,
-    parse_manifest,
-    render_manifest,
+    links_out,
+    model_dirs,
+    publishable,
     sha256_of,
+    version_policy,
 )
 from inferstack.infra.prefixes import check_prefix
 
-_CONFIG = "config.pbtxt"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _CHUNK = 1 << 20
 ROLLBACK_DEADLINE_S = 30.0
@@ -55,6 +56,8 @@ class IntegrityError(RuntimeError):
 
 @dataclass(frozen=True)
 class S3Location:
+    """A bucket and a key prefix, as an ``s3://`` URI."""
+
     bucket: str
     prefix: str  # without leading or trailing slash; may be empty
 
@@ -68,9 +71,12 @@ class S3Location:
 
 @dataclass(frozen=True)
 class PublishReport:
+    """What a publish uploaded and what it skipped as unchanged."""
+
     location: S3Location
     uploaded: tuple[str, ...]
     skipped: tuple[str, ...]
+    pruned: tuple[str, ...] = ()
 
 
 def parse_s3_uri(uri: str, *, field: str = "destination") -> S3Location:
@@ -91,32 +97,6 @@ def parse_s3_uri(uri: str, *, field: str = "destination") -> S3Location:
     return S3Location(bucket, prefix)
 
 
-def _publishable(path: Path, repository: Path) -> bool:
-    # Hidden files (an interrupted build's staging folder) and Python's caches are not the model.
-    parts = path.relative_to(repository).parts
-    return (
-        path.is_file()
-        and path.suffix != ".pyc"
-        and not any(part == "__pycache__" or part.startswith(".") for part in parts)
-    )
-
-
-def _model_dirs(repository: Path) -> list[Path]:
-    return sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _links_out(repository: Path) -> list[str]:
-    """Links under ``repository`` that resolve outside it (or nowhere): never published."""
-    root = repository.resolve()
-    found = []
-    for folder, dirs, files in os.walk(repository):
-        for name in [*dirs, *files]:
-            path = Path(folder) / name
-            if path.is_symlink() and (not path.exists() or not path.resolve().is_relative_to(root)):
-                found.append(path.relative_to(repository).as_posix())
-    return found
-
-
 def check_repository(repository: Path) -> None:
     """Raise InvalidInput unless Triton could load every model of ``repository`` as it stands."""
     from inferstack.serving.models.config import parse_config
@@ -124,10 +104,10 @@ def check_repository(repository: Path) -> None:
 
     if not repository.is_dir():
         raise InvalidInput("repository", str(repository), "an existing model repository folder")
-    outside = _links_out(repository)
+    outside = links_out(repository)
     if outside:
         raise InvalidInput("repository", outside, "files inside the repository (no links leading out of it)")
-    models = _model_dirs(repository)
+    models = model_dirs(repository)
     if not models:
         raise InvalidInput("repository", str(repository), "a folder holding at least one model")
     for model_dir in models:
@@ -154,23 +134,43 @@ def check_repository(repository: Path) -> None:
                 )
 
 
-def upload_order(repository: Path) -> list[str]:
+def upload_order(repository: Path, *, served_only: bool = False) -> list[str]:
     """Relative paths of the files to publish: per model, every version file first, config.pbtxt last.
 
     The repository is checked first (``check_repository``): anything less would publish a model
-    Triton cannot load.
+    Triton cannot load. ``served_only``: only the versions each model's version_policy serves (Triton
+    copies every version folder of the prefix into the pod's cache, served or not).
     """
     check_repository(repository)
     ordered: list[str] = []
-    for model_dir in _model_dirs(repository):
+    for model_dir in model_dirs(repository):
+        present = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        served = version_policy((model_dir / _CONFIG).read_text(errors="replace")).served(present)
         files = [
             p.relative_to(repository).as_posix()
             for p in sorted(model_dir.rglob("*"))
-            if _publishable(p, repository)
+            if publishable(p, repository)
+            and (not served_only or p.relative_to(model_dir).parts[0] in {str(v) for v in served})
         ]
         config = f"{model_dir.name}/{_CONFIG}"
         ordered += [f for f in files if f != config] + [config]
     return ordered
+
+
+def _prune(s3: Any, location: S3Location, model: str, keep: set[str]) -> list[str]:
+    """Delete the objects of ``model``'s folder that its new manifest does not list (run after the
+    manifest is up: a pod starting now copies only what the manifest names)."""
+    folder = location.key(f"{model}/")
+    stale: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=folder):
+        stale += [
+            o["Key"]
+            for o in page.get("Contents", [])
+            if o["Key"].removeprefix(folder) not in keep | {MANIFEST}
+        ]
+    for key in stale:
+        s3.delete_object(Bucket=location.bucket, Key=key)
+    return [key.removeprefix(location.key("")) for key in stale]
 
 
 def _remote_sha256(s3: Any, bucket: str, key: str) -> str | None:
@@ -259,13 +259,10 @@ def _remove(s3: Any, bucket: str, keys: list[str], error: BaseException, deadlin
 
 def _manifest(repository: Path, model: str, order: list[str], local: dict[str, str]) -> bytes:
     """Every file's sha256 and the versions the model's policy serves: what a node cache fetches."""
-    from inferstack.serving.models.config import parse_config
-    from inferstack.serving.models.repository import versions_served_by
-
     files = {r.split("/", 1)[1]: local[r] for r in order if r.split("/", 1)[0] == model}
-    config = parse_config((repository / model / _CONFIG).read_text(), folder=model)
     versions = sorted({int(f.split("/", 1)[0]) for f in files if f.split("/", 1)[0].isdigit()})
-    return render_manifest(model, files, versions_served_by(config.version_policy, versions))
+    served = version_policy((repository / model / _CONFIG).read_text()).served(versions)
+    return render_manifest(model, files, served)
 
 
 def _put_manifest(s3: Any, location: S3Location, model: str, content: bytes) -> None:
@@ -299,10 +296,16 @@ def publish_repository(
     progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
     rollback_deadline_s: float = ROLLBACK_DEADLINE_S,
+    served_only: bool = False,
+    prune: bool = False,
 ) -> PublishReport:
-    """Upload ``repository`` under ``destination``; see the module docstring for the guarantees."""
+    """Upload ``repository`` under ``destination``; see the module docstring for the guarantees.
+
+    ``served_only``: only the versions each model's policy serves; ``prune``: then delete what the new
+    manifests do not list (versions outside the policy, files of versions no longer built), so the
+    prefix Triton copies holds only what it serves."""
     location = destination if isinstance(destination, S3Location) else parse_s3_uri(destination)
-    order = upload_order(repository)
+    order = upload_order(repository, served_only=served_only)
     if s3 is None:
         import boto3
 
@@ -349,9 +352,16 @@ def publish_repository(
         uploaded.append(relative)
         if progress:
             progress(f"[{number}/{len(order)}] uploaded {relative}")
+    pruned: list[str] = []
     for model in sorted({r.split("/", 1)[0] for r in order}):
         _put_manifest(s3, location, model, _manifest(repository, model, order, local))
-    return PublishReport(location, tuple(uploaded), tuple(skipped))
+        if prune:
+            keep = {r.split("/", 1)[1] for r in order if r.split("/", 1)[0] == model}
+            for key in _prune(s3, location, model, keep):
+                pruned.append(key)
+                if progress:
+                    progress(f"pruned {key}")
+    return PublishReport(location, tuple(uploaded), tuple(skipped), tuple(pruned))
 
 
 def verify_published(location: S3Location, *, s3: Any) -> list[str]:

@@ -13,6 +13,7 @@ import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.model_manifest import VersionPolicy
 from inferstack.serving.models.config import dtype_name, parse_config, render_config
 from inferstack.serving.models.export import load_torchscript, run_model
 from inferstack.serving.models.specs import (
@@ -35,13 +36,9 @@ def specs_of(tensors: Any) -> tuple[TensorSpec, ...]:
 
 def versions_served_by(policy: Any, versions: Sequence[int]) -> list[int]:
     """The versions Triton loads under ``policy`` (a ModelVersionPolicy) from the folders present."""
-    kind = policy.WhichOneof("policy_choice")
-    if kind == "specific":
-        return sorted(policy.specific.versions)
-    if kind == "all":
-        return list(versions)
-    count = policy.latest.num_versions if kind == "latest" else 1
-    return list(versions[-count:]) if versions else []
+    kind = policy.WhichOneof("policy_choice") or "latest"
+    count = policy.latest.num_versions if policy.HasField("latest") else 1
+    return VersionPolicy(kind, count, tuple(policy.specific.versions)).served(versions)
 
 
 def needed_files(config: Any) -> list[str]:

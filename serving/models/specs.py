@@ -162,6 +162,8 @@ def parse_version_policy(text: str, *, field: str) -> VersionPolicy:
 
 @dataclass(frozen=True)
 class ModelOptions:
+    """How a model is built: batching, instances, warm-up, the versions served and torch threads."""
+
     max_batch_size: int = 8  # 0: the model has no batch axis
     dynamic_batching: DynamicBatching | None = DynamicBatching()
     instance_kind: InstanceKind = "KIND_CPU"
@@ -173,6 +175,8 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class BuiltModel:
+    """A model written into a repository: name, version, folder, target and its config.pbtxt."""
+
     name: str
     version: int
     path: Path

@@ -36,6 +36,8 @@ def torch_threads(config: dict[str, Any]) -> int:
 
 
 class TritonPythonModel:
+    """Triton's python backend entry point: runs the repository's TorchScript ``model.pt``."""
+
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         self.batched = int(config.get("max_batch_size", 0)) > 0

@@ -30,6 +30,7 @@ GROUPS = (
     ["policy"],
     ["policy", "check"],
     ["cost"],
+    ["preflight"],
 )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from inferstack.components.charts import CHARTS, Chart
+from inferstack.components.charts import CHARTS, KARPENTER_CHARTS, Chart
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION
 from tests.conftest import unavailable
 
@@ -33,7 +33,10 @@ def helm() -> str:
 
 
 def chart_of(name: str, version: str) -> Chart:
-    (chart,) = [c for c in CHARTS if (c.name, c.version) == (name, version)]
+    """The pinned chart a release names (by name, or by its ``oci://`` reference)."""
+    (chart,) = [
+        c for c in (*CHARTS, *KARPENTER_CHARTS) if name in (c.name, c.reference) and c.version == version
+    ]
     return chart
 
 
@@ -56,7 +59,12 @@ _Loader.yaml_implicit_resolvers = {
 
 @cache
 def _render(
-    source: Path, release: str, namespace: str, values_json: str, api_versions: tuple[str, ...]
+    source: Path,
+    release: str,
+    namespace: str,
+    values_json: str,
+    api_versions: tuple[str, ...],
+    include_crds: bool = True,
 ) -> tuple[dict[str, Any], ...]:
     command = [
         helm(),
@@ -67,7 +75,7 @@ def _render(
         namespace,
         "--kube-version",
         f"v{DEFAULT_KUBERNETES_VERSION}.0",
-        "--include-crds",
+        *(["--include-crds"] if include_crds else []),
         "--values",
         "-",
         *(f"--api-versions={v}" for v in api_versions),
@@ -86,10 +94,27 @@ def render(
     namespace: str,
     values: dict[str, Any],
     api_versions: tuple[str, ...] = (),
+    include_crds: bool = True,
 ) -> list[dict[str, Any]]:
-    """Every object ``helm template`` renders for ``values`` (CRDs included)."""
+    """Every object ``helm template`` renders for ``values`` (CRDs included, unless the release skips them)."""
     source = chart_source(vendor_dir, chart)
-    return list(_render(source, release, namespace, json.dumps(values, sort_keys=True), api_versions))
+    values_json = json.dumps(values, sort_keys=True)
+    return list(_render(source, release, namespace, values_json, api_versions, include_crds))
+
+
+def render_release(
+    vendor_dir: Path, inputs: dict[str, Any], api_versions: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """What helm renders for a recorded Release: its chart, version, name, namespace and values."""
+    return render(
+        vendor_dir,
+        chart_of(inputs["chart"], inputs["version"]),
+        release=inputs["name"],
+        namespace=inputs["namespace"],
+        values=inputs["values"],
+        api_versions=api_versions,
+        include_crds=not inputs.get("skipCrds"),
+    )
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:

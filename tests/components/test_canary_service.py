@@ -26,6 +26,7 @@ ARGS = TritonModelServiceArgs(
     source=ModelSource(role_arn="arn:aws:iam::123456789012:role/r", repository_uri="s3://models/ranker"),
     zones=3,
     canary=RELEASE,
+    cluster_has_crds=True,
 )
 
 

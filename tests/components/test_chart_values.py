@@ -16,7 +16,9 @@ import yaml
 from inferstack.components import charts
 from inferstack.components.autoscaling import cluster_autoscaler_values, keda_values
 from inferstack.components.gpu import dcgm_exporter_values, device_plugin_values
+from inferstack.components.karpenter import karpenter_values
 from inferstack.components.monitoring import kube_prometheus_stack_values
+from inferstack.components.telemetry import collector_values, fluent_bit_values, jaeger_values
 
 OPEN_PATHS = {
     # Values of the grafana subchart; the parent documents adminPassword in a comment only.
@@ -38,6 +40,28 @@ OPEN_PATHS = {
     ("cluster-autoscaler", "expanderPriorities"),
     # Free-form map of command-line flags, as the chart documents.
     ("cluster-autoscaler", "extraArgs"),
+    # The collector's whole configuration, which the chart uses instead of `config` (its own schema).
+    ("opentelemetry-collector", "alternateConfig"),
+    ("opentelemetry-collector", "nodeSelector"),
+    ("jaeger", "jaeger.nodeSelector"),
+    # Kubernetes types the charts copy into the pod spec whole (toYaml), defaults empty.
+    ("opentelemetry-collector", "securityContext"),
+    ("opentelemetry-collector", "resources"),
+    ("jaeger", "jaeger.securityContext"),
+    ("fluent-bit", "securityContext"),
+    ("fluent-bit", "resources"),
+    ("fluent-bit", "updateStrategy"),
+    ("fluent-bit", "serviceAccount.annotations"),
+    # Kubernetes label, annotation and resource maps.
+    ("karpenter", "nodeSelector"),
+    ("karpenter", "serviceAccount.annotations"),
+    ("karpenter", "controller.resources"),
+}
+
+# Keys the chart reads but its values.yaml documents only in a comment: each must appear in a template.
+READ_BY_TEMPLATES = {
+    ("jaeger", "jaeger.resources"),  # templates/jaeger/jaeger-deploy.yaml: `with .Values.jaeger.resources`
+    ("jaeger", "jaeger.podLabels"),  # templates/jaeger/jaeger-deploy.yaml: `if .Values.jaeger.podLabels`
 }
 
 
@@ -45,7 +69,7 @@ def unknown_keys(chart: str, ours: dict[str, Any], defaults: dict[str, Any], pat
     unknown = []
     for key, value in ours.items():
         where = f"{path}.{key}" if path else key
-        if (chart, where) in OPEN_PATHS:
+        if (chart, where) in OPEN_PATHS | READ_BY_TEMPLATES:
             continue
         if key not in defaults:
             unknown.append(where)
@@ -86,6 +110,24 @@ VALUES = [
             cluster_name="prod", region="us-east-1", role_arn="arn", namespace="kube-system"
         ),
     ),
+    (charts.OPENTELEMETRY_COLLECTOR, lambda: collector_values("telemetry", {"a": "b"})),
+    (
+        charts.JAEGER,
+        lambda: jaeger_values(
+            trace_retention_hours=72, storage_class="gp3", storage_gib=20, node_selector={"a": "b"}
+        ),
+    ),
+    (charts.FLUENT_BIT, lambda: fluent_bit_values(region="us-east-1", log_group="/g", role_arn="arn")),
+    (
+        charts.KARPENTER,
+        lambda: karpenter_values(
+            cluster_name="prod",
+            cluster_endpoint="https://x",
+            interruption_queue="prod",
+            role_arn="arn",
+            node_repair=True,
+        ),
+    ),
 ]
 
 
@@ -94,6 +136,21 @@ VALUES = [
 )
 def test_every_value_exists_in_the_pinned_chart(vendor_dir: Path, chart: charts.Chart, values: Any) -> None:
     assert unknown_keys(chart.name, values(), defaults(vendor_dir, chart)) == []
+
+
+def test_keys_documented_only_in_comments_are_read_by_the_charts_templates(vendor_dir: Path) -> None:
+    by_name = {c.name: c for c in charts.CHARTS}
+    for chart, path in sorted(READ_BY_TEMPLATES):
+        templates = (vendor_dir / "charts-src" / by_name[chart].vendored / "templates").rglob("*")
+        text = "".join(t.read_text() for t in templates if t.is_file())
+        assert f".Values.{path}" in text, (chart, path)
+        # Still missing from the defaults (else the exception is no longer needed), under a parent
+        # the chart does spell out.
+        *parents, leaf = path.split(".")
+        node = defaults(vendor_dir, by_name[chart])
+        for key in parents:
+            node = node[key]
+        assert leaf not in node, (chart, path)
 
 
 def test_a_misspelled_key_is_caught(vendor_dir: Path) -> None:
@@ -106,7 +163,7 @@ def test_a_misspelled_key_is_caught(vendor_dir: Path) -> None:
 
 
 def test_pinned_versions_match_the_vendored_charts(vendor_dir: Path) -> None:
-    for chart in charts.CHARTS:
+    for chart in (*charts.CHARTS, *charts.KARPENTER_CHARTS):
         meta = yaml.safe_load((vendor_dir / "charts" / chart.vendored / "Chart.yaml").read_text())
         assert (meta["name"], str(meta["version"])) == (chart.name, chart.version)
 
@@ -123,6 +180,14 @@ def test_images_are_pinned_to_the_charts_app_versions(vendor_dir: Path) -> None:
     assert f"v{app['cluster-autoscaler']}" == charts.CLUSTER_AUTOSCALER_IMAGE_TAG
     assert app["kube-prometheus-stack"] == charts.PROMETHEUS_OPERATOR_IMAGE_TAG
     assert defaults(vendor_dir, charts.DCGM_EXPORTER)["image"]["tag"] == charts.DCGM_EXPORTER_IMAGE_TAG
+    assert app["opentelemetry-collector"] == charts.COLLECTOR_IMAGE.tag
+    assert app["jaeger"] == charts.JAEGER_IMAGE.tag
+    assert app["fluent-bit"] == charts.FLUENT_BIT_IMAGE.tag
+    # Docker Hub rate-limits anonymous pulls per node address: no image of ours is pulled from it.
+    assert not [
+        i for i in charts.IMAGES if i.registry in {"docker.io", "index.docker.io", "registry-1.docker.io"}
+    ]
+    assert all("." in i.registry for i in charts.IMAGES)  # a bare name would mean Docker Hub
 
 
 def test_time_slicing_config_is_what_the_device_plugin_reads() -> None:

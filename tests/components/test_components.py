@@ -16,6 +16,7 @@ from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs, dcgm_exporter_values
 from inferstack.components.model_service import ModelSource, TritonModelService, TritonModelServiceArgs
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
+from inferstack.components.telemetry import Telemetry, TelemetryArgs
 from tests.harness import Recording, run_invalid, run_program
 from tests.infra.iam import allowed
 from tests.schemas import validate_custom_resource, validate_k8s
@@ -37,6 +38,13 @@ def platform() -> dict[str, Any]:
             oidc_provider_arn=OIDC,
             oidc_issuer_url=ISSUER,
         ),
+    )
+    Telemetry(
+        "telemetry",
+        TelemetryArgs(
+            cluster_name="prod", oidc_provider_arn=OIDC, oidc_issuer_url=ISSUER, region="us-east-1"
+        ),
+        on_cluster,
     )
     return {"password": monitoring.grafana_admin_password, "prometheus": monitoring.prometheus_url}
 
@@ -70,6 +78,9 @@ def test_releases_use_the_given_provider_and_their_components(recording: Recordi
         "kube-prometheus-stack": "inferstack:monitoring:Monitoring",
         "keda": "inferstack:autoscaling:Autoscaling",
         "cluster-autoscaler": "inferstack:autoscaling:Autoscaling",
+        "opentelemetry-collector": "inferstack:telemetry:Telemetry",
+        "jaeger": "inferstack:telemetry:Telemetry",
+        "fluent-bit": "inferstack:telemetry:Telemetry",
     }
 
 
@@ -122,7 +133,8 @@ def test_cluster_autoscaler_prefers_spot_and_can_touch_only_its_own_groups(recor
     assert values["extraArgs"]["expander"] == "priority"
     assert values["extraArgs"]["balance-similar-node-groups"] is True
     priorities = {int(k): v for k, v in values["expanderPriorities"].items()}
-    assert priorities[max(priorities)] == [".*gpu-spot.*"]
+    first, second = sorted(priorities, reverse=True)[:2]
+    assert (priorities[first], priorities[second]) == ([".*gpu-reserved-.*"], [".*gpu-spot.*"])
     assert values["autoDiscovery"]["clusterName"] == "prod"
     role = recording.one("aws:iam/role:Role", "autoscaling-cluster-autoscaler")
     assert values["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(
@@ -130,7 +142,9 @@ def test_cluster_autoscaler_prefers_spot_and_can_touch_only_its_own_groups(recor
     )
     trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Condition"]["StringEquals"]
     assert "system:serviceaccount:kube-system:cluster-autoscaler" in trust.values()
-    policy = json.loads(recording.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
+    policy = json.loads(
+        recording.one("aws:iam/rolePolicy:RolePolicy", "autoscaling-cluster-autoscaler").inputs["policy"]
+    )
     group = "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:x"
     owned = {"aws:ResourceTag/k8s.io/cluster-autoscaler/prod": "owned"}
     assert allowed(policy, "autoscaling:SetDesiredCapacity", group, owned)
@@ -162,7 +176,11 @@ def test_children_wait_for_what_their_component_waits_for() -> None:
         source = ModelSource(role_arn="arn:aws:iam::123456789012:role/r", repository_uri="s3://b/p")
         after = pulumi.ResourceOptions(depends_on=[first])
         GpuOperators("gpu", GpuOperatorsArgs(), after)
-        TritonModelService("ranker", TritonModelServiceArgs(models=["ranker"], source=source, zones=3), after)
+        TritonModelService(
+            "ranker",
+            TritonModelServiceArgs(models=["ranker"], source=source, zones=3, cluster_has_crds=True),
+            after,
+        )
 
     recording, _ = run_program(program)
     first = recording.named("first").urn

@@ -24,13 +24,12 @@ from inferstack.components.model_service import ModelSource, TritonModelService,
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.infra.storage import EBS_CSI_ADDON, EBS_CSI_PROVISIONER
 from inferstack.stacks import offline
-from tests.components.helm import chart_of, find, render
+from tests.components.helm import find, render, render_release
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, Recorded, Recording, run_program
 from tests.schemas import crd_schemas, validate_custom_resource, validate_k8s
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
-STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
 CRD = "CustomResourceDefinition"
 STACKS = ("dev", "staging", "prod")
 _TAG = re.compile(r"^[^:@]+(:[^:@/]+)?(@sha256:[0-9a-f]{64})?$")
@@ -66,15 +65,7 @@ def render_all(recording: Recording, vendor_dir: Path) -> Rendered:
     api_versions = vendored_api_versions(vendor_dir)
     objects = {}
     for release in recording.of_type(RELEASE):
-        given = release.inputs
-        objects[release.urn] = render(
-            vendor_dir,
-            chart_of(given["chart"], given["version"]),
-            release=given["name"],
-            namespace=given["namespace"],
-            values=given["values"],
-            api_versions=api_versions,
-        )
+        objects[release.urn] = render_release(vendor_dir, release.inputs, api_versions)
     return Rendered(recording, objects)
 
 
@@ -175,9 +166,7 @@ def test_every_claim_names_a_class_the_stack_creates_on_an_installed_driver(stac
     }
     claims = [c for objects in stack.objects.values() for c in claimed_classes(objects)]
     assert claims, "Prometheus claims a volume"
-    first_party = [{"kind": "StatefulSet", **r.inputs} for r in stack.recording.of_type(STATEFUL_SET)]
-    assert claimed_classes(first_party) == ["gp3"], "Jaeger's Badger volume"
-    claims += claimed_classes(first_party)
+    assert claimed_classes(stack.of("jaeger")) == ["gp3"], "Jaeger's Badger volume"
     prometheus = find(stack.of("kube-prometheus-stack"), "Prometheus")
     assert prometheus["spec"]["storage"]["volumeClaimTemplate"]["spec"]["storageClassName"] == "gp3"
     for claim in claims:
@@ -191,11 +180,21 @@ def test_every_claim_names_a_class_the_stack_creates_on_an_installed_driver(stac
         r for r in stack.recording.of_type("aws:eks/addon:Addon") if r.inputs["addonName"] == EBS_CSI_ADDON
     )
     assert addon.inputs["serviceAccountRoleArn"]
+    # A release that claims a volume waits for its class and the driver (its pods wait for the volume,
+    # and the release for its pods).
+    gp3_urn = next(
+        r.urn
+        for r in stack.recording.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+        if r.inputs["metadata"]["name"] == "gp3"
+    )
+    for release in stack.recording.of_type(RELEASE):
+        if claimed_classes(stack.objects[release.urn]):
+            assert {gp3_urn, addon.urn} <= waits_for(stack.recording, release.urn), release.name
 
 
 def test_grafana_is_given_the_trace_store_as_a_data_source(stack: Rendered) -> None:
     """kube-prometheus-stack renders our additionalDataSources into Grafana's provisioning file, and
-    the URL there is the Jaeger Service the stack creates, on its query port."""
+    the URL there is the Service the Jaeger release renders, in its namespace, on its query port."""
     files = [
         yaml.safe_load(text)
         for manifest in stack.of("kube-prometheus-stack")
@@ -207,20 +206,48 @@ def test_grafana_is_given_the_trace_store_as_a_data_source(stack: Rendered) -> N
     (jaeger,) = [s for s in sources if s["type"] == "jaeger"]
     host, port = jaeger["url"].removeprefix("http://").split(":")
     name, namespace = host.split(".")[:2]
-    services = [
-        r.inputs
-        for r in stack.recording.of_type("kubernetes:core/v1:Service")
-        if r.inputs["metadata"] == {**r.inputs["metadata"], "name": name, "namespace": namespace}
-    ]
-    (service,) = services
+    assert stack.release("jaeger").inputs["namespace"] == namespace
+    service = find(stack.of("jaeger"), "Service", name)
     assert int(port) in {p["port"] for p in service["spec"]["ports"]}
     assert jaeger["access"] == "proxy" and {s["type"] for s in sources} >= {"prometheus", "jaeger"}
+
+
+def test_tritons_spans_go_to_the_collector_service_the_chart_renders(stack: Rendered) -> None:
+    """Every Triton's trace URL names the Service the collector release renders, in the release's
+    namespace, on a port that reaches the collector's OTLP/HTTP receiver."""
+    collector = stack.of("opentelemetry-collector")
+    relay = yaml.safe_load(find(collector, "ConfigMap")["data"]["relay"])
+    receiver_port = int(relay["receivers"]["otlp"]["protocols"]["http"]["endpoint"].rsplit(":", 1)[1])
+    (pod,) = [o for o in collector if o["kind"] == "Deployment"]
+    (container,) = pod["spec"]["template"]["spec"]["containers"]
+    tritons = [
+        c
+        for d in stack.recording.of_type("kubernetes:apps/v1:Deployment")
+        for c in d.inputs["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "triton"
+    ]
+    assert tritons
+    for triton in tritons:
+        (url,) = [
+            a.removeprefix("opentelemetry,url=") for a in triton["args"] if a.startswith("opentelemetry,url=")
+        ]
+        host, port = url.removeprefix("http://").split("/", 1)[0].split(":")
+        name, namespace, _ = host.split(".")
+        assert namespace == stack.release("opentelemetry-collector").inputs["namespace"]
+        (service_port,) = [
+            p for p in find(collector, "Service", name)["spec"]["ports"] if p["port"] == int(port)
+        ]
+        (target,) = [
+            p for p in container["ports"] if service_port["targetPort"] in (p["name"], p["containerPort"])
+        ]
+        assert target["containerPort"] == receiver_port
 
 
 def test_autoscaler_prefers_spot_and_balances_groups_that_differ_only_per_group(stack: Rendered) -> None:
     objects = stack.of("cluster-autoscaler")
     priorities = yaml.safe_load(find(objects, "ConfigMap")["data"]["priorities"])
-    assert priorities[max(priorities)] == [".*gpu-spot.*"]
+    first, second = sorted(priorities, reverse=True)[:2]
+    assert (priorities[first], priorities[second]) == ([".*gpu-reserved-.*"], [".*gpu-spot.*"])
     assert priorities[min(priorities)] == [".*"]
     (container,) = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     flags = set(container["command"])
@@ -312,7 +339,9 @@ def test_a_service_without_its_dependencies_is_caught_racing(vendor_dir: Path) -
             ),
         )
         source = ModelSource(role_arn="arn:aws:iam::123456789012:role/r", repository_uri="s3://b/p")
-        TritonModelService("ranker", TritonModelServiceArgs(models=["ranker"], source=source, zones=3))
+        TritonModelService(
+            "ranker", TritonModelServiceArgs(models=["ranker"], source=source, zones=3, cluster_has_crds=True)
+        )
 
     recording, _ = run_program(program)
     races = crd_races(render_all(recording, vendor_dir))
@@ -320,3 +349,80 @@ def test_a_service_without_its_dependencies_is_caught_racing(vendor_dir: Path) -
         assert any(f"({kind})" in race for race in races), races
     # The autoscaler's chart renders a ServiceMonitor too: its release must wait for Prometheus's CRDs.
     assert any("cluster-autoscaler (ServiceMonitor)" in race for race in races), races
+
+
+# --- ordering: a release's pods start after what they need -----------------------------------------------
+
+WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet", "Job"}
+
+
+def pod_needs(pod: dict[str, Any]) -> set[tuple[str, str]]:
+    """(kind, name) of the objects a pod cannot start without: the API server refuses a pod whose
+    ServiceAccount is missing, and the kubelet does not start one whose volume's source is missing."""
+    needs = set()
+    account = pod.get("serviceAccountName")
+    if account and account != "default":  # every namespace has its default account
+        needs.add(("ServiceAccount", account))
+    for volume in pod.get("volumes", []):
+        for key, kind, name in (
+            ("configMap", "ConfigMap", "name"),
+            ("secret", "Secret", "secretName"),
+            ("persistentVolumeClaim", "PersistentVolumeClaim", "claimName"),
+        ):
+            source = volume.get(key)
+            if source and not source.get("optional"):
+                needs.add((kind, source[name]))
+    return needs
+
+
+def startup_races(objects: list[dict[str, Any]]) -> list[str]:
+    """What a release's workloads need that the release does not create before them.
+
+    ``helm template`` prints a release in the order ``helm install`` creates it (kind by kind, each
+    kind's creations finished before the next kind's start), so what a workload needs must come
+    earlier in that list, and be of another kind.
+    """
+    races = []
+    for index, workload in enumerate(objects):
+        if workload["kind"] not in WORKLOADS:
+            continue
+        earlier = {
+            (o["kind"], o["metadata"]["name"]) for o in objects[:index] if o["kind"] != workload["kind"]
+        }
+        for kind, name in sorted(pod_needs(workload["spec"]["template"]["spec"]) - earlier):
+            races.append(f"{workload['kind']} {workload['metadata']['name']} needs {kind} {name}")
+    return races
+
+
+# Secrets that exist before the pods that mount them start, without the release rendering them: the
+# kubelet retries the mount until they do.
+CREATED_AT_RUNTIME = {
+    # KEDA's operator generates its own certificates into this Secret.
+    ("keda", "Deployment keda-operator-metrics-apiserver needs Secret kedaorg-certs"),
+    ("keda", "Deployment keda-admission-webhooks needs Secret kedaorg-certs"),
+    # The chart's pre-install hook Job creates the webhook's certificate before the release's objects.
+    (
+        "kube-prometheus-stack",
+        "Deployment kube-prometheus-stack-operator needs Secret kube-prometheus-stack-admission",
+    ),
+}
+
+
+def test_every_releases_pods_start_after_their_service_account_and_volumes(stack: Rendered) -> None:
+    for chart in ("opentelemetry-collector", "jaeger", "fluent-bit"):
+        assert [o for o in stack.of(chart) if o["kind"] in WORKLOADS], chart
+    races = {(c.name, race) for c in CHARTS for race in startup_races(stack.of(c.name))}
+    assert races - CREATED_AT_RUNTIME == set()
+
+
+def test_a_workload_created_before_its_service_account_is_caught(stack: Rendered) -> None:
+    """The check itself: Fluent Bit's DaemonSet moved before its ServiceAccount, or its ConfigMap dropped."""
+    objects = stack.of("fluent-bit")
+    (daemon_set,) = [o for o in objects if o["kind"] == "DaemonSet"]
+    assert startup_races([daemon_set, *[o for o in objects if o is not daemon_set]]) == [
+        "DaemonSet fluent-bit needs ConfigMap fluent-bit",
+        "DaemonSet fluent-bit needs ServiceAccount fluent-bit",
+    ]
+    assert startup_races([o for o in objects if o["kind"] != "ConfigMap"]) == [
+        "DaemonSet fluent-bit needs ConfigMap fluent-bit"
+    ]

@@ -45,6 +45,7 @@ from inferstack.components.model_service.pod import (
     triton_args,
 )
 from inferstack.components.model_service.scaling import keda_queries
+from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.components.request_front import config_files
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra import model_cache
@@ -69,6 +70,7 @@ def args(**overrides: Any) -> TritonModelServiceArgs:
         source=ModelSource(role_arn=ROLE, repository_uri=URI),
         zones=3,
         region=REGION,
+        cluster_has_crds=True,  # the component alone; the platform test covers the CRDs' order
     )
     return dataclasses.replace(base, **overrides)
 
@@ -113,6 +115,7 @@ def container(recording: Recording) -> dict[str, Any]:
 
 
 def front(recording: Recording) -> dict[str, Any]:
+    """The request front: the one init container that keeps running (a native sidecar)."""
     sidecars = [c for c in pod_spec(recording)["initContainers"] if c.get("restartPolicy") == "Always"]
     assert len(sidecars) == 1
     result: dict[str, Any] = sidecars[0]
@@ -415,7 +418,7 @@ def test_the_request_front_is_a_native_sidecar_that_owns_the_http_port(recording
 
 def test_the_pod_stays_guaranteed_with_the_front(recording: Recording) -> None:
     """Every container, the sidecar included, requests what it is limited to (cpu and memory)."""
-    for each in (front(recording), container(recording)):
+    for each in (front(recording), fill(recording), container(recording)):
         requests, limits = each["resources"]["requests"], each["resources"]["limits"]
         assert requests["cpu"] == limits["cpu"] and requests["memory"] == limits["memory"]
     assert front(recording)["resources"]["limits"] == {"cpu": "0.5", "memory": "1536Mi"}
@@ -944,3 +947,26 @@ def test_the_fill_script_is_the_module_and_a_change_rolls_the_pods(recording: Re
 def test_the_rollout_deadline_covers_the_manifest_wait(recording: Recording) -> None:
     spec = inputs(recording, DEPLOYMENT)["spec"]
     assert spec["progressDeadlineSeconds"] == 900 + 600 + 600  # node and image, manifest wait, model load
+
+
+def test_a_service_without_what_installs_its_crds_is_refused_before_anything_is_registered() -> None:
+    """Its ServiceMonitor, PrometheusRules and ScaledObject need the Monitoring and Autoscaling
+    components' CRDs: composed without them (and not told the cluster has them), it says what to add."""
+    recording, error = run_invalid(lambda: TritonModelService("ranker", args(cluster_has_crds=False)))
+    assert error.field == "opts.depends_on"
+    assert "add Monitoring (ServiceMonitor and PrometheusRule CRDs) and Autoscaling" in error.allowed
+    assert recording.resources == []
+
+    def with_monitoring_only() -> None:
+        k8s_provider = k8s.Provider("k8s", kubeconfig="{}")
+        monitoring = Monitoring("monitoring", MonitoringArgs(), pulumi.ResourceOptions(provider=k8s_provider))
+        TritonModelService(
+            "ranker",
+            args(cluster_has_crds=False),
+            pulumi.ResourceOptions(provider=k8s_provider, depends_on=[monitoring]),
+        )
+
+    _, error = run_invalid(with_monitoring_only)
+    assert (
+        error.value == ["Monitoring"] and "Monitoring" not in error.allowed.split("add ")[1].split(" to")[0]
+    )

@@ -19,11 +19,13 @@ BASE = TritonModelServiceArgs(
     models=["ranker"],
     source=ModelSource(role_arn="arn:aws:iam::123456789012:role/ranker", repository_uri="s3://models/ranker"),
     zones=3,
+    cluster_has_crds=True,
 )
 FIELDS = [
     f.name
     for f in dataclasses.fields(TritonModelServiceArgs)
-    if f.name not in ("source", "provider", "service_monitor_labels", "prometheus_server_address")
+    if f.name
+    not in ("source", "provider", "service_monitor_labels", "prometheus_server_address", "cluster_has_crds")
 ]
 VALUES = any_value(
     "prod", "dev", "spot", "on-demand", "g5.xlarge", "p4d.24xlarge", "eu-west-1", "nvcr.io/x:1"

@@ -7,6 +7,7 @@ import pulumi_kubernetes as k8s
 
 from inferstack.components.storage import GP3, StorageClasses, StorageClassesArgs, gp3_storage_class
 from inferstack.infra.storage import EBS_CSI_PROVISIONER
+from inferstack.policies.rules import EBS_CSI
 from tests.harness import run_program
 from tests.schemas import validate_k8s
 
@@ -34,3 +35,7 @@ def test_the_class_waits_for_what_its_component_waits_for() -> None:
     storage_class = recording.one("kubernetes:storage.k8s.io/v1:StorageClass")
     assert recording.named("stand-in-for-the-driver").urn in storage_class.dependencies
     assert storage_class.inputs["provisioner"] == EBS_CSI_PROVISIONER
+
+
+def test_the_policy_pack_knows_the_drivers_provisioner() -> None:
+    assert EBS_CSI == EBS_CSI_PROVISIONER

@@ -1,24 +1,29 @@
-"""Telemetry: the collector, Jaeger and Fluent Bit configs as pure functions, their manifests against the
-Kubernetes schemas, Fluent Bit's Triton parser run by the regex engine family Fluent Bit uses (on
-lines a real Triton 2.51 wrote), and the component under mocks: least-privilege IRSA, no keys."""
+"""Telemetry: the collector, Jaeger and Fluent Bit configs as pure functions, the three pinned releases
+rendered by the real helm with exactly the values the component passes (and checked where it matters
+on a cluster: Triton's endpoint, Grafana's, the Badger volume, IRSA, every node), Fluent Bit's Triton
+parser as the chart hands it to Fluent Bit run by the regex engine family Fluent Bit uses (on lines a
+real Triton 2.51 wrote), and the component under mocks: least-privilege IRSA, no keys, its order."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
-from inferstack.components import telemetry
+from inferstack.components import charts, telemetry
 from inferstack.components.telemetry import Telemetry, TelemetryArgs
-from inferstack.components.triton_telemetry import LOG_LINE, LOG_LINE_PATTERN, onigmo_pattern
+from inferstack.components.triton_telemetry import LOG_LINE, LOG_LINE_PATTERN, TRACES_PATH, onigmo_pattern
 from inferstack.policies import rules
 from inferstack.serving.local.triton_logs import parse_line
-from tests.conftest import unavailable
-from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
+from tests.components.helm import find, render, render_release
+from tests.conftest import ROOT, unavailable
+from tests.harness import ACCOUNT_ID, REGION, Recorded, Recording, run_invalid, run_program
 from tests.onigmo import Regex, library
 from tests.schemas import validate_k8s
 from tests.serving.test_tracing import LOG
@@ -26,6 +31,7 @@ from tests.serving.test_tracing import LOG
 OIDC = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC"
 ISSUER = "https://oidc.eks.us-east-1.amazonaws.com/id/ABC"
 NS = "telemetry"
+RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
 def args(**overrides: Any) -> TelemetryArgs:
@@ -53,37 +59,29 @@ def test_the_collector_bounds_its_memory_before_batching_and_exports_to_jaeger()
     config = telemetry.collector_config("jaeger.telemetry.svc:4317")
     (pipeline,) = config["service"]["pipelines"].values()
     assert pipeline["processors"] == ["memory_limiter", "batch"]  # the limiter must come first
-    assert pipeline["receivers"] == ["otlp"] and pipeline["exporters"] == ["otlp/jaeger"]
+    assert pipeline["receivers"] == ["otlp"] and pipeline["exporters"] == ["otlp_grpc/jaeger"]
     protocols = config["receivers"]["otlp"]["protocols"]
-    assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317" and protocols["http"]["endpoint"] == "0.0.0.0:4318"
-    assert config["exporters"]["otlp/jaeger"]["endpoint"] == "jaeger.telemetry.svc:4317"
-    # The collector's own ConfigMap points at the Jaeger Service the component creates.
-    text = telemetry.collector_config_map(NS)["data"]["collector.yaml"]
-    service = telemetry.service(telemetry.JAEGER, NS, [("otlp-grpc", 4317)])
-    host = f"{service['metadata']['name']}.{NS}.svc:{service['spec']['ports'][0]['port']}"
-    assert yaml.safe_load(text)["exporters"]["otlp/jaeger"]["endpoint"] == host
+    assert protocols["grpc"]["endpoint"].endswith(":4317") and protocols["http"]["endpoint"].endswith(":4318")
+    assert config["exporters"]["otlp_grpc/jaeger"]["endpoint"] == "jaeger.telemetry.svc:4317"
+    assert config["service"]["extensions"] == ["health_check"]
 
 
-def test_jaeger_keeps_spans_on_its_volume_for_the_retention() -> None:
+def test_jaeger_keeps_spans_for_the_retention_and_answers_its_probes() -> None:
     config = telemetry.jaeger_config(trace_retention_hours=48)
     (backend,) = config["extensions"]["jaeger_storage"]["backends"].values()
     badger = backend["badger"]
     assert badger["ttl"] == {"spans": "48h"} and badger["ephemeral"] is False
-    stateful = telemetry.jaeger_stateful_set(NS, storage_class="gp3", storage_gib=20, node_selector={})
-    (container,) = stateful["spec"]["template"]["spec"]["containers"]
-    data = next(m for m in container["volumeMounts"] if m["name"] == "data")["mountPath"]
-    assert all(path.startswith(f"{data}/") for path in badger["directories"].values())
+    assert all(path.startswith(f"{telemetry.BADGER_DIR}/") for path in badger["directories"].values())
     store = config["exporters"]["jaeger_storage_exporter"]["trace_storage"]
     assert config["extensions"]["jaeger_query"]["storage"]["traces"] == store
-    assert config["service"]["extensions"] == ["jaeger_storage", "jaeger_query"]
+    assert config["service"]["extensions"] == ["jaeger_storage", "jaeger_query", "healthcheckv2"]
 
 
 def test_fluent_bit_tails_parses_and_ships_to_the_clusters_group_only() -> None:
-    sections = fluent_bit_sections(
-        telemetry.fluent_bit_config(region="eu-west-1", log_group="/inferstack/x/c")
-    )
-    kinds = [kind for kind, _ in sections]
-    assert kinds == ["SERVICE", "INPUT", "FILTER", "FILTER", "OUTPUT"]
+    config = telemetry.fluent_bit_config(region="eu-west-1", log_group="/inferstack/x/c")
+    text = "\n".join(config[key] for key in ("service", "inputs", "filters", "outputs"))
+    sections = fluent_bit_sections(text)
+    assert [kind for kind, _ in sections] == ["SERVICE", "INPUT", "FILTER", "FILTER", "OUTPUT"]
     settings = {kind: s for kind, s in sections if kind != "FILTER"}
     parser = next(s for kind, s in sections if kind == "FILTER" and s["Name"] == "parser")
     assert settings["INPUT"]["multiline.parser"] == "cri" and parser["Parser"] == "triton"
@@ -91,9 +89,11 @@ def test_fluent_bit_tails_parses_and_ships_to_the_clusters_group_only() -> None:
     output = settings["OUTPUT"]
     assert output["Name"] == "cloudwatch_logs" and output["log_group_name"] == "/inferstack/x/c"
     assert output["region"] == "eu-west-1" and output["auto_create_group"] == "Off"
-    (parsers,) = fluent_bit_sections(telemetry.fluent_bit_parsers())
+    (parsers,) = fluent_bit_sections(config["customParsers"])
     assert parsers[1]["Regex"] == onigmo_pattern(LOG_LINE_PATTERN) and "(?P<" not in parsers[1]["Regex"]
     assert parsers[1]["Name"] == parser["Parser"]
+    # Helm runs each section through `tpl`: a `{{` in a regex would be read as a template.
+    assert not [key for key, value in config.items() if "{{" in value]
 
 
 def test_the_log_role_reaches_one_group_and_its_streams() -> None:
@@ -109,20 +109,320 @@ def test_the_log_role_reaches_one_group_and_its_streams() -> None:
     assert rules.logs_scoped(rules.IAM_POLICIES[0], {"policy": json.dumps(policy)}, {}) == []
 
 
-# --- Fluent Bit's parser on Triton's real lines ------------------------------------------------------
+# --- the component under mocks, and its releases as helm renders them --------------------------------
 
 
-def triton_parser() -> Regex:
-    """The regex of the parsers file Fluent Bit is given, compiled as Fluent Bit compiles it."""
+def build() -> dict[str, Any]:
+    provider = k8s.Provider("k8s", kubeconfig="{}")
+    component = Telemetry("telemetry", args(region=REGION), pulumi.ResourceOptions(provider=provider))
+    return {"collector": component.collector_url, "jaeger": component.jaeger_url}
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[Recording, dict[str, Any]]:
+    return run_program(build)
+
+
+def release_of(recording: Recording, chart: charts.Chart) -> Recorded:
+    (found,) = [r for r in recording.of_type(RELEASE) if r.inputs["chart"] == chart.name]
+    return found
+
+
+@pytest.fixture(scope="module")
+def objects(built: tuple[Recording, dict[str, Any]], vendor_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Chart name -> what helm renders for the component's release of it."""
+    recording, _ = built
+    return {
+        chart.name: render_release(vendor_dir, release_of(recording, chart).inputs)
+        for chart in (charts.OPENTELEMETRY_COLLECTOR, charts.JAEGER, charts.FLUENT_BIT)
+    }
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def test_the_component_installs_the_three_pinned_charts_under_itself(
+    built: tuple[Recording, dict[str, Any]],
+) -> None:
+    recording, _ = built
+    for chart in (charts.OPENTELEMETRY_COLLECTOR, charts.JAEGER, charts.FLUENT_BIT):
+        given = release_of(recording, chart)
+        assert given.parent_type == "inferstack:telemetry:Telemetry" and "k8s" in given.provider
+        assert (given.inputs["version"], given.inputs["repositoryOpts"]["repo"]) == (
+            chart.version,
+            chart.repository,
+        )
+        assert given.inputs["namespace"] == NS
+        assert rules.pinned_charts(RELEASE, given.inputs, {}) == []
+        assert rules.pinned_images(RELEASE, given.inputs, {}) == []
+    # The first-party manifests these releases replace are gone.
+    for kind in ("apps/v1:Deployment", "apps/v1:StatefulSet", "apps/v1:DaemonSet", "core/v1:ConfigMap"):
+        assert recording.of_type(f"kubernetes:{kind}") == []
+    kubernetes = [r for r in recording if r.type.startswith("kubernetes:")]
+    assert [r.name for r in kubernetes if rules.no_static_aws_keys(r.type, r.inputs, {})] == []
+    group = recording.one("aws:cloudwatch/logGroup:LogGroup").inputs
+    assert group == {**group, "name": "/inferstack/ml-prod/containers", "retentionInDays": 30}
+
+
+def test_every_rendered_object_validates_and_pulls_from_the_pinned_registries(
+    objects: dict[str, list[dict[str, Any]]],
+) -> None:
+    images = {str(image) for image in charts.IMAGES}
+    pulled = set()
+    for chart, rendered_objects in objects.items():
+        for manifest in rendered_objects:
+            validate_k8s(manifest)
+            if manifest["kind"] in {"Deployment", "DaemonSet", "StatefulSet", "Pod"}:
+                spec = pod_spec(manifest) if manifest["kind"] != "Pod" else manifest["spec"]
+                pulled |= {c["image"] for c in [*spec.get("initContainers", []), *spec["containers"]]}
+        assert [o for o in rendered_objects if o["kind"] == "Pod"] == [], f"{chart}: a test pod is rendered"
+    assert pulled == images
+
+
+def test_a_bad_value_renders_an_object_the_schema_refuses(vendor_dir: Path) -> None:
+    values = telemetry.fluent_bit_values(region=REGION, log_group="/g", role_arn="arn")
+    values["tolerations"] = [{"operator": "Maybe", "effect": 3}]
+    objects = render(
+        vendor_dir, charts.FLUENT_BIT, release=charts.FLUENT_BIT.name, namespace=NS, values=values
+    )
+    with pytest.raises(Exception, match=r"3 is not of type .string."):
+        validate_k8s(find(objects, "DaemonSet"))
+
+
+def service_port(objects: list[dict[str, Any]], name: str, port: int) -> dict[str, Any]:
+    """The port ``port`` of Service ``name``, and that it reaches a port the selected pods declare."""
+    service = find(objects, "Service", name)
+    (found,) = [p for p in service["spec"]["ports"] if p["port"] == port]
+    selected = [
+        o
+        for o in objects
+        if o["kind"] in {"Deployment", "DaemonSet"}
+        and service["spec"]["selector"].items() <= o["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    (workload,) = selected
+    (container,) = pod_spec(workload)["containers"]
+    declared = {p["containerPort"] for p in container["ports"]} | {p.get("name") for p in container["ports"]}
+    assert found["targetPort"] in declared, f"Service {name} port {port} reaches nothing"
+    return found
+
+
+def test_tritons_trace_endpoint_is_the_collectors_rendered_service(
+    built: tuple[Recording, dict[str, Any]], objects: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The URL TritonModelService's trace settings get resolves to the Service the chart renders, on
+    the port the collector's OTLP/HTTP receiver listens on."""
+    _, outputs = built
+    url = urlsplit(outputs["collector"])
+    assert url.path == TRACES_PATH and url.hostname is not None and url.port is not None
+    name, namespace, svc = url.hostname.split(".")
+    assert (namespace, svc) == (NS, "svc")
+    collector = objects[charts.OPENTELEMETRY_COLLECTOR.name]
+    service_port(collector, name, url.port)
+    relay = yaml.safe_load(find(collector, "ConfigMap", name)["data"]["relay"])
+    assert relay == telemetry.collector_config(telemetry.jaeger_otlp_endpoint(NS))  # nothing merged in
+    assert relay["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(f":{url.port}")
+    (container,) = pod_spec(find(collector, "Deployment", name))["containers"]
+    assert container["command"] == ["/otelcol-k8s"] and container["args"] == ["--config=/conf/relay.yaml"]
+    # The chart probes the health check extension's port.
+    health = int(relay["extensions"]["health_check"]["endpoint"].rsplit(":", 1)[1])
+    assert (
+        container["readinessProbe"]["httpGet"]["port"]
+        == health
+        == container["livenessProbe"]["httpGet"]["port"]
+    )
+    # Only the OTLP ports: the receivers the chart enables by default are not configured.
+    assert {p["containerPort"] for p in container["ports"]} == {4317, 4318}
+
+
+def test_the_collector_exports_to_jaegers_rendered_service(objects: dict[str, list[dict[str, Any]]]) -> None:
+    collector = objects[charts.OPENTELEMETRY_COLLECTOR.name]
+    relay = yaml.safe_load(find(collector, "ConfigMap")["data"]["relay"])
+    host, port = relay["exporters"]["otlp_grpc/jaeger"]["endpoint"].split(":")
+    name, namespace, _ = host.split(".")
+    assert namespace == NS
+    service_port(objects[charts.JAEGER.name], name, int(port))
+    deployment = find(collector, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    (spread,) = pod_spec(deployment)["topologySpreadConstraints"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert spread["labelSelector"]["matchLabels"].items() <= labels.items()  # it spreads these very pods
+
+
+def test_grafanas_jaeger_url_is_jaegers_rendered_query_port(
+    built: tuple[Recording, dict[str, Any]], objects: dict[str, list[dict[str, Any]]]
+) -> None:
+    _, outputs = built
+    url = urlsplit(outputs["jaeger"])
+    assert url.hostname is not None and url.port is not None
+    name, namespace, _ = url.hostname.split(".")
+    assert namespace == NS
+    jaeger = objects[charts.JAEGER.name]
+    service_port(jaeger, name, url.port)
+    config = yaml.safe_load(find(jaeger, "ConfigMap", "user-config")["data"]["user-config.yaml"])
+    assert config["extensions"]["jaeger_query"]["http"]["endpoint"].endswith(f":{url.port}")
+
+
+def test_jaeger_keeps_its_spans_on_a_gp3_volume_for_the_retention(
+    objects: dict[str, list[dict[str, Any]]],
+) -> None:
+    jaeger = objects[charts.JAEGER.name]
+    deployment = find(jaeger, "Deployment")
+    pod = pod_spec(deployment)
+    (container,) = pod["containers"]
+    assert container["image"] == str(charts.JAEGER_IMAGE)
+    assert container["args"] == ["--config", "/etc/jaeger/user-config.yaml"]
+    config = yaml.safe_load(find(jaeger, "ConfigMap", "user-config")["data"]["user-config.yaml"])
+    assert config == telemetry.jaeger_config(trace_retention_hours=72)
+    (backend,) = config["extensions"]["jaeger_storage"]["backends"].values()
+    data = next(m for m in container["volumeMounts"] if m["mountPath"] == telemetry.BADGER_DIR)
+    volume = next(v for v in pod["volumes"] if v["name"] == data["name"])
+    claim = find(jaeger, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert (
+        claim["spec"]["storageClassName"] == "gp3"
+        and claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    )
+    assert all(path.startswith(f"{data['mountPath']}/") for path in backend["badger"]["directories"].values())
+    # One pod owns the ReadWriteOnce volume: the old pod goes before the next one mounts it.
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert (
+        pod["securityContext"]["fsGroup"] == container["securityContext"]["runAsUser"]
+    )  # it can write there
+    # The chart's probes read the health extension's port.
+    health = int(config["extensions"]["healthcheckv2"]["http"]["endpoint"].rsplit(":", 1)[1])
+    assert container["readinessProbe"]["httpGet"] == {"path": "/status", "port": health, "scheme": "HTTP"}
+
+
+def test_a_changed_retention_rolls_jaeger_and_a_changed_pipeline_rolls_the_others(vendor_dir: Path) -> None:
+    """Each chart's pod template changes with the configuration it mounts, so the controller replaces
+    the running pods instead of leaving them on the old file."""
+
+    def template(chart: charts.Chart, values: dict[str, Any]) -> dict[str, Any]:
+        objects = render(vendor_dir, chart, release=chart.name, namespace=NS, values=values)
+        (workload,) = [o for o in objects if o["kind"] in {"Deployment", "DaemonSet"}]
+        found: dict[str, Any] = workload["spec"]["template"]
+        return found
+
+    def jaeger(hours: int) -> dict[str, Any]:
+        return telemetry.jaeger_values(
+            trace_retention_hours=hours, storage_class="gp3", storage_gib=20, node_selector={}
+        )
+
+    assert template(charts.JAEGER, jaeger(72)) != template(charts.JAEGER, jaeger(48))
+    assert template(charts.JAEGER, jaeger(72)) == template(charts.JAEGER, jaeger(72))
+    fluent_bit = [
+        telemetry.fluent_bit_values(region=REGION, log_group=group, role_arn="arn") for group in ("/a", "/b")
+    ]
+    assert template(charts.FLUENT_BIT, fluent_bit[0]) != template(charts.FLUENT_BIT, fluent_bit[1])
+    collector = [telemetry.collector_values(ns, {}) for ns in (NS, "other")]  # the exporter's endpoint
+    assert template(charts.OPENTELEMETRY_COLLECTOR, collector[0]) != template(
+        charts.OPENTELEMETRY_COLLECTOR, collector[1]
+    )
+
+
+def test_fluent_bit_runs_on_every_node_as_the_irsa_role_and_reads_the_logs_read_only(
+    built: tuple[Recording, dict[str, Any]], objects: dict[str, list[dict[str, Any]]]
+) -> None:
+    recording, _ = built
+    fluent_bit = objects[charts.FLUENT_BIT.name]
+    pod = pod_spec(find(fluent_bit, "DaemonSet"))
+    assert pod["tolerations"] == [{"operator": "Exists"}]  # GPU nodes' taint included: Triton is there
+    assert pod["priorityClassName"] == "system-node-critical"
+    (container,) = pod["containers"]
+    varlog = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/log")
+    assert varlog["readOnly"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [e for e in container.get("env", []) if "AWS" in e["name"]]
+    # The pods' ServiceAccount is the one the role trusts, annotated with that role.
+    account = find(fluent_bit, "ServiceAccount", pod["serviceAccountName"])
+    role = recording.one("aws:iam/role:Role")
+    (trust,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+    subject = f"system:serviceaccount:{NS}:{account['metadata']['name']}"
+    assert subject in trust["Condition"]["StringEquals"].values()
+    assert account["metadata"]["annotations"][telemetry.IRSA_ANNOTATION].endswith(role.name)
+    # The kubernetes filter reads pods and namespaces, nothing else, nothing more.
+    (rule,) = find(fluent_bit, "ClusterRole")["rules"]
+    assert set(rule["resources"]) == {"pods", "namespaces"} and set(rule["verbs"]) == {"get", "list", "watch"}
+    binding = find(fluent_bit, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NS}
+    ]
+
+
+def rendered_fluent_bit_files(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The files of the rendered ConfigMap, as the DaemonSet mounts them (path -> text)."""
+    pod = pod_spec(find(objects, "DaemonSet"))
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    files = {}
+    for mount in container["volumeMounts"]:
+        source = volumes[mount["name"]].get("configMap")
+        if source:
+            for key, text in find(objects, "ConfigMap", source["name"])["data"].items():
+                files[f"{mount['mountPath']}/{key}"] = text
+    return files
+
+
+def test_fluent_bit_reads_the_parsers_file_and_ships_where_the_role_may_write(
+    objects: dict[str, list[dict[str, Any]]],
+) -> None:
+    fluent_bit = objects[charts.FLUENT_BIT.name]
+    files = rendered_fluent_bit_files(fluent_bit)
+    (container,) = pod_spec(find(fluent_bit, "DaemonSet"))["containers"]
+    config = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--config="))
+    sections = fluent_bit_sections(files[config])
+    service = dict(sections)["SERVICE"]
+    parsers = dict(fluent_bit_sections(files[service["Parsers_File"]]))["PARSER"]
+    parser_filter = next(s for kind, s in sections if kind == "FILTER" and s["Name"] == "parser")
+    assert parsers["Name"] == parser_filter["Parser"]
+    (http,) = [p for p in container["ports"] if p["name"] == "http"]
+    assert int(service["HTTP_Port"]) == http["containerPort"]  # what the probes and the Service reach
+    output = dict(sections)["OUTPUT"]
+    assert output["log_group_name"] == "/inferstack/ml-prod/containers" and output["region"] == REGION
+    # The tail database is on the node, in a mount the container may write.
+    state = next(
+        m for m in container["volumeMounts"] if dict(sections)["INPUT"]["DB"].startswith(m["mountPath"])
+    )
+    assert not state.get("readOnly")
+
+
+def test_the_releases_wait_for_what_their_pods_need(built: tuple[Recording, dict[str, Any]]) -> None:
+    recording, _ = built
+    by_type = {r.type: r.urn for r in recording if r.type != RELEASE}
+    namespace = by_type["kubernetes:core/v1:Namespace"]
+    fluent_bit = release_of(recording, charts.FLUENT_BIT)
+    # Its pods ship from their first line: the group exists (the role may not create it) and the role
+    # may write to it.
+    for needed in ("aws:cloudwatch/logGroup:LogGroup", "aws:iam/rolePolicy:RolePolicy", "aws:iam/role:Role"):
+        assert by_type[needed] in fluent_bit.dependencies, needed
+    assert by_type["aws:iam/role:Role"] in fluent_bit.property_dependencies["values"]
+    jaeger = release_of(recording, charts.JAEGER)
+    collector = release_of(recording, charts.OPENTELEMETRY_COLLECTOR)
+    assert {namespace, jaeger.urn} <= set(collector.dependencies)
+    assert namespace in jaeger.dependencies and namespace in fluent_bit.dependencies
+
+
+# --- Fluent Bit's parser, as the chart gives it, on Triton's real lines ----------------------------------
+
+
+def triton_parser(vendor_dir: Path) -> Regex:
+    """The regex of the parsers file the chart mounts for Fluent Bit, compiled as Fluent Bit compiles it."""
     if library() is None:
         unavailable("libonig (Oniguruma) not found: it runs Fluent Bit's regex as Fluent Bit would")
-    (parsers,) = fluent_bit_sections(telemetry.fluent_bit_parsers())
+    values = telemetry.fluent_bit_values(region=REGION, log_group="/inferstack/x/c", role_arn="arn")
+    objects = render(
+        vendor_dir, charts.FLUENT_BIT, release=charts.FLUENT_BIT.name, namespace=NS, values=values
+    )
+    files = rendered_fluent_bit_files(objects)
+    (config,) = [text for path, text in files.items() if path.endswith("/fluent-bit.conf")]
+    parsers_file = dict(fluent_bit_sections(config))["SERVICE"]["Parsers_File"]
+    (parsers,) = fluent_bit_sections(files[parsers_file])
     return Regex(parsers[1]["Regex"], list(LOG_LINE.groupindex))
 
 
 @pytest.fixture(scope="module")
-def fluent_bit_parser() -> Regex:
-    return triton_parser()
+def fluent_bit_parser(vendor_dir: Path) -> Regex:
+    return triton_parser(vendor_dir)
 
 
 def fluent_bit_fields_agree(parser: Regex, lines: list[str]) -> int:
@@ -157,91 +457,7 @@ def test_python_spelling_of_the_pattern_would_not_load_in_fluent_bit(fluent_bit_
         Regex(LOG_LINE_PATTERN, list(LOG_LINE.groupindex))
 
 
-# --- manifests ----------------------------------------------------------------------------------------
-
-
-def manifests() -> list[dict[str, Any]]:
-    return [
-        telemetry.collector_config_map(NS),
-        telemetry.collector_deployment(NS, {"inferstack.io/node-role": "system"}),
-        telemetry.jaeger_config_map(NS, trace_retention_hours=72),
-        telemetry.jaeger_stateful_set(NS, storage_class="gp3", storage_gib=20, node_selector={}),
-        telemetry.service(telemetry.JAEGER, NS, [("otlp-grpc", 4317), ("query", 16686)]),
-        telemetry.fluent_bit_config_map(NS, region=REGION, log_group="/inferstack/x/c"),
-        telemetry.fluent_bit_service_account(NS, "arn:aws:iam::123456789012:role/fluent-bit"),
-        telemetry.fluent_bit_cluster_role(),
-        telemetry.fluent_bit_cluster_role_binding(NS),
-        telemetry.fluent_bit_daemon_set(NS),
-    ]
-
-
-@pytest.mark.parametrize("manifest", manifests(), ids=lambda m: f"{m['kind']}-{m['metadata']['name']}")
-def test_every_manifest_validates(manifest: dict[str, Any]) -> None:
-    validate_k8s(manifest)
-
-
-def test_fluent_bit_runs_on_every_node_and_reads_the_logs_read_only() -> None:
-    pod = telemetry.fluent_bit_daemon_set(NS)["spec"]["template"]["spec"]
-    assert pod["tolerations"] == [{"operator": "Exists"}]  # GPU nodes' taint included: Triton is there
-    (container,) = pod["containers"]
-    varlog = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/log")
-    assert varlog["readOnly"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert not [e for e in container.get("env", []) if "AWS" in e["name"]]
-
-
-def test_a_bad_manifest_is_caught_by_the_schema() -> None:
-    broken = telemetry.fluent_bit_daemon_set(NS)
-    broken["spec"]["template"]["spec"]["tolerations"] = [{"operator": "Maybe", "effect": 3}]
-    with pytest.raises(Exception, match=r"3 is not of type .string."):
-        validate_k8s(broken)
-
-
-# --- the component under mocks --------------------------------------------------------------------
-
-
-def build() -> dict[str, Any]:
-    provider = k8s.Provider("k8s", kubeconfig="{}")
-    component = Telemetry("telemetry", args(region=REGION), pulumi.ResourceOptions(provider=provider))
-    return {"collector": component.collector_url, "jaeger": component.jaeger_url}
-
-
-@pytest.fixture(scope="module")
-def built() -> tuple[Recording, dict[str, Any]]:
-    return run_program(build)
-
-
-def test_the_component_registers_the_pipeline_under_itself(built: tuple[Recording, dict[str, Any]]) -> None:
-    recording, outputs = built
-    assert outputs == {
-        "collector": "http://otel-collector.telemetry.svc:4318/v1/traces",
-        "jaeger": "http://jaeger.telemetry.svc:16686",
-    }
-    for kind in ("apps/v1:Deployment", "apps/v1:StatefulSet", "apps/v1:DaemonSet"):
-        (workload,) = recording.of_type(f"kubernetes:{kind}")
-        assert workload.parent_type == "inferstack:telemetry:Telemetry"
-        assert "k8s" in workload.provider
-        (container,) = workload.inputs["spec"]["template"]["spec"]["containers"]
-        assert rules.pinned_images(workload.type, workload.inputs, {}) == [], container["image"]
-    group = recording.one("aws:cloudwatch/logGroup:LogGroup").inputs
-    assert group == {**group, "name": "/inferstack/ml-prod/containers", "retentionInDays": 30}
-    kubernetes = [r for r in recording if r.type.startswith("kubernetes:")]
-    assert [r.name for r in kubernetes if rules.no_static_aws_keys(r.type, r.inputs, {})] == []
-
-
-def test_only_fluent_bits_service_account_assumes_the_log_role(
-    built: tuple[Recording, dict[str, Any]],
-) -> None:
-    recording, _ = built
-    role = recording.one("aws:iam/role:Role").inputs
-    (trust,) = json.loads(role["assumeRolePolicy"])["Statement"]
-    conditions = trust["Condition"]["StringEquals"]
-    assert "system:serviceaccount:telemetry:fluent-bit" in conditions.values()
-    policy = json.loads(recording.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
-    (statement,) = policy["Statement"]
-    group = f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/inferstack/ml-prod/containers"
-    assert statement["Resource"] == [group, f"{group}:*"]
-    account = recording.one("kubernetes:core/v1:ServiceAccount").inputs["metadata"]
-    assert account["name"] == "fluent-bit" and account["annotations"]["eks.amazonaws.com/role-arn"]
+# --- bad input ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -263,3 +479,9 @@ def test_bad_input_is_refused_before_anything_is_registered(overrides: dict[str,
 def test_a_name_too_long_for_the_role_is_refused() -> None:
     recording, error = run_invalid(lambda: Telemetry("t" * 50, args(region=REGION)))
     assert error.field == "name" and "64" in error.allowed and recording.resources == []
+
+
+def test_the_docs_name_the_pinned_chart_versions() -> None:
+    page = (ROOT / "docs" / "operations" / "traces-and-logs.md").read_text()
+    for chart in (charts.OPENTELEMETRY_COLLECTOR, charts.JAEGER, charts.FLUENT_BIT):
+        assert f"`{chart.name}` {chart.version}" in page, chart.name

@@ -1,7 +1,8 @@
 """A small IAM policy evaluator, enough to check least privilege of the documents inferstack writes.
 
 Explicit Deny wins, then any Allow; Action/Resource wildcards and the StringEquals / StringLike /
-Bool condition operators are supported. Anything else in a policy makes it raise, so a test can
+Bool / StringEqualsIfExists / ForAllValues:StringEquals condition operators are supported (a
+multi-valued key such as ``aws:TagKeys`` is given as a list). Anything else in a policy makes it raise, so a test can
 never pass by evaluating a policy it does not understand.
 """
 
@@ -15,10 +16,19 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _conditions_hold(conditions: dict[str, Any], context: dict[str, str]) -> bool:
+def _conditions_hold(conditions: dict[str, Any], context: dict[str, Any]) -> bool:
     for operator, tests in conditions.items():
         for key, expected in tests.items():
             actual = context.get(key)
+            if operator == "ForAllValues:StringEquals":
+                # Every value given is among the expected ones (none given: it holds, as in IAM).
+                if not all(value in _list(expected) for value in _list(actual or [])):
+                    return False
+                continue
+            if operator == "StringEqualsIfExists":
+                if actual is not None and actual not in _list(expected):
+                    return False
+                continue
             if actual is None:
                 return False
             if operator == "StringEquals" or operator == "Bool":
@@ -33,7 +43,7 @@ def _conditions_hold(conditions: dict[str, Any], context: dict[str, str]) -> boo
 
 
 def allowed(
-    policy: dict[str, Any], action: str, resource: str, context: dict[str, str] | None = None
+    policy: dict[str, Any], action: str, resource: str, context: dict[str, Any] | None = None
 ) -> bool:
     context = context or {}
     decision = False

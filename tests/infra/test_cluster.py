@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
 from pulumi.runtime import rpc
 
-from inferstack.infra.cluster import LOG_TYPES, Cluster, ClusterArgs, admin_principals, kubeconfig
+from inferstack.infra.aws_identity import AwsIdentity
+from inferstack.infra.cluster import (
+    ACCESS_SETTLE_S,
+    LOG_TYPES,
+    Cluster,
+    ClusterArgs,
+    access_settle_s,
+    admin_principals,
+    kubeconfig,
+)
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION, EKS_ADDON_VERSIONS
 from tests.harness import ACCOUNT_ID, run_invalid, run_program
 from tests.infra.iam import allowed
@@ -168,6 +178,36 @@ def test_kubeconfig_uses_the_exec_plugin_and_is_secret() -> None:
     built = yaml.safe_load(given["value"])
     assert built["clusters"][0]["cluster"]["server"] == "https://prod-eks.eks.us-east-1.amazonaws.com"
     assert built["users"][0]["user"]["exec"]["args"][3] == "prod"
+
+
+def test_the_token_is_got_as_the_stacks_own_identity() -> None:
+    """The provider's profile and role go on get-token's command line, where ambient credentials
+    cannot override them: the token's principal is the one the deployer's access entry names."""
+    role = "arn:aws:iam::123456789012:role/deployer"
+    recording, _ = run_program(lambda: build(identity=AwsIdentity(profile="prod-admin", role_arn=role)))
+    given = recording.one("pulumi:providers:kubernetes").inputs["kubeconfig"]["value"]
+    exec_ = yaml.safe_load(given)["users"][0]["user"]["exec"]
+    assert exec_["args"][8:] == ["--role-arn", role, "--profile", "prod-admin"]
+    assert "env" not in exec_
+    plain = yaml.safe_load(kubeconfig("prod", "https://x.eks", "Y2E=", "eu-west-1"))
+    assert plain["users"][0]["user"]["exec"]["args"][-2:] == ["--output", "json"]
+
+
+def test_the_kubeconfig_comes_out_only_after_the_deployers_access_settles() -> None:
+    recording, _ = run_program(build)
+    provider = recording.one("pulumi:providers:kubernetes")
+    deployer = recording.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation", "prod-deployer")
+    # The kubeconfig is computed from the association's time, so its first call waits for it.
+    assert deployer.urn in provider.property_dependencies["kubeconfig"]
+
+
+def test_the_access_settle_wait_is_bounded_and_once() -> None:
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    just = (now - timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
+    assert access_settle_s(just, now) == ACCESS_SETTLE_S - 5
+    assert access_settle_s((now - timedelta(minutes=5)).isoformat(), now) == 0  # a later `up`
+    assert access_settle_s(None, now) == 0
+    assert access_settle_s(now.isoformat(), now) <= ACCESS_SETTLE_S
 
 
 def test_cluster_and_node_roles_trust_the_right_services() -> None:

@@ -40,12 +40,13 @@ def test_dev_by_hand(dev: offline.Recording) -> None:
         "GPU spot (min)": 0.0,
         "GPU spot (expected)": 1 * 1.006 * 0.35 * 730,  # one replica's GPU: 257.033
         "GPU spot (max)": 4 * 1.006 * 0.35 * 730,  # 2 zones x 2: 1028.132
-        # volumes: 3 x 50 GiB system, 2 x 200 GiB on demand, 1 x 200 GiB spot; 20 GB of models; 1 KMS key
-        "storage": 750 * 0.08 + 20 * 0.023 + 1 * 1.0,  # 61.46
+        # volumes: 3 x 50 GiB system, 2 x 200 GiB on demand, 1 x 200 GiB spot; 20 GB of models;
+        # 2 KMS keys (the cluster's secrets, its volumes)
+        "storage": 750 * 0.08 + 20 * 0.023 + 2 * 1.0,  # 62.46
         "load balancers": 0.0,
     }
     assert lines == pytest.approx(by_hand, abs=1e-6)
-    total = 73.0 + 36.5 + 441.504 + 1468.76 + 257.033 + 61.46  # spot min and max are not added
+    total = 73.0 + 36.5 + 441.504 + 1468.76 + 257.033 + 62.46  # spot min and max are not added
     assert result.total == pytest.approx(total, abs=1e-6)
     all_on_demand = total - 257.033 + 1 * 1.006 * 730
     assert result.all_on_demand == pytest.approx(all_on_demand, abs=1e-6)
@@ -85,6 +86,60 @@ def test_only_services_that_may_run_on_spot_ask_spot_for_gpus() -> None:
     assert footprint([deployment(["spot", "on-demand"])]).spot_gpu_demand == 8
     assert footprint([deployment(["spot"], replicas=1, gpus=1)]).spot_gpu_demand == 1
     assert footprint([deployment(["on-demand"])]).spot_gpu_demand == 0
+    assert footprint([deployment(["on-demand"])]).on_demand_gpu_demand == 8
+
+
+KARPENTER = {**DEPLOYER, "inferstack:capacity": "karpenter"}
+RESERVED = (
+    '{"kind": "capacity-block", "reservationIds": ["cr-0123456789abcdef0", "cr-0123456789abcdef1"], '
+    '"instanceType": "g5.12xlarge", "instances": 2, "zone": "us-east-1a", "hourlyPrice": 3.5}'
+)
+
+
+def test_dev_on_karpenter_by_hand() -> None:
+    """dev with Karpenter: no idle on-demand GPU node (nodes follow the pods, and the demo service may
+    run on spot); the spot pool reaches its limit of 2 zones x 2 nodes; GPU volumes are the node
+    class's 200 GiB."""
+    result = estimate(footprint(offline.run_stack(STACKS, "dev", KARPENTER)), load_prices(), model_gb=20)
+    lines = {line.group: line.monthly for line in result.lines}
+    assert lines == pytest.approx(
+        {
+            "control plane": 0.10 * 730,
+            "NAT": (1 * 0.045 + 1 * 0.005) * 730,
+            "system nodes": 3 * 0.2016 * 730,
+            "GPU on-demand baseline": 0.0,
+            "GPU spot (min)": 0.0,
+            "GPU spot (expected)": 1 * 1.006 * 0.35 * 730,
+            "GPU spot (max)": 4 * 1.006 * 0.35 * 730,
+            "storage": (3 * 50 + 1 * 200) * 0.08 + 20 * 0.023 + 2 * 1.0,  # 2 KMS keys: secrets, volumes
+            "load balancers": 0.0,
+        },
+        abs=1e-6,
+    )
+
+
+def test_an_on_demand_only_service_gets_on_demand_pool_nodes() -> None:
+    recording = offline.run_stack(STACKS, "dev", KARPENTER)
+    pools = [r for r in recording if r.type == "kubernetes:karpenter.sh/v1:NodePool"]
+    fp = footprint([*pools, deployment(["on-demand"], replicas=3, gpus=1)])
+    (on_demand,) = [g for g in fp.node_groups if not g.spot]
+    assert (on_demand.desired_size, on_demand.max_size, on_demand.instance_type) == (3, 4, "g5.xlarge")
+
+
+@pytest.mark.parametrize("mode", ["managed-node-groups", "karpenter"])
+def test_reserved_capacity_is_priced_whole_in_both_modes(mode: str) -> None:
+    settings = {**DEPLOYER, "inferstack:capacity": mode, "inferstack:gpu.reserved": RESERVED}
+    fp = footprint(offline.run_stack(STACKS, "dev", settings))
+    reserved = [g for g in fp.node_groups if g.reserved]
+    assert sum(g.max_size for g in reserved) == 4 and {g.instance_type for g in reserved} == {"g5.12xlarge"}
+    lines = {line.group: line for line in estimate(fp, load_prices(), reserved_hourly=3.5).lines}
+    assert lines["GPU reserved"].monthly == pytest.approx(4 * 3.5 * 730)
+    assert lines["GPU reserved"].in_total
+    # An ODCR costs the on-demand price: without a price, the table's.
+    odcr = {line.group: line for line in estimate(fp, load_prices()).lines}
+    assert odcr["GPU reserved"].monthly == pytest.approx(4 * 5.672 * 730)
+    # Not counted as baseline or spot.
+    assert lines["GPU on-demand baseline"].detail.endswith("g5.xlarge")
 
 
 def test_the_packaged_table_is_dated_and_sourced() -> None:

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.network import Network, NetworkArgs, Zone, choose_zones, plan_subnets, zone_problems
+from inferstack.infra.network import Network, NetworkArgs, plan_subnets
+from inferstack.infra.zones import Zone, choose_zones, zone_problems
 from tests.harness import ZONES, run_invalid, run_program
 
 Z3 = ["us-east-1a", "us-east-1b", "us-east-1c"]
@@ -99,6 +100,19 @@ def test_network_resources(nat: str, gateways: int) -> None:
     assert all(len(r) == (1 if gateways else 0) for r in routes)
     vpc = recording.one("aws:ec2/vpc:Vpc")
     assert vpc.inputs["enableDnsHostnames"] and vpc.inputs["cidrBlock"] == "10.0.0.0/16"
+
+
+@pytest.mark.parametrize("nat", ["per_zone", "single"])
+def test_s3_traffic_takes_the_gateway_endpoint_not_the_nat(nat: str) -> None:
+    """Model pulls and image layers come from S3: a gateway endpoint on every private route table
+    keeps them off the NAT's per-GB charge, without any interface endpoint."""
+    args = NetworkArgs(cluster_name="prod", nat=nat)  # type: ignore[arg-type]
+    recording, _ = run_program(lambda: Network("net", args))
+    (s3,) = recording.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert s3.inputs["serviceName"] == "com.amazonaws.us-east-1.s3"
+    assert s3.inputs["vpcEndpointType"] == "Gateway"
+    private_tables = {f"net-private-{zone}-id" for zone in ZONES}
+    assert set(s3.inputs["routeTableIds"]) == private_tables
 
 
 def test_nat_per_zone_routes_each_zone_through_its_own_gateway() -> None:

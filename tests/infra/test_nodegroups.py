@@ -103,6 +103,9 @@ def test_autoscaler_tags_make_scale_from_zero_possible() -> None:
     assert tags[f"{TEMPLATE}/label/{CAPACITY_TYPE_LABEL}"] == "on-demand"
     assert tags[f"{TEMPLATE}/label/topology.kubernetes.io/zone"] == "us-east-1b"
     assert tags[f"{TEMPLATE}/label/k8s.amazonaws.com/accelerator"] == "A10G"
+    # Without it the template has no ephemeral storage (kubernetes/autoscaler#1869): what the 200 GiB
+    # root volume allocates once the kubelet keeps its share.
+    assert tags[f"{TEMPLATE}/resources/ephemeral-storage"] == "177Gi"
     # ... and the node template reaches the Auto Scaling group itself, where the autoscaler reads it;
     # the two discovery tags EKS puts there itself are left to EKS (two owners would fight over them).
     asg_tags = {

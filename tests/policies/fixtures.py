@@ -13,12 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from inferstack.components.karpenter import NodePoolPlan, ec2_node_class, node_pool
+from inferstack.infra.karpenter import queue_policy
 from inferstack.stacks.offline import Recorded
 
 Stack = list[Recorded]
 Change = Callable[[Stack], Stack]
 
 CIDR = "203.0.113.0/24"
+EPHEMERAL_TAG = "node-template/resources/ephemeral-storage"
 FAKE_KEY_ID = "AKIA" + "TESTONLYNOTAKEY0"  # the shape of an access key id, split so scanners skip it
 
 
@@ -87,6 +90,36 @@ def drop(*names: str) -> Change:
         missing = [n for n in names if not any(is_(r, n) for r in stack)]
         assert not missing, f"not in the stack: {missing}"
         return [r for r in stack if not is_any(r, names)]
+
+    return apply
+
+
+def without_ephemeral_storage_tags(stack: Stack, group: str = "") -> Stack:
+    """The node groups (or the one whose name ends with ``group``) as main left them: no node-template
+    ephemeral-storage tag on the Auto Scaling group or on the managed group."""
+    urns = {r.urn for r in stack if r.type == "aws:eks/nodeGroup:NodeGroup" and r.name.endswith(group)}
+    result = []
+    for resource in stack:
+        if (
+            resource.type == "aws:autoscaling/tag:Tag"
+            and resource.inputs["tag"]["key"].endswith(EPHEMERAL_TAG)
+            and urns & set(resource.property_dependencies.get("autoscalingGroupName", ()))
+        ):
+            continue
+        if resource.urn in urns:
+            inputs = copy.deepcopy(resource.inputs)
+            inputs["tags"] = {k: v for k, v in inputs["tags"].items() if not k.endswith(EPHEMERAL_TAG)}
+            resource = replace(resource, inputs=inputs)
+        result.append(resource)
+    return result
+
+
+def timeouts(name: str, **given: float) -> Change:
+    """The resource ``name`` with these customTimeouts (in seconds) only: none given, none set."""
+
+    def apply(stack: Stack) -> Stack:
+        assert any(is_(r, name) for r in stack), f"not in the stack: {name}"
+        return [replace(r, custom_timeouts=dict(given)) if is_(r, name) else r for r in stack]
 
     return apply
 
@@ -223,8 +256,72 @@ def _aws_secret_literal() -> Recorded:
     )
 
 
+def _workload(kind: str, name: str, image: str) -> Recorded:
+    """A pod controller of ``kind`` running ``image``: the stacks run none of these kinds first-party."""
+    labels = {"app": name}
+    spec = {"containers": [{"name": name, "image": image}]}
+    template = {"metadata": {"labels": labels}, "spec": spec}
+    body: dict[str, Any] = {"selector": {"matchLabels": labels}, "template": template}
+    if kind == "StatefulSet":
+        body["serviceName"] = name
+    inputs = {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "ranker"},
+        "spec": body,
+    }
+    return resource(f"kubernetes:apps/v1:{kind}", name, inputs)
+
+
 def _key_in_helm_values(inputs: dict[str, Any]) -> None:
     inputs["values"]["awsSecretAccessKey"] = "not-a-real-secret"
+
+
+# --- Karpenter's objects, from the builders `capacity: karpenter` uses ----------------------------------
+
+QUEUE = "aws:sqs/queue:Queue"
+PROD_BUDGETS = {"karpenter-disruption-bounded": {"enforcementLevel": "mandatory", "maxNodes": 1}}
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+
+
+def pool_resource(
+    *,
+    prod: bool,
+    types: tuple[str, ...] = ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"),
+    expire: str | None = None,
+    change: Callable[[dict[str, Any]], Any] = lambda pool: None,
+) -> Recorded:
+    manifest = node_pool(NodePoolPlan("gpu-spot", "spot", types, ZONES, 18), prod=prod)
+    if expire is not None:
+        manifest["spec"]["template"]["spec"]["expireAfter"] = expire
+    change(manifest)
+    return resource("kubernetes:karpenter.sh/v1:NodePool", "karpenter-gpu-spot", manifest)
+
+
+def node_class_resource(change: Callable[[dict[str, Any]], Any]) -> Recorded:
+    manifest = ec2_node_class(
+        "gpu",
+        cluster_name="c",
+        kubernetes_version="1.35",
+        instance_profile="p",
+        disk_gib=200,
+        tags={},
+        kms_key_id="arn:aws:kms:us-east-1:123456789012:key/volumes",  # the stack's volume key
+    )
+    change(manifest["spec"])
+    return resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "karpenter-gpu", manifest)
+
+
+def karpenter_release(settings: dict[str, Any]) -> Recorded:
+    values = {"settings": settings}
+    inputs = {"chart": "oci://public.ecr.aws/karpenter/karpenter", "values": values}
+    return resource("kubernetes:helm.sh/v3:Release", "karpenter-controller", inputs)
+
+
+def queue_policy_resource(principal: Any) -> Recorded:
+    document = queue_policy("arn:aws:sqs:us-east-1:123456789012:c")
+    document["Statement"][0]["Principal"] = principal
+    return resource("aws:sqs/queuePolicy:QueuePolicy", "interruptions", {"policy": json.dumps(document)})
 
 
 CASES: list[Case] = [
@@ -245,18 +342,21 @@ CASES: list[Case] = [
     ),
     Case(
         "pinned-images",
-        edit(f"DaemonSet {FLUENT_BIT}", lambda i: pod(i)["containers"][0].update(image="fluent/fluent-bit")),
+        add(_workload("DaemonSet", "node-agent", "fluent/fluent-bit")),
         "has no tag",
         label="daemonset",
     ),
     Case(
         "pinned-images",
-        edit(
-            "StatefulSet telemetry-jaeger",
-            lambda i: pod(i)["containers"][0].update(image="jaegertracing/jaeger:latest"),
-        ),
+        add(_workload("StatefulSet", "store", "jaegertracing/jaeger:latest")),
         "latest",
         label="statefulset",
+    ),
+    Case(
+        "pinned-images",
+        edit(f"Release {FLUENT_BIT}", lambda i: i["values"]["image"].update(tag="latest")),
+        "latest",
+        label="telemetry-chart",
     ),
     Case(
         "pinned-charts",
@@ -308,6 +408,21 @@ CASES: list[Case] = [
         "not encrypted",
     ),
     Case(
+        "encrypted-volumes",
+        edit(
+            "LaunchTemplate nodes-gpu-us-east-1a-lt",
+            lambda i: i["blockDeviceMappings"][0]["ebs"].pop("kmsKeyId"),
+        ),
+        "default EBS key",
+        label="default-key",
+    ),
+    Case(
+        "encrypted-volumes",
+        edit("StorageClass storage-gp3", lambda i: i["parameters"].pop("kmsKeyId")),
+        "no parameters.kmsKeyId",
+        label="storage-class",
+    ),
+    Case(
         "gpu-nodes-tainted",
         edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i.update(taints=[])),
         "taint",
@@ -350,10 +465,8 @@ CASES: list[Case] = [
     Case(
         "no-static-aws-keys",
         edit(
-            f"DaemonSet {FLUENT_BIT}",
-            lambda i: pod(i)["containers"][0].update(
-                env=[{"name": "AWS_ACCESS_KEY_ID", "value": FAKE_KEY_ID}]
-            ),
+            f"Release {FLUENT_BIT}",
+            lambda i: i["values"].update(env=[{"name": "AWS_ACCESS_KEY_ID", "value": FAKE_KEY_ID}]),
         ),
         "AWS_ACCESS_KEY_ID",
         label="log-shipper",
@@ -515,6 +628,39 @@ CASES: list[Case] = [
         label="capacity",
     ),
     Case(
+        "await-covers-wait", timeouts("Service ranker-svc"), "waits for a ready pod, up to 1500 s on create"
+    ),
+    Case(
+        "await-covers-wait",
+        timeouts("Deployment ranker-deployment", create=1560, update=1560),
+        "up to 19260 s on update",
+        label="rollout",
+    ),
+    Case(
+        "await-covers-wait",
+        edit("Release monitoring-kube-prometheus-stack", lambda i: i.update(timeout=300)),
+        "helm gives up after 300 s",
+        label="release",
+    ),
+    Case(
+        "pods-wait-for-references",
+        not_after("Deployment ranker-deployment", "ServiceAccount ranker-sa"),
+        "names ServiceAccount ranker",
+    ),
+    Case(
+        "pods-wait-for-references",
+        not_after("DaemonSet telemetry-fluent-bit", "ServiceAccount telemetry-fluent-bit"),
+        "names ServiceAccount fluent-bit",
+        label="fluent-bit",
+    ),
+    Case("node-template-fits", without_ephemeral_storage_tags, "ephemeral-storage: needs 44.00Gi"),
+    Case(
+        "node-template-fits",
+        edit("Deployment ranker-deployment", lambda i: triton(i)["resources"]["requests"].update(cpu="3.5")),
+        "cpu: needs",
+        label="cpu",
+    ),
+    Case(
         "zones",
         edit("Subnet network-private-us-east-1c", lambda i: i.update(availabilityZone="us-east-1a")),
         "2 zone(s)",
@@ -573,5 +719,93 @@ CASES: list[Case] = [
         ),
         "not one bucket",
         label="list",
+    ),
+    # Karpenter's objects, added to the prod stack as `capacity: karpenter` registers them.
+    Case(
+        "karpenter-disruption-bounded",
+        add(pool_resource(prod=False)),
+        "lets 10% node(s) be disrupted at once",
+        good=add(pool_resource(prod=True)),
+        config=PROD_BUDGETS,
+    ),
+    Case(
+        "karpenter-disruption-bounded",
+        add(pool_resource(prod=True, expire="Never")),
+        "never expire",
+        config=PROD_BUDGETS,
+        label="expiry",
+    ),
+    Case(
+        "interruption-queue-scoped",
+        add(queue_policy_resource({"AWS": "*"})),
+        "only ['events.amazonaws.com', 'sqs.amazonaws.com'] may",
+        good=add(queue_policy_resource({"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]})),
+    ),
+    Case(
+        "interruption-queue-scoped",
+        add(resource(QUEUE, "interruptions", {"name": "c", "messageRetentionSeconds": 300})),
+        "not encrypted",
+        good=add(resource(QUEUE, "interruptions", {"name": "c", "sqsManagedSseEnabled": True})),
+        label="sse",
+    ),
+    Case(
+        "gpu-nodes-tainted",
+        add(pool_resource(prod=True, change=lambda p: p["spec"]["template"]["spec"].update(taints=[]))),
+        "GPU NodePool lacks",
+        good=add(pool_resource(prod=True)),
+        label="node-pool",
+    ),
+    Case(
+        "spot-diversified",
+        add(pool_resource(prod=True, types=("g5.xlarge", "g6.xlarge"))),
+        "spot NodePool draws from 2",
+        good=add(pool_resource(prod=True)),
+        label="node-pool",
+    ),
+    Case(
+        "gpu-max-bounded",
+        add(pool_resource(prod=True, change=lambda p: p["spec"].pop("limits"))),
+        "unbounded",
+        good=add(pool_resource(prod=True)),
+        label="node-pool",
+    ),
+    Case(
+        "imds-v2-hop-limit-1",
+        add(node_class_resource(lambda spec: spec["metadataOptions"].update(httpPutResponseHopLimit=2))),
+        "hop limit is 2",
+        good=add(node_class_resource(lambda spec: None)),
+        label="node-class",
+    ),
+    Case(
+        "encrypted-volumes",
+        add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].pop("kmsKeyID"))),
+        "no ebs.kmsKeyID",
+        good=add(node_class_resource(lambda spec: None)),
+        label="node-class-default-key",
+    ),
+    Case(
+        "encrypted-volumes",
+        add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].update(encrypted=False))),
+        "not encrypted",
+        good=add(node_class_resource(lambda spec: None)),
+        label="node-class",
+    ),
+    Case(
+        "encrypted-volumes",
+        add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].pop("kmsKeyID"))),
+        "no ebs.kmsKeyID",
+        good=add(node_class_resource(lambda spec: None)),
+        label="node-class-default-key",
+    ),
+    Case(
+        "karpenter-interruptions",
+        add(karpenter_release({"clusterName": "c"})),
+        "has no interruption queue",
+    ),
+    Case(
+        "karpenter-interruptions",
+        add(karpenter_release({"interruptionQueue": "q"})),
+        "which this stack does not create",
+        label="queue",
     ),
 ]

@@ -7,7 +7,6 @@ sent through ``Configure``, as ``pulumi preview --policy-pack-config`` sends it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import yaml
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.policies.analyzer import PolicyPackProcess, Violation
-from inferstack.policies.pack import policies
 from inferstack.policies.pack_config import load, stack_config_path
 from inferstack.policies.rules import RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
@@ -134,16 +132,3 @@ def test_a_hundred_services_on_the_default_node_groups_are_refused(
         "leaves 20 of the node groups' 30 at maximum size",
         "100 GPU service(s) scale to 1200 GPUs at their maximum replicas, but the GPU node groups reach only 30",
     ]
-
-
-def test_the_readme_documents_every_policy_and_counts_them() -> None:
-    readme = (ROOT / "README.md").read_text()
-    rows = re.findall(r"^\| (`[a-z0-9-]+`(?:, `[a-z0-9-]+`)*) \| (resource|stack) \|", readme, re.M)
-    documented = {name.strip("`"): scope for names, scope in rows for name in names.split(", ")}
-    served = {p.name for p in policies()}
-    assert set(documented) == served
-    per_scope = {s: sum(1 for v in documented.values() if v == s) for s in ("resource", "stack")}
-    assert (
-        f"of {len(served)} policies: {per_scope['resource']} look at one resource, "
-        f"{per_scope['stack']} at the" in readme
-    )

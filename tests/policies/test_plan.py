@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from inferstack.cli.main import main
+from inferstack.components.charts import CHARTS
 from inferstack.stacks import offline
 from inferstack.stacks.offline import with_settings
 from tests.conftest import ROOT
@@ -155,3 +157,15 @@ def test_the_plan_follows_the_stacks_region() -> None:
     assert subnets == {"eu-west-1a", "eu-west-1b"}
     kubeconfig = recording.one("pulumi:providers:kubernetes").inputs["kubeconfig"]["value"]
     assert "--region\n      - eu-west-1" in kubeconfig or '"eu-west-1"' in kubeconfig
+
+
+def test_plan_shows_each_release_at_its_pinned_chart_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["plan", "-s", "prod", "--stacks-dir", str(ROOT / "stacks"), "--out", str(tmp_path)]
+    assert main([*arguments, *DEPLOYER_ARGS]) == 0
+    line = re.compile(r"^ *\+ kubernetes:helm\.sh/v3:Release +(\S+)  \(chart (\S+) (\S+)\)$")
+    releases = [m.groups() for m in map(line.match, capsys.readouterr().out.splitlines()) if m]
+    assert {chart: version for _, chart, version in releases} == {c.name: c.version for c in CHARTS}
+    telemetry = {name: chart for name, chart, _ in releases if name.startswith("inferstack-prod-telemetry-")}
+    assert sorted(telemetry.values()) == ["fluent-bit", "jaeger", "opentelemetry-collector"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -284,6 +285,23 @@ def test_publish_verify_and_overwrite_through_the_cli(
     assert main(["models", "verify", *target]) == 1
     out = capsys.readouterr().out
     assert "demo/1/model.pt: sha256" in out and "1 problem(s)" in out
+
+
+def test_publish_served_only_and_prune_through_the_cli(
+    tmp_path: Path, moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = boto3.client("s3", endpoint_url=moto_endpoint)
+    client.create_bucket(Bucket="served")
+    repo = build_demo_repository(tmp_path / "repo")
+    target = ["s3://served/prod", "--endpoint-url", moto_endpoint]
+    assert main(["models", "publish", str(repo), *target]) == 0
+    shutil.copytree(repo / "demo" / "1", repo / "demo" / "2")  # a new version; the policy serves the newest
+    assert main(["models", "publish", str(repo), *target, "--served-only", "--prune"]) == 0
+    out = capsys.readouterr().out
+    assert "pruned prod/demo/1/model.pt" in out and ", 2 pruned" in out, out
+    listed = sorted(o["Key"] for o in client.list_objects_v2(Bucket="served")["Contents"])
+    assert not [key for key in listed if key.startswith("prod/demo/1/")], listed
+    assert main(["models", "verify", *target]) == 0
 
 
 @pytest.mark.real_server

@@ -145,3 +145,16 @@ def test_pip_install_without_extras_imports_the_components_on_each_supported_pyt
         result = subprocess.run([str(cli), *arguments], capture_output=True, text=True, timeout=300)
         assert result.returncode == 2, result.stderr
         assert f"pip install 'inferstack[{extra}]'" in result.stderr and "Traceback" not in result.stderr
+    # The program and its stack files ship in the wheel: a plan from an empty folder, no checkout.
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    plan = subprocess.run(
+        [str(cli), "plan", "-s", "dev", "-c", 'inferstack:cluster.publicAccessCidrs=["198.51.100.7/32"]'],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=empty,
+    )
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert "inferstack:platform:InferencePlatform" in plan.stdout
+    assert list((empty / "out" / "plan" / "dev").glob("*.yaml"))

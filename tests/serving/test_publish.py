@@ -333,3 +333,31 @@ def test_verify_compares_every_object_with_the_manifest(tmp_path: Path, s3: Any)
     assert any(p.startswith("demo/1/model.pt: sha256") for p in problems)
     assert "demo/1/model.py: missing" in problems and "demo/2/model.pt: not in the manifest" in problems
     assert any(p.startswith("unmanifested: no inferstack-manifest.json") for p in problems)
+
+
+def test_served_only_and_prune_keep_the_prefix_to_what_the_policy_serves(tmp_path: Path, s3: Any) -> None:
+    """Triton copies every version folder of a model into the pod's cache: versions outside the
+    policy (here the default, the newest) are not uploaded, and once the new manifest is up the
+    ones published before are deleted."""
+    repo = demo_repository(tmp_path / "repo")
+    publish_repository(repo, f"s3://{BUCKET}/m", s3=s3)  # version 1, served then
+    demo_repository(repo, version=2, seed=1)
+    assert upload_order(repo, served_only=True) == ["demo/2/model.pt", "demo/2/model.py", "demo/config.pbtxt"]
+    report = publish_repository(repo, f"s3://{BUCKET}/m", s3=s3, served_only=True, prune=True)
+    assert sorted(report.pruned) == ["demo/1/model.pt", "demo/1/model.py"]
+    assert keys(s3) == [
+        "m/demo/2/model.pt",
+        "m/demo/2/model.py",
+        "m/demo/config.pbtxt",
+        "m/demo/inferstack-manifest.json",
+    ]
+    assert verify_published(S3Location(BUCKET, "m"), s3=s3) == []
+
+
+def test_without_prune_nothing_published_is_deleted(tmp_path: Path, s3: Any) -> None:
+    repo = demo_repository(tmp_path / "repo")
+    publish_repository(repo, f"s3://{BUCKET}/m", s3=s3)
+    demo_repository(repo, version=2, seed=1)
+    report = publish_repository(repo, f"s3://{BUCKET}/m", s3=s3, served_only=True)
+    assert report.pruned == ()
+    assert "m/demo/1/model.pt" in keys(s3)

@@ -255,9 +255,10 @@ def test_the_request_id_follows_a_request_through_tritons_log(
 
 @pytest.mark.real_server
 def test_the_clusters_fluent_bit_reads_this_tritons_log_with_request_ids(
-    traced: tuple[LocalRuntime, SpanReceiver],
+    traced: tuple[LocalRuntime, SpanReceiver], vendor_dir: Path
 ) -> None:
-    """The parser the cluster's Fluent Bit is given, on every line this real Triton wrote."""
+    """The parser the cluster's Fluent Bit is given (as its chart renders it), on every line this real
+    Triton wrote."""
     from tests.components.test_telemetry import fluent_bit_fields_agree, triton_parser
 
     runtime, _ = traced
@@ -271,7 +272,7 @@ def test_the_clusters_fluent_bit_reads_this_tritons_log_with_request_ids(
     ):
         time.sleep(0.1)
     lines = log.read_text().splitlines()
-    parser = triton_parser()
+    parser = triton_parser(vendor_dir)
     assert fluent_bit_fields_agree(parser, lines) > 10
     ids = {fields.get("request_id") for line in lines if (fields := parser.match(line))}
     assert "req-fluent-bit" in ids

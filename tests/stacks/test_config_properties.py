@@ -28,6 +28,9 @@ def stack_file(stack: str) -> dict[str, Any]:
 BASE = {**stack_file("dev"), "cluster": {"publicAccessCidrs": ["198.51.100.7/32"]}}
 PATHS: list[tuple[str | int, ...]] = [
     ("environment",),
+    ("capacity",),
+    ("gpu", "reserved"),
+    ("gpu", "reserved", "instanceType"),
     ("network", "zones"),
     ("network", "nat"),
     ("network", "vpcCidr"),
@@ -51,12 +54,16 @@ PATHS: list[tuple[str | int, ...]] = [
     ("services", 0, "queueTimeTargetMs"),
     ("services", 0, "pendingRequestsPerReplica"),
     ("services", 0, "gpuUtilizationTarget"),
+    ("services", 0, "repository"),
+    ("services", 0, "modelCacheGib"),
     ("telemetry", "enabled"),
     ("telemetry", "sampleRate"),
     ("telemetry", "logRetentionDays"),
     ("telemetry", "traceRetentionHours"),
 ]
-VALUES = any_value("spot", "single", "prod", "1.35", "10.0.0.0/16", "g5.xlarge", "ranker", "a/b")
+VALUES = any_value(
+    "spot", "single", "prod", "1.35", "10.0.0.0/16", "g5.xlarge", "ranker", "a/b", "karpenter", "odcr"
+)
 
 
 def with_value(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
@@ -82,7 +89,7 @@ def test_a_value_plans_or_is_refused_in_one_line_naming_its_key(
 ) -> None:
     raw = with_value(path, value)
     recording, error = run_catching(
-        lambda: InferencePlatform("inferstack-dev", parse_config(engine_form(raw)))
+        lambda: InferencePlatform("inferstack-dev", parse_config(engine_form(raw)), stack_dir=ROOT / "stacks")
     )
     if error is None:
         validate_recorded_manifests(recording)

@@ -70,9 +70,14 @@ def test_each_region_gets_a_load_balancer_that_route53_checks(standby: Recording
 def test_plan_and_policy_check_run_the_standby(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--stack", "prod-dr", "--stacks-dir", str(STACKS), *STANDBY_ARGS]
     assert main(["plan", *common, "--out", str(tmp_path)]) == 0
-    assert "inferstack:failover:RegionalFailover" in capsys.readouterr().out
-    # the NLB Service is a valid Kubernetes object (the same manifest in both clusters)
-    validate_k8s(yaml.safe_load((tmp_path / "prod-dr" / "ranker" / "Service-ranker-public.yaml").read_text()))
+    out = capsys.readouterr().out
+    assert "inferstack:failover:RegionalFailover" in out
+    # The NLB Service goes to both clusters: one file in each cluster's folder, and the plan says which.
+    for cluster in ("primary-cluster", "inferstack-prod-dr-k8s"):
+        assert f"(Kubernetes provider {cluster})" in out
+        path = tmp_path / "prod-dr" / cluster / "ranker" / "Service-ranker-public.yaml"
+        validate_k8s(yaml.safe_load(path.read_text()))
+    assert not (tmp_path / "prod-dr" / "ranker").exists()
     assert main(["policy", "check", *common]) == 0
     out = capsys.readouterr().out
     assert "0 mandatory violation(s)" in out
@@ -95,3 +100,33 @@ def test_bad_failover_settings_name_their_key(settings: dict[str, str], field: s
     with pytest.raises(InvalidInput) as caught:
         offline.run_stack(STACKS, "prod-dr", DEPLOYER | zone | settings)
     assert caught.value.field == field
+
+
+IDENTITY = {
+    "aws:profile": "prod-admin",
+    "aws:assumeRoles": '[{"roleArn": "arn:aws:iam::123456789012:role/deployer"}]',
+    "aws:defaultTags": '{"tags": {"CostCenter": "ml"}}',
+    "aws:allowedAccountIds": '["123456789012"]',
+}
+
+
+def test_both_regions_providers_and_the_kubeconfig_act_as_the_stacks_identity() -> None:
+    """Explicit providers read no stack config: they are handed the stack's aws:* settings."""
+    recording = offline.run_stack(STACKS, "prod-dr", STANDBY | IDENTITY)
+    for provider in recording.of_type("pulumi:providers:aws"):
+        # A provider's objects reach the engine as JSON text, as the stack's own config does.
+        inputs = {k: json.loads(v) if v[:1] in "[{" else v for k, v in provider.inputs.items()}
+        assert inputs["profile"] == "prod-admin", provider.name
+        assert inputs["assumeRoles"] == [{"roleArn": "arn:aws:iam::123456789012:role/deployer"}]
+        assert inputs["defaultTags"] == {"tags": {"CostCenter": "ml"}}
+        assert inputs["allowedAccountIds"] == ["123456789012"]
+    given = recording.one("pulumi:providers:kubernetes", "inferstack-prod-dr-k8s").inputs["kubeconfig"]
+    args = yaml.safe_load(given["value"])["users"][0]["user"]["exec"]["args"]
+    assert args[-4:] == ["--role-arn", "arn:aws:iam::123456789012:role/deployer", "--profile", "prod-admin"]
+
+
+def test_an_identity_the_kubeconfig_cannot_repeat_registers_nothing() -> None:
+    chained = '[{"roleArn": "arn:aws:iam::1:role/a"}, {"roleArn": "arn:aws:iam::1:role/b"}]'
+    with pytest.raises(InvalidInput) as caught:
+        offline.run_stack(STACKS, "prod-dr", STANDBY | {"aws:assumeRoles": chained})
+    assert caught.value.field == "aws:assumeRoles"

@@ -9,8 +9,9 @@ import pulumi
 import pytest
 import yaml
 
+from inferstack.components.charts import CHARTS, FLUENT_BIT, JAEGER, OPENTELEMETRY_COLLECTOR
 from inferstack.components.platform import InferencePlatform
-from inferstack.components.platform_config import parse_config, reference_table
+from inferstack.components.platform_config import parse_config
 from inferstack.infra.errors import InvalidInput
 from inferstack.stacks import offline
 from tests.conftest import ROOT
@@ -44,13 +45,12 @@ def test_every_stack_builds_the_whole_platform(stack: str) -> None:
         "inferstack:telemetry:Telemetry",
     ):
         assert component in types, component
-    assert len(recording.of_type("kubernetes:helm.sh/v3:Release")) == 5
-    for kind, name in (
-        ("apps/v1:Deployment", "otel-collector"),
-        ("apps/v1:StatefulSet", "jaeger"),
-        ("apps/v1:DaemonSet", "fluent-bit"),
-    ):
-        assert recording.one(f"kubernetes:{kind}", f"inferstack-{stack}-telemetry-{name}")
+    releases = {r.inputs["chart"]: r for r in recording.of_type("kubernetes:helm.sh/v3:Release")}
+    assert set(releases) == {c.name for c in CHARTS}
+    for chart in (OPENTELEMETRY_COLLECTOR, JAEGER, FLUENT_BIT):
+        release = releases[chart.name]
+        assert release.name == f"inferstack-{stack}-telemetry-{chart.name}"
+        assert (release.inputs["version"], release.inputs["namespace"]) == (chart.version, "telemetry")
     group = recording.one(
         "aws:cloudwatch/logGroup:LogGroup", f"inferstack-{stack}-telemetry-containers"
     ).inputs
@@ -59,7 +59,7 @@ def test_every_stack_builds_the_whole_platform(stack: str) -> None:
     tritons = [pod["containers"][0] for pod in pods if pod["containers"][0]["name"] == "triton"]
     assert tritons
     args = tritons[0]["args"]
-    assert "opentelemetry,url=http://otel-collector.telemetry.svc:4318/v1/traces" in args
+    assert "opentelemetry,url=http://opentelemetry-collector.telemetry.svc:4318/v1/traces" in args
     assert "--log-format=ISO8601" in args
 
 
@@ -97,6 +97,15 @@ def test_dev_is_smaller() -> None:
     recording = run_stack("dev")
     assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 1
     assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 1 + 2 + 2
+
+
+ODCR = {
+    "kind": "odcr",
+    "reservationIds": ["cr-0123456789abcdef0"],
+    "instanceType": "g5.12xlarge",
+    "instances": 1,
+    "zone": "us-east-1a",
+}
 
 
 @pytest.mark.parametrize(
@@ -138,6 +147,25 @@ def test_dev_is_smaller() -> None:
         ({"telemetry": {"sampleRate": "1.5"}}, "inferstack:telemetry.sampleRate"),
         ({"telemetry": {"logRetentionDays": 10}}, "inferstack:telemetry.logRetentionDays"),
         ({"telemetry": {"traceRetentionHours": 0}}, "inferstack:telemetry.traceRetentionHours"),
+        ({"capacity": "fargate"}, "inferstack:capacity"),
+        ({"gpu": {"reserved": {**ODCR, "zone": None}}}, "inferstack:gpu.reserved.zone"),
+        (
+            {"gpu": {"reserved": {**ODCR, "instanceType": "m7i.xlarge"}}},
+            "inferstack:gpu.reserved.instanceType",
+        ),
+        (
+            {"gpu": {"reserved": {**ODCR, "reservationIds": ["r-1"]}}},
+            "inferstack:gpu.reserved.reservationIds[0]",
+        ),
+        ({"gpu": {"reserved": {**ODCR, "instances": 0}}}, "inferstack:gpu.reserved.instances"),
+        (
+            {
+                "gpu": {
+                    "reserved": {**ODCR, "reservationIds": ["cr-0123456789abcdef0", "cr-1123456789abcdef0"]}
+                }
+            },
+            "inferstack:gpu.reserved.reservationIds",
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], field: str) -> None:
@@ -148,6 +176,17 @@ def test_bad_config_names_the_key_and_registers_nothing(raw: dict[str, Any], fie
     )
     assert error.field == field, error
     assert recording.resources == []
+
+
+def test_a_name_too_long_for_a_reserved_group_is_refused_first() -> None:
+    """A reserved group's name is longer than a zone's: the 25 characters that fit every other
+    name do not fit ``<name>-nodes-gpu-reserved-<8 digits>-ng-xxxxxxx`` (EKS: 63)."""
+    given = {"cluster": {"publicAccessCidrs": ["198.51.100.7/32"]}, "gpu": {"reserved": ODCR}}
+    recording, error = run_invalid(lambda: InferencePlatform("n" * 25, parse_config(engine_form(given))))
+    assert error.field == "inferstack:cluster.name" and "gpu-reserved" in error.allowed
+    assert recording.resources == []
+    del given["gpu"]
+    run_program(lambda: InferencePlatform("n" * 25, parse_config(engine_form(given))))
 
 
 def test_the_pulumi_project_points_at_this_program() -> None:
@@ -179,13 +218,9 @@ def test_a_key_set_without_path_is_refused_with_the_command_that_works() -> None
     assert caught.value.field == "inferstack:gpu.instanceType" and "--path" in caught.value.allowed
 
 
-def test_the_readme_config_reference_is_the_schemas() -> None:
-    assert reference_table() in (ROOT / "README.md").read_text()
-
-
 def readme_program() -> str:
-    """The README's complete library program: the first python block of "The Pulumi components"."""
-    section = (ROOT / "README.md").read_text().split("## The Pulumi components", 1)[1]
+    """The README's complete library program: the first python block of "One example"."""
+    section = (ROOT / "README.md").read_text().split("## One example", 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 

@@ -1,0 +1,1 @@
+../../ranker/1/model.py

@@ -1,0 +1,119 @@
+"""Scale from zero for every GPU group of prod and prod-dr: the template-node policy on the stacks as
+planned, on the stacks as main planned them (no ephemeral-storage tag), and what gpu-capacity counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from inferstack.policies.scale_from_zero import fits, node_template_fits, reachable_groups
+from inferstack.policies.stack_rules import Stack, StackResource, gpu_capacity, zone_loss
+from inferstack.stacks import offline
+from inferstack.stacks.offline import Recorded
+from inferstack.stacks.plan import preview_json
+from tests.conftest import ROOT
+from tests.harness import DEPLOYER
+from tests.policies.fixtures import without_ephemeral_storage_tags
+
+STACKS = {"prod": DEPLOYER, "prod-dr": DEPLOYER | {"inferstack:failover.zone": "example.com"}}
+
+
+def as_stack(resources: Iterable[Recorded]) -> Stack:
+    """The resources as the pack's stack policies see them (pack.stack_resource, without the proxies)."""
+    return Stack(
+        StackResource(
+            r.type,
+            r.name,
+            r.urn,
+            r.inputs,
+            tuple(
+                dict.fromkeys([*r.dependencies, *(u for v in r.property_dependencies.values() for u in v)])
+            ),
+            r.property_dependencies,
+            r.custom_timeouts,
+            r.provider.rsplit("::", 1)[0] if r.provider else "",
+        )
+        for r in resources
+    )
+
+
+@pytest.fixture(scope="module", params=sorted(STACKS))
+def planned(request: pytest.FixtureRequest) -> list[Recorded]:
+    return offline.run_stack(ROOT / "stacks", request.param, STACKS[request.param]).resources
+
+
+def test_every_pod_fits_every_gpu_group_it_may_land_on(planned: list[Recorded]) -> None:
+    stack = as_stack(planned)
+    found = fits(stack)
+    groups = {g.urn for g, _, _ in stack.gpu_groups()}
+    assert groups and {f.group.urn for f in found} == groups  # every GPU group has a Triton pod to take
+    assert node_template_fits(stack, {}) == []
+    for fit in found:
+        # the device plugin, DCGM, node exporter, Fluent Bit and the four add-ons' agents
+        assert len(fit.agents) >= 7, fit.agents
+    assert reachable_groups(stack) == groups
+
+
+def test_without_the_ephemeral_storage_tag_no_gpu_group_starts_from_zero(planned: list[Recorded]) -> None:
+    """main's node groups: every Triton pod asks for 44 GiB of ephemeral storage, the template has 0."""
+    stack = as_stack(without_ephemeral_storage_tags(planned))
+    problems = node_template_fits(stack, {})
+    assert len(problems) == len(stack.gpu_groups())
+    assert all(
+        "ephemeral-storage: needs 44.00Gi, but the autoscaler's template offers 0.00Gi" in m
+        for m, _ in problems
+    )
+    # ... and the capacity policies count none of those groups.
+    assert reachable_groups(stack) == set()
+    assert "no GPU node group the autoscaler can start from zero" in gpu_capacity(stack, {})[0][0]
+    assert stack.gpu_capacity_by_zone() == {}
+    assert zone_loss(stack, {"minSurvivingShare": 0.5}) == []  # nothing left to lose: gpu-capacity says it
+
+
+def test_one_group_out_of_reach_is_left_out_of_the_capacity(planned: list[Recorded]) -> None:
+    full = as_stack(planned)
+    group, gpus, (zone,) = next(g for g in full.gpu_groups() if "gpu-spot" in g[0].name)
+    one_off = as_stack(without_ephemeral_storage_tags(planned, group.name))
+    assert reachable_groups(one_off) == reachable_groups(full) - {group.urn}
+    max_size = group.props["scalingConfig"]["maxSize"]
+    assert one_off.gpu_capacity_by_zone()[zone] == full.gpu_capacity_by_zone()[zone] - max_size * gpus
+    assert [urn for _, urn in node_template_fits(one_off, {})] == [group.urn]
+
+
+def test_one_more_agent_does_not_fit(planned: list[Recorded]) -> None:
+    """A g5.xlarge keeps 90m of CPU after Triton, its front and the DaemonSets: a 100m agent is too much."""
+    agent = Recorded(
+        type="kubernetes:apps/v1:DaemonSet",
+        name="one-more-agent",
+        inputs={
+            "metadata": {"name": "one-more-agent", "namespace": "kube-system"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "tolerations": [{"operator": "Exists"}],
+                        "containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}],
+                    }
+                }
+            },
+        },
+        parent_urn="",
+        custom=True,
+        urn="urn:pulumi:prod::inferstack::kubernetes:apps/v1:DaemonSet::one-more-agent",
+    )
+    problems = node_template_fits(as_stack([*planned, agent]), {})
+    assert problems and all("cpu: needs 3930m, but a joined node allocates 3920m" in m for m, _ in problems)
+
+
+def test_plan_json_shows_the_ephemeral_storage_tags(planned: list[Recorded]) -> None:
+    plan = preview_json(offline.Recording(list(planned)), "prod", {})
+    tags = [
+        s["newState"]["inputs"]["tag"]
+        for s in plan["steps"]
+        if s["newState"]["type"] == "aws:autoscaling/tag:Tag"
+        and s["newState"]["inputs"]["tag"]["key"].endswith("node-template/resources/ephemeral-storage")
+    ]
+    groups = [s["newState"] for s in plan["steps"] if s["newState"]["type"] == "aws:eks/nodeGroup:NodeGroup"]
+    assert len(tags) == len(groups) and {t["value"] for t in tags} <= {"177Gi", "43Gi"}
+    for group in groups:
+        assert group["inputs"]["tags"]["k8s.io/cluster-autoscaler/node-template/resources/ephemeral-storage"]
