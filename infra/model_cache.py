@@ -55,6 +55,8 @@ SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 PART_BYTES = 16 << 20  # one ranged GET; S3 serves ranges of one object in parallel
 PARALLEL = 8  # ranged GETs in flight at once, across all files
 ATTEMPTS = 3  # per part, and per file whose bytes do not hash to the manifest's sha256
+POLL_S = 5.0  # between looks at a model that is not complete yet
+LOG_EVERY_S = 60.0  # an unchanged state is logged again this often, so the log shows the wait is alive
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # GET and HEAD carry no body
@@ -76,6 +78,10 @@ class Manifest:
     model: str
     sha256: Mapping[str, str]
     served: tuple[int, ...] | None = None
+
+    def versions(self) -> list[int]:
+        """The version folders the manifest lists files in."""
+        return sorted({int(m.group(1)) for m in map(_VERSION_FILE.match, self.sha256) if m is not None})
 
     def wanted(self) -> dict[str, str]:
         """The files Triton reads: config.pbtxt and the like, and the served versions' folders."""
@@ -114,6 +120,28 @@ def parse_manifest(body: bytes, *, where: str) -> Manifest:
     ):
         raise CacheError(f"{where}: 'served' must be a list of version numbers >= 1, got {served!r}")
     return Manifest(str(model), files, None if served is None else tuple(served))
+
+
+def not_ready(manifest: Manifest | None, keys: Collection[str], versions: Sequence[int]) -> str | None:
+    """Why a model is not complete in S3 (None: it is), from its manifest and the keys in its folder
+    (relative to it); ``versions`` are those the pod must find served."""
+    if manifest is None:
+        return "no manifest yet"
+    listed = manifest.versions()
+    served = list(manifest.served) if manifest.served is not None else listed
+    absent_versions = [v for v in versions if v not in served]
+    if absent_versions:
+        return f"the manifest serves versions {served}, the pod serves {list(versions)}"
+    absent = sorted(set(manifest.wanted()) - set(keys))
+    if absent:
+        return f"{len(absent)} file(s) of the manifest not in the bucket: {absent[:5]}"
+    # A version folder above every manifested one is a publish in progress: the next manifest may
+    # serve it, and this one would be replaced under the fill.
+    present = {int(m.group(1)) for m in map(_VERSION_FILE.match, keys) if m is not None}
+    uploading = sorted(v for v in present if v > max(listed, default=0))
+    if uploading:
+        return f"version(s) {uploading} in the folder but not yet in the manifest: a publish in progress"
+    return None
 
 
 # --- S3, signed with SigV4 (the standard library has no AWS SDK) -----------------------------------------
@@ -242,21 +270,49 @@ class S3Reader:
             self._local.connection = connection
         return connection
 
-    def _send(self, method: str, key: str, extra: Mapping[str, str]) -> http.client.HTTPResponse:
+    def _send(
+        self, method: str, key: str, extra: Mapping[str, str], query: Mapping[str, str] | None = None
+    ) -> http.client.HTTPResponse:
         _, host, prefix = self._base()
         path = f"{prefix}/{urllib.parse.quote(key, safe='/~')}"
+        canonical = "&".join(
+            f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
+            for k, v in sorted((query or {}).items())
+        )
         headers = {
-            **sigv4_headers(self.credentials, self.region, method, host, path, "", time.gmtime()),
+            **sigv4_headers(self.credentials, self.region, method, host, path, canonical, time.gmtime()),
             **extra,
         }
         connection = self._connection()
         try:
-            connection.request(method, path, headers=headers)
+            connection.request(method, f"{path}?{canonical}" if canonical else path, headers=headers)
             return connection.getresponse()
         except (OSError, http.client.HTTPException):
             connection.close()
             self._local.connection = None
             raise
+
+    def list_keys(self, prefix: str) -> set[str]:
+        """Every key under ``prefix``, relative to it (ListObjectsV2, page after page)."""
+        keys: set[str] = set()
+        token = ""
+        while True:
+            query = {"list-type": "2", "prefix": prefix, **({"continuation-token": token} if token else {})}
+            response = self._send("GET", "", {}, query)
+            body = response.read()
+            if response.status != 200:
+                raise CacheError(
+                    f"listing s3://{self.bucket}/{prefix}: HTTP {response.status} {body[:200]!r}"
+                )
+            root = ElementTree.fromstring(body)
+            keys |= {
+                (e.text or "").removeprefix(prefix) for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Key"
+            }
+            token = next(
+                (e.text or "" for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "NextContinuationToken"), ""
+            )
+            if not token:
+                return keys
 
     def size(self, key: str) -> int | None:
         """The object's size; None when there is no such object."""
@@ -394,11 +450,14 @@ class ModelCache:
         repository: Path,
         *,
         wait_s: float = 0.0,
+        versions: Mapping[str, Sequence[int]] | None = None,
     ) -> FillReport:
-        """``models`` (their served versions) from ``s3``/``prefix`` into ``repository``, via the cache."""
+        """``models`` (their served versions) from ``s3``/``prefix`` into ``repository``, via the cache.
+        ``versions``: what a model's manifest must serve (a new release's pod must not start on the
+        previous release's manifest)."""
         started = time.monotonic()
         report = FillReport()
-        manifests = [self.read_manifest(s3, prefix, model, wait_s=wait_s) for model in models]
+        manifests = self.await_manifests(s3, prefix, models, wait_s=wait_s, versions=versions or {})
         wanted = {d for m in manifests for d in m.wanted().values()}
         keys = {d: f"{_join(prefix, m.model)}/{r}" for m in manifests for r, d in m.wanted().items()}
         self.root.mkdir(parents=True, exist_ok=True)
@@ -421,28 +480,68 @@ class ModelCache:
         )
         return report
 
-    def read_manifest(self, s3: S3Reader, prefix: str, model: str, *, wait_s: float = 0.0) -> Manifest:
-        """The model's manifest, polled for up to ``wait_s`` (a publish writes it last)."""
-        key = f"{_join(prefix, model)}/{MANIFEST}"
+    def model_state(
+        self, s3: S3Reader, prefix: str, model: str, versions: Sequence[int]
+    ) -> tuple[Manifest | None, str | None]:
+        """One look at ``model`` in the bucket: its manifest once it is complete, else why it is not."""
+        folder = f"{_join(prefix, model)}/"
+        where = f"s3://{s3.bucket}/{folder}{MANIFEST}"
+        try:
+            body = s3.get(f"{folder}{MANIFEST}")
+        except CacheError as error:
+            if "HTTP 404" not in str(error):
+                raise
+            body = None
+        keys = s3.list_keys(folder)
+        manifest = None if body is None else parse_manifest(body, where=where)
+        if manifest is not None and manifest.model != model:
+            raise CacheError(f"{where}: the manifest of {manifest.model!r}, not {model!r}")
+        why = not_ready(manifest, keys, versions)
+        # The count makes each state of a publish in progress a line of its own in the log.
+        return (
+            (manifest, None) if why is None else (None, f"{why} ({len(keys)} object(s) in the model folder)")
+        )
+
+    def await_manifests(
+        self,
+        s3: S3Reader,
+        prefix: str,
+        models: Sequence[str],
+        *,
+        wait_s: float = 0.0,
+        versions: Mapping[str, Sequence[int]],
+        poll_s: float = POLL_S,
+    ) -> list[Manifest]:
+        """Every model's manifest once the model is complete in S3, polled for up to ``wait_s``. What it
+        waits for is logged when it changes and every LOG_EVERY_S; an S3 error is logged and retried
+        (IAM and the bucket may still be settling on a first deploy) until the deadline."""
         deadline = time.monotonic() + wait_s
+        found: dict[str, Manifest] = {}
+        said: dict[str, tuple[str, float]] = {}
         while True:
-            try:
-                body = s3.get(key)
-                break
-            except CacheError as error:
-                if "HTTP 404" not in str(error) or time.monotonic() >= deadline:
-                    raise CacheError(
-                        f"s3://{s3.bucket}/{key}: no manifest after {wait_s:.0f} s (publish the model "
-                        "with inferstack, which writes it last)"
-                        if "HTTP 404" in str(error)
-                        else str(error)
-                    ) from None
-                self._say(f"waiting for s3://{s3.bucket}/{key}")
-                time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
-        manifest = parse_manifest(body, where=f"s3://{s3.bucket}/{key}")
-        if manifest.model != model:
-            raise CacheError(f"s3://{s3.bucket}/{key}: the manifest of {manifest.model!r}, not {model!r}")
-        return manifest
+            for model in [m for m in models if m not in found]:
+                try:
+                    manifest, why = self.model_state(s3, prefix, model, versions.get(model, ()))
+                except (CacheError, OSError, http.client.HTTPException, ElementTree.ParseError) as error:
+                    manifest, why = None, f"{type(error).__name__}: {error}"
+                if manifest is not None:
+                    found[model] = manifest
+                    self._say(f"found s3://{s3.bucket}/{_join(prefix, model)}/ complete")
+                    continue
+                assert why is not None
+                last = said.get(model)
+                if last is None or last[0] != why or time.monotonic() - last[1] >= LOG_EVERY_S:
+                    self._say(f"waiting for s3://{s3.bucket}/{_join(prefix, model)}/{MANIFEST}: {why}")
+                    said[model] = (why, time.monotonic())
+            waiting = [m for m in models if m not in found]
+            if not waiting:
+                return [found[m] for m in models]
+            if time.monotonic() >= deadline:
+                raise CacheError(
+                    "; ".join(f"s3://{s3.bucket}/{_join(prefix, m)}/: {said[m][0]}" for m in waiting)
+                    + f", after {wait_s:.0f} s (an inferstack publish writes the manifest last)"
+                )
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
     def _sizes(self, s3: S3Reader, keys: Mapping[str, str]) -> dict[str, int]:
         sizes = {}
@@ -647,12 +746,32 @@ def _part(s3: S3Reader, key: str, handle: int, start: int, end: int, written: _W
     s3.get_into(key, handle, start, end, lambda offset: written.advance(start, offset))  # its error is ours
 
 
+def parse_models(text: str) -> tuple[list[str], dict[str, list[int]]]:
+    """``a,b:1+2`` -> the model names, and the versions each named one's manifest must serve."""
+    models: list[str] = []
+    versions: dict[str, list[int]] = {}
+    for item in (i for i in text.split(",") if i):
+        name, _, listed = item.partition(":")
+        try:
+            numbers = [int(v) for v in listed.split("+") if v]
+        except ValueError:
+            raise CacheError(f"--models {item!r}: NAME or NAME:V+V... with whole version numbers") from None
+        models.append(name)
+        if numbers:
+            versions[name] = numbers
+    return models, versions
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Fill a model repository folder from S3 through the node cache."
     )
     parser.add_argument("--source", required=True, help="s3://BUCKET[/PREFIX], the published repository")
-    parser.add_argument("--models", required=True, help="comma-separated model names")
+    parser.add_argument(
+        "--models",
+        required=True,
+        help="comma-separated NAME or NAME:V+V...: the models, and the versions their manifests must serve",
+    )
     parser.add_argument("--cache", required=True, type=Path, help="the node's cache folder")
     parser.add_argument("--repository", required=True, type=Path, help="the folder Triton loads from")
     parser.add_argument("--max-gib", required=True, type=float, help="the cache's size bound")
@@ -677,12 +796,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"creates it owned by Triton's user): using {cache_root}, not shared with other pods",
                 file=sys.stderr,
             )
-        s3 = reader_from_env(bucket, region=options.region, endpoint=options.endpoint)
+        deadline = time.monotonic() + options.wait_s
+        while True:
+            try:
+                s3 = reader_from_env(bucket, region=options.region, endpoint=options.endpoint)
+                break
+            except (CacheError, OSError, http.client.HTTPException, ElementTree.ParseError) as error:
+                # IRSA's role and trust may still be settling on a first deploy: retried within the wait.
+                if time.monotonic() >= deadline:
+                    raise CacheError(f"S3 credentials: {error}") from None
+                print(f"model cache: S3 credentials: {error}; trying again", flush=True)
+                time.sleep(POLL_S)
         cache = ModelCache(
-            cache_root, int(options.max_gib * 2**30), parallel=options.parallel, progress=print
+            cache_root,
+            int(options.max_gib * 2**30),
+            parallel=options.parallel,
+            progress=lambda line: print(line, flush=True),
         )
-        models = [m for m in options.models.split(",") if m]
-        cache.fill(s3, prefix.strip("/"), models, options.repository, wait_s=options.wait_s)
+        models, versions = parse_models(options.models)
+        print(
+            f"model cache: waiting for the models {', '.join(models)} in {options.source} first",
+            flush=True,
+        )
+        cache.fill(
+            s3, prefix.strip("/"), models, options.repository, wait_s=options.wait_s, versions=versions
+        )
+        print("model cache: every model is complete and in place; Triton starts", flush=True)
     except (CacheError, OSError) as error:
         print(f"model cache: {error}", file=sys.stderr)
         return 1

@@ -38,11 +38,14 @@ from inferstack.components.model_service.pod import (
 )
 from inferstack.infra import model_cache as cache_module
 from inferstack.infra.model_cache import (
+    MANIFEST,
     CacheError,
     Credentials,
+    Manifest,
     ModelCache,
     S3Reader,
     main,
+    not_ready,
     parse_manifest,
     sigv4_headers,
 )
@@ -303,8 +306,8 @@ def test_missing_manifest_fails_with_one_line(
     ]
     assert main(argv) == 1
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"model cache: s3://{BUCKET}/{PREFIX}/demo/inferstack-manifest.json: no manifest")
-    assert "\n" not in error
+    assert error.startswith(f"model cache: s3://{BUCKET}/{PREFIX}/demo/: no manifest yet (0 object(s)")
+    assert "after 1 s" in error and "\n" not in error
 
 
 @pytest.mark.parametrize(
@@ -426,3 +429,75 @@ def test_the_rendered_init_container_fills_the_pods_repository(
     assert len(list(node_cache.glob("blobs/*/*"))) == 3
     again = run_rendered_fill(pod_dirs, moto_endpoint, node_cache)  # the next pod on the node
     assert again.returncode == 0 and "0 downloaded" in again.stdout and "3 reused" in again.stdout
+
+
+_A, _B = "a" * 64, "b" * 64
+
+
+@pytest.mark.parametrize(
+    ("manifest", "keys", "versions", "why"),
+    [
+        (None, set(), (), "no manifest yet"),
+        (
+            Manifest("m", {"1/model.pt": _A, "config.pbtxt": _B}, (1,)),
+            {"1/model.pt", "config.pbtxt", MANIFEST},
+            (2,),
+            "the manifest serves versions [1], the pod serves [2]",
+        ),
+        (
+            Manifest("m", {"1/model.pt": _A, "config.pbtxt": _B}, (1,)),
+            {"config.pbtxt", MANIFEST},
+            (1,),
+            "1 file(s) of the manifest not in the bucket: ['1/model.pt']",
+        ),
+        (
+            Manifest("m", {"1/model.pt": _A, "config.pbtxt": _B}, (1,)),
+            {"1/model.pt", "2/model.pt", "config.pbtxt", MANIFEST},
+            (),
+            "version(s) [2] in the folder but not yet in the manifest: a publish in progress",
+        ),
+        (
+            Manifest("m", {"1/model.pt": _A, "config.pbtxt": _B}, (1,)),
+            {"1/model.pt", "config.pbtxt"},
+            (1,),
+            None,
+        ),
+        # An unserved older version need not be in the bucket (``--served-only`` publishes leave it out).
+        (
+            Manifest("m", {"1/a.pt": _A, "2/a.pt": _A, "config.pbtxt": _B}, (2,)),
+            {"2/a.pt", "config.pbtxt"},
+            (2,),
+            None,
+        ),
+    ],
+)
+def test_a_model_is_complete_only_when_its_manifest_and_files_are(
+    manifest: Manifest | None, keys: set[str], versions: tuple[int, ...], why: str | None
+) -> None:
+    assert not_ready(manifest, keys, versions) == why
+
+
+def test_the_fill_logs_each_state_and_retries_s3_errors(
+    tmp_path: Path, s3: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait says what it waits for once per state, keeps going through an S3 error (a bucket
+    that does not exist yet), and returns the manifest once the model is complete."""
+    lines: list[str] = []
+    cache = ModelCache(tmp_path / "cache", 2**30, progress=lines.append)
+    missing = S3Reader("no-such-bucket", "us-east-1", Credentials("k", "s"), moto_endpoint)
+    with pytest.raises(CacheError, match=r"no-such-bucket.*after 0 s"):
+        cache.await_manifests(missing, PREFIX, ["demo"], wait_s=0.0, versions={})
+    assert len(lines) == 1 and "HTTP 404" in lines[0], lines
+    lines.clear()
+    calls = iter(range(100))
+
+    def publish_after_two_looks(seconds: float) -> None:
+        if next(calls) == 1:
+            publish_versions(tmp_path, s3, (1,))
+
+    monkeypatch.setattr("inferstack.infra.model_cache.time.sleep", publish_after_two_looks)
+    (manifest,) = cache.await_manifests(reader(moto_endpoint), PREFIX, ["demo"], wait_s=60.0, versions={})
+    assert manifest.model == "demo"
+    waiting = [line for line in lines if line.startswith("waiting for")]
+    assert len(waiting) == 1 and "no manifest yet (0 object(s)" in waiting[0], lines  # logged once
+    assert lines[-1] == f"found s3://{BUCKET}/{PREFIX}/demo/ complete"
