@@ -266,6 +266,13 @@ def model_cache_digest(name: str, args: TritonModelServiceArgs) -> str:
     return hashlib.sha256(model_cache_config_map(name, args)["data"][CACHE_SCRIPT].encode()).hexdigest()
 
 
+def fill_models(args: TritonModelServiceArgs) -> str:
+    """The fill's ``--models``: each model, with the versions the deploy ships (a pod of a new release
+    must not start on the previous release's manifest)."""
+    served = args.source.served.versions if args.source.served is not None else {}
+    return ",".join(f"{m}:{'+'.join(str(v) for v in served[m])}" if m in served else m for m in args.models)
+
+
 def fill_container(
     name: str, args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]
 ) -> dict[str, Any]:
@@ -284,7 +291,7 @@ def fill_container(
         "command": ["python3", f"{CACHE_SCRIPT_DIR}/{CACHE_SCRIPT}"],
         "args": [
             source,
-            f"--models={','.join(args.models)}",
+            f"--models={fill_models(args)}",
             f"--cache={NODE_CACHE_MOUNT}",
             f"--repository={MODEL_REPOSITORY_DIR}",
             f"--max-gib={args.node_cache_gib:g}",
