@@ -27,15 +27,12 @@ import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.model_cache import render_manifest
+from inferstack.infra.model_cache import MANIFEST, SHA256_METADATA, render_manifest, sha256_of
 from inferstack.infra.model_manifest import (
     CONFIG,
-    MANIFEST,
-    SHA256_METADATA,
     links_out,
     model_dirs,
     publishable,
-    sha256_of,
     version_policy,
 )
 from inferstack.infra.prefixes import check_prefix

@@ -32,15 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.model_cache import CacheError, parse_manifest, render_manifest
-from inferstack.infra.model_manifest import CONFIG as _CONFIG
-from inferstack.infra.model_manifest import (
+from inferstack.infra.model_cache import (
     MANIFEST,
     SHA256_METADATA,
+    CacheError,
+    parse_manifest,
+    render_manifest,
+    sha256_of,
+)
+from inferstack.infra.model_manifest import CONFIG as _CONFIG
+from inferstack.infra.model_manifest import (
     links_out,
     model_dirs,
     publishable,
-    sha256_of,
     version_policy,
 )
 from inferstack.infra.prefixes import check_prefix

@@ -16,7 +16,8 @@ from inferstack.components.model_repository import (
     served_models,
 )
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.model_manifest import MANIFEST, VersionPolicy, version_policy
+from inferstack.infra.model_cache import MANIFEST
+from inferstack.infra.model_manifest import VersionPolicy, version_policy
 from inferstack.serving.models.config import parse_config
 from inferstack.serving.models.repository import versions_served_by
 from tests.conftest import ROOT

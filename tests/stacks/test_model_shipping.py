@@ -11,7 +11,7 @@ import pytest
 from inferstack.cli.main import main
 from inferstack.components.platform import InferencePlatform
 from inferstack.components.platform_config import parse_config
-from inferstack.infra.model_manifest import MANIFEST
+from inferstack.infra.model_cache import MANIFEST
 from inferstack.stacks import offline
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER_ARGS, Recording, run_invalid, run_program
