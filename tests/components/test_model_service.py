@@ -17,6 +17,7 @@ import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
 from inferstack.components import promql
+from inferstack.components.model_repository import ServedModels
 from inferstack.components.model_service import (
     ADMIN_KEY_HEADER,
     ModelSource,
@@ -39,6 +40,7 @@ from inferstack.components.model_service.pod import (
     NODE_CACHE_MOUNT,
     POD_FRONT,
     admin_key_secret,
+    fill_models,
     front_config_map,
     model_cache_config_map,
     service_account,
@@ -970,3 +972,14 @@ def test_a_service_without_what_installs_its_crds_is_refused_before_anything_is_
     assert (
         error.value == ["Monitoring"] and "Monitoring" not in error.allowed.split("add ")[1].split(" to")[0]
     )
+
+
+def test_the_fill_is_told_the_versions_the_deploy_ships() -> None:
+    """With the models shipped by the deploy, a pod of a new release waits for the manifest that
+    serves its versions, not the previous release's."""
+    shipped = args()
+    shipped.source = dataclasses.replace(
+        shipped.source, served=ServedModels({"ranker": (2, 3), "ranker-v2": (1,)}, 1 << 20)
+    )
+    assert fill_models(shipped) == "ranker:2+3,ranker-v2:1"
+    assert fill_models(args()) == "ranker,ranker-v2"  # published out of band: whatever is there
