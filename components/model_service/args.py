@@ -78,7 +78,8 @@ class TritonModelServiceArgs:
     cpu: float = 3.0
     memory_gib: float = 10.0
     shm_gib: float = 2.0  # /dev/shm, part of memory_gib: tmpfs pages count against the memory limit
-    # Node disk for Triton's copy of the S3 repository. None: derived from ``source.served`` (see
+    # The pod's own folder of its served versions (an emptyDir Triton loads, filled from the node
+    # cache). None: derived from ``source.served`` (see
     # ``model_cache_gib``), DEFAULT_MODEL_CACHE_GIB when the models are published out of band.
     model_cache_gib: float | None = None
     # The node-local cache every service's pods on a node share (infra/model_cache.py), pruned to this size.
@@ -144,7 +145,7 @@ def grace_period_s(args: TritonModelServiceArgs) -> int:
 
 
 def needed_cache_gib(served_bytes: int) -> float:
-    """What one pod's cache must hold: Triton copies every served model's folder, whole, into it."""
+    """What one pod's folder must hold: the fill places every served version's files in it."""
     return served_bytes / GIB
 
 

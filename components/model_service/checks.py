@@ -84,8 +84,8 @@ def _validate_cache(args: TritonModelServiceArgs) -> None:
         raise InvalidInput(
             "model_cache_gib",
             explicit,
-            f"at least {needed_cache_gib(served.bytes):.3g} GiB: Triton copies the served versions of "
-            f"{sorted(served.versions)} ({served.bytes} bytes) into the cache; unset, it is "
+            f"at least {needed_cache_gib(served.bytes):.3g} GiB: the fill places the served versions of "
+            f"{sorted(served.versions)} ({served.bytes} bytes) in the pod's folder; unset, it is "
             f"{derived_cache_gib(served.bytes):g} GiB",
         )
     if served is not None and sorted(served.versions) != sorted(args.models):
