@@ -1,4 +1,5 @@
 """The node-local model cache: what a pod needs from S3, fetched once per node, verified, in parallel.
+(One file, longer than 450 lines: the pod runs it from a ConfigMap, where it can import no sibling.)
 
 A fill runs before Triton starts (the pod's init container; a step of ``local up``). For each model it
 waits for the publish manifest (``inferstack-manifest.json``, written last by a publish), keeps only the
@@ -149,6 +150,8 @@ def not_ready(manifest: Manifest | None, keys: Collection[str], versions: Sequen
 
 @dataclass(frozen=True)
 class Credentials:
+    """AWS credentials that sign S3 requests: IRSA's in a pod, the emulator's locally."""
+
     access_key: str
     secret_key: str
     token: str | None = None
@@ -398,6 +401,8 @@ def reader_from_env(
 
 @dataclass
 class FillReport:
+    """What one fill did: blobs downloaded, reused, fetched again after a failed check, pruned."""
+
     downloaded: list[str] = field(default_factory=list)  # sha256 of blobs fetched from S3
     reused: list[str] = field(default_factory=list)  # sha256 of blobs already on the node
     refetched: list[str] = field(default_factory=list)  # cached blobs that failed their hash

@@ -33,6 +33,8 @@ TARGET_RATIO = 1.3  # the cold share may take at most this much of the floor
 
 @dataclass(frozen=True)
 class Start:
+    """One replica's start in one mode: when it served, how long its fill took, what it downloaded."""
+
     model: str  # "big" or "tiny"
     mode: str
     ready_s: float
@@ -42,6 +44,8 @@ class Start:
 
 @dataclass
 class ColdStartReport:
+    """A cold-start run: every start of every round, and the floor's download and load times."""
+
     size_bytes: int
     rounds: int
     starts: list[Start] = field(default_factory=list)
