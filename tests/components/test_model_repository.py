@@ -84,7 +84,7 @@ def test_the_manifest_is_the_one_models_publish_writes(tmp_path: Path) -> None:
     (plan,) = plan_objects(repo, ("ranker",))
     order = upload_order(repo)
     local = {o.relative: o.sha256 for o in plan.objects[:-1]}
-    assert plan.objects[-1].content == _manifest("ranker", order, local)
+    assert plan.objects[-1].content == _manifest(repo, "ranker", order, local)
 
 
 @pytest.mark.parametrize(
