@@ -69,6 +69,14 @@ def bench(
         ),
     ] = False,
     size_mb: Annotated[int, typer.Option(help="--cold-start: the generated model's size")] = 512,
+    front: Annotated[
+        bool,
+        typer.Option(
+            "--front",
+            help="instead: the request front's CPU per request (the real nginx and njs before a local "
+            "Triton) at 1 KB, 1 MB and 10 MB JSON bodies and the same tensors as binary bodies",
+        ),
+    ] = False,
     stacks_dir: StacksDir = PACKAGED_PROGRAM,
     config: Config = None,
     p99_ms: Annotated[
@@ -93,6 +101,8 @@ def bench(
         return _bench_plan(stacks_dir, plan_sizes, config, as_json)
     if cold_start:
         return _bench_cold_start(size_mb, rounds, out, as_json)
+    if front:
+        return _bench_front(rounds, as_json)
     request = BenchRequest(
         url=url,
         repository=repository,
@@ -161,6 +171,20 @@ def _bench_cold_start(size_mb: int, rounds: int, out: Path, as_json: bool) -> in
             f"{'downloaded nothing' if report.warm_downloads_nothing else 'DOWNLOADED'}; plot: {plot}"
         )
     return 0 if report.cold_within_target and report.warm_downloads_nothing else 1
+
+
+def _bench_front(rounds: int, as_json: bool) -> int:
+    from inferstack.serving.bench.front_cost import report, run_front_bench
+
+    progress = sys.stderr if as_json else sys.stdout
+    costs = run_front_bench(
+        rounds=max(rounds, 2), progress=lambda line: print(line, file=progress, flush=True)
+    )
+    if as_json:
+        print(json.dumps([asdict(cost) for cost in costs], indent=2))
+    else:
+        print("\n".join(report(costs)))
+    return 0
 
 
 def _bench_plan(stacks_dir: Path, plan_sizes: str, config: list[str] | None, as_json: bool) -> int:

@@ -48,9 +48,19 @@ def build(
     max_queue_delay_us: Annotated[
         int | None, typer.Option(help="how long the dynamic batcher waits to fill a batch (default: 100)")
     ] = None,
-    instances: Annotated[int, typer.Option(help="model instances (each runs its own forward)")] = 1,
+    instances: Annotated[
+        int | None,
+        typer.Option(
+            help="model instances, each running its own forward (default: for KIND_CPU and target "
+            "python one per core of this machine, up to 4; else 1)"
+        ),
+    ] = None,
     torch_threads: Annotated[
-        int | None, typer.Option(help="torch intra-op threads per instance (default: torch's, all cores)")
+        int | None,
+        typer.Option(
+            help="torch intra-op threads per instance (default: python target, half the cores "
+            "per instance, at least one; libtorch, all cores)"
+        ),
     ] = None,
     version: Annotated[int, typer.Option(help="the version folder to write (1 or more)")] = 1,
     version_policy: Annotated[
@@ -80,6 +90,7 @@ def build(
 ) -> int:
     """Package a TorchScript file as a Triton model."""
     from inferstack.serving.models.build import build_from_signature
+    from inferstack.serving.models.config import parse_config
     from inferstack.serving.models.precision import (
         REPORT_FILE,
         PrecisionOptions,
@@ -132,6 +143,9 @@ def build(
         error(str(refused))
         return 1
     print(f"built {built.name} version {built.version} ({built.target}) in {built.path}")
+    if instances is None:
+        groups = parse_config(built.config_text, folder=built.name).instance_group
+        print(f"instances: {groups[0].count} ({instance_kind}, chosen for this machine; --instances sets it)")
     if built.report is not None:
         print("\n".join(built.report.lines()))
         print(f"report written to {built.path / str(built.version) / REPORT_FILE}")

@@ -39,14 +39,16 @@ class PlanRun:
 
 
 def with_services(config: dict[str, Any], count: int) -> dict[str, Any]:
-    """The stack config with ``count`` services, each a copy of its first one under its own name."""
+    """The stack config with ``count`` services, each a copy of its first one under its own name (and
+    its models: a model's name need only be unique within a service, and a shipped repository has the
+    template's models, which every copy ships into its own prefix)."""
     values = dict(config["config"])
     services = values.get("inferstack:services") or []
     if not services:
         raise InvalidInput("inferstack:services", services, "a stack file with at least one service to copy")
     template = services[0]
     values["inferstack:services"] = [
-        {**template, "name": f"svc{i}", "models": [f"model{i}"], "prefix": f"svc{i}"} for i in range(count)
+        {**template, "name": f"svc{i}", "prefix": f"svc{i}"} for i in range(count)
     ]
     return {**config, "config": values}
 

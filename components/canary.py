@@ -10,7 +10,9 @@ routing is exact at any weight and costs one model's memory.
 
 The split is published as the ``<service>-traffic`` ConfigMap that clients read, and the canary is
 judged by Triton's own per-version metrics: a P1 alert fires when the canary's failure ratio or p99
-exceeds the stable version's by a set margin. Promotion and rollback are config changes:
+exceeds the stable version's by a set margin. The served versions are in the pods' template, so a new
+canary or stable version rolls the pods and the split follows the rollout (docs/operations/canaries.md,
+"Promotion reaches every pod"). Promotion and rollback are config changes:
 
 - promote: ``stable_version = canary_version`` (and the version policy to that version alone);
 - roll back: ``weight_percent = 0`` (or no canary at all), then drop the version from the policy.

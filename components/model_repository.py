@@ -11,7 +11,7 @@ bucket -> models -> services, and a destroy or a removed version deletes in the 
 
 Only the versions the model's ``version_policy`` serves are uploaded: the fill fetches only those,
 so any other version would cost bucket space and upload time for nothing.
-``served_bytes`` is what one pod downloads; the service's cache is sized from it.
+``served`` (versions and bytes) is what one pod downloads; the service's cache is sized from it.
 """
 
 from __future__ import annotations
@@ -120,8 +120,9 @@ def served_models(plans: Sequence[ModelPlan]) -> ServedModels:
     return ServedModels({p.name: p.versions for p in plans}, sum(p.bytes for p in plans))
 
 
-@functools.cache  # the stack's checks and the component plan the same files: hash them once
-def plan_objects(repository: Path, models: tuple[str, ...]) -> list[ModelPlan]:
+# The stack's checks and the component plan the same files in one run: hash them once.
+@functools.cache
+def plan_objects(repository: Path, models: tuple[str, ...]) -> tuple[ModelPlan, ...]:
     """The objects that ship ``models`` from the built ``repository``, each after what it needs.
 
     Checked before anything is registered: the folder exists, nothing links out of it, and every
@@ -137,7 +138,7 @@ def plan_objects(repository: Path, models: tuple[str, ...]) -> list[ModelPlan]:
     absent = [m for m in models if m not in folders]
     if absent:
         raise InvalidInput("models", absent, f"models of the repository {repository}: {sorted(folders)}")
-    return [_model_plan(repository, folders[m]) for m in models]
+    return tuple(_model_plan(repository, folders[m]) for m in models)
 
 
 @dataclass
@@ -153,7 +154,7 @@ class ModelRepositoryArgs:
 class ModelRepository(pulumi.ComponentResource):
     """The models of one service, uploaded in reader-safe order; see the module docstring."""
 
-    plans: list[ModelPlan]
+    plans: tuple[ModelPlan, ...]
     served: ServedModels
     manifests: list[aws.s3.BucketObjectv2]
 

@@ -35,6 +35,13 @@ def _containers(*requests: dict[str, str]) -> list[dict[str, Any]]:
 
 NODE_AGENTS: tuple[NodeAgent, ...] = (
     NodeAgent(
+        "fluent-bit",
+        "chart",
+        "fluent-bit",
+        # components/telemetry/values.py: every taint tolerated, so it ships the GPU nodes' logs too.
+        {"tolerations": _EVERYWHERE, "containers": _containers({"cpu": "50m", "memory": "64Mi"})},
+    ),
+    NodeAgent(
         "nvidia-device-plugin",
         "chart",
         "nvidia-device-plugin",

@@ -185,6 +185,15 @@ class ServiceConfig(_Section):
         description="the pod's model cache (GiB); default twice the served versions' size with a "
         "repository, 40 without",
     )
+    expected_request_bytes: Int = Field(
+        16 << 10, ge=1, description="the usual HTTP request body (bytes): sizes the request front's CPU"
+    )
+    expected_requests_per_second: Float = Field(
+        100.0, gt=0, description="requests per second one replica takes at the busiest: sizes the front's CPU"
+    )
+    front_time_target_ms: Float | None = Field(
+        None, gt=0, description="KEDA target: time a request spends in the request front (off when unset)"
+    )
 
 
 class TelemetryConfig(_Section):

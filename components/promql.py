@@ -213,6 +213,18 @@ def deployment_pod_regex(*, service: str) -> str:
     return _value("service", service).replace(".", "[.]") + DEPLOYMENT_POD_SUFFIX
 
 
+# --- the request front (nginx + njs in each model-service pod) ----------------------------------------
+
+
+def front_time_per_request_ms(*, namespace: str, pod_regex: str, window: str = "1m") -> str:
+    """Mean time an inference request spent in the pods' request fronts (reading and checking its body,
+    Triton's answer time excluded), in ms: what grows when the fronts saturate and Triton's queue does not."""
+    selector = f'namespace="{_value("namespace", namespace)}",pod=~"{_regex("pod_regex", pod_regex)}"'
+    seconds = f"sum(rate(inferstack_front_seconds_total{{{selector}}}[{_window(window)}]))"
+    requests = f"sum(rate(inferstack_front_requests_total{{{selector}}}[{_window(window)}]))"
+    return f"({seconds} / clamp_min({requests}, {_EPSILON})) * 1000"
+
+
 # --- GPUs (DCGM exporter) ----------------------------------------------------------------------------
 
 

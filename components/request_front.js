@@ -197,4 +197,66 @@ async function infer(r) {
     r.internalRedirect("@triton");
 }
 
-export default {infer: infer};
+// The times log nginx appends to: "<request_time> <upstream_response_time>" per inference request, the
+// upstream part "-" when Triton never saw it and "a, b" or "a : b" when nginx tried several.
+var TIMES_LOG = "front-times.log";
+var TIMES_STATE = "front-times.json";
+
+function frontSeconds(line) {
+    var fields = line.split(" ");
+    var upstream = fields.slice(1).join(" ").split(/[,:]/).reduce(function (sum, part) {
+        var seconds = Number(part.trim());
+        return isNaN(seconds) || part.trim() === "" ? sum : sum + seconds;
+    }, 0);
+    return Math.max(0, Number(fields[0]) - upstream);
+}
+
+// Folds the log into the counters and empties it. Synchronous, in the only worker: nginx appends no
+// line between the read and the truncation.
+function fold(temp) {
+    var fs = require("fs");
+    var totals = {requests: 0, seconds: 0};
+    try {
+        totals = JSON.parse(fs.readFileSync(temp + "/" + TIMES_STATE).toString());
+    } catch (e) {
+        // the first fold: nothing counted yet
+    }
+    var text = "";
+    try {
+        text = fs.readFileSync(temp + "/" + TIMES_LOG).toString();
+    } catch (e) {
+        // no inference request yet
+    }
+    text.split("\n").forEach(function (line) {
+        if (line !== "") {
+            totals.requests += 1;
+            totals.seconds += frontSeconds(line);
+        }
+    });
+    if (text !== "") {
+        fs.writeFileSync(temp + "/" + TIMES_STATE, JSON.stringify(totals));
+        fs.writeFileSync(temp + "/" + TIMES_LOG, "");
+    }
+    return totals;
+}
+
+function live(r) {
+    fold(r.variables.front_temp);
+    r.return(200, '{"live":true}');
+}
+
+function metrics(r) {
+    var totals = fold(r.variables.front_temp);
+    r.headersOut["Content-Type"] = "text/plain; version=0.0.4";
+    r.return(200, [
+        "# HELP inferstack_front_requests_total Inference requests through the request front.",
+        "# TYPE inferstack_front_requests_total counter",
+        "inferstack_front_requests_total " + totals.requests,
+        "# HELP inferstack_front_seconds_total Time inference requests spent in the request front, Triton's answer time excluded.",
+        "# TYPE inferstack_front_seconds_total counter",
+        "inferstack_front_seconds_total " + totals.seconds.toFixed(6),
+        ""
+    ].join("\n"));
+}
+
+export default {infer: infer, live: live, metrics: metrics};

@@ -37,6 +37,14 @@ HEADER_ALLOWANCE = 1 << 20
 # A loaded model's config changes only on a reload; a few seconds of staleness costs nothing.
 CONFIG_CACHE_S = 5
 LIVE_PATH = "/request-front/live"  # the front's own liveness, answered without Triton
+# The front's own Prometheus metrics: the time inference requests spend in it (its $request_time less
+# Triton's $upstream_response_time). njs 0.7.9 keeps nothing between requests (shared dictionaries
+# came in 0.8.0), so nginx appends one line per inference request to TIMES_LOG and whichever handler
+# serves the metrics or the liveness probe folds those lines into counters in TIMES_STATE. One worker
+# runs every handler to the end before the next event, so no line is appended between the fold's read
+# and its truncation; the liveness probe bounds the log to a probe period of requests when no one scrapes.
+METRICS_PATH = "/metrics"
+TIMES_LOG, TIMES_STATE = "front-times.log", "front-times.json"
 # Triton's admin APIs, as Triton 2.51 routes them: it matches the raw request path
 # (``/v2/repository/../index`` is its repository index, ``/v2/%72epository/index`` a 404), so the front
 # matches the raw $request_uri, query included, and not nginx's normalised $uri.
@@ -53,6 +61,7 @@ class FrontPaths:
 
     listen_port: int
     triton_port: int
+    metrics_port: int
     config_dir: str = CONFIG_DIR
     temp_dir: str = TEMP_DIR
     module_path: str = MODULE_PATH
@@ -89,6 +98,8 @@ events {{
 http {{
     js_import front from {paths.config_dir}/{SCRIPT_FILE};
     access_log off;
+    # One line per inference request: what the metrics handler folds into its counters.
+    log_format front_times '$request_time $upstream_response_time';
     default_type application/json;
     # The root filesystem is read-only: every file nginx writes goes to the temp folder.
     client_body_temp_path {temp}/client-body;
@@ -124,10 +135,12 @@ http {{
 
         location ~ ^/v2/models/(?<model>[^/]+)(/versions/[0-9]+)?/infer$ {{
             set $max_request_bytes {max_request_bytes};
+            access_log {temp}/{TIMES_LOG} front_times;
             js_content front.infer;
         }}
 
         location @triton {{
+            access_log {temp}/{TIMES_LOG} front_times;
             proxy_pass http://triton;
         }}
 
@@ -147,7 +160,8 @@ http {{
         }}
 
         location = {LIVE_PATH} {{
-            return 200 '{{"live":true}}';
+            set $front_temp {temp};
+            js_content front.live;
         }}
 
         location @too_large {{
@@ -156,6 +170,17 @@ http {{
 
         location / {{
             proxy_pass http://triton;
+        }}
+    }}
+
+    server {{
+        listen {paths.metrics_port};
+        location = {METRICS_PATH} {{
+            set $front_temp {temp};
+            js_content front.metrics;
+        }}
+        location / {{
+            return 404;
         }}
     }}
 }}

@@ -15,19 +15,24 @@ import pulumi_kubernetes as k8s
 
 from inferstack.components.manifests import PART_OF
 from inferstack.infra.children import child_options
-from inferstack.infra.storage import EBS_CSI_PROVISIONER
+from inferstack.infra.storage import CLUSTER_TAG, EBS_CSI_PROVISIONER
 
 GP3 = "gp3"
 
 
-def gp3_storage_class(*, default: bool) -> dict[str, Any]:
+def gp3_storage_class(*, default: bool, cluster_name: pulumi.Input[str] | None = None) -> dict[str, Any]:
     annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
+    parameters: dict[str, Any] = {"type": "gp3", "encrypted": "true", "csi.storage.k8s.io/fstype": "ext4"}
+    if cluster_name is not None:
+        # The driver tags the volume with it at creation, whichever driver install made it (the
+        # platform's add-on tags it too; a bring-your-own driver may not).
+        parameters["tagSpecification_1"] = pulumi.Output.concat(CLUSTER_TAG, "=", cluster_name)
     return {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
         "metadata": {"name": GP3, "labels": PART_OF, "annotations": annotations},
         "provisioner": EBS_CSI_PROVISIONER,
-        "parameters": {"type": "gp3", "encrypted": "true", "csi.storage.k8s.io/fstype": "ext4"},
+        "parameters": parameters,
         "volumeBindingMode": "WaitForFirstConsumer",
         "allowVolumeExpansion": True,
         "reclaimPolicy": "Delete",
@@ -40,6 +45,7 @@ class StorageClassesArgs:
 
     default: bool = True  # claims that name no class get gp3
     kms_key_arn: pulumi.Input[str] | None = None  # the cluster's volume key; None: the account default
+    cluster_name: pulumi.Input[str] | None = None  # tags every volume with it; None: no cluster tag
 
 
 class StorageClasses(pulumi.ComponentResource):
@@ -51,9 +57,9 @@ class StorageClasses(pulumi.ComponentResource):
         self, name: str, args: StorageClassesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("inferstack:storage:StorageClasses", name, None, opts)
-        manifest = gp3_storage_class(default=args.default)
         # The driver hands kmsKeyId (a key ARN) to EC2 CreateVolume; without it EBS uses the default key.
         key = {} if args.kms_key_arn is None else {"kmsKeyId": args.kms_key_arn}
+        manifest = gp3_storage_class(default=args.default, cluster_name=args.cluster_name)
         k8s.storage.v1.StorageClass(
             f"{name}-gp3",
             metadata=manifest["metadata"],

@@ -15,7 +15,10 @@ names its service-linked role, which must exist first (`inferstack preflight` ch
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -113,6 +116,22 @@ class VolumeKey(pulumi.ComponentResource):
         self.register_outputs({"arn": self.arn})
 
 
+# On every volume the platform's claims create, and on what else it tags by cluster: what lists the
+# leftovers after a destroy (docs/operations/teardown.md).
+CLUSTER_TAG = "inferstack.io/cluster"
+
+
+def addon_configuration(cluster_name: str, tags: Mapping[str, str]) -> dict[str, Any]:
+    """The add-on's configuration values (its chart's): every volume and snapshot the controller
+    creates carries the platform's tags, the cluster tag, and ``kubernetes.io/cluster/<name>: owned``."""
+    return {
+        "controller": {
+            "k8sTagClusterId": cluster_name,
+            "extraVolumeTags": {**tags, CLUSTER_TAG: cluster_name},
+        }
+    }
+
+
 @dataclass
 class BlockStorageArgs:
     """What the EBS CSI driver add-on is given: the cluster, its OIDC provider, the Kubernetes version."""
@@ -172,6 +191,9 @@ class BlockStorage(pulumi.ComponentResource):
             addon_name=EBS_CSI_ADDON,
             addon_version=version,
             service_account_role_arn=role.arn,
+            configuration_values=pulumi.Output.from_input(args.cluster_name).apply(
+                lambda cluster: json.dumps(addon_configuration(cluster, args.tags), sort_keys=True)
+            ),
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             tags=args.tags,

@@ -34,6 +34,28 @@ class CanaryArgs(TypedDict, total=False):
     """Alert: canary p99 above stable's by (ms). Default: 25.0."""
 
 
+class ReservedArgs(TypedDict, total=False):
+    """Reserved GPU capacity: Capacity Blocks for ML or On-Demand Capacity Reservations, by id."""
+
+    kind: str
+    """Capacity-block (Capacity Blocks for ML) or odcr (On-Demand Capacity Reservations). One of: capacity-block, odcr."""
+
+    reservation_ids: list[str]
+    """The reservations' ids (cr-...), in the stack's zones."""
+
+    instance_type: str
+    """The GPU instance type the reservations hold."""
+
+    instances: int
+    """Instances each reservation holds."""
+
+    zone: str
+    """The reservations' zone (managed node groups need it; Karpenter reads it)."""
+
+    hourly_price: float
+    """Price per instance-hour (a Capacity Block's); default the on-demand price."""
+
+
 class FailoverArgs(TypedDict, total=False):
     """A standby stack's pairing with its primary: DNS failover of one service across regions."""
 
@@ -120,6 +142,15 @@ class ServiceArgs(TypedDict, total=False):
     model_cache_gib: float
     """The pod's model cache (GiB); default twice the served versions' size with a repository, 40 without."""
 
+    expected_request_bytes: int
+    """The usual HTTP request body (bytes): sizes the request front's CPU. Default: 16384."""
+
+    expected_requests_per_second: float
+    """Requests per second one replica takes at the busiest: sizes the front's CPU. Default: 100.0."""
+
+    front_time_target_ms: float
+    """KEDA target: time a request spends in the request front (off when unset)."""
+
 
 class GpuArgs(TypedDict, total=False):
     """GPU capacity: the on-demand and spot groups per zone, and what must survive a zone loss."""
@@ -138,6 +169,9 @@ class GpuArgs(TypedDict, total=False):
 
     min_surviving_share: float
     """Share of GPU capacity that must survive losing any one zone. Default: 0.5."""
+
+    reserved: ReservedArgs
+    """reserved GPU capacity, used before any other"""
 
 
 class NodesArgs(TypedDict, total=False):
@@ -184,6 +218,9 @@ class PlatformArgs(TypedDict, total=False):
 
     environment: str
     """Dev, staging or prod: sets the prod checks. One of: dev, staging, prod. Default: 'dev'."""
+
+    capacity: str
+    """GPU nodes from managed-node-groups (cluster-autoscaler) or karpenter (NodePools). One of: managed-node-groups, karpenter. Default: 'managed-node-groups'."""
 
     cluster: ClusterArgs
     """The EKS control plane: name, Kubernetes version, who administers it and from where."""

@@ -4,6 +4,7 @@ each component's inputs and outputs, and every type they use, in the spelling ev
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from typing import Any
 
 from pulumi.provider.experimental.component import ComponentProvider
@@ -12,7 +13,9 @@ from inferstack.provider.components import InferencePlatform, TritonModelService
 
 
 def schema() -> dict[str, Any]:
-    provider = ComponentProvider([InferencePlatform, TritonModelService], "inferstack", version="0.0.0")
+    provider = ComponentProvider(
+        [InferencePlatform, TritonModelService], "inferstack", version=metadata.version("inferstack")
+    )
     return dict(json.loads(provider.schema or "{}"))
 
 

@@ -24,9 +24,19 @@ from inferstack.infra.model_store import ModelStore
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, as the local runtime
 SPOT_NOTICE_S = 120
-# The request front's share of the pod. njs frees nothing before a request ends: a JSON body at the
-# body limit (65 MiB of one-digit numbers) peaked at 1.1 GiB in the worker (njs 0.7.9, measured).
-FRONT_CPU, FRONT_MEMORY_GIB = 0.5, 1.5
+# The request front's memory. njs frees nothing before a request ends: a JSON body at the body limit
+# (65 MiB of one-digit numbers) peaked at 1.1 GiB in the worker (njs 0.7.9, measured).
+FRONT_MEMORY_GIB = 1.5
+# The front's CPU per request: a base plus a cost per JSON body byte, measured by `inferstack bench
+# --front` (nginx 1.22.1, njs 0.7.9, on a shared 2-core x86 machine: 0.19 ms at 1 KB, 11.8 ms at 1 MB,
+# 145 ms at 10 MB; binary-tensor bodies of the same tensors 17-39x less). JSON is the dearer body, so
+# the front is sized for it.
+FRONT_CPU_MS_PER_REQUEST = 0.2
+FRONT_CPU_NS_PER_BYTE = 14.5
+FRONT_CPU_TARGET = 0.7  # the share of its CPU the front may use at the expected rate: room for bursts
+FRONT_MIN_CPU = 0.25  # health probes, metrics and proxying the answers back
+FRONT_MAX_CPU = 1.0  # nginx runs one worker (the times log's fold relies on it): one core at most
+FRONT_CPU_STEP = 0.05
 # Memory the kubelet, system daemons and DaemonSets (device plugin, DCGM, CNI) keep on a GPU node.
 NODE_MEMORY_RESERVED_GIB = 4.0
 NODE_CPU_RESERVED = 0.5
@@ -91,6 +101,13 @@ class TritonModelServiceArgs:
     queue_time_target_ms: float = 50.0
     pending_requests_per_replica: float = 16.0
     gpu_utilization_target: float | None = None  # percent per replica; None: no GPU trigger
+    # What sizes the request front's CPU: the usual JSON body and the requests per second one replica
+    # takes at the busiest (binary-tensor bodies cost the front far less: see docs/operations/costs.md).
+    expected_request_bytes: int = 16 << 10
+    expected_requests_per_second: float = 100.0
+    # Mean time a request spends in the front (reading and checking its body), in ms: a KEDA trigger
+    # for fronts that saturate before Triton's queue grows; None: no front trigger.
+    front_time_target_ms: float | None = None
     model_load_timeout_s: int = 600
     drain_s: int = 20  # preStop: endpoints are removed before Triton stops taking requests
     exit_timeout_s: int = 80  # Triton finishes in-flight requests for at most this long
@@ -137,6 +154,18 @@ def prod_min_replicas(zones: int) -> int:
     while replicas - 1 <= fullest_zone(replicas, zones):
         replicas += 1
     return replicas
+
+
+def front_cpu_needed(args: TritonModelServiceArgs) -> float:
+    """Cores the front spends at the expected rate and body size, over its target utilisation."""
+    ms_per_request = FRONT_CPU_MS_PER_REQUEST + args.expected_request_bytes * FRONT_CPU_NS_PER_BYTE / 1e6
+    return ms_per_request / 1000 * args.expected_requests_per_second / FRONT_CPU_TARGET
+
+
+def front_cpu(args: TritonModelServiceArgs) -> float:
+    """The front container's CPU request and limit: what it needs, in steps, at least the floor."""
+    steps = math.ceil(round(front_cpu_needed(args) / FRONT_CPU_STEP, 6))
+    return max(FRONT_MIN_CPU, round(steps * FRONT_CPU_STEP, 2))
 
 
 def grace_period_s(args: TritonModelServiceArgs) -> int:

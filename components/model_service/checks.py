@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from inferstack.components.canary import check_canary
 from inferstack.components.model_service.args import (
     EXIT_MARGIN_S,
-    FRONT_CPU,
+    FRONT_MAX_CPU,
     FRONT_MEMORY_GIB,
     MAX_NAME_LENGTH,
     NODE_CPU_RESERVED,
@@ -16,6 +17,8 @@ from inferstack.components.model_service.args import (
     ModelSource,
     TritonModelServiceArgs,
     derived_cache_gib,
+    front_cpu,
+    front_cpu_needed,
     grace_period_s,
     model_cache_gib,
     namespace_of,
@@ -23,6 +26,7 @@ from inferstack.components.model_service.args import (
     prod_min_replicas,
 )
 from inferstack.components.model_service.pod import tracing_args
+from inferstack.components.request_front import HEADER_ALLOWANCE, MAX_REQUEST_BYTES
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.fields import check_field_types
 from inferstack.infra.instance_types import lookup
@@ -105,6 +109,30 @@ def _validate_cache(args: TritonModelServiceArgs) -> None:
                 )
 
 
+def _check_front(args: TritonModelServiceArgs) -> None:
+    """The request front's sizing inputs, and a size one nginx worker can give."""
+    limit = MAX_REQUEST_BYTES + HEADER_ALLOWANCE
+    if isinstance(args.expected_request_bytes, bool) or not 1 <= args.expected_request_bytes <= limit:
+        raise InvalidInput(
+            "expected_request_bytes", args.expected_request_bytes, f"1..{limit}, the front's body limit"
+        )
+    if not 0 < args.expected_requests_per_second < math.inf:
+        raise InvalidInput(
+            "expected_requests_per_second", args.expected_requests_per_second, "a finite number > 0"
+        )
+    if (needed := front_cpu_needed(args)) > FRONT_MAX_CPU:
+        raise InvalidInput(
+            "expected_request_bytes",
+            args.expected_request_bytes,
+            f"a size the front's one nginx worker reads at {args.expected_requests_per_second:g} req/s "
+            f"per replica ({needed:.2f} cores needed, {FRONT_MAX_CPU:g} at most): send large inputs as "
+            "binary tensors, or lower expected_requests_per_second and raise max_replicas",
+        )
+    target = args.front_time_target_ms
+    if target is not None and not 0 < target < math.inf:
+        raise InvalidInput("front_time_target_ms", target, "None, or a finite number of ms > 0")
+
+
 def validate(name: str, args: TritonModelServiceArgs) -> None:
     """Every check, before any resource is registered."""
     check_field_types(args)
@@ -162,12 +190,13 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
         raise InvalidInput(
             "shm_gib", args.shm_gib, f"0 < shm_gib < memory_gib ({args.memory_gib:g}): /dev/shm is part of it"
         )
-    cpu_free = node.vcpus - NODE_CPU_RESERVED - FRONT_CPU
+    _check_front(args)
+    cpu_free = node.vcpus - NODE_CPU_RESERVED - front_cpu(args)
     if not 0 < args.cpu <= cpu_free:
         raise InvalidInput(
             "cpu",
             args.cpu,
-            f"0 < cpu <= {cpu_free:g} on {node.name}, beside the request front's {FRONT_CPU:g}",
+            f"0 < cpu <= {cpu_free:g} on {node.name}, beside the request front's {front_cpu(args):g}",
         )
     for field_name in (
         "queue_time_target_ms",

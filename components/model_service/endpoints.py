@@ -6,6 +6,7 @@ from typing import Any
 
 from inferstack.components.model_service.args import TritonModelServiceArgs
 from inferstack.components.model_service.pod import (
+    FRONT_METRICS_PORT,
     GRPC_PORT,
     HTTP_PORT,
     METRICS_PORT,
@@ -15,7 +16,12 @@ from inferstack.components.model_service.pod import (
 
 
 def _ports(*names: str) -> list[dict[str, Any]]:
-    numbers = {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}
+    numbers = {
+        "http": HTTP_PORT,
+        "grpc": GRPC_PORT,
+        "metrics": METRICS_PORT,
+        "front-metrics": FRONT_METRICS_PORT,
+    }
     return [{"name": n, "port": numbers[n], "targetPort": n, "protocol": "TCP"} for n in names]
 
 
@@ -27,7 +33,7 @@ def service(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": labels(name),
-            "ports": _ports("http", "grpc", "metrics"),
+            "ports": _ports("http", "grpc", "metrics", "front-metrics"),
         },
     }
 

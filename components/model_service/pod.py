@@ -14,10 +14,10 @@ import pulumi
 
 from inferstack.components.manifests import restricted_security_context
 from inferstack.components.model_service.args import (
-    FRONT_CPU,
     FRONT_MEMORY_GIB,
     SCRATCH_GIB,
     TritonModelServiceArgs,
+    front_cpu,
     grace_period_s,
     model_cache_gib,
     namespace_of,
@@ -49,9 +49,10 @@ from inferstack.infra.nodegroups import (
 )
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002  # HTTP_PORT: the request front's
+FRONT_METRICS_PORT = 8003  # the request front's own metrics: the time requests spend in it
 # Triton's own HTTP server, on loopback only: HTTP reaches it through the request front.
 TRITON_HTTP_PORT = 8080
-POD_FRONT = FrontPaths(listen_port=HTTP_PORT, triton_port=TRITON_HTTP_PORT)
+POD_FRONT = FrontPaths(listen_port=HTTP_PORT, triton_port=TRITON_HTTP_PORT, metrics_port=FRONT_METRICS_PORT)
 TRITON_UID = 1000  # the image's triton-server user
 HEALTH_READY = "/v2/health/ready"
 STARTUP_PERIOD_S = 10
@@ -217,17 +218,41 @@ def front_digest(name: str, args: TritonModelServiceArgs) -> str:
     ).hexdigest()
 
 
+SERVED_VERSIONS_ANNOTATION = "inferstack.io/served-versions"
+
+
+def served_versions(args: TritonModelServiceArgs) -> dict[str, list[int]]:
+    """Model -> the versions every pod must serve, where nothing else in the pod template names them:
+    a canary's stable and canary versions when the models are published out of band. A shipped
+    repository's versions are in the fill's arguments already (``fill_models``), and a canary's
+    must be among them (checks.py)."""
+    if args.canary is None or args.source.served is not None:
+        return {}
+    return {args.canary.model: sorted({args.canary.stable_version, args.canary.canary_version})}
+
+
+def served_versions_annotation(args: TritonModelServiceArgs) -> dict[str, str]:
+    """Triton loads a model's versions once, at start (explicit mode, --load-model): a change of the
+    versions served must start new pods, which the Deployment surges in one at a time (maxUnavailable
+    0) while the old ones keep serving. Weights and margins are not in it: they change no pod."""
+    served = json.dumps(served_versions(args), sort_keys=True, separators=(",", ":"))
+    return {SERVED_VERSIONS_ANNOTATION: served}
+
+
 def front_container(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
     """The request front as a native sidecar (an init container that keeps running): it starts before
     Triton and the kubelet stops it only once Triton has exited, so requests in flight through it during
     Triton's drain (preStop sleep, then --exit-timeout-secs) are answered."""
-    sized = {"cpu": f"{FRONT_CPU:g}", "memory": f"{FRONT_MEMORY_GIB * 1024:g}Mi"}
+    sized = {"cpu": f"{front_cpu(args):g}", "memory": f"{FRONT_MEMORY_GIB * 1024:g}Mi"}
     return {
         "name": "request-front",
         "image": FRONT_IMAGE,
         "restartPolicy": "Always",
         "command": nginx_command(POD_FRONT),
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "front-metrics", "containerPort": FRONT_METRICS_PORT, "protocol": "TCP"},
+        ],
         # Ready when Triton is ready through it: the Service sends HTTP here.
         "readinessProbe": {
             "httpGet": {"path": HEALTH_READY, "port": "http"},
@@ -386,6 +411,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                     "annotations": {
                         "inferstack.io/request-front-sha256": front_digest(name, args),
                         "inferstack.io/model-cache-sha256": model_cache_digest(name, args),
+                        **served_versions_annotation(args),
                     },
                 },
                 "spec": {

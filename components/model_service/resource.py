@@ -139,7 +139,7 @@ class TritonModelService(pulumi.ComponentResource):
         # Pulumi waits for one pod start on create and a whole one-at-a-time rollout on update, not
         # its default 10 minutes.
         create, update = await_timeouts_s(args)
-        k8s.apps.v1.Deployment(
+        pods = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=manifest["metadata"],
             spec=manifest["spec"],
@@ -202,8 +202,13 @@ class TritonModelService(pulumi.ComponentResource):
             custom_resource(f"{name}-{key}", custom, in_namespace)
         if args.canary is not None:
             split = traffic_config_map(service=name, namespace=ns, canary=args.canary)
+            # Clients send to a new version only once every pod serves it: Pulumi updates the split
+            # after the rollout the served versions started has finished.
             k8s.core.v1.ConfigMap(
-                f"{name}-traffic", metadata=split["metadata"], data=split["data"], opts=in_namespace
+                f"{name}-traffic",
+                metadata=split["metadata"],
+                data=split["data"],
+                opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[pods])),
             )
             group = canary_rule_group(service=name, namespace=ns, canary=args.canary)
             custom_resource(

@@ -11,6 +11,7 @@ from inferstack.components.model_service.args import (
     namespace_of,
 )
 from inferstack.components.model_service.pod import labels, object_metadata
+from inferstack.components.request_front import METRICS_PATH
 
 
 def service_monitor(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
@@ -23,7 +24,10 @@ def service_monitor(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": labels(name)},
             "namespaceSelector": {"matchNames": [namespace_of(name, args)]},
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+            "endpoints": [
+                {"port": "metrics", "path": "/metrics", "interval": "15s"},
+                {"port": "front-metrics", "path": METRICS_PATH, "interval": "15s"},
+            ],
         },
     }
 
@@ -32,7 +36,12 @@ def service_monitor(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
 # the fallback by the target's ready replicas), so each signal takes its plain form: a per-request
 # time and a utilisation are already per replica (Value: the HPA multiplies by the ready pods), and
 # pending requests are a total (AverageValue: the HPA divides by the replicas).
-METRIC_TYPES = {"queue-time": "Value", "pending": "AverageValue", "gpu-utilization": "Value"}
+METRIC_TYPES = {
+    "queue-time": "Value",
+    "pending": "AverageValue",
+    "gpu-utilization": "Value",
+    "front-time": "Value",
+}
 
 
 def keda_queries(name: str, args: TritonModelServiceArgs) -> dict[str, str]:
@@ -48,6 +57,10 @@ def keda_queries(name: str, args: TritonModelServiceArgs) -> dict[str, str]:
         queries["gpu-utilization"] = promql.gpu_utilization(
             namespace=namespace, pod_regex=promql.deployment_pod_regex(service=name)
         )
+    if args.front_time_target_ms is not None:
+        queries["front-time"] = promql.front_time_per_request_ms(
+            namespace=namespace, pod_regex=promql.deployment_pod_regex(service=name)
+        )
     return queries
 
 
@@ -60,6 +73,7 @@ def scaled_object(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         "queue-time": args.queue_time_target_ms,
         "pending": args.pending_requests_per_replica,
         "gpu-utilization": args.gpu_utilization_target,
+        "front-time": args.front_time_target_ms,
     }
     triggers = [
         {

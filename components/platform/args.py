@@ -89,6 +89,9 @@ def service_args(
         queue_time_target_ms=service.queue_time_target_ms,
         pending_requests_per_replica=service.pending_requests_per_replica,
         gpu_utilization_target=service.gpu_utilization_target,
+        expected_request_bytes=service.expected_request_bytes,
+        expected_requests_per_second=service.expected_requests_per_second,
+        front_time_target_ms=service.front_time_target_ms,
         canary=CanaryRelease(**service.canary.model_dump()) if service.canary else None,
         tracing=TraceSettings(collector_traces_url(TELEMETRY_NAMESPACE), config.telemetry.sample_rate)
         if config.telemetry.enabled

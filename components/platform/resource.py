@@ -196,7 +196,9 @@ class InferencePlatform(pulumi.ComponentResource):
             return pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=list(after))
 
         storage_classes = StorageClasses(
-            f"{name}-storage", StorageClassesArgs(kms_key_arn=volume_key.arn), in_cluster(block_storage)
+            f"{name}-storage",
+            StorageClassesArgs(kms_key_arn=volume_key.arn, cluster_name=cluster.name),
+            in_cluster(block_storage),
         )
         self.telemetry = None
         if config.telemetry.enabled:

@@ -109,6 +109,7 @@ def search(
     *,
     concurrency: int,
     progress: Callable[[str], None] | None = None,
+    server_group: int | None = None,
 ) -> list[Trial]:
     """Each candidate loaded into the running Triton (config override, nothing republished), then measured."""
     import tritonclient.http as http
@@ -121,7 +122,10 @@ def search(
             config = candidate_config(served_config, candidate)
             client.load_model(model.name, config=json_format.MessageToJson(config))
             warm_up(triton_url, model.name, model, max_batch_size=candidate.max_batch_size)
-            trial = Trial(candidate, measure_point(perf, load, TRITON, triton_url, model.name, concurrency))
+            point = measure_point(
+                perf, load, TRITON, triton_url, model.name, concurrency, server_group=server_group
+            )
+            trial = Trial(candidate, point)
             trials.append(trial)
             if progress:
                 p = trial.point

@@ -22,7 +22,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,9 @@ class Point:
     server_queue_ms: float | None = None
     server_compute_ms: float | None = None
     error: str = ""
+    # A Triton contender's requests per CPU-second of Triton and its stubs over the point: like the
+    # ceiling's, what it does with the CPU it gets, which on a shared machine depends on its neighbours.
+    server_per_cpu_second: float | None = None
 
 
 def variable_shapes(model: RepositoryModel, length: int = VARIABLE_LENGTH) -> dict[str, list[int]]:
@@ -84,9 +87,46 @@ def measure_point(
     concurrency: int,
     *,
     stats: bool = True,
+    server_group: int | None = None,
 ) -> Point:
+    """One contender at one concurrency; with ``server_group`` (Triton's process group) also the
+    requests it served per CPU-second its processes used meanwhile."""
+    if server_group is None:
+        measured = measure(perf, load, url=url, model=served, concurrency=concurrency, server_stats=stats)
+        return point_from(contender, measured)
+    requests, before = served_requests(url, served), group_cpu_seconds(server_group)
     measured = measure(perf, load, url=url, model=served, concurrency=concurrency, server_stats=stats)
-    return point_from(contender, measured)
+    requests, after = served_requests(url, served) - requests, group_cpu_seconds(server_group)
+    # Per process: a stub that ends meanwhile (a model reloaded before the point) takes its time along.
+    cpu = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+    return replace(point_from(contender, measured), server_per_cpu_second=requests / cpu if cpu > 0 else None)
+
+
+def served_requests(url: str, model: str) -> int:
+    """Requests Triton has answered successfully for ``model`` since it loaded (its statistics API)."""
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(url.removeprefix("http://"), network_timeout=60.0)
+    try:
+        stats = client.get_inference_statistics(model)
+    finally:
+        client.close()
+    return sum(int(m["inference_stats"]["success"]["count"]) for m in stats["model_stats"])
+
+
+def group_cpu_seconds(pgid: int) -> dict[int, float]:
+    """User and system CPU time of each live process of group ``pgid`` (Triton and its stubs)."""
+    from inferstack.serving.local.processes import group_members
+
+    seconds = {}
+    for pid in group_members(pgid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended between the listing and the read
+        # utime and stime, fields 14 and 15 of proc_pid_stat(5), in clock ticks
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
 
 
 def point_from(contender: str, measured: Measurement) -> Point:
@@ -257,6 +297,7 @@ class Endpoints:
     model: str
     unbatched_model: str
     plain_url: str
+    triton_group: int | None = None  # the local Triton's process group, whose CPU time is counted
 
 
 def sweep(
@@ -270,10 +311,12 @@ def sweep(
     progress: Callable[[Point], None] | None = None,
 ) -> list[Point]:
     """Every contender at every level, interleaved level by level, ``rounds`` times per level."""
-    triton, plain = endpoints.triton_url, endpoints.plain_url
+    triton, plain, group = endpoints.triton_url, endpoints.plain_url, endpoints.triton_group
     runs: list[Callable[[int], Point]] = [
-        lambda c: measure_point(perf, load, TRITON, triton, endpoints.model, c),
-        lambda c: measure_point(perf, load, UNBATCHED, triton, endpoints.unbatched_model, c),
+        lambda c: measure_point(perf, load, TRITON, triton, endpoints.model, c, server_group=group),
+        lambda c: measure_point(
+            perf, load, UNBATCHED, triton, endpoints.unbatched_model, c, server_group=group
+        ),
         lambda c: measure_point(perf, load, PLAIN, plain, endpoints.model, c, stats=False),
         lambda c: in_process_point(model, concurrency=c, seconds=load.window_ms / 1000 * 3),
     ]
@@ -326,8 +369,16 @@ def geometric_mean_ratio(points: Sequence[Point], numerator: str, denominator: s
 
 def table(points: Sequence[Point]) -> list[list[str]]:
     """One row per point: its numbers, its ratio to the plain app and its share of the ceiling."""
-    rows = [["clients", "contender", "req/s", "p50", "p99", "client CPU", "vs plain", "of ceiling", "note"]]
+    rows = [
+        [
+            *("clients", "contender", "req/s", "p50", "p99", "client CPU", "vs plain", "of ceiling"),
+            *("per CPU-s", "of ceiling per CPU-s", "note"),
+        ]
+    ]
+    ceilings = {p.concurrency: p.per_cpu_second for p in points if p.contender == CEILING}
     for p in points:
+        per_cpu = p.per_cpu_second if p.contender == CEILING else p.server_per_cpu_second
+        ceiling = ceilings.get(p.concurrency)
         note = p.error or (ceiling_note(p) if p.contender == CEILING else "")
         rows.append(
             [
@@ -339,6 +390,8 @@ def table(points: Sequence[Point]) -> list[list[str]]:
                 "-" if p.client_cpu is None else f"{p.client_cpu:.0%}",
                 _times(ratio(points, p.contender, PLAIN, p.concurrency)),
                 _share(ratio(points, p.contender, CEILING, p.concurrency)),
+                "-" if per_cpu is None else f"{per_cpu:.0f}",
+                _share(per_cpu / ceiling if per_cpu is not None and ceiling else math.nan),
                 note,
             ]
         )

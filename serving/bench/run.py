@@ -33,6 +33,7 @@ from inferstack.serving.bench.contenders import (
     Point,
     add_unbatched_variant,
     build_bench_repository,
+    ceiling_batch,
     ceiling_note,
     find_model,
     format_ms,
@@ -172,7 +173,8 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
             )
             progress("starting the plain PyTorch app (FastAPI + uvicorn)")
             plain = running.enter_context(BaselineServer(repository, model.name, scratch / "baseline.log"))
-            endpoints = Endpoints(runtime.http_url, model.name, unbatched, plain.url)
+            triton_group = next(c.process.pid for c in runtime.children if c.name.startswith("triton"))
+            endpoints = Endpoints(runtime.http_url, model.name, unbatched, plain.url, triton_group)
             raw = sweep(
                 perf,
                 endpoints,
@@ -196,6 +198,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
                     load,
                     concurrency=max(levels),
                     progress=progress,
+                    server_group=triton_group,
                 )
     settings = {
         "levels": levels,
@@ -217,6 +220,7 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
             "best": asdict(best.candidate) if best else None,
         }
         target = f"p99 <= {request.p99_ms:g} ms" if request.p99_ms else "no latency target"
+        summary.extend(_search_shares(trials, points, max(levels)))
         if best is None:
             summary.append(f"search: no configuration met {target}")
         else:
@@ -231,6 +235,26 @@ def run_bench(request: BenchRequest, *, progress: Callable[[str], None]) -> Benc
     png_path = plot(points, request.out / "bench.png", title=_plot_title(model_name, report_data["machine"]))
     summary.append(f"plot: {png_path}")
     return BenchResult(points, trials, report_data, summary)
+
+
+def _search_shares(trials: Sequence[Trial], points: Sequence[Point], concurrency: int) -> list[str]:
+    """Each trial's share of the sweep's in-process ceiling, where that ceiling ran at the batch the
+    trial's clients could form (same max batch), side by side with the served config's own share."""
+    ceiling = next((p for p in points if p.contender == CEILING and p.concurrency == concurrency), None)
+    if ceiling is None or not ceiling.throughput:
+        return []
+    lines = []
+    for t in trials:
+        if ceiling_batch(concurrency, t.candidate.max_batch_size) != ceiling.batch or t.point.error:
+            continue
+        per_cpu = t.point.server_per_cpu_second
+        share = per_cpu / ceiling.per_cpu_second if per_cpu and ceiling.per_cpu_second else math.nan
+        lines.append(
+            f"search {t.candidate.label():<40} {t.point.throughput / ceiling.throughput:5.0%} of ceiling, "
+            + (f"{share:.0%} of its per CPU-second" if math.isfinite(share) else "CPU not counted")
+            + f" (batch {ceiling.batch}, {concurrency} clients)"
+        )
+    return lines
 
 
 def _remote_sweep(
@@ -268,6 +292,8 @@ def _remote_sweep(
 def _progress_line(p: Point) -> str:
     cpu = "" if p.client_cpu is None else f"  client CPU {p.client_cpu:.0%}"
     batch = f"  ({ceiling_note(p)})" if p.contender == CEILING else ""
+    if p.server_per_cpu_second:
+        batch = f"  ({p.server_per_cpu_second:.0f} per server CPU-second)"
     error = f"  ERROR {p.error}" if p.error else ""
     return (
         f"{p.contender:<17} {p.concurrency:>4} clients {p.throughput:8.0f} req/s  "

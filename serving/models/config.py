@@ -25,6 +25,7 @@ from inferstack.serving.models.specs import (
     check_integer,
     check_name,
 )
+from inferstack.serving.models.tuning import default_instance_count
 
 
 def check_options(options: ModelOptions, target: Target) -> None:
@@ -36,7 +37,8 @@ def check_options(options: ModelOptions, target: Target) -> None:
         raise InvalidInput("max_batch_size", max_batch, f"0 to {MAX_BATCH_SIZE} (0: no batch axis)")
     if options.instance_kind not in ("KIND_GPU", "KIND_CPU"):
         raise InvalidInput("instance_kind", options.instance_kind, "KIND_GPU or KIND_CPU")
-    check_integer(options.instance_count, "instance_count", minimum=1)
+    if options.instance_count is not None:
+        check_integer(options.instance_count, "instance_count", minimum=1, note=" or None")
     if options.torch_threads is not None:
         check_integer(options.torch_threads, "torch_threads", minimum=1, note=" or None")
     batching = options.dynamic_batching
@@ -95,9 +97,10 @@ def model_config(
         config.input.add(name=spec.name, data_type=_type_enum(spec.dtype), dims=list(spec.dims))
     for spec in outputs:
         config.output.add(name=spec.name, data_type=_type_enum(spec.dtype), dims=list(spec.dims))
-    config.instance_group.add(
-        kind=mc.ModelInstanceGroup.Kind.Value(options.instance_kind), count=options.instance_count
-    )
+    count = options.instance_count
+    if count is None:
+        count = default_instance_count(options.instance_kind, target)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.Kind.Value(options.instance_kind), count=count)
     batching = options.dynamic_batching
     if batching is not None:
         config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)

@@ -167,7 +167,7 @@ class ModelOptions:
     max_batch_size: int = 8  # 0: the model has no batch axis
     dynamic_batching: DynamicBatching | None = DynamicBatching()
     instance_kind: InstanceKind = "KIND_CPU"
-    instance_count: int = 1
+    instance_count: int | None = None  # None: default_instance_count (tuning.py), for this machine
     warmup: bool = False  # zero-filled requests at max_batch_size (variable axes at length 1) before ready
     version_policy: VersionPolicy = LatestVersions()
     torch_threads: int | None = None  # per instance; None: the python model takes half the cores

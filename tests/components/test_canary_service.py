@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from inferstack.components.canary import TRAFFIC_KEY, CanaryRelease
+from inferstack.components.model_repository import ServedModels
 from inferstack.components.model_service import (
     ModelSource,
     TritonModelService,
@@ -96,3 +97,69 @@ def test_a_split_document_must_be_exactly_a_release() -> None:
     document = json.dumps({"model": "ranker", "stable_version": 1, "canary_version": 2, "weight_percent": 5})
     with pytest.raises(ValueError, match="exactly the keys"):
         release_from_document(document)
+
+
+def template(args: TritonModelServiceArgs) -> str:
+    """The pod template as the Deployment controller hashes it: any byte changed rolls the pods."""
+    manifest = deployment("ranker", args, "s3://models/ranker")
+    return json.dumps(manifest["spec"]["template"], sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"canary": None},  # promoted, or rolled back: the versions go back to the repository's policy
+        {"canary": dataclasses.replace(RELEASE, canary_version=5)},  # a new canary
+        {"canary": dataclasses.replace(RELEASE, stable_version=4, canary_version=5)},  # promoted, next one
+    ],
+    ids=["canary-removed", "new-canary", "new-stable"],
+)
+def test_a_change_of_the_versions_served_rolls_the_pods(change: dict[str, object]) -> None:
+    assert template(dataclasses.replace(ARGS, **change)) != template(ARGS)
+
+
+def test_the_served_versions_are_what_the_pods_say() -> None:
+    annotations = deployment("ranker", ARGS, "s3://models/ranker")["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert json.loads(annotations["inferstack.io/served-versions"]) == {"ranker": [3, 4]}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"weight_percent": 50.0}, {"mirror_percent": 0.0}, {"p99_margin_ms": 5.0}, {"window": "30m"}],
+)
+def test_a_split_or_alert_change_rolls_nothing(change: dict[str, object]) -> None:
+    """Every pod already serves both versions: a new weight is the clients' business alone."""
+    assert template(dataclasses.replace(ARGS, canary=dataclasses.replace(RELEASE, **change))) == template(
+        ARGS
+    )
+
+
+def test_the_split_changes_only_after_the_rollout() -> None:
+    """Pulumi updates the split ConfigMap once the Deployment's rollout has finished (it waits for the
+    new ReplicaSet to be available): no client asks for a version before every pod serves it; and the
+    rollout surges one pod at a time and removes none first."""
+    recording, _ = run_program(lambda: TritonModelService("ranker", ARGS))
+    pods = recording.one("kubernetes:apps/v1:Deployment")
+    split = recording.one("kubernetes:core/v1:ConfigMap", "ranker-traffic")
+    assert pods.urn in split.dependencies
+    assert pods.inputs["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+
+
+def shipped(versions: tuple[int, ...], canary: CanaryRelease | None) -> TritonModelServiceArgs:
+    """The service with models shipped by a ModelRepository, serving ``versions`` of ranker."""
+    source = dataclasses.replace(ARGS.source, served=ServedModels({"ranker": versions}, bytes=1 << 20))
+    return dataclasses.replace(ARGS, source=source, canary=canary)
+
+
+def test_with_a_shipped_repository_the_served_versions_roll_the_pods_and_a_canary_does_not() -> None:
+    """The fill's arguments name the versions the deploy ships: a new version policy rolls
+    the pods. A canary's versions must be among them (refused otherwise), so every pod already serves
+    both and setting, moving or removing the canary rolls nothing."""
+    assert template(shipped((3, 4), RELEASE)) != template(shipped((3,), None))
+    assert template(shipped((3, 4), RELEASE)) == template(shipped((3, 4), None))
+    assert template(shipped((3, 4), dataclasses.replace(RELEASE, stable_version=4, canary_version=3))) == (
+        template(shipped((3, 4), RELEASE))
+    )
+    assert template(shipped((4,), None)) != template(shipped((3, 4), None))

@@ -281,7 +281,7 @@ def test_pools_wait_for_the_crds_the_controller_and_what_a_node_needs_to_join(pr
             if r.inputs.get("type") == "EC2_LINUX"
         }
     )
-    assert len(iam) == 5
+    assert len(iam) == 6  # the controller's two policies (its own, the volume key's), the node's three
     monitors = {r.urn for r in prod.of_type(RELEASE) if r.inputs["chart"] == "kube-prometheus-stack"}
     assert iam | monitors <= waits_for(prod, controller.urn)
     for resource in [*prod.of_type(NODE_POOL), *prod.of_type(NODE_CLASS)]:
@@ -304,7 +304,9 @@ def test_the_node_class_names_the_profile_subnets_and_security_group_the_stack_h
     # One role: the profile's, the access entry's (EKS lets its nodes join) and the one Karpenter may pass.
     (role_urn,) = entry.property_dependencies["principalArn"]
     assert profile.property_dependencies["role"] == (role_urn,)
-    (controller_policy,) = [p for p in prod.of_type("aws:iam/rolePolicy:RolePolicy") if "karpenter" in p.name]
+    (controller_policy,) = [
+        p for p in prod.of_type("aws:iam/rolePolicy:RolePolicy") if p.name.endswith("karpenter-controller")
+    ]
     assert role_urn in controller_policy.property_dependencies["policy"]
     cluster = "inferstack-prod"
     (selector,) = spec["subnetSelectorTerms"]

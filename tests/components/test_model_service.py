@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from inferstack.components.model_service import (
     service_monitor,
 )
 from inferstack.components.model_service.args import SPOT_NOTICE_S
+from inferstack.components.model_service.checks import validate
 from inferstack.components.model_service.pod import (
     ADMIN_KEY_ENV,
     CACHE_SCRIPT,
@@ -42,6 +44,7 @@ from inferstack.components.model_service.pod import (
     admin_key_secret,
     fill_models,
     front_config_map,
+    front_container,
     model_cache_config_map,
     service_account,
     triton_args,
@@ -51,6 +54,7 @@ from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.components.request_front import config_files
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra import model_cache
+from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore
 from inferstack.infra.nodegroups import NODE_MODEL_CACHE_PATH
 from tests.conftest import packages_loaded_by
@@ -412,7 +416,10 @@ def test_the_request_front_is_a_native_sidecar_that_owns_the_http_port(recording
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["image"] == "nginx:1.28.0"
     assert sidecar["command"] == ["nginx", "-e", "stderr", "-c", "/etc/request-front/nginx.conf"]
-    assert sidecar["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert sidecar["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "front-metrics", "containerPort": 8003, "protocol": "TCP"},
+    ]
     assert "lifecycle" not in sidecar  # no preStop of its own: the kubelet's sidecar order keeps it up
     pod = pod_spec(recording)
     assert pod["terminationGracePeriodSeconds"] == 20 + 80 + 5
@@ -423,7 +430,22 @@ def test_the_pod_stays_guaranteed_with_the_front(recording: Recording) -> None:
     for each in (front(recording), fill(recording), container(recording)):
         requests, limits = each["resources"]["requests"], each["resources"]["limits"]
         assert requests["cpu"] == limits["cpu"] and requests["memory"] == limits["memory"]
-    assert front(recording)["resources"]["limits"] == {"cpu": "0.5", "memory": "1536Mi"}
+    assert front(recording)["resources"]["limits"] == {"cpu": "0.25", "memory": "1536Mi"}
+
+
+def test_the_fill_runs_in_tritons_image_as_triton_with_irsa_only(recording: Recording) -> None:
+    """No other image to pin or pull, no other identity: the pod's IRSA role, the image's user, a
+    read-only root filesystem; no probes (Kubernetes refuses them on a run-to-completion init container);
+    no static keys; the models Triton loads."""
+    step, triton = fill(recording), container(recording)
+    assert step["image"] == triton["image"]
+    loaded = [a.removeprefix("--load-model=") for a in triton["args"] if a.startswith("--load-model=")]
+    assert f"--models={','.join(loaded)}" in step["args"] and len(loaded) > 1
+    assert step["securityContext"] == triton["securityContext"]
+    assert "restartPolicy" not in step and not {"startupProbe", "readinessProbe", "livenessProbe"} & set(step)
+    env = {e["name"]: e["value"] for e in step["env"]}
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(env)
 
 
 def test_the_front_runs_read_only_from_its_config_map(recording: Recording) -> None:
@@ -444,7 +466,13 @@ def test_the_front_runs_read_only_from_its_config_map(recording: Recording) -> N
     # nginx reads its files once: the pod template carries their digest, so a change rolls the pods.
     annotations = inputs(recording, DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]
     digest = hashlib.sha256(json.dumps(recorded["data"], sort_keys=True).encode()).hexdigest()
-    assert annotations["inferstack.io/request-front-sha256"] == digest
+    assert annotations == {
+        "inferstack.io/request-front-sha256": digest,
+        "inferstack.io/model-cache-sha256": hashlib.sha256(
+            Path(model_cache.__file__).read_text().encode()
+        ).hexdigest(),
+        "inferstack.io/served-versions": "{}",
+    }
 
 
 # --- services, monitoring, autoscaling, disruption ------------------------------------------------------------
@@ -462,6 +490,7 @@ def test_services(recording: Recording) -> None:
         "http": 8000,
         "grpc": 8001,
         "metrics": 8002,
+        "front-metrics": 8003,
     }
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"http": 8000, "grpc": 8001}
     for spec in (main["spec"], headless["spec"]):
@@ -983,3 +1012,72 @@ def test_the_fill_is_told_the_versions_the_deploy_ships() -> None:
     )
     assert fill_models(shipped) == "ranker:2+3,ranker-v2:1"
     assert fill_models(args()) == "ranker,ranker-v2"  # published out of band: whatever is there
+
+
+def test_front_trigger_is_optional_and_reads_the_fronts_time() -> None:
+    triggers = {
+        t["name"]: t for t in scaled_object("ranker", args(front_time_target_ms=20))["spec"]["triggers"]
+    }
+    assert triggers["front-time"]["metadata"]["query"] == promql.front_time_per_request_ms(
+        namespace="ranker", pod_regex=promql.deployment_pod_regex(service="ranker")
+    )
+    assert (triggers["front-time"]["metricType"], triggers["front-time"]["metadata"]["threshold"]) == (
+        "Value",
+        "20",
+    )
+    assert "front-time" not in keda_queries("ranker", args())
+
+
+def test_the_front_metrics_are_scraped_through_the_service() -> None:
+    front = front_container("ranker", args())
+    assert {p["name"]: p["containerPort"] for p in front["ports"]} == {"http": 8000, "front-metrics": 8003}
+    assert {"name": "front-metrics", "port": 8003, "targetPort": "front-metrics", "protocol": "TCP"} in (
+        service("ranker", args())["spec"]["ports"]
+    )
+    endpoints = service_monitor("ranker", args())["spec"]["endpoints"]
+    assert {"port": "front-metrics", "path": "/metrics", "interval": "15s"} in endpoints
+    # The headless Service must not carry it: every pod would be scraped twice.
+    assert all(p["name"] != "front-metrics" for p in headless_service("ranker", args())["spec"]["ports"])
+
+
+@pytest.mark.parametrize(
+    ("body_bytes", "rate", "cpu"),
+    [
+        (16 << 10, 100.0, 0.25),  # the defaults: the floor
+        (100_000, 200.0, 0.5),  # (0.2 + 1.45) ms x 200 / 0.7 = 0.47 cores
+        (1_000_000, 40.0, 0.85),  # (0.2 + 14.5) ms x 40 / 0.7 = 0.84 cores
+    ],
+)
+def test_the_front_cpu_follows_the_expected_body_size(body_bytes: int, rate: float, cpu: float) -> None:
+    sized = args(expected_request_bytes=body_bytes, expected_requests_per_second=rate, cpu=2.5)
+    validate("ranker", sized)
+    resources = front_container("ranker", sized)["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == f"{cpu:g}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"expected_request_bytes": 0}, "expected_request_bytes"),
+        ({"expected_request_bytes": (65 << 20) + 1}, "expected_request_bytes"),
+        # 1 MB JSON bodies at 100 req/s need 2.1 cores; one nginx worker has one.
+        ({"expected_request_bytes": 1_000_000}, "expected_request_bytes"),
+        ({"expected_requests_per_second": 0.0}, "expected_requests_per_second"),
+        ({"expected_requests_per_second": math.inf}, "expected_requests_per_second"),
+        ({"front_time_target_ms": 0.0}, "front_time_target_ms"),
+    ],
+)
+def test_front_sizing_inputs_are_checked(overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate("ranker", args(**overrides))
+    assert caught.value.field == field
+
+
+def test_a_bigger_front_leaves_triton_less_cpu() -> None:
+    """g5.xlarge: 4 vCPUs less 0.5 for the node less the front."""
+    validate("ranker", args(cpu=3.25))
+    with pytest.raises(InvalidInput) as caught:
+        validate(
+            "ranker", args(cpu=3.25, expected_request_bytes=1_000_000, expected_requests_per_second=40.0)
+        )
+    assert caught.value.field == "cpu" and "2.65" in caught.value.allowed

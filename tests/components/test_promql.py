@@ -29,6 +29,9 @@ def all_expressions() -> dict[str, str]:
         "new_xid": promql.gpu_new_xid_errors(window="5m"),
         "underused": promql.gpu_underused(window="2h"),
         "spot_backoff": promql.spot_node_groups_backed_off(window="30m"),
+        "front_time": promql.front_time_per_request_ms(
+            namespace="serving", pod_regex=promql.deployment_pod_regex(service="ranker")
+        ),
     }
     return queries
 

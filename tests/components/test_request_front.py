@@ -22,7 +22,7 @@ from inferstack.components.request_front import (
 )
 from inferstack.serving.client import limits
 
-POD = FrontPaths(listen_port=8000, triton_port=8080)
+POD = FrontPaths(listen_port=8000, triton_port=8080, metrics_port=8003)
 
 
 def directives(conf: str, name: str) -> list[str]:
@@ -46,16 +46,21 @@ def test_the_whole_body_is_read_into_memory_up_to_the_limit() -> None:
         == [str(1000 + HEADER_ALLOWANCE)]
     )
     assert directives(conf, "client_body_in_single_buffer") == ["on"]
-    assert directives(conf, "set") == ["$max_request_bytes 1000"]
+    assert [d for d in directives(conf, "set") if d.startswith("$max_request_bytes")] == [
+        "$max_request_bytes 1000"
+    ]
 
 
 def test_triton_is_reached_on_loopback_and_the_front_listens_on_the_pods_port() -> None:
     conf = nginx_conf(POD)
-    assert directives(conf, "listen") == ["8000"]
+    assert directives(conf, "listen") == ["8000", "8003"]  # requests, then the front's own metrics
     assert directives(conf, "server") == ["127.0.0.1:8080"]
     assert set(directives(conf, "proxy_pass")) == {"http://triton", "http://triton/v2/models/"}
     # Inference requests, any version, go to the check; the config lookup is internal only.
-    infer = re.search(r"location ~ (\S+) \{\s*set \$max_request_bytes \d+;\s*js_content front.infer;", conf)
+    infer = re.search(
+        r"location ~ (\S+) \{\s*set \$max_request_bytes \d+;\s*access_log [^;]+;\s*js_content front.infer;",
+        conf,
+    )
     assert infer is not None
     pattern = re.compile(infer.group(1).replace("(?<model>", "(?P<model>"))
     for path, model in (("/v2/models/demo/infer", "demo"), ("/v2/models/demo/versions/2/infer", "demo")):
@@ -76,18 +81,21 @@ def test_every_file_nginx_writes_is_under_the_temp_folder() -> None:
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         ),
         directives(conf, "proxy_cache_path")[0].split()[0],
+        *(log.split()[0] for log in directives(conf, "access_log") if log != "off"),
     ]
+    assert len(written) == 9  # pid, five temp paths, the cache, the times log (infer and @triton)
     assert all(path.startswith(POD.temp_dir + "/") for path in written)
     assert directives(conf, "error_log") == ["stderr warn"]
     assert directives(conf, "proxy_max_temp_file_size") == ["0"]  # answers never spill to disk
 
 
 def test_only_paths_and_ports_differ_between_the_pod_and_the_test() -> None:
-    other = FrontPaths(1234, 5678, config_dir="/x/conf", temp_dir="/x/tmp", module_path="/x/mod.so")
+    other = FrontPaths(1234, 5678, 4321, config_dir="/x/conf", temp_dir="/x/tmp", module_path="/x/mod.so")
     normalised = nginx_conf(other)
     for mine, theirs in (
         ("8000", "1234"),
         ("8080", "5678"),
+        ("8003", "4321"),
         (POD.config_dir, "/x/conf"),
         (POD.temp_dir, "/x/tmp"),
         (POD.module_path, "/x/mod.so"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,18 @@ def test_the_readme_is_a_front_door_whose_links_resolve() -> None:
     links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
     local = [link for link in links if not link.startswith("http")]
     assert local and [link for link in local if not (ROOT / link).exists()] == []
+
+
+def test_the_package_the_cli_the_schema_and_the_changelog_agree_on_the_version() -> None:
+    version = metadata.version("inferstack")
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == version
+    released = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert released and released[0] == version
+    shown = subprocess.run(
+        [sys.executable, "-m", "inferstack.cli.main", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.stdout.strip() == f"inferstack {version}"
+    assert schema()["version"] == version

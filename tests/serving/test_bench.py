@@ -9,7 +9,9 @@ import json
 import math
 import os
 import struct
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,7 @@ from inferstack.serving.bench.contenders import (
     add_unbatched_variant,
     ceiling_batch,
     geometric_mean_ratio,
+    group_cpu_seconds,
     in_process_point,
     medians,
     parse_concurrency,
@@ -143,7 +146,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 def _points() -> list[Point]:
     return [
-        Point(TRITON, 4, 300.0, 10, 20, 0.05),
+        Point(TRITON, 4, 300.0, 10, 20, 0.05, server_per_cpu_second=360.0),
         Point(UNBATCHED, 4, 150.0, 20, 40, 0.05),
         Point(PLAIN, 4, 100.0, 30, 60, 0.04),
         Point(CEILING, 4, 400.0, 8, 9, None, batch=4, torch_threads=2, per_cpu_second=450.0),
@@ -163,6 +166,8 @@ def test_ratios_and_the_table() -> None:
     assert rows[0][:3] == ["clients", "contender", "req/s"]
     triton_4 = rows[1]
     assert triton_4[:3] == ["4", TRITON, "300"] and triton_4[6:8] == ["3.00x", "75%"]
+    assert triton_4[8:10] == ["360", "80%"]  # its requests per server CPU-second, over the ceiling's
+    assert rows[4][8:10] == ["450", "100%"] and rows[2][8:10] == ["-", "-"]
     assert rows[4][-1] == "batch 4, 2 thread(s), 450 per CPU-second" and rows[4][5] == "-"
     assert rows[7][-1] == "no stable window within 25 %" and rows[7][3] == "-"
 
@@ -465,3 +470,21 @@ def test_no_triton_at_the_url_is_said_plainly(capsys: pytest.CaptureFixture[str]
     perf_or_unavailable()
     assert main(["bench", "--url", "127.0.0.1:1", "--model", "ranker"]) == 1
     assert "no Triton answering at 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_the_cpu_time_of_a_process_group_is_counted() -> None:
+    """A child in its own session burns CPU: the group's count grows by about what it used."""
+    burn = (
+        "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", burn], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(group_cpu_seconds(child.pid).values()) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(group_cpu_seconds(child.pid)) == [child.pid]
+        assert 0.3 <= group_cpu_seconds(child.pid)[child.pid] < 5
+    finally:
+        child.kill()
+        child.wait()
+    assert group_cpu_seconds(child.pid) == {}  # nothing left in the group

@@ -298,7 +298,7 @@ def test_publish_served_only_and_prune_through_the_cli(
     shutil.copytree(repo / "demo" / "1", repo / "demo" / "2")  # a new version; the policy serves the newest
     assert main(["models", "publish", str(repo), *target, "--served-only", "--prune"]) == 0
     out = capsys.readouterr().out
-    assert "pruned prod/demo/1/model.pt" in out and ", 2 pruned" in out, out
+    assert "pruned demo/1/model.pt" in out and ", 2 pruned" in out, out
     listed = sorted(o["Key"] for o in client.list_objects_v2(Bucket="served")["Contents"])
     assert not [key for key in listed if key.startswith("prod/demo/1/")], listed
     assert main(["models", "verify", *target]) == 0

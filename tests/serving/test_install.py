@@ -157,4 +157,4 @@ def test_pip_install_without_extras_imports_the_components_on_each_supported_pyt
     )
     assert plan.returncode == 0, plan.stderr[-2000:]
     assert "inferstack:platform:InferencePlatform" in plan.stdout
-    assert list((empty / "out" / "plan" / "dev").glob("*.yaml"))
+    assert list((empty / "out" / "plan" / "dev").rglob("*.yaml"))

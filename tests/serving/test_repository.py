@@ -38,6 +38,7 @@ from inferstack.serving.models.specs import (
     TensorSpec,
     parse_tensor_spec,
 )
+from inferstack.serving.models.tuning import default_instance_count
 
 
 class TwoInputs(torch.nn.Module):
@@ -195,7 +196,8 @@ def test_defaults_queue_bound_alone_and_warmup_of_a_variable_axis(tmp_path: Path
     queue = config.dynamic_batching.default_queue_policy
     assert (queue.max_queue_size, queue.default_timeout_microseconds) == (5, 0)
     assert config.dynamic_batching.max_queue_delay_microseconds == 100
-    assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
+    kind, count = mc.ModelInstanceGroup.KIND_CPU, default_instance_count("KIND_CPU", "python")
+    assert [(g.kind, g.count) for g in config.instance_group] == [(kind, count)]  # this machine's
     assert config.version_policy.latest.num_versions == 1
     assert list(config.model_warmup[0].inputs["INPUT__1"].dims) == [1]
     assert config.model_warmup[0].batch_size == 8

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 import grpc
 import pytest
@@ -26,18 +22,12 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inferstack.components.model_service import METRICS_PORT, ModelSource, TritonModelServiceArgs
 from inferstack.components.model_service.pod import TRITON_HTTP_PORT, triton_args
-from inferstack.components.request_front import (
-    CONF_FILE,
-    LIVE_PATH,
-    MODULE_PATH,
-    FrontPaths,
-    config_files,
-    nginx_command,
-)
+from inferstack.components.request_front import LIVE_PATH, TIMES_LOG
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.client.limits import limits_from_config
 from inferstack.serving.local.gateway import check_body
-from inferstack.serving.local.processes import find_triton, free_port, start_child
+from inferstack.serving.local.processes import RuntimeFailure, find_triton, free_port
+from inferstack.serving.local.request_front import RunningFront, running_front
 from inferstack.serving.local.runtime import LocalRuntime
 from tests.conftest import require_tool, unavailable
 from tests.request_cases import CASES, HUGE, LIMITS, REFUSED, VALID, RequestCase
@@ -67,63 +57,21 @@ def get(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-@contextmanager
-def front_folder() -> Iterator[Path]:
-    """A folder for the front's files, and its temp folder beneath; readable by nginx's workers, which
-    run as nobody when the tests run as root."""
-    folder = Path(tempfile.mkdtemp(prefix="request-front-"))
-    (folder / "tmp").mkdir()
-    for path in (folder, folder / "tmp"):
-        path.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextmanager
-def running_front(triton_http_url: str, folder: Path) -> Iterator[str]:
-    """nginx on the pod's very files, written to ``folder`` for the Triton at ``triton_http_url``: its URL."""
+@pytest.fixture(scope="module")
+def running(served: LocalRuntime) -> Iterator[RunningFront]:
     require_tool("nginx")
-    if not Path(MODULE_PATH).is_file():
-        unavailable(
-            f"{MODULE_PATH} is missing (Debian's libnginx-mod-http-js; bash .ci/bootstrap installs it)"
-        )
-    temp = folder / "tmp"
-    port = free_port()
-    triton_port = urlparse(triton_http_url).port
-    assert triton_port is not None
-    paths = FrontPaths(listen_port=port, triton_port=triton_port, config_dir=str(folder), temp_dir=str(temp))
-    for name, text in config_files(paths).items():
-        (folder / name).write_text(text)
-    nginx = start_child("nginx", nginx_command(paths), log=folder / "nginx.log", env=dict(os.environ))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
     try:
-        while True:
-            try:
-                if get(url + LIVE_PATH)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if not nginx.alive() or time.monotonic() > deadline:
-                pytest.fail(f"nginx did not start on {folder / CONF_FILE}:\n" + "\n".join(nginx.tail()))
-            time.sleep(0.1)
-        yield url
-    finally:
-        nginx.stop()
+        with running_front(served.http_url) as front:
+            yield front
+    except RuntimeFailure as failure:
+        if "needs nginx" not in str(failure):
+            raise
+        unavailable(str(failure))
 
 
 @pytest.fixture(scope="module")
-def front_dir() -> Iterator[Path]:
-    with front_folder() as folder:
-        yield folder
-
-
-@pytest.fixture(scope="module")
-def front(served: LocalRuntime, front_dir: Path) -> Iterator[str]:
-    with running_front(served.http_url, front_dir) as url:
-        yield url
+def front(running: RunningFront) -> str:
+    return running.url
 
 
 def test_triton_serves_the_limits_the_table_assumes(served: LocalRuntime) -> None:
@@ -180,10 +128,10 @@ def test_what_is_not_an_inference_passes_through_and_limits_hold(front: str, ser
     assert all(c.alive() for c in served.children)
 
 
-def test_the_model_configs_come_from_tritons_cache(front: str, front_dir: Path) -> None:
+def test_the_model_configs_come_from_tritons_cache(front: str, running: RunningFront) -> None:
     """The check's limits are Triton's own config, fetched on loopback and kept by nginx's cache."""
     assert post(f"{front}/v2/models/ranker/infer", VALID[3].body())[0] == 200
-    cached = [p for p in (front_dir / "tmp" / "model-configs").rglob("*") if p.is_file()]
+    cached = [p for p in (running.folder / "tmp" / "model-configs").rglob("*") if p.is_file()]
     assert any(b"/_front/model-config/ranker/config" in p.read_bytes() for p in cached)
 
 
@@ -262,3 +210,50 @@ def test_triton_binds_http_to_loopback_and_metrics_to_every_address_as_the_pod_s
         process.terminate()
         process.wait(timeout=30)
     assert bound == {http: "127.0.0.1", metrics: "0.0.0.0" if with_metrics_address else "127.0.0.1"}
+
+
+def front_counters(running: RunningFront) -> dict[str, float]:
+    status, text = get(running.metrics_url)
+    assert status == 200
+    # Prometheus's own linter reads the exposition: parse errors fail here.
+    lint = subprocess.run(
+        [require_tool("promtool"), "check", "metrics"], input=text, capture_output=True, timeout=30
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    return {
+        name: float(value)
+        for name, value in (line.split() for line in text.decode().splitlines() if not line.startswith("#"))
+    }
+
+
+def test_the_time_requests_spend_in_the_front_is_exported(
+    running: RunningFront, served: LocalRuntime
+) -> None:
+    """Every inference request through the front counts once, refused or answered, with the time the
+    front held it less the time Triton took to answer; the liveness probe folds the log, so it stays
+    small when nothing scrapes."""
+    before = front_counters(running)
+    big = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "tokens",
+                    "datatype": "FP32",
+                    "shape": [16, 4096, 4],
+                    "data": [0.5] * (16 * 4096 * 4),
+                }
+            ]
+        }
+    ).encode()
+    for _ in range(3):
+        assert post(f"{running.url}/v2/models/sequence/infer", big)[0] == 200
+    assert post(f"{running.url}/v2/models/demo/infer", REFUSED[0].body())[0] == 400
+    assert get(f"{running.url}/v2/health/ready")[0] == 200  # not an inference: not counted
+    assert get(running.url + LIVE_PATH)[0] == 200
+    assert (running.folder / "tmp" / TIMES_LOG).stat().st_size == 0
+    after = front_counters(running)
+    assert after["inferstack_front_requests_total"] - before["inferstack_front_requests_total"] == 4
+    spent = after["inferstack_front_seconds_total"] - before["inferstack_front_seconds_total"]
+    # njs parsing 4 MiB of JSON takes milliseconds of the worker's time, each of three times.
+    assert 0.003 < spent < 30
+    assert all(c.alive() for c in served.children)

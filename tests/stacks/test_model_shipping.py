@@ -143,3 +143,16 @@ def test_a_canary_needs_both_versions_among_those_shipped() -> None:
     canary = {"model": "demo", "stableVersion": 1, "canaryVersion": 2}
     _, error = run_invalid(platform(dev(repository="demo-repository", canary=canary)))
     assert error.field == "inferstack:services[0].canary.canaryVersion" and "[1]" in error.allowed, error
+
+
+def test_the_request_front_is_sized_from_the_stack_keys() -> None:
+    """A service's usual body and rate size its front; a JSON size one nginx worker cannot read at that
+    rate is refused by its key, and the front's own trigger is a key too."""
+    sized, _ = run_program(platform(dev(expectedRequestBytes=100_000, expectedRequestsPerSecond=200)))
+    front = pod(sized)["initContainers"][0]
+    assert front["name"] == "request-front" and front["resources"]["limits"]["cpu"] == "0.5"
+    _, error = run_invalid(platform(dev(expectedRequestBytes=1_000_000)))
+    assert error.field == "inferstack:services[0].expectedRequestBytes" and "binary tensors" in error.allowed
+    scaled, _ = run_program(platform(dev(frontTimeTargetMs=20)))
+    (scaler,) = scaled.of_type("kubernetes:keda.sh/v1alpha1:ScaledObject")
+    assert "front-time" in {t["name"] for t in scaler.inputs["spec"]["triggers"]}
