@@ -149,7 +149,7 @@ def test_the_request_front_is_sized_from_the_stack_keys() -> None:
     """A service's usual body and rate size its front; a JSON size one nginx worker cannot read at that
     rate is refused by its key, and the front's own trigger is a key too."""
     sized, _ = run_program(platform(dev(expectedRequestBytes=100_000, expectedRequestsPerSecond=200)))
-    front = pod(sized)["initContainers"][0]
+    front = pod(sized)["initContainers"][1]  # after the model-cache fill
     assert front["name"] == "request-front" and front["resources"]["limits"]["cpu"] == "0.5"
     _, error = run_invalid(platform(dev(expectedRequestBytes=1_000_000)))
     assert error.field == "inferstack:services[0].expectedRequestBytes" and "binary tensors" in error.allowed
