@@ -67,6 +67,15 @@ def bench(
         ),
     ] = False,
     plan_sizes: Annotated[str, typer.Option(help="--plan: service counts")] = "1,10,100",
+    cold_start: Annotated[
+        bool,
+        typer.Option(
+            "--cold-start",
+            help="instead: a replica's ready time for a generated --size-mb model, from S3 directly, through "
+            "the node cache cold and warm, against the floor (parallel download + torch.jit.load)",
+        ),
+    ] = False,
+    size_mb: Annotated[int, typer.Option(help="--cold-start: the generated model's size")] = 512,
     front: Annotated[
         bool,
         typer.Option(
@@ -97,6 +106,8 @@ def bench(
 
     if plan:
         return _bench_plan(stacks_dir, plan_sizes, config, as_json)
+    if cold_start:
+        return _bench_cold_start(size_mb, rounds, out, as_json)
     if front:
         return _bench_front(rounds, as_json)
     request = BenchRequest(
@@ -132,6 +143,42 @@ def bench(
         for line in result.summary:
             print(line)
     return 1 if result.failed else 0
+
+
+def _bench_cold_start(size_mb: int, rounds: int, out: Path, as_json: bool) -> int:
+    from inferstack.serving.bench.cold_start import TARGET_RATIO, run_cold_start, table, write_plot
+
+    progress = sys.stderr if as_json else sys.stdout
+
+    def say(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=progress, flush=True)
+
+    report = run_cold_start(size_mb=size_mb, rounds=rounds, progress=say)
+    summary = {
+        "size_bytes": report.size_bytes,
+        "rounds": report.rounds,
+        "rows": report.rows(),
+        "floor_s": report.floor_s,
+        "floor_download_s": report.floor_download_s,
+        "floor_load_s": report.floor_load_s,
+        "starts": [asdict(s) for s in report.starts],
+        "cold_within_target": report.cold_within_target,
+        "warm_downloads_nothing": report.warm_downloads_nothing,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cold-start.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+    plot = write_plot(report, out / "cold-start.png")
+    if as_json:
+        print(json.dumps(json_safe(summary), indent=2, allow_nan=False))
+    else:
+        print()
+        print_table(table(report))
+        print(
+            f"\ncold start through the cache: {report.share('cold') / report.floor_s:.2f}x the floor "
+            f"(target <= {TARGET_RATIO}x: {'met' if report.cold_within_target else 'NOT met'}); warm start "
+            f"{'downloaded nothing' if report.warm_downloads_nothing else 'DOWNLOADED'}; plot: {plot}"
+        )
+    return 0 if report.cold_within_target and report.warm_downloads_nothing else 1
 
 
 def _bench_front(rounds: int, as_json: bool) -> int:

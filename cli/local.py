@@ -87,6 +87,14 @@ def up(
     canary_weight: Annotated[float, typer.Option(help="percent of requests the canary answers")] = 20.0,
     mirror: Annotated[float, typer.Option(help="percent of stable requests mirrored to the canary")] = 50.0,
     canary_requests: Annotated[int, typer.Option(help="requests sent through the split")] = 200,
+    model_cache: Annotated[
+        bool,
+        typer.Option(
+            help="fill each replica's repository through the node-local model cache in --work-dir, as the "
+            "cluster's init container does (--no-model-cache: Triton reads S3 itself)"
+        ),
+    ] = True,
+    model_cache_gib: Annotated[float, typer.Option(help="the model cache's size bound")] = 20.0,
 ) -> int:
     """Publish a model repository to emulated S3 and serve it with Triton."""
     from inferstack.serving.local.demo import build_canary_demo_repository, build_demo_repository
@@ -131,6 +139,8 @@ def up(
                 progress=say,
                 replicas=replicas,
                 triton_args=tracing,
+                model_cache=model_cache,
+                model_cache_gib=model_cache_gib,
             )
             running.enter_context(runtime)
             prometheus = None if no_prometheus else _local_prometheus(runtime, say)
@@ -155,6 +165,7 @@ def up(
                 "models": [m.name for m in runtime.models],
                 # Locked as in the cluster: a replica's own port answers its admin APIs to this key only.
                 "admin": {"header": next(iter(runtime.admin_headers)), "key": runtime.admin_key},
+                "replica_starts": [asdict(r) for r in runtime.replica_starts],
                 "smoke": [asdict(r) for r in results],
             }
             if release is not None and canary_model is not None:

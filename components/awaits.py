@@ -91,9 +91,19 @@ def _probe_s(probe: Mapping[str, Any] | None) -> int:
     )
 
 
+def step_wait_s(container: Mapping[str, Any]) -> int:
+    """How long an init container that runs to completion may wait: its ``--wait-s=N`` (the model-cache
+    fill's wait for the manifests, infra/model_cache.py), 0 for one that says nothing of it."""
+    if container.get("restartPolicy") == "Always":  # a sidecar: started, not waited for
+        return 0
+    given = [str(a).split("=", 1)[1] for a in container.get("args") or [] if str(a).startswith("--wait-s=")]
+    return sum(math.ceil(float(v)) for v in given)
+
+
 def manifest_pod_start_s(spec: Mapping[str, Any]) -> int:
     """A pod on a node scaled up for it: the node, its largest image (the EKS kubelet pulls side by
-    side), then the longest start-up its startup probe allows (else one readiness period)."""
+    side), the waits of its init steps (one after another), then the longest start-up its startup
+    probe allows (else one readiness period)."""
     containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
     pull = max((image_pull_s(str(c.get("image", ""))) for c in containers), default=0)
     startup = (
@@ -104,7 +114,8 @@ def manifest_pod_start_s(spec: Mapping[str, Any]) -> int:
         if containers
         else 0
     )
-    return NODE_START_S + pull + startup
+    steps = sum(step_wait_s(c) for c in spec.get("initContainers") or [])
+    return NODE_START_S + pull + steps + startup
 
 
 def _surge(spec: Mapping[str, Any], replicas: int) -> int:

@@ -4,12 +4,13 @@ Without it the bucket is created empty in the same deploy that starts Triton on 
 published before the bucket exists. Here every file of the models a service loads becomes a
 Pulumi-managed ``aws.s3.BucketObjectv2`` under the service's prefix, in the order a reader polling
 the prefix needs (``plan_objects``): a version's files, then the model's ``config.pbtxt``, then the
-model's manifest (``infra/model_manifest.py``), each waiting for the ones before it. The service's
-Deployment depends on this component, so `pulumi up` creates bucket -> models -> services, and a
-destroy or a removed version deletes in the reverse order (manifest first).
+model's manifest (``infra/model_cache.render_manifest``, what the pod's fill reads), each waiting for
+the ones before it. The service's Deployment depends on this component, so `pulumi up` creates
+bucket -> models -> services, and a destroy or a removed version deletes in the reverse order
+(manifest first).
 
-Only the versions the model's ``version_policy`` serves are uploaded: Triton copies a model's whole
-folder into the pod's cache, so any other version would cost disk and download time for nothing.
+Only the versions the model's ``version_policy`` serves are uploaded: the fill fetches only those,
+so any other version would cost bucket space and upload time for nothing.
 ``served`` (versions and bytes) is what one pod downloads; the service's cache is sized from it.
 """
 
@@ -26,15 +27,12 @@ import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.model_cache import MANIFEST, SHA256_METADATA, render_manifest, sha256_of
 from inferstack.infra.model_manifest import (
     CONFIG,
-    MANIFEST,
-    SHA256_METADATA,
     links_out,
-    manifest_bytes,
     model_dirs,
     publishable,
-    sha256_of,
     version_policy,
 )
 from inferstack.infra.prefixes import check_prefix
@@ -97,7 +95,7 @@ def _model_plan(repository: Path, model_dir: Path) -> ModelPlan:
         f"{name}/{CONFIG}", sha256_of(config), config.stat().st_size, source=config, after=version_keys
     )
     objects.append(config_object)
-    content = manifest_bytes(name, {o.relative.split("/", 1)[1]: o.sha256 for o in objects})
+    content = render_manifest(name, {o.relative.split("/", 1)[1]: o.sha256 for o in objects}, served)
     objects.append(
         PlannedObject(
             f"{name}/{MANIFEST}",

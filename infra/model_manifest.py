@@ -1,14 +1,11 @@
-"""A built Triton model repository as files to publish, and the manifest that says a model is complete.
+"""A built Triton model repository as files to publish, and which of its versions are served.
 
-Pure and Pulumi-free: the deploy (``components/model_repository.py``), the out-of-band publisher
-(``serving/models/publish.py``) and the pod's waiting step (``components/model_wait.py``) read the
-same layout. Each model folder of the repository holds ``config.pbtxt`` and numbered version
-folders; in S3, beside them, ``inferstack-manifest.json`` is written last:
-
-    {"model": "<name>", "sha256": {"<version>/<file>": "<hex>", ..., "config.pbtxt": "<hex>"}}
-
-(JSON, keys sorted, indent 1). Its presence means every file it lists was uploaded before it; the
-versions it lists are the ones published. Triton ignores the file (it is not a version folder).
+Pure and Pulumi-free: the deploy (``components/model_repository.py``) and the out-of-band publisher
+(``serving/models/publish.py``) read the same layout. Each model folder of the repository holds
+``config.pbtxt`` and numbered version folders; in S3, beside them, the manifest is written last, in
+the one format the pod's fill reads (``infra/model_cache.py``: ``render_manifest``,
+``parse_manifest``): every file's sha256 and the versions served. Its presence means every file it
+lists was uploaded before it. Triton ignores the file (it is not a version folder).
 
 Which versions a model serves is its config's ``version_policy`` (Triton's default: the newest one).
 Triton copies a model's whole folder, every version in it, to its local cache before loading any:
@@ -17,28 +14,15 @@ only the served versions belong in the prefix Triton reads.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from inferstack.infra.errors import InvalidInput
 
-MANIFEST = "inferstack-manifest.json"
-SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 CONFIG = "config.pbtxt"
-_CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def publishable(path: Path, repository: Path) -> bool:
@@ -66,16 +50,6 @@ def links_out(repository: Path) -> list[str]:
             if path.is_symlink() and (not path.exists() or not path.resolve().is_relative_to(root)):
                 found.append(path.relative_to(repository).as_posix())
     return found
-
-
-def manifest_bytes(model: str, files: Mapping[str, str]) -> bytes:
-    """The manifest of ``model``: ``files`` maps each path inside the model folder to its sha256."""
-    return json.dumps({"model": model, "sha256": dict(files)}, indent=1, sort_keys=True).encode()
-
-
-def manifest_versions(files: Mapping[str, str]) -> list[int]:
-    """The version folders a manifest's files are in."""
-    return sorted({int(path.split("/", 1)[0]) for path in files if path.split("/", 1)[0].isdigit()})
 
 
 # --- version policy ---------------------------------------------------------------------------------

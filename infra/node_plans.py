@@ -33,6 +33,10 @@ ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
 # EKS puts these two on every managed node group's Auto Scaling group itself.
 AUTOSCALER_DISCOVERY_TAGS = ("k8s.io/cluster-autoscaler/enabled", "k8s.io/cluster-autoscaler/{cluster}")
 SPOT, ON_DEMAND = "spot", "on-demand"  # values of CAPACITY_TYPE_LABEL
+# The node-local model cache (infra/model_cache.py) every Triton pod's init container fills: on the
+# instance-store NVMe where the node has one (the bootstrap below), on the root volume otherwise.
+NODE_MODEL_CACHE_PATH = "/var/lib/inferstack/model-cache"
+NODE_MODEL_CACHE_UID = 1000  # Triton's user: the fill runs as it, under the restricted security context
 
 CapacityType = Literal["ON_DEMAND", "SPOT", "CAPACITY_BLOCK"]
 AmiType = Literal[
@@ -372,6 +376,58 @@ def volumes(plan: NodeGroupPlan) -> list[Volume]:
     if plan.ami_type.startswith("BOTTLEROCKET"):
         return [Volume("/dev/xvda", None), Volume("/dev/xvdb", plan.disk_gib)]
     return [Volume("/dev/xvda", plan.disk_gib)]
+
+
+# Where nodeadm's localStorage RAID0 strategy mounts the instance-store NVMe array (setup-local-disks).
+INSTANCE_STORE_ARRAY = "/mnt/k8s-disks/0"
+_USER_DATA_BOUNDARY = "==INFERSTACK=="
+
+
+def node_user_data(plan: NodeGroupPlan) -> str | None:
+    """The launch template's user data of an AL2023 group (None for Bottlerocket, which takes TOML):
+    nodeadm puts the instance-store NVMe disks, where the type has them (g5, g6, g6e, g4dn, p4d), into
+    one RAID0 array that holds containerd's images and the kubelet's volumes; then a script gives the
+    node-local model cache a folder on that array (the root volume where there is none), owned by
+    Triton's user. EKS merges its own NodeConfig (the cluster's endpoint and CA) with this one.
+
+    Order on the node: nodeadm's config phase and setup-local-disks run before multi-user.target,
+    cloud-init's scripts after it (cloud-final), and the kubelet starts after cloud-final: the array
+    is mounted when the script runs, and the folder exists before any pod can mount it.
+    """
+    if not plan.ami_type.startswith("AL2023"):
+        return None
+    node_config = "\n".join(
+        [
+            "---",
+            "apiVersion: node.eks.aws/v1alpha1",
+            "kind: NodeConfig",
+            "spec:",
+            "  instance:",
+            "    localStorage:",
+            "      strategy: RAID0",
+        ]
+    )
+    script = "\n".join(
+        [
+            "#!/bin/bash",
+            "# inferstack: the node-local model cache (infra/model_cache.py fills it from S3)",
+            "set -euo pipefail",
+            f"cache={NODE_MODEL_CACHE_PATH}",
+            'mkdir -p "$cache"',
+            f"nvme={INSTANCE_STORE_ARRAY}/inferstack-model-cache",
+            f"if mountpoint -q {INSTANCE_STORE_ARRAY}; then",
+            '  mkdir -p "$nvme"',
+            '  mountpoint -q "$cache" || mount --bind "$nvme" "$cache"',
+            "fi",
+            f'chown {NODE_MODEL_CACHE_UID}:{NODE_MODEL_CACHE_UID} "$cache"',
+            'chmod 0750 "$cache"',
+        ]
+    )
+    parts = [("application/node.eks.aws", node_config), ('text/x-shellscript; charset="us-ascii"', script)]
+    lines = ["MIME-Version: 1.0", f'Content-Type: multipart/mixed; boundary="{_USER_DATA_BOUNDARY}"', ""]
+    for content_type, body in parts:
+        lines += [f"--{_USER_DATA_BOUNDARY}", f"Content-Type: {content_type}", "", body, ""]
+    return "\n".join([*lines, f"--{_USER_DATA_BOUNDARY}--", ""])
 
 
 def check_subnets(plans: Sequence[NodeGroupPlan], subnet_zones: Collection[str]) -> None:

@@ -4,6 +4,7 @@ tags that reach their Auto Scaling groups.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from inferstack.infra.node_plans import (
     autoscaler_tags,
     check_subnets,
     check_zone_loss,
+    node_user_data,
     release_version,
     validate_plan,
     volumes,
@@ -77,8 +79,10 @@ class NodeGroup(pulumi.ComponentResource):
         waits_for = caller_dependencies(opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = {"inferstack.io/cluster": args.cluster_name, **args.tags}
+        user_data = node_user_data(plan)
         template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
+            user_data=None if user_data is None else base64.b64encode(user_data.encode()).decode(),
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
                 http_endpoint="enabled",
                 http_tokens="required",  # IMDSv2 only

@@ -80,7 +80,14 @@ def containers(props: Props) -> Iterator[Mapping[str, Any]]:
 
 
 def is_triton(container: Mapping[str, Any]) -> bool:
-    return container.get("name") == "triton" or "tritonserver" in str(container.get("image", ""))
+    """A container that runs the Triton server: named so, or from Triton's image with its own entrypoint
+    or ``tritonserver`` as the command; not a step that borrows the image for its python3 (the
+    model-cache fill), which runs to completion before Triton and has no server to probe."""
+    command = " ".join(str(part) for part in container.get("command") or [])
+    runs_server = not command or "tritonserver" in command
+    return container.get("name") == "triton" or (
+        "tritonserver" in str(container.get("image", "")) and runs_server
+    )
 
 
 def gpus_of(container: Mapping[str, Any], kind: str = "limits") -> float:

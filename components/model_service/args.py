@@ -88,9 +88,13 @@ class TritonModelServiceArgs:
     cpu: float = 3.0
     memory_gib: float = 10.0
     shm_gib: float = 2.0  # /dev/shm, part of memory_gib: tmpfs pages count against the memory limit
-    # Node disk for Triton's copy of the S3 repository. None: derived from ``source.served`` (see
+    # The pod's own folder of its served versions (an emptyDir Triton loads, filled from the node
+    # cache). None: derived from ``source.served`` (see
     # ``model_cache_gib``), DEFAULT_MODEL_CACHE_GIB when the models are published out of band.
     model_cache_gib: float | None = None
+    # The node-local cache every service's pods on a node share (infra/model_cache.py), pruned to this size.
+    node_cache_gib: float = 150.0
+    manifest_wait_s: int = 600  # how long a pod's fill waits for a model's manifest (written last)
     placement: Placement = "spot-with-fallback"
     min_replicas: int = 3
     max_replicas: int = 12
@@ -170,7 +174,7 @@ def grace_period_s(args: TritonModelServiceArgs) -> int:
 
 
 def needed_cache_gib(served_bytes: int) -> float:
-    """What one pod's cache must hold: Triton copies every served model's folder, whole, into it."""
+    """What one pod's folder must hold: the fill places every served version's files in it."""
     return served_bytes / GIB
 
 
@@ -189,9 +193,12 @@ def model_cache_gib(args: TritonModelServiceArgs) -> float:
 
 
 def progress_deadline_s(args: TritonModelServiceArgs) -> int:
-    """One Triton pod ready on a node scaled up from zero: the node, the ~10 GB image, every model
-    loaded (components/awaits.py). Kubernetes' deadline and Pulumi's waits both start from it."""
-    return pod_start_s(image_pull=image_pull_s(args.image), startup=args.model_load_timeout_s)
+    """One Triton pod ready on a node scaled up from zero: the node, the ~10 GB image, the fill (waiting
+    for the manifests at most ``manifest_wait_s``), every model loaded (components/awaits.py).
+    Kubernetes' deadline and Pulumi's waits both start from it."""
+    return pod_start_s(
+        image_pull=image_pull_s(args.image), startup=args.manifest_wait_s + args.model_load_timeout_s
+    )
 
 
 def await_timeouts_s(args: TritonModelServiceArgs) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from inferstack.components.model_service.args import (
     front_cpu,
     front_cpu_needed,
     grace_period_s,
+    model_cache_gib,
     namespace_of,
     needed_cache_gib,
     prod_min_replicas,
@@ -87,8 +88,8 @@ def _validate_cache(args: TritonModelServiceArgs) -> None:
         raise InvalidInput(
             "model_cache_gib",
             explicit,
-            f"at least {needed_cache_gib(served.bytes):.3g} GiB: Triton copies the served versions of "
-            f"{sorted(served.versions)} ({served.bytes} bytes) into the cache; unset, it is "
+            f"at least {needed_cache_gib(served.bytes):.3g} GiB: the fill places the served versions of "
+            f"{sorted(served.versions)} ({served.bytes} bytes) in the pod's folder; unset, it is "
             f"{derived_cache_gib(served.bytes):g} GiB",
         )
     if served is not None and sorted(served.versions) != sorted(args.models):
@@ -206,6 +207,7 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
         if getattr(args, field_name) <= 0:
             raise InvalidInput(field_name, getattr(args, field_name), "a number > 0")
     _validate_cache(args)
+    check_model_cache(args)
     if args.cooldown_s < 0:
         raise InvalidInput("cooldown_s", args.cooldown_s, "a number of seconds >= 0")
     if args.gpu_utilization_target is not None and not 0 < args.gpu_utilization_target <= 100:
@@ -245,3 +247,17 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
             tracing_args(name, args)
         except InvalidInput as error:
             raise InvalidInput(f"tracing.{error.field}", error.value, error.allowed) from None
+
+
+def check_model_cache(args: TritonModelServiceArgs) -> None:
+    """The node cache holds at least what one pod serves; the fill's wait for a manifest is bounded."""
+    if not args.node_cache_gib >= model_cache_gib(args):
+        raise InvalidInput(
+            "node_cache_gib",
+            args.node_cache_gib,
+            f">= model_cache_gib ({model_cache_gib(args):g}): the node cache holds every file a pod serves",
+        )
+    if isinstance(args.manifest_wait_s, bool) or not isinstance(args.manifest_wait_s, int):
+        raise InvalidInput("manifest_wait_s", args.manifest_wait_s, "a whole number of seconds")
+    if not 0 <= args.manifest_wait_s <= 3600:
+        raise InvalidInput("manifest_wait_s", args.manifest_wait_s, "0 to 3600 seconds")

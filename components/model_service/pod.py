@@ -1,5 +1,6 @@
-"""The pod of a TritonModelService: Triton's container and arguments, the request front beside it, where
-it may run (node affinity, zone spread), the ServiceAccount and the admin key it reads."""
+"""The pod of a TritonModelService: Triton's container and arguments, the request front beside it, the
+model-cache init container that fills Triton's repository from the node cache, where it may run (node
+affinity, zone spread), the ServiceAccount and the admin key it reads."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 
 import pulumi
 
-from inferstack.components import model_wait
 from inferstack.components.admin_api import restriction_flags
 from inferstack.components.manifests import restricted_security_context
 from inferstack.components.model_service.args import (
@@ -35,6 +35,7 @@ from inferstack.components.request_front import (
     nginx_command,
 )
 from inferstack.components.triton_telemetry import traced_triton_args
+from inferstack.infra import model_cache
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.node_plans import (
     CAPACITY_TYPE_LABEL,
@@ -42,6 +43,7 @@ from inferstack.infra.node_plans import (
     GPU_PRESENT_LABEL,
     GPU_RESOURCE,
     GPU_TAINT_KEY,
+    NODE_MODEL_CACHE_PATH,
     ON_DEMAND,
     SPOT,
     ZONE_LABEL,
@@ -55,8 +57,13 @@ POD_FRONT = FrontPaths(listen_port=HTTP_PORT, triton_port=TRITON_HTTP_PORT, metr
 TRITON_UID = 1000  # the image's triton-server user
 HEALTH_READY = "/v2/health/ready"
 STARTUP_PERIOD_S = 10
-# Triton copies the S3 repository here (TRITON_AWS_MOUNT_DIRECTORY); the root filesystem is read-only.
-MODEL_CACHE_DIR = "/var/cache/triton"
+# Triton loads from here (an emptyDir), filled by the model-cache init container; it never reads S3.
+MODEL_REPOSITORY_DIR = "/models"
+NODE_CACHE_MOUNT = "/node-model-cache"  # the node's cache (hostPath), mounted in the init container only
+CACHE_SCRIPT_DIR = "/opt/inferstack"
+CACHE_SCRIPT = "model_cache.py"
+# The fill is I/O: a core for hashing and TLS, memory for its buffers (the page cache is the kernel's).
+FILL_CPU, FILL_MEMORY_GIB = 1.0, 1.0
 # Triton's admin APIs (explicit model control lets anyone who reaches them unload a model) answer only
 # requests carrying admin_api's header with the service's key, on HTTP and gRPC alike. The key lives in a
 # Secret and reaches the args through the container's env ($(VAR) expansion), never the pod spec.
@@ -213,7 +220,7 @@ SERVED_VERSIONS_ANNOTATION = "inferstack.io/served-versions"
 def served_versions(args: TritonModelServiceArgs) -> dict[str, list[int]]:
     """Model -> the versions every pod must serve, where nothing else in the pod template names them:
     a canary's stable and canary versions when the models are published out of band. A shipped
-    repository's versions are in the wait-for-models arguments already (``wait_args``), and a canary's
+    repository's versions are in the fill's arguments already (``fill_models``), and a canary's
     must be among them (checks.py)."""
     if args.canary is None or args.source.served is not None:
         return {}
@@ -266,34 +273,64 @@ def front_container(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
     }
 
 
-def wait_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> list[pulumi.Input[str]]:
-    """What ``model_wait`` is told: Triton's repository and each model, with the versions the deploy
-    ships (a pod of a new release must not start on the previous release's manifest)."""
-    served = args.source.served.versions if args.source.served is not None else {}
-    specs = [f"{m}:{','.join(str(v) for v in served[m])}" if m in served else m for m in args.models]
-    return [_repository_flag(repository_uri), *(item for spec in specs for item in ("--model", spec))]
-
-
-def model_wait_container(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]) -> dict[str, Any]:
-    """Runs before Triton and ends only once every model is complete in S3 (``components/model_wait.py``):
-    on an empty or partly published prefix the pod waits in ``Init``, saying what it waits for, where
-    Triton itself would exit 1 and crash-loop. Triton's own image and IRSA identity: no other image
-    to pull, no other role. No probes: it may wait as long as publishing takes."""
-    sized = {"cpu": "100m", "memory": "128Mi"}
+def model_cache_config_map(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
+    """The fill script itself (standard library only), run by the Triton image's python3."""
     return {
-        "name": "wait-for-models",
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {**object_metadata(name, args), "name": f"{name}-model-cache"},
+        "data": {CACHE_SCRIPT: Path(model_cache.__file__).read_text()},
+    }
+
+
+def model_cache_digest(name: str, args: TritonModelServiceArgs) -> str:
+    return hashlib.sha256(model_cache_config_map(name, args)["data"][CACHE_SCRIPT].encode()).hexdigest()
+
+
+def fill_models(args: TritonModelServiceArgs) -> str:
+    """The fill's ``--models``: each model, with the versions the deploy ships (a pod of a new release
+    must not start on the previous release's manifest)."""
+    served = args.source.served.versions if args.source.served is not None else {}
+    return ",".join(f"{m}:{'+'.join(str(v) for v in served[m])}" if m in served else m for m in args.models)
+
+
+def fill_container(
+    name: str, args: TritonModelServiceArgs, repository_uri: pulumi.Input[str]
+) -> dict[str, Any]:
+    """The init container that waits for the models' manifests, fills the node cache with the versions
+    their policies serve (skipping what the node already holds) and copies them into Triton's folder."""
+    sized = {"cpu": f"{FILL_CPU:g}", "memory": f"{FILL_MEMORY_GIB * 1024:g}Mi"}
+    source = (
+        pulumi.Output.concat("--source=", repository_uri)
+        if isinstance(repository_uri, pulumi.Output)
+        else f"--source={repository_uri}"
+    )
+    return {
+        "name": "model-cache",
+        # Triton's own image: its python3 runs the script, and the node pulls one image, not two.
         "image": args.image,
-        "command": ["python3", "-c", Path(model_wait.__file__).read_text()],
-        "args": wait_args(args, repository_uri),
+        "command": ["python3", f"{CACHE_SCRIPT_DIR}/{CACHE_SCRIPT}"],
+        "args": [
+            source,
+            f"--models={fill_models(args)}",
+            f"--cache={NODE_CACHE_MOUNT}",
+            f"--repository={MODEL_REPOSITORY_DIR}",
+            f"--max-gib={args.node_cache_gib:g}",
+            f"--wait-s={args.manifest_wait_s}",
+        ],
         "env": [
-            {"name": "AWS_DEFAULT_REGION", "value": args.region},
+            # IRSA supplies the credentials (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE); nothing else does.
             {"name": "AWS_REGION", "value": args.region},
-            {"name": "HOME", "value": "/tmp"},
+            {"name": "AWS_DEFAULT_REGION", "value": args.region},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         ],
         "resources": {"requests": dict(sized), "limits": dict(sized)},
         "securityContext": restricted_security_context(TRITON_UID),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": "model-cache-script", "mountPath": CACHE_SCRIPT_DIR, "readOnly": True},
+            {"name": "node-model-cache", "mountPath": NODE_CACHE_MOUNT},
+            {"name": "model-repository", "mountPath": MODEL_REPOSITORY_DIR},
+        ],
     }
 
 
@@ -311,12 +348,8 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
         "name": "triton",
         "image": args.image,
         "command": ["tritonserver"],
-        "args": [*triton_args(args, repository_uri), *tracing_args(name, args)],
+        "args": [*triton_args(args, MODEL_REPOSITORY_DIR), *tracing_args(name, args)],
         "env": [
-            # Triton's S3 client needs the region; IRSA supplies the credentials, nothing else does.
-            {"name": "AWS_DEFAULT_REGION", "value": args.region},
-            {"name": "AWS_REGION", "value": args.region},
-            {"name": "TRITON_AWS_MOUNT_DIRECTORY", "value": MODEL_CACHE_DIR},
             {"name": "HOME", "value": "/tmp"},  # the root filesystem is read-only
             {
                 "name": ADMIN_KEY_ENV,
@@ -354,7 +387,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "model-cache", "mountPath": MODEL_CACHE_DIR},
+            {"name": "model-repository", "mountPath": MODEL_REPOSITORY_DIR, "readOnly": True},
         ],
     }
     return {
@@ -373,6 +406,7 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                     # nginx reads its files once: a changed front rolls the pods.
                     "annotations": {
                         "inferstack.io/request-front-sha256": front_digest(name, args),
+                        "inferstack.io/model-cache-sha256": model_cache_digest(name, args),
                         **served_versions_annotation(args),
                     },
                 },
@@ -387,9 +421,10 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                     "affinity": {"nodeAffinity": node_affinity(args)},
                     "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
                     "topologySpreadConstraints": topology_spread(name, args),
+                    # The fill first: the front has nothing to answer for until Triton can load.
                     "initContainers": [
+                        fill_container(name, args, repository_uri),
                         front_container(name, args),
-                        model_wait_container(args, repository_uri),
                     ],
                     "containers": [container],
                     "volumes": [
@@ -398,7 +433,17 @@ def deployment(name: str, args: TritonModelServiceArgs, repository_uri: pulumi.I
                             "emptyDir": {"medium": "Memory", "sizeLimit": f"{args.shm_gib:g}Gi"},
                         },
                         {"name": "tmp", "emptyDir": {"sizeLimit": f"{SCRATCH_GIB}Gi"}},
-                        {"name": "model-cache", "emptyDir": {"sizeLimit": f"{model_cache_gib(args):g}Gi"}},
+                        {
+                            "name": "model-repository",
+                            "emptyDir": {"sizeLimit": f"{model_cache_gib(args):g}Gi"},
+                        },
+                        # Made by the node's bootstrap, owned by Triton's uid (infra/nodegroups.py); on a
+                        # node without it the kubelet creates it root-owned and the fill says so.
+                        {
+                            "name": "node-model-cache",
+                            "hostPath": {"path": NODE_MODEL_CACHE_PATH, "type": "DirectoryOrCreate"},
+                        },
+                        {"name": "model-cache-script", "configMap": {"name": f"{name}-model-cache"}},
                         {"name": "request-front-config", "configMap": {"name": f"{name}-request-front"}},
                         # pid file and the model-config cache (8 MiB at most); bodies stay in memory
                         {"name": "request-front-tmp", "emptyDir": {"sizeLimit": "64Mi"}},

@@ -30,6 +30,7 @@ from inferstack.components.model_service.pod import (
     admin_key_secret_name,
     deployment,
     front_config_map,
+    model_cache_config_map,
     service_account,
 )
 from inferstack.components.model_service.scaling import pod_disruption_budget, scaled_object, service_monitor
@@ -114,6 +115,10 @@ class TritonModelService(pulumi.ComponentResource):
         front_files = k8s.core.v1.ConfigMap(
             f"{name}-request-front", metadata=front["metadata"], data=front["data"], opts=in_namespace
         )
+        script = model_cache_config_map(name, args)
+        cache_script = k8s.core.v1.ConfigMap(
+            f"{name}-model-cache", metadata=script["metadata"], data=script["data"], opts=in_namespace
+        )
         password = random.RandomPassword(
             f"{name}-admin-key",
             length=ADMIN_KEY_LENGTH,
@@ -141,11 +146,12 @@ class TritonModelService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 in_namespace,
                 pulumi.ResourceOptions(
-                    # Pods mount the front's files, read the admin key and run as the IRSA account:
-                    # without any of them they would not start (or start without S3 credentials).
+                    # Pods mount the front's files and the fill script, read the admin key and run as
+                    # the IRSA account: without any of them they would not start (or lack S3 credentials).
                     # With models shipped by the deploy, they are there first.
                     depends_on=[
                         front_files,
+                        cache_script,
                         admin_key,
                         sa,
                         *([source.shipped_by] if source.shipped_by is not None else []),

@@ -5,19 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from inferstack.infra.cost import Estimate, Prices
-from inferstack.infra.errors import InvalidInput
+from inferstack.serving.bench.figures import pyplot_for, save
 
 
 def write_bar_chart(estimate: Estimate, prices: Prices, *, title: str, path: Path) -> Path:
-    try:
-        import matplotlib
-    except ImportError:
-        raise InvalidInput(
-            "--plot", str(path), "matplotlib installed: pip install 'inferstack[plot]'"
-        ) from None
-    matplotlib.use("Agg")  # files only: no display here, and none needed
-    from matplotlib import pyplot
-
+    pyplot = pyplot_for(path, option="--plot")
     groups = [line.group for line in estimate.lines]
     values = [line.monthly for line in estimate.lines]
     figure, axes = pyplot.subplots(figsize=(9, 0.5 * len(groups) + 1.8))
@@ -31,8 +23,4 @@ def write_bar_chart(estimate: Estimate, prices: Prices, *, title: str, path: Pat
         fontsize=11,
     )
     axes.margins(x=0.15)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-    return path
+    return save(pyplot, figure, path)

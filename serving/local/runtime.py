@@ -1,8 +1,11 @@
 """The embedded runtime: emulated S3 (moto server) + the real Triton that ships in nvidia-pytriton.
 
-Same path as the cluster, on loopback: a model repository is published to S3 and Triton loads it
-straight from ``s3://http://127.0.0.1:PORT/bucket/prefix``. Starting never hangs: a dead process or a
-model that fails to load ends the wait at once, with Triton's own log lines.
+Same path as the cluster, on loopback: a model repository is published to S3; before each Triton starts,
+the node-local model cache (``infra/model_cache.py``, the pod's init container) fetches the served
+versions into the work directory's ``model-cache`` and assembles the replica's own repository folder,
+which Triton loads from local disk. With ``model_cache=False`` Triton reads
+``s3://http://127.0.0.1:PORT/bucket/prefix`` itself, as it did before the cache. Starting never hangs:
+a dead process or a model that fails to load ends the wait at once, with Triton's own log lines.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,16 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class ReplicaStart:
+    """How long one replica took to serve: the cache fill (0 without the cache), then Triton's own start."""
+
+    name: str
+    fill_s: float
+    ready_s: float  # from the start of the fill (of Triton, without the cache) to /v2/health/ready
+    downloaded_bytes: int
+
+
+@dataclass(frozen=True)
 class SmokeResult:
     """One smoke inference: the model, the protocol, whether Triton agreed with PyTorch, how fast."""
 
@@ -89,6 +102,10 @@ class SmokeResult:
 
 
 MAX_REPLICAS = 8  # two cores here; each replica is a whole Triton
+# moto answers a ranged GET by reading the whole object and slicing it (its _handle_range_header gets the
+# full value), so N ranges cost N whole reads: on the emulator one GET per object is the fast way. On S3
+# the fill uses its 16 MiB ranges in parallel (one connection to S3 tops out well below a node's NIC).
+EMULATOR_PART_BYTES = 1 << 40
 _RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)  # like the kubelet's CrashLoopBackOff, bounded
 _STABLE_AFTER_S = 60.0  # a replica that ran this long without dying starts its backoff afresh
 
@@ -126,6 +143,9 @@ class LocalRuntime:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # Triton's admin APIs answer only this key, as in the cluster (letters and digits: it sits in a flag).
     admin_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    model_cache: bool = True  # through the node-local cache (as the cluster), or Triton straight from S3
+    model_cache_gib: float = 20.0
+    model_cache_dir: Path | None = None  # None: <work_dir>/model-cache
 
     models: list[RepositoryModel] = field(default_factory=list, init=False)
     children: list[ChildProcess] = field(default_factory=list, init=False)
@@ -141,6 +161,7 @@ class LocalRuntime:
     replica_http_urls: list[str] = field(default_factory=list, init=False)
     replica_grpc_urls: list[str] = field(default_factory=list, init=False)
     replica_metrics_urls: list[str] = field(default_factory=list, init=False)
+    replica_starts: list[ReplicaStart] = field(default_factory=list, init=False)
     _owns_work_dir: bool = field(default=False, init=False)
     _supervised: dict[str, _Supervised] = field(default_factory=dict, init=False)
     _token: str = field(default_factory=lambda: uuid.uuid4().hex[:12], init=False)
@@ -153,6 +174,8 @@ class LocalRuntime:
         ):
             raise InvalidInput("replicas", self.replicas, f"an integer from 1 to {MAX_REPLICAS}")
         check_prefix(self.prefix)
+        if not isinstance(self.model_cache_gib, int | float) or not self.model_cache_gib > 0:
+            raise InvalidInput("model_cache_gib", self.model_cache_gib, "a size in GiB above 0")
         if not (self.admin_key.isascii() and self.admin_key.isalnum() and len(self.admin_key) >= 16):
             raise InvalidInput("admin_key", "<hidden>", "16 or more ASCII letters and digits")
 
@@ -218,7 +241,7 @@ class LocalRuntime:
             self.children.append(child)
         return child
 
-    def _s3(self) -> Any:
+    def s3_client(self) -> Any:
         import boto3
         from botocore.config import Config
 
@@ -237,7 +260,7 @@ class LocalRuntime:
         from inferstack.serving.models.repository import to_python_target
 
         assert self.work_dir is not None
-        s3 = self._s3()
+        s3 = self.s3_client()
         s3.create_bucket(Bucket=self.bucket)
         # The CPU Triton here has no libtorch backend: serve libtorch models through the python backend.
         served = to_python_target(self.repository, self.work_dir / "repository")
@@ -259,9 +282,11 @@ class LocalRuntime:
         # behind can be found and removed without touching any other Triton's on this machine.
         shm_prefix = f"inferstack_{self._token}_{name}_"
         http, grpc, metrics = ports[f"http-{index}"], ports[f"grpc-{index}"], ports[f"metrics-{index}"]
+        started = time.monotonic()
+        source, fill_s, downloaded = self._fill(name)
         argv = [
             str(triton.server),
-            f"--model-repository={self.model_repository_uri}",
+            f"--model-repository={source}",
             f"--backend-directory={backends}",
             f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
             "--model-control-mode=explicit",
@@ -289,10 +314,38 @@ class LocalRuntime:
             self.replica_grpc_urls[0],
             self.replica_metrics_urls[0],
         )
-        self._say(f"starting {name} from {self.model_repository_uri}")
+        self._say(f"starting {name} from {source}")
         child = self._launch(name, argv, log=self.work_dir / f"{name}.log", env=env, shm_prefix=shm_prefix)
-        self._supervised[name] = _Supervised(started=time.monotonic())
+        self._supervised[name] = _Supervised(started=started)
+        self.replica_starts.append(ReplicaStart(name, fill_s, 0.0, downloaded))
         return child
+
+    def _fill(self, name: str) -> tuple[str, float, int]:
+        """The replica's model repository: its own folder filled through the node cache (what the pod's
+        init container does), or the S3 URI without the cache; with the fill's seconds and bytes."""
+        if not self.model_cache:
+            return self.model_repository_uri, 0.0, 0
+        from inferstack.infra.model_cache import CacheError, Credentials, ModelCache, S3Reader
+
+        assert self.work_dir is not None
+        reader = S3Reader(
+            self.bucket,
+            DUMMY_AWS["AWS_DEFAULT_REGION"],
+            Credentials(DUMMY_AWS["AWS_ACCESS_KEY_ID"], DUMMY_AWS["AWS_SECRET_ACCESS_KEY"]),
+            self.s3_endpoint,
+        )
+        cache = ModelCache(
+            self.model_cache_dir or self.work_dir / "model-cache",
+            int(self.model_cache_gib * 2**30),
+            part_bytes=EMULATOR_PART_BYTES,
+            progress=self.progress,
+        )
+        folder = self.work_dir / f"{name}-models"
+        try:
+            report = cache.fill(reader, self.prefix, [m.name for m in self.models], folder)
+        except CacheError as error:
+            raise RuntimeFailure(f"{name}: {error}") from None
+        return str(folder), report.seconds, report.bytes_downloaded
 
     def _start_balancer(self, haproxy: str, ports: Mapping[str, int]) -> str:
         assert self.work_dir is not None
@@ -362,7 +415,7 @@ class LocalRuntime:
                     )
                 if client.is_ready() and all(client.is_ready(m.name) for m in self.models):
                     triton.note_model_copies()
-                    self._say(f"{triton.name} ready after {time.monotonic() - start:.1f} s")
+                    self._note_ready(triton.name)
                     return
                 elapsed = time.monotonic() - start
                 if elapsed > self.startup_timeout_s:
@@ -375,6 +428,13 @@ class LocalRuntime:
                 time.sleep(0.25)
         finally:
             client.close()
+
+    def _note_ready(self, name: str) -> None:
+        since = time.monotonic() - self._supervised[name].started
+        self.replica_starts = [
+            replace(r, ready_s=since) if r.name == name and not r.ready_s else r for r in self.replica_starts
+        ]
+        self._say(f"{name} ready {since:.1f} s after its start")
 
     @staticmethod
     def _load_failure(triton: ChildProcess, headline: str) -> str:

@@ -24,7 +24,6 @@ are served), is refused before anything is uploaded (publish a new version numbe
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 import zipfile
@@ -34,15 +33,19 @@ from pathlib import Path
 from typing import Any
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.model_manifest import CONFIG as _CONFIG
-from inferstack.infra.model_manifest import (
+from inferstack.infra.model_cache import (
     MANIFEST,
     SHA256_METADATA,
+    CacheError,
+    parse_manifest,
+    render_manifest,
+    sha256_of,
+)
+from inferstack.infra.model_manifest import CONFIG as _CONFIG
+from inferstack.infra.model_manifest import (
     links_out,
-    manifest_bytes,
     model_dirs,
     publishable,
-    sha256_of,
     version_policy,
 )
 from inferstack.infra.prefixes import check_prefix
@@ -285,8 +288,12 @@ def _remove(s3: Any, bucket: str, keys: list[str], error: BaseException, deadlin
         error.add_note(f"removed the {len(keys)} object(s) of the incomplete upload")
 
 
-def _manifest(model: str, order: list[str], local: dict[str, str]) -> bytes:
-    return manifest_bytes(model, {r.split("/", 1)[1]: local[r] for r in order if r.split("/", 1)[0] == model})
+def _manifest(repository: Path, model: str, order: list[str], local: dict[str, str]) -> bytes:
+    """Every file's sha256 and the versions the model's policy serves: what a node cache fetches."""
+    files = {r.split("/", 1)[1]: local[r] for r in order if r.split("/", 1)[0] == model}
+    versions = sorted({int(f.split("/", 1)[0]) for f in files if f.split("/", 1)[0].isdigit()})
+    served = version_policy((repository / model / _CONFIG).read_text()).served(versions)
+    return render_manifest(model, files, served)
 
 
 def _put_manifest(s3: Any, location: S3Location, model: str, content: bytes) -> None:
@@ -378,7 +385,7 @@ def publish_repository(
             progress(f"[{number}/{len(order)}] uploaded {relative}")
     pruned: list[str] = []
     for model in sorted({r.split("/", 1)[0] for r in order}):
-        _put_manifest(s3, location, model, _manifest(model, order, local))
+        _put_manifest(s3, location, model, _manifest(repository, model, order, local))
         if prune:
             keep = {r.split("/", 1)[1] for r in order if r.split("/", 1)[0] == model}
             for key in _prune(s3, location, model, keep):
@@ -409,8 +416,16 @@ def verify_published(location: S3Location, *, s3: Any) -> list[str]:
                 f"{model}: no {MANIFEST} (not published by inferstack, or cut off before the end)"
             )
             continue
-        body = s3.get_object(Bucket=location.bucket, Key=location.key(f"{model}/{MANIFEST}"))["Body"].read()
-        expected: dict[str, str] = json.loads(body)["sha256"]
+        key = location.key(f"{model}/{MANIFEST}")
+        try:
+            manifest = parse_manifest(
+                s3.get_object(Bucket=location.bucket, Key=key)["Body"].read(),
+                where=f"s3://{location.bucket}/{key}",
+            )
+        except CacheError as error:
+            problems.append(str(error))
+            continue
+        expected = manifest.sha256
         for relative, want in sorted(expected.items()):
             key = location.key(f"{model}/{relative}")
             if f"{model}/{relative}" not in listed:

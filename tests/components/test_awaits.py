@@ -39,6 +39,15 @@ def test_a_pod_start_is_a_node_the_largest_image_and_the_longest_startup() -> No
     assert manifest_pod_start_s(spec) == NODE_START_S + TRITON_IMAGE_PULL_S + 605
 
 
+def test_an_init_step_that_waits_adds_its_wait_before_the_startup() -> None:
+    """The model-cache fill runs to completion before Triton starts, waiting up to its --wait-s for
+    the manifests: that is part of the pod's start. A sidecar's args are not a wait."""
+    fill = {"image": "nvcr.io/nvidia/tritonserver:24.10-py3", "args": ["--models=m", "--wait-s=600"]}
+    sidecar = {"image": "nginx:1", "restartPolicy": "Always", "args": ["--wait-s=999"]}
+    spec = {"initContainers": [fill, sidecar], "containers": [{"image": "a:1"}]}
+    assert manifest_pod_start_s(spec) == NODE_START_S + TRITON_IMAGE_PULL_S + 600
+
+
 def test_a_rollout_is_one_pod_start_per_surge_batch() -> None:
     assert rollout_timeout_s(1000, max_replicas=12) == 12 * 1000 + MARGIN_S
     assert rollout_timeout_s(1000, max_replicas=12, max_surge=3, grace_s=100) == 4 * 1100 + MARGIN_S

@@ -65,8 +65,11 @@ def test_triton_reports_latency_quantiles_per_version() -> None:
 
 def test_no_canary_no_split_objects() -> None:
     recording, _ = run_program(lambda: TritonModelService("ranker", dataclasses.replace(ARGS, canary=None)))
-    # Only the request front's own files: no traffic split.
-    assert [r.name for r in recording.of_type("kubernetes:core/v1:ConfigMap")] == ["ranker-request-front"]
+    # Only the request front's files and the model-cache script: no traffic split.
+    assert sorted(r.name for r in recording.of_type("kubernetes:core/v1:ConfigMap")) == [
+        "ranker-model-cache",
+        "ranker-request-front",
+    ]
     names = {
         r.inputs["metadata"]["name"]
         for r in recording.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
@@ -151,7 +154,7 @@ def shipped(versions: tuple[int, ...], canary: CanaryRelease | None) -> TritonMo
 
 
 def test_with_a_shipped_repository_the_served_versions_roll_the_pods_and_a_canary_does_not() -> None:
-    """The wait-for-models arguments name the versions the deploy ships: a new version policy rolls
+    """The fill's arguments name the versions the deploy ships: a new version policy rolls
     the pods. A canary's versions must be among them (refused otherwise), so every pod already serves
     both and setting, moving or removing the canary rolls nothing."""
     assert template(shipped((3, 4), RELEASE)) != template(shipped((3,), None))

@@ -17,7 +17,8 @@ import pulumi_kubernetes as k8s
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
-from inferstack.components import model_wait, promql
+from inferstack.components import promql
+from inferstack.components.model_repository import ServedModels
 from inferstack.components.model_service import (
     ADMIN_KEY_HEADER,
     ModelSource,
@@ -36,11 +37,15 @@ from inferstack.components.model_service.args import SPOT_NOTICE_S
 from inferstack.components.model_service.checks import validate
 from inferstack.components.model_service.pod import (
     ADMIN_KEY_ENV,
-    MODEL_CACHE_DIR,
+    CACHE_SCRIPT,
+    MODEL_REPOSITORY_DIR,
+    NODE_CACHE_MOUNT,
     POD_FRONT,
     admin_key_secret,
+    fill_models,
     front_config_map,
     front_container,
+    model_cache_config_map,
     service_account,
     triton_args,
 )
@@ -48,8 +53,10 @@ from inferstack.components.model_service.scaling import keda_queries
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.components.request_front import config_files
 from inferstack.components.triton_telemetry import TraceSettings
+from inferstack.infra import model_cache
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore
+from inferstack.infra.node_plans import NODE_MODEL_CACHE_PATH
 from tests.conftest import packages_loaded_by
 from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
 from tests.schemas import validate_custom_resource, validate_k8s
@@ -114,17 +121,17 @@ def container(recording: Recording) -> dict[str, Any]:
 
 
 def front(recording: Recording) -> dict[str, Any]:
-    """The request front: the first init container, a sidecar that keeps running."""
-    first: dict[str, Any] = pod_spec(recording)["initContainers"][0]
-    assert first["name"] == "request-front" and first["restartPolicy"] == "Always"
-    return first
+    """The request front: the one init container that keeps running (a native sidecar)."""
+    sidecars = [c for c in pod_spec(recording)["initContainers"] if c.get("restartPolicy") == "Always"]
+    assert len(sidecars) == 1
+    result: dict[str, Any] = sidecars[0]
+    return result
 
 
-def wait_for_models(recording: Recording) -> dict[str, Any]:
-    """The model wait: after the front has started, before Triton (``components/model_wait.py``)."""
-    names = [c["name"] for c in pod_spec(recording)["initContainers"]]
-    assert names == ["request-front", "wait-for-models"]
-    result: dict[str, Any] = pod_spec(recording)["initContainers"][1]
+def fill(recording: Recording) -> dict[str, Any]:
+    fills = [c for c in pod_spec(recording)["initContainers"] if c["name"] == "model-cache"]
+    assert len(fills) == 1
+    result: dict[str, Any] = fills[0]
     return result
 
 
@@ -149,7 +156,7 @@ def test_service_account_uses_irsa_scoped_to_the_prefix(recording: Recording) ->
     assert "system:serviceaccount:ranker:ranker" in trust.values()
     policy = json.loads(recording.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
     assert policy["Statement"][1]["Resource"].endswith("models-bucket/ranker/*")
-    assert container(recording)["args"][0] == "--model-repository=s3://models-bucket/ranker"
+    assert fill(recording)["args"][0] == "--source=s3://models-bucket/ranker"
 
 
 def test_an_existing_role_is_used_as_given() -> None:
@@ -158,15 +165,17 @@ def test_an_existing_role_is_used_as_given() -> None:
     annotations = inputs(recording, "kubernetes:core/v1:ServiceAccount")["metadata"]["annotations"]
     assert annotations == {"eks.amazonaws.com/role-arn": ROLE}
     assert not [r for r in recording if r.type.startswith("aws:")]
-    assert container(recording)["args"][0] == f"--model-repository={URI}"
+    assert fill(recording)["args"][0] == f"--source={URI}"
 
 
 def test_no_aws_keys_anywhere(recording: Recording) -> None:
     text = json.dumps([r.inputs for r in recording])
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         assert key not in text
-    env = {e["name"]: e.get("value") for e in container(recording)["env"]}
+    env = {e["name"]: e.get("value") for e in fill(recording)["env"]}
     assert env["AWS_DEFAULT_REGION"] == "us-east-1"
+    # Triton never talks to S3: the fill does, with the service account's IRSA role.
+    assert not [e for e in container(recording)["env"] if e["name"].startswith("AWS_")]
     # The one Secret is Triton's admin key.
     assert [r.name for r in recording if r.type == "kubernetes:core/v1:Secret"] == ["ranker-admin-key"]
 
@@ -200,7 +209,9 @@ def test_tracing_sends_sampled_spans_to_the_collector_and_logs_request_ids() -> 
     collector = "http://otel-collector.telemetry.svc:4318/v1/traces"
     traced = deployment("ranker", args(tracing=TraceSettings(collector, sample_rate=0.05)), URI)
     given = traced["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert given[: len(triton_args(args(), URI))] == triton_args(args(), URI)
+    assert given[: len(triton_args(args(), MODEL_REPOSITORY_DIR))] == triton_args(
+        args(), MODEL_REPOSITORY_DIR
+    )
     settings = [given[i + 1] for i, flag in enumerate(given) if flag == "--trace-config"]
     assert settings == [
         "mode=opentelemetry",
@@ -211,7 +222,9 @@ def test_tracing_sends_sampled_spans_to_the_collector_and_logs_request_ids() -> 
     ]
     assert given[-2:] == ["--log-format=ISO8601", "--log-verbose=1"]
     plain = deployment("ranker", args(), URI)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert plain == triton_args(args(), URI)  # no tracing asked for: no trace or log flags added
+    assert plain == triton_args(
+        args(), MODEL_REPOSITORY_DIR
+    )  # no tracing asked for: no trace or log flags added
 
 
 # --- Triton's admin APIs -------------------------------------------------------------------------------
@@ -351,9 +364,8 @@ def test_security_context(recording: Recording) -> None:
     empty_dirs = {v["name"] for v in pod_spec(recording)["volumes"] if "emptyDir" in v}
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
     env = {e["name"]: e.get("value") for e in main["env"]}
-    assert {"/tmp", "/dev/shm", MODEL_CACHE_DIR} <= set(mounts)
+    assert {"/tmp", "/dev/shm", MODEL_REPOSITORY_DIR} <= set(mounts)
     assert set(mounts.values()) <= empty_dirs
-    assert env["TRITON_AWS_MOUNT_DIRECTORY"] == MODEL_CACHE_DIR
     assert env["HOME"] in mounts
 
 
@@ -415,28 +427,25 @@ def test_the_request_front_is_a_native_sidecar_that_owns_the_http_port(recording
 
 def test_the_pod_stays_guaranteed_with_the_front(recording: Recording) -> None:
     """Every container, the sidecar included, requests what it is limited to (cpu and memory)."""
-    for each in (front(recording), wait_for_models(recording), container(recording)):
+    for each in (front(recording), fill(recording), container(recording)):
         requests, limits = each["resources"]["requests"], each["resources"]["limits"]
         assert requests["cpu"] == limits["cpu"] and requests["memory"] == limits["memory"]
     assert front(recording)["resources"]["limits"] == {"cpu": "0.25", "memory": "1536Mi"}
 
 
-def test_the_model_wait_runs_in_tritons_image_as_triton_before_it(recording: Recording) -> None:
+def test_the_fill_runs_in_tritons_image_as_triton_with_irsa_only(recording: Recording) -> None:
     """No other image to pin or pull, no other identity: the pod's IRSA role, the image's user, a
-    read-only root filesystem; no probes (Kubernetes refuses them on a run-to-completion init container)."""
-    wait, triton = wait_for_models(recording), container(recording)
-    assert wait["image"] == triton["image"]
-    assert wait["command"][:2] == ["python3", "-c"]
-    assert wait["command"][2] == Path(model_wait.__file__).read_text()
+    read-only root filesystem; no probes (Kubernetes refuses them on a run-to-completion init container);
+    no static keys; the models Triton loads."""
+    step, triton = fill(recording), container(recording)
+    assert step["image"] == triton["image"]
     loaded = [a.removeprefix("--load-model=") for a in triton["args"] if a.startswith("--load-model=")]
-    # Triton's repository and each model it loads; the versions are unknown when published out of band.
-    assert wait["args"] == [triton["args"][0], *(x for m in loaded for x in ("--model", m))]
-    assert len(loaded) > 1
-    assert wait["securityContext"] == triton["securityContext"]
-    assert "restartPolicy" not in wait and not {"startupProbe", "readinessProbe", "livenessProbe"} & set(wait)
-    region = {e["name"]: e["value"] for e in wait["env"]}
-    assert region["AWS_REGION"] == region["AWS_DEFAULT_REGION"] == "us-east-1"
-    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(region)
+    assert f"--models={','.join(loaded)}" in step["args"] and len(loaded) > 1
+    assert step["securityContext"] == triton["securityContext"]
+    assert "restartPolicy" not in step and not {"startupProbe", "readinessProbe", "livenessProbe"} & set(step)
+    env = {e["name"]: e["value"] for e in step["env"]}
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(env)
 
 
 def test_the_front_runs_read_only_from_its_config_map(recording: Recording) -> None:
@@ -459,6 +468,9 @@ def test_the_front_runs_read_only_from_its_config_map(recording: Recording) -> N
     digest = hashlib.sha256(json.dumps(recorded["data"], sort_keys=True).encode()).hexdigest()
     assert annotations == {
         "inferstack.io/request-front-sha256": digest,
+        "inferstack.io/model-cache-sha256": hashlib.sha256(
+            Path(model_cache.__file__).read_text().encode()
+        ).hexdigest(),
         "inferstack.io/served-versions": "{}",
     }
 
@@ -642,6 +654,7 @@ def test_every_child_belongs_to_the_service_in_its_own_namespace(
     kubernetes = [r for r in recording if r.type.startswith("kubernetes:") and r.custom]
     assert sorted(r.type.rsplit(":", 1)[1] for r in kubernetes) == [
         "ConfigMap",  # the request front's
+        "ConfigMap",  # the model-cache fill script
         "Deployment",
         "Namespace",
         "PodDisruptionBudget",
@@ -701,6 +714,7 @@ def test_first_party_manifests_validate_against_kubernetes_schemas(variant: Trit
         service_account("ranker", variant, ROLE),
         pod_disruption_budget("ranker", variant),
         front_config_map("ranker", variant),
+        model_cache_config_map("ranker", variant),
     ):
         validate_k8s(manifest)
 
@@ -770,6 +784,9 @@ def test_schema_validation_does_catch_a_wrong_field(vendor_dir: Path) -> None:
         ({"shm_gib": 0}, "shm_gib"),
         ({"cpu": 4}, "cpu"),
         ({"model_cache_gib": 0}, "model_cache_gib"),
+        ({"node_cache_gib": 30}, "node_cache_gib"),  # below model_cache_gib (40): a pod's files must fit
+        ({"manifest_wait_s": -1}, "manifest_wait_s"),
+        ({"manifest_wait_s": 7200}, "manifest_wait_s"),
         ({"queue_time_target_ms": 0}, "queue_time_target_ms"),
         ({"pending_requests_per_replica": -1}, "pending_requests_per_replica"),
         ({"gpu_utilization_target": 120}, "gpu_utilization_target"),
@@ -877,10 +894,12 @@ def test_the_region_comes_from_the_components_aws_provider() -> None:
     }
     recording, _ = run_program(program, invokes=answers)
     deployment = recording.one("kubernetes:apps/v1:Deployment")
-    env = {
-        e["name"]: e.get("value")
-        for e in deployment.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
+    fills = [
+        c
+        for c in deployment.inputs["spec"]["template"]["spec"]["initContainers"]
+        if c["name"] == "model-cache"
+    ]
+    env = {e["name"]: e.get("value") for e in fills[0]["env"]}
     assert env["AWS_REGION"] == "eu-west-1"
     assert "providers:kubernetes::k8s" in deployment.provider
 
@@ -888,6 +907,77 @@ def test_the_region_comes_from_the_components_aws_provider() -> None:
 def test_a_service_needs_to_be_told_its_zones() -> None:
     with pytest.raises(TypeError):
         TritonModelServiceArgs(models=["m"], source=ModelSource(role_arn=ROLE, repository_uri=URI))  # type: ignore[call-arg]
+
+
+# --- the model-cache init container ---------------------------------------------------------------------
+
+
+def test_the_fill_runs_first_restricted_and_alone_holds_the_node_cache(recording: Recording) -> None:
+    """Order: fill, then the front (a native sidecar), then Triton; the fill is restricted like Triton;
+    the hostPath reaches the fill only, and Triton reads the filled folder read-only."""
+    pod = pod_spec(recording)
+    assert [c["name"] for c in pod["initContainers"]] == ["model-cache", "request-front"]
+    step = fill(recording)
+    assert "restartPolicy" not in step  # runs to completion before the next one starts
+    security = step["securityContext"]
+    assert (
+        security["runAsNonRoot"] is True
+        and security["runAsUser"] == container(recording)["securityContext"]["runAsUser"]
+    )
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+    assert step["resources"]["requests"] == step["resources"]["limits"]  # Guaranteed QoS kept
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    host_paths = {name for name, v in volumes.items() if "hostPath" in v}
+    assert host_paths == {"node-model-cache"}
+    assert volumes["node-model-cache"]["hostPath"] == {
+        "path": NODE_MODEL_CACHE_PATH,
+        "type": "DirectoryOrCreate",
+    }
+    fill_mounts = {m["name"]: m for m in step["volumeMounts"]}
+    assert fill_mounts["node-model-cache"]["mountPath"] == NODE_CACHE_MOUNT
+    assert fill_mounts["model-cache-script"].get("readOnly") is True
+    for other in [container(recording), front(recording)]:
+        assert not host_paths & {m["name"] for m in other["volumeMounts"]}
+    triton_mounts = {m["mountPath"]: m for m in container(recording)["volumeMounts"]}
+    assert triton_mounts[MODEL_REPOSITORY_DIR]["readOnly"] is True
+    assert "emptyDir" in volumes[triton_mounts[MODEL_REPOSITORY_DIR]["name"]]
+    assert container(recording)["args"][0] == f"--model-repository={MODEL_REPOSITORY_DIR}"
+
+
+def test_the_fill_is_told_the_models_the_bound_and_the_wait(recording: Recording) -> None:
+    step = fill(recording)
+    assert step["image"] == container(recording)["image"]  # one image to pull on a new node
+    assert step["command"] == ["python3", f"/opt/inferstack/{CACHE_SCRIPT}"]
+    assert step["args"] == [
+        "--source=s3://models-bucket/ranker",  # the ModelStore's bucket and the service's prefix
+        "--models=ranker,ranker-v2",
+        f"--cache={NODE_CACHE_MOUNT}",
+        f"--repository={MODEL_REPOSITORY_DIR}",
+        "--max-gib=150",
+        "--wait-s=600",
+    ]
+
+
+def test_the_fill_script_is_the_module_and_a_change_rolls_the_pods(recording: Recording) -> None:
+    recorded = inputs(recording, "kubernetes:core/v1:ConfigMap", "ranker-model-cache")
+    source = Path(model_cache.__file__).read_text()
+    assert recorded["data"] == {CACHE_SCRIPT: source}
+    annotations = inputs(recording, DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["inferstack.io/model-cache-sha256"] == hashlib.sha256(source.encode()).hexdigest()
+    volumes = {v["name"]: v for v in pod_spec(recording)["volumes"]}
+    assert volumes["model-cache-script"]["configMap"] == {"name": "ranker-model-cache"}
+    deployment_record = recording.one(DEPLOYMENT)
+    assert [
+        u for u in deployment_record.dependencies if u.endswith("::ranker-model-cache")
+    ]  # mounted at start
+
+
+def test_the_rollout_deadline_covers_the_manifest_wait(recording: Recording) -> None:
+    spec = inputs(recording, DEPLOYMENT)["spec"]
+    assert spec["progressDeadlineSeconds"] == 900 + 600 + 600  # node and image, manifest wait, model load
 
 
 def test_a_service_without_what_installs_its_crds_is_refused_before_anything_is_registered() -> None:
@@ -911,6 +1001,17 @@ def test_a_service_without_what_installs_its_crds_is_refused_before_anything_is_
     assert (
         error.value == ["Monitoring"] and "Monitoring" not in error.allowed.split("add ")[1].split(" to")[0]
     )
+
+
+def test_the_fill_is_told_the_versions_the_deploy_ships() -> None:
+    """With the models shipped by the deploy, a pod of a new release waits for the manifest that
+    serves its versions, not the previous release's."""
+    shipped = args()
+    shipped.source = dataclasses.replace(
+        shipped.source, served=ServedModels({"ranker": (2, 3), "ranker-v2": (1,)}, 1 << 20)
+    )
+    assert fill_models(shipped) == "ranker:2+3,ranker-v2:1"
+    assert fill_models(args()) == "ranker,ranker-v2"  # published out of band: whatever is there
 
 
 def test_front_trigger_is_optional_and_reads_the_fronts_time() -> None:

@@ -253,7 +253,9 @@ def triton_s3_calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[t
     except RuntimeFailure as error:
         unavailable(str(error))
     repository = build_demo_repository(tmp_path_factory.mktemp("repository"))
-    runtime = RecordedRuntime(repository, work_dir=tmp_path_factory.mktemp("runtime"), prefix="ranker")
+    runtime = RecordedRuntime(
+        repository, work_dir=tmp_path_factory.mktemp("runtime"), prefix="ranker", model_cache=False
+    )
     try:
         with runtime:  # ready means every model loaded: Triton has read all it needs
             yield list(runtime.recorder.calls)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import email
+import subprocess
 from dataclasses import replace
 from typing import Any
 
@@ -14,11 +17,15 @@ from inferstack.infra.node_plans import (
     CAPACITY_TYPE_LABEL,
     GPU_MODEL_LABEL,
     GPU_TAINT,
+    INSTANCE_STORE_ARRAY,
+    NODE_MODEL_CACHE_PATH,
+    NODE_MODEL_CACHE_UID,
     ZONE_LABEL,
     NodeGroupPlan,
     check_zone_loss,
     gpu_plans,
     gpu_spot_plans,
+    node_user_data,
     surviving_share,
     system_plan,
 )
@@ -329,3 +336,29 @@ def test_node_groups_wait_for_the_node_role_policies_and_early_addons() -> None:
     assert node_groups
     for group in node_groups:
         assert needed <= set(group.dependencies), group.name
+
+
+def test_al2023_nodes_put_the_model_cache_on_the_instance_store_raid() -> None:
+    """The user data EKS merges with its own: nodeadm's RAID0 over the NVMe instance store, then the model
+    cache's folder on it (or the root volume), owned by Triton's user; the script is valid bash."""
+    recording, _ = run_program(lambda: build(default_prod_plans()))
+    templates = {t.name: t.inputs for t in recording.of_type("aws:ec2/launchTemplate:LaunchTemplate")}
+    user_data = base64.b64decode(templates["nodes-gpu-us-east-1a-lt"]["userData"]).decode()
+    message = email.message_from_string(user_data)
+    assert message.is_multipart()
+    parts = {p.get_content_type(): p.get_payload() for p in message.get_payload()}
+    node_config = yaml.safe_load(parts["application/node.eks.aws"])
+    assert node_config["kind"] == "NodeConfig" and node_config["apiVersion"] == "node.eks.aws/v1alpha1"
+    assert node_config["spec"]["instance"]["localStorage"] == {"strategy": "RAID0"}
+    script = parts["text/x-shellscript"]
+    assert f"cache={NODE_MODEL_CACHE_PATH}" in script and f"chown {NODE_MODEL_CACHE_UID}:" in script
+    assert f"mountpoint -q {INSTANCE_STORE_ARRAY}" in script
+    checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True, check=False)
+    assert checked.returncode == 0, checked.stderr
+    assert all("userData" in t for t in templates.values())  # the system group runs the same bootstrap
+
+
+def test_bottlerocket_takes_no_shell_user_data() -> None:
+    plan = gpu_plans(ZONES, ami_type="BOTTLEROCKET_x86_64_NVIDIA", release_version="1.55.0-4d2e7c1b")[0]
+    assert node_user_data(plan) is None
+    assert node_user_data(gpu_plans(ZONES)[0]) is not None

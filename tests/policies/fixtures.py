@@ -628,12 +628,12 @@ CASES: list[Case] = [
         label="capacity",
     ),
     Case(
-        "await-covers-wait", timeouts("Service ranker-svc"), "waits for a ready pod, up to 1500 s on create"
+        "await-covers-wait", timeouts("Service ranker-svc"), "waits for a ready pod, up to 2100 s on create"
     ),
     Case(
         "await-covers-wait",
-        timeouts("Deployment ranker-deployment", create=1560, update=1560),
-        "up to 19260 s on update",
+        timeouts("Deployment ranker-deployment", create=2160, update=2160),
+        "up to 26460 s on update",
         label="rollout",
     ),
     Case(

@@ -30,7 +30,7 @@ def planned(request: pytest.FixtureRequest) -> list[Recorded]:
 def test_every_awaited_resource_has_the_time_it_needs(planned: list[Recorded]) -> None:
     assert await_covers_wait(as_stack(planned), {}) == []
     triton = next(r for r in planned if r.name == "ranker-deployment")
-    pod_start = NODE_START_S + TRITON_IMAGE_PULL_S + 600  # the models' load timeout
+    pod_start = NODE_START_S + TRITON_IMAGE_PULL_S + 600 + 600  # the fill's manifest wait, the load timeout
     assert triton.custom_timeouts["create"] == pod_start + MARGIN_S
     # 12 replicas, one surge pod at a time, each retiring an old pod after its grace period
     assert triton.custom_timeouts["update"] == rollout_timeout_s(pod_start, max_replicas=12, grace_s=105)
@@ -40,8 +40,9 @@ def test_every_awaited_resource_has_the_time_it_needs(planned: list[Recorded]) -
 
 
 def test_with_mains_timeouts_the_policy_refuses(planned: list[Recorded]) -> None:
-    """main: Services at the default 10 minutes, the Deployment at one pod start for its whole rollout."""
-    pod_start = NODE_START_S + TRITON_IMAGE_PULL_S + 600
+    """main: Services at the default 10 minutes, the Deployment at one pod start for its whole rollout
+    (node, image, the fill's 600 s manifest wait, 600 s model load)."""
+    pod_start = NODE_START_S + TRITON_IMAGE_PULL_S + 600 + 600
     main = [
         dataclasses.replace(r, custom_timeouts={"create": pod_start + 60, "update": pod_start + 60})
         if r.name == "ranker-deployment"
@@ -49,8 +50,8 @@ def test_with_mains_timeouts_the_policy_refuses(planned: list[Recorded]) -> None
         for r in planned
     ]
     found = [message for message, _ in await_covers_wait(as_stack(main), {})]
-    assert any("Service ranker-svc waits for a ready pod, up to 1500 s on create" in m for m in found)
-    assert any("Deployment ranker-deployment waits for its pods, up to 19260 s on update" in m for m in found)
+    assert any("Service ranker-svc waits for a ready pod, up to 2100 s on create" in m for m in found)
+    assert any("Deployment ranker-deployment waits for its pods, up to 26460 s on update" in m for m in found)
 
 
 def test_the_other_regions_pods_are_never_waited_for() -> None:
@@ -81,7 +82,7 @@ def test_plan_json_carries_custom_timeouts_as_the_state_does(planned: list[Recor
     plan = preview_json(offline.Recording(list(planned)), "prod", {})
     states = {s["newState"]["urn"]: s["newState"] for s in plan["steps"]}
     triton = next(r for r in planned if r.name == "ranker-deployment")
-    assert states[triton.urn]["customTimeouts"] == {"create": 1560.0, "update": 19320.0}
+    assert states[triton.urn]["customTimeouts"] == {"create": 2160.0, "update": 26520.0}
     # Resources without the option have none, as the engine leaves empty fields out.
     assert all("customTimeouts" not in s or s["customTimeouts"] for s in states.values())
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from moto.server import ThreadedMotoServer
 
 from inferstack.serving.local.demo import build_demo_repository
-from inferstack.serving.local.processes import RuntimeFailure, find_triton
+from inferstack.serving.local.processes import RuntimeFailure, find_triton, free_port
 from inferstack.serving.local.runtime import LocalRuntime
 from inferstack.serving.models.build import build_model
 from inferstack.serving.models.specs import DynamicBatching, ModelOptions
@@ -100,3 +102,16 @@ def served(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> It
     repository = build_test_repository(tmp_path_factory.mktemp("repository"))
     with LocalRuntime(repository, work_dir=tmp_path_factory.mktemp("runtime"), progress=print) as runtime:
         yield runtime
+
+
+@pytest.fixture
+def moto_endpoint(fake_aws_env: None) -> Iterator[str]:
+    """A moto server on loopback, emptied first: moto keeps its buckets per process, not per server."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -64,6 +64,7 @@ class Fleet:
 
     def __init__(self, runtime: LocalRuntime) -> None:
         first = next(c for c in runtime.children if c.name == "triton-0")
+        self.runtime = runtime
         self.template = first
         self.endpoints = [runtime.http_url]
         self.pods: dict[str, ChildProcess] = {runtime.http_url: first}
@@ -101,6 +102,9 @@ class Fleet:
         ]
         prefix = re.sub(r"triton-0_$", f"triton-{index}_", self.template.shm_prefix)
         argv = [a.replace(self.template.shm_prefix, prefix) for a in argv]
+        # Each pod runs its own fill (the model-cache init container) before its Triton starts.
+        folder, _, _ = self.runtime._fill(f"triton-{index}")
+        argv = [f"--model-repository={folder}" if a.startswith("--model-repository=") else a for a in argv]
         pod = start_child(
             f"triton-{index}", argv, log=work_dir / f"triton-{index}.log", env=self.template.env
         )
@@ -151,7 +155,8 @@ def publish(runtime: LocalRuntime, repository: Path, staging: Path) -> None:
         region_name="us-east-1",
     )
     served = to_python_target(repository, staging)
-    publish_repository(served, S3Location(runtime.bucket, runtime.prefix), s3=s3, overwrite=True)
+    # --prune: a version folder left above the manifest's would read as a publish in progress to the fill.
+    publish_repository(served, S3Location(runtime.bucket, runtime.prefix), s3=s3, overwrite=True, prune=True)
 
 
 @pytest.mark.usefixtures("triton_present")

@@ -8,19 +8,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import torch
-from moto.server import ThreadedMotoServer
 
 from inferstack.cli.main import main
 from inferstack.cli.output import brief_error, json_safe
 from inferstack.serving.local.demo import build_demo_repository
-from inferstack.serving.local.processes import free_port
 from tests.conftest import require_tool
 from tests.serving.conftest import Ranker
 
@@ -32,17 +29,6 @@ def strict_json(text: str) -> Any:
         raise AssertionError(f"not JSON: {constant}")
 
     return json.loads(text, parse_constant=refuse)
-
-
-@pytest.fixture
-def moto_endpoint(fake_aws_env: None) -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

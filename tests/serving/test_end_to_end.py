@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,3 +99,17 @@ def test_served_config_is_the_published_one(served: LocalRuntime) -> None:
         ("ids", "INT64"),
     ]
     assert served.model_repository_uri.startswith("s3://http://127.0.0.1:")
+
+
+def test_triton_loads_from_the_folder_the_node_cache_filled(served: LocalRuntime) -> None:
+    triton = next(c for c in served.children if c.name == "triton-0")
+    folder = Path(str(served.work_dir)) / "triton-0-models"
+    assert f"--model-repository={folder}" in triton.argv
+    assert not any(a.startswith("--model-repository=s3://") for a in triton.argv)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "demo",
+        "ranker",
+        "sequence",
+    ]
+    start = served.replica_starts[0]
+    assert start.downloaded_bytes > 0 and 0 < start.fill_s < start.ready_s

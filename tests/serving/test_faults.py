@@ -136,7 +136,8 @@ def test_triton_2_51_aborts_on_it_and_the_supervisor_names_it_and_restarts_it(tm
 
 @pytest.mark.usefixtures("triton_present")
 def test_stop_cleans_up_after_a_killed_leader(tmp_path: Path) -> None:
-    runtime = LocalRuntime(build_demo_repository(tmp_path / "repo")).start()
+    # Triton reading S3 itself (no node cache): the path where it copies the models into temp folders.
+    runtime = LocalRuntime(build_demo_repository(tmp_path / "repo"), model_cache=False).start()
     try:
         triton = child(runtime, "triton-0")
         work_dir = runtime.work_dir
@@ -287,6 +288,19 @@ def test_replicas_serve_the_same_repository_behind_haproxy(replicated: LocalRunt
     assert infer_ok(replicated.balanced_http_url) and infer_ok(replicated.front_url)
 
 
+def test_the_second_replica_finds_the_models_on_the_node(replicated: LocalRuntime) -> None:
+    """Both replicas fill through one node cache: the first downloads, the second downloads nothing and
+    links the very same blobs (one copy of the bytes on disk)."""
+    first, second = replicated.replica_starts
+    assert first.downloaded_bytes > 0 and second.downloaded_bytes == 0
+    work = Path(str(replicated.work_dir))
+    models = [work / f"triton-{i}-models" / "demo" / "1" / "model.pt" for i in (0, 1)]
+    assert models[0].stat().st_ino == models[1].stat().st_ino
+    assert any(
+        p.stat().st_ino == models[0].stat().st_ino for p in (work / "model-cache" / "blobs").glob("*/*")
+    )
+
+
 @pytest.mark.parametrize("through", ["balancer", "client"])
 def test_a_replica_killed_under_load_costs_no_request(
     replicated: LocalRuntime, expected: list[np.ndarray], through: str
@@ -382,7 +396,7 @@ def test_a_publish_cut_off_by_a_stalled_s3_leaves_the_served_version_serving(tmp
         options = ModelOptions(dynamic_batching=None)
         build_model(module, example, name="demo", repository=served, version=2, options=options)
         moto = child(runtime, "moto").process
-        s3 = runtime._s3()
+        s3 = runtime.s3_client()
         quick = boto3_client(runtime, Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}))
         resumed = threading.Timer(10.0, os.killpg, (moto.pid, signal.SIGCONT))
 

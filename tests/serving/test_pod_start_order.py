@@ -1,12 +1,12 @@
 """A generated Triton pod started for real against its model prefix in every state `pulumi up` can leave.
 
 The pod is read from the offline plan of the prod stack (its Deployment, as the engine would send it):
-the ``wait-for-models`` init container and then Triton run with their exact command, arguments and
-environment, as the kubelet would run them (init containers to completion, then the containers; ``$(VAR)``
+the ``model-cache`` init container (the fill, run from its ConfigMap's script) and then Triton run with
+their exact command, arguments and environment, as the kubelet would run them (init containers to completion, then the containers; ``$(VAR)``
 expanded from the env). What differs is only what cannot be the cluster's here, each named below: the
-moto endpoint in the s3:// URI and its dummy credentials standing in for IRSA, the admin key's Secret,
-loopback addresses and free ports, the wheel's Triton binary and backends, and the emptyDir volumes as
-temporary folders. The bucket is filled with the plan's own BucketObjectv2 objects, one at a time in an
+moto endpoint (``AWS_ENDPOINT_URL_S3``) and moto's STS standing in for IRSA, the admin key's Secret,
+loopback addresses and free ports, the wheel's Triton binary and backends, and the volumes (the
+emptyDirs, the node cache's hostPath, the script's ConfigMap) as temporary folders. The bucket is filled with the plan's own BucketObjectv2 objects, one at a time in an
 order their dependencies allow.
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from inferstack.components.model_service.pod import TRITON_HTTP_PORT
+from inferstack.infra.model_cache import MANIFEST
 from inferstack.serving.client.client import TritonClient
 from inferstack.serving.local.processes import (
     DUMMY_AWS,
@@ -127,14 +128,14 @@ def expand(arg: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), arg)
 
 
-def local_uri(arg: str, endpoint: str) -> str:
-    return arg.replace("s3://", f"s3://{endpoint}/", 1) if arg.startswith("--model-repository=s3://") else arg
-
-
-def start_wait(
+def start_fill(
     plan: Recording, pod: dict[str, Any], endpoint: str, volumes: dict[str, Path], log: Path
 ) -> ChildProcess:
-    init = next(c for c in pod["initContainers"] if c["name"] == "wait-for-models")
+    (init,) = [c for c in pod["initContainers"] if c.get("restartPolicy") != "Always"]
+    assert init["name"] == "model-cache"
+    script = plan.one("kubernetes:core/v1:ConfigMap", "ranker-model-cache").inputs["data"]
+    for name, text in script.items():
+        (volumes["model-cache-script"] / name).write_text(text)
     # What EKS's pod identity webhook adds for the service account's role (IRSA), with the token
     # exchanged at moto's STS.
     account = plan.one("kubernetes:core/v1:ServiceAccount", "ranker-sa").inputs["metadata"]
@@ -145,11 +146,23 @@ def start_wait(
         "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
         "AWS_STS_REGIONAL_ENDPOINTS": "regional",
         "AWS_ENDPOINT_URL_STS": endpoint,
+        "AWS_ENDPOINT_URL_S3": endpoint,
     }
     env = {**container_env(init, volumes), **irsa}
     command = [init["command"][0].replace("python3", sys.executable), *init["command"][1:]]
-    argv = [*command, *(local_uri(expand(a, env), endpoint) for a in init["args"])]
-    return start_child("wait-for-models", argv, log=log, env=env)
+    argv = [local_path(expand(a, env), init, volumes) for a in [*command, *init["args"]]]
+    return start_child("model-cache", argv, log=log, env=env)
+
+
+def local_path(arg: str, container: dict[str, Any], volumes: dict[str, Path]) -> str:
+    """A path under one of the container's mounts (alone or as a ``--flag=`` value) moved to the
+    temporary folder standing in for that volume."""
+    flag, equals, value = arg.rpartition("=") if arg.startswith("--") else ("", "", arg)
+    for mount in container.get("volumeMounts", []):
+        where = mount["mountPath"]
+        if value == where or value.startswith(f"{where}/"):
+            value = str(volumes[mount["name"]]) + value.removeprefix(where)
+    return f"{flag}{equals}{value}"
 
 
 def triton_argv(
@@ -167,7 +180,7 @@ def triton_argv(
     }
     args = []
     for arg in triton["args"]:
-        arg = local_uri(expand(arg, env), endpoint)
+        arg = local_path(expand(arg, env), triton, volumes)
         arg = here.get(arg, arg)
         # The collector's cluster DNS name cannot resolve here: a closed port on loopback instead.
         args.append(re.sub(r"url=http://[^/]+/", f"url=http://127.0.0.1:{traces}/", arg))
@@ -200,35 +213,37 @@ def test_the_pod_waits_through_every_state_of_the_upload_and_serves_once_complet
     bucket = objects[0].inputs["bucket"]
     client.create_bucket(Bucket=bucket)  # the ModelStore's bucket, which every object depends on
     pod = pod_spec(plan)
-    volumes = {name: tmp_path / name for name in ("tmp", "model-cache")}
+    names = ("tmp", "model-repository", "node-model-cache", "model-cache-script")
+    volumes = {name: tmp_path / name for name in names}
     for folder in volumes.values():
         folder.mkdir()
     backends = triton_backends(find_triton(), tmp_path)
 
-    # Without the wait, the real Triton with the pod's arguments exits on the empty prefix.
+    # Without the fill, the real Triton with the pod's arguments exits on the empty repository.
     argv, env, http = triton_argv(pod, endpoint, volumes, backends)
-    bare = start_child("triton-without-wait", argv, log=tmp_path / "bare.log", env=env)
+    bare = start_child("triton-without-fill", argv, log=tmp_path / "bare.log", env=env)
     try:
         bare.process.wait(timeout=60)
         assert bare.process.returncode != 0
-        assert any("not a valid directory" in line for line in bare.tail(50)), bare.tail(50)
     finally:
         bare.stop()
 
-    wait = start_wait(plan, pod, endpoint, volumes, tmp_path / "wait.log")
+    fill = start_fill(plan, pod, endpoint, volumes, tmp_path / "fill.log")
     try:
-        # Empty, then each object in turn: the wait stays up and says what it waits for in each state.
+        # Empty, then each object in turn: the fill stays up and says what it waits for in each state.
         key = objects[-1].inputs["key"]
+        folder = key.removesuffix(MANIFEST)
         for count, recorded in enumerate(objects):
-            line = wait_for_line(wait, rf"waiting for s3://{bucket}/{key}: .*\({count} object", 40)
-            assert wait.alive(), wait.describe_exit()
+            line = wait_for_line(fill, rf"waiting for s3://{bucket}/{key}: .*\({count} object", 40)
+            assert fill.alive(), fill.describe_exit()
             assert "no manifest yet" in line, line
             put(client, recorded)
-        wait.process.wait(timeout=40)
-        assert wait.process.returncode == 0, wait.describe_exit()
-        assert any("every model is complete" in line for line in wait.tail()), wait.tail()
+        fill.process.wait(timeout=60)
+        assert fill.process.returncode == 0, fill.describe_exit()
+        assert any(f"found s3://{bucket}/{folder} complete" in line for line in fill.tail()), fill.tail()
+        assert any("every model is complete" in line for line in fill.tail()), fill.tail()
     finally:
-        wait.stop()
+        fill.stop()
 
     # Then the kubelet starts Triton: it loads and serves what the deploy shipped.
     triton = start_child("triton", argv, log=tmp_path / "triton.log", env=env)
@@ -243,16 +258,20 @@ def test_the_pod_waits_through_every_state_of_the_upload_and_serves_once_complet
         answer = client_http.infer("ranker", {"INPUT__0": features})
         np.testing.assert_array_equal(answer["OUTPUT__0"], features)
         client_http.close()
-        # The cache holds what the deploy shipped (and the python backend's bytecode of model.py),
-        # within what the pod asked the node for.
-        files = {p: p.stat().st_size for p in volumes["model-cache"].rglob("*") if p.is_file()}
-        # Triton 2.51 copies the model's folder into a new folderXXXXXX of its own under the mount
-        # (per load: a reload copies again beside the loaded copy, hence the cache's 2x default).
-        (copy,) = volumes["model-cache"].iterdir()
-        copied = {p.relative_to(copy).as_posix() for p in files if "__pycache__" not in p.parts}
-        assert copied == {o.inputs["key"].split("/", 2)[2] for o in objects}, copied
-        cached = sum(files.values())
-        limit = next(v for v in pod["volumes"] if v["name"] == "model-cache")["emptyDir"]["sizeLimit"]
-        assert cached <= float(limit.removesuffix("Gi")) * (1 << 30)
+        # Triton's folder holds what the deploy shipped (and the python backend's bytecode of model.py),
+        # within what the pod asked the node for; the node cache holds each file once, by its sha256.
+        repository = volumes["model-repository"]
+        files = {p: p.stat().st_size for p in repository.rglob("*") if p.is_file()}
+        served = {p.relative_to(repository).as_posix() for p in files if "__pycache__" not in p.parts}
+        shipped = {
+            o.inputs["key"].split("/", 1)[1] for o in objects if not o.inputs["key"].endswith(MANIFEST)
+        }
+        assert served == shipped, (served, shipped)
+        limit = next(v for v in pod["volumes"] if v["name"] == "model-repository")["emptyDir"]["sizeLimit"]
+        assert sum(files.values()) <= float(limit.removesuffix("Gi")) * (1 << 30)
+        blobs = {p.name for p in (volumes["node-model-cache"] / "blobs").rglob("*") if p.is_file()}
+        assert blobs == {
+            o.inputs["metadata"]["sha256"] for o in objects if not o.inputs["key"].endswith(MANIFEST)
+        }
     finally:
         triton.stop()

@@ -11,7 +11,7 @@ import pytest
 from inferstack.cli.main import main
 from inferstack.components.platform import InferencePlatform
 from inferstack.components.platform_config import parse_config
-from inferstack.infra.model_manifest import MANIFEST
+from inferstack.infra.model_cache import MANIFEST
 from inferstack.stacks import offline
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER_ARGS, Recording, run_invalid, run_program
@@ -94,7 +94,7 @@ def platform(raw: dict[str, Any]) -> Any:
 
 def cache(recording: Recording) -> tuple[str, str]:
     spec = pod(recording)
-    limit = next(v for v in spec["volumes"] if v["name"] == "model-cache")["emptyDir"]["sizeLimit"]
+    limit = next(v for v in spec["volumes"] if v["name"] == "model-repository")["emptyDir"]["sizeLimit"]
     triton = next(c for c in spec["containers"] if c["name"] == "triton")
     return limit, triton["resources"]["requests"]["ephemeral-storage"]
 
@@ -102,13 +102,13 @@ def cache(recording: Recording) -> tuple[str, str]:
 def test_the_cache_is_sized_from_what_the_service_downloads() -> None:
     shipped, _ = run_program(platform(dev(repository="demo-repository")))
     assert cache(shipped) == ("1Gi", "5Gi")  # twice a few KiB, in whole GiB, plus 4 GiB of scratch
-    wait = pod(shipped)["initContainers"][1]
-    assert wait["args"][1:] == ["--model", "demo:1"]
+    fill = pod(shipped)["initContainers"][0]
+    assert fill["name"] == "model-cache" and "--models=demo:1" in fill["args"]
     explicit, _ = run_program(platform(dev(repository="demo-repository", modelCacheGib=12)))
     assert cache(explicit) == ("12Gi", "16Gi")
     out_of_band, _ = run_program(platform(dev()))
     assert cache(out_of_band) == ("40Gi", "44Gi")  # unknown size: the old default
-    assert pod(out_of_band)["initContainers"][1]["args"][1:] == ["--model", "demo"]
+    assert "--models=demo" in pod(out_of_band)["initContainers"][0]["args"]
     assert not out_of_band.of_type(OBJECT)
 
 
@@ -124,7 +124,7 @@ def test_the_cache_is_sized_from_what_the_service_downloads() -> None:
         (
             {"repository": "demo-repository", "modelCacheGib": 1e-9},
             "inferstack:services[0].modelCacheGib",
-            "Triton copies",
+            "the fill places",
         ),
     ],
 )
@@ -149,7 +149,7 @@ def test_the_request_front_is_sized_from_the_stack_keys() -> None:
     """A service's usual body and rate size its front; a JSON size one nginx worker cannot read at that
     rate is refused by its key, and the front's own trigger is a key too."""
     sized, _ = run_program(platform(dev(expectedRequestBytes=100_000, expectedRequestsPerSecond=200)))
-    front = pod(sized)["initContainers"][0]
+    front = pod(sized)["initContainers"][1]  # after the model-cache fill
     assert front["name"] == "request-front" and front["resources"]["limits"]["cpu"] == "0.5"
     _, error = run_invalid(platform(dev(expectedRequestBytes=1_000_000)))
     assert error.field == "inferstack:services[0].expectedRequestBytes" and "binary tensors" in error.allowed

@@ -86,8 +86,9 @@ def test_prod_shape() -> None:
         deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["whenUnsatisfiable"]
         == "DoNotSchedule"
     )
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[0] == "--model-repository=s3://inferstack-prod-models-bucket/ranker"
+    args = deployment["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert args[0] == "--source=s3://inferstack-prod-models-bucket/ranker"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][0] == "--model-repository=/models"
     coredns = recording.one("aws:eks/addon:Addon", "inferstack-prod-coredns")
     assert coredns.inputs["addonName"] == "coredns"
 
