@@ -99,7 +99,8 @@ def up(
     """Publish a model repository to emulated S3 and serve it with Triton."""
     from inferstack.serving.local.demo import build_canary_demo_repository, build_demo_repository
     from inferstack.serving.local.processes import SMOKE_TOLERANCE
-    from inferstack.serving.local.runtime import LocalRuntime, Ports
+    from inferstack.serving.local.records import Ports
+    from inferstack.serving.local.runtime import LocalRuntime
     from inferstack.serving.local.tracing import SpanReceiver, triton_trace_args
     from inferstack.serving.local.triton_logs import triton_log_args
     from inferstack.serving.models.repository import read_repository

@@ -150,12 +150,14 @@ def test_the_docs_layout_table_is_the_rule_this_file_enforces() -> None:
 
 
 def test_no_module_of_the_package_is_much_over_450_lines() -> None:
-    """About 450 lines a module (docs/concepts/layout.md): past 500, split it by what changes together."""
+    """About 450 lines a module (docs/concepts/layout.md): past 500, split it by what changes together,
+    unless the layout page says why it is one file."""
+    page = (ROOT / "docs" / "concepts" / "layout.md").read_text()
     long = [
         f"{path.relative_to(ROOT)}: {lines}"
         for package in ALLOWED
         for path in _files(package)
-        if (lines := len(path.read_text().splitlines())) > 500
+        if (lines := len(path.read_text().splitlines())) > 500 and f"`{path.relative_to(ROOT)}`" not in page
     ]
     assert long == []
 

@@ -20,7 +20,8 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.serving.client.answers import compare
 from inferstack.serving.local.demo import build_demo_repository
 from inferstack.serving.local.processes import RuntimeFailure, check_port
-from inferstack.serving.local.runtime import LocalRuntime, Ports
+from inferstack.serving.local.records import Ports
+from inferstack.serving.local.runtime import LocalRuntime
 
 
 def gone(pid: int) -> bool:
