@@ -187,9 +187,15 @@ def _spread(topology_key: str, when_unsatisfiable: str, selector: dict[str, str]
 def topology_spread(name: str, args: TritonModelServiceArgs) -> list[dict[str, Any]]:
     if args.environment == "prod":
         zone = _spread(ZONE_LABEL, "DoNotSchedule", labels(name))
-        # GPU groups scale from zero: without minDomains a zone with no node yet would not count, pods
-        # would pile into the others and the autoscaler would never add the missing zone's node.
-        zone["minDomains"] = args.zones
+        # Which zones count is what decides zone loss (docs/concepts/zone-loss.md). A zone counts when
+        # it has a node this pod tolerates, whatever its affinity: every live zone keeps a system node
+        # (one group per zone), so a zone whose GPU group is at zero still counts and draws its share
+        # (the autoscaler adds the node). A cordoned, unreachable or NotReady node carries a NoSchedule
+        # taint the pod does not tolerate, so with Honor a lost zone stops counting and the surviving
+        # zones take every replica. No minDomains: below it the scheduler takes the minimum as 0, which
+        # is what capped a service at one replica per surviving zone.
+        zone["nodeAffinityPolicy"] = "Ignore"
+        zone["nodeTaintsPolicy"] = "Honor"
     else:
         zone = _spread(ZONE_LABEL, "ScheduleAnyway", labels(name))
     return [zone, _spread("kubernetes.io/hostname", "ScheduleAnyway", labels(name))]

@@ -29,7 +29,7 @@ from inferstack.infra.nodegroups import (
     NodeGroupPlan,
     gpu_plans,
     gpu_spot_plans,
-    system_plan,
+    system_plans,
 )
 from inferstack.infra.reserved import ReservedCapacity, reserved_plans
 
@@ -42,7 +42,7 @@ def node_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodeGroupPl
     gpu = config.gpu
     reserved = reserved_capacity(config)
     return [
-        system_plan(zones, instance_types=config.nodes.system_instance_types),
+        *system_plans(zones, instance_types=config.nodes.system_instance_types),
         *gpu_plans(zones, instance_type=gpu.instance_type, max_size=gpu.max_per_zone),
         *gpu_spot_plans(zones, instance_types=gpu.spot_instance_types, max_size=gpu.spot_max_per_zone),
         # Karpenter reads a reservation's zone itself; managed groups must be put there.

@@ -156,7 +156,7 @@ class InferencePlatform(pulumi.ComponentResource):
             ),
             pulumi.ResourceOptions(parent=self, depends_on=cluster.node_prerequisites),
         )
-        cluster.install_coredns(after=[nodes.groups["system"]])
+        cluster.install_coredns(after=[nodes.groups[f"system-{zone}"] for zone in zones])
         cluster.install_node_monitoring_agent(after=[nodes])
         karpenter_aws = (
             KarpenterAws(

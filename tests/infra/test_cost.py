@@ -28,30 +28,30 @@ def dev() -> offline.Recording:
 
 
 def test_dev_by_hand(dev: offline.Recording) -> None:
-    """dev: 2 zones, one NAT, 3 system m7i.xlarge, 1 on-demand g5.xlarge per zone, spot g5.xlarge
+    """dev: 2 zones, one NAT, 1 system m7i.xlarge per zone, 1 on-demand g5.xlarge per zone, spot g5.xlarge
     (0 to 2 per zone), the demo service at 1 replica of 1 GPU; 730 h, g5 spot at 65 % off."""
     result = estimate(footprint(dev), load_prices(), model_gb=20)
     lines = {line.group: line.monthly for line in result.lines}
     by_hand = {
         "control plane": 0.10 * 730,  # 73.00
         "NAT": (1 * 0.045 + 1 * 0.005) * 730,  # gateway hour + its Elastic IP: 36.50
-        "system nodes": 3 * 0.2016 * 730,  # 441.504
+        "system nodes": 2 * 0.2016 * 730,  # 294.336
         "GPU on-demand baseline": 2 * 1.006 * 730,  # 1468.76
         "GPU spot (min)": 0.0,
         "GPU spot (expected)": 1 * 1.006 * 0.35 * 730,  # one replica's GPU: 257.033
         "GPU spot (max)": 4 * 1.006 * 0.35 * 730,  # 2 zones x 2: 1028.132
-        # volumes: 3 x 50 GiB system, 2 x 200 GiB on demand, 1 x 200 GiB spot; 20 GB of models;
+        # volumes: 2 x 50 GiB system, 2 x 200 GiB on demand, 1 x 200 GiB spot; 20 GB of models;
         # 2 KMS keys (the cluster's secrets, its volumes)
-        "storage": 750 * 0.08 + 20 * 0.023 + 2 * 1.0,  # 62.46
+        "storage": 700 * 0.08 + 20 * 0.023 + 2 * 1.0,  # 58.46
         "load balancers": 0.0,
     }
     assert lines == pytest.approx(by_hand, abs=1e-6)
-    total = 73.0 + 36.5 + 441.504 + 1468.76 + 257.033 + 62.46  # spot min and max are not added
+    total = 73.0 + 36.5 + 294.336 + 1468.76 + 257.033 + 58.46  # spot min and max are not added
     assert result.total == pytest.approx(total, abs=1e-6)
     all_on_demand = total - 257.033 + 1 * 1.006 * 730
     assert result.all_on_demand == pytest.approx(all_on_demand, abs=1e-6)
     assert result.spot_saving_pct == pytest.approx(100 * (all_on_demand - total) / all_on_demand)
-    assert 16.9 < result.spot_saving_pct < 17.0
+    assert 17.9 < result.spot_saving_pct < 18.0
 
 
 def test_the_standbys_load_balancers_and_fast_health_checks_are_counted() -> None:
@@ -106,12 +106,12 @@ def test_dev_on_karpenter_by_hand() -> None:
         {
             "control plane": 0.10 * 730,
             "NAT": (1 * 0.045 + 1 * 0.005) * 730,
-            "system nodes": 3 * 0.2016 * 730,
+            "system nodes": 2 * 0.2016 * 730,  # one per zone
             "GPU on-demand baseline": 0.0,
             "GPU spot (min)": 0.0,
             "GPU spot (expected)": 1 * 1.006 * 0.35 * 730,
             "GPU spot (max)": 4 * 1.006 * 0.35 * 730,
-            "storage": (3 * 50 + 1 * 200) * 0.08 + 20 * 0.023 + 2 * 1.0,  # 2 KMS keys: secrets, volumes
+            "storage": (2 * 50 + 1 * 200) * 0.08 + 20 * 0.023 + 2 * 1.0,  # 2 KMS keys: secrets, volumes
             "load balancers": 0.0,
         },
         abs=1e-6,

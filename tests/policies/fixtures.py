@@ -623,6 +623,24 @@ CASES: list[Case] = [
     ),
     Case(
         "zone-loss",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: pod(i)["topologySpreadConstraints"][0].update(minDomains=3),
+        ),
+        "minDomains 3",
+        label="min-domains",
+    ),
+    Case(
+        "zone-loss",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: pod(i)["topologySpreadConstraints"][0].pop("nodeTaintsPolicy"),
+        ),
+        "nodeTaintsPolicy: Honor",
+        label="taints",
+    ),
+    Case(
+        "zone-loss",
         edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i["scalingConfig"].update(maxSize=30)),
         "losing us-east-1a leaves",
         label="capacity",

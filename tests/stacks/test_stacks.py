@@ -80,7 +80,7 @@ def test_prod_shape() -> None:
     recording = run_stack("prod")
     assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 3
     groups = recording.of_type("aws:eks/nodeGroup:NodeGroup")
-    assert len(groups) == 1 + 3 + 3
+    assert len(groups) == 3 + 3 + 3  # system, on-demand GPU and spot GPU, per zone
     deployment = recording.one("kubernetes:apps/v1:Deployment", "ranker-deployment").inputs
     assert (
         deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["whenUnsatisfiable"]
@@ -95,7 +95,7 @@ def test_prod_shape() -> None:
 def test_dev_is_smaller() -> None:
     recording = run_stack("dev")
     assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 1
-    assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 1 + 2 + 2
+    assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 2 + 2 + 2
 
 
 ODCR = {
