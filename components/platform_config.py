@@ -14,7 +14,7 @@ feeds (`Feeds`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -25,6 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from inferstack.components.alert_routing import AlertRouting, Receiver, check_routing
 from inferstack.components.telemetry import LOG_RETENTION_DAYS
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION
@@ -234,6 +235,35 @@ class FailoverConfig(_Section):
     replication_time_control: bool = Field(True, description="S3 RTC: replicas within 15 minutes")
 
 
+class ReceiverConfig(_Section):
+    """One place alerts can go: an SNS topic, a PagerDuty key or a webhook (Slack format with a channel)."""
+
+    name: str = Field(description="the receiver's name, as the severity lists name it")
+    sns_topic_arn: str | None = Field(
+        None, description="an SNS topic (Alertmanager publishes with its own role)"
+    )
+    pagerduty_routing_key: str | None = Field(
+        None, description="PagerDuty Events v2 key (secret config only)"
+    )
+    webhook_url: str | None = Field(None, description="an https webhook (secret config only)")
+    slack_channel: str | None = Field(None, description="with webhookUrl: send Slack-format messages here")
+
+
+class AlertsConfig(_Section):
+    """Alertmanager's routing: the receivers, and which of them each severity (P0, P1, P2) reaches."""
+
+    receivers: tuple[ReceiverConfig, ...] = Field((), description="where alerts can go")
+    p0: tuple[str, ...] = Field((), description="receivers paged for P0 (service down)")
+    p1: tuple[str, ...] = Field((), description="receivers told of P1 (users feel it)")
+    p2: tuple[str, ...] = Field((), description="receivers told of P2 (waste, headroom)")
+
+    def routing(self) -> AlertRouting:
+        return AlertRouting(
+            receivers=tuple(Receiver(**r.model_dump()) for r in self.receivers),
+            by_severity={"P0": self.p0, "P1": self.p1, "P2": self.p2},
+        )
+
+
 class PlatformConfig(_Section):
     """The whole stack config of one environment (the ``inferstack:*`` keys of a stack file)."""
 
@@ -248,6 +278,7 @@ class PlatformConfig(_Section):
     gpu: GpuConfig = GpuConfig()
     services: tuple[ServiceConfig, ...] = Field((), description="the model services, one per list entry")
     telemetry: TelemetryConfig = TelemetryConfig()
+    alerts: AlertsConfig = Field(AlertsConfig(), description="alert receivers per severity")
     failover: FailoverConfig | None = Field(
         None, description="set on a standby stack: pairs it with its primary"
     )
@@ -327,14 +358,16 @@ def parse_config(config: Mapping[str, Any], *, namespace: str = NAMESPACE) -> Pl
                 "(without --path Pulumi stores a new top-level key that nothing reads)",
             )
         raw[name] = _engine_value(value)
-    return validate_config(raw)
+    parsed = validate_config(raw)
+    check_alerts(parsed.alerts, f"{namespace}:alerts", pulumi.runtime.config.is_config_secret)
+    return parsed
 
 
 def validate_config(raw: Mapping[str, Any]) -> PlatformConfig:
     """Settings as a document (keys in the stack file's or the Python spelling), typed and checked; an
     error names the key as the stack file spells it."""
     try:
-        return PlatformConfig.model_validate(raw)
+        parsed = PlatformConfig.model_validate(raw)
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         keys, section, field = _walk(tuple(first["loc"]))
@@ -349,6 +382,21 @@ def validate_config(raw: Mapping[str, Any]) -> PlatformConfig:
             ) from None
         what = f" ({field.description})" if field is not None and field.description else ""
         raise InvalidInput(_key(keys), first.get("input"), f"{first['msg']}{what}") from None
+    return parsed
+
+
+def check_alerts(alerts: AlertsConfig, key: str, is_secret: Callable[[str], bool]) -> None:
+    """Receivers are sound, and their credentials come from secret config: a routing key or webhook
+    URL in plain config would sit in the stack file, the plan and the state for anyone to read."""
+    routing = alerts.routing()
+    check_routing(routing, key)
+    if any(r.holds_secret for r in routing.receivers) and not is_secret(key):
+        raise InvalidInput(
+            key,
+            "(plain text)",
+            "routing keys and webhook URLs from secret config: "
+            f"`pulumi config set --secret --path '{key}.receivers[0].webhookUrl' <url>`",
+        )
 
 
 def _reference_rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pulumi.runtime.config import is_config_secret
 
 from inferstack.stacks.offline import Recorded, Recording
 
@@ -203,7 +204,8 @@ def preview_json(recording: Recording, stack: str, config: Mapping[str, str]) ->
         step["newState"]["inputs"] = _hide_secrets(resource.inputs)
         steps.append(step)
     return {
-        "config": dict(sorted(config.items())),
+        # As `pulumi preview --json` prints config: a key set with --secret as "[secret]".
+        "config": {k: "[secret]" if is_config_secret(k) else v for k, v in sorted(config.items())},
         "steps": steps,
         "changeSummary": {"create": len(steps)},
     }

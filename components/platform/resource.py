@@ -214,6 +214,9 @@ class InferencePlatform(pulumi.ComponentResource):
             MonitoringArgs(
                 storage_class=storage_classes.gp3,
                 jaeger_url=self.telemetry.jaeger_url if self.telemetry else None,
+                alerts=config.alerts.routing(),
+                oidc_provider_arn=cluster.oidc_provider_arn,
+                oidc_issuer_url=cluster.oidc_issuer_url,
             ),
             in_cluster(nodes, block_storage, storage_classes),
         )
