@@ -73,6 +73,7 @@ DEVICE_PLUGIN_IMAGE_TAG = "v0.20.0"
 DCGM_EXPORTER_IMAGE_TAG = "4.5.3-4.8.2-distroless"
 CLUSTER_AUTOSCALER_IMAGE_TAG = "v1.35.0"  # the minor must equal the cluster's Kubernetes minor
 PROMETHEUS_OPERATOR_IMAGE_TAG = "v0.93.1"  # operator, config reloader and admission webhook
+GRAFANA_IMAGE_TAG = "13.2.0"  # kube-prometheus-stack's grafana subchart appVersion
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,12 @@ import pulumi_random as random
 
 from inferstack.components.alert_routing import AlertRouting, check_routing, sns_publish_policy
 from inferstack.components.alerts import alertmanager_config, platform_rule_groups, prometheus_rule
-from inferstack.components.charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_OPERATOR_IMAGE_TAG, release
+from inferstack.components.charts import (
+    GRAFANA_IMAGE_TAG,
+    KUBE_PROMETHEUS_STACK,
+    PROMETHEUS_OPERATOR_IMAGE_TAG,
+    release,
+)
 from inferstack.components.dashboards import dashboard_configmap, dashboards
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.storage import GP3
@@ -84,6 +89,9 @@ def kube_prometheus_stack_values(
             "serviceAccount": account,
         },
         "grafana": {
+            # The chart's default is Docker Hub; Grafana publishes the same releases to GHCR.
+            "image": {"registry": "ghcr.io", "repository": "grafana/grafana", "tag": GRAFANA_IMAGE_TAG},
+            "testFramework": {"enabled": False},  # a `helm test` pod (Docker Hub's bats) nobody runs
             "adminPassword": grafana_admin_password,
             "sidecar": {
                 "dashboards": {

@@ -24,6 +24,7 @@ from pulumi_policy import (
 from inferstack.policies.plain import plain
 from inferstack.policies.rules import RULES, Rule, RuleBase
 from inferstack.policies.rules_failover import FAILOVER_RULES
+from inferstack.policies.rules_registries import REGISTRY_RULES
 from inferstack.policies.stack_rules import STACK_RULES, Stack, StackResource, StackRule
 
 PACK_NAME = "inferstack"
@@ -102,7 +103,8 @@ def _stack_policy(rule: StackRule) -> StackValidationPolicy:
 
 
 def policies() -> list[Policy]:
-    return [*map(_resource_policy, (*RULES, *FAILOVER_RULES)), *map(_stack_policy, STACK_RULES)]
+    resource_rules = (*RULES, *FAILOVER_RULES, *REGISTRY_RULES)
+    return [*map(_resource_policy, resource_rules), *map(_stack_policy, STACK_RULES)]
 
 
 def serve() -> None:

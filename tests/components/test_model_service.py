@@ -403,7 +403,7 @@ def test_the_request_front_is_a_native_sidecar_that_owns_the_http_port(recording
     # An init container that keeps running: started before Triton, stopped only after Triton has
     # exited, so what is in flight through it during Triton's drain is answered.
     assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["image"] == "nginx:1.28.0"
+    assert sidecar["image"] == "public.ecr.aws/docker/library/nginx:1.28.0"
     assert sidecar["command"] == ["nginx", "-e", "stderr", "-c", "/etc/request-front/nginx.conf"]
     assert sidecar["ports"] == [
         {"name": "http", "containerPort": 8000, "protocol": "TCP"},
