@@ -23,8 +23,9 @@ from inferstack.stacks.offline import Recorded, Recording
 UNKNOWN_ID = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 _SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
 
-# Helm releases and providers are not Kubernetes objects of ours: the chart renders the former.
-_NOT_MANIFESTS = ("kubernetes:helm.sh/", "pulumi:providers:")
+# Helm releases and providers are not Kubernetes objects of ours: the chart renders the former. A
+# yaml/v2 ConfigGroup is Pulumi's component over files it reads at deploy time (a chart's CRDs).
+_NOT_MANIFESTS = ("kubernetes:helm.sh/", "pulumi:providers:", "kubernetes:yaml/")
 
 
 def _chart(resource: Recorded) -> str:
