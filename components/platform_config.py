@@ -233,6 +233,12 @@ class FailoverConfig(_Section):
     health_check_interval: Int = Field(10, description="Route 53 health check interval: 10 or 30 s")
     failure_threshold: Int = Field(3, description="failed checks in a row before traffic moves")
     replication_time_control: bool = Field(True, description="S3 RTC: replicas within 15 minutes")
+    source_ranges: tuple[str, ...] = Field(
+        description="CIDRs that may call the endpoints (required; Route 53's health checkers are added)"
+    )
+    certificate_arns: tuple[str, ...] = Field(
+        description="ACM certificates for the endpoints' TLS, one in each region of the pair (required)"
+    )
 
 
 class ReceiverConfig(_Section):

@@ -23,6 +23,7 @@ from pulumi_policy import (
 
 from inferstack.policies.plain import plain
 from inferstack.policies.rules import RULES, Rule, RuleBase
+from inferstack.policies.rules_exposure import EXPOSURE_RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
 from inferstack.policies.rules_registries import REGISTRY_RULES
 from inferstack.policies.stack_rules import STACK_RULES, Stack, StackResource, StackRule
@@ -103,7 +104,7 @@ def _stack_policy(rule: StackRule) -> StackValidationPolicy:
 
 
 def policies() -> list[Policy]:
-    resource_rules = (*RULES, *FAILOVER_RULES, *REGISTRY_RULES)
+    resource_rules = (*RULES, *FAILOVER_RULES, *REGISTRY_RULES, *EXPOSURE_RULES)
     return [*map(_resource_policy, resource_rules), *map(_stack_policy, STACK_RULES)]
 
 

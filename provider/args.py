@@ -105,6 +105,12 @@ class FailoverArgs(TypedDict, total=False):
     replication_time_control: bool
     """S3 RTC: replicas within 15 minutes. Default: true."""
 
+    source_ranges: list[str]
+    """CIDRs that may call the endpoints (required; Route 53's health checkers are added)."""
+
+    certificate_arns: list[str]
+    """ACM certificates for the endpoints' TLS, one in each region of the pair (required)."""
+
 
 class AlertsArgs(TypedDict, total=False):
     """Alertmanager's routing: the receivers, and which of them each severity (P0, P1, P2) reaches."""

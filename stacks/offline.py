@@ -45,6 +45,15 @@ DEFAULT_INVOKES: dict[str, Invoke] = {
         "id": "Z0OFFLINE0000000000",
         "privateZone": False,
     },
+    # Route 53's health checkers, a few of AWS's published ROUTE53_HEALTHCHECKS ranges.
+    "aws:index/getIpRanges:getIpRanges": lambda args: {
+        "cidrBlocks": ["15.177.0.0/18", "54.243.31.192/26", "54.244.52.192/26"],
+        "ipv6CidrBlocks": [],
+        "services": args.get("services", []),
+        "id": "ip-ranges",
+        "createDate": "2026-12-01-00-00-00",
+        "syncToken": 1764547200,
+    },
 }
 
 

@@ -17,6 +17,7 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.policies.analyzer import PolicyPackProcess, Violation
 from inferstack.policies.pack_config import load, stack_config_path
 from inferstack.policies.rules import RULES
+from inferstack.policies.rules_exposure import EXPOSURE_RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
 from inferstack.policies.rules_registries import REGISTRY_RULES
 from inferstack.policies.stack_rules import STACK_RULES
@@ -50,7 +51,9 @@ def violations_of(pack: PolicyPackProcess, policy: str, stack: Stack) -> list[Vi
 
 def test_the_pack_serves_every_rule_with_its_level(pack: PolicyPackProcess) -> None:
     declared = {p.name: p.level for p in pack.declarations()}
-    assert declared == {r.name: r.level for r in (*RULES, *FAILOVER_RULES, *REGISTRY_RULES, *STACK_RULES)}
+    assert declared == {
+        r.name: r.level for r in (*RULES, *FAILOVER_RULES, *REGISTRY_RULES, *EXPOSURE_RULES, *STACK_RULES)
+    }
     assert len(declared) >= 15
 
 
