@@ -277,6 +277,13 @@ PARTITIONED = [
             "aws:region": "us-gov-west-1",
             "inferstack:failover.primaryRegion": "us-gov-east-1",
             "inferstack:failover.zone": "example.com",
+            "inferstack:failover.sourceRanges": '["203.0.113.0/24"]',
+            "inferstack:failover.certificateArns": json.dumps(
+                [
+                    f"arn:aws-us-gov:acm:{r}:123456789012:certificate/0f0e"
+                    for r in ("us-gov-east-1", "us-gov-west-1")
+                ]
+            ),
         },
         "aws-us-gov",
     ),
