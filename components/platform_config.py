@@ -195,6 +195,9 @@ class ServiceConfig(_Section):
     front_time_target_ms: Float | None = Field(
         None, gt=0, description="KEDA target: time a request spends in the request front (off when unset)"
     )
+    log_verbose: Int = Field(
+        0, ge=0, le=1, description="Triton --log-verbose: 0 no line per request, 1 ~1.7 KB a request"
+    )
 
 
 class TelemetryConfig(_Section):

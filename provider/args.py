@@ -192,6 +192,9 @@ class ServiceArgs(TypedDict, total=False):
     front_time_target_ms: float
     """KEDA target: time a request spends in the request front (off when unset)."""
 
+    log_verbose: int
+    """Triton --log-verbose: 0 no line per request, 1 ~1.7 KB a request. Default: 0."""
+
 
 class GpuArgs(TypedDict, total=False):
     """GPU capacity: the on-demand and spot groups per zone, and what must survive a zone loss."""

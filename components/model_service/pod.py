@@ -33,7 +33,7 @@ from inferstack.components.request_front import (
     config_files,
     nginx_command,
 )
-from inferstack.components.triton_telemetry import traced_triton_args
+from inferstack.components.triton_telemetry import traced_triton_args, triton_log_args
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.nodegroups import (
     CAPACITY_TYPE_LABEL,
@@ -169,8 +169,10 @@ def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str])
 
 
 def tracing_args(name: str, args: TritonModelServiceArgs) -> list[str]:
-    """Triton's spans (service.name = the service) and request-id log lines, when tracing is on."""
-    return [] if args.tracing is None else traced_triton_args(args.tracing, service_name=name)
+    """Triton's spans (service.name = the service) when tracing is on, and its log level."""
+    if args.tracing is None:
+        return triton_log_args(args.log_verbose)
+    return traced_triton_args(args.tracing, service_name=name, log_verbose=args.log_verbose)
 
 
 def _spread(topology_key: str, when_unsatisfiable: str, selector: dict[str, str]) -> dict[str, Any]:

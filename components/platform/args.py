@@ -92,6 +92,7 @@ def service_args(
         expected_request_bytes=service.expected_request_bytes,
         expected_requests_per_second=service.expected_requests_per_second,
         front_time_target_ms=service.front_time_target_ms,
+        log_verbose=service.log_verbose,
         canary=CanaryRelease(**service.canary.model_dump()) if service.canary else None,
         tracing=TraceSettings(collector_traces_url(TELEMETRY_NAMESPACE), config.telemetry.sample_rate)
         if config.telemetry.enabled

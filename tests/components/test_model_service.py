@@ -195,8 +195,9 @@ def test_triton_arguments(recording: Recording) -> None:
     assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"grpc": 8001, "metrics": 8002}
 
 
-def test_tracing_sends_sampled_spans_to_the_collector_and_logs_request_ids() -> None:
-    """A 5 % sample is Triton 2.51's rate=20 (one request in every 20); the log gives request ids."""
+def test_tracing_sends_sampled_spans_to_the_collector_and_logs_within_budget() -> None:
+    """A 5 % sample is Triton 2.51's rate=20 (one request in every 20); the log writes no line per
+    request unless the service asks for verbose lines (about 1.7 KB a request, infra.log_volume)."""
     collector = "http://otel-collector.telemetry.svc:4318/v1/traces"
     traced = deployment("ranker", args(tracing=TraceSettings(collector, sample_rate=0.05)), URI)
     given = traced["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -209,9 +210,15 @@ def test_tracing_sends_sampled_spans_to_the_collector_and_logs_request_ids() -> 
         f"opentelemetry,url={collector}",
         "opentelemetry,resource=service.name=ranker",
     ]
-    assert given[-2:] == ["--log-format=ISO8601", "--log-verbose=1"]
+    assert given[-2:] == ["--log-format=ISO8601", "--log-verbose=0"]
+    verbose = deployment("ranker", args(tracing=TraceSettings(collector), log_verbose=1), URI)
+    assert verbose["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "--log-verbose=1"
     plain = deployment("ranker", args(), URI)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert plain == triton_args(args(), URI)  # no tracing asked for: no trace or log flags added
+    # no tracing asked for: no trace flags, and the log level said outright
+    assert plain == [*triton_args(args(), URI), "--log-format=ISO8601", "--log-verbose=0"]
+    with pytest.raises(InvalidInput) as caught:
+        validate("ranker", args(log_verbose=2))
+    assert caught.value.field == "log_verbose"
 
 
 # --- Triton's admin APIs -------------------------------------------------------------------------------

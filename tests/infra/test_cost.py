@@ -14,6 +14,7 @@ import pytest
 from inferstack.cli.main import main
 from inferstack.infra.cost import PRICES_FILE, estimate, footprint, load_prices
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.log_volume import bytes_per_request, gb_per_day
 from inferstack.stacks import offline
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, DEPLOYER_ARGS, Recorded
@@ -44,6 +45,7 @@ def test_dev_by_hand(dev: offline.Recording) -> None:
         # 2 KMS keys (the cluster's secrets, its volumes)
         "storage": 700 * 0.08 + 20 * 0.023 + 2 * 1.0,  # 58.46
         "load balancers": 0.0,
+        "logs": 0.0,  # no request rate given
     }
     assert lines == pytest.approx(by_hand, abs=1e-6)
     total = 73.0 + 36.5 + 294.336 + 1468.76 + 257.033 + 58.46  # spot min and max are not added
@@ -113,6 +115,7 @@ def test_dev_on_karpenter_by_hand() -> None:
             "GPU spot (max)": 4 * 1.006 * 0.35 * 730,
             "storage": (2 * 50 + 1 * 200) * 0.08 + 20 * 0.023 + 2 * 1.0,  # 2 KMS keys: secrets, volumes
             "load balancers": 0.0,
+            "logs": 0.0,  # no request rate given
         },
         abs=1e-6,
     )
@@ -212,3 +215,17 @@ def test_cost_json_and_bar_chart(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert width >= 600 and height >= 300
     assert main([*arguments]) == 0
     assert "priced at us-east-1's prices; the stack runs in us-west-2" in capsys.readouterr().out
+
+
+def test_a_day_of_logs_is_priced_from_the_measured_bytes_per_request(dev: offline.Recording) -> None:
+    """1,000 req/s on the demo service: 0 B a request at Triton's default level; at --log-verbose=1
+    the measured ~1.7 KB a request is ~150 GB a day, ~4,500 GB and ~$2,270 a month of ingestion."""
+    fp = footprint(dev)
+    assert fp.triton_log_bytes == (0,)
+    quiet = {line.group: line for line in estimate(fp, load_prices(), requests_per_s=1000).lines}
+    assert quiet["logs"].monthly == 0.0
+    verbose = dataclasses.replace(fp, triton_log_bytes=(bytes_per_request(1),))
+    line = next(x for x in estimate(verbose, load_prices(), requests_per_s=1000).lines if x.group == "logs")
+    gb_month = 1000 * 1731 * 3600 * 730 / 1e9
+    assert gb_per_day(1000, 1) == pytest.approx(1000 * 1731 * 86400 / 1e9)  # 149.6 GB a day
+    assert line.monthly == pytest.approx(gb_month * 0.5) and "1731 B a request" in line.detail
