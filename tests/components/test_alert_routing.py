@@ -17,16 +17,14 @@ import yaml
 
 from inferstack.components.alert_routing import AlertRouting, Receiver, check_routing, sns_publish_policy
 from inferstack.components.alerts import alertmanager_config
-from inferstack.components.charts import KUBE_PROMETHEUS_STACK
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.local.processes import free_port, start_child
 from inferstack.serving.local.prometheus import wait_ready
 from inferstack.stacks import offline
 from inferstack.stacks.plan import preview_json
-from tests.components.helm import render
 from tests.components.test_alerts import alertmanager_binary, http
-from tests.components.test_helm_render import vendored_api_versions
+from tests.components.test_helm_render import render_monitoring
 from tests.conftest import ROOT, require_tool
 from tests.harness import run_program
 
@@ -209,14 +207,7 @@ def test_a_receiver_secret_in_plain_config_is_refused() -> None:
 def test_rules_that_cannot_be_true_on_eks_are_not_rendered(vendor_dir: Path) -> None:
     recording, _ = run_program(lambda: Monitoring("monitoring", MonitoringArgs()))
     values = recording.one("kubernetes:helm.sh/v3:Release").inputs["values"]
-    objects = render(
-        vendor_dir,
-        KUBE_PROMETHEUS_STACK,
-        release="kube-prometheus-stack",
-        namespace="monitoring",
-        values=values,
-        api_versions=vendored_api_versions(vendor_dir),
-    )
+    objects = render_monitoring(vendor_dir, values)
     alerts = {
         rule["alert"]
         for o in objects
