@@ -42,6 +42,8 @@ class Receiver:
 
 @dataclass(frozen=True)
 class AlertRouting:
+    """The receivers, and which of them each severity reaches."""
+
     receivers: Sequence[Receiver] = ()
     by_severity: Mapping[str, Sequence[str]] = field(default_factory=dict)
 

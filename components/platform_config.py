@@ -8,7 +8,8 @@ included, and every error names the key in Pulumi's own spelling (``inferstack:g
 
 The same schema writes the config reference in the README (`reference_table`), and names the stack key
 behind a component's error (`stack_key`): a setting declares, beside its key, which component fields it
-feeds (`Feeds`).
+feeds (`Feeds`). It is longer than most modules: one section class per config object, each field with
+its description, is the schema the reference and the provider are generated from.
 """
 
 from __future__ import annotations

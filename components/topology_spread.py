@@ -33,6 +33,8 @@ _DO_NOT_SCHEDULE_EFFECTS = ("NoSchedule", "NoExecute")
 
 @dataclass(frozen=True)
 class Node:
+    """A node as the filter sees it: its labels, taints and whether it takes new pods."""
+
     name: str
     labels: Mapping[str, str]
     taints: tuple[Mapping[str, str], ...] = ()
@@ -41,6 +43,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Pod:
+    """A pod already bound to a node (its labels are what the spread counts)."""
+
     labels: Mapping[str, str]
     node: str
     namespace: str = "default"
@@ -50,6 +54,8 @@ class Pod:
 
 @dataclass(frozen=True)
 class Cluster:
+    """The nodes and bound pods the scheduler's snapshot holds."""
+
     nodes: tuple[Node, ...]
     pods: tuple[Pod, ...] = ()
 

@@ -2,7 +2,8 @@
 
 Pure: it reads resources as the offline runner records them (type, name, engine-form inputs) and a
 price table (``prices.json`` beside this module, or a file of the same shape that overrides it), so a
-stack is priced before anything is deployed, and the arithmetic can be checked by hand.
+stack is priced before anything is deployed, and the arithmetic can be checked by hand. It is longer
+than most modules because every priced line (nodes, pools, reservations, logs) reads its own resources.
 
 What is counted, per month of ``hours_per_month`` hours:
 - control plane: each EKS cluster's hourly fee;
