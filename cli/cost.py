@@ -31,6 +31,9 @@ def cost(
         typer.Option("--prices", help="a JSON price table over the packaged one (same keys, any subset)"),
     ] = None,
     model_gb: Annotated[float, typer.Option(help="size of the model store in GB")] = 20.0,
+    requests_per_s: Annotated[
+        float, typer.Option("--requests-per-s", help="requests a second over all services: prices their logs")
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print a machine-readable estimate")] = False,
     plot: Annotated[Path | None, typer.Option(metavar="OUT.png", help="also write a bar chart")] = None,
     config: Config = None,
@@ -52,6 +55,7 @@ def cost(
         prices,
         model_gb=model_gb,
         reserved_hourly=reserved.hourly_price if reserved else None,
+        requests_per_s=requests_per_s,
     )
     sources = {
         key: getattr(prices, key) for key in ("source", "date", "region", "currency", "spot_discount_source")

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from inferstack.components import promql
+from inferstack.components.alert_routing import SEVERITIES, AlertRouting, receivers, routes
 
-SEVERITIES = ("P0", "P1", "P2")
 _SERVICE_FROM_POD = f'"service", "$1", "pod", "(.+){promql.DEPLOYMENT_POD_SUFFIX}"'
 
 
@@ -139,8 +139,9 @@ def prometheus_rule(name: str, namespace: str, groups: list[dict[str, Any]]) -> 
     }
 
 
-def alertmanager_config() -> dict[str, Any]:
-    """Group by service; a P0 silences the same service's P1/P2. Receivers are the operator's to add.
+def alertmanager_config(routing: AlertRouting | None = None) -> dict[str, Any]:
+    """Group by service; a P0 silences the same service's P1/P2; each tier goes to the receivers
+    ``routing`` names (components.alert_routing), nowhere without it.
 
     A service is its namespace and name: ``ranker`` in ``staging`` down must not silence ``ranker``
     in ``prod``. Both sides of every inhibition must name a service: Alertmanager's ``equal`` takes
@@ -157,7 +158,7 @@ def alertmanager_config() -> dict[str, Any]:
             "group_interval": "5m",
             "repeat_interval": "4h",
             "receiver": "null",
-            "routes": [{"receiver": "null", "matchers": ['alertname = "Watchdog"']}],
+            "routes": routes(routing or AlertRouting()),
         },
         "inhibit_rules": [
             {
@@ -171,6 +172,6 @@ def alertmanager_config() -> dict[str, Any]:
                 "equal": ["namespace", "service"],
             },
         ],
-        "receivers": [{"name": "null"}],
+        "receivers": receivers(routing or AlertRouting()),
         "templates": ["/etc/alertmanager/config/*.tmpl"],
     }

@@ -1,7 +1,12 @@
 """The Helm charts inferstack installs, pinned to exact versions, and the images pinned with them.
 
-Bumping a chart here is the whole upgrade: tests check every value we set against that version's
-own defaults (vendored), so a key the new chart renamed fails before it reaches a cluster.
+Bumping a chart here upgrades it: tests check every value we set against that version's own
+defaults (vendored), so a key the new chart renamed fails before it reaches a cluster. Helm itself
+installs a chart's ``crds/`` folder once and never upgrades it (kube-prometheus-stack's README says
+so), so a chart with CRDs there names them (``crd_files``): Pulumi applies them from the chart's
+source at the chart's own version before the release, and the release skips them. A test keeps
+``crd_files`` equal to the vendored chart's folder, so a bump whose CRD set changed fails until
+the list follows.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ class Chart:
     name: str
     repository: str
     version: str
+    # CRDs Helm would install once and never upgrade: files of the chart's crds/ folder, and where
+    # that folder is published for a version ({version} and {file} filled in).
+    crd_files: tuple[str, ...] = ()
+    crd_source: str = ""
 
     @property
     def reference(self) -> str:
@@ -37,9 +46,32 @@ class Chart:
         """The folder name of this chart's default values under shared/vendor/charts."""
         return f"{self.name}-{self.version}"
 
+    def crd_urls(self) -> list[str]:
+        return [self.crd_source.format(version=self.version, file=f) for f in self.crd_files]
+
 
 KUBE_PROMETHEUS_STACK = Chart(
-    "kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts", "88.5.3"
+    "kube-prometheus-stack",
+    "https://prometheus-community.github.io/helm-charts",
+    "88.5.3",
+    crd_files=tuple(
+        f"crd-{kind}.yaml"
+        for kind in (
+            "alertmanagerconfigs",
+            "alertmanagers",
+            "podmonitors",
+            "probes",
+            "prometheusagents",
+            "prometheuses",
+            "prometheusrules",
+            "scrapeconfigs",
+            "servicemonitors",
+            "thanosrulers",
+        )
+    ),
+    # The chart-releaser tag of this version; the crds subchart's folder in the repository.
+    crd_source="https://raw.githubusercontent.com/prometheus-community/helm-charts/"
+    "kube-prometheus-stack-{version}/charts/kube-prometheus-stack/charts/crds/crds/{file}",
 )
 KEDA = Chart("keda", "https://kedacore.github.io/charts", "2.20.2")
 DCGM_EXPORTER = Chart("dcgm-exporter", "https://nvidia.github.io/dcgm-exporter/helm-charts", "4.8.2")
@@ -73,6 +105,7 @@ DEVICE_PLUGIN_IMAGE_TAG = "v0.20.0"
 DCGM_EXPORTER_IMAGE_TAG = "4.5.3-4.8.2-distroless"
 CLUSTER_AUTOSCALER_IMAGE_TAG = "v1.35.0"  # the minor must equal the cluster's Kubernetes minor
 PROMETHEUS_OPERATOR_IMAGE_TAG = "v0.93.1"  # operator, config reloader and admission webhook
+GRAFANA_IMAGE_TAG = "13.2.0"  # kube-prometheus-stack's grafana subchart appVersion
 
 
 @dataclass(frozen=True)
@@ -107,7 +140,16 @@ def release(
     opts: pulumi.ResourceOptions,
     skip_crds: bool = False,
 ) -> k8s.helm.v3.Release:
-    """A Helm release of a pinned chart: a custom resource whose chart, version and values are inspectable."""
+    """A Helm release of a pinned chart: a custom resource whose chart, version and values are inspectable.
+
+    ``skip_crds`` leaves the chart's crds/ folder to another release. A chart with ``crd_files`` gets
+    them applied first (server-side, by Pulumi, which waits for each CRD to be Established), the same
+    version as the chart, on install and on every bump.
+    """
+    if chart.crd_files:
+        skip_crds = True
+        crds = k8s.yaml.v2.ConfigGroup(f"{name}-crds", files=chart.crd_urls(), opts=opts)
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[crds]))
     return k8s.helm.v3.Release(
         name,
         k8s.helm.v3.ReleaseArgs(

@@ -4,26 +4,39 @@ inferstack's GPU and Triton dashboards, and the platform's tiered alert rules.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from inferstack.components.alert_routing import AlertRouting, check_routing, sns_publish_policy
 from inferstack.components.alerts import alertmanager_config, platform_rule_groups, prometheus_rule
-from inferstack.components.charts import KUBE_PROMETHEUS_STACK, PROMETHEUS_OPERATOR_IMAGE_TAG, release
+from inferstack.components.charts import (
+    GRAFANA_IMAGE_TAG,
+    KUBE_PROMETHEUS_STACK,
+    PROMETHEUS_OPERATOR_IMAGE_TAG,
+    release,
+)
 from inferstack.components.dashboards import dashboard_configmap, dashboards
 from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.storage import GP3
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.irsa import service_account_role
 from inferstack.infra.node_plans import NODE_ROLE_LABEL
 
 _RETENTION = re.compile(r"^[1-9][0-9]*[hdwy]$")
 # kube-prometheus-stack's Prometheus service, as KEDA triggers reach it from any namespace.
 PROMETHEUS_SERVICE = "kube-prometheus-stack-prometheus"
+ALERTMANAGER_SERVICE_ACCOUNT = "inferstack-alertmanager"
+# EKS runs the control plane out of the cluster's sight: nothing scrapes the scheduler, the controller
+# manager or etcd, so the chart's `absent(up{job=...})` alerts for them would fire forever (critical).
+NOT_ON_EKS = ("kubeControllerManager", "kubeScheduler", "kubeEtcd")
 
 
 def prometheus_url(namespace: str) -> str:
@@ -38,9 +51,15 @@ def kube_prometheus_stack_values(
     grafana_admin_password: pulumi.Input[str],
     node_selector: dict[str, str],
     jaeger_url: str | None = None,
+    alertmanager: pulumi.Input[dict[str, Any]] | None = None,
+    alertmanager_role_arn: pulumi.Input[str] | None = None,
 ) -> dict[str, Any]:
     operator_image = {"tag": PROMETHEUS_OPERATOR_IMAGE_TAG}
+    account: dict[str, Any] = {"create": True, "name": ALERTMANAGER_SERVICE_ACCOUNT}
+    if alertmanager_role_arn is not None:
+        account["annotations"] = {"eks.amazonaws.com/role-arn": alertmanager_role_arn}
     return {
+        **{component: {"enabled": False} for component in NOT_ON_EKS},
         "prometheusOperator": {
             "image": operator_image,
             "prometheusConfigReloader": {"image": operator_image},
@@ -65,8 +84,14 @@ def kube_prometheus_stack_values(
                 },
             }
         },
-        "alertmanager": {"config": alertmanager_config()},
+        "alertmanager": {
+            "config": alertmanager if alertmanager is not None else alertmanager_config(),
+            "serviceAccount": account,
+        },
         "grafana": {
+            # The chart's default is Docker Hub; Grafana publishes the same releases to GHCR.
+            "image": {"registry": "ghcr.io", "repository": "grafana/grafana", "tag": GRAFANA_IMAGE_TAG},
+            "testFramework": {"enabled": False},  # a `helm test` pod (Docker Hub's bats) nobody runs
             "adminPassword": grafana_admin_password,
             "sidecar": {
                 "dashboards": {
@@ -103,6 +128,10 @@ class MonitoringArgs:
     storage_class: str = GP3  # components.storage creates it
     node_selector: dict[str, str] = field(default_factory=lambda: {NODE_ROLE_LABEL: "system"})
     jaeger_url: str | None = None  # the trace store's query API (Telemetry.jaeger_url): a data source
+    alerts: AlertRouting = field(default_factory=AlertRouting)
+    # For SNS receivers: Alertmanager publishes with a role its service account assumes.
+    oidc_provider_arn: pulumi.Input[str] | None = None
+    oidc_issuer_url: pulumi.Input[str] | None = None
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -118,12 +147,17 @@ class Monitoring(pulumi.ComponentResource):
             raise InvalidInput("retention", args.retention, "a duration such as 15d, 12h or 2w")
         if args.storage_gib < 10:
             raise InvalidInput("storage_gib", args.storage_gib, "at least 10 GiB")
+        check_routing(args.alerts, "alerts")
         super().__init__("inferstack:monitoring:Monitoring", name, None, opts)
         password = random.RandomPassword(
             f"{name}-grafana-admin", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
         )
         ns = namespace(f"{name}-ns", args.namespace, child_options(self, opts))
         after_namespace = child_options(self, opts, after=[ns])
+        role_arn = self._sns_role(name, args) if args.alerts.sns_topic_arns else None
+        # Routing keys and webhook URLs are credentials: the rendered config travels as a secret.
+        routing = alertmanager_config(args.alerts)
+        secret = any(r.holds_secret for r in args.alerts.receivers)
         stack = release(
             f"{name}-kube-prometheus-stack",
             KUBE_PROMETHEUS_STACK,
@@ -135,6 +169,8 @@ class Monitoring(pulumi.ComponentResource):
                 grafana_admin_password=password.result,
                 node_selector=args.node_selector,
                 jaeger_url=args.jaeger_url,
+                alertmanager=pulumi.Output.secret(routing) if secret else routing,
+                alertmanager_role_arn=role_arn,
             ),
             opts=after_namespace,
         )
@@ -163,3 +199,23 @@ class Monitoring(pulumi.ComponentResource):
                 "grafana_admin_password": self.grafana_admin_password,
             }
         )
+
+    def _sns_role(self, name: str, args: MonitoringArgs) -> pulumi.Output[str]:
+        if args.oidc_provider_arn is None or args.oidc_issuer_url is None:
+            raise InvalidInput("oidc_provider_arn", None, "the cluster's OIDC provider, for SNS receivers")
+        child = pulumi.ResourceOptions(parent=self)
+        role = service_account_role(
+            f"{name}-alertmanager",
+            oidc_provider_arn=args.oidc_provider_arn,
+            oidc_issuer_url=args.oidc_issuer_url,
+            namespace=args.namespace,
+            service_account=ALERTMANAGER_SERVICE_ACCOUNT,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-alertmanager-sns",
+            role=role.id,
+            policy=json.dumps(sns_publish_policy(args.alerts.sns_topic_arns)),
+            opts=child,
+        )
+        return role.arn

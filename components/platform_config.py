@@ -8,13 +8,14 @@ included, and every error names the key in Pulumi's own spelling (``inferstack:g
 
 The same schema writes the config reference in the README (`reference_table`), and names the stack key
 behind a component's error (`stack_key`): a setting declares, beside its key, which component fields it
-feeds (`Feeds`).
+feeds (`Feeds`). It is longer than most modules: one section class per config object, each field with
+its description, is the schema the reference and the provider are generated from.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from inferstack.components.alert_routing import AlertRouting, Receiver, check_routing
 from inferstack.components.telemetry import LOG_RETENTION_DAYS
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION
@@ -215,6 +217,9 @@ class ServiceConfig(_Section):
     front_time_target_ms: Float | None = Field(
         None, gt=0, description="KEDA target: time a request spends in the request front (off when unset)"
     )
+    log_verbose: Int = Field(
+        0, ge=0, le=1, description="Triton --log-verbose: 0 no line per request, 1 ~1.7 KB a request"
+    )
 
 
 class TelemetryConfig(_Section):
@@ -253,6 +258,41 @@ class FailoverConfig(_Section):
     health_check_interval: Int = Field(10, description="Route 53 health check interval: 10 or 30 s")
     failure_threshold: Int = Field(3, description="failed checks in a row before traffic moves")
     replication_time_control: Bool = Field(True, description="S3 RTC: replicas within 15 minutes")
+    source_ranges: tuple[Str, ...] = Field(
+        description="CIDRs that may call the endpoints (required; Route 53's health checkers are added)"
+    )
+    certificate_arns: tuple[Str, ...] = Field(
+        description="ACM certificates for the endpoints' TLS, one in each region of the pair (required)"
+    )
+
+
+class ReceiverConfig(_Section):
+    """One place alerts can go: an SNS topic, a PagerDuty key or a webhook (Slack format with a channel)."""
+
+    name: Str = Field(description="the receiver's name, as the severity lists name it")
+    sns_topic_arn: Str | None = Field(
+        None, description="an SNS topic (Alertmanager publishes with its own role)"
+    )
+    pagerduty_routing_key: Str | None = Field(
+        None, description="PagerDuty Events v2 key (secret config only)"
+    )
+    webhook_url: Str | None = Field(None, description="an https webhook (secret config only)")
+    slack_channel: Str | None = Field(None, description="with webhookUrl: send Slack-format messages here")
+
+
+class AlertsConfig(_Section):
+    """Alertmanager's routing: the receivers, and which of them each severity (P0, P1, P2) reaches."""
+
+    receivers: tuple[ReceiverConfig, ...] = Field((), description="where alerts can go")
+    p0: tuple[Str, ...] = Field((), description="receivers paged for P0 (service down)")
+    p1: tuple[Str, ...] = Field((), description="receivers told of P1 (users feel it)")
+    p2: tuple[Str, ...] = Field((), description="receivers told of P2 (waste, headroom)")
+
+    def routing(self) -> AlertRouting:
+        return AlertRouting(
+            receivers=tuple(Receiver(**r.model_dump()) for r in self.receivers),
+            by_severity={"P0": self.p0, "P1": self.p1, "P2": self.p2},
+        )
 
 
 class PlatformConfig(_Section):
@@ -269,6 +309,7 @@ class PlatformConfig(_Section):
     gpu: GpuConfig = GpuConfig()
     services: tuple[ServiceConfig, ...] = Field((), description="the model services, one per list entry")
     telemetry: TelemetryConfig = TelemetryConfig()
+    alerts: AlertsConfig = Field(AlertsConfig(), description="alert receivers per severity")
     failover: FailoverConfig | None = Field(
         None, description="set on a standby stack: pairs it with its primary"
     )
@@ -348,14 +389,16 @@ def parse_config(config: Mapping[str, Any], *, namespace: str = NAMESPACE) -> Pl
                 "(without --path Pulumi stores a new top-level key that nothing reads)",
             )
         raw[name] = _engine_value(value)
-    return validate_config(raw)
+    parsed = validate_config(raw)
+    check_alerts(parsed.alerts, f"{namespace}:alerts", pulumi.runtime.config.is_config_secret)
+    return parsed
 
 
 def validate_config(raw: Mapping[str, Any]) -> PlatformConfig:
     """Settings as a document (keys in the stack file's or the Python spelling), typed and checked; an
     error names the key as the stack file spells it."""
     try:
-        return PlatformConfig.model_validate(raw)
+        parsed = PlatformConfig.model_validate(raw)
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         keys, section, field = _walk(tuple(first["loc"]))
@@ -371,6 +414,21 @@ def validate_config(raw: Mapping[str, Any]) -> PlatformConfig:
         what = f" ({field.description})" if field is not None and field.description else ""
         message = first["msg"].removeprefix("Value error, ")
         raise InvalidInput(_key(keys), first.get("input"), f"{message}{what}") from None
+    return parsed
+
+
+def check_alerts(alerts: AlertsConfig, key: str, is_secret: Callable[[str], bool]) -> None:
+    """Receivers are sound, and their credentials come from secret config: a routing key or webhook
+    URL in plain config would sit in the stack file, the plan and the state for anyone to read."""
+    routing = alerts.routing()
+    check_routing(routing, key)
+    if any(r.holds_secret for r in routing.receivers) and not is_secret(key):
+        raise InvalidInput(
+            key,
+            "(plain text)",
+            "routing keys and webhook URLs from secret config: "
+            f"`pulumi config set --secret --path '{key}.receivers[0].webhookUrl' <url>`",
+        )
 
 
 def _reference_rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 # The official image ships ngx_http_js_module (njs 0.8.x). Pinned, not pulled here: this machine reaches
-# no container registry; the tests run the same files on Debian's nginx 1.22 with njs 0.7.9.
-FRONT_IMAGE = "nginx:1.28.0"
+# no container registry; the tests run the same files on Debian's nginx 1.22 with njs 0.7.9. Docker's
+# official images, mirrored on ECR Public (same image as Docker Hub's `nginx:1.28.0`): every GPU node
+# pulls it, and Docker Hub allows anonymous pulls only a few per hour per NAT address.
+FRONT_IMAGE = "public.ecr.aws/docker/library/nginx:1.28.0"
 FRONT_UID = 101  # the image's nginx user
 MODULE_PATH = "/usr/lib/nginx/modules/ngx_http_js_module.so"  # in the image and in Debian's package
 CONFIG_DIR = "/etc/request-front"  # the ConfigMap, read-only

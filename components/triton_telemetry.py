@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.log_volume import bytes_per_request
 
 TRACES_PATH = "/v1/traces"  # OTLP/HTTP's traces endpoint: Triton's exporter posts there
 OTLP_GRPC_PORT, OTLP_HTTP_PORT = 4317, 4318
@@ -70,14 +71,36 @@ def triton_trace_args(url: str, *, rate: int = 1, service_name: str = "triton") 
     return [arg for setting in settings for arg in ("--trace-config", setting)]
 
 
-def triton_log_args() -> list[str]:
-    """Flags for parseable lines with request ids (verbose 1: one line per request state change)."""
-    return ["--log-format=ISO8601", "--log-verbose=1"]
+def triton_log_args(log_verbose: int = 1) -> list[str]:
+    """Flags for parseable lines; at verbose 1, one line per request state change with its request id
+    (about 1.7 KB a request, infra.log_volume), at 0 none for a request that succeeds."""
+    bytes_per_request(log_verbose)  # refuses a level nobody measured
+    return ["--log-format=ISO8601", f"--log-verbose={log_verbose}"]
 
 
-def traced_triton_args(settings: TraceSettings, *, service_name: str) -> list[str]:
-    """Everything a Triton needs to be followed: its spans to ``settings.url``, its log with request ids."""
+def traced_triton_args(settings: TraceSettings, *, service_name: str, log_verbose: int = 0) -> list[str]:
+    """Everything a Triton needs to be followed: its spans to ``settings.url`` (the sampled requests'
+    ids and timings), its log at ``log_verbose`` (0 by default: request lines cost ~1.7 KB each)."""
     return [
         *triton_trace_args(settings.url, rate=triton_rate(settings.sample_rate), service_name=service_name),
-        *triton_log_args(),
+        *triton_log_args(log_verbose),
     ]
+
+
+def fluent_bit_throttle(records_per_s: int, *, match: str, window_s: int = 60) -> dict[str, object]:
+    """Fluent Bit's ``throttle`` filter holding ``match``'s records to ``records_per_s`` on average over
+    ``window_s`` (a burst may spend the window's budget; what is over it is dropped, and the filter
+    prints how much). Returned as a YAML-config filter entry, to be appended to the Fluent Bit
+    pipeline's filters wherever that config is built."""
+    if records_per_s < 1:
+        raise InvalidInput("records_per_s", records_per_s, "an integer >= 1")
+    if window_s < 1:
+        raise InvalidInput("window_s", window_s, "seconds >= 1")
+    return {
+        "name": "throttle",
+        "match": match,
+        "rate": records_per_s,
+        "window": window_s,
+        "interval": "1s",
+        "print_status": True,
+    }

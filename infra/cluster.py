@@ -348,7 +348,7 @@ class Cluster(pulumi.ComponentResource):
         return resource
 
     def install_coredns(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:
-        """CoreDNS only becomes ACTIVE once nodes can run it: install it after the system node group."""
+        """CoreDNS only becomes ACTIVE once nodes can run it: install it after the system node groups."""
         return self._add_addon("coredns", after)
 
     def install_node_monitoring_agent(self, after: Sequence[pulumi.Resource]) -> aws.eks.Addon:

@@ -2,7 +2,8 @@
 
 Pure: it reads resources as the offline runner records them (type, name, engine-form inputs) and a
 price table (``prices.json`` beside this module, or a file of the same shape that overrides it), so a
-stack is priced before anything is deployed, and the arithmetic can be checked by hand.
+stack is priced before anything is deployed, and the arithmetic can be checked by hand. It is longer
+than most modules because every priced line (nodes, pools, reservations, logs) reads its own resources.
 
 What is counted, per month of ``hours_per_month`` hours:
 - control plane: each EKS cluster's hourly fee;
@@ -18,7 +19,10 @@ What is counted, per month of ``hours_per_month`` hours:
   discount); a NodePool's maximum is its GPU limit over the GPUs of a node;
 - storage: node volumes (gp3) of the nodes counted above at expected, the model store's GB
   (``model_gb``, not known from the stack) in S3 Standard, and KMS keys;
-- load balancers: NLBs from LoadBalancer Services, and Route 53 health checks (fast interval extra).
+- load balancers: NLBs from LoadBalancer Services, and Route 53 health checks (fast interval extra);
+- logs: what the Triton services' log level writes per request (measured, infra.log_volume) at
+  ``requests_per_s`` (not known from the stack; split evenly over the services), ingested into
+  CloudWatch Logs; Fluent Bit's Kubernetes metadata comes on top.
 The spot saving compares the estimate with the same fleet run entirely on demand.
 """
 
@@ -33,6 +37,7 @@ from typing import Any, Protocol
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import INSTANCE_TYPES
+from inferstack.infra.log_volume import bytes_per_request
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
 _GPU_LIMIT = "nvidia.com/gpu"
@@ -89,6 +94,7 @@ class Footprint:
     model_buckets: int
     load_balancers: int
     health_check_intervals: tuple[int, ...]
+    triton_log_bytes: tuple[int, ...] = ()  # per Triton service: log bytes per request
 
 
 def _int(value: Any) -> int:
@@ -178,6 +184,7 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
     demand = on_demand_demand = 0
     count = {t: 0 for t in ("cluster", "nat", "eip", "kms", "bucket", "lb")}
     intervals = []
+    log_bytes: list[int] = []
     for r in records:
         if r.type == "kubernetes:apps/v1:Deployment":
             pod = r.inputs.get("spec", {}).get("template", {}).get("spec", {})
@@ -225,6 +232,8 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
             shape = _pool_shape(r, class_disks, on_demand_demand)
             if shape is not None:
                 groups.append(shape)
+        if r.type == "kubernetes:apps/v1:Deployment":
+            log_bytes.extend(_triton_log_bytes(r.inputs.get("spec", {}).get("template", {}).get("spec", {})))
         if r.type == "kubernetes:core/v1:Service" and r.inputs.get("spec", {}).get("type") == "LoadBalancer":
             count["lb"] += 1
         if r.type == "aws:route53/healthCheck:HealthCheck":
@@ -240,7 +249,19 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
         model_buckets=count["bucket"],
         load_balancers=count["lb"],
         health_check_intervals=tuple(intervals),
+        triton_log_bytes=tuple(log_bytes),
     )
+
+
+def _triton_log_bytes(pod: Mapping[str, Any]) -> list[int]:
+    """The log bytes per request of a pod's Triton (its --log-verbose; Triton's default is 0)."""
+    found = []
+    for container in pod.get("containers", []):
+        args = [str(a) for a in container.get("args", [])]
+        if "tritonserver" in str(container.get("image", "")):
+            levels = [int(a.split("=", 1)[1]) for a in args if a.startswith("--log-verbose=")]
+            found.append(bytes_per_request(levels[-1] if levels else 0))
+    return found
 
 
 @dataclass(frozen=True)
@@ -264,6 +285,7 @@ class Prices:
     kms_key_month: float
     route53_health_check_month: float
     route53_fast_interval_month: float
+    cloudwatch_logs_ingest_gb: float
 
     def on_demand(self, instance_type: str) -> float:
         if instance_type not in self.on_demand_hourly:
@@ -332,14 +354,22 @@ class Estimate:
 
 
 def estimate(
-    fp: Footprint, prices: Prices, *, model_gb: float = 20.0, reserved_hourly: float | None = None
+    fp: Footprint,
+    prices: Prices,
+    *,
+    model_gb: float = 20.0,
+    reserved_hourly: float | None = None,
+    requests_per_s: float = 0.0,
 ) -> Estimate:
     """``reserved_hourly``: what a reserved instance costs by the hour (a Capacity Block's price);
-    None: its on-demand price, which is what an ODCR costs."""
+    None: its on-demand price, which is what an ODCR costs. ``requests_per_s``: the fleet's request
+    rate, which prices the Triton logs."""
     if model_gb < 0:
         raise InvalidInput("model_gb", model_gb, "a size in GB >= 0")
     if reserved_hourly is not None and reserved_hourly <= 0:
         raise InvalidInput("reserved_hourly", reserved_hourly, "a price per instance-hour > 0")
+    if requests_per_s < 0:
+        raise InvalidInput("requests_per_s", requests_per_s, "a request rate >= 0")
     hours = prices.hours_per_month
     reserved = [g for g in fp.node_groups if g.reserved]
     on_demand = [g for g in fp.node_groups if not g.spot and not g.reserved]
@@ -420,6 +450,21 @@ def estimate(
             + fast * prices.route53_fast_interval_month,
             f"{fp.load_balancers} NLB(s) (capacity units not included), "
             f"{len(fp.health_check_intervals)} health check(s), {fast} fast",
+        )
+    )
+    services = len(fp.triton_log_bytes)
+    log_gb = (
+        sum(requests_per_s / services * b * 3600 * hours / 1e9 for b in fp.triton_log_bytes)
+        if services
+        else 0
+    )
+    per_request = ", ".join(f"{b} B" for b in fp.triton_log_bytes) or "no Triton"
+    lines.append(
+        Line(
+            "logs",
+            log_gb * prices.cloudwatch_logs_ingest_gb,
+            f"{log_gb:,.1f} GB at {requests_per_s:g} req/s ({per_request} a request, measured); "
+            "Fluent Bit's metadata not included",
         )
     )
     total = sum(line.monthly for line in lines if line.in_total)

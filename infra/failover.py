@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pulumi
 import pulumi_aws as aws
@@ -141,6 +141,7 @@ class RegionalFailoverArgs:
     failure_threshold: int = 3
     health_check_port: int = 8000
     health_check_path: str = HEALTH_PATH
+    health_check_type: Literal["HTTP", "HTTPS"] = "HTTP"  # HTTPS: Route 53 does not verify the certificate
     replication_time_control: bool = True
     # What the replication waits for: S3 refuses it until both buckets are versioned.
     after: Sequence[pulumi.Resource] = ()
@@ -270,8 +271,9 @@ class RegionalFailover(pulumi.ComponentResource):
         ):
             check = aws.route53.HealthCheck(
                 f"{name}-{key}",
-                type="HTTP",
+                type=args.health_check_type,
                 fqdn=endpoint,
+                enable_sni=args.health_check_type == "HTTPS" or None,
                 port=args.health_check_port,
                 resource_path=args.health_check_path,
                 request_interval=args.health_check_interval_s,

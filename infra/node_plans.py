@@ -142,17 +142,25 @@ def check_spot_types(prefix: str, types: Sequence[str]) -> None:
         raise InvalidInput(f"{prefix}.instance_types", shapes, "types with the same vCPUs and memory")
 
 
-def system_plan(
+def system_plans(
     zones: Sequence[str],
     *,
     instance_types: Sequence[str] = ("m7i.xlarge", "m6i.xlarge"),
-    min_size: int = 2,
-    desired_size: int = 3,
-    max_size: int = 6,
-) -> NodeGroupPlan:
-    """On-demand CPU nodes across every zone for the controllers, Prometheus, KEDA and CoreDNS."""
+    min_size: int = 1,
+    desired_size: int = 1,
+    max_size: int = 2,
+) -> list[NodeGroupPlan]:
+    """On-demand CPU nodes for the controllers, Prometheus, KEDA and CoreDNS: one group per zone.
+
+    Per zone so that a node lost with a zonal volume (Prometheus's, Jaeger's) comes back in the
+    volume's zone: one group across zones lets the autoscaler add the replacement anywhere. Every
+    live zone keeps at least one node, which is also what makes it count for Triton's zone spread
+    (docs/concepts/zone-loss.md).
+    """
     check_zones(zones)
     check_sizes("system", min_size, desired_size, max_size)
+    if min_size < 1:
+        raise InvalidInput("system.min_size", min_size, "at least 1: every zone keeps a system node")
     if not instance_types:
         raise InvalidInput("system.instance_types", list(instance_types), "one or more CPU instance types")
     for i, name in enumerate(instance_types):
@@ -160,17 +168,20 @@ def system_plan(
             raise InvalidInput(
                 f"system.instance_types[{i}]", name, "a CPU instance type (GPUs are for the gpu groups)"
             )
-    return NodeGroupPlan(
-        name="system",
-        zones=tuple(zones),
-        capacity_type="ON_DEMAND",
-        instance_types=tuple(instance_types),
-        ami_type="AL2023_x86_64_STANDARD",
-        min_size=min_size,
-        desired_size=desired_size,
-        max_size=max_size,
-        labels={NODE_ROLE_LABEL: "system", CAPACITY_TYPE_LABEL: ON_DEMAND},
-    )
+    return [
+        NodeGroupPlan(
+            name=f"system-{zone}",
+            zones=(zone,),
+            capacity_type="ON_DEMAND",
+            instance_types=tuple(instance_types),
+            ami_type="AL2023_x86_64_STANDARD",
+            min_size=min_size,
+            desired_size=desired_size,
+            max_size=max_size,
+            labels={NODE_ROLE_LABEL: "system", CAPACITY_TYPE_LABEL: ON_DEMAND},
+        )
+        for zone in zones
+    ]
 
 
 def _gpu_labels(instance_type: str, capacity: str) -> dict[str, str]:

@@ -24,7 +24,9 @@ from pulumi_policy import (
 from inferstack.policies.plain import plain
 from inferstack.policies.rule_base import Rule, RuleBase
 from inferstack.policies.rules import RULES
+from inferstack.policies.rules_exposure import EXPOSURE_RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
+from inferstack.policies.rules_registries import REGISTRY_RULES
 from inferstack.policies.stack import Stack, StackResource
 from inferstack.policies.stack_rules import STACK_RULES, StackRule
 
@@ -104,7 +106,8 @@ def _stack_policy(rule: StackRule) -> StackValidationPolicy:
 
 
 def policies() -> list[Policy]:
-    return [*map(_resource_policy, (*RULES, *FAILOVER_RULES)), *map(_stack_policy, STACK_RULES)]
+    resource_rules = (*RULES, *FAILOVER_RULES, *REGISTRY_RULES, *EXPOSURE_RULES)
+    return [*map(_resource_policy, resource_rules), *map(_stack_policy, STACK_RULES)]
 
 
 def serve() -> None:

@@ -9,7 +9,9 @@ from typing import Any
 
 from inferstack.policies.rule_base import RuleBase
 from inferstack.policies.rules import RULES
+from inferstack.policies.rules_exposure import EXPOSURE_RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
+from inferstack.policies.rules_registries import REGISTRY_RULES
 from inferstack.policies.stack_rules import STACK_RULES
 
 PACK_CONFIGS = Path(__file__).with_name("pack-config")
@@ -40,7 +42,7 @@ def _settings(rule: RuleBase) -> str:
 def reference_table() -> str:
     """Markdown: one row a policy, with the count of each scope above it."""
     configs = {path.stem: json.loads(path.read_text()) for path in PACK_CONFIGS.glob("*.json")}
-    scoped = [("resource", rule) for rule in (*RULES, *FAILOVER_RULES)] + [
+    scoped = [("resource", rule) for rule in (*RULES, *FAILOVER_RULES, *REGISTRY_RULES, *EXPOSURE_RULES)] + [
         ("stack", rule) for rule in STACK_RULES
     ]
     resources = sum(1 for scope, _ in scoped if scope == "resource")

@@ -102,6 +102,27 @@ def zone_loss(stack: Stack, config: Config) -> list[Violation]:
                     deployment.urn,
                 )
             )
+        problems += [(f"{resource_label(deployment)}: {p}", deployment.urn) for p in zone_loss_caps(spreads)]
+    return problems
+
+
+def zone_loss_caps(spreads: list[dict[str, Any]]) -> list[str]:
+    """A hard zone spread that would hold the surviving zones to the lost zone's count (see
+    components/topology_spread.py for the scheduler's rule)."""
+    problems = []
+    for spread in spreads:
+        if spread.get("topologyKey") != ZONE_LABEL or spread.get("whenUnsatisfiable") != "DoNotSchedule":
+            continue
+        if int(spread.get("minDomains") or 1) > 1:
+            problems.append(
+                f"zone spread sets minDomains {spread['minDomains']}: with a zone lost the scheduler takes "
+                "the global minimum as 0 and the surviving zones hold one replica each; leave it unset"
+            )
+        if spread.get("nodeTaintsPolicy", "Ignore") != "Honor":
+            problems.append(
+                "zone spread does not set nodeTaintsPolicy: Honor: a cordoned or unreachable zone "
+                "still counts, empty, and caps the others at maxSkew replicas"
+            )
     return problems
 
 

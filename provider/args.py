@@ -9,6 +9,25 @@ Every key is optional: what is not given takes the stack config's default.
 from typing import TypedDict
 
 
+class ReceiverArgs(TypedDict, total=False):
+    """One place alerts can go: an SNS topic, a PagerDuty key or a webhook (Slack format with a channel)."""
+
+    name: str
+    """The receiver's name, as the severity lists name it."""
+
+    sns_topic_arn: str
+    """An SNS topic (Alertmanager publishes with its own role)."""
+
+    pagerduty_routing_key: str
+    """PagerDuty Events v2 key (secret config only)."""
+
+    webhook_url: str
+    """An https webhook (secret config only)."""
+
+    slack_channel: str
+    """With webhookUrl: send Slack-format messages here."""
+
+
 class CanaryArgs(TypedDict, total=False):
     """A canary release: two versions of one model, split per request, with its alert margins."""
 
@@ -86,6 +105,28 @@ class FailoverArgs(TypedDict, total=False):
     replication_time_control: bool
     """S3 RTC: replicas within 15 minutes. Default: true."""
 
+    source_ranges: list[str]
+    """CIDRs that may call the endpoints (required; Route 53's health checkers are added)."""
+
+    certificate_arns: list[str]
+    """ACM certificates for the endpoints' TLS, one in each region of the pair (required)."""
+
+
+class AlertsArgs(TypedDict, total=False):
+    """Alertmanager's routing: the receivers, and which of them each severity (P0, P1, P2) reaches."""
+
+    receivers: list[ReceiverArgs]
+    """Where alerts can go. Default: []."""
+
+    p0: list[str]
+    """Receivers paged for P0 (service down). Default: []."""
+
+    p1: list[str]
+    """Receivers told of P1 (users feel it). Default: []."""
+
+    p2: list[str]
+    """Receivers told of P2 (waste, headroom). Default: []."""
+
 
 class TelemetryArgs(TypedDict, total=False):
     """Traces (OpenTelemetry Collector, Jaeger) and logs (Fluent Bit to CloudWatch)."""
@@ -150,6 +191,9 @@ class ServiceArgs(TypedDict, total=False):
 
     front_time_target_ms: float
     """KEDA target: time a request spends in the request front (off when unset)."""
+
+    log_verbose: int
+    """Triton --log-verbose: 0 no line per request, 1 ~1.7 KB a request. Default: 0."""
 
 
 class GpuArgs(TypedDict, total=False):
@@ -239,6 +283,9 @@ class PlatformArgs(TypedDict, total=False):
 
     telemetry: TelemetryArgs
     """Traces (OpenTelemetry Collector, Jaeger) and logs (Fluent Bit to CloudWatch)."""
+
+    alerts: AlertsArgs
+    """alert receivers per severity"""
 
     failover: FailoverArgs
     """set on a standby stack: pairs it with its primary"""

@@ -2,15 +2,17 @@
 
 A standby stack (``prod-dr``) is a whole platform in another region, plus what ties it to the
 primary stack: the primary's model bucket replicates into this stack's, each region's Triton gets an
-internet-facing NLB, and Route 53 answers ``recordName`` with the primary's NLB while it passes its
-health checks, this region's once it does not. The primary stack is read through a stack reference
-(its ``model_bucket`` and ``kubeconfig`` outputs) and is not changed: deleting the standby stack
-removes the pairing and nothing of the primary's own.
+internet-facing NLB (TLS, open only to the configured source ranges and Route 53's health checkers),
+and Route 53 answers ``recordName`` with the primary's NLB while it passes its health checks, this
+region's once it does not. The primary stack is read through a stack reference (its
+``model_bucket`` and ``kubeconfig`` outputs) and is not changed: deleting the standby stack removes
+the pairing and nothing of the primary's own.
 """
 
 from __future__ import annotations
 
 import inspect
+import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,13 +21,17 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from inferstack.components.awaits import LOAD_BALANCER_S, MARGIN_S, WAIT_FOR, duration
-from inferstack.components.model_service import HEALTH_READY, HTTP_PORT, labels
+from inferstack.components.model_service import HEALTH_READY, labels
 from inferstack.components.platform_config import FailoverConfig
 from inferstack.infra.aws_identity import provider_settings
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.failover import RegionalFailover, RegionalFailoverArgs, check_regions
 from inferstack.infra.failover_timing import check_timing
 from inferstack.infra.model_store import ModelStore
+
+TLS_PORT = 443
+# Modern TLS only (1.3 and 1.2), as AWS names the NLB policy.
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 
 def inherited_settings(engine: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,11 +75,48 @@ def check_failover(
         raise InvalidInput(
             "inferstack:failover.recordName", failover.record_name, f"a name in {failover.zone}"
         )
+    if not failover.source_ranges:
+        raise InvalidInput(
+            "inferstack:failover.sourceRanges",
+            [],
+            "the CIDRs of the endpoints' clients (0.0.0.0/0 only on purpose)",
+        )
+    for cidr in failover.source_ranges:
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError:
+            raise InvalidInput(
+                "inferstack:failover.sourceRanges", cidr, "CIDRs such as 203.0.113.0/24"
+            ) from None
+    certificate_arns(failover, region)
 
 
-def endpoint_service(service: str) -> dict[str, Any]:
-    """An internet-facing NLB in front of the service's Triton pods (HTTP only), for Route 53 to check
-    and clients to call; made by the cluster's AWS cloud provider, no controller needed."""
+def certificate_arns(failover: FailoverConfig, region: str) -> dict[str, str]:
+    """The ACM certificate of each region of the pair: a certificate serves only its own region."""
+    by_region: dict[str, str] = {}
+    for arn in failover.certificate_arns:
+        parts = arn.split(":")
+        if len(parts) != 6 or parts[2] != "acm" or not parts[5].startswith("certificate/"):
+            raise InvalidInput("inferstack:failover.certificateArns", arn, "ACM certificate ARNs")
+        by_region[parts[3]] = arn
+    wanted = {"primary": failover.primary_region, "standby": region}
+    missing = [r for r in wanted.values() if r not in by_region]
+    if missing:
+        raise InvalidInput(
+            "inferstack:failover.certificateArns",
+            list(failover.certificate_arns),
+            f"one ACM certificate in each of {', '.join(wanted.values())} (none in {', '.join(missing)})",
+        )
+    return {key: by_region[r] for key, r in wanted.items()}
+
+
+def endpoint_service(
+    service: str, *, source_ranges: pulumi.Input[Sequence[str]], certificate_arn: str
+) -> dict[str, Any]:
+    """An internet-facing NLB in front of the service's Triton pods, for Route 53 to check and clients
+    to call; made by the cluster's AWS cloud provider, no controller needed. TLS ends at the NLB (an
+    ACM certificate) and only ``source_ranges`` reach it: the cloud provider opens the nodes' security
+    group to those ranges alone (the NLB keeps the client's address)."""
     prefix = "service.beta.kubernetes.io/aws-load-balancer"
     return {
         "metadata": {
@@ -85,6 +128,9 @@ def endpoint_service(service: str) -> dict[str, Any]:
                 # (the primary's Service, made from the standby stack) or still starting.
                 WAIT_FOR: "jsonpath={.status.loadBalancer.ingress}",
                 f"{prefix}-type": "nlb",
+                f"{prefix}-ssl-cert": certificate_arn,
+                f"{prefix}-ssl-ports": "https",
+                f"{prefix}-ssl-negotiation-policy": TLS_POLICY,
                 # The NLB sends traffic only to nodes whose Triton is ready, as Route 53 checks it.
                 f"{prefix}-healthcheck-protocol": "http",
                 f"{prefix}-healthcheck-path": HEALTH_READY,
@@ -93,9 +139,17 @@ def endpoint_service(service: str) -> dict[str, Any]:
         "spec": {
             "type": "LoadBalancer",
             "selector": labels(service),
-            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "https", "port": TLS_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "loadBalancerSourceRanges": source_ranges,
         },
     }
+
+
+def reachable_from(failover: FailoverConfig) -> pulumi.Output[list[str]]:
+    """The configured client ranges plus Route 53's health checkers (AWS publishes their ranges):
+    without them every check fails and traffic flips to the other region."""
+    checkers = aws.get_ip_ranges_output(services=["route53_healthchecks"])
+    return checkers.cidr_blocks.apply(lambda blocks: sorted({*failover.source_ranges, *blocks}))
 
 
 def _hostname(name: str, service: k8s.core.v1.Service) -> pulumi.Output[str]:
@@ -127,15 +181,20 @@ def build_failover(
     primary = aws.Provider("primary-region", region=failover.primary_region, **aws_settings)
     standby = aws.Provider("standby-region", region=region, **aws_settings)
     primary_cluster = k8s.Provider("primary-cluster", kubeconfig=primary_stack.require_output("kubeconfig"))
-    manifest = endpoint_service(failover.service)
+    ranges = reachable_from(failover)
+    certificates = certificate_arns(failover, region)
+    manifests = {
+        key: endpoint_service(failover.service, source_ranges=ranges, certificate_arn=certificates[key])
+        for key in certificates
+    }
     load_balancer = duration(LOAD_BALANCER_S + MARGIN_S)
     endpoints = {
         key: _hostname(
             f"{failover.service}-public in the {key} region",
             k8s.core.v1.Service(
                 f"{failover.service}-public-{key}",
-                metadata=manifest["metadata"],
-                spec=manifest["spec"],
+                metadata=manifests[key]["metadata"],
+                spec=manifests[key]["spec"],
                 opts=pulumi.ResourceOptions(
                     provider=cluster,
                     depends_on=after,
@@ -161,6 +220,8 @@ def build_failover(
             health_check_interval_s=failover.health_check_interval,
             failure_threshold=failover.failure_threshold,
             replication_time_control=failover.replication_time_control,
+            health_check_type="HTTPS",
+            health_check_port=TLS_PORT,
             after=[store],  # which versions its bucket
         ),
         primary=primary,

@@ -45,6 +45,15 @@ DEFAULT_INVOKES: dict[str, Invoke] = {
         "id": "Z0OFFLINE0000000000",
         "privateZone": False,
     },
+    # Route 53's health checkers, a few of AWS's published ROUTE53_HEALTHCHECKS ranges.
+    "aws:index/getIpRanges:getIpRanges": lambda args: {
+        "cidrBlocks": ["15.177.0.0/18", "54.243.31.192/26", "54.244.52.192/26"],
+        "ipv6CidrBlocks": [],
+        "services": args.get("services", []),
+        "id": "ip-ranges",
+        "createDate": "2026-12-01-00-00-00",
+        "syncToken": 1764547200,
+    },
 }
 
 
@@ -303,11 +312,12 @@ def run_program(
     stack: str = "test",
     preview: bool = False,
     project: str = "inferstack",
+    secret_keys: Sequence[str] = (),
 ) -> tuple[Recording, Any]:
     """Run ``program`` under mocks; return what it registered and its (resolved) return value."""
     recording = Recording()
     mocks = RecordingMocks(invokes, region=(config or {}).get("aws:region", REGION))
-    pulumi.runtime.set_all_config(config or {})
+    pulumi.runtime.set_all_config(config or {}, list(secret_keys))
     # set_mocks keeps an earlier run's Stack resource as the root: each run must get its own, or
     # its top-level resources would be parented to the stack that ran first in this process.
     pulumi.runtime.settings.ROOT.set(None)
@@ -410,11 +420,14 @@ def _set_path(document: Any, parts: Sequence[str | int], value: Any, path: str) 
     return document
 
 
-def run_stack(stacks_dir: Path, stack: str, settings: Mapping[str, str] | None = None) -> Recording:
+def run_stack(
+    stacks_dir: Path, stack: str, settings: Mapping[str, str] | None = None, secret_keys: Sequence[str] = ()
+) -> Recording:
     """Run the program folder with a stack's config, as the Pulumi language host does (runpy on it).
 
     ``settings`` are applied over the stack file as ``pulumi config set --path`` would (see
-    ``with_settings``): what a deployer sets for their own account and network.
+    ``with_settings``): what a deployer sets for their own account and network. ``secret_keys``
+    are the keys ``pulumi config set --secret`` would have marked.
     """
     config = with_settings(stack_config(stacks_dir, stack), settings or {})
     before_path, before_modules = list(sys.path), set(sys.modules)
@@ -423,7 +436,7 @@ def run_stack(stacks_dir: Path, stack: str, settings: Mapping[str, str] | None =
         runpy.run_path(str(stacks_dir), run_name="__main__")
 
     try:
-        recording, _ = run_program(program, config=config, stack=stack)
+        recording, _ = run_program(program, config=config, stack=stack, secret_keys=secret_keys)
     finally:
         sys.path[:] = before_path
         for name in set(sys.modules) - before_modules:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pulumi.runtime.config import is_config_secret
 
 from inferstack.stacks.offline import Recorded, Recording
 
@@ -22,8 +23,9 @@ from inferstack.stacks.offline import Recorded, Recording
 UNKNOWN_ID = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 _SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
 
-# Helm releases and providers are not Kubernetes objects of ours: the chart renders the former.
-_NOT_MANIFESTS = ("kubernetes:helm.sh/", "pulumi:providers:")
+# Helm releases and providers are not Kubernetes objects of ours: the chart renders the former. A
+# yaml/v2 ConfigGroup is Pulumi's component over files it reads at deploy time (a chart's CRDs).
+_NOT_MANIFESTS = ("kubernetes:helm.sh/", "pulumi:providers:", "kubernetes:yaml/")
 
 
 def _chart(resource: Recorded) -> str:
@@ -203,7 +205,8 @@ def preview_json(recording: Recording, stack: str, config: Mapping[str, str]) ->
         step["newState"]["inputs"] = _hide_secrets(resource.inputs)
         steps.append(step)
     return {
-        "config": dict(sorted(config.items())),
+        # As `pulumi preview --json` prints config: a key set with --secret as "[secret]".
+        "config": {k: "[secret]" if is_config_secret(k) else v for k, v in sorted(config.items())},
         "steps": steps,
         "changeSummary": {"create": len(steps)},
     }

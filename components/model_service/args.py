@@ -126,6 +126,9 @@ class TritonModelServiceArgs:
     # ScaledObject (KEDA's, from Autoscaling): it must be told to wait for both (depends_on), unless the
     # cluster got those CRDs outside this program (then set True).
     cluster_has_crds: bool = False
+    # Triton's --log-verbose: 0 writes nothing per successful request, 1 about 1.7 KB a request
+    # (infra.log_volume): turn it on for one service while debugging it, not for the fleet.
+    log_verbose: int = 0
 
 
 def namespace_of(name: str, args: TritonModelServiceArgs) -> str:

@@ -30,6 +30,7 @@ from inferstack.components.request_front import HEADER_ALLOWANCE, MAX_REQUEST_BY
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.fields import check_field_types
 from inferstack.infra.instance_types import lookup
+from inferstack.infra.log_volume import TRITON_LOG_BYTES_PER_REQUEST
 from inferstack.infra.model_store import check_prefix
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -241,6 +242,10 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
     _validate_source(args.source)
     if args.canary is not None:
         check_canary(args.canary, args.models)
+    if isinstance(args.log_verbose, bool) or args.log_verbose not in TRITON_LOG_BYTES_PER_REQUEST:
+        raise InvalidInput(
+            "log_verbose", args.log_verbose, "0 (no line per request) or 1 (~1.7 KB a request)"
+        )
     if args.tracing is not None:
         try:
             check_field_types(args.tracing)

@@ -34,7 +34,7 @@ from inferstack.components.request_front import (
     config_files,
     nginx_command,
 )
-from inferstack.components.triton_telemetry import traced_triton_args
+from inferstack.components.triton_telemetry import traced_triton_args, triton_log_args
 from inferstack.infra import model_cache
 from inferstack.infra.instance_types import lookup
 from inferstack.infra.node_plans import (
@@ -172,8 +172,10 @@ def triton_args(args: TritonModelServiceArgs, repository_uri: pulumi.Input[str])
 
 
 def tracing_args(name: str, args: TritonModelServiceArgs) -> list[str]:
-    """Triton's spans (service.name = the service) and request-id log lines, when tracing is on."""
-    return [] if args.tracing is None else traced_triton_args(args.tracing, service_name=name)
+    """Triton's spans (service.name = the service) when tracing is on, and its log level."""
+    if args.tracing is None:
+        return triton_log_args(args.log_verbose)
+    return traced_triton_args(args.tracing, service_name=name, log_verbose=args.log_verbose)
 
 
 def _spread(topology_key: str, when_unsatisfiable: str, selector: dict[str, str]) -> dict[str, Any]:
@@ -190,9 +192,15 @@ def _spread(topology_key: str, when_unsatisfiable: str, selector: dict[str, str]
 def topology_spread(name: str, args: TritonModelServiceArgs) -> list[dict[str, Any]]:
     if args.environment == "prod":
         zone = _spread(ZONE_LABEL, "DoNotSchedule", labels(name))
-        # GPU groups scale from zero: without minDomains a zone with no node yet would not count, pods
-        # would pile into the others and the autoscaler would never add the missing zone's node.
-        zone["minDomains"] = args.zones
+        # Which zones count is what decides zone loss (docs/concepts/zone-loss.md). A zone counts when
+        # it has a node this pod tolerates, whatever its affinity: every live zone keeps a system node
+        # (one group per zone), so a zone whose GPU group is at zero still counts and draws its share
+        # (the autoscaler adds the node). A cordoned, unreachable or NotReady node carries a NoSchedule
+        # taint the pod does not tolerate, so with Honor a lost zone stops counting and the surviving
+        # zones take every replica. No minDomains: below it the scheduler takes the minimum as 0, which
+        # is what capped a service at one replica per surviving zone.
+        zone["nodeAffinityPolicy"] = "Ignore"
+        zone["nodeTaintsPolicy"] = "Honor"
     else:
         zone = _spread(ZONE_LABEL, "ScheduleAnyway", labels(name))
     return [zone, _spread("kubernetes.io/hostname", "ScheduleAnyway", labels(name))]

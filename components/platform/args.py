@@ -27,7 +27,7 @@ from inferstack.components.platform_config import NAMESPACE, PlatformConfig, Ser
 from inferstack.components.telemetry import TelemetryArgs, collector_traces_url
 from inferstack.components.triton_telemetry import TraceSettings
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.node_plans import NodeGroupPlan, gpu_plans, gpu_spot_plans, system_plan
+from inferstack.infra.node_plans import NodeGroupPlan, gpu_plans, gpu_spot_plans, system_plans
 from inferstack.infra.reserved import ReservedCapacity, reserved_plans
 
 KEY = NAMESPACE  # the stack config namespace errors are named in
@@ -54,7 +54,7 @@ def node_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodeGroupPl
     gpu = config.gpu
     reserved = reserved_capacity(config)
     return [
-        system_plan(zones, instance_types=config.nodes.system_instance_types),
+        *system_plans(zones, instance_types=config.nodes.system_instance_types),
         *gpu_plans(zones, instance_type=gpu.instance_type, max_size=gpu.max_per_zone),
         *gpu_spot_plans(zones, instance_types=gpu.spot_instance_types, max_size=gpu.spot_max_per_zone),
         # Karpenter reads a reservation's zone itself; managed groups must be put there.
@@ -104,6 +104,7 @@ def service_args(
         expected_request_bytes=service.expected_request_bytes,
         expected_requests_per_second=service.expected_requests_per_second,
         front_time_target_ms=service.front_time_target_ms,
+        log_verbose=service.log_verbose,
         canary=CanaryRelease(**service.canary.model_dump()) if service.canary else None,
         tracing=TraceSettings(collector_traces_url(TELEMETRY_NAMESPACE), config.telemetry.sample_rate)
         if config.telemetry.enabled

@@ -153,7 +153,7 @@ class InferencePlatform(pulumi.ComponentResource):
             ),
             pulumi.ResourceOptions(parent=self, depends_on=cluster.node_prerequisites),
         )
-        cluster.install_coredns(after=[nodes.groups["system"]])
+        cluster.install_coredns(after=[nodes.groups[f"system-{zone}"] for zone in zones])
         cluster.install_node_monitoring_agent(after=[nodes])
         karpenter_aws = (
             KarpenterAws(
@@ -211,6 +211,9 @@ class InferencePlatform(pulumi.ComponentResource):
             MonitoringArgs(
                 storage_class=storage_classes.gp3,
                 jaeger_url=self.telemetry.jaeger_url if self.telemetry else None,
+                alerts=config.alerts.routing(),
+                oidc_provider_arn=cluster.oidc_provider_arn,
+                oidc_issuer_url=cluster.oidc_issuer_url,
             ),
             in_cluster(nodes, block_storage, storage_classes),
         )

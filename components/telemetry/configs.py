@@ -18,6 +18,7 @@ from inferstack.components.triton_telemetry import (
     LOG_TIME_FORMAT,
     OTLP_GRPC_PORT,
     OTLP_HTTP_PORT,
+    fluent_bit_throttle,
     onigmo_pattern,
 )
 
@@ -109,6 +110,22 @@ def _section(name: str, settings: list[tuple[str, str]]) -> str:
     return "\n".join([f"[{name}]", *(f"    {key.ljust(width)} {value}" for key, value in settings)])
 
 
+# What one node's Fluent Bit ships at most, on average over a minute: a service left at
+# --log-verbose=1 (11 lines a request) or a crash loop cannot flood CloudWatch's ingestion bill.
+FLUENT_BIT_RECORDS_PER_S = 500
+
+
+def _filter_entry(entry: dict[str, object]) -> str:
+    """A YAML-config filter entry as a classic-config section (keys are case-insensitive in both)."""
+    return _section(
+        "FILTER",
+        [
+            (key.capitalize(), str(value).lower() if isinstance(value, bool) else str(value))
+            for key, value in entry.items()
+        ],
+    )
+
+
 def fluent_bit_parsers() -> str:
     """Triton's log line as fields (request id included), in Fluent Bit's parsers file format."""
     return _section(
@@ -184,6 +201,8 @@ def fluent_bit_config(*, region: str, log_group: str) -> dict[str, str]:
                     ("Reserve_Data", "On"),
                 ],
             ),
+            # Last, so that it counts the records as shipped.
+            _filter_entry(fluent_bit_throttle(FLUENT_BIT_RECORDS_PER_S, match="kube.*")),
         ]
     )
     outputs = _section(

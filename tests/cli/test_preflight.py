@@ -13,6 +13,7 @@ from inferstack.cli.main import main
 from inferstack.infra.aws_identity import AwsIdentity
 from tests.harness import DEPLOYER_ARGS
 from tests.infra.test_preflight import REGION, Account, aws, ready_account
+from tests.stacks.test_failover_stack import ENDPOINTS
 
 __all__ = ["aws"]  # the fixture, used by name
 
@@ -55,6 +56,7 @@ def test_the_standby_checks_its_hosted_zone(account: Account, capsys: pytest.Cap
         *DEPLOYER_ARGS,
         "-c",
         "inferstack:failover.zone=example.net",
+        *(a for key, value in ENDPOINTS.items() for a in ("-c", f"{key}={value}")),
     ]
     assert main(args) == 1
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}

@@ -23,6 +23,11 @@ from inferstack.components.telemetry import collector_values, fluent_bit_values,
 OPEN_PATHS = {
     # Values of the grafana subchart; the parent documents adminPassword in a comment only.
     ("kube-prometheus-stack", "grafana.adminPassword"),
+    # The grafana subchart's own values (charts-src/kube-prometheus-stack-*/charts/grafana/values.yaml).
+    ("kube-prometheus-stack", "grafana.image"),
+    ("kube-prometheus-stack", "grafana.testFramework"),
+    # Kubernetes annotation map (the Alertmanager's IAM role, for SNS receivers).
+    ("kube-prometheus-stack", "alertmanager.serviceAccount.annotations"),
     # A Prometheus StorageSpec (the CRD's type), documented in the comment beside `storageSpec: {}`.
     ("kube-prometheus-stack", "prometheus.prometheusSpec.storageSpec"),
     # Kubernetes label maps: any label is a valid key.

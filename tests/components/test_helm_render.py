@@ -69,6 +69,18 @@ def render_all(recording: Recording, vendor_dir: Path) -> Rendered:
     return Rendered(recording, objects)
 
 
+def render_monitoring(vendor_dir: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """kube-prometheus-stack rendered with ``values``, as the Monitoring component installs it."""
+    return render(
+        vendor_dir,
+        KUBE_PROMETHEUS_STACK,
+        release="kube-prometheus-stack",
+        namespace="monitoring",
+        values=values,
+        api_versions=vendored_api_versions(vendor_dir),
+    )
+
+
 @pytest.fixture(scope="module", params=STACKS)
 def stack(request: pytest.FixtureRequest, vendor_dir: Path) -> Rendered:
     return render_all(offline.run_stack(ROOT / "stacks", request.param, DEPLOYER), vendor_dir)
@@ -113,14 +125,7 @@ def test_a_bad_value_fails_the_render_or_the_validation(vendor_dir: Path) -> Non
     recording, _ = run_program(lambda: Monitoring("monitoring", MonitoringArgs()))
     values = recording.one(RELEASE).inputs["values"]
     values["prometheus"]["prometheusSpec"]["retention"] = 15  # a number where the CRD wants a duration
-    objects = render(
-        vendor_dir,
-        KUBE_PROMETHEUS_STACK,
-        release="kube-prometheus-stack",
-        namespace="monitoring",
-        values=values,
-        api_versions=vendored_api_versions(vendor_dir),
-    )
+    objects = render_monitoring(vendor_dir, values)
     prometheus = find(objects, "Prometheus")
     with pytest.raises(Exception, match="15"):
         validate_custom_resource(prometheus, vendor_dir, crd_schemas(o for o in objects if o["kind"] == CRD))

@@ -18,6 +18,7 @@ import yaml
 
 from inferstack.components import charts, telemetry
 from inferstack.components.telemetry import Telemetry, TelemetryArgs
+from inferstack.components.telemetry import configs as telemetry_configs
 from inferstack.components.triton_telemetry import LOG_LINE, LOG_LINE_PATTERN, TRACES_PATH, onigmo_pattern
 from inferstack.policies import rule_base, rules_cluster, rules_workloads
 from inferstack.serving.local.triton_logs import parse_line
@@ -81,7 +82,7 @@ def test_fluent_bit_tails_parses_and_ships_to_the_clusters_group_only() -> None:
     config = telemetry.fluent_bit_config(region="eu-west-1", log_group="/inferstack/x/c")
     text = "\n".join(config[key] for key in ("service", "inputs", "filters", "outputs"))
     sections = fluent_bit_sections(text)
-    assert [kind for kind, _ in sections] == ["SERVICE", "INPUT", "FILTER", "FILTER", "OUTPUT"]
+    assert [kind for kind, _ in sections] == ["SERVICE", "INPUT", "FILTER", "FILTER", "FILTER", "OUTPUT"]
     settings = {kind: s for kind, s in sections if kind != "FILTER"}
     parser = next(s for kind, s in sections if kind == "FILTER" and s["Name"] == "parser")
     assert settings["INPUT"]["multiline.parser"] == "cri" and parser["Parser"] == "triton"
@@ -384,6 +385,22 @@ def test_fluent_bit_reads_the_parsers_file_and_ships_where_the_role_may_write(
         m for m in container["volumeMounts"] if dict(sections)["INPUT"]["DB"].startswith(m["mountPath"])
     )
     assert not state.get("readOnly")
+
+
+def test_fluent_bit_throttles_what_it_ships_after_parsing(objects: dict[str, list[dict[str, Any]]]) -> None:
+    """The chart's rendered config ends its filters with the throttle (issue 27 item 6): a service at
+    --log-verbose=1 or a crash loop is capped at FLUENT_BIT_RECORDS_PER_S per node before CloudWatch."""
+    fluent_bit = objects[charts.FLUENT_BIT.name]
+    files = rendered_fluent_bit_files(fluent_bit)
+    (container,) = pod_spec(find(fluent_bit, "DaemonSet"))["containers"]
+    config = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--config="))
+    filters = [s for kind, s in fluent_bit_sections(files[config]) if kind == "FILTER"]
+    assert [f["Name"] for f in filters] == ["kubernetes", "parser", "throttle"]
+    throttle = filters[-1]
+    assert throttle["Match"] == dict(fluent_bit_sections(files[config]))["OUTPUT"]["Match"]
+    assert (
+        int(throttle["Rate"]) == telemetry_configs.FLUENT_BIT_RECORDS_PER_S and int(throttle["Window"]) == 60
+    )
 
 
 def test_the_releases_wait_for_what_their_pods_need(built: tuple[Recording, dict[str, Any]]) -> None:

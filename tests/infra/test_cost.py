@@ -14,6 +14,7 @@ import pytest
 from inferstack.cli.main import main
 from inferstack.infra.cost import PRICES_FILE, estimate, footprint, load_prices
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.log_volume import bytes_per_request, gb_per_day
 from inferstack.stacks import offline
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, DEPLOYER_ARGS, Recorded
@@ -28,30 +29,31 @@ def dev() -> offline.Recording:
 
 
 def test_dev_by_hand(dev: offline.Recording) -> None:
-    """dev: 2 zones, one NAT, 3 system m7i.xlarge, 1 on-demand g5.xlarge per zone, spot g5.xlarge
+    """dev: 2 zones, one NAT, 1 system m7i.xlarge per zone, 1 on-demand g5.xlarge per zone, spot g5.xlarge
     (0 to 2 per zone), the demo service at 1 replica of 1 GPU; 730 h, g5 spot at 65 % off."""
     result = estimate(footprint(dev), load_prices(), model_gb=20)
     lines = {line.group: line.monthly for line in result.lines}
     by_hand = {
         "control plane": 0.10 * 730,  # 73.00
         "NAT": (1 * 0.045 + 1 * 0.005) * 730,  # gateway hour + its Elastic IP: 36.50
-        "system nodes": 3 * 0.2016 * 730,  # 441.504
+        "system nodes": 2 * 0.2016 * 730,  # 294.336
         "GPU on-demand baseline": 2 * 1.006 * 730,  # 1468.76
         "GPU spot (min)": 0.0,
         "GPU spot (expected)": 1 * 1.006 * 0.35 * 730,  # one replica's GPU: 257.033
         "GPU spot (max)": 4 * 1.006 * 0.35 * 730,  # 2 zones x 2: 1028.132
-        # volumes: 3 x 50 GiB system, 2 x 200 GiB on demand, 1 x 200 GiB spot; 20 GB of models;
+        # volumes: 2 x 50 GiB system, 2 x 200 GiB on demand, 1 x 200 GiB spot; 20 GB of models;
         # 2 KMS keys (the cluster's secrets, its volumes)
-        "storage": 750 * 0.08 + 20 * 0.023 + 2 * 1.0,  # 62.46
+        "storage": 700 * 0.08 + 20 * 0.023 + 2 * 1.0,  # 58.46
         "load balancers": 0.0,
+        "logs": 0.0,  # no request rate given
     }
     assert lines == pytest.approx(by_hand, abs=1e-6)
-    total = 73.0 + 36.5 + 441.504 + 1468.76 + 257.033 + 62.46  # spot min and max are not added
+    total = 73.0 + 36.5 + 294.336 + 1468.76 + 257.033 + 58.46  # spot min and max are not added
     assert result.total == pytest.approx(total, abs=1e-6)
     all_on_demand = total - 257.033 + 1 * 1.006 * 730
     assert result.all_on_demand == pytest.approx(all_on_demand, abs=1e-6)
     assert result.spot_saving_pct == pytest.approx(100 * (all_on_demand - total) / all_on_demand)
-    assert 16.9 < result.spot_saving_pct < 17.0
+    assert 17.9 < result.spot_saving_pct < 18.0
 
 
 def test_the_standbys_load_balancers_and_fast_health_checks_are_counted() -> None:
@@ -106,13 +108,14 @@ def test_dev_on_karpenter_by_hand() -> None:
         {
             "control plane": 0.10 * 730,
             "NAT": (1 * 0.045 + 1 * 0.005) * 730,
-            "system nodes": 3 * 0.2016 * 730,
+            "system nodes": 2 * 0.2016 * 730,  # one per zone
             "GPU on-demand baseline": 0.0,
             "GPU spot (min)": 0.0,
             "GPU spot (expected)": 1 * 1.006 * 0.35 * 730,
             "GPU spot (max)": 4 * 1.006 * 0.35 * 730,
-            "storage": (3 * 50 + 1 * 200) * 0.08 + 20 * 0.023 + 2 * 1.0,  # 2 KMS keys: secrets, volumes
+            "storage": (2 * 50 + 1 * 200) * 0.08 + 20 * 0.023 + 2 * 1.0,  # 2 KMS keys: secrets, volumes
             "load balancers": 0.0,
+            "logs": 0.0,  # no request rate given
         },
         abs=1e-6,
     )
@@ -212,3 +215,17 @@ def test_cost_json_and_bar_chart(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert width >= 600 and height >= 300
     assert main([*arguments]) == 0
     assert "priced at us-east-1's prices; the stack runs in us-west-2" in capsys.readouterr().out
+
+
+def test_a_day_of_logs_is_priced_from_the_measured_bytes_per_request(dev: offline.Recording) -> None:
+    """1,000 req/s on the demo service: 0 B a request at Triton's default level; at --log-verbose=1
+    the measured ~1.7 KB a request is ~150 GB a day, ~4,500 GB and ~$2,270 a month of ingestion."""
+    fp = footprint(dev)
+    assert fp.triton_log_bytes == (0,)
+    quiet = {line.group: line for line in estimate(fp, load_prices(), requests_per_s=1000).lines}
+    assert quiet["logs"].monthly == 0.0
+    verbose = dataclasses.replace(fp, triton_log_bytes=(bytes_per_request(1),))
+    line = next(x for x in estimate(verbose, load_prices(), requests_per_s=1000).lines if x.group == "logs")
+    gb_month = 1000 * 1731 * 3600 * 730 / 1e9
+    assert gb_per_day(1000, 1) == pytest.approx(1000 * 1731 * 86400 / 1e9)  # 149.6 GB a day
+    assert line.monthly == pytest.approx(gb_month * 0.5) and "1731 B a request" in line.detail

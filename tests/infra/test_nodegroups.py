@@ -27,7 +27,7 @@ from inferstack.infra.node_plans import (
     gpu_spot_plans,
     node_user_data,
     surviving_share,
-    system_plan,
+    system_plans,
 )
 from inferstack.infra.nodegroups import NodeGroups, NodeGroupsArgs
 from inferstack.infra.versions import AL2023_RELEASE_VERSIONS
@@ -40,7 +40,7 @@ TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
 
 
 def default_prod_plans() -> list[NodeGroupPlan]:
-    return [system_plan(ZONES), *gpu_plans(ZONES), *gpu_spot_plans(ZONES)]
+    return [*system_plans(ZONES), *gpu_plans(ZONES), *gpu_spot_plans(ZONES)]
 
 
 def build(plans: list[NodeGroupPlan], share: float = 0.5) -> NodeGroups:
@@ -69,9 +69,8 @@ def test_one_gpu_group_per_zone_for_on_demand_and_spot() -> None:
     recording, _ = run_program(lambda: build(default_prod_plans()))
     found = groups(recording)
     assert sorted(found) == sorted(
-        ["system", *(f"gpu-{z}" for z in ZONES), *(f"gpu-spot-{z}" for z in ZONES)]
+        [*(f"system-{z}" for z in ZONES), *(f"gpu-{z}" for z in ZONES), *(f"gpu-spot-{z}" for z in ZONES)]
     )
-    assert found["system"]["subnetIds"] == [SUBNETS[z] for z in ZONES]
     for zone in ZONES:
         on_demand, spot = found[f"gpu-{zone}"], found[f"gpu-spot-{zone}"]
         assert on_demand["subnetIds"] == [SUBNETS[zone]] and spot["subnetIds"] == [SUBNETS[zone]]
@@ -89,7 +88,23 @@ def test_one_gpu_group_per_zone_for_on_demand_and_spot() -> None:
         assert on_demand["labels"][GPU_MODEL_LABEL] == "A10G"
         assert len(spot["instanceTypes"]) >= 2
         assert on_demand["scalingConfig"]["minSize"] == 0  # scale from zero
-    assert found["system"]["amiType"] == "AL2023_x86_64_STANDARD" and not found["system"]["taints"]
+        system = found[f"system-{zone}"]
+        assert system["amiType"] == "AL2023_x86_64_STANDARD" and not system["taints"]
+
+
+def test_system_nodes_come_back_in_the_zone_of_their_volumes() -> None:
+    """Prometheus's and Jaeger's EBS volumes are zonal: after a node loss the replacement must be
+    addable in the volume's zone, so each zone has its own system group that never scales to zero."""
+    recording, _ = run_program(lambda: build(default_prod_plans()))
+    system = {
+        name: g for name, g in groups(recording).items() if g["labels"]["inferstack.io/node-role"] == "system"
+    }
+    assert sorted(g["subnetIds"][0] for g in system.values()) == sorted(SUBNETS[z] for z in ZONES)
+    for group in system.values():
+        assert len(group["subnetIds"]) == 1 and group["scalingConfig"]["minSize"] >= 1
+    with pytest.raises(InvalidInput) as caught:
+        system_plans(ZONES, min_size=0)
+    assert caught.value.field == "system.min_size"
 
 
 def test_autoscaler_tags_make_scale_from_zero_possible() -> None:
@@ -133,7 +148,7 @@ def test_asg_tag_resources_are_named_by_key_so_a_new_label_replaces_nothing() ->
 def test_launch_templates_require_imdsv2_and_encrypt_gp3() -> None:
     recording, _ = run_program(lambda: build(default_prod_plans()))
     templates = recording.of_type("aws:ec2/launchTemplate:LaunchTemplate")
-    assert len(templates) == 7
+    assert len(templates) == 9  # a system, an on-demand and a spot group per zone
     for template in templates:
         metadata = template.inputs["metadataOptions"]
         # Hop limit 1: a pod in its own network namespace cannot reach IMDS and take the node role.
@@ -148,10 +163,10 @@ def test_launch_templates_require_imdsv2_and_encrypt_gp3() -> None:
 
 def test_bottlerocket_sizes_its_data_volume_and_encrypts_both() -> None:
     bottlerocket = gpu_plans(ZONES, ami_type="BOTTLEROCKET_x86_64_NVIDIA", disk_gib=300)
-    _, error = run_invalid(lambda: build([system_plan(ZONES), *bottlerocket]))
+    _, error = run_invalid(lambda: build([*system_plans(ZONES), *bottlerocket]))
     assert error.field == "gpu-us-east-1a.release_version"  # no floating AMI: Bottlerocket names its release
     plans = [
-        system_plan(ZONES),
+        *system_plans(ZONES),
         *gpu_plans(
             ZONES, ami_type="BOTTLEROCKET_x86_64_NVIDIA", disk_gib=300, release_version="1.55.0-4d2e7c1b"
         ),
@@ -231,14 +246,14 @@ def test_zones_without_subnets_are_refused_before_anything_registers() -> None:
         )
 
     recording, error = run_invalid(program)
-    assert error.field == "system.zones" and error.value == [ZONES[2]]
+    assert error.field == f"system-{ZONES[2]}.zones" and error.value == [ZONES[2]]
     assert recording.resources == []
 
 
 def test_lopsided_capacity_is_refused_before_anything_registers() -> None:
     lopsided = [replace(p, max_size=10 if p.zones == (ZONES[0],) else 1) for p in gpu_plans(ZONES)]
     assert surviving_share(lopsided, ZONES[0]) == pytest.approx(2 / 12)
-    recording, error = run_invalid(lambda: build([system_plan(ZONES), *lopsided], share=0.5))
+    recording, error = run_invalid(lambda: build([*system_plans(ZONES), *lopsided], share=0.5))
     assert error.field == "min_surviving_gpu_share" and ZONES[0] in error.allowed
     assert recording.resources == []
 
@@ -273,7 +288,7 @@ def test_lopsided_capacity_is_refused_before_anything_registers() -> None:
             lambda: gpu_spot_plans(ZONES, instance_types=["g5.2xlarge", "g6.xlarge"]),
             "gpu_spot.instance_types",
         ),
-        (lambda: system_plan(ZONES, instance_types=["g5.xlarge"]), "system.instance_types[0]"),
+        (lambda: system_plans(ZONES, instance_types=["g5.xlarge"]), "system.instance_types[0]"),
     ],
 )
 def test_bad_node_group_settings(make: Any, field: str) -> None:
@@ -311,10 +326,13 @@ def test_node_groups_pin_the_cluster_version_and_the_ami_release() -> None:
         assert group["releaseVersion"] == AL2023_RELEASE_VERSIONS["1.35"]
     _, error = run_invalid(
         lambda: build(
-            [dataclasses.replace(system_plan(ZONES), release_version="1.34.4-20260304"), *gpu_plans(ZONES)]
+            [
+                dataclasses.replace(system_plans(ZONES)[0], release_version="1.34.4-20260304"),
+                *gpu_plans(ZONES),
+            ]
         )
     )
-    assert error.field == "system.release_version"
+    assert error.field == f"system-{ZONES[0]}.release_version"
 
 
 def test_node_groups_wait_for_the_node_role_policies_and_early_addons() -> None:

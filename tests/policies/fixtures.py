@@ -359,6 +359,22 @@ CASES: list[Case] = [
         label="telemetry-chart",
     ),
     Case(
+        "image-registries",
+        edit(
+            "Deployment ranker-deployment", lambda i: pod(i)["initContainers"][0].update(image="nginx:1.28.0")
+        ),
+        "comes from docker.io (Docker Hub",
+    ),
+    Case(
+        "image-registries",
+        edit(
+            "Release monitoring-kube-prometheus-stack",
+            lambda i: i["values"]["grafana"]["image"].update(registry="docker.io"),
+        ),
+        "Helm value grafana.image: image 'docker.io/grafana/grafana'",
+        label="helm",
+    ),
+    Case(
         "pinned-charts",
         edit("Release autoscaling-cluster-autoscaler", lambda i: i.update(version="^9.59.0")),
         "exact",
@@ -620,6 +636,24 @@ CASES: list[Case] = [
         "zone-loss",
         edit("Deployment ranker-deployment", lambda i: pod(i).pop("topologySpreadConstraints")),
         "spread",
+    ),
+    Case(
+        "zone-loss",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: pod(i)["topologySpreadConstraints"][0].update(minDomains=3),
+        ),
+        "minDomains 3",
+        label="min-domains",
+    ),
+    Case(
+        "zone-loss",
+        edit(
+            "Deployment ranker-deployment",
+            lambda i: pod(i)["topologySpreadConstraints"][0].pop("nodeTaintsPolicy"),
+        ),
+        "nodeTaintsPolicy: Honor",
+        label="taints",
     ),
     Case(
         "zone-loss",

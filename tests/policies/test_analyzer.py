@@ -17,7 +17,9 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.policies.analyzer import PolicyPackProcess, Violation
 from inferstack.policies.pack_config import load, stack_config_path
 from inferstack.policies.rules import RULES
+from inferstack.policies.rules_exposure import EXPOSURE_RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
+from inferstack.policies.rules_registries import REGISTRY_RULES
 from inferstack.policies.stack_rules import STACK_RULES
 from inferstack.stacks import offline
 from inferstack.stacks.offline import Recorded
@@ -49,13 +51,15 @@ def violations_of(pack: PolicyPackProcess, policy: str, stack: Stack) -> list[Vi
 
 def test_the_pack_serves_every_rule_with_its_level(pack: PolicyPackProcess) -> None:
     declared = {p.name: p.level for p in pack.declarations()}
-    assert declared == {r.name: r.level for r in (*RULES, *FAILOVER_RULES, *STACK_RULES)}
+    assert declared == {
+        r.name: r.level for r in (*RULES, *FAILOVER_RULES, *REGISTRY_RULES, *EXPOSURE_RULES, *STACK_RULES)
+    }
     assert len(declared) >= 15
 
 
 def test_every_policy_has_a_fail_fixture() -> None:
     """The failover rules' fixtures come from the prod-dr stack, in test_rules_failover.py."""
-    assert {c.policy for c in CASES} == {r.name for r in (*RULES, *STACK_RULES)}
+    assert {c.policy for c in CASES} == {r.name for r in (*RULES, *REGISTRY_RULES, *STACK_RULES)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

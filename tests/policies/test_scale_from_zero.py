@@ -17,8 +17,9 @@ from inferstack.stacks.plan import preview_json
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER
 from tests.policies.fixtures import without_ephemeral_storage_tags
+from tests.stacks.test_failover_stack import ENDPOINTS
 
-STACKS = {"prod": DEPLOYER, "prod-dr": DEPLOYER | {"inferstack:failover.zone": "example.com"}}
+STACKS = {"prod": DEPLOYER, "prod-dr": DEPLOYER | {"inferstack:failover.zone": "example.com"} | ENDPOINTS}
 
 
 def as_stack(resources: Iterable[Recorded]) -> Stack:

@@ -17,7 +17,17 @@ from tests.schemas import validate_k8s
 
 STACKS = ROOT / "stacks"
 # The deployer's own hosted zone (RFC 2606's documentation domain here), as CI passes it.
-STANDBY = DEPLOYER | {"inferstack:failover.zone": "example.com"}
+# Its clients' range and one ACM certificate per region of the pair (documentation values).
+CLIENTS = "203.0.113.0/24"
+CERTIFICATES = [
+    f"arn:aws:acm:{region}:123456789012:certificate/0f0e0d0c-0b0a-0908-0706-05040302010{i}"
+    for i, region in enumerate(("us-east-1", "us-west-2"))
+]
+ENDPOINTS = {
+    "inferstack:failover.sourceRanges": json.dumps([CLIENTS]),
+    "inferstack:failover.certificateArns": json.dumps(CERTIFICATES),
+}
+STANDBY = DEPLOYER | {"inferstack:failover.zone": "example.com"} | ENDPOINTS
 STANDBY_ARGS = [arg for key, value in STANDBY.items() for arg in ("-c", f"{key}={value}")]
 
 
@@ -56,8 +66,22 @@ def test_each_region_gets_a_load_balancer_that_route53_checks(standby: Recording
     assert set(services) == {"ranker-public-primary", "ranker-public-standby"}
     assert "primary-cluster" in services["ranker-public-primary"].provider
     assert "inferstack-prod-dr-k8s" in services["ranker-public-standby"].provider
-    for service in services.values():
-        assert service.inputs["spec"]["type"] == "LoadBalancer"
+    for key, service in services.items():
+        spec, annotations = service.inputs["spec"], service.inputs["metadata"]["annotations"]
+        assert spec["type"] == "LoadBalancer"
+        # TLS only, with the region's own certificate; open to the clients and Route 53's checkers only.
+        assert [p["port"] for p in spec["ports"]] == [443]
+        prefix = "service.beta.kubernetes.io/aws-load-balancer"
+        region = "us-east-1" if key.endswith("primary") else "us-west-2"
+        assert annotations[f"{prefix}-ssl-cert"].startswith(f"arn:aws:acm:{region}:")
+        assert annotations[f"{prefix}-ssl-ports"] == "https"
+        assert (
+            CLIENTS in spec["loadBalancerSourceRanges"]
+            and "15.177.0.0/18" in spec["loadBalancerSourceRanges"]
+        )
+        assert "0.0.0.0/0" not in spec["loadBalancerSourceRanges"]
+    for check in standby.of_type("aws:route53/healthCheck:HealthCheck"):
+        assert (check.inputs["type"], check.inputs["port"], check.inputs["enableSni"]) == ("HTTPS", 443, True)
     checks = {r.name: r.inputs["fqdn"] for r in standby.of_type("aws:route53/healthCheck:HealthCheck")}
     assert checks == {
         "failover-primary": "ranker-public-primary-0123456789.elb.amazonaws.com",
@@ -93,12 +117,18 @@ def test_plan_and_policy_check_run_the_standby(tmp_path: Path, capsys: pytest.Ca
         ({"inferstack:failover.service": "scorer"}, "inferstack:failover.service"),
         ({"inferstack:failover.recordName": "ranker.example.org"}, "inferstack:failover.recordName"),
         ({"inferstack:failover.regions": "[]"}, "inferstack:failover.regions"),
+        ({"inferstack:failover.sourceRanges": "[]"}, "inferstack:failover.sourceRanges"),
+        ({"inferstack:failover.sourceRanges": '["the office"]'}, "inferstack:failover.sourceRanges"),
+        (
+            {"inferstack:failover.certificateArns": json.dumps(CERTIFICATES[:1])},
+            "inferstack:failover.certificateArns",
+        ),
     ],
 )
 def test_bad_failover_settings_name_their_key(settings: dict[str, str], field: str) -> None:
     zone = {} if not settings else {"inferstack:failover.zone": "example.com"}
     with pytest.raises(InvalidInput) as caught:
-        offline.run_stack(STACKS, "prod-dr", DEPLOYER | zone | settings)
+        offline.run_stack(STACKS, "prod-dr", DEPLOYER | ENDPOINTS | zone | settings)
     assert caught.value.field == field
 
 

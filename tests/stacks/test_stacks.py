@@ -80,7 +80,7 @@ def test_prod_shape() -> None:
     recording = run_stack("prod")
     assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 3
     groups = recording.of_type("aws:eks/nodeGroup:NodeGroup")
-    assert len(groups) == 1 + 3 + 3
+    assert len(groups) == 3 + 3 + 3  # system, on-demand GPU and spot GPU, per zone
     deployment = recording.one("kubernetes:apps/v1:Deployment", "ranker-deployment").inputs
     assert (
         deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["whenUnsatisfiable"]
@@ -96,7 +96,7 @@ def test_prod_shape() -> None:
 def test_dev_is_smaller() -> None:
     recording = run_stack("dev")
     assert len(recording.of_type("aws:ec2/natGateway:NatGateway")) == 1
-    assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 1 + 2 + 2
+    assert len(recording.of_type("aws:eks/nodeGroup:NodeGroup")) == 2 + 2 + 2
 
 
 ODCR = {
@@ -278,6 +278,13 @@ PARTITIONED = [
             "aws:region": "us-gov-west-1",
             "inferstack:failover.primaryRegion": "us-gov-east-1",
             "inferstack:failover.zone": "example.com",
+            "inferstack:failover.sourceRanges": '["203.0.113.0/24"]',
+            "inferstack:failover.certificateArns": json.dumps(
+                [
+                    f"arn:aws-us-gov:acm:{r}:123456789012:certificate/0f0e"
+                    for r in ("us-gov-east-1", "us-gov-west-1")
+                ]
+            ),
         },
         "aws-us-gov",
     ),

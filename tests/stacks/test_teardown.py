@@ -21,11 +21,12 @@ import pytest
 from inferstack.infra.storage import CLUSTER_TAG
 from inferstack.stacks import offline
 from tests.harness import DEPLOYER, Recorded, Recording
+from tests.stacks.test_failover_stack import ENDPOINTS
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
 EBS_CSI = "aws:eks/addon:Addon"
 CLUSTER = "aws:eks/cluster:Cluster"
-DR = {"inferstack:failover.zone": "example.com"}
+DR = {"inferstack:failover.zone": "example.com", **ENDPOINTS}
 KARPENTER = {"inferstack:capacity": "karpenter"}
 
 

@@ -67,7 +67,7 @@ def test_node_volumes_use_the_volume_key_the_autoscaling_role_may_use(
     key_urn, key = next((u, s) for u, s in plan.items() if s["type"] == KEY and u.endswith("-volumes"))
     key_arn = f"arn:aws:kms:us-east-1:{ACCOUNT_ID}:{key_urn.rsplit('::', 1)[-1]}"  # the mocks' ARN
     templates = of_type(plan, "aws:ec2/launchTemplate:LaunchTemplate")
-    assert len(templates) == 7  # system, and on-demand and spot GPU per zone
+    assert len(templates) == 9  # system, on-demand and spot GPU: one of each per zone
     for template in templates:
         for mapping in template["inputs"]["blockDeviceMappings"]:
             assert mapping["ebs"]["encrypted"] == "true"
