@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,10 @@ def test_the_manifest_is_the_one_models_publish_writes(tmp_path: Path) -> None:
     from inferstack.serving.models.publish import _manifest, upload_order
 
     repo = repository(tmp_path, "", [1])
-    (repo / "ranker" / "1" / "model.pt").write_bytes(b"torchscript")  # what `models publish` checks for
+    # The shape `models publish` checks a model.pt for: a zip with code and a data pickle.
+    with zipfile.ZipFile(repo / "ranker" / "1" / "model.pt", "w") as archive:
+        archive.writestr("model/data.pkl", b"data")
+        archive.writestr("model/code/__torch__.py", b"code")
     (plan,) = plan_objects(repo, ("ranker",))
     order = upload_order(repo)
     local = {o.relative: o.sha256 for o in plan.objects[:-1]}

@@ -132,9 +132,9 @@ def test_a_gpu_pod_may_have_sidecars_without_gpus() -> None:
 def test_a_step_borrowing_tritons_image_is_not_triton() -> None:
     """The model-cache fill runs Triton's image's python3 and exits: no probes, no Triton flags to check."""
     image = "nvcr.io/nvidia/tritonserver:24.10-py3"
-    assert not rules.is_triton(
+    assert not rule_base.is_triton(
         {"name": "model-cache", "image": image, "command": ["python3", "/opt/fill.py"]}
     )
-    assert rules.is_triton({"name": "server", "image": image, "command": ["tritonserver"]})
-    assert rules.is_triton({"name": "server", "image": image})  # the image's own entrypoint
-    assert rules.is_triton({"name": "triton", "image": "example.com/custom:1", "command": ["/bin/serve"]})
+    assert rule_base.is_triton({"name": "server", "image": image, "command": ["tritonserver"]})
+    assert rule_base.is_triton({"name": "server", "image": image})  # the image's own entrypoint
+    assert rule_base.is_triton({"name": "triton", "image": "example.com/custom:1", "command": ["/bin/serve"]})
