@@ -47,11 +47,11 @@ def chart_source(vendor_dir: Path, chart: Chart) -> Path:
     return path
 
 
-class _Loader(yaml.SafeLoader):
+class HelmLoader(yaml.SafeLoader):
     """YAML 1.2 as helm writes it: a bare ``=`` (in CRD descriptions) is a string, not YAML 1.1's value tag."""
 
 
-_Loader.yaml_implicit_resolvers = {
+HelmLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
@@ -83,7 +83,7 @@ def _render(
     done = subprocess.run(command, input=values_json, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise AssertionError(f"helm template {source.name} failed:\n{done.stderr}")
-    return tuple(doc for doc in yaml.load_all(done.stdout, Loader=_Loader) if doc)
+    return tuple(doc for doc in yaml.load_all(done.stdout, Loader=HelmLoader) if doc)
 
 
 def render(

@@ -24,7 +24,7 @@ from inferstack.components.model_service import ModelSource, TritonModelService,
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
 from inferstack.infra.storage import EBS_CSI_ADDON, EBS_CSI_PROVISIONER
 from inferstack.stacks import offline
-from tests.components.helm import find, render, render_release
+from tests.components.helm import HelmLoader, chart_of, chart_source, find, render, render_release
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, Recorded, Recording, run_program
 from tests.schemas import crd_schemas, validate_custom_resource, validate_k8s
@@ -65,8 +65,18 @@ def render_all(recording: Recording, vendor_dir: Path) -> Rendered:
     api_versions = vendored_api_versions(vendor_dir)
     objects = {}
     for release in recording.of_type(RELEASE):
-        objects[release.urn] = render_release(vendor_dir, release.inputs, api_versions)
+        objects[release.urn] = render_release(vendor_dir, release.inputs, api_versions) + pulumi_applied_crds(
+            vendor_dir, release.inputs
+        )
     return Rendered(recording, objects)
+
+
+def pulumi_applied_crds(vendor_dir: Path, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The CRDs of a chart that Pulumi applies (``Chart.crd_files``, a ConfigGroup the release waits for):
+    the same files, from the vendored source of the same version. They count as the release's own."""
+    chart = chart_of(inputs["chart"], inputs["version"])
+    folder = chart_source(vendor_dir, chart) / "charts" / "crds" / "crds"
+    return [yaml.load((folder / name).read_text(), Loader=HelmLoader) for name in chart.crd_files]
 
 
 def render_monitoring(vendor_dir: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
