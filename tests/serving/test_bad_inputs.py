@@ -30,7 +30,17 @@ from tests.serving.test_gateway import BAD_BODIES, RAW_TRICKS, call
 
 STACKS = str(ROOT / "stacks")
 DEPLOYER = 'inferstack:cluster.publicAccessCidrs=["198.51.100.7/32"]'
-FAILOVER = {"primaryStack": "prod", "primaryRegion": "us-west-2", "service": "demo", "zone": "example.com"}
+FAILOVER = {
+    "primaryStack": "prod",
+    "primaryRegion": "us-west-2",
+    "service": "demo",
+    "zone": "example.com",
+    "sourceRanges": ["198.51.100.0/24"],
+    "certificateArns": [
+        "arn:aws:acm:us-east-1:123456789012:certificate/a",
+        "arn:aws:acm:us-west-2:123456789012:certificate/b",
+    ],
+}
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ STACK_CONFIG = [
     service("models", "demo"),
     service("models", []),
     service("models", ["demo", "demo"]),
-    service("models", ["a/b"], "inferstack:services[0].models[0]"),
+    service("models", ["a/b"], "inferstack:services[0].models"),
     service("prefix", "../x", shown="../x"),
     service("prefix", "/abs"),
     service("queueTimeTargetMs", "inf"),
