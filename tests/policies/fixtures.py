@@ -819,13 +819,6 @@ CASES: list[Case] = [
         label="node-class",
     ),
     Case(
-        "encrypted-volumes",
-        add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].pop("kmsKeyID"))),
-        "no ebs.kmsKeyID",
-        good=add(node_class_resource(lambda spec: None)),
-        label="node-class-default-key",
-    ),
-    Case(
         "karpenter-interruptions",
         add(karpenter_release({"clusterName": "c"})),
         "has no interruption queue",
