@@ -220,6 +220,9 @@ class ServiceConfig(_Section):
     log_verbose: Int = Field(
         0, ge=0, le=1, description="Triton --log-verbose: 0 no line per request, 1 ~1.7 KB a request"
     )
+    request_log: Bool = Field(
+        True, description="the request front's JSON line per HTTP inference request, with its id (~200 B)"
+    )
 
 
 class TelemetryConfig(_Section):

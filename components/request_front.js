@@ -141,8 +141,8 @@ function checkRequest(limits, tensors) {
     return total;
 }
 
-// check_body: the body is JSON, or a JSON header of Inference-Header-Content-Length bytes and binary tensors.
-function checkBody(limits, body, headerLength) {
+// The request's JSON: the body, or its first Inference-Header-Content-Length bytes before binary tensors.
+function requestHeader(body, headerLength) {
     var text = body;
     if (headerLength !== undefined) {
         if (!/^[0-9]+$/.test(headerLength) || Number(headerLength) > body.length) {
@@ -159,7 +159,7 @@ function checkBody(limits, body, headerLength) {
     if (!isObject(header)) {
         throw invalid("request body", pythonTypeName(header), "a JSON object");
     }
-    return checkRequest(limits, declaredTensors(header));
+    return header;
 }
 
 function refuse(r, status, message) {
@@ -186,7 +186,10 @@ async function infer(r) {
     var limits = limitsFromConfig(JSON.parse(reply.responseText), Number(r.variables.max_request_bytes));
     var body = r.requestBuffer || Buffer.from("");
     try {
-        checkBody(limits, body, r.headersIn["Inference-Header-Content-Length"]);
+        // check_body, in two steps: the request log names the id even of a request refused for its shapes.
+        var header = requestHeader(body, r.headersIn["Inference-Header-Content-Length"]);
+        r.variables.inference_id = typeof header.id === "string" ? header.id : "";
+        checkRequest(limits, declaredTensors(header));
     } catch (e) {
         if (e.refused === undefined) {
             throw e;

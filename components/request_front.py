@@ -21,6 +21,8 @@ import json
 from dataclasses import dataclass
 from importlib.resources import files
 
+from inferstack.infra.log_volume import FRONT_LOG_DIRECTIVE
+
 # The official image ships ngx_http_js_module (njs 0.8.x). Pinned, not pulled here: this machine reaches
 # no container registry; the tests run the same files on Debian's nginx 1.22 with njs 0.7.9. Docker's
 # official images, mirrored on ECR Public (same image as Docker Hub's `nginx:1.28.0`): every GPU node
@@ -47,6 +49,32 @@ LIVE_PATH = "/request-front/live"  # the front's own liveness, answered without 
 # and its truncation; the liveness probe bounds the log to a probe period of requests when no one scrapes.
 METRICS_PATH = "/metrics"
 TIMES_LOG, TIMES_STATE = "front-times.log", "front-times.json"
+# The request log: one JSON line per inference request, refused or answered, on the front's stdout
+# (Fluent Bit's `front_access` parser reads it). `request_id` is the `id` of the request's JSON (or its
+# binary request's JSON header), the id Triton answers with; empty when the request named none.
+ACCESS_FORMAT = "front_access"
+ACCESS_FIELDS = {
+    "time": "$time_iso8601",
+    "request_id": "$inference_id",
+    "model": "$model",
+    "status": "$status",
+    "request_bytes": "$request_length",
+    "response_bytes": "$bytes_sent",
+    "seconds": "$request_time",
+    "triton_seconds": "$upstream_response_time",
+    "traceparent": "$http_traceparent",
+}
+# nginx writes these four as plain numbers; the others may be empty (a refused request never reached
+# Triton) or a list ("0.1, 0.2": nginx tried twice).
+ACCESS_NUMBERS = ("status", "request_bytes", "response_bytes", "seconds")
+ACCESS_LINE = (
+    "{"
+    + ",".join(
+        f'"{key}":{value}' if key in ACCESS_NUMBERS else f'"{key}":"{value}"'
+        for key, value in ACCESS_FIELDS.items()
+    )
+    + "}"
+)
 # Triton's admin APIs, as Triton 2.51 routes them: it matches the raw request path
 # (``/v2/repository/../index`` is its repository index, ``/v2/%72epository/index`` a 404), so the front
 # matches the raw $request_uri, query included, and not nginx's normalised $uri.
@@ -73,8 +101,11 @@ def script() -> str:
     return files("inferstack.components").joinpath(SCRIPT_FILE).read_text()
 
 
-def nginx_conf(paths: FrontPaths, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> str:
+def nginx_conf(
+    paths: FrontPaths, *, max_request_bytes: int = MAX_REQUEST_BYTES, request_log: bool = True
+) -> str:
     body_limit = max_request_bytes + HEADER_ALLOWANCE
+    request_log_line = f"\n            {FRONT_LOG_DIRECTIVE} {ACCESS_FORMAT};" if request_log else ""
     temp = paths.temp_dir
     upstream = f"127.0.0.1:{paths.triton_port}"
     too_large = json.dumps(
@@ -102,6 +133,10 @@ http {{
     access_log off;
     # One line per inference request: what the metrics handler folds into its counters.
     log_format front_times '$request_time $upstream_response_time';
+    # And one JSON line per inference request on stdout, with the id the request carries: at
+    # --log-verbose=0 Triton writes nothing per request, so this is the request's only log line.
+    js_var $inference_id;
+    log_format {ACCESS_FORMAT} escape=json '{ACCESS_LINE}';
     default_type application/json;
     # The root filesystem is read-only: every file nginx writes goes to the temp folder.
     client_body_temp_path {temp}/client-body;
@@ -137,12 +172,12 @@ http {{
 
         location ~ ^/v2/models/(?<model>[^/]+)(/versions/[0-9]+)?/infer$ {{
             set $max_request_bytes {max_request_bytes};
-            access_log {temp}/{TIMES_LOG} front_times;
+            access_log {temp}/{TIMES_LOG} front_times;{request_log_line}
             js_content front.infer;
         }}
 
         location @triton {{
-            access_log {temp}/{TIMES_LOG} front_times;
+            access_log {temp}/{TIMES_LOG} front_times;{request_log_line}
             proxy_pass http://triton;
         }}
 
@@ -194,6 +229,9 @@ def nginx_command(paths: FrontPaths) -> list[str]:
     return ["nginx", "-e", "stderr", "-c", f"{paths.config_dir}/{CONF_FILE}"]
 
 
-def config_files(paths: FrontPaths, *, max_request_bytes: int = MAX_REQUEST_BYTES) -> dict[str, str]:
+def config_files(
+    paths: FrontPaths, *, max_request_bytes: int = MAX_REQUEST_BYTES, request_log: bool = True
+) -> dict[str, str]:
     """File name -> text: what the ConfigMap holds and the test writes to disk."""
-    return {CONF_FILE: nginx_conf(paths, max_request_bytes=max_request_bytes), SCRIPT_FILE: script()}
+    conf = nginx_conf(paths, max_request_bytes=max_request_bytes, request_log=request_log)
+    return {CONF_FILE: conf, SCRIPT_FILE: script()}

@@ -20,7 +20,8 @@ What is counted, per month of ``hours_per_month`` hours:
 - storage: node volumes (gp3) of the nodes counted above at expected, the model store's GB
   (``model_gb``, not known from the stack) in S3 Standard, and KMS keys;
 - load balancers: NLBs from LoadBalancer Services, and Route 53 health checks (fast interval extra);
-- logs: what the Triton services' log level writes per request (measured, infra.log_volume) at
+- logs: what the Triton services' log level and their request fronts' request log write per request
+  (measured, infra.log_volume) at
   ``requests_per_s`` (not known from the stack; split evenly over the services), ingested into
   CloudWatch Logs; Fluent Bit's Kubernetes metadata comes on top.
 The spot saving compares the estimate with the same fleet run entirely on demand.
@@ -37,7 +38,11 @@ from typing import Any, Protocol
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import INSTANCE_TYPES
-from inferstack.infra.log_volume import bytes_per_request
+from inferstack.infra.log_volume import (
+    FRONT_LOG_BYTES_PER_REQUEST,
+    FRONT_LOG_DIRECTIVE,
+    bytes_per_request,
+)
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
 _GPU_LIMIT = "nvidia.com/gpu"
@@ -94,7 +99,8 @@ class Footprint:
     model_buckets: int
     load_balancers: int
     health_check_intervals: tuple[int, ...]
-    triton_log_bytes: tuple[int, ...] = ()  # per Triton service: log bytes per request
+    # per Triton service: log bytes per request, Triton's and its request front's
+    service_log_bytes: tuple[int, ...] = ()
 
 
 def _int(value: Any) -> int:
@@ -185,6 +191,13 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
     count = {t: 0 for t in ("cluster", "nat", "eip", "kms", "bucket", "lb")}
     intervals = []
     log_bytes: list[int] = []
+    # The request fronts' ConfigMaps whose nginx.conf writes a line per request.
+    request_logs = {
+        r.inputs.get("metadata", {}).get("name")
+        for r in records
+        if r.type == "kubernetes:core/v1:ConfigMap"
+        and FRONT_LOG_DIRECTIVE in str(r.inputs.get("data", {}).get("nginx.conf", ""))
+    }
     for r in records:
         if r.type == "kubernetes:apps/v1:Deployment":
             pod = r.inputs.get("spec", {}).get("template", {}).get("spec", {})
@@ -233,7 +246,8 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
             if shape is not None:
                 groups.append(shape)
         if r.type == "kubernetes:apps/v1:Deployment":
-            log_bytes.extend(_triton_log_bytes(r.inputs.get("spec", {}).get("template", {}).get("spec", {})))
+            pod = r.inputs.get("spec", {}).get("template", {}).get("spec", {})
+            log_bytes.extend(_service_log_bytes(pod, request_logs))
         if r.type == "kubernetes:core/v1:Service" and r.inputs.get("spec", {}).get("type") == "LoadBalancer":
             count["lb"] += 1
         if r.type == "aws:route53/healthCheck:HealthCheck":
@@ -249,18 +263,21 @@ def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
         model_buckets=count["bucket"],
         load_balancers=count["lb"],
         health_check_intervals=tuple(intervals),
-        triton_log_bytes=tuple(log_bytes),
+        service_log_bytes=tuple(log_bytes),
     )
 
 
-def _triton_log_bytes(pod: Mapping[str, Any]) -> list[int]:
-    """The log bytes per request of a pod's Triton (its --log-verbose; Triton's default is 0)."""
+def _service_log_bytes(pod: Mapping[str, Any], request_logs: set[Any]) -> list[int]:
+    """The log bytes per request of a pod's Triton (its --log-verbose; Triton's default is 0), plus its
+    request front's line when the front's ConfigMap (a volume of the pod) has the request log on."""
+    mounted = {(v.get("configMap") or {}).get("name") for v in pod.get("volumes", [])}
+    front = FRONT_LOG_BYTES_PER_REQUEST if mounted & request_logs else 0
     found = []
     for container in pod.get("containers", []):
         args = [str(a) for a in container.get("args", [])]
         if "tritonserver" in str(container.get("image", "")):
             levels = [int(a.split("=", 1)[1]) for a in args if a.startswith("--log-verbose=")]
-            found.append(bytes_per_request(levels[-1] if levels else 0))
+            found.append(bytes_per_request(levels[-1] if levels else 0) + front)
     return found
 
 
@@ -452,13 +469,13 @@ def estimate(
             f"{len(fp.health_check_intervals)} health check(s), {fast} fast",
         )
     )
-    services = len(fp.triton_log_bytes)
+    services = len(fp.service_log_bytes)
     log_gb = (
-        sum(requests_per_s / services * b * 3600 * hours / 1e9 for b in fp.triton_log_bytes)
+        sum(requests_per_s / services * b * 3600 * hours / 1e9 for b in fp.service_log_bytes)
         if services
         else 0
     )
-    per_request = ", ".join(f"{b} B" for b in fp.triton_log_bytes) or "no Triton"
+    per_request = ", ".join(f"{b} B" for b in fp.service_log_bytes) or "no Triton"
     lines.append(
         Line(
             "logs",

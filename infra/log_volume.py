@@ -8,6 +8,12 @@ after a warm-up; tests/serving/test_log_volume.py measures it again and holds th
 - ``--log-verbose=1``: 11 lines, about 1,731 bytes per request (each state change, with its
   request id), before Fluent Bit adds Kubernetes metadata.
 
+And the request front's line per HTTP inference request (``components.request_front``'s request log, on
+by default; a service's ``request_log`` turns it off): one JSON line with the request's id, model,
+status, sizes and times, about 186 bytes with an id like ``req-42`` and no ``traceparent`` (a
+traceparent adds its 55 characters). Measured on Debian's nginx with the pods' very config
+(tests/serving/test_request_front.py holds this figure to it). gRPC requests do not pass the front.
+
 Pure: the cost estimate (infra.cost) and the model service (components) both read it.
 """
 
@@ -18,6 +24,9 @@ from inferstack.infra.errors import InvalidInput
 # --log-verbose level -> bytes Triton writes per successful request (measured, see above).
 TRITON_LOG_BYTES_PER_REQUEST = {0: 0, 1: 1731}
 TRITON_LOG_LINES_PER_REQUEST = {0: 0, 1: 11}
+FRONT_LOG_BYTES_PER_REQUEST = 186
+# How infra.cost tells, from a service's front ConfigMap, that its request log is on.
+FRONT_LOG_DIRECTIVE = "access_log /dev/stdout"
 SECONDS_PER_DAY = 86_400
 
 

@@ -195,6 +195,9 @@ class ServiceArgs(TypedDict, total=False):
     log_verbose: int
     """Triton --log-verbose: 0 no line per request, 1 ~1.7 KB a request. Default: 0."""
 
+    request_log: bool
+    """The request front's JSON line per HTTP inference request, with its id (~200 B). Default: true."""
+
 
 class GpuArgs(TypedDict, total=False):
     """GPU capacity: the on-demand and spot groups per zone, and what must survive a zone loss."""

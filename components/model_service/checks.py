@@ -246,6 +246,8 @@ def validate(name: str, args: TritonModelServiceArgs) -> None:
         raise InvalidInput(
             "log_verbose", args.log_verbose, "0 (no line per request) or 1 (~1.7 KB a request)"
         )
+    if not isinstance(args.request_log, bool):
+        raise InvalidInput("request_log", args.request_log, "true or false")
     if args.tracing is not None:
         try:
             check_field_types(args.tracing)

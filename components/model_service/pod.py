@@ -212,7 +212,7 @@ def front_config_map(name: str, args: TritonModelServiceArgs) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {**object_metadata(name, args), "name": f"{name}-request-front"},
-        "data": config_files(POD_FRONT),
+        "data": config_files(POD_FRONT, request_log=args.request_log),
     }
 
 

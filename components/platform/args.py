@@ -105,6 +105,7 @@ def service_args(
         expected_requests_per_second=service.expected_requests_per_second,
         front_time_target_ms=service.front_time_target_ms,
         log_verbose=service.log_verbose,
+        request_log=service.request_log,
         canary=CanaryRelease(**service.canary.model_dump()) if service.canary else None,
         tracing=TraceSettings(collector_traces_url(TELEMETRY_NAMESPACE), config.telemetry.sample_rate)
         if config.telemetry.enabled

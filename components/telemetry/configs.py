@@ -126,19 +126,32 @@ def _filter_entry(entry: dict[str, object]) -> str:
     )
 
 
+# The parsers the filter tries on each line, in order; a line neither reads passes unchanged.
+FLUENT_BIT_PARSER_NAMES = ("triton", "front_access")
+
+
 def fluent_bit_parsers() -> str:
-    """Triton's log line as fields (request id included), in Fluent Bit's parsers file format."""
-    return _section(
-        "PARSER",
+    """Triton's log line as fields (request id included), and the request front's JSON line per request
+    (components.request_front's request log), in Fluent Bit's parsers file format."""
+    triton, front = FLUENT_BIT_PARSER_NAMES
+    return "\n\n".join(
         [
-            ("Name", "triton"),
-            ("Format", "regex"),
-            ("Regex", onigmo_pattern(LOG_LINE_PATTERN)),
-            ("Time_Key", "time"),
-            ("Time_Format", LOG_TIME_FORMAT),
-            ("Time_Keep", "On"),
-            ("Types", "thread:integer"),
-        ],
+            _section(
+                "PARSER",
+                [
+                    ("Name", triton),
+                    ("Format", "regex"),
+                    ("Regex", onigmo_pattern(LOG_LINE_PATTERN)),
+                    ("Time_Key", "time"),
+                    ("Time_Format", LOG_TIME_FORMAT),
+                    ("Time_Keep", "On"),
+                    ("Types", "thread:integer"),
+                ],
+            ),
+            # Its fields as they are: request_id, model, status, sizes and seconds; its own `time` stays a
+            # field beside the record's (the tail's read time, within the flush interval of it).
+            _section("PARSER", [("Name", front), ("Format", "json")]),
+        ]
     )
 
 
@@ -189,15 +202,15 @@ def fluent_bit_config(*, region: str, log_group: str) -> dict[str, str]:
                     ("Annotations", "Off"),
                 ],
             ),
-            # Lines that are not Triton's pass through unchanged; Triton's become time, level, thread,
-            # source, request_id and message, beside the pod's metadata (Reserve_Data).
+            # Triton's lines become time, level, thread, source, request_id and message, the request
+            # front's its JSON fields, beside the pod's metadata (Reserve_Data); other lines pass unchanged.
             _section(
                 "FILTER",
                 [
                     ("Name", "parser"),
                     ("Match", "kube.*"),
                     ("Key_Name", "log"),
-                    ("Parser", "triton"),
+                    *(("Parser", name) for name in FLUENT_BIT_PARSER_NAMES),
                     ("Reserve_Data", "On"),
                 ],
             ),

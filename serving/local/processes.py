@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ctypes.util
 import importlib.util
 import os
 import re
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -39,6 +41,8 @@ DUMMY_AWS = {
 }
 SMOKE_TOLERANCE = 1e-5  # max |Triton - PyTorch| over float outputs; integers and booleans must match
 LOAD_FAILURE_MARKERS = ("failed to load", "error:", "exception", "traceback")
+# What a python-backend stub that cannot start prints (a missing libpython, say) in Triton's log.
+STUB_FAILURE = "error while loading shared libraries"
 _CRASH_MARKERS = (*LOAD_FAILURE_MARKERS, "terminate called", "what():", "signal (")
 
 
@@ -54,6 +58,26 @@ class TritonInstall:
     backends: Path
     python_stub: Path
     libraries: Path
+    python_libraries: Path  # where the stub finds libpython3.x.so.1.0: this interpreter's LIBDIR
+
+
+def python_library_dir() -> Path:
+    """The folder holding this interpreter's shared libpython, which the python backend's stub links.
+
+    Debian's python3.11 puts it on the loader's default path; pyenv's and other builds keep it in their
+    own LIBDIR, which the stub does not find by itself ("error while loading shared libraries").
+    """
+    name = sysconfig.get_config_var("INSTSONAME") or f"libpython{PYTHON_TAG}.so.1.0"
+    folder = Path(sysconfig.get_config_var("LIBDIR") or sys.base_prefix)
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and (folder / name).exists():
+        return folder
+    if ctypes.util.find_library(f"python{PYTHON_TAG}") is not None:
+        return folder  # on the loader's default path (Debian's libpython3.x package)
+    raise RuntimeFailure(
+        f"Triton's python backend needs {name}, and this Python ({sys.executable}) has no shared "
+        f"libpython: use a Python built with --enable-shared (Debian's python{PYTHON_TAG}, or pyenv with "
+        "PYTHON_CONFIGURE_OPTS=--enable-shared) and run the bootstrap again with PYTHON=<it>"
+    )
 
 
 def find_triton() -> TritonInstall:
@@ -70,6 +94,7 @@ def find_triton() -> TritonInstall:
         backends=root / "backends",
         python_stub=root / "python_backend_stubs" / PYTHON_TAG / "triton_python_backend_stub",
         libraries=package.parent / "nvidia_pytriton.libs",
+        python_libraries=python_library_dir(),
     )
     for path in (install.server, install.backends, install.python_stub, install.libraries):
         if not path.exists():
@@ -275,7 +300,11 @@ def stop_all(children: Sequence[ChildProcess], timeout_s: float = 2.0) -> None:
 def start_child(
     name: str, argv: Sequence[str], *, log: Path, env: dict[str, str], append: bool = False
 ) -> ChildProcess:
-    handle = log.open("ab" if append else "wb")
+    if not append:
+        log.write_bytes(b"")
+    # Appending, always: a child that opens the file again (nginx's /dev/stdout access log) writes at
+    # its end too, instead of over what the inherited descriptor's own offset writes.
+    handle = log.open("ab")
     try:
         process = subprocess.Popen(
             list(argv),
@@ -304,7 +333,7 @@ def triton_env(triton: TritonInstall) -> dict[str, str]:
     # The python backend's stub imports torch and numpy from the first python on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        filter(None, [str(triton.libraries), env.get("LD_LIBRARY_PATH")])
+        filter(None, [str(triton.libraries), str(triton.python_libraries), env.get("LD_LIBRARY_PATH")])
     )
     return env
 

@@ -36,6 +36,7 @@ from inferstack.serving.local.processes import (
     DUMMY_AWS,
     LOAD_FAILURE_MARKERS,
     SMOKE_TOLERANCE,
+    STUB_FAILURE,
     ChildProcess,
     RuntimeFailure,
     TritonInstall,
@@ -370,6 +371,9 @@ class LocalRuntime:
                     raise RuntimeFailure(
                         self._load_failure(triton, f"{triton.name} {signal_name(triton.process.returncode)}")
                     )
+                if stub := [line for line in triton.tail(50) if STUB_FAILURE in line]:
+                    # Triton itself would wait for the stub until its own timeout, then stay unready.
+                    raise RuntimeFailure(self._load_failure(triton, f"{triton.name}: {stub[-1].strip()}"))
                 if client.is_ready() and all(client.is_ready(m.name) for m in self.models):
                     triton.note_model_copies()
                     self._note_ready(triton.name)

@@ -11,6 +11,7 @@ import re
 
 from inferstack.components.model_service import checks
 from inferstack.components.request_front import (
+    ACCESS_FORMAT,
     CONF_FILE,
     HEADER_ALLOWANCE,
     SCRIPT_FILE,
@@ -20,6 +21,7 @@ from inferstack.components.request_front import (
     nginx_conf,
     script,
 )
+from inferstack.infra.log_volume import FRONT_LOG_DIRECTIVE
 from inferstack.serving.client import limits
 
 POD = FrontPaths(listen_port=8000, triton_port=8080, metrics_port=8003)
@@ -58,7 +60,7 @@ def test_triton_is_reached_on_loopback_and_the_front_listens_on_the_pods_port() 
     assert set(directives(conf, "proxy_pass")) == {"http://triton", "http://triton/v2/models/"}
     # Inference requests, any version, go to the check; the config lookup is internal only.
     infer = re.search(
-        r"location ~ (\S+) \{\s*set \$max_request_bytes \d+;\s*access_log [^;]+;\s*js_content front.infer;",
+        r"location ~ (\S+) \{\s*set \$max_request_bytes \d+;\s*(access_log [^;]+;\s*)+js_content front.infer;",
         conf,
     )
     assert infer is not None
@@ -81,10 +83,16 @@ def test_every_file_nginx_writes_is_under_the_temp_folder() -> None:
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         ),
         directives(conf, "proxy_cache_path")[0].split()[0],
-        *(log.split()[0] for log in directives(conf, "access_log") if log != "off"),
+        *(log.split()[0] for log in directives(conf, "access_log") if log != "off" and "/dev/" not in log),
     ]
     assert len(written) == 9  # pid, five temp paths, the cache, the times log (infer and @triton)
     assert all(path.startswith(POD.temp_dir + "/") for path in written)
+    # The request log goes to the container's stdout, nothing else to a device.
+    devices = [log for log in directives(conf, "access_log") if "/dev/" in log]
+    assert [f"access_log {log}" for log in devices] == [f"{FRONT_LOG_DIRECTIVE} {ACCESS_FORMAT}"] * 2
+    # A service's request_log off: the times log only.
+    quiet = nginx_conf(POD, request_log=False)
+    assert FRONT_LOG_DIRECTIVE not in quiet and len(directives(quiet, "access_log")) == 3
     assert directives(conf, "error_log") == ["stderr warn"]
     assert directives(conf, "proxy_max_temp_file_size") == ["0"]  # answers never spill to disk
 

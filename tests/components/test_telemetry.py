@@ -42,14 +42,16 @@ def args(**overrides: Any) -> TelemetryArgs:
 
 
 def fluent_bit_sections(text: str) -> list[tuple[str, dict[str, str]]]:
-    """Fluent Bit's classic format read back: ``[SECTION]`` headers, then ``key value`` lines."""
+    """Fluent Bit's classic format read back: ``[SECTION]`` headers, then ``key value`` lines; a key
+    given several times (the parser filter's ``Parser``) reads as its values joined by ", "."""
     sections: list[tuple[str, dict[str, str]]] = []
     for line in text.splitlines():
         if line.startswith("["):
             sections.append((line.strip("[]"), {}))
         elif line.strip():
             key, value = line.split(None, 1)
-            sections[-1][1][key] = value
+            settings = sections[-1][1]
+            settings[key] = f"{settings[key]}, {value}" if key in settings else value
     return sections
 
 
@@ -85,14 +87,15 @@ def test_fluent_bit_tails_parses_and_ships_to_the_clusters_group_only() -> None:
     assert [kind for kind, _ in sections] == ["SERVICE", "INPUT", "FILTER", "FILTER", "FILTER", "OUTPUT"]
     settings = {kind: s for kind, s in sections if kind != "FILTER"}
     parser = next(s for kind, s in sections if kind == "FILTER" and s["Name"] == "parser")
-    assert settings["INPUT"]["multiline.parser"] == "cri" and parser["Parser"] == "triton"
+    assert settings["INPUT"]["multiline.parser"] == "cri" and parser["Parser"] == "triton, front_access"
     assert parser["Reserve_Data"] == "On"  # the pod's metadata stays beside the parsed fields
     output = settings["OUTPUT"]
     assert output["Name"] == "cloudwatch_logs" and output["log_group_name"] == "/inferstack/x/c"
     assert output["region"] == "eu-west-1" and output["auto_create_group"] == "Off"
-    (parsers,) = fluent_bit_sections(config["customParsers"])
-    assert parsers[1]["Regex"] == onigmo_pattern(LOG_LINE_PATTERN) and "(?P<" not in parsers[1]["Regex"]
-    assert parsers[1]["Name"] == parser["Parser"]
+    (_, triton), (_, front) = fluent_bit_sections(config["customParsers"])
+    assert triton["Regex"] == onigmo_pattern(LOG_LINE_PATTERN) and "(?P<" not in triton["Regex"]
+    assert front == {"Name": "front_access", "Format": "json"}
+    assert f"{triton['Name']}, {front['Name']}" == parser["Parser"]
     # Helm runs each section through `tpl`: a `{{` in a regex would be read as a template.
     assert not [key for key, value in config.items() if "{{" in value]
 
@@ -373,9 +376,9 @@ def test_fluent_bit_reads_the_parsers_file_and_ships_where_the_role_may_write(
     config = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--config="))
     sections = fluent_bit_sections(files[config])
     service = dict(sections)["SERVICE"]
-    parsers = dict(fluent_bit_sections(files[service["Parsers_File"]]))["PARSER"]
+    parsers = [s["Name"] for _, s in fluent_bit_sections(files[service["Parsers_File"]])]
     parser_filter = next(s for kind, s in sections if kind == "FILTER" and s["Name"] == "parser")
-    assert parsers["Name"] == parser_filter["Parser"]
+    assert ", ".join(parsers) == parser_filter["Parser"]
     (http,) = [p for p in container["ports"] if p["name"] == "http"]
     assert int(service["HTTP_Port"]) == http["containerPort"]  # what the probes and the Service reach
     output = dict(sections)["OUTPUT"]
@@ -433,8 +436,8 @@ def triton_parser(vendor_dir: Path) -> Regex:
     files = rendered_fluent_bit_files(objects)
     (config,) = [text for path, text in files.items() if path.endswith("/fluent-bit.conf")]
     parsers_file = dict(fluent_bit_sections(config))["SERVICE"]["Parsers_File"]
-    (parsers,) = fluent_bit_sections(files[parsers_file])
-    return Regex(parsers[1]["Regex"], list(LOG_LINE.groupindex))
+    (_, triton), _front = fluent_bit_sections(files[parsers_file])
+    return Regex(triton["Regex"], list(LOG_LINE.groupindex))
 
 
 @pytest.fixture(scope="module")
@@ -467,6 +470,19 @@ def test_fluent_bits_parser_reads_triton_lines_as_the_local_parser_does(fluent_b
         "request_id": "req-42",
         "message": "Setting state from INITIALIZED to PENDING",
     }
+
+
+def test_the_request_fronts_line_falls_through_tritons_parser_to_the_json_one(
+    fluent_bit_parser: Regex,
+) -> None:
+    """The filter tries Triton's regex first: the front's line (as the real nginx writes it, see
+    tests/serving/test_request_front.py) must not match it, and reads whole as JSON."""
+    line = (
+        '{"time":"2026-12-05T00:52:25+00:00","request_id":"req-json-7","model":"demo","status":200,'
+        '"request_bytes":391,"response_bytes":365,"seconds":0.002,"triton_seconds":"0.001","traceparent":""}'
+    )
+    assert fluent_bit_parser.match(line) is None
+    assert json.loads(line)["request_id"] == "req-json-7"
 
 
 def test_python_spelling_of_the_pattern_would_not_load_in_fluent_bit(fluent_bit_parser: Regex) -> None:

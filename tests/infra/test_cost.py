@@ -14,7 +14,7 @@ import pytest
 from inferstack.cli.main import main
 from inferstack.infra.cost import PRICES_FILE, estimate, footprint, load_prices
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.log_volume import bytes_per_request, gb_per_day
+from inferstack.infra.log_volume import FRONT_LOG_BYTES_PER_REQUEST, bytes_per_request, gb_per_day
 from inferstack.stacks import offline
 from tests.conftest import ROOT
 from tests.harness import DEPLOYER, DEPLOYER_ARGS, Recorded
@@ -218,14 +218,22 @@ def test_cost_json_and_bar_chart(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_a_day_of_logs_is_priced_from_the_measured_bytes_per_request(dev: offline.Recording) -> None:
-    """1,000 req/s on the demo service: 0 B a request at Triton's default level; at --log-verbose=1
-    the measured ~1.7 KB a request is ~150 GB a day, ~4,500 GB and ~$2,270 a month of ingestion."""
+    """1,000 req/s on the demo service: at Triton's default level only the request front's line, 186 B
+    a request (~16 GB a day, ~$68 a month); at --log-verbose=1 Triton's measured ~1.7 KB a request on top
+    is ~150 GB a day, ~4,500 GB and ~$2,270 a month of ingestion."""
     fp = footprint(dev)
-    assert fp.triton_log_bytes == (0,)
+    assert fp.service_log_bytes == (FRONT_LOG_BYTES_PER_REQUEST,) == (186,)
     quiet = {line.group: line for line in estimate(fp, load_prices(), requests_per_s=1000).lines}
-    assert quiet["logs"].monthly == 0.0
-    verbose = dataclasses.replace(fp, triton_log_bytes=(bytes_per_request(1),))
+    assert quiet["logs"].monthly == pytest.approx(1000 * 186 * 3600 * 730 / 1e9 * 0.5)
+    assert "186 B a request" in quiet["logs"].detail
+    verbose = dataclasses.replace(fp, service_log_bytes=(bytes_per_request(1),))
     line = next(x for x in estimate(verbose, load_prices(), requests_per_s=1000).lines if x.group == "logs")
     gb_month = 1000 * 1731 * 3600 * 730 / 1e9
     assert gb_per_day(1000, 1) == pytest.approx(1000 * 1731 * 86400 / 1e9)  # 149.6 GB a day
     assert line.monthly == pytest.approx(gb_month * 0.5) and "1731 B a request" in line.detail
+
+
+def test_a_service_with_its_request_log_off_costs_no_front_lines() -> None:
+    """The per-service setting reaches the price: the ConfigMap the pod mounts has no request log."""
+    quiet = offline.run_stack(STACKS, "dev", {**DEPLOYER, "inferstack:services[0].requestLog": "false"})
+    assert footprint(quiet).service_log_bytes == (0,)

@@ -4,6 +4,7 @@ light core install."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -178,3 +179,75 @@ def test_the_bootstraps_python_check_takes_every_supported_python_and_no_other()
         text=True,
     )
     assert refused.returncode != 0 and "3.11 to 3.13" in refused.stderr
+
+
+def other_supported_pythons() -> list[str]:
+    """The declared Pythons besides the one running the suite, whose `local up --once` the serving
+    tests already run (tests/serving/test_cli.py)."""
+    return [v for v in supported_pythons() if v != f"{sys.version_info.major}.{sys.version_info.minor}"]
+
+
+def working_tree_copy(target: Path) -> Path:
+    """The checkout as it is (tracked and new files, uncommitted edits included), without its .venv."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+@pytest.mark.real_server
+@pytest.mark.parametrize("version", other_supported_pythons())
+def test_the_readme_bootstrap_and_local_up_once_on_each_other_supported_python(
+    version: str, tmp_path: Path
+) -> None:
+    """The README's set-up on a machine whose Python is 3.12 or 3.13 (Ubuntu 24.04, Debian 13): the
+    bootstrap with PYTHON=<it> in a fresh copy, then `local up --once --json` serves the demo through
+    Triton's python backend stub of that version, over HTTP and gRPC."""
+    python = interpreter(version)
+    if python is None:
+        unavailable(f"no Python {version} here to bootstrap with")
+        return
+    checkout = working_tree_copy(tmp_path / "inferstack")
+    try:
+        boot = subprocess.run(
+            ["bash", ".ci/bootstrap"],
+            cwd=checkout,
+            env={**os.environ, "PYTHON": python},
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
+        assert boot.returncode == 0, boot.stdout[-3000:] + boot.stderr[-3000:]
+        served = subprocess.run(
+            [str(checkout / ".venv" / "bin" / "inferstack"), "local", "up", "--once", "--json"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert served.returncode == 0, served.stdout[-2000:] + served.stderr[-3000:]
+        report = json.loads(served.stdout)
+        assert report["ok"] is True
+        assert {(s["model"], s["protocol"], s["ok"]) for s in report["smoke"]} == {
+            ("demo", "http", True),
+            ("demo", "grpc", True),
+        }
+        ran = subprocess.run(
+            [str(checkout / ".venv" / "bin" / "python"), "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        major, minor = version.split(".")
+        assert ran.stdout.strip() == f"({major}, {minor})"
+    finally:
+        # A CUDA build of torch (no CPU wheel of it for this Python on PyPI): several GB.
+        shutil.rmtree(checkout, ignore_errors=True)

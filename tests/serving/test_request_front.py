@@ -24,6 +24,7 @@ from inferstack.components.model_service import METRICS_PORT, ModelSource, Trito
 from inferstack.components.model_service.pod import TRITON_HTTP_PORT, triton_args
 from inferstack.components.request_front import LIVE_PATH, TIMES_LOG
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.log_volume import FRONT_LOG_BYTES_PER_REQUEST
 from inferstack.serving.client.limits import limits_from_config
 from inferstack.serving.local.gateway import check_body
 from inferstack.serving.local.processes import RuntimeFailure, find_triton, free_port
@@ -257,3 +258,62 @@ def test_the_time_requests_spend_in_the_front_is_exported(
     # njs parsing 4 MiB of JSON takes milliseconds of the worker's time, each of three times.
     assert 0.003 < spent < 30
     assert all(c.alive() for c in served.children)
+
+
+def access_lines(running: RunningFront) -> list[dict[str, object]]:
+    """The front's request log: its stdout's JSON lines (nginx's warnings share the file)."""
+    text = (running.folder / "nginx.log").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def named(case: RequestCase, request_id: str) -> bytes:
+    """The case's request with ``"id": request_id`` in its JSON."""
+    assert isinstance(case.header, dict)
+    return json.dumps({**case.header, "id": request_id}).encode()
+
+
+def test_every_inference_request_logs_one_json_line_with_its_request_id(
+    running: RunningFront, served: LocalRuntime
+) -> None:
+    """What Triton at --log-verbose=0 never writes: one line per inference request, refused or answered,
+    with the id the request carries (JSON or binary), its model, status, sizes and times."""
+    before = len(access_lines(running))
+    assert post(f"{running.url}/v2/models/demo/infer", named(CASES[0], "req-json-7"))[0] == 200
+    assert post(f"{running.url}/v2/models/demo/infer", CASES[0].body())[0] == 200  # no id
+    assert post(f"{running.url}/v2/models/demo/infer", named(REFUSED[0], "req-refused-8"))[0] == 400
+    binary = next(c for c in VALID if c.binary is not None)
+    header = named(binary, "req-binary-9")
+    status, _ = post(
+        f"{running.url}/v2/models/{binary.model}/versions/1/infer",
+        header + (binary.binary or b""),
+        str(len(header)),
+    )
+    assert status == 200
+    assert get(f"{running.url}/v2/health/ready")[0] == 200  # not an inference: no line
+    time.sleep(0.2)
+    lines = access_lines(running)[before:]
+    assert [(line["request_id"], line["model"], line["status"]) for line in lines] == [
+        ("req-json-7", "demo", 200),
+        ("", "demo", 200),
+        ("req-refused-8", "demo", 400),
+        ("req-binary-9", binary.model, 200),
+    ]
+    answered = lines[0]
+    assert answered["triton_seconds"] not in ("", "-") and lines[2]["triton_seconds"] == ""
+    assert isinstance(answered["seconds"], float) and isinstance(answered["request_bytes"], int)
+
+
+def test_the_request_logs_bytes_per_request_are_the_measured_ones(running: RunningFront) -> None:
+    """What infra.log_volume (and so `inferstack cost`) says a request's front line costs: 100 requests
+    with ids like Triton's measurement (req-0 .. req-99), no traceparent."""
+    log = running.folder / "nginx.log"
+    size = log.stat().st_size
+    for i in range(100):
+        assert post(f"{running.url}/v2/models/demo/infer", named(CASES[0], f"req-{i}"))[0] == 200
+    time.sleep(0.2)
+    grown = log.read_bytes()[size:].decode().splitlines(keepends=True)
+    assert len(grown) == 100 and all(line.startswith("{") for line in grown)
+    per_request = sum(len(line.encode()) for line in grown) / 100
+    print(f"request front log per request: {per_request:.0f} B")
+    # Timestamps and times vary in width a little from run to run.
+    assert per_request == pytest.approx(FRONT_LOG_BYTES_PER_REQUEST, rel=0.05)
