@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import INSTANCE_TYPES
+from inferstack.infra.json_input import json_object
 from inferstack.infra.log_volume import bytes_per_request
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
@@ -313,12 +314,9 @@ def load_prices(override: Path | None = None) -> Prices:
     """The packaged table, with ``override`` (a JSON file of the same shape, any subset) on top."""
     table: dict[str, Any] = json.loads(PRICES_FILE.read_text())
     if override is not None:
-        try:
-            given = json.loads(override.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise InvalidInput("--prices", str(override), f"a readable JSON price table ({error})") from None
-        if not isinstance(given, dict):
-            raise InvalidInput("--prices", str(override), "a JSON object shaped like infra/prices.json")
+        given = json_object(
+            override, "--prices", readable="JSON price table", shaped="shaped like infra/prices.json"
+        )
         unknown = sorted(set(given) - set(table))
         if unknown:
             raise InvalidInput("--prices", unknown, f"keys among {', '.join(table)}")
