@@ -13,10 +13,8 @@ from typing import Annotated
 import typer
 
 from inferstack.cli.options import (
-    PACKAGED_PROGRAM,
     Config,
     StacksDir,
-    check_stacks_dir,
     settings,
     writable_folder,
 )
@@ -24,6 +22,7 @@ from inferstack.cli.output import json_safe, print_table
 
 
 def bench(
+    *,  # by name only: --stacks-dir, further down, takes its default from the option, not the signature
     url: Annotated[
         str | None,
         typer.Option(
@@ -84,7 +83,7 @@ def bench(
             "Triton) at 1 KB, 1 MB and 10 MB JSON bodies and the same tensors as binary bodies",
         ),
     ] = False,
-    stacks_dir: StacksDir = PACKAGED_PROGRAM,
+    stacks_dir: StacksDir,
     config: Config = None,
     p99_ms: Annotated[
         float | None, typer.Option(help="--search: the p99 latency the best config must meet")
@@ -199,7 +198,6 @@ def _bench_plan(stacks_dir: Path, plan_sizes: str, config: list[str] | None, as_
     from inferstack.cli.plan_benchmark import is_linear, marginal_seconds, plan_benchmark
     from inferstack.serving.bench.contenders import parse_concurrency
 
-    check_stacks_dir(stacks_dir)
     sizes = parse_concurrency(plan_sizes.replace(" ", ""), field="--plan-sizes", maximum=1000)
     runs = plan_benchmark(
         stacks_dir,

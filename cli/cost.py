@@ -11,11 +11,9 @@ from typing import Annotated
 import typer
 
 from inferstack.cli.options import (
-    PACKAGED_PROGRAM,
     Config,
     Stack,
     StacksDir,
-    check_stacks_dir,
     existing_file,
     settings,
     writable_file,
@@ -25,7 +23,7 @@ from inferstack.cli.output import print_table
 
 def cost(
     stack: Stack,
-    stacks_dir: StacksDir = PACKAGED_PROGRAM,
+    stacks_dir: StacksDir,
     prices_file: Annotated[
         Path | None,
         typer.Option("--prices", help="a JSON price table over the packaged one (same keys, any subset)"),
@@ -43,7 +41,6 @@ def cost(
     from inferstack.infra.cost import estimate, footprint, load_prices
     from inferstack.stacks.offline import run_stack, stack_config, with_settings
 
-    check_stacks_dir(stacks_dir)
     existing_file(prices_file, "--prices", "JSON price table")
     writable_file(plot, "--plot")
     prices = load_prices(prices_file)

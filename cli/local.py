@@ -32,6 +32,11 @@ app = typer.Typer(no_args_is_help=True, help="the embedded runtime: emulated S3 
 OPTIONAL_VALUES = {"trace": 5, "canary": "demo:1:2"}
 
 
+def _loopback_port(serving: str) -> Any:
+    """The option for the port ``serving`` listens on; not given, the runtime picks a free one."""
+    return typer.Option(help=f"{serving} on 127.0.0.1 (default: a free port)")
+
+
 @app.command()
 def up(
     repository: Annotated[
@@ -64,18 +69,10 @@ def up(
     replicas: Annotated[
         int, typer.Option(help="Triton replicas from the same S3 repository, behind HAProxy above 1")
     ] = 1,
-    http_port: Annotated[
-        int | None, typer.Option(help="the validating HTTP front on 127.0.0.1 (default: a free port)")
-    ] = None,
-    grpc_port: Annotated[
-        int | None, typer.Option(help="the first replica's gRPC on 127.0.0.1 (default: a free port)")
-    ] = None,
-    metrics_port: Annotated[
-        int | None, typer.Option(help="the first replica's metrics on 127.0.0.1 (default: a free port)")
-    ] = None,
-    s3_port: Annotated[
-        int | None, typer.Option(help="the emulated S3 on 127.0.0.1 (default: a free port)")
-    ] = None,
+    http_port: Annotated[int | None, _loopback_port("the validating HTTP front")] = None,
+    grpc_port: Annotated[int | None, _loopback_port("the first replica's gRPC")] = None,
+    metrics_port: Annotated[int | None, _loopback_port("the first replica's metrics")] = None,
+    s3_port: Annotated[int | None, _loopback_port("the emulated S3")] = None,
     canary: Annotated[
         str | None,
         typer.Option(

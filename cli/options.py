@@ -25,13 +25,22 @@ def _packaged_program() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-PACKAGED_PROGRAM = _packaged_program()
+def _program_folder(path: Path) -> Path:
+    if not (path / "__main__.py").is_file():
+        raise InvalidInput("--stacks-dir", str(path), "a Pulumi program folder holding __main__.py")
+    return path
+
+
+# Defaulted and checked as it is parsed, before a command starts: every command that takes it refuses a
+# wrong one alike.
 StacksDir = Annotated[
     Path,
     typer.Option(
         "--stacks-dir",
         help="the Pulumi program folder and its Pulumi.<stack>.yaml files; default: the one inferstack ships",
         show_default=False,
+        default_factory=_packaged_program,
+        callback=_program_folder,
     ),
 ]
 Config = Annotated[
@@ -58,11 +67,6 @@ def settings(pairs: Sequence[str] | None) -> dict[str, str]:
             raise InvalidInput("--config", pair, "KEY=VALUE, such as inferstack:cluster.name=ml-prod")
         given[key] = value
     return given
-
-
-def check_stacks_dir(path: Path) -> None:
-    if not (path / "__main__.py").is_file():
-        raise InvalidInput("--stacks-dir", str(path), "a Pulumi program folder holding __main__.py")
 
 
 def existing_file(path: Path | None, field: str, what: str) -> None:

@@ -12,11 +12,9 @@ from typing import Annotated
 import typer
 
 from inferstack.cli.options import (
-    PACKAGED_PROGRAM,
     Config,
     Stack,
     StacksDir,
-    check_stacks_dir,
     existing_file,
     settings,
     writable_folder,
@@ -29,7 +27,7 @@ policy = typer.Typer(no_args_is_help=True, help="the CrossGuard policy pack")
 
 def plan(
     stack: Stack,
-    stacks_dir: StacksDir = PACKAGED_PROGRAM,
+    stacks_dir: StacksDir,
     out: Annotated[Path, typer.Option(help="where the Kubernetes manifests go")] = Path("out/plan"),
     as_json: Annotated[
         bool, typer.Option("--json", help="print the plan as `pulumi preview --json` does")
@@ -40,7 +38,6 @@ def plan(
     from inferstack.stacks.offline import run_stack, stack_config, with_settings
     from inferstack.stacks.plan import preview_json, summary, tree_lines, write_manifests
 
-    check_stacks_dir(stacks_dir)
     writable_folder(out, "--out")
     given = settings(config)
     recording = run_stack(stacks_dir, stack, given)
@@ -64,7 +61,7 @@ def plan(
 @policy.command()
 def check(
     stack: Stack,
-    stacks_dir: StacksDir = PACKAGED_PROGRAM,
+    stacks_dir: StacksDir,
     policy_config: Annotated[
         Path | None,
         typer.Option(
@@ -83,7 +80,6 @@ def check(
     from inferstack.policies.check import check_stack
     from inferstack.stacks.offline import run_stack
 
-    check_stacks_dir(stacks_dir)
     existing_file(policy_config, "--policy-config", "pack config (a JSON file)")
     try:
         recording = run_stack(stacks_dir, stack, settings(config))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from inferstack.cli.options import PACKAGED_PROGRAM, Config, Stack, StacksDir, check_stacks_dir, settings
+from inferstack.cli.options import Config, Stack, StacksDir, settings
 from inferstack.cli.output import brief_error, error, print_table
 from inferstack.infra.errors import InvalidInput
 
@@ -129,7 +129,7 @@ def report(stack: str, region: str, checks: Sequence[Any], as_json: bool) -> int
 
 def preflight(
     stack: Stack,
-    stacks_dir: StacksDir = PACKAGED_PROGRAM,
+    stacks_dir: StacksDir,
     as_json: Annotated[bool, typer.Option("--json", help="print the checks as JSON")] = False,
     config: Config = None,
 ) -> int:
@@ -141,7 +141,6 @@ def preflight(
     from inferstack.infra.preflight import run
     from inferstack.stacks.offline import stack_config, with_settings
 
-    check_stacks_dir(stacks_dir)
     engine = with_settings(stack_config(stacks_dir, stack), settings(config))
     wanted = target(engine)
     try:

@@ -34,36 +34,23 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import INSTANCE_TYPES
+from inferstack.infra.json_input import json_object
 from inferstack.infra.log_volume import (
     FRONT_LOG_BYTES_PER_REQUEST,
     FRONT_LOG_DIRECTIVE,
     bytes_per_request,
 )
+from inferstack.infra.registered import RegisteredResource
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
 _GPU_LIMIT = "nvidia.com/gpu"
 _CAPACITY_LABEL = "inferstack.io/capacity-type"
 _NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
 _NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
-
-
-class ResourceRecord(Protocol):
-    """One registered resource as ``inferstack.stacks.offline`` records it."""
-
-    @property
-    def type(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def inputs(self) -> dict[str, Any]: ...
-    @property
-    def urn(self) -> str: ...
-    @property
-    def property_dependencies(self) -> dict[str, tuple[str, ...]]: ...
 
 
 @dataclass(frozen=True)
@@ -139,7 +126,7 @@ def _gib(size: Any) -> int:
 
 
 def _pool_shape(
-    pool: ResourceRecord, disks: Mapping[str, int], on_demand_demand: int
+    pool: RegisteredResource, disks: Mapping[str, int], on_demand_demand: int
 ) -> NodeGroupShape | None:
     """A NodePool as a group: nodes from zero to its GPU limit; on demand, as many as the services
     that may not run on spot ask for (Karpenter starts nodes for pending pods, and no others)."""
@@ -166,7 +153,7 @@ def _pool_shape(
     )
 
 
-def footprint(resources: Iterable[ResourceRecord]) -> Footprint:
+def footprint(resources: Iterable[RegisteredResource]) -> Footprint:
     records = list(resources)
     templates = {r.urn: r.inputs for r in records if r.type == "aws:ec2/launchTemplate:LaunchTemplate"}
     disks = {
@@ -330,12 +317,9 @@ def load_prices(override: Path | None = None) -> Prices:
     """The packaged table, with ``override`` (a JSON file of the same shape, any subset) on top."""
     table: dict[str, Any] = json.loads(PRICES_FILE.read_text())
     if override is not None:
-        try:
-            given = json.loads(override.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise InvalidInput("--prices", str(override), f"a readable JSON price table ({error})") from None
-        if not isinstance(given, dict):
-            raise InvalidInput("--prices", str(override), "a JSON object shaped like infra/prices.json")
+        given = json_object(
+            override, "--prices", readable="JSON price table", shaped="shaped like infra/prices.json"
+        )
         unknown = sorted(set(given) - set(table))
         if unknown:
             raise InvalidInput("--prices", unknown, f"keys among {', '.join(table)}")

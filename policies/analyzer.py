@@ -10,39 +10,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
+from inferstack.infra.registered import RegisteredResource
 from inferstack.policies.pack_config import PolicyDeclaration, reconcile
-
-
-class Resource(Protocol):
-    """A registered resource as the engine hands it to the pack (what the offline runner records)."""
-
-    @property
-    def type(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def urn(self) -> str: ...
-    @property
-    def parent_urn(self) -> str: ...
-    @property
-    def inputs(self) -> Mapping[str, Any]: ...
-    @property
-    def dependencies(self) -> Sequence[str]: ...
-    @property
-    def property_dependencies(self) -> Mapping[str, Sequence[str]]: ...
-    @property
-    def custom_timeouts(self) -> Mapping[str, float]: ...  # seconds by operation, as in the state
-    @property
-    def provider(self) -> str: ...  # "<provider urn>::<id>", empty for the default provider
-
 
 _LEVELS = {
     analyzer_pb2.ADVISORY: "advisory",
@@ -155,7 +132,7 @@ class PolicyPackProcess:
             for v in _violations(self._stub.Analyze(request, timeout=self.timeout_s))
         ]
 
-    def analyze_stack(self, resources: Iterable[Resource]) -> list[Violation]:
+    def analyze_stack(self, resources: Iterable[RegisteredResource]) -> list[Violation]:
         """Every resource at once, with parents and dependencies, as the engine sends them after a preview."""
         request = analyzer_pb2.AnalyzeStackRequest(
             resources=[

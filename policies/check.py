@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferstack.policies.analyzer import PolicyPackProcess, Resource, Violation
+from inferstack.infra.registered import RegisteredResource
+from inferstack.policies.analyzer import PolicyPackProcess, Violation
 from inferstack.policies.pack_config import load, stack_config_path
 
 
@@ -22,7 +23,7 @@ class Finding:
     """A violation with the resource it names."""
 
     violation: Violation
-    resource: Resource | None  # None: a stack policy blames the stack as a whole
+    resource: RegisteredResource | None  # None: a stack policy blames the stack as a whole
 
     @property
     def level(self) -> str:
@@ -69,7 +70,7 @@ class Report:
         }
 
 
-def check_stack(resources: Sequence[Resource], stack: str, config: Path | None = None) -> Report:
+def check_stack(resources: Sequence[RegisteredResource], stack: str, config: Path | None = None) -> Report:
     """Check the ``resources`` ``stack`` registers under the pack ``config`` (default: the pack
     config shipped for that stack, if any)."""
     config = config or stack_config_path(stack)

@@ -6,7 +6,7 @@ config (schema defaults overlaid with what ``--policy-pack-config`` set for the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -38,9 +38,23 @@ LEVELS = {
 }
 
 
-def _schema(rule: RuleBase) -> PolicyConfigSchema | None:
+class _Declared(TypedDict):
+    """What a policy of either kind declares of its rule, beside its validation."""
+
+    name: str
+    description: str
+    enforcement_level: EnforcementLevel
+    config_schema: PolicyConfigSchema | None
+
+
+def _declared(rule: RuleBase) -> _Declared:
     properties = {key: dict(schema) for key, schema in rule.config_schema.items()}
-    return PolicyConfigSchema(properties=properties) if properties else None
+    return _Declared(
+        name=rule.name,
+        description=rule.description,
+        enforcement_level=LEVELS[rule.level],
+        config_schema=PolicyConfigSchema(properties=properties) if properties else None,
+    )
 
 
 def _config(rule: RuleBase, given: Any) -> dict[str, Any]:
@@ -53,13 +67,7 @@ def _resource_policy(rule: Rule) -> ResourceValidationPolicy:
         for message in rule.check(args.resource_type, plain(args.props), config):
             report_violation(message, None)
 
-    return ResourceValidationPolicy(
-        name=rule.name,
-        description=rule.description,
-        enforcement_level=LEVELS[rule.level],
-        validate=validate,
-        config_schema=_schema(rule),
-    )
+    return ResourceValidationPolicy(validate=validate, **_declared(rule))
 
 
 def stack_resource(resource: PolicyResource) -> StackResource:
@@ -96,13 +104,7 @@ def _stack_policy(rule: StackRule) -> StackValidationPolicy:
         for message, urn in rule.check(stack, _config(rule, args.get_config())):
             report_violation(message, urn or None)
 
-    return StackValidationPolicy(
-        name=rule.name,
-        description=rule.description,
-        enforcement_level=LEVELS[rule.level],
-        validate=validate,
-        config_schema=_schema(rule),
-    )
+    return StackValidationPolicy(validate=validate, **_declared(rule))
 
 
 def policies() -> list[Policy]:

@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.json_input import json_object
 
 LEVELS = ("advisory", "mandatory", "remediate", "disabled")
 STACK_CONFIGS = Path(__file__).resolve().parent / "pack-config"
@@ -48,13 +49,7 @@ def stack_config_path(stack: str) -> Path | None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    try:
-        given = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise InvalidInput("--policy-config", str(path), f"a readable JSON file ({error})") from None
-    if not isinstance(given, dict):
-        raise InvalidInput("--policy-config", str(path), "a JSON object keyed by policy name or 'all'")
-    return given
+    return json_object(path, "--policy-config", readable="JSON file", shaped="keyed by policy name or 'all'")
 
 
 def _level(field_name: str, value: Any) -> str:

@@ -112,9 +112,18 @@ def test_s_is_short_for_stack(group: list[str], capsys: pytest.CaptureFixture[st
             "'no-such.json': not valid for --policy-config: an existing pack config (a JSON file)",
         ),
         (["plan", "-s", "dev", "-c", "novalue"], "'novalue': not valid for --config: KEY=VALUE"),
-        (
-            ["plan", "-s", "dev", "--stacks-dir", "nowhere"],
-            "'nowhere': not valid for --stacks-dir: a Pulumi program folder holding __main__.py",
+        *(
+            (
+                [*command, "--stacks-dir", "nowhere"],
+                "'nowhere': not valid for --stacks-dir: a Pulumi program folder holding __main__.py",
+            )
+            for command in (
+                ["plan", "-s", "dev"],
+                ["cost", "-s", "dev"],
+                ["policy", "check", "-s", "dev"],
+                ["preflight", "-s", "dev"],
+                ["bench", "--plan"],
+            )
         ),
     ],
 )
