@@ -75,8 +75,8 @@ def python_library_dir() -> Path:
         return folder  # on the loader's default path (Debian's libpython3.x package)
     raise RuntimeFailure(
         f"Triton's python backend needs {name}, and this Python ({sys.executable}) has no shared "
-        f"libpython: use a Python built with --enable-shared (Debian's python{PYTHON_TAG}, or pyenv with "
-        "PYTHON_CONFIGURE_OPTS=--enable-shared) and run the bootstrap again with PYTHON=<it>"
+        f"libpython: install Debian's or Ubuntu's libpython{PYTHON_TAG} (`bash .ci/bootstrap` does, as "
+        "root), or use a Python built with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)"
     )
 
 
