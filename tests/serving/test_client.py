@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -86,17 +86,17 @@ def live_url(runtime: LocalRuntime, protocol: Protocol) -> str:
 
 @contextlib.contextmanager
 def broken_first(
-    kind: PeerKind, runtime: LocalRuntime, protocol: Protocol, **options: float
+    kind: PeerKind, runtime: LocalRuntime, protocol: Protocol, timeout_s: float = 10.0
 ) -> Iterator[tuple[str, TritonClient]]:
     """A client given a broken endpoint of ``kind`` first and ``runtime`` second; yields both."""
     with (
         peer(kind) as broken,
-        TritonClient([broken, live_url(runtime, protocol)], protocol=protocol, **options) as client,
+        TritonClient([broken, live_url(runtime, protocol)], protocol=protocol, timeout_s=timeout_s) as client,
     ):
         yield broken, client
 
 
-def demo_inputs() -> dict[str, np.ndarray]:
+def demo_inputs() -> dict[str, np.ndarray[Any, np.dtype[np.float32]]]:
     return {"features": np.ones((1, 16), dtype=np.float32)}
 
 
