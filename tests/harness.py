@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.stacks import offline
-from inferstack.stacks.offline import ACCOUNT_ID, REGION, ZONES, Recorded, Recording, run_program
+from inferstack.stacks.offline import ACCOUNT_ID, REGION, ZONES, Invoke, Recorded, Recording, run_program
 
 __all__ = [
     "ACCOUNT_ID",
@@ -20,6 +20,7 @@ __all__ = [
     "ZONES",
     "Recorded",
     "Recording",
+    "answering",
     "any_value",
     "run_catching",
     "run_invalid",
@@ -80,3 +81,9 @@ def any_value(*plausible: Any) -> st.SearchStrategy[Any]:
         st.lists(st.sampled_from([*plausible, "", "x"]), max_size=3),
         st.dictionaries(st.sampled_from(["name", "x"]), st.integers(0, 3), max_size=2),
     )
+
+
+def answering(function: str, **result: str) -> dict[str, Invoke]:
+    """``invokes`` for ``run_program`` where the provider function ``function`` (its token) answers
+    ``result`` whatever it is asked."""
+    return {function: lambda _: dict(result)}

@@ -80,6 +80,14 @@ def sequence(shape: list[object]) -> dict[str, Any]:
     return {"inputs": [tensor("tokens", "FP32", shape, [0.125] * elements)]}
 
 
+def header_length(label: str, length: str) -> RequestCase:
+    """A binary-tensor request for demo whose Inference-Header-Content-Length says ``length``."""
+    header = demo([1, 16])
+    return RequestCase(
+        label, "demo", header, "Inference-Header-Content-Length", binary=b"", header_length=length
+    )
+
+
 VALID = [
     RequestCase("one row", "demo", demo([1, 16])),
     RequestCase("the largest batch", "demo", demo([8, 16], data_len=128)),
@@ -131,22 +139,8 @@ REFUSED = [
     ),
     RequestCase("a body that is not JSON", "demo", None, "request body", raw=b"x" * 100),
     RequestCase("a JSON body that is not an object", "demo", [1, 2], "request body"),
-    RequestCase(
-        "a header length past the body",
-        "demo",
-        demo([1, 16]),
-        "Inference-Header-Content-Length",
-        binary=b"",
-        header_length="99999",
-    ),
-    RequestCase(
-        "a header length that is no number",
-        "demo",
-        demo([1, 16]),
-        "Inference-Header-Content-Length",
-        binary=b"",
-        header_length="12a",
-    ),
+    header_length("a header length past the body", "99999"),
+    header_length("a header length that is no number", "12a"),
     RequestCase("the second input hostile", "ranker", ranker([1, 6], [1, HUGE]), "ranker.ids.shape"),
     RequestCase(
         "the second input's datatype", "ranker", ranker([1, 6], [1, 3], "INT32"), "ranker.ids.datatype"

@@ -18,6 +18,12 @@ from tests.stacks.test_failover_stack import ENDPOINTS
 __all__ = ["aws"]  # the fixture, used by name
 
 
+def preflight(stack: str, *flags: str, settings: dict[str, str] | None = None) -> int:
+    """`inferstack preflight -s STACK` as the deployer runs it, with ``flags`` and ``-c KEY=VALUE`` each."""
+    given = [arg for key, value in (settings or {}).items() for arg in ("-c", f"{key}={value}")]
+    return main(["preflight", "-s", stack, *flags, *DEPLOYER_ARGS, *given])
+
+
 @pytest.fixture
 def account(aws: None, monkeypatch: pytest.MonkeyPatch) -> Account:
     found = ready_account()
@@ -28,7 +34,7 @@ def account(aws: None, monkeypatch: pytest.MonkeyPatch) -> Account:
 def test_prod_passes_on_a_ready_account_and_prints_a_table(
     account: Account, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["preflight", "-s", "prod", *DEPLOYER_ARGS]) == 0
+    assert preflight("prod") == 0
     out = capsys.readouterr().out
     assert "stack prod: preflight in us-east-1" in out
     header, rule, *rows = out.split("\n\n")[1].splitlines()
@@ -40,7 +46,7 @@ def test_prod_passes_on_a_ready_account_and_prints_a_table(
 
 def test_json_and_exit_codes_as_policy_check(account: Account, capsys: pytest.CaptureFixture[str]) -> None:
     account.applied_quotas["L-DB2E81BA"] = 4  # prod starts 3 g5.xlarge: 12 vCPUs
-    assert main(["preflight", "-s", "prod", "--json", *DEPLOYER_ARGS]) == 1
+    assert preflight("prod", "--json") == 1
     report = json.loads(capsys.readouterr().out)
     assert report["stack"] == "prod" and report["region"] == "us-east-1" and report["failed"] == 1
     (failed,) = [c for c in report["checks"] if c["verdict"] == "fail"]
@@ -48,17 +54,9 @@ def test_json_and_exit_codes_as_policy_check(account: Account, capsys: pytest.Ca
 
 
 def test_the_standby_checks_its_hosted_zone(account: Account, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [
-        "preflight",
-        "-s",
-        "prod-dr",
-        "--json",
-        *DEPLOYER_ARGS,
-        "-c",
-        "inferstack:failover.zone=example.net",
-        *(a for key, value in ENDPOINTS.items() for a in ("-c", f"{key}={value}")),
-    ]
-    assert main(args) == 1
+    assert (
+        preflight("prod-dr", "--json", settings={"inferstack:failover.zone": "example.net", **ENDPOINTS}) == 1
+    )
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert checks["hosted zone example.net"]["verdict"] == "fail"
     assert checks["zones"]["reason"].startswith("us-west-2a")  # the standby's own region
@@ -72,7 +70,7 @@ def test_without_credentials_the_checks_cannot_run(
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata lookup either
-    assert main(["preflight", "-s", "dev", *DEPLOYER_ARGS]) == 2
+    assert preflight("dev") == 2
     assert "preflight could not run" in capsys.readouterr().err
 
 
@@ -89,14 +87,6 @@ def test_the_checks_run_as_the_stacks_role(aws: None) -> None:
 
 
 def test_bad_stack_settings_stop_before_any_aws_call(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [
-        "preflight",
-        "-s",
-        "prod",
-        *DEPLOYER_ARGS,
-        "-c",
-        'aws:assumeRoles=[{"roleArn": "a"}, {"roleArn": "b"}]',
-    ]
-    assert main(args) == 2
+    assert preflight("prod", settings={"aws:assumeRoles": '[{"roleArn": "a"}, {"roleArn": "b"}]'}) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "not valid for aws:assumeRoles" in line

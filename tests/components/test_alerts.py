@@ -67,189 +67,80 @@ def test_every_alert_is_tiered() -> None:
     }
 
 
-# (alert, input series, eval time, expected labels or None when it must not fire)
-CASES: list[tuple[str, str, list[dict[str, str]], str, dict[str, str] | None]] = [
-    (
+Case = tuple[str, str, list[dict[str, str]], str, dict[str, str] | None]
+FIRES, QUIET = True, False
+
+
+def cases(alert: str, fired: dict[str, str], *rows: tuple[str, dict[str, str], str, bool]) -> list[Case]:
+    """One alert's rows: (case, input series and their promtool values, eval time, fires or stays quiet);
+    a firing row expects the labels ``fired``."""
+    return [
+        (alert, case, [{"series": s, "values": v} for s, v in series.items()], at, fired if fires else None)
+        for case, series, at, fires in rows
+    ]
+
+
+FB_USED, FB_FREE = f"DCGM_FI_DEV_FB_USED{{{GPU}}}", f"DCGM_FI_DEV_FB_FREE{{{GPU}}}"
+XID, UTIL = f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", f"DCGM_FI_DEV_GPU_UTIL{{{GPU}}}"
+SPOT_BACKOFF = f"cluster_autoscaler_node_group_backoff_status{{{SPOT_GROUP}}}"
+OD_BACKOFF = f"cluster_autoscaler_node_group_backoff_status{{{OD_GROUP}}}"
+GPU_NODE = 'kube_node_labels{node="a",label_inferstack_io_node_role="gpu",label_inferstack_io_capacity_type="on-demand"}'
+AVAILABLE = 'kube_deployment_status_replicas_available{namespace="serving",deployment="ranker"}'
+FAILED = f'nv_inference_request_failure{{{TRITON},reason="BACKEND"}}'
+SUCCEEDED, QUEUED = f"nv_inference_request_success{{{TRITON}}}", f"nv_inference_queue_duration_us{{{TRITON}}}"
+
+# Each alert fires, and does not, on series as the exporters write them.
+CASES: list[Case] = [
+    *cases(
         "GPUMemoryNearlyFull",
-        "nearly full",
-        [
-            {"series": f"DCGM_FI_DEV_FB_USED{{{GPU}}}", "values": "23500x30"},
-            {"series": f"DCGM_FI_DEV_FB_FREE{{{GPU}}}", "values": "500x30"},
-        ],
-        "15m",
         {"severity": "P1", **GPU_LABELS, "service": "ranker"},
+        ("nearly full", {FB_USED: "23500x30", FB_FREE: "500x30"}, "15m", FIRES),
+        ("80% used", {FB_USED: "19200x30", FB_FREE: "4800x30"}, "15m", QUIET),
     ),
-    (
-        "GPUMemoryNearlyFull",
-        "80% used",
-        [
-            {"series": f"DCGM_FI_DEV_FB_USED{{{GPU}}}", "values": "19200x30"},
-            {"series": f"DCGM_FI_DEV_FB_FREE{{{GPU}}}", "values": "4800x30"},
-        ],
-        "15m",
-        None,
-    ),
-    (
+    *cases(
         "GPUXidErrors",
-        "xid 79",
-        [{"series": f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", "values": "0 0 79x10"}],
-        "8m",
         {"severity": "P1", "Hostname": "node-a", "gpu": "0"},
-    ),
-    (
+        ("xid 79", {XID: "0 0 79x10"}, "8m", FIRES),
         # The exporter keeps the last code: one fault must not page for as long as the node lives.
-        "GPUXidErrors",
-        "xid 79 an hour ago",
-        [{"series": f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", "values": "0 0 79x60"}],
-        "60m",
-        None,
+        ("xid 79 an hour ago", {XID: "0 0 79x60"}, "60m", QUIET),
+        ("another xid later", {XID: "0 0 79x60 48x10"}, "65m", FIRES),
+        ("exporter restarted after an old xid", {XID: "79x30"}, "20m", QUIET),
+        ("no xid", {XID: "0x10"}, "8m", QUIET),
     ),
-    (
-        "GPUXidErrors",
-        "another xid later",
-        [{"series": f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", "values": "0 0 79x60 48x10"}],
-        "65m",
-        {"severity": "P1", "Hostname": "node-a", "gpu": "0"},
-    ),
-    (
-        "GPUXidErrors",
-        "exporter restarted after an old xid",
-        [{"series": f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", "values": "79x30"}],
-        "20m",
-        None,
-    ),
-    (
-        "GPUXidErrors",
-        "no xid",
-        [{"series": f"DCGM_FI_DEV_XID_ERRORS{{{GPU}}}", "values": "0x10"}],
-        "8m",
-        None,
-    ),
-    (
+    *cases(
         "GPUUnderused",
-        "idle for hours",
-        [{"series": f"DCGM_FI_DEV_GPU_UTIL{{{GPU}}}", "values": "3x300"}],
-        "4h",
         {"severity": "P2", "namespace": "serving", "pod": "ranker-7d9f8b6c4-x2x9q", "service": "ranker"},
+        ("idle for hours", {UTIL: "3x300"}, "4h", FIRES),
+        ("busy", {UTIL: "60x300"}, "4h", QUIET),
     ),
-    ("GPUUnderused", "busy", [{"series": f"DCGM_FI_DEV_GPU_UTIL{{{GPU}}}", "values": "60x300"}], "4h", None),
-    (
-        # The default prod shape at rest: the on-demand baseline runs, spot is at zero, nothing fails.
+    *cases(
         "SpotGPUCapacityGone",
-        "on-demand baseline, no spot nodes",
-        [
-            {
-                "series": 'kube_node_labels{node="a",label_inferstack_io_node_role="gpu",label_inferstack_io_capacity_type="on-demand"}',
-                "values": "1x90",
-            },
-            {"series": f"cluster_autoscaler_node_group_backoff_status{{{SPOT_GROUP}}}", "values": "0x90"},
-        ],
-        "75m",
-        None,
-    ),
-    (
-        "SpotGPUCapacityGone",
-        "spot scale-ups keep failing",
-        [{"series": f"cluster_autoscaler_node_group_backoff_status{{{SPOT_GROUP}}}", "values": "0x10 1x80"}],
-        "75m",
         {"severity": "P2", "node_group": "eks-nodes-gpu-spot-us-east-1a-ng-5ec8a1b2"},
+        # The default prod shape at rest: the on-demand baseline runs, spot is at zero, nothing fails.
+        ("on-demand baseline, no spot nodes", {GPU_NODE: "1x90", SPOT_BACKOFF: "0x90"}, "75m", QUIET),
+        ("spot scale-ups keep failing", {SPOT_BACKOFF: "0x10 1x80"}, "75m", FIRES),
+        ("one brief backoff", {SPOT_BACKOFF: "0x30 1x5 0x60"}, "90m", QUIET),
+        ("an on-demand group backed off", {OD_BACKOFF: "1x90"}, "75m", QUIET),
     ),
-    (
-        "SpotGPUCapacityGone",
-        "one brief backoff",
-        [
-            {
-                "series": f"cluster_autoscaler_node_group_backoff_status{{{SPOT_GROUP}}}",
-                "values": "0x30 1x5 0x60",
-            }
-        ],
-        "90m",
-        None,
-    ),
-    (
-        "SpotGPUCapacityGone",
-        "an on-demand group backed off",
-        [{"series": f"cluster_autoscaler_node_group_backoff_status{{{OD_GROUP}}}", "values": "1x90"}],
-        "75m",
-        None,
-    ),
-    (
+    *cases(
         "TritonNoReadyReplica",
-        "none available",
-        [
-            {
-                "series": 'kube_deployment_status_replicas_available{namespace="serving",deployment="ranker"}',
-                "values": "2 2 0x10",
-            }
-        ],
-        "8m",
         {"severity": "P0", **SERVICE_LABELS},
+        ("none available", {AVAILABLE: "2 2 0x10"}, "8m", FIRES),
+        ("deployment gone", {'up{job="x"}': "1x10"}, "5m", FIRES),
+        ("two available", {AVAILABLE: "2x10"}, "8m", QUIET),
     ),
-    (
-        "TritonNoReadyReplica",
-        "deployment gone",
-        [{"series": 'up{job="x"}', "values": "1x10"}],
-        "5m",
-        {"severity": "P0", **SERVICE_LABELS},
-    ),
-    (
-        "TritonNoReadyReplica",
-        "two available",
-        [
-            {
-                "series": 'kube_deployment_status_replicas_available{namespace="serving",deployment="ranker"}',
-                "values": "2x10",
-            }
-        ],
-        "8m",
-        None,
-    ),
-    (
+    *cases(
         "TritonAllRequestsFailing",
-        "every request fails",
-        [
-            {"series": f'nv_inference_request_failure{{{TRITON},reason="BACKEND"}}', "values": "0+60x20"},
-            {"series": f"nv_inference_request_success{{{TRITON}}}", "values": "100x20"},
-        ],
-        "15m",
         {"severity": "P0", "model": "ranker", **SERVICE_LABELS},
+        ("every request fails", {FAILED: "0+60x20", SUCCEEDED: "100x20"}, "15m", FIRES),
+        ("some fail", {FAILED: "0+6x20", SUCCEEDED: "0+60x20"}, "15m", QUIET),
     ),
-    (
-        "TritonAllRequestsFailing",
-        "some fail",
-        [
-            {"series": f'nv_inference_request_failure{{{TRITON},reason="BACKEND"}}', "values": "0+6x20"},
-            {"series": f"nv_inference_request_success{{{TRITON}}}", "values": "0+60x20"},
-        ],
-        "15m",
-        None,
-    ),
-    (
+    *cases(
         "TritonQueueTimeHigh",
-        "200 ms per request",
-        [
-            {"series": f"nv_inference_queue_duration_us{{{TRITON}}}", "values": "0+6000000x30"},
-            {"series": f"nv_inference_request_success{{{TRITON}}}", "values": "0+30x30"},
-        ],
-        "20m",
         {"severity": "P1", "model": "ranker", **SERVICE_LABELS},
-    ),
-    (
-        "TritonQueueTimeHigh",
-        "10 ms per request",
-        [
-            {"series": f"nv_inference_queue_duration_us{{{TRITON}}}", "values": "0+300000x30"},
-            {"series": f"nv_inference_request_success{{{TRITON}}}", "values": "0+30x30"},
-        ],
-        "20m",
-        None,
-    ),
-    (
-        "TritonQueueTimeHigh",
-        "idle",
-        [{"series": f"nv_inference_request_success{{{TRITON}}}", "values": "0x30"}],
-        "20m",
-        None,
+        ("200 ms per request", {QUEUED: "0+6000000x30", SUCCEEDED: "0+30x30"}, "20m", FIRES),
+        ("10 ms per request", {QUEUED: "0+300000x30", SUCCEEDED: "0+30x30"}, "20m", QUIET),
+        ("idle", {SUCCEEDED: "0x30"}, "20m", QUIET),
     ),
 ]
 

@@ -86,48 +86,42 @@ def p99(version: int, *, microseconds: tuple[int, int]) -> list[dict[str, str]]:
     return series
 
 
-CASES: list[tuple[str, str, list[dict[str, str]], dict[str, str] | None]] = [
-    (
+def failing(stable: tuple[int, int], canary: tuple[int, int]) -> list[dict[str, str]]:
+    """Requests per minute of each version on each pod, as (succeeded, failed)."""
+    return requests(1, ok_per_min=stable[0], failed_per_min=stable[1]) + requests(
+        2, ok_per_min=canary[0], failed_per_min=canary[1]
+    )
+
+
+def slow(stable_ms: tuple[int, int], canary_ms: tuple[int, int]) -> list[dict[str, str]]:
+    """Each version's p99 on its two pods."""
+    return p99(1, microseconds=(stable_ms[0] * 1000, stable_ms[1] * 1000)) + p99(
+        2, microseconds=(canary_ms[0] * 1000, canary_ms[1] * 1000)
+    )
+
+
+Case = tuple[str, str, list[dict[str, str]], dict[str, str] | None]
+
+
+def cases(alert: str, *rows: tuple[str, list[dict[str, str]], bool]) -> list[Case]:
+    """One alert's rows: (case, input series, whether it fires with the FIRING labels)."""
+    return [(alert, case, series, FIRING if fires else None) for case, series, fires in rows]
+
+
+FIRES, QUIET = True, False
+CASES: list[Case] = [
+    *cases(
         "TritonCanaryFailureRatioHigh",
-        "canary fails 20%, stable 1%",
-        requests(1, ok_per_min=99, failed_per_min=1) + requests(2, ok_per_min=8, failed_per_min=2),
-        FIRING,
+        ("canary fails 20%, stable 1%", failing((99, 1), (8, 2)), FIRES),
+        ("canary fails 4%, stable 1%: within the 5-point margin", failing((99, 1), (24, 1)), QUIET),
+        ("both fail 30%: the canary is no worse", failing((70, 30), (7, 3)), QUIET),
+        ("canary idle", failing((99, 1), (0, 0)), QUIET),
     ),
-    (
-        "TritonCanaryFailureRatioHigh",
-        "canary fails 4%, stable 1%: within the 5-point margin",
-        requests(1, ok_per_min=99, failed_per_min=1) + requests(2, ok_per_min=24, failed_per_min=1),
-        None,
-    ),
-    (
-        "TritonCanaryFailureRatioHigh",
-        "both fail 30%: the canary is no worse",
-        requests(1, ok_per_min=70, failed_per_min=30) + requests(2, ok_per_min=7, failed_per_min=3),
-        None,
-    ),
-    (
-        "TritonCanaryFailureRatioHigh",
-        "canary idle",
-        requests(1, ok_per_min=99, failed_per_min=1) + requests(2, ok_per_min=0, failed_per_min=0),
-        None,
-    ),
-    (
+    *cases(
         "TritonCanaryLatencyHigh",
-        "one canary pod 35 ms slower",
-        p99(1, microseconds=(40_000, 42_000)) + p99(2, microseconds=(45_000, 77_000)),
-        FIRING,
-    ),
-    (
-        "TritonCanaryLatencyHigh",
-        "canary 10 ms slower: within the margin",
-        p99(1, microseconds=(40_000, 42_000)) + p99(2, microseconds=(50_000, 52_000)),
-        None,
-    ),
-    (
-        "TritonCanaryLatencyHigh",
-        "canary faster",
-        p99(1, microseconds=(40_000, 42_000)) + p99(2, microseconds=(20_000, 22_000)),
-        None,
+        ("one canary pod 35 ms slower", slow((40, 42), (45, 77)), FIRES),
+        ("canary 10 ms slower: within the margin", slow((40, 42), (50, 52)), QUIET),
+        ("canary faster", slow((40, 42), (20, 22)), QUIET),
     ),
 ]
 

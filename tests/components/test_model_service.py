@@ -58,7 +58,7 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_store import ModelStore
 from inferstack.infra.node_plans import NODE_MODEL_CACHE_PATH
 from tests.conftest import packages_loaded_by
-from tests.harness import ACCOUNT_ID, REGION, Recording, run_invalid, run_program
+from tests.harness import ACCOUNT_ID, REGION, Recording, answering, run_invalid, run_program
 from tests.schemas import validate_custom_resource, validate_k8s
 
 OIDC = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC"
@@ -891,13 +891,7 @@ def test_the_region_comes_from_the_components_aws_provider() -> None:
             pulumi.ResourceOptions(providers=[west, k8s.Provider("k8s", kubeconfig="{}")]),
         )
 
-    answers = {
-        "aws:index/getRegion:getRegion": lambda _: {
-            "name": "eu-west-1",
-            "region": "eu-west-1",
-            "id": "eu-west-1",
-        }
-    }
+    answers = answering("aws:index/getRegion:getRegion", name="eu-west-1", region="eu-west-1", id="eu-west-1")
     recording, _ = run_program(program, invokes=answers)
     deployment = recording.one("kubernetes:apps/v1:Deployment")
     fills = [

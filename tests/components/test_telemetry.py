@@ -493,19 +493,20 @@ def test_python_spelling_of_the_pattern_would_not_load_in_fluent_bit(fluent_bit_
 # --- bad input ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("overrides", "field"),
-    [
-        ({"log_retention_days": 10}, "log_retention_days"),
-        ({"trace_retention_hours": 0}, "trace_retention_hours"),
-        ({"trace_storage_gib": True}, "trace_storage_gib"),
-        ({"namespace": "Telemetry"}, "namespace"),
-        ({"cluster_name": "ml prod"}, "cluster_name"),
-        ({"cluster_name": "x" * 500}, "cluster_name"),
-    ],
-)
-def test_bad_input_is_refused_before_anything_is_registered(overrides: dict[str, Any], field: str) -> None:
-    recording, error = run_invalid(lambda: Telemetry("telemetry", args(region=REGION, **overrides)))
+# (the field, a value it refuses)
+BAD_ARGS: list[tuple[str, object]] = [
+    ("log_retention_days", 10),
+    ("trace_retention_hours", 0),
+    ("trace_storage_gib", True),
+    ("namespace", "Telemetry"),
+    ("cluster_name", "ml prod"),
+    ("cluster_name", "x" * 500),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_ARGS, ids=[f"{f}={v!r}"[:40] for f, v in BAD_ARGS])
+def test_bad_input_is_refused_before_anything_is_registered(field: str, value: object) -> None:
+    recording, error = run_invalid(lambda: Telemetry("telemetry", args(region=REGION, **{field: value})))
     assert error.field == field and recording.resources == []
 
 

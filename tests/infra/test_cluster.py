@@ -14,7 +14,7 @@ from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.cluster import LOG_TYPES, Cluster, ClusterArgs
 from inferstack.infra.cluster_access import ACCESS_SETTLE_S, access_settle_s, admin_principals, kubeconfig
 from inferstack.infra.versions import DEFAULT_KUBERNETES_VERSION, EKS_ADDON_VERSIONS
-from tests.harness import ACCOUNT_ID, run_invalid, run_program
+from tests.harness import ACCOUNT_ID, answering, run_invalid, run_program
 from tests.infra.iam import allowed
 
 ADMIN = "arn:aws:iam::123456789012:role/platform-admins"
@@ -126,13 +126,9 @@ def test_vpc_cni_uses_its_own_role_and_the_node_role_does_not_carry_it() -> None
 
 
 def test_arns_follow_the_partition() -> None:
-    invokes = {
-        "aws:index/getPartition:getPartition": lambda _: {
-            "partition": "aws-cn",
-            "dnsSuffix": "amazonaws.com.cn",
-            "id": "aws-cn",
-        }
-    }
+    invokes = answering(
+        "aws:index/getPartition:getPartition", partition="aws-cn", dnsSuffix="amazonaws.com.cn", id="aws-cn"
+    )
     recording, _ = run_program(build, invokes=invokes)
     arns = [
         r.inputs["policyArn"] for r in recording.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")

@@ -324,13 +324,81 @@ def queue_policy_resource(principal: Any) -> Recorded:
     return resource("aws:sqs/queuePolicy:QueuePolicy", "interruptions", {"policy": json.dumps(document)})
 
 
+def node_pool_case(policy: str, expected: str, **pool: Any) -> Case:
+    """The prod GPU NodePool passes; built with ``pool`` (``types``, ``change``) it is refused."""
+    return Case(
+        policy,
+        add(pool_resource(prod=True, **pool)),
+        expected,
+        good=add(pool_resource(prod=True)),
+        label="node-pool",
+    )
+
+
+def node_class_case(policy: str, change: Callable[[dict[str, Any]], Any], expected: str, label: str) -> Case:
+    """The GPU EC2NodeClass passes as built; with ``change`` to its spec it is refused."""
+    return Case(
+        policy,
+        add(node_class_resource(change)),
+        expected,
+        good=add(node_class_resource(lambda spec: None)),
+        label=label,
+    )
+
+
+DEPLOYMENT = "Deployment ranker-deployment"
+LAUNCH_TEMPLATE = "LaunchTemplate nodes-gpu-us-east-1a-lt"
+SPOT_GROUP = "NodeGroup nodes-gpu-spot-us-east-1a-ng"
+SCALER = "ScaledObject ranker-scaler"
+READER = "RolePolicy ranker-models-reader"
+AUTOSCALER = "Release autoscaling-cluster-autoscaler"
+Edit = Callable[[dict[str, Any]], Any]
+
+
+def in_triton(change: Edit) -> Change:
+    """The prod Deployment with ``change`` made to its Triton container."""
+    return edit(DEPLOYMENT, lambda i: change(triton(i)))
+
+
+def in_pod(change: Edit) -> Change:
+    """The prod Deployment with ``change`` made to its pod spec."""
+    return edit(DEPLOYMENT, lambda i: change(pod(i)))
+
+
+def in_statements(name: str, change: Callable[[list[dict[str, Any]]], Any]) -> Change:
+    """The IAM policy document of ``name`` with ``change`` made to its statements."""
+    return edit(name, lambda i: set_statements(i, change))
+
+
+def in_args(change: Callable[[str], str | None]) -> Change:
+    """The prod Triton's arguments, each replaced by ``change``'s answer (None drops it)."""
+    return edit(DEPLOYMENT, lambda i: set_args(i, change))
+
+
+def ebs(change: Edit) -> Change:
+    """The GPU launch template's root volume with ``change`` made to its EBS settings."""
+    return edit(LAUNCH_TEMPLATE, lambda i: change(i["blockDeviceMappings"][0]["ebs"]))
+
+
+def hop_limit_one(inputs: dict[str, Any]) -> None:
+    inputs["metadataOptions"].update(httpPutResponseHopLimit=1)
+
+
+def poll_without_repository_api(arg: str) -> str:
+    """Triton polling its repository, with the model-repository API left unrestricted."""
+    if arg.startswith("--model-control-mode"):
+        return "--model-control-mode=poll"
+    if arg.startswith("--http-restricted-api="):
+        return arg.replace("model-repository,", "")
+    return arg
+
+
+# --- the cases: each policy's failing change (and passing shape, where the prod stack is not one) -------
+
 CASES: list[Case] = [
     Case(
         "pinned-images",
-        edit(
-            "Deployment ranker-deployment",
-            lambda i: triton(i).update(image="nvcr.io/nvidia/tritonserver:latest"),
-        ),
+        in_triton(lambda c: c.update(image="nvcr.io/nvidia/tritonserver:latest")),
         "latest",
         label="deployment",
     ),
@@ -360,9 +428,7 @@ CASES: list[Case] = [
     ),
     Case(
         "image-registries",
-        edit(
-            "Deployment ranker-deployment", lambda i: pod(i)["initContainers"][0].update(image="nginx:1.28.0")
-        ),
+        in_pod(lambda p: p["initContainers"][0].update(image="nginx:1.28.0")),
         "comes from docker.io (Docker Hub",
     ),
     Case(
@@ -374,11 +440,7 @@ CASES: list[Case] = [
         "Helm value grafana.image: image 'docker.io/grafana/grafana'",
         label="helm",
     ),
-    Case(
-        "pinned-charts",
-        edit("Release autoscaling-cluster-autoscaler", lambda i: i.update(version="^9.59.0")),
-        "exact",
-    ),
+    Case("pinned-charts", edit(AUTOSCALER, lambda i: i.update(version="^9.59.0")), "exact"),
     Case("eks-secrets-kms", edit(CLUSTER, lambda i: i.pop("encryptionConfig")), "KMS"),
     Case(
         "eks-endpoint-restricted",
@@ -392,63 +454,32 @@ CASES: list[Case] = [
     Case("eks-audit-logs", edit(CLUSTER, lambda i: i.update(enabledClusterLogTypes=["api"])), "audit"),
     Case(
         "imds-v2-hop-limit-1",
-        edit(
-            "LaunchTemplate nodes-gpu-us-east-1a-lt",
-            lambda i: i["metadataOptions"].update(httpPutResponseHopLimit=2),
-        ),
+        edit(LAUNCH_TEMPLATE, lambda i: i["metadataOptions"].update(httpPutResponseHopLimit=2)),
         "hop limit is 2",
-        good=edit_type(
-            "aws:ec2/launchTemplate:LaunchTemplate",
-            lambda i: i["metadataOptions"].update(httpPutResponseHopLimit=1),
-        ),
+        good=edit_type("aws:ec2/launchTemplate:LaunchTemplate", hop_limit_one),
     ),
     Case(
         "imds-v2-hop-limit-1",
         edit(
-            "LaunchTemplate nodes-gpu-us-east-1a-lt",
+            LAUNCH_TEMPLATE,
             lambda i: i["metadataOptions"].update(httpTokens="optional", httpPutResponseHopLimit=1),
         ),
         "IMDSv1",
-        good=edit_type(
-            "aws:ec2/launchTemplate:LaunchTemplate",
-            lambda i: i["metadataOptions"].update(httpPutResponseHopLimit=1),
-        ),
+        good=edit_type("aws:ec2/launchTemplate:LaunchTemplate", hop_limit_one),
         label="v1",
     ),
-    Case(
-        "encrypted-volumes",
-        edit(
-            "LaunchTemplate nodes-gpu-us-east-1a-lt",
-            lambda i: i["blockDeviceMappings"][0]["ebs"].update(encrypted="false"),
-        ),
-        "not encrypted",
-    ),
-    Case(
-        "encrypted-volumes",
-        edit(
-            "LaunchTemplate nodes-gpu-us-east-1a-lt",
-            lambda i: i["blockDeviceMappings"][0]["ebs"].pop("kmsKeyId"),
-        ),
-        "default EBS key",
-        label="default-key",
-    ),
+    Case("encrypted-volumes", ebs(lambda e: e.update(encrypted="false")), "not encrypted"),
+    Case("encrypted-volumes", ebs(lambda e: e.pop("kmsKeyId")), "default EBS key", label="default-key"),
     Case(
         "encrypted-volumes",
         edit("StorageClass storage-gp3", lambda i: i["parameters"].pop("kmsKeyId")),
         "no parameters.kmsKeyId",
         label="storage-class",
     ),
-    Case(
-        "gpu-nodes-tainted",
-        edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i.update(taints=[])),
-        "taint",
-    ),
+    Case("gpu-nodes-tainted", edit(SPOT_GROUP, lambda i: i.update(taints=[])), "taint"),
     Case(
         "spot-diversified",
-        edit(
-            "NodeGroup nodes-gpu-spot-us-east-1a-ng",
-            lambda i: i.update(instanceTypes=["g5.xlarge", "g6.xlarge"]),
-        ),
+        edit(SPOT_GROUP, lambda i: i.update(instanceTypes=["g5.xlarge", "g6.xlarge"])),
         "at least 3",
     ),
     Case(
@@ -464,16 +495,13 @@ CASES: list[Case] = [
     ),
     Case(
         "no-static-aws-keys",
-        edit(
-            "Deployment ranker-deployment",
-            lambda i: triton(i)["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}),
-        ),
+        in_triton(lambda c: c["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"})),
         "environment variable AWS_SECRET_ACCESS_KEY",
         label="env",
     ),
     Case(
         "no-static-aws-keys",
-        edit("Release autoscaling-cluster-autoscaler", _key_in_helm_values),
+        edit(AUTOSCALER, _key_in_helm_values),
         "awsSecretAccessKey",
         label="helm",
     ),
@@ -489,90 +517,51 @@ CASES: list[Case] = [
     ),
     Case(
         "logs-scoped",
-        edit(f"RolePolicy {FLUENT_BIT}", lambda i: set_statements(i, lambda s: s[0].update(Resource="*"))),
+        in_statements(f"RolePolicy {FLUENT_BIT}", lambda s: s[0].update(Resource="*")),
         "'*' is not a log group",
     ),
     Case(
         "logs-scoped",
-        edit(
+        in_statements(
             f"RolePolicy {FLUENT_BIT}",
-            lambda i: set_statements(
-                i,
-                lambda s: s[0].update(
-                    Action="logs:*", Resource="arn:aws:logs:us-east-1:123456789012:log-group:*"
-                ),
+            lambda s: s[0].update(
+                Action="logs:*", Resource="arn:aws:logs:us-east-1:123456789012:log-group:*"
             ),
         ),
         "more than one log group",
         label="wildcard-group",
     ),
-    Case(
-        "triton-probes",
-        edit("Deployment ranker-deployment", lambda i: triton(i).pop("readinessProbe")),
-        "readinessProbe",
-    ),
+    Case("triton-probes", in_triton(lambda c: c.pop("readinessProbe")), "readinessProbe"),
     Case(
         "triton-non-root-read-only",
-        edit(
-            "Deployment ranker-deployment",
-            lambda i: triton(i)["securityContext"].update(readOnlyRootFilesystem=False),
-        ),
+        in_triton(lambda c: c["securityContext"].update(readOnlyRootFilesystem=False)),
         "writable root filesystem",
     ),
+    Case("gpu-workloads-scheduled", in_pod(lambda p: p.pop("tolerations")), "tolerate", label="toleration"),
     Case(
         "gpu-workloads-scheduled",
-        edit("Deployment ranker-deployment", lambda i: pod(i).pop("tolerations")),
-        "tolerate",
-        label="toleration",
-    ),
-    Case(
-        "gpu-workloads-scheduled",
-        edit(
-            "Deployment ranker-deployment", lambda i: triton(i)["resources"]["limits"].pop("nvidia.com/gpu")
-        ),
+        in_triton(lambda c: c["resources"]["limits"].pop("nvidia.com/gpu")),
         "without an nvidia.com/gpu limit",
         label="limit",
     ),
     Case(
         "triton-admin-restricted",
-        edit(
-            "Deployment ranker-deployment",
-            lambda i: set_args(i, lambda a: None if a.startswith("--grpc-restricted-protocol=") else a),
-        ),
+        in_args(lambda a: None if a.startswith("--grpc-restricted-protocol=") else a),
         "without --grpc-restricted-protocol",
     ),
     Case(
         "triton-admin-restricted",
-        edit(
-            "Deployment ranker-deployment",
-            lambda i: set_args(
-                i,
-                lambda a: (
-                    "--model-control-mode=poll"
-                    if a.startswith("--model-control-mode")
-                    else a.replace("model-repository,", "")
-                    if a.startswith("--http-restricted-api=")
-                    else a
-                ),
-            ),
-        ),
+        in_args(poll_without_repository_api),
         "--model-control-mode=poll without --http-restricted-api",
         label="poll",
     ),
     Case(
         "triton-admin-restricted",
-        edit(
-            "Deployment ranker-deployment",
-            lambda i: set_args(i, lambda a: a.replace("$(INFERSTACK_ADMIN_KEY)", "hunter2")),
-        ),
+        in_args(lambda a: a.replace("$(INFERSTACK_ADMIN_KEY)", "hunter2")),
         "writes the key of --http-restricted-api into the pod spec",
         label="literal-key",
     ),
-    Case(
-        "spot-safe-drain",
-        edit("Deployment ranker-deployment", lambda i: pod(i).update(terminationGracePeriodSeconds=300)),
-        "spot notice",
-    ),
+    Case("spot-safe-drain", in_pod(lambda p: p.update(terminationGracePeriodSeconds=300)), "spot notice"),
     # --- stack policies ---
     Case(
         "deployable",
@@ -601,12 +590,7 @@ CASES: list[Case] = [
         good=deployable_fixed,
         label="provider-order",
     ),
-    Case(
-        "crd-ordered",
-        only_after("ScaledObject ranker-scaler"),
-        "not ordered after keda",
-        good=crds_ordered,
-    ),
+    Case("crd-ordered", only_after(SCALER), "not ordered after keda", good=crds_ordered),
     Case(
         "crd-ordered",
         only_after("ServiceMonitor ranker-monitor"),
@@ -621,43 +605,29 @@ CASES: list[Case] = [
         good=crds_ordered,
         label="missing",
     ),
+    Case("gpu-capacity", edit(SCALER, lambda i: i["spec"].update(minReplicaCount=25)), "losing us-east-1"),
     Case(
         "gpu-capacity",
-        edit("ScaledObject ranker-scaler", lambda i: i["spec"].update(minReplicaCount=25)),
-        "losing us-east-1",
-    ),
-    Case(
-        "gpu-capacity",
-        edit("ScaledObject ranker-scaler", lambda i: i["spec"].update(maxReplicaCount=31)),
+        edit(SCALER, lambda i: i["spec"].update(maxReplicaCount=31)),
         "reach only 30",
         label="max",
     ),
+    Case("zone-loss", in_pod(lambda p: p.pop("topologySpreadConstraints")), "spread"),
     Case(
         "zone-loss",
-        edit("Deployment ranker-deployment", lambda i: pod(i).pop("topologySpreadConstraints")),
-        "spread",
-    ),
-    Case(
-        "zone-loss",
-        edit(
-            "Deployment ranker-deployment",
-            lambda i: pod(i)["topologySpreadConstraints"][0].update(minDomains=3),
-        ),
+        in_pod(lambda p: p["topologySpreadConstraints"][0].update(minDomains=3)),
         "minDomains 3",
         label="min-domains",
     ),
     Case(
         "zone-loss",
-        edit(
-            "Deployment ranker-deployment",
-            lambda i: pod(i)["topologySpreadConstraints"][0].pop("nodeTaintsPolicy"),
-        ),
+        in_pod(lambda p: p["topologySpreadConstraints"][0].pop("nodeTaintsPolicy")),
         "nodeTaintsPolicy: Honor",
         label="taints",
     ),
     Case(
         "zone-loss",
-        edit("NodeGroup nodes-gpu-spot-us-east-1a-ng", lambda i: i["scalingConfig"].update(maxSize=30)),
+        edit(SPOT_GROUP, lambda i: i["scalingConfig"].update(maxSize=30)),
         "losing us-east-1a leaves",
         label="capacity",
     ),
@@ -666,7 +636,7 @@ CASES: list[Case] = [
     ),
     Case(
         "await-covers-wait",
-        timeouts("Deployment ranker-deployment", create=2160, update=2160),
+        timeouts(DEPLOYMENT, create=2160, update=2160),
         "up to 26460 s on update",
         label="rollout",
     ),
@@ -678,13 +648,13 @@ CASES: list[Case] = [
     ),
     Case(
         "pods-wait-for-references",
-        not_after("Deployment ranker-deployment", "ServiceAccount ranker-sa"),
+        not_after(DEPLOYMENT, "ServiceAccount ranker-sa"),
         "names ServiceAccount ranker",
     ),
     Case("node-template-fits", without_ephemeral_storage_tags, "but the autoscaler's template offers 0.00Gi"),
     Case(
         "node-template-fits",
-        edit("Deployment ranker-deployment", lambda i: triton(i)["resources"]["requests"].update(cpu="3.5")),
+        in_triton(lambda c: c["resources"]["requests"].update(cpu="3.5")),
         "cpu: needs",
         label="cpu",
     ),
@@ -696,12 +666,12 @@ CASES: list[Case] = [
     ),
     Case(
         "scaled-object-covers-zones",
-        edit("ScaledObject ranker-scaler", lambda i: i["spec"].update(minReplicaCount=2)),
+        edit(SCALER, lambda i: i["spec"].update(minReplicaCount=2)),
         "below the 3 GPU zones",
         config={"scaled-object-covers-zones": "mandatory"},
     ),
     Case("model-service-complete", drop("PodDisruptionBudget ranker-pdb"), "no PodDisruptionBudget"),
-    Case("model-service-complete", drop("ScaledObject ranker-scaler"), "no ScaledObject", label="scaler"),
+    Case("model-service-complete", drop(SCALER), "no ScaledObject", label="scaler"),
     Case(
         "s3-public-access-blocked",
         edit("BucketPublicAccessBlock models-public-access", lambda i: i.update(restrictPublicBuckets=False)),
@@ -715,36 +685,23 @@ CASES: list[Case] = [
     ),
     Case(
         "s3-tls-only",
-        edit(
-            "BucketPolicy models-tls-only", lambda i: set_statements(i, lambda s: s[0].update(Effect="Allow"))
-        ),
+        in_statements("BucketPolicy models-tls-only", lambda s: s[0].update(Effect="Allow")),
         "without TLS",
     ),
     Case(
         "irsa-one-prefix",
-        edit(
-            "RolePolicy ranker-models-reader",
-            lambda i: set_statements(
-                i, lambda s: s[1].update(Resource=s[1]["Resource"].rsplit("/", 2)[0] + "/*")
-            ),
-        ),
+        in_statements(READER, lambda s: s[1].update(Resource=s[1]["Resource"].rsplit("/", 2)[0] + "/*")),
         "single prefix",
     ),
     Case(
         "irsa-one-prefix",
-        edit(
-            "RolePolicy ranker-models-reader",
-            lambda i: set_statements(i, lambda s: s[1].update(Action="s3:*")),
-        ),
+        in_statements(READER, lambda s: s[1].update(Action="s3:*")),
         "every S3 action",
         label="wildcard",
     ),
     Case(
         "irsa-one-prefix",
-        edit(
-            "RolePolicy ranker-models-reader",
-            lambda i: set_statements(i, lambda s: s[0].update(Resource="arn:aws:s3:::*")),
-        ),
+        in_statements(READER, lambda s: s[0].update(Resource="arn:aws:s3:::*")),
         "not one bucket",
         label="list",
     ),
@@ -776,47 +733,30 @@ CASES: list[Case] = [
         good=add(resource(QUEUE, "interruptions", {"name": "c", "sqsManagedSseEnabled": True})),
         label="sse",
     ),
-    Case(
+    node_pool_case(
         "gpu-nodes-tainted",
-        add(pool_resource(prod=True, change=lambda p: p["spec"]["template"]["spec"].update(taints=[]))),
         "GPU NodePool lacks",
-        good=add(pool_resource(prod=True)),
-        label="node-pool",
+        change=lambda p: p["spec"]["template"]["spec"].update(taints=[]),
     ),
-    Case(
-        "spot-diversified",
-        add(pool_resource(prod=True, types=("g5.xlarge", "g6.xlarge"))),
-        "spot NodePool draws from 2",
-        good=add(pool_resource(prod=True)),
-        label="node-pool",
-    ),
-    Case(
-        "gpu-max-bounded",
-        add(pool_resource(prod=True, change=lambda p: p["spec"].pop("limits"))),
-        "unbounded",
-        good=add(pool_resource(prod=True)),
-        label="node-pool",
-    ),
-    Case(
+    node_pool_case("spot-diversified", "spot NodePool draws from 2", types=("g5.xlarge", "g6.xlarge")),
+    node_pool_case("gpu-max-bounded", "unbounded", change=lambda p: p["spec"].pop("limits")),
+    node_class_case(
         "imds-v2-hop-limit-1",
-        add(node_class_resource(lambda spec: spec["metadataOptions"].update(httpPutResponseHopLimit=2))),
+        lambda spec: spec["metadataOptions"].update(httpPutResponseHopLimit=2),
         "hop limit is 2",
-        good=add(node_class_resource(lambda spec: None)),
-        label="node-class",
+        "node-class",
     ),
-    Case(
+    node_class_case(
         "encrypted-volumes",
-        add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].pop("kmsKeyID"))),
+        lambda spec: spec["blockDeviceMappings"][0]["ebs"].pop("kmsKeyID"),
         "no ebs.kmsKeyID",
-        good=add(node_class_resource(lambda spec: None)),
-        label="node-class-default-key",
+        "node-class-default-key",
     ),
-    Case(
+    node_class_case(
         "encrypted-volumes",
-        add(node_class_resource(lambda spec: spec["blockDeviceMappings"][0]["ebs"].update(encrypted=False))),
+        lambda spec: spec["blockDeviceMappings"][0]["ebs"].update(encrypted=False),
         "not encrypted",
-        good=add(node_class_resource(lambda spec: None)),
-        label="node-class",
+        "node-class",
     ),
     Case(
         "karpenter-interruptions",

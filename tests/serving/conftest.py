@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,18 +15,25 @@ from inferstack.serving.local.demo import build_demo_repository
 from inferstack.serving.local.processes import RuntimeFailure, find_triton, free_port
 from inferstack.serving.local.runtime import LocalRuntime
 from inferstack.serving.models.build import build_model
-from inferstack.serving.models.specs import DynamicBatching, ModelOptions
+from inferstack.serving.models.specs import BuiltModel, DynamicBatching, ModelOptions
 from tests.conftest import unavailable
 
 
-class Ranker(torch.nn.Module):
-    """Two inputs of different dtypes: FP32 features and INT64 ids."""
+class FeaturesAndIds(torch.nn.Module):
+    """FP32 features and INT64 ids (of a vocabulary of 10): two inputs of different dtypes, seeded weights."""
+
+    def __init__(self, *, seed: int, features: int, width: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embedding = torch.nn.Embedding(10, width)
+        self.features = torch.nn.Linear(features, width)
+
+
+class Ranker(FeaturesAndIds):
+    """One score from 6 features and 3 ids."""
 
     def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(7)
-        self.embedding = torch.nn.Embedding(10, 8)
-        self.features = torch.nn.Linear(6, 8)
+        super().__init__(seed=7, features=6, width=8)
         self.head = torch.nn.Linear(8, 1)
 
     def forward(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -51,6 +59,20 @@ BATCHING = ModelOptions(
 )
 
 
+def build_sequence(repository: Path, **options: Any) -> BuiltModel:
+    """Sequence as model "sequence", the length of its tokens and positions variable."""
+    return build_model(
+        Sequence(),
+        [torch.randn(2, 5, 4)],
+        name="sequence",
+        repository=repository,
+        input_names=["tokens"],
+        output_names=["positions", "pooled"],
+        variable_axes={"tokens": [0], "positions": [0]},
+        **options,
+    )
+
+
 def build_test_repository(path: Path) -> Path:
     build_model(
         Ranker(),
@@ -61,16 +83,7 @@ def build_test_repository(path: Path) -> Path:
         output_names=["score"],
         options=BATCHING,
     )
-    build_model(
-        Sequence(),
-        [torch.randn(2, 5, 4)],
-        name="sequence",
-        repository=path,
-        input_names=["tokens"],
-        output_names=["positions", "pooled"],
-        variable_axes={"tokens": [0], "positions": [0]},
-        options=BATCHING,
-    )
+    build_sequence(path, options=BATCHING)
     # The demo in the cluster's format (libtorch): the runtime serves it through the python backend.
     # Two torch threads, not the served default of one per instance on this 2-core machine: the
     # real-metrics test drives it and needs a model slow enough that 32 Python clients queue it.

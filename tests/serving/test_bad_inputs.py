@@ -188,6 +188,18 @@ def cli_cases(scratch: Path) -> list[Bad]:
     up = ("local", "up", "--once", "--no-prometheus")
     build = ("models", "build", "--name", "m", "--input", "x:FP32:4", "--output", "y:FP32:4")
     offline_s3 = ("--endpoint-url", "http://127.0.0.1:9")  # nothing listens: refused before any call
+
+    def publish(
+        label: str,
+        names: str,
+        repository: Path,
+        destination: str = "s3://bucket/p",
+        endpoint: tuple[str, ...] = offline_s3,
+    ) -> Bad:
+        return Bad(
+            f"models publish {label}", names, ("models", "publish", str(repository), destination, *endpoint)
+        )
+
     return [
         Bad("plan --out onto a file", "--out", (*plan, "--out", str(file))),
         Bad("plan --out onto a full disk's device", "--out", (*plan, "--out", "/dev/full")),
@@ -244,31 +256,11 @@ def cli_cases(scratch: Path) -> list[Bad]:
             "max_batch_size",
             (*build, "--torchscript", str(file), "--out", str(scratch / "r"), "--max-batch-size", "-1"),
         ),
-        Bad(
-            "models publish a file",
-            "repository",
-            ("models", "publish", str(file), "s3://bucket/p", *offline_s3),
-        ),
-        Bad(
-            "models publish to a bucket S3 refuses",
-            "destination",
-            ("models", "publish", str(scratch), "s3://Bad_Bucket/p", *offline_s3),
-        ),
-        Bad(
-            "models publish a junk model.pt",
-            "demo/1/model.pt",
-            ("models", "publish", str(junk_repo), "s3://bucket/p", *offline_s3),
-        ),
-        Bad(
-            "models publish a policy naming a missing version",
-            "version_policy",
-            ("models", "publish", str(lacking_repo), "s3://bucket/p", *offline_s3),
-        ),
-        Bad(
-            "models publish --endpoint-url ftp://",
-            "--endpoint-url",
-            ("models", "publish", str(junk_repo), "s3://bucket/p", "--endpoint-url", "ftp://x"),
-        ),
+        publish("a file", "repository", file),
+        publish("to a bucket S3 refuses", "destination", scratch, "s3://Bad_Bucket/p"),
+        publish("a junk model.pt", "demo/1/model.pt", junk_repo),
+        publish("a policy naming a missing version", "version_policy", lacking_repo),
+        publish("--endpoint-url ftp://", "--endpoint-url", junk_repo, endpoint=("--endpoint-url", "ftp://x")),
         Bad("models verify a bucket S3 refuses", "location", ("models", "verify", "s3://B", *offline_s3)),
         Bad("bench --out onto a device", "--out", ("bench", "--out", "/dev/full")),
         Bad("bench --out under a file", "--out", ("bench", "--out", f"{file}/bench")),

@@ -449,17 +449,9 @@ def test_torch_threads_must_be_positive(tmp_path: Path) -> None:
 
 
 def test_variable_axes_get_a_fixed_length_for_perf_analyzer(tmp_path: Path) -> None:
-    from tests.serving.conftest import Sequence as SequenceModel
+    from tests.serving.conftest import build_sequence
 
-    build_model(
-        SequenceModel(),
-        [torch.randn(2, 5, 4)],
-        name="sequence",
-        repository=tmp_path,
-        input_names=["tokens"],
-        output_names=["positions", "pooled"],
-        variable_axes={"tokens": [0], "positions": [0]},
-    )
+    build_sequence(tmp_path)
     model = read_repository(tmp_path)[0]
     assert variable_shapes(model) == {"tokens": [8, 4]}  # batch axis excluded, -1 -> 8
     assert variable_shapes(read_repository(build_demo_repository(tmp_path / "demo"))[0]) == {}

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -84,6 +84,22 @@ def live_url(runtime: LocalRuntime, protocol: Protocol) -> str:
     return runtime.http_url if protocol == "http" else runtime.grpc_url
 
 
+@contextlib.contextmanager
+def broken_first(
+    kind: PeerKind, runtime: LocalRuntime, protocol: Protocol, timeout_s: float = 10.0
+) -> Iterator[tuple[str, TritonClient]]:
+    """A client given a broken endpoint of ``kind`` first and ``runtime`` second; yields both."""
+    with (
+        peer(kind) as broken,
+        TritonClient([broken, live_url(runtime, protocol)], protocol=protocol, timeout_s=timeout_s) as client,
+    ):
+        yield broken, client
+
+
+def demo_inputs() -> dict[str, np.ndarray[Any, np.dtype[np.float32]]]:
+    return {"features": np.ones((1, 16), dtype=np.float32)}
+
+
 @pytest.mark.parametrize(
     ("protocol", "kind"),
     [
@@ -92,12 +108,9 @@ def live_url(runtime: LocalRuntime, protocol: Protocol) -> str:
     ],
 )
 def test_a_broken_endpoint_is_skipped(served: LocalRuntime, protocol: Protocol, kind: PeerKind) -> None:
-    with (
-        peer(kind) as broken,
-        TritonClient([broken, live_url(served, protocol)], protocol=protocol) as client,
-    ):
+    with broken_first(kind, served, protocol) as (_, client):
         assert client.is_ready() and client.is_ready("demo")
-        answer = client.infer("demo", {"features": np.ones((1, 16), dtype=np.float32)})
+        answer = client.infer("demo", demo_inputs())
     assert answer["probabilities"].shape == (1, 4)
     np.testing.assert_allclose(answer["probabilities"].sum(), 1.0, atol=1e-5)
 
@@ -106,11 +119,8 @@ def test_a_broken_endpoint_is_skipped(served: LocalRuntime, protocol: Protocol, 
 def test_after_a_failover_calls_start_at_the_endpoint_that_answered(
     served: LocalRuntime, protocol: Protocol
 ) -> None:
-    inputs = {"features": np.ones((1, 16), dtype=np.float32)}
-    with (
-        peer("silent") as silent,
-        TritonClient([silent, live_url(served, protocol)], protocol=protocol, timeout_s=1.5) as client,
-    ):
+    inputs = demo_inputs()
+    with broken_first("silent", served, protocol, timeout_s=1.5) as (_, client):
         start = time.monotonic()
         client.infer("demo", inputs)
         first = time.monotonic() - start
@@ -158,7 +168,7 @@ def test_a_bad_request_is_not_retried_elsewhere(served: LocalRuntime, protocol: 
     live = live_url(served, protocol)
     with TritonClient([live, live], protocol=protocol) as client:
         with pytest.raises(TritonRequestError) as caught:  # the server's own refusal
-            client.infer("no-such-model", {"features": np.ones((1, 16), dtype=np.float32)})
+            client.infer("no-such-model", demo_inputs())
         assert "no-such-model" in str(caught.value) and client.retries == 0
         with pytest.raises(InvalidInput) as refused:  # refused before sending: the config says so
             client.infer("demo", {"wrong_name": np.ones((1, 16), dtype=np.float32)})
@@ -230,11 +240,8 @@ def test_endpoint_forms() -> None:
 def test_a_failed_endpoint_is_tried_last_until_its_back_off_ends(
     served: LocalRuntime, protocol: Protocol
 ) -> None:
-    inputs = {"features": np.ones((1, 16), dtype=np.float32)}
-    with (
-        peer("refuses") as dead,
-        TritonClient([dead, live_url(served, protocol)], protocol=protocol) as client,
-    ):
+    inputs = demo_inputs()
+    with broken_first("refuses", served, protocol) as (dead, client):
         for _ in range(6):
             client.infer("demo", inputs)
         assert client.retries == 1, "the dead endpoint was tried again inside its back-off"

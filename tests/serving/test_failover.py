@@ -30,10 +30,8 @@ from inferstack.serving.client.failover import (
     local_timing,
 )
 from inferstack.serving.local.demo import build_demo_repository
-from inferstack.serving.local.processes import RuntimeFailure, find_triton
 from inferstack.serving.local.runtime import LocalRuntime
 from inferstack.serving.models.repository import generate_inputs
-from tests.conftest import unavailable
 
 
 class FakeClock:
@@ -119,11 +117,9 @@ SCHEDULING_SLACK_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRuntime, LocalRuntime]]:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
+def regions(
+    tmp_path_factory: pytest.TempPathFactory, triton_present: None
+) -> Iterator[tuple[LocalRuntime, LocalRuntime]]:
     repository = build_demo_repository(tmp_path_factory.mktemp("repository"))
     with (
         LocalRuntime(repository, work_dir=tmp_path_factory.mktemp("primary")) as primary,

@@ -15,19 +15,13 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.infra.log_volume import TRITON_LOG_BYTES_PER_REQUEST, TRITON_LOG_LINES_PER_REQUEST
 from inferstack.serving.client.client import TritonClient
 from inferstack.serving.local.demo import build_demo_repository
-from inferstack.serving.local.processes import RuntimeFailure, find_triton
 from inferstack.serving.local.runtime import LocalRuntime
-from tests.conftest import unavailable
 
 REQUESTS = 100
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
+def repository(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> Iterator[Path]:
     yield build_demo_repository(tmp_path_factory.mktemp("repository"))
 
 

@@ -14,7 +14,7 @@ import torch
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.client.client import TritonClient
-from inferstack.serving.local.processes import SMOKE_TOLERANCE, RuntimeFailure, find_triton
+from inferstack.serving.local.processes import SMOKE_TOLERANCE
 from inferstack.serving.local.runtime import LocalRuntime
 from inferstack.serving.models.build import build_from_signature, build_model
 from inferstack.serving.models.export import load_torchscript
@@ -27,7 +27,6 @@ from inferstack.serving.models.precision import (
 )
 from inferstack.serving.models.repository import demo_model, read_repository
 from inferstack.serving.models.specs import LatestVersions, ModelOptions, TensorSpec
-from tests.conftest import unavailable
 from tests.serving.conftest import Ranker
 
 REDUCED = ("fp16", "bf16", "int8-dynamic")
@@ -149,28 +148,24 @@ def test_top1_agreement_is_measured_on_classifiers_and_enforced(tmp_path: Path) 
 
 def test_int8_dynamic_is_refused_on_gpu_instances_before_anything_runs(tmp_path: Path) -> None:
     module, example = demo_model()
-    with pytest.raises(InvalidInput, match="CPU only") as error:
-        build_model(
+
+    def build_for_gpu(name: str, precision: str) -> Any:
+        return build_model(
             module,
             example,
-            name="gpu-int8",
+            name=name,
             repository=tmp_path,
             target="pytorch_libtorch",
             options=ModelOptions(instance_kind="KIND_GPU"),
-            precision=PrecisionOptions("int8-dynamic"),
+            precision=PrecisionOptions(precision),  # type: ignore[arg-type]
         )
+
+    with pytest.raises(InvalidInput, match="CPU only") as error:
+        build_for_gpu("gpu-int8", "int8-dynamic")
     assert error.value.field == "precision"
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
     # The GPU target takes FP16, with the FP32 boundary the libtorch backend binds to.
-    built = build_model(
-        module,
-        example,
-        name="gpu-fp16",
-        repository=tmp_path,
-        target="pytorch_libtorch",
-        options=ModelOptions(instance_kind="KIND_GPU"),
-        precision=PrecisionOptions("fp16"),
-    )
+    built = build_for_gpu("gpu-fp16", "fp16")
     assert "TYPE_FP32" in built.config_text and built.report is not None
 
 
@@ -319,11 +314,7 @@ def test_served_tolerance_is_the_builds_own_bound(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reduced_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
+def reduced_runtime(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> Iterator[LocalRuntime]:
     repository = tmp_path_factory.mktemp("reduced")
     for precision in ("fp16", "int8-dynamic"):
         build_mlp(repository, precision)

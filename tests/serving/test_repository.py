@@ -39,19 +39,17 @@ from inferstack.serving.models.specs import (
     parse_tensor_spec,
 )
 from inferstack.serving.models.tuning import default_instance_count
+from tests.serving.conftest import FeaturesAndIds
 
 
-class TwoInputs(torch.nn.Module):
-    """FP32 features and INT64 ids of variable length: two inputs of different dtypes."""
+class TwoInputs(FeaturesAndIds):
+    """Two outputs from 3 features and ids of any length."""
 
     def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(1)
-        self.embedding = torch.nn.Embedding(10, 4)
-        self.linear = torch.nn.Linear(3, 4)
+        super().__init__(seed=1, features=3, width=4)
 
     def forward(self, features: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.linear(features) + self.embedding(ids).mean(dim=1), ids.sum(dim=1, keepdim=True)
+        return self.features(features) + self.embedding(ids).mean(dim=1), ids.sum(dim=1, keepdim=True)
 
 
 def build_ranker(repository: Path, **kwargs: Any) -> BuiltModel:

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.client.client import TritonClient
 from inferstack.serving.local.demo import build_demo_repository
-from inferstack.serving.local.processes import RuntimeFailure, find_triton
 from inferstack.serving.local.runtime import LocalRuntime
 from inferstack.serving.local.tracing import (
     SpanReceiver,
@@ -36,69 +36,68 @@ from inferstack.serving.local.triton_logs import (
     triton_log_args,
     write_json_lines,
 )
-from tests.conftest import packages_loaded_by, unavailable
+from tests.conftest import packages_loaded_by
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def exported(
+    span_id: str,
+    parent: str,
+    name: str,
+    events: dict[str, str],
+    *,
+    attributes: list[dict[str, Any]] | None = None,
+    resource: dict[str, Any] | None = None,
+    scope: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One span in one OTLP/JSON export, as Triton 2.51 sends it: the span starts at its first event and
+    ends at its last; attributes, resource and scope appear where Triton sends them."""
+    times = list(events.values())
+    span: dict[str, Any] = {
+        **({} if attributes is None else {"attributes": attributes}),
+        "endTimeUnixNano": times[-1],
+        "events": [{"name": event, "timeUnixNano": at} for event, at in events.items()],
+        "kind": 2,
+        "name": name,
+        "parentSpanId": parent,
+        "spanId": span_id,
+        "startTimeUnixNano": times[0],
+        "traceId": TRACE,
+    }
+    scopes = {"spans": [span]} if scope is None else {"scope": scope, "spans": [span]}
+    found = {"scopeSpans": [scopes]} if resource is None else {"resource": resource, "scopeSpans": [scopes]}
+    return {"resourceSpans": [found]}
+
+
 # Two of the three exports Triton 2.51 made for one request (trimmed to one resource attribute).
-MODEL_SPAN = {
-    "resourceSpans": [
-        {
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "triton-local"}}]},
-            "scopeSpans": [
-                {
-                    "scope": {"name": "triton-server"},
-                    "spans": [
-                        {
-                            "attributes": [
-                                {"key": "triton.model_name", "value": {"stringValue": "demo"}},
-                                {"key": "triton.model_version", "value": {"intValue": "1"}},
-                            ],
-                            "endTimeUnixNano": "1795452823964576888",
-                            "events": [
-                                {"name": "REQUEST_START", "timeUnixNano": "1795452823813186568"},
-                                {"name": "QUEUE_START", "timeUnixNano": "1795452823813212757"},
-                                {"name": "REQUEST_END", "timeUnixNano": "1795452823964576888"},
-                            ],
-                            "kind": 2,
-                            "name": "demo",
-                            "parentSpanId": "0edf482053b46ce9",
-                            "spanId": "610c238a3262a793",
-                            "startTimeUnixNano": "1795452823813186568",
-                            "traceId": TRACE,
-                        }
-                    ],
-                }
-            ],
-        }
-    ]
-}
-COMPUTE_SPAN = {
-    "resourceSpans": [
-        {
-            "scopeSpans": [
-                {
-                    "spans": [
-                        {
-                            "endTimeUnixNano": "1795452823963605510",
-                            "events": [
-                                {"name": "COMPUTE_START", "timeUnixNano": "1795452823815568879"},
-                                {"name": "COMPUTE_INPUT_END", "timeUnixNano": "1795452823815886743"},
-                                {"name": "COMPUTE_OUTPUT_START", "timeUnixNano": "1795452823963478350"},
-                                {"name": "COMPUTE_END", "timeUnixNano": "1795452823963605510"},
-                            ],
-                            "kind": 2,
-                            "name": "compute",
-                            "parentSpanId": "610c238a3262a793",
-                            "spanId": "593899af3ee3fd30",
-                            "startTimeUnixNano": "1795452823815568879",
-                            "traceId": TRACE,
-                        }
-                    ]
-                }
-            ]
-        }
-    ]
-}
+MODEL_SPAN = exported(
+    "610c238a3262a793",
+    "0edf482053b46ce9",
+    "demo",
+    {
+        "REQUEST_START": "1795452823813186568",
+        "QUEUE_START": "1795452823813212757",
+        "REQUEST_END": "1795452823964576888",
+    },
+    attributes=[
+        {"key": "triton.model_name", "value": {"stringValue": "demo"}},
+        {"key": "triton.model_version", "value": {"intValue": "1"}},
+    ],
+    resource={"attributes": [{"key": "service.name", "value": {"stringValue": "triton-local"}}]},
+    scope={"name": "triton-server"},
+)
+COMPUTE_SPAN = exported(
+    "593899af3ee3fd30",
+    "610c238a3262a793",
+    "compute",
+    {
+        "COMPUTE_START": "1795452823815568879",
+        "COMPUTE_INPUT_END": "1795452823815886743",
+        "COMPUTE_OUTPUT_START": "1795452823963478350",
+        "COMPUTE_END": "1795452823963605510",
+    },
+)
 
 
 def test_triton_json_exports_decode_with_hex_ids() -> None:
@@ -188,11 +187,9 @@ def test_log_lines_become_records_with_request_ids(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRuntime, SpanReceiver]]:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
+def traced(
+    tmp_path_factory: pytest.TempPathFactory, triton_present: None
+) -> Iterator[tuple[LocalRuntime, SpanReceiver]]:
     repository = build_demo_repository(tmp_path_factory.mktemp("repository"))
     with SpanReceiver() as receiver:
         args = [
@@ -280,14 +277,10 @@ def test_the_clusters_fluent_bit_reads_this_tritons_log_with_request_ids(
 
 @pytest.mark.real_server
 def test_local_up_prints_where_traced_requests_spent_their_time(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], triton_present: None
 ) -> None:
     from inferstack.cli.main import main
 
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
     work = tmp_path / "work"
     assert (
         main(["local", "up", "--once", "--json", "--no-prometheus", "--trace", "3", "--work-dir", str(work)])

@@ -18,14 +18,14 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.serving.client.client import TritonClient, TritonRequestError
 from inferstack.serving.client.traffic_split import TrafficSplit, _Diffusion, exercise, settled_counts
 from inferstack.serving.local.demo import build_canary_demo_repository
-from inferstack.serving.local.processes import SMOKE_TOLERANCE, RuntimeFailure, find_triton
+from inferstack.serving.local.processes import SMOKE_TOLERANCE
 from inferstack.serving.local.prometheus import LocalPrometheus, ScrapeTarget
 from inferstack.serving.local.runtime import LocalRuntime
 from inferstack.serving.models.build import build_model
 from inferstack.serving.models.precision import served_tolerance
 from inferstack.serving.models.repository import demo_model, generate_inputs, read_repository
 from inferstack.serving.models.specs import ModelOptions, SpecificVersions
-from tests.conftest import require_tool, unavailable
+from tests.conftest import require_tool
 
 NAMESPACE = "serving"
 
@@ -104,11 +104,7 @@ def build_flaky(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
+def two_versions(tmp_path_factory: pytest.TempPathFactory, triton_present: None) -> Iterator[LocalRuntime]:
     repository = build_canary_demo_repository(tmp_path_factory.mktemp("canary"))
     build_flaky(repository)
     with LocalRuntime(repository, work_dir=tmp_path_factory.mktemp("runtime"), progress=print) as runtime:
@@ -214,11 +210,9 @@ def test_p99_of_each_version_comes_from_triton(
 
 
 @pytest.mark.real_server
-def test_local_up_shows_the_split_and_the_mirror(capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        find_triton()
-    except RuntimeFailure as error:
-        unavailable(str(error))
+def test_local_up_shows_the_split_and_the_mirror(
+    capsys: pytest.CaptureFixture[str], triton_present: None
+) -> None:
     require_tool("prometheus")
     command = ["local", "up", "--canary", "--once", "--json", "--canary-requests", "50"]
     assert main([*command, "--canary-weight", "10", "--mirror", "20"]) == 0
