@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
@@ -27,7 +26,7 @@ from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.storage import GP3
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import service_account_role
+from inferstack.infra.irsa import Oidc, irsa_role
 from inferstack.infra.node_plans import NODE_ROLE_LABEL
 
 _RETENTION = re.compile(r"^[1-9][0-9]*[hdwy]$")
@@ -203,19 +202,11 @@ class Monitoring(pulumi.ComponentResource):
     def _sns_role(self, name: str, args: MonitoringArgs) -> pulumi.Output[str]:
         if args.oidc_provider_arn is None or args.oidc_issuer_url is None:
             raise InvalidInput("oidc_provider_arn", None, "the cluster's OIDC provider, for SNS receivers")
-        child = pulumi.ResourceOptions(parent=self)
-        role = service_account_role(
+        return irsa_role(
             f"{name}-alertmanager",
-            oidc_provider_arn=args.oidc_provider_arn,
-            oidc_issuer_url=args.oidc_issuer_url,
-            namespace=args.namespace,
-            service_account=ALERTMANAGER_SERVICE_ACCOUNT,
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-alertmanager-sns",
-            role=role.id,
-            policy=json.dumps(sns_publish_policy(args.alerts.sns_topic_arns)),
-            opts=child,
-        )
-        return role.arn
+            Oidc(args.oidc_provider_arn, args.oidc_issuer_url),
+            args.namespace,
+            ALERTMANAGER_SERVICE_ACCOUNT,
+            policies={f"{name}-alertmanager-sns": json.dumps(sns_publish_policy(args.alerts.sns_topic_arns))},
+            opts=pulumi.ResourceOptions(parent=self),
+        ).role.arn

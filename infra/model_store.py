@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import service_account_role
+from inferstack.infra.irsa import Oidc, irsa_role
 from inferstack.infra.names import check_bucket_prefix
 
 # Re-exported: the stack and TritonModelService import it from here.
@@ -194,18 +194,14 @@ class ModelStore(pulumi.ComponentResource):
         for field_name, value in (("namespace", namespace), ("service_account", service_account)):
             if not _DNS_LABEL.match(value):
                 raise InvalidInput(field_name, value, "a DNS-1123 label (lowercase letters, digits, '-')")
-        role = service_account_role(
+        return irsa_role(
             f"{name}-reader",
-            oidc_provider_arn=oidc_provider_arn,
-            oidc_issuer_url=oidc_issuer_url,
-            namespace=namespace,
-            service_account=service_account,
+            Oidc(oidc_provider_arn, oidc_issuer_url),
+            namespace,
+            service_account,
+            policies={
+                f"{name}-reader": self.bucket_arn.apply(lambda arn: json.dumps(reader_policy(arn, prefix)))
+            },
             opts=opts,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-reader",
-            role=role.id,
-            policy=self.bucket_arn.apply(lambda arn: json.dumps(reader_policy(arn, prefix))),
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=role)),
-        )
-        return role
+            grants_under_role=True,
+        ).role
