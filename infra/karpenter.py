@@ -89,6 +89,11 @@ def controller_policy(
     ec2 = f"arn:{partition}:ec2:{region}"
     owned = {f"aws:RequestTag/kubernetes.io/cluster/{cluster_name}": "owned"}
     owned_resource = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}": "owned"}
+    # An existing resource this cluster's Karpenter made: owned by the cluster, tagged with a NodePool.
+    karpenters_own = {
+        "StringEquals": owned_resource,
+        "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+    }
     launched = [f"{ec2}:*:{kind}/*" for kind in ("fleet", "instance", "volume", "network-interface")]
     return _policy(
         {
@@ -109,10 +114,7 @@ def controller_policy(
             "Effect": "Allow",
             "Resource": f"{ec2}:*:launch-template/*",
             "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-            "Condition": {
-                "StringEquals": owned_resource,
-                "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-            },
+            "Condition": karpenters_own,
         },
         {
             "Sid": "AllowScopedEC2InstanceActionsWithTags",
@@ -144,8 +146,7 @@ def controller_policy(
             "Resource": f"{ec2}:*:instance/*",
             "Action": "ec2:CreateTags",
             "Condition": {
-                "StringEquals": owned_resource,
-                "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                **karpenters_own,
                 "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster_name},
                 "ForAllValues:StringEquals": {
                     "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
@@ -157,10 +158,7 @@ def controller_policy(
             "Effect": "Allow",
             "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
             "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-            "Condition": {
-                "StringEquals": owned_resource,
-                "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-            },
+            "Condition": karpenters_own,
         },
         {
             "Sid": "AllowRegionalReadActions",
