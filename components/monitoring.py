@@ -43,16 +43,13 @@ def prometheus_url(namespace: str) -> str:
 
 
 def kube_prometheus_stack_values(
+    args: MonitoringArgs,
     *,
-    retention: str,
-    storage_gib: int,
-    storage_class: str,
     grafana_admin_password: pulumi.Input[str],
-    node_selector: dict[str, str],
-    jaeger_url: str | None = None,
     alertmanager: pulumi.Input[dict[str, Any]] | None = None,
     alertmanager_role_arn: pulumi.Input[str] | None = None,
 ) -> dict[str, Any]:
+    """The chart's values for ``args`` (retention, volume, placement, trace data source)."""
     operator_image = {"tag": PROMETHEUS_OPERATOR_IMAGE_TAG}
     account: dict[str, Any] = {"create": True, "name": ALERTMANAGER_SERVICE_ACCOUNT}
     if alertmanager_role_arn is not None:
@@ -70,14 +67,14 @@ def kube_prometheus_stack_values(
                 "serviceMonitorSelectorNilUsesHelmValues": False,
                 "podMonitorSelectorNilUsesHelmValues": False,
                 "ruleSelectorNilUsesHelmValues": False,
-                "retention": retention,
-                "nodeSelector": node_selector,
+                "retention": args.retention,
+                "nodeSelector": args.node_selector,
                 "storageSpec": {
                     "volumeClaimTemplate": {
                         "spec": {
-                            "storageClassName": storage_class,
+                            "storageClassName": args.storage_class,
                             "accessModes": ["ReadWriteOnce"],
-                            "resources": {"requests": {"storage": f"{storage_gib}Gi"}},
+                            "resources": {"requests": {"storage": f"{args.storage_gib}Gi"}},
                         }
                     }
                 },
@@ -100,7 +97,7 @@ def kube_prometheus_stack_values(
                     "searchNamespace": "ALL",
                 }
             },
-            "additionalDataSources": [] if jaeger_url is None else [jaeger_data_source(jaeger_url)],
+            "additionalDataSources": [] if args.jaeger_url is None else [jaeger_data_source(args.jaeger_url)],
         },
     }
 
@@ -162,12 +159,8 @@ class Monitoring(pulumi.ComponentResource):
             KUBE_PROMETHEUS_STACK,
             namespace=args.namespace,
             values=kube_prometheus_stack_values(
-                retention=args.retention,
-                storage_gib=args.storage_gib,
-                storage_class=args.storage_class,
+                args,
                 grafana_admin_password=password.result,
-                node_selector=args.node_selector,
-                jaeger_url=args.jaeger_url,
                 alertmanager=pulumi.Output.secret(routing) if secret else routing,
                 alertmanager_role_arn=role_arn,
             ),
