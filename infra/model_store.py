@@ -162,14 +162,12 @@ class ModelStore(pulumi.ComponentResource):
         if args.noncurrent_version_days < 1:
             raise InvalidInput("noncurrent_version_days", args.noncurrent_version_days, "an integer >= 1")
         super().__init__("inferstack:model_store:ModelStore", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        tags = {"inferstack.io/purpose": "model-repository", **args.tags}
         bucket = aws.s3.Bucket(
             f"{name}-bucket",
             bucket_prefix=f"{name}-",
             force_destroy=args.force_destroy,
-            tags=tags,
-            opts=child,
+            tags={"inferstack.io/purpose": "model-repository", **args.tags},
+            opts=pulumi.ResourceOptions(parent=self),
         )
         # S3 answers OperationAborted (409) to concurrent changes of one bucket's configuration:
         # each setting waits for the one before it.

@@ -210,14 +210,14 @@ class GpuGroupOptions(TypedDict, total=False):
     release_version: str | None  # None: the pinned AL2023 release of the cluster's Kubernetes version
 
 
-ON_DEMAND_GPU_DEFAULTS = GpuGroupOptions(
-    ami_type="AL2023_x86_64_NVIDIA",
-    min_size=0,
-    desired_size=1,
-    max_size=4,
-    disk_gib=200,
-    release_version=None,
-)
+ON_DEMAND_GPU_DEFAULTS: GpuGroupOptions = {
+    "ami_type": "AL2023_x86_64_NVIDIA",
+    "min_size": 0,
+    "desired_size": 1,
+    "max_size": 4,
+    "disk_gib": 200,
+    "release_version": None,
+}
 SPOT_GPU_DEFAULTS: GpuGroupOptions = {**ON_DEMAND_GPU_DEFAULTS, "desired_size": 0, "max_size": 6}
 
 
