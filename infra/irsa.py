@@ -1,6 +1,6 @@
 """IAM Roles for Service Accounts: the trust policy that lets one Kubernetes service account assume a role,
-and the role itself, which every component granting AWS access to a pod (model store readers, the VPC CNI,
-the EBS CSI driver, the cluster autoscaler) makes the same way.
+and the role itself with its policies, which every component granting AWS access to a pod (model store
+readers, the VPC CNI, the EBS CSI driver, the cluster autoscaler, Karpenter) makes the same way.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def irsa_role(
 ) -> GrantedRole:
     """The role of ``namespace/service_account`` with its permissions: inline ``policies`` (logical name
     -> document) and managed ``policy_arns`` (logical name -> ARN). ``grants_under_role`` parents the
-    grants to the role rather than to the role's own parent."""
+    grants to the role, where some callers' grants have always been: a new parent is a new URN."""
     role = service_account_role(
         resource_name,
         oidc_provider_arn=oidc.oidc_provider_arn,
