@@ -46,7 +46,7 @@ def platform_rule_groups(
             "rules": [
                 _alert(
                     "GPUMemoryNearlyFull",
-                    _with_service(f"{promql.gpu_memory_used_ratio()} > {gpu_memory_ratio}"),
+                    _with_service(f"{promql.GPU_MEMORY_USED_RATIO} > {gpu_memory_ratio}"),
                     "10m",
                     "P1",
                     "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is over "

@@ -25,7 +25,7 @@ from inferstack.components.manifests import namespace
 from inferstack.components.promql import SPOT_NODE_GROUPS
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import service_account_role
+from inferstack.infra.irsa import irsa_role
 from inferstack.infra.node_plans import NODE_ROLE_LABEL
 
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
@@ -184,20 +184,15 @@ class Autoscaling(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None,
     ) -> pulumi.Output[str]:
         child = child_options(self, opts)
-        role = service_account_role(
+        policy = cluster_name.apply(lambda cluster: json.dumps(autoscaler_policy(cluster)))
+        role = irsa_role(
             f"{name}-cluster-autoscaler",
-            oidc_provider_arn=args.oidc_provider_arn,
-            oidc_issuer_url=args.oidc_issuer_url,
-            namespace=args.autoscaler_namespace,
-            service_account=AUTOSCALER_SERVICE_ACCOUNT,
+            args,
+            args.autoscaler_namespace,
+            AUTOSCALER_SERVICE_ACCOUNT,
+            policies={f"{name}-cluster-autoscaler": policy},
             opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-cluster-autoscaler",
-            role=role.id,
-            policy=cluster_name.apply(lambda cluster: json.dumps(autoscaler_policy(cluster))),
-            opts=child,
-        )
+        ).role
         release(
             f"{name}-cluster-autoscaler",
             CLUSTER_AUTOSCALER,

@@ -78,29 +78,29 @@ def gpu_dashboard() -> dict[str, Any]:
             (
                 "GPU utilisation by node",
                 "percent",
-                [(promql.gpu_utilization_by_node(), "{{Hostname}} gpu {{gpu}}")],
+                [(promql.GPU_UTILIZATION_BY_NODE, "{{Hostname}} gpu {{gpu}}")],
             ),
             (
                 "GPU utilisation by pod",
                 "percent",
-                [(promql.gpu_utilization_by_pod(), "{{namespace}}/{{pod}}")],
+                [(promql.GPU_UTILIZATION_BY_POD, "{{namespace}}/{{pod}}")],
             ),
             (
                 "Framebuffer used / free",
                 "bytes",
                 [
-                    (promql.gpu_memory_used_bytes(), "used {{Hostname}} gpu {{gpu}}"),
-                    (promql.gpu_memory_free_bytes(), "free {{Hostname}} gpu {{gpu}}"),
+                    (promql.GPU_MEMORY_USED_BYTES, "used {{Hostname}} gpu {{gpu}}"),
+                    (promql.GPU_MEMORY_FREE_BYTES, "free {{Hostname}} gpu {{gpu}}"),
                 ],
             ),
             (
                 "Framebuffer used by pod",
                 "bytes",
-                [(promql.gpu_memory_used_bytes_by_pod(), "{{namespace}}/{{pod}}")],
+                [(promql.GPU_MEMORY_USED_BYTES_BY_POD, "{{namespace}}/{{pod}}")],
             ),
-            ("Power", "watt", [(promql.gpu_power_watts(), "{{Hostname}} gpu {{gpu}}")]),
-            ("Temperature", "celsius", [(promql.gpu_temperature_celsius(), "{{Hostname}} gpu {{gpu}}")]),
-            ("XID errors (last code)", "none", [(promql.gpu_xid_errors(), "{{Hostname}} gpu {{gpu}}")]),
+            ("Power", "watt", [(promql.GPU_POWER_WATTS, "{{Hostname}} gpu {{gpu}}")]),
+            ("Temperature", "celsius", [(promql.GPU_TEMPERATURE_CELSIUS, "{{Hostname}} gpu {{gpu}}")]),
+            ("XID errors (last code)", "none", [(promql.GPU_XID_ERRORS, "{{Hostname}} gpu {{gpu}}")]),
         ],
         [],
     )

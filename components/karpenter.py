@@ -21,7 +21,7 @@ replaces drifted nodes more than one at a time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -200,20 +200,12 @@ def node_class_subnet_tags(cluster_name: str) -> dict[str, str]:
     return {key: tags[key] for key in (f"kubernetes.io/cluster/{cluster_name}", "inferstack.io/tier")}
 
 
-def ec2_node_class(
-    name: str,
-    *,
-    cluster_name: str,
-    kubernetes_version: str,
-    instance_profile: str,
-    disk_gib: int,
-    tags: Mapping[str, str],
-    reservation_ids: Sequence[str] = (),
-    kms_key_id: pulumi.Input[str] | None = None,
-) -> dict[str, Any]:
+def ec2_node_class(name: str, args: KarpenterArgs, reservation_ids: Sequence[str] = ()) -> dict[str, Any]:
+    """The EC2NodeClass ``name`` of ``args``'s cluster, launching into ``reservation_ids`` if any."""
+    cluster_name, kms_key_id = args.cluster_name, args.volume_kms_key_arn
     spec: dict[str, Any] = {
-        "amiSelectorTerms": [{"alias": al2023_alias(kubernetes_version)}],
-        "instanceProfile": instance_profile,
+        "amiSelectorTerms": [{"alias": al2023_alias(args.kubernetes_version)}],
+        "instanceProfile": args.instance_profile,
         "subnetSelectorTerms": [{"tags": node_class_subnet_tags(cluster_name)}],
         "securityGroupSelectorTerms": [{"tags": {DISCOVERY_TAG: cluster_name}}],
         "metadataOptions": {
@@ -228,7 +220,7 @@ def ec2_node_class(
                 "deviceName": ROOT_VOLUME,
                 "rootVolume": True,
                 "ebs": {
-                    "volumeSize": f"{disk_gib}Gi",
+                    "volumeSize": f"{args.disk_gib}Gi",
                     "volumeType": "gp3",
                     "encrypted": True,
                     "deleteOnTermination": True,
@@ -237,7 +229,7 @@ def ec2_node_class(
                 },
             }
         ],
-        "tags": {"inferstack.io/cluster": cluster_name, **tags},
+        "tags": {"inferstack.io/cluster": cluster_name, **args.tags},
     }
     if reservation_ids:
         spec["capacityReservationSelectorTerms"] = [{"id": rid} for rid in reservation_ids]
@@ -249,28 +241,21 @@ def ec2_node_class(
     }
 
 
-def karpenter_values(
-    *,
-    cluster_name: str,
-    cluster_endpoint: pulumi.Input[str],
-    interruption_queue: pulumi.Input[str],
-    role_arn: pulumi.Input[str],
-    node_repair: bool,
-) -> dict[str, Any]:
+def karpenter_values(args: KarpenterArgs) -> dict[str, Any]:
     """The controller on the system group, reading the interruption queue, repairing nodes if asked."""
     return {
         "settings": {
-            "clusterName": cluster_name,
-            "clusterEndpoint": cluster_endpoint,
-            "interruptionQueue": interruption_queue,
+            "clusterName": args.cluster_name,
+            "clusterEndpoint": args.cluster_endpoint,
+            "interruptionQueue": args.interruption_queue,
             # Replaces a node whose monitoring agent reports an unhealthy condition (a fatal GPU XID
             # among them) once it has lasted the condition's toleration; alpha in 1.14, off by default.
-            "featureGates": {"nodeRepair": node_repair},
+            "featureGates": {"nodeRepair": args.node_repair},
         },
         "serviceAccount": {
             "create": True,
             "name": SERVICE_ACCOUNT,
-            "annotations": {"eks.amazonaws.com/role-arn": role_arn},
+            "annotations": {"eks.amazonaws.com/role-arn": args.controller_role_arn},
         },
         "replicas": 2,
         "nodeSelector": {"kubernetes.io/os": "linux", NODE_ROLE_LABEL: "system"},
@@ -330,13 +315,7 @@ class Karpenter(pulumi.ComponentResource):
             f"{name}-controller",
             KARPENTER,
             namespace=NAMESPACE,
-            values=karpenter_values(
-                cluster_name=args.cluster_name,
-                cluster_endpoint=args.cluster_endpoint,
-                interruption_queue=args.interruption_queue,
-                role_arn=args.controller_role_arn,
-                node_repair=args.node_repair,
-            ),
+            values=karpenter_values(args),
             opts=child_options(self, opts, after=[crds]),
             skip_crds=True,  # the CRD release owns them
         )
@@ -344,16 +323,7 @@ class Karpenter(pulumi.ComponentResource):
         node_classes = [
             custom_resource(
                 f"{name}-{class_name}",
-                ec2_node_class(
-                    class_name,
-                    cluster_name=args.cluster_name,
-                    kubernetes_version=args.kubernetes_version,
-                    instance_profile=args.instance_profile,
-                    disk_gib=args.disk_gib,
-                    tags=args.tags,
-                    reservation_ids=ids,
-                    kms_key_id=args.volume_kms_key_arn,
-                ),
+                ec2_node_class(class_name, args, ids),
                 child_options(self, opts, after=[crds, controller]),
             )
             for class_name, ids in classes.items()

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
@@ -27,7 +26,7 @@ from inferstack.components.manifests import custom_resource, namespace
 from inferstack.components.storage import GP3
 from inferstack.infra.children import child_options
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import service_account_role
+from inferstack.infra.irsa import Oidc, irsa_role
 from inferstack.infra.node_plans import NODE_ROLE_LABEL
 
 _RETENTION = re.compile(r"^[1-9][0-9]*[hdwy]$")
@@ -44,16 +43,13 @@ def prometheus_url(namespace: str) -> str:
 
 
 def kube_prometheus_stack_values(
+    args: MonitoringArgs,
     *,
-    retention: str,
-    storage_gib: int,
-    storage_class: str,
     grafana_admin_password: pulumi.Input[str],
-    node_selector: dict[str, str],
-    jaeger_url: str | None = None,
     alertmanager: pulumi.Input[dict[str, Any]] | None = None,
     alertmanager_role_arn: pulumi.Input[str] | None = None,
 ) -> dict[str, Any]:
+    """The chart's values for ``args`` (retention, volume, placement, trace data source)."""
     operator_image = {"tag": PROMETHEUS_OPERATOR_IMAGE_TAG}
     account: dict[str, Any] = {"create": True, "name": ALERTMANAGER_SERVICE_ACCOUNT}
     if alertmanager_role_arn is not None:
@@ -71,14 +67,14 @@ def kube_prometheus_stack_values(
                 "serviceMonitorSelectorNilUsesHelmValues": False,
                 "podMonitorSelectorNilUsesHelmValues": False,
                 "ruleSelectorNilUsesHelmValues": False,
-                "retention": retention,
-                "nodeSelector": node_selector,
+                "retention": args.retention,
+                "nodeSelector": args.node_selector,
                 "storageSpec": {
                     "volumeClaimTemplate": {
                         "spec": {
-                            "storageClassName": storage_class,
+                            "storageClassName": args.storage_class,
                             "accessModes": ["ReadWriteOnce"],
-                            "resources": {"requests": {"storage": f"{storage_gib}Gi"}},
+                            "resources": {"requests": {"storage": f"{args.storage_gib}Gi"}},
                         }
                     }
                 },
@@ -101,7 +97,7 @@ def kube_prometheus_stack_values(
                     "searchNamespace": "ALL",
                 }
             },
-            "additionalDataSources": [] if jaeger_url is None else [jaeger_data_source(jaeger_url)],
+            "additionalDataSources": [] if args.jaeger_url is None else [jaeger_data_source(args.jaeger_url)],
         },
     }
 
@@ -163,12 +159,8 @@ class Monitoring(pulumi.ComponentResource):
             KUBE_PROMETHEUS_STACK,
             namespace=args.namespace,
             values=kube_prometheus_stack_values(
-                retention=args.retention,
-                storage_gib=args.storage_gib,
-                storage_class=args.storage_class,
+                args,
                 grafana_admin_password=password.result,
-                node_selector=args.node_selector,
-                jaeger_url=args.jaeger_url,
                 alertmanager=pulumi.Output.secret(routing) if secret else routing,
                 alertmanager_role_arn=role_arn,
             ),
@@ -203,19 +195,11 @@ class Monitoring(pulumi.ComponentResource):
     def _sns_role(self, name: str, args: MonitoringArgs) -> pulumi.Output[str]:
         if args.oidc_provider_arn is None or args.oidc_issuer_url is None:
             raise InvalidInput("oidc_provider_arn", None, "the cluster's OIDC provider, for SNS receivers")
-        child = pulumi.ResourceOptions(parent=self)
-        role = service_account_role(
+        return irsa_role(
             f"{name}-alertmanager",
-            oidc_provider_arn=args.oidc_provider_arn,
-            oidc_issuer_url=args.oidc_issuer_url,
-            namespace=args.namespace,
-            service_account=ALERTMANAGER_SERVICE_ACCOUNT,
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-alertmanager-sns",
-            role=role.id,
-            policy=json.dumps(sns_publish_policy(args.alerts.sns_topic_arns)),
-            opts=child,
-        )
-        return role.arn
+            Oidc(args.oidc_provider_arn, args.oidc_issuer_url),
+            args.namespace,
+            ALERTMANAGER_SERVICE_ACCOUNT,
+            policies={f"{name}-alertmanager-sns": json.dumps(sns_publish_policy(args.alerts.sns_topic_arns))},
+            opts=pulumi.ResourceOptions(parent=self),
+        ).role.arn

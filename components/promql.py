@@ -234,44 +234,32 @@ def gpu_utilization(*, namespace: str, pod_regex: str, window: str = "1m") -> st
     return f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{selector}}}[{_window(window)}]))"
 
 
-def gpu_utilization_by_node() -> str:
-    return "avg by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL)"
+def _per_gpu(aggregation: str, series: str) -> str:
+    """``series`` per GPU: DCGM labels each with its node's Hostname and its index there."""
+    return f"{aggregation} by (Hostname, gpu) ({series})"
 
 
-def gpu_utilization_by_pod() -> str:
-    return 'avg by (namespace, pod) (DCGM_FI_DEV_GPU_UTIL{pod!=""})'
+def _per_pod(aggregation: str, series: str) -> str:
+    """``series`` per pod holding GPUs (DCGM leaves ``pod`` empty on a GPU no pod holds)."""
+    return f'{aggregation} by (namespace, pod) ({series}{{pod!=""}})'
 
 
-def gpu_memory_used_bytes() -> str:
-    # DCGM reports framebuffer in MiB.
-    return "sum by (Hostname, gpu) (DCGM_FI_DEV_FB_USED) * 1024 * 1024"
+_MIB = " * 1024 * 1024"  # DCGM reports framebuffer in MiB
+_FB_USED, _FB_FREE = "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
 
-
-def gpu_memory_used_bytes_by_pod() -> str:
-    """Framebuffer used by the GPUs each pod holds (a time-sliced GPU appears under each of its pods)."""
-    return 'sum by (namespace, pod) (DCGM_FI_DEV_FB_USED{pod!=""}) * 1024 * 1024'
-
-
-def gpu_memory_free_bytes() -> str:
-    return "sum by (Hostname, gpu) (DCGM_FI_DEV_FB_FREE) * 1024 * 1024"
-
-
-def gpu_memory_used_ratio() -> str:
-    used, free = "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"
-    return f"max by (Hostname, gpu, namespace, pod) ({used} / clamp_min({used} + {free}, 1))"
-
-
-def gpu_power_watts() -> str:
-    return "sum by (Hostname, gpu) (DCGM_FI_DEV_POWER_USAGE)"
-
-
-def gpu_temperature_celsius() -> str:
-    return "max by (Hostname, gpu) (DCGM_FI_DEV_GPU_TEMP)"
-
-
-def gpu_xid_errors() -> str:
-    """The last XID error code per GPU; any non-zero value is a driver-reported fault."""
-    return "max by (Hostname, gpu) (DCGM_FI_DEV_XID_ERRORS)"
+GPU_UTILIZATION_BY_NODE = _per_gpu("avg", "DCGM_FI_DEV_GPU_UTIL")
+GPU_UTILIZATION_BY_POD = _per_pod("avg", "DCGM_FI_DEV_GPU_UTIL")
+GPU_MEMORY_USED_BYTES = _per_gpu("sum", _FB_USED) + _MIB
+# A time-sliced GPU appears under each of its pods.
+GPU_MEMORY_USED_BYTES_BY_POD = _per_pod("sum", _FB_USED) + _MIB
+GPU_MEMORY_FREE_BYTES = _per_gpu("sum", _FB_FREE) + _MIB
+GPU_MEMORY_USED_RATIO = (
+    f"max by (Hostname, gpu, namespace, pod) ({_FB_USED} / clamp_min({_FB_USED} + {_FB_FREE}, 1))"
+)
+GPU_POWER_WATTS = _per_gpu("sum", "DCGM_FI_DEV_POWER_USAGE")
+GPU_TEMPERATURE_CELSIUS = _per_gpu("max", "DCGM_FI_DEV_GPU_TEMP")
+# The last XID error code per GPU; any non-zero value is a driver-reported fault.
+GPU_XID_ERRORS = _per_gpu("max", "DCGM_FI_DEV_XID_ERRORS")
 
 
 def gpu_new_xid_errors(*, window: str = "10m") -> str:
@@ -280,8 +268,8 @@ def gpu_new_xid_errors(*, window: str = "10m") -> str:
     The exporter's gauge keeps the last code until the driver reports another, so ``> 0`` alone would
     fire for as long as the node lives after a single fault; a change of value is a new fault.
     """
-    changed = f"max by (Hostname, gpu) (changes(DCGM_FI_DEV_XID_ERRORS[{_window(window)}]))"
-    return f"{gpu_xid_errors()} > 0 and on (Hostname, gpu) {changed} > 0"
+    changed = _per_gpu("max", f"changes(DCGM_FI_DEV_XID_ERRORS[{_window(window)}])")
+    return f"{GPU_XID_ERRORS} > 0 and on (Hostname, gpu) {changed} > 0"
 
 
 def gpu_underused(*, window: str = "1h") -> str:

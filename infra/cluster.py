@@ -29,7 +29,6 @@ from inferstack.infra.aws_identity import AwsIdentity
 from inferstack.infra.cluster_access import (
     admin_principals,
     after_access_settles,
-    assume_role_policy,
     deployer_arn,
     kms_key_policy,
     kubeconfig,
@@ -38,6 +37,7 @@ from inferstack.infra.cluster_access import (
 )
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.roles import aws_managed_policy_arn, node_role, service_role
 from inferstack.infra.versions import (
     DEFAULT_KUBERNETES_VERSION,
     EKS_ADDON_VERSIONS,
@@ -173,18 +173,14 @@ class Cluster(pulumi.ComponentResource):
             deployer_arn(caller.arn, session.issuer_arn), args.admin_principal_arns
         )
 
-        role = aws.iam.Role(
+        cluster_role = service_role(
             f"{name}-cluster",
-            assume_role_policy=assume_role_policy("eks.amazonaws.com"),
+            "eks.amazonaws.com",
+            {f"{name}-cluster-policy": aws_managed_policy_arn(partition, "AmazonEKSClusterPolicy")},
             tags=tags,
             opts=child,
         )
-        cluster_policy = aws.iam.RolePolicyAttachment(
-            f"{name}-cluster-policy",
-            role=role.name,
-            policy_arn=f"arn:{partition}:iam::aws:policy/AmazonEKSClusterPolicy",
-            opts=child,
-        )
+        role = cluster_role.role
         key = aws.kms.Key(
             f"{name}-secrets",
             description=f"EKS secrets encryption for {name}",
@@ -233,7 +229,7 @@ class Cluster(pulumi.ComponentResource):
                 bootstrap_cluster_creator_admin_permissions=False,
             ),
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_policy, key_usage, logs]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*cluster_role.grants, key_usage, logs]),
         )
         issuer: pulumi.Output[str] = cluster.identities.apply(
             lambda ids: (ids[0].oidcs[0].issuer or "") if ids and ids[0].oidcs else ""
@@ -257,41 +253,25 @@ class Cluster(pulumi.ComponentResource):
 
         # The VPC CNI manages every pod's network interfaces; its permissions belong to its own
         # service account, not to the node role that every pod on the host could borrow.
-        cni_role = irsa.service_account_role(
+        cni = irsa.irsa_role(
             f"{name}-vpc-cni",
-            oidc_provider_arn=oidc.arn,
-            oidc_issuer_url=issuer,
-            namespace="kube-system",
-            service_account="aws-node",
+            irsa.Oidc(oidc.arn, issuer),
+            "kube-system",
+            "aws-node",
+            policy_arns={f"{name}-vpc-cni": aws_managed_policy_arn(partition, "AmazonEKS_CNI_Policy")},
             tags=tags,
-            opts=child,
-        )
-        cni_policy = aws.iam.RolePolicyAttachment(
-            f"{name}-vpc-cni",
-            role=cni_role.name,
-            policy_arn=f"arn:{partition}:iam::aws:policy/AmazonEKS_CNI_Policy",
             opts=child,
         )
         self._addons: dict[str, aws.eks.Addon] = {}
         self._cluster = cluster
         self._resource_name = name
         for addon in PRE_NODE_ADDONS:
-            role_arn = cni_role.arn if addon == "vpc-cni" else None
-            self._add_addon(addon, [cni_policy] if role_arn else [], role_arn)
+            role_arn = cni.role.arn if addon == "vpc-cni" else None
+            self._add_addon(addon, cni.grants if role_arn else [], role_arn)
 
-        self.node_role = aws.iam.Role(
-            f"{name}-node", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), tags=tags, opts=child
-        )
-        node_policies = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-{policy}",
-                role=self.node_role.name,
-                policy_arn=f"arn:{partition}:iam::aws:policy/{policy}",
-                opts=child,
-            )
-            for policy in ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
-        ]
-        self.node_prerequisites = [*node_policies, *self._addons.values()]
+        nodes = node_role(name, partition, tags=tags, opts=child)
+        self.node_role = nodes.role
+        self.node_prerequisites = [*nodes.grants, *self._addons.values()]
 
         self.name = cluster.name
         self.endpoint = cluster.endpoint

@@ -124,6 +124,23 @@ def replication_policy(
     }
 
 
+def replication_time_control(minutes: int) -> dict[str, Any]:
+    """S3 Replication Time Control: the replication time it promises and the metrics that report against
+    it, which S3 takes only together."""
+    return {
+        "replication_time": aws.s3.BucketReplicationConfigRuleDestinationReplicationTimeArgs(
+            status="Enabled",
+            time=aws.s3.BucketReplicationConfigRuleDestinationReplicationTimeTimeArgs(minutes=minutes),
+        ),
+        "metrics": aws.s3.BucketReplicationConfigRuleDestinationMetricsArgs(
+            status="Enabled",
+            event_threshold=aws.s3.BucketReplicationConfigRuleDestinationMetricsEventThresholdArgs(
+                minutes=minutes
+            ),
+        ),
+    }
+
+
 @dataclass
 class RegionalFailoverArgs:
     """Two regions' model buckets and endpoints; the providers of the regions come with the options."""
@@ -242,22 +259,7 @@ class RegionalFailover(pulumi.ComponentResource):
                         encryption_configuration=aws.s3.BucketReplicationConfigRuleDestinationEncryptionConfigurationArgs(
                             replica_kms_key_id=keys[1]
                         ),
-                        replication_time=aws.s3.BucketReplicationConfigRuleDestinationReplicationTimeArgs(
-                            status="Enabled",
-                            time=aws.s3.BucketReplicationConfigRuleDestinationReplicationTimeTimeArgs(
-                                minutes=REPLICATION_TIME_CONTROL_MINUTES
-                            ),
-                        )
-                        if rtc
-                        else None,
-                        metrics=aws.s3.BucketReplicationConfigRuleDestinationMetricsArgs(
-                            status="Enabled",
-                            event_threshold=aws.s3.BucketReplicationConfigRuleDestinationMetricsEventThresholdArgs(
-                                minutes=REPLICATION_TIME_CONTROL_MINUTES
-                            ),
-                        )
-                        if rtc
-                        else None,
+                        **(replication_time_control(REPLICATION_TIME_CONTROL_MINUTES) if rtc else {}),
                     ),
                 )
             ],

@@ -24,11 +24,11 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.children import child_options
-from inferstack.infra.cluster_access import assume_role_policy
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.interruptions import INTERRUPTION_EVENTS
-from inferstack.infra.irsa import service_account_role
+from inferstack.infra.irsa import irsa_role
 from inferstack.infra.names import IAM_ROLE_NAME_MAX, check_derived_name
+from inferstack.infra.roles import node_role
 from inferstack.infra.storage import key_user_policy
 
 SERVICE_ACCOUNT = "karpenter"
@@ -38,7 +38,6 @@ NAMESPACE = "kube-system"
 DISCOVERY_TAG = "karpenter.sh/discovery"
 # SQS keeps a message at most this long: an interruption older than 5 minutes has happened already.
 QUEUE_RETENTION_SECONDS = 300
-NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
 # Role names derived from the component's: the longest bounds it.
 _ROLE_SUFFIXES = ("-node", "-controller")
 SQS_QUEUE_NAME_MAX = 80
@@ -90,6 +89,11 @@ def controller_policy(
     ec2 = f"arn:{partition}:ec2:{region}"
     owned = {f"aws:RequestTag/kubernetes.io/cluster/{cluster_name}": "owned"}
     owned_resource = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}": "owned"}
+    # An existing resource this cluster's Karpenter made: owned by the cluster, tagged with a NodePool.
+    karpenters_own = {
+        "StringEquals": owned_resource,
+        "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+    }
     launched = [f"{ec2}:*:{kind}/*" for kind in ("fleet", "instance", "volume", "network-interface")]
     return _policy(
         {
@@ -110,10 +114,7 @@ def controller_policy(
             "Effect": "Allow",
             "Resource": f"{ec2}:*:launch-template/*",
             "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-            "Condition": {
-                "StringEquals": owned_resource,
-                "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-            },
+            "Condition": karpenters_own,
         },
         {
             "Sid": "AllowScopedEC2InstanceActionsWithTags",
@@ -145,8 +146,7 @@ def controller_policy(
             "Resource": f"{ec2}:*:instance/*",
             "Action": "ec2:CreateTags",
             "Condition": {
-                "StringEquals": owned_resource,
-                "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                **karpenters_own,
                 "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster_name},
                 "ForAllValues:StringEquals": {
                     "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
@@ -158,10 +158,7 @@ def controller_policy(
             "Effect": "Allow",
             "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
             "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-            "Condition": {
-                "StringEquals": owned_resource,
-                "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-            },
+            "Condition": karpenters_own,
         },
         {
             "Sid": "AllowRegionalReadActions",
@@ -259,7 +256,7 @@ class KarpenterAws(pulumi.ComponentResource):
     """Everything in AWS that Karpenter's controller and its nodes need before the first NodePool."""
 
     controller_role_arn: pulumi.Output[str]
-    controller_policy: aws.iam.RolePolicy  # the controller starts after it: without it, every call fails
+    controller_policy: pulumi.CustomResource  # the controller starts after it: without it, every call fails
     node_role_name: pulumi.Output[str]
     queue_name: pulumi.Output[str]
     # What a node needs before it can join: its role's policies, profile and access entry.
@@ -275,30 +272,19 @@ class KarpenterAws(pulumi.ComponentResource):
         account_id = aws.get_caller_identity(opts=invoke).account_id
         tags = {"inferstack.io/cluster": args.cluster_name, **args.tags}
 
-        node_role = aws.iam.Role(
-            f"{name}-node", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), tags=tags, opts=child
-        )
-        attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-{policy}",
-                role=node_role.name,
-                policy_arn=f"arn:{partition}:iam::aws:policy/{policy}",
-                opts=child,
-            )
-            for policy in NODE_POLICIES
-        ]
+        nodes = node_role(name, partition, tags=tags, opts=child)
         # Named, so the EC2NodeClass can name it before it exists (it waits for it through depends_on).
         profile = aws.iam.InstanceProfile(
             f"{name}-node",
             name=instance_profile_name(args.cluster_name),
-            role=node_role.name,
+            role=nodes.role.name,
             tags=tags,
             opts=child,
         )
         access = aws.eks.AccessEntry(
             f"{name}-node",
             cluster_name=args.eks_cluster_name,
-            principal_arn=node_role.arn,
+            principal_arn=nodes.role.arn,
             type="EC2_LINUX",
             tags=tags,
             opts=child,
@@ -342,32 +328,29 @@ class KarpenterAws(pulumi.ComponentResource):
                 opts=child_options(self, opts, after=[queue_access]),
             )
 
-        role = service_account_role(
+        policy = pulumi.Output.all(queue.arn, nodes.role.arn).apply(
+            lambda v: json.dumps(
+                controller_policy(
+                    cluster_name=args.cluster_name,
+                    partition=partition,
+                    region=region,
+                    account_id=account_id,
+                    queue_arn=v[0],
+                    node_role_arn=v[1],
+                )
+            )
+        )
+        controller = irsa_role(
             f"{name}-controller",
-            oidc_provider_arn=args.oidc_provider_arn,
-            oidc_issuer_url=args.oidc_issuer_url,
-            namespace=NAMESPACE,
-            service_account=SERVICE_ACCOUNT,
+            args,
+            NAMESPACE,
+            SERVICE_ACCOUNT,
+            policies={f"{name}-controller": policy},
             tags=tags,
             opts=child,
         )
-        self.controller_policy = aws.iam.RolePolicy(
-            f"{name}-controller",
-            role=role.id,
-            policy=pulumi.Output.all(queue.arn, node_role.arn).apply(
-                lambda v: json.dumps(
-                    controller_policy(
-                        cluster_name=args.cluster_name,
-                        partition=partition,
-                        region=region,
-                        account_id=account_id,
-                        queue_arn=v[0],
-                        node_role_arn=v[1],
-                    )
-                )
-            ),
-            opts=child,
-        )
+        role = controller.role
+        self.controller_policy = controller.grants[0]
         if args.volume_kms_key_arn is not None:
             # RunInstances with a customer-managed key checks the caller's KMS rights: without them
             # every launch fails (Client.InvalidKMSKey.InvalidState) and pods stay Pending.
@@ -380,9 +363,9 @@ class KarpenterAws(pulumi.ComponentResource):
                 ),
             )
         self.controller_role_arn = role.arn
-        self.node_role_name = node_role.name
+        self.node_role_name = nodes.role.name
         self.queue_name = queue.name
-        self.node_prerequisites = [*attachments, profile, access]
+        self.node_prerequisites = [*nodes.grants, profile, access]
         self.register_outputs(
             {
                 "controller_role_arn": self.controller_role_arn,

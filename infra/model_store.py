@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import service_account_role
+from inferstack.infra.irsa import Oidc, irsa_role
 from inferstack.infra.names import check_bucket_prefix
 
 # Re-exported: the stack and TritonModelService import it from here.
@@ -72,6 +73,71 @@ def reader_policy(bucket_arn: str, prefix: str) -> dict[str, Any]:
     }
 
 
+BucketSetting = tuple[str, Callable[..., pulumi.CustomResource], dict[str, Any]]
+
+
+def bucket_settings(bucket_arn: pulumi.Output[str], noncurrent_version_days: int) -> list[BucketSetting]:
+    """The bucket's configuration resources in the order they are applied: logical suffix, resource
+    type, properties besides the bucket."""
+    s3 = aws.s3
+    return [
+        (
+            "ownership",
+            s3.BucketOwnershipControls,
+            {"rule": s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced")},
+        ),
+        (
+            "public-access",
+            s3.BucketPublicAccessBlock,
+            {
+                "block_public_acls": True,
+                "block_public_policy": True,
+                "ignore_public_acls": True,
+                "restrict_public_buckets": True,
+            },
+        ),
+        (
+            "versioning",
+            s3.BucketVersioning,
+            {"versioning_configuration": s3.BucketVersioningVersioningConfigurationArgs(status="Enabled")},
+        ),
+        (
+            "encryption",
+            s3.BucketServerSideEncryptionConfiguration,
+            {
+                "rules": [
+                    s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                        apply_server_side_encryption_by_default=s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                            sse_algorithm="aws:kms"
+                        ),
+                        bucket_key_enabled=True,  # one data key per bucket, not a KMS call per object read
+                    )
+                ]
+            },
+        ),
+        ("tls-only", s3.BucketPolicy, {"policy": bucket_arn.apply(tls_only_policy)}),
+        (
+            "lifecycle",
+            s3.BucketLifecycleConfiguration,
+            {
+                "rules": [
+                    s3.BucketLifecycleConfigurationRuleArgs(
+                        id="expire-noncurrent-versions",
+                        status="Enabled",
+                        filter=s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                        noncurrent_version_expiration=s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                            noncurrent_days=noncurrent_version_days
+                        ),
+                        abort_incomplete_multipart_upload=s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                            days_after_initiation=7
+                        ),
+                    )
+                ]
+            },
+        ),
+    ]
+
+
 @dataclass
 class ModelStoreArgs:
     """How long old model versions are kept, whether a destroy may empty the bucket, and tags."""
@@ -96,80 +162,23 @@ class ModelStore(pulumi.ComponentResource):
         if args.noncurrent_version_days < 1:
             raise InvalidInput("noncurrent_version_days", args.noncurrent_version_days, "an integer >= 1")
         super().__init__("inferstack:model_store:ModelStore", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        tags = {"inferstack.io/purpose": "model-repository", **args.tags}
         bucket = aws.s3.Bucket(
             f"{name}-bucket",
             bucket_prefix=f"{name}-",
             force_destroy=args.force_destroy,
-            tags=tags,
-            opts=child,
+            tags={"inferstack.io/purpose": "model-repository", **args.tags},
+            opts=pulumi.ResourceOptions(parent=self),
         )
         # S3 answers OperationAborted (409) to concurrent changes of one bucket's configuration:
         # each setting waits for the one before it.
         previous: pulumi.Resource = bucket
-
-        def after(resource: pulumi.Resource) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, depends_on=[resource])
-
-        previous = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership",
-            bucket=bucket.id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=after(previous),
-        )
-        previous = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=after(previous),
-        )
-        previous = aws.s3.BucketVersioning(
-            f"{name}-versioning",
-            bucket=bucket.id,
-            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-            opts=after(previous),
-        )
-        previous = aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="aws:kms"
-                    ),
-                    bucket_key_enabled=True,  # one data key per bucket, not a KMS call per object read
-                )
-            ],
-            opts=after(previous),
-        )
-        previous = aws.s3.BucketPolicy(
-            f"{name}-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(tls_only_policy),
-            opts=after(previous),
-        )
-        previous = aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle",
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketLifecycleConfigurationRuleArgs(
-                    id="expire-noncurrent-versions",
-                    status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                        noncurrent_days=args.noncurrent_version_days
-                    ),
-                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
-                        days_after_initiation=7
-                    ),
-                )
-            ],
-            opts=after(previous),
-        )
+        for setting, kind, properties in bucket_settings(bucket.arn, args.noncurrent_version_days):
+            previous = kind(
+                f"{name}-{setting}",
+                bucket=bucket.id,
+                **properties,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[previous]),
+            )
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn})
@@ -194,18 +203,14 @@ class ModelStore(pulumi.ComponentResource):
         for field_name, value in (("namespace", namespace), ("service_account", service_account)):
             if not _DNS_LABEL.match(value):
                 raise InvalidInput(field_name, value, "a DNS-1123 label (lowercase letters, digits, '-')")
-        role = service_account_role(
+        return irsa_role(
             f"{name}-reader",
-            oidc_provider_arn=oidc_provider_arn,
-            oidc_issuer_url=oidc_issuer_url,
-            namespace=namespace,
-            service_account=service_account,
+            Oidc(oidc_provider_arn, oidc_issuer_url),
+            namespace,
+            service_account,
+            policies={
+                f"{name}-reader": self.bucket_arn.apply(lambda arn: json.dumps(reader_policy(arn, prefix)))
+            },
             opts=opts,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-reader",
-            role=role.id,
-            policy=self.bucket_arn.apply(lambda arn: json.dumps(reader_policy(arn, prefix))),
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=role)),
-        )
-        return role
+            grants_under_role=True,
+        ).role

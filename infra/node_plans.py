@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
@@ -184,92 +184,94 @@ def system_plans(
     ]
 
 
-def _gpu_labels(instance_type: str, capacity: str) -> dict[str, str]:
-    return {
+def _gpu_labels(instance_types: Sequence[str], capacity_type: CapacityType) -> dict[str, str]:
+    labels = {
         NODE_ROLE_LABEL: "gpu",
-        CAPACITY_TYPE_LABEL: capacity,
-        GPU_MODEL_LABEL: lookup(instance_type, field="instance_type").gpu_model,
+        CAPACITY_TYPE_LABEL: SPOT if capacity_type == "SPOT" else ON_DEMAND,
         GPU_PRESENT_LABEL: "true",
-        ACCELERATOR_LABEL: lookup(instance_type, field="instance_type").gpu_model,
+        # The autoscaler only asks whether this is there: spot groups, whose GPU model differs per type
+        # (pods select spot GPUs by capacity type instead), name the vendor.
+        ACCELERATOR_LABEL: "nvidia",
     }
+    if capacity_type != "SPOT":
+        model = lookup(instance_types[0], field="instance_type").gpu_model
+        labels |= {GPU_MODEL_LABEL: model, ACCELERATOR_LABEL: model}
+    return labels
 
 
-def gpu_plans(
-    zones: Sequence[str],
-    *,
-    instance_type: str = "g5.xlarge",
-    ami_type: AmiType = "AL2023_x86_64_NVIDIA",
-    min_size: int = 0,
-    desired_size: int = 1,
-    max_size: int = 4,
-    disk_gib: int = 200,
-    release_version: str | None = None,
-) -> list[NodeGroupPlan]:
-    """On-demand GPU capacity: one group per zone, tainted, labelled with GPU model and capacity type."""
-    check_zones(zones)
-    check_sizes("gpu", min_size, desired_size, max_size)
-    _check_gpu_types("gpu", [instance_type])
+class GpuGroupOptions(TypedDict, total=False):
+    """What a GPU group builder takes besides its instance types, each with the builder's default."""
+
+    ami_type: AmiType
+    min_size: int
+    desired_size: int
+    max_size: int
+    disk_gib: int
+    release_version: str | None  # None: the pinned AL2023 release of the cluster's Kubernetes version
+
+
+ON_DEMAND_GPU_DEFAULTS: GpuGroupOptions = {
+    "ami_type": "AL2023_x86_64_NVIDIA",
+    "min_size": 0,
+    "desired_size": 1,
+    "max_size": 4,
+    "disk_gib": 200,
+    "release_version": None,
+}
+SPOT_GPU_DEFAULTS: GpuGroupOptions = {**ON_DEMAND_GPU_DEFAULTS, "desired_size": 0, "max_size": 6}
+
+
+def _check_gpu_ami(field_prefix: str, ami_type: str) -> None:
     if ami_type not in GPU_AMI_TYPES:
-        raise InvalidInput("gpu.ami_type", ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}")
+        raise InvalidInput(f"{field_prefix}.ami_type", ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}")
+
+
+def _gpu_groups(
+    key: str,
+    zones: Sequence[str],
+    capacity_type: CapacityType,
+    types: Sequence[str],
+    options: GpuGroupOptions,
+) -> list[NodeGroupPlan]:
+    """One tainted GPU group per zone, named for ``key`` (gpu_spot: gpu-spot-<zone>); errors name ``key``."""
+    check_zones(zones)
+    check_sizes(key, options["min_size"], options["desired_size"], options["max_size"])
+    if capacity_type == "SPOT":
+        check_spot_types(key, types)
+    else:
+        _check_gpu_types(key, types)
+    _check_gpu_ami(key, options["ami_type"])
+    labels = _gpu_labels(types, capacity_type)
+    name = key.replace("_", "-")
     return [
         NodeGroupPlan(
-            name=f"gpu-{zone}",
+            name=f"{name}-{zone}",
             zones=(zone,),
-            capacity_type="ON_DEMAND",
-            instance_types=(instance_type,),
-            ami_type=ami_type,
-            min_size=min_size,
-            desired_size=desired_size,
-            max_size=max_size,
-            labels=_gpu_labels(instance_type, ON_DEMAND),
+            capacity_type=capacity_type,
+            instance_types=tuple(types),
+            labels=labels,
             taints=(GPU_TAINT,),
-            disk_gib=disk_gib,
-            release_version=release_version,
+            **options,
         )
         for zone in zones
     ]
+
+
+def gpu_plans(
+    zones: Sequence[str], *, instance_type: str = "g5.xlarge", **options: Unpack[GpuGroupOptions]
+) -> list[NodeGroupPlan]:
+    """On-demand GPU capacity: one group per zone, tainted, labelled with GPU model and capacity type."""
+    return _gpu_groups("gpu", zones, "ON_DEMAND", [instance_type], {**ON_DEMAND_GPU_DEFAULTS, **options})
 
 
 def gpu_spot_plans(
     zones: Sequence[str],
     *,
     instance_types: Sequence[str] = ("g5.xlarge", "g6.xlarge", "g4dn.xlarge"),
-    ami_type: AmiType = "AL2023_x86_64_NVIDIA",
-    min_size: int = 0,
-    desired_size: int = 0,
-    max_size: int = 6,
-    disk_gib: int = 200,
-    release_version: str | None = None,
+    **options: Unpack[GpuGroupOptions],
 ) -> list[NodeGroupPlan]:
     """Spot GPU capacity, per zone, across diversified types with the same GPU count."""
-    check_zones(zones)
-    check_sizes("gpu_spot", min_size, desired_size, max_size)
-    check_spot_types("gpu_spot", instance_types)
-    if ami_type not in GPU_AMI_TYPES:
-        raise InvalidInput("gpu_spot.ami_type", ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}")
-    # The GPU model would differ per type; pods select spot GPUs by capacity type instead. The
-    # autoscaler only asks whether the accelerator label is there, so spot groups name the vendor.
-    labels = {
-        **{k: v for k, v in _gpu_labels(instance_types[0], SPOT).items() if k != GPU_MODEL_LABEL},
-        ACCELERATOR_LABEL: "nvidia",
-    }
-    return [
-        NodeGroupPlan(
-            name=f"gpu-spot-{zone}",
-            zones=(zone,),
-            capacity_type="SPOT",
-            instance_types=tuple(instance_types),
-            ami_type=ami_type,
-            min_size=min_size,
-            desired_size=desired_size,
-            max_size=max_size,
-            labels=labels,
-            taints=(GPU_TAINT,),
-            disk_gib=disk_gib,
-            release_version=release_version,
-        )
-        for zone in zones
-    ]
+    return _gpu_groups("gpu_spot", zones, "SPOT", instance_types, {**SPOT_GPU_DEFAULTS, **options})
 
 
 def validate_plan(plan: NodeGroupPlan) -> None:
@@ -285,10 +287,7 @@ def validate_plan(plan: NodeGroupPlan) -> None:
             check_spot_types(plan.name, plan.instance_types)
         else:
             _check_gpu_types(plan.name, plan.instance_types)
-        if plan.ami_type not in GPU_AMI_TYPES:
-            raise InvalidInput(
-                f"{plan.name}.ami_type", plan.ami_type, f"an NVIDIA AMI: {', '.join(GPU_AMI_TYPES)}"
-            )
+        _check_gpu_ami(plan.name, plan.ami_type)
         if GPU_TAINT not in plan.taints:
             raise InvalidInput(
                 f"{plan.name}.taints", list(plan.taints), f"the {GPU_TAINT_KEY}=true:NoSchedule taint"

@@ -26,7 +26,7 @@ import pulumi_aws as aws
 from inferstack.infra.children import child_options
 from inferstack.infra.cluster_access import kms_key_policy, policy_document
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.irsa import service_account_role
+from inferstack.infra.irsa import irsa_role
 from inferstack.infra.versions import EBS_CSI_ADDON_VERSIONS
 
 EBS_CSI_ADDON = "aws-ebs-csi-driver"
@@ -159,23 +159,18 @@ class BlockStorage(pulumi.ComponentResource):
                 "kubernetes_version", args.kubernetes_version, f"one of {', '.join(EBS_CSI_ADDON_VERSIONS)}"
             )
         super().__init__("inferstack:storage:BlockStorage", name, None, opts)
-        role = service_account_role(
+        partition = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition
+        csi = irsa_role(
             f"{name}-ebs-csi",
-            oidc_provider_arn=args.oidc_provider_arn,
-            oidc_issuer_url=args.oidc_issuer_url,
-            namespace=EBS_CSI_NAMESPACE,
-            service_account=EBS_CSI_SERVICE_ACCOUNT,
+            args,
+            EBS_CSI_NAMESPACE,
+            EBS_CSI_SERVICE_ACCOUNT,
+            policy_arns={f"{name}-ebs-csi": f"arn:{partition}:iam::aws:{EBS_CSI_POLICY}"},
             tags=args.tags,
             opts=child_options(self, opts),
         )
-        partition = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition
-        attachment = aws.iam.RolePolicyAttachment(
-            f"{name}-ebs-csi",
-            role=role.name,
-            policy_arn=f"arn:{partition}:iam::aws:{EBS_CSI_POLICY}",
-            opts=child_options(self, opts),
-        )
-        ready: list[pulumi.Resource] = [attachment]
+        role = csi.role
+        ready: list[pulumi.Resource] = list(csi.grants)
         if args.kms_key_arn is not None:
             ready.append(
                 aws.iam.RolePolicy(

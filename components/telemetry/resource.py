@@ -26,7 +26,7 @@ from inferstack.components.telemetry.names import (
 )
 from inferstack.components.telemetry.values import collector_values, fluent_bit_values, jaeger_values
 from inferstack.infra.children import child_options
-from inferstack.infra.irsa import service_account_role
+from inferstack.infra.irsa import irsa_role
 
 # --- the resource ---------------------------------------------------------------------------------
 
@@ -58,20 +58,16 @@ class Telemetry(pulumi.ComponentResource):
         group = aws.cloudwatch.LogGroup(
             f"{name}-containers", name=group_name, retention_in_days=args.log_retention_days, opts=child
         )
-        role = service_account_role(
+        fluent_bit = irsa_role(
             f"{name}{FLUENT_BIT_ROLE_SUFFIX}",
-            oidc_provider_arn=args.oidc_provider_arn,
-            oidc_issuer_url=args.oidc_issuer_url,
-            namespace=ns,
-            service_account=FLUENT_BIT_SERVICE_ACCOUNT,
+            args,
+            ns,
+            FLUENT_BIT_SERVICE_ACCOUNT,
+            policies={f"{name}{FLUENT_BIT_ROLE_SUFFIX}": json.dumps(log_shipping_policy(group_arn))},
             opts=child,
+            grants_under_role=True,
         )
-        role_policy = aws.iam.RolePolicy(
-            f"{name}{FLUENT_BIT_ROLE_SUFFIX}",
-            role=role.id,
-            policy=json.dumps(log_shipping_policy(group_arn)),
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(parent=role)),
-        )
+        role = fluent_bit.role
 
         ns_resource = namespace(f"{name}-ns", ns, child)
         # Each chart renders its pods' ServiceAccount and ConfigMaps itself, and helm creates those
@@ -103,7 +99,7 @@ class Telemetry(pulumi.ComponentResource):
             FLUENT_BIT,
             namespace=ns,
             values=fluent_bit_values(region=region, log_group=group_name, role_arn=role.arn),
-            opts=child_options(self, opts, after=[ns_resource, group, role_policy]),
+            opts=child_options(self, opts, after=[ns_resource, group, *fluent_bit.grants]),
         )
 
         self.namespace = ns

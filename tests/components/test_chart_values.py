@@ -16,8 +16,8 @@ import yaml
 from inferstack.components import charts
 from inferstack.components.autoscaling import cluster_autoscaler_values, keda_values
 from inferstack.components.gpu import dcgm_exporter_values, device_plugin_values
-from inferstack.components.karpenter import karpenter_values
-from inferstack.components.monitoring import kube_prometheus_stack_values
+from inferstack.components.karpenter import KarpenterArgs, karpenter_values
+from inferstack.components.monitoring import MonitoringArgs, kube_prometheus_stack_values
 from inferstack.components.telemetry import collector_values, fluent_bit_values, jaeger_values
 
 OPEN_PATHS = {
@@ -98,11 +98,8 @@ VALUES = [
     (
         charts.KUBE_PROMETHEUS_STACK,
         lambda: kube_prometheus_stack_values(
-            retention="15d",
-            storage_gib=100,
-            storage_class="gp3",
+            MonitoringArgs(retention="15d", storage_gib=100, storage_class="gp3", node_selector={"a": "b"}),
             grafana_admin_password="x",
-            node_selector={"a": "b"},
         ),
     ),
     (charts.NVIDIA_DEVICE_PLUGIN, lambda: device_plugin_values(None)),
@@ -125,12 +122,9 @@ VALUES = [
     (charts.FLUENT_BIT, lambda: fluent_bit_values(region="us-east-1", log_group="/g", role_arn="arn")),
     (
         charts.KARPENTER,
+        # Cluster, Kubernetes version, endpoint, controller role, interruption queue, instance profile, pools.
         lambda: karpenter_values(
-            cluster_name="prod",
-            cluster_endpoint="https://x",
-            interruption_queue="prod",
-            role_arn="arn",
-            node_repair=True,
+            KarpenterArgs("prod", "1.35", "https://x", "arn", "prod", "p", [], node_repair=True)
         ),
     ),
 ]

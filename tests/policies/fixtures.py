@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from inferstack.components.karpenter import NodePoolPlan, ec2_node_class, node_pool
+from inferstack.components.karpenter import KarpenterArgs, NodePoolPlan, ec2_node_class, node_pool
 from inferstack.infra.karpenter import queue_policy
 from inferstack.stacks.offline import Recorded
 
@@ -299,15 +299,10 @@ def pool_resource(
 
 
 def node_class_resource(change: Callable[[dict[str, Any]], Any]) -> Recorded:
-    manifest = ec2_node_class(
-        "gpu",
-        cluster_name="c",
-        kubernetes_version="1.35",
-        instance_profile="p",
-        disk_gib=200,
-        tags={},
-        kms_key_id="arn:aws:kms:us-east-1:123456789012:key/volumes",  # the stack's volume key
-    )
+    volume_key = "arn:aws:kms:us-east-1:123456789012:key/volumes"  # the stack's
+    # Cluster "c" on Kubernetes 1.35 with instance profile "p"; the controller's fields reach no node class.
+    cluster = KarpenterArgs("c", "1.35", "https://c", "arn", "c", "p", [], volume_kms_key_arn=volume_key)
+    manifest = ec2_node_class("gpu", cluster)
     change(manifest["spec"])
     return resource("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "karpenter-gpu", manifest)
 

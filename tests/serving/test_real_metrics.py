@@ -225,8 +225,8 @@ def gpu_results() -> dict[str, dict[str, list[dict[str, Any]]]]:
         "service": promql.gpu_utilization(
             namespace="serving", pod_regex=promql.deployment_pod_regex(service="ranker")
         ),
-        "by_pod": promql.gpu_utilization_by_pod(),
-        "by_node": promql.gpu_utilization_by_node(),
+        "by_pod": promql.GPU_UTILIZATION_BY_POD,
+        "by_node": promql.GPU_UTILIZATION_BY_NODE,
     }
     try:
         with ExitStack() as stack:
