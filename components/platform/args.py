@@ -84,28 +84,35 @@ def node_pool_plans(config: PlatformConfig, zones: Sequence[str]) -> list[NodePo
     )
 
 
+# The service settings a TritonModelService takes as they are, under the same name; the others it shares
+# with the stack file (canary) are converted below. tests/components/test_components.py holds the two apart.
+SERVICE_SETTINGS_AS_GIVEN = (
+    "models",
+    "min_replicas",
+    "max_replicas",
+    "placement",
+    "model_cache_gib",
+    "queue_time_target_ms",
+    "pending_requests_per_replica",
+    "gpu_utilization_target",
+    "expected_request_bytes",
+    "expected_requests_per_second",
+    "front_time_target_ms",
+    "log_verbose",
+    "request_log",
+)
+
+
 def service_args(
     config: PlatformConfig, service: ServiceConfig, source: ModelSource, zones: Sequence[str], **extra: Any
 ) -> TritonModelServiceArgs:
     return TritonModelServiceArgs(
-        models=service.models,
+        **{name: getattr(service, name) for name in SERVICE_SETTINGS_AS_GIVEN},
         source=source,
         namespace=service.name,
         environment="prod" if config.environment == "prod" else "dev",
         zones=len(zones),
         node_instance_type=config.gpu.instance_type,
-        min_replicas=service.min_replicas,
-        max_replicas=service.max_replicas,
-        placement=service.placement,
-        model_cache_gib=service.model_cache_gib,
-        queue_time_target_ms=service.queue_time_target_ms,
-        pending_requests_per_replica=service.pending_requests_per_replica,
-        gpu_utilization_target=service.gpu_utilization_target,
-        expected_request_bytes=service.expected_request_bytes,
-        expected_requests_per_second=service.expected_requests_per_second,
-        front_time_target_ms=service.front_time_target_ms,
-        log_verbose=service.log_verbose,
-        request_log=service.request_log,
         canary=CanaryRelease(**service.canary.model_dump()) if service.canary else None,
         tracing=TraceSettings(collector_traces_url(TELEMETRY_NAMESPACE), config.telemetry.sample_rate)
         if config.telemetry.enabled

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from inferstack.components.autoscaling import Autoscaling, AutoscalingArgs
 from inferstack.components.gpu import GpuOperators, GpuOperatorsArgs, dcgm_exporter_values
 from inferstack.components.model_service import ModelSource, TritonModelService, TritonModelServiceArgs
 from inferstack.components.monitoring import Monitoring, MonitoringArgs
+from inferstack.components.platform.args import SERVICE_SETTINGS_AS_GIVEN
+from inferstack.components.platform_config import ServiceConfig
 from inferstack.components.telemetry import Telemetry, TelemetryArgs
 from tests.harness import Recording, run_invalid, run_program
 from tests.infra.iam import allowed
@@ -230,3 +233,11 @@ def test_bad_input_registers_nothing_of_the_component(build: Any, field: str) ->
     recording, error = run_invalid(lambda: build(k8s.Provider("k8s", kubeconfig="{}")))
     assert error.field == field
     assert [r.type for r in recording] == ["pulumi:providers:kubernetes"]
+
+
+def test_every_service_setting_a_model_service_shares_reaches_it() -> None:
+    """The stack file's service settings that TritonModelServiceArgs also has go through as they are,
+    except the canary (converted to a CanaryRelease): a new setting of both names cannot be dropped."""
+    shared = set(ServiceConfig.model_fields) & {f.name for f in dataclasses.fields(TritonModelServiceArgs)}
+    assert shared == {*SERVICE_SETTINGS_AS_GIVEN, "canary"}
+    assert len(SERVICE_SETTINGS_AS_GIVEN) == len(set(SERVICE_SETTINGS_AS_GIVEN))
