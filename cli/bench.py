@@ -100,7 +100,7 @@ def bench(
 ) -> int:
     """Triton vs Triton without batching vs a plain PyTorch app vs the in-process ceiling, driven by
     perf_analyzer."""
-    from inferstack.serving.bench.contenders import table
+    from inferstack.serving.bench.report import table
     from inferstack.serving.bench.run import BenchRequest, run_bench
 
     if plan:

@@ -38,7 +38,8 @@ def cost(
 ) -> int:
     """Monthly cost estimate of a stack by resource group, spot vs on-demand."""
     from inferstack.components.platform_config import parse_config
-    from inferstack.infra.cost import estimate, footprint, load_prices
+    from inferstack.infra.cost import estimate, load_prices
+    from inferstack.infra.footprint import footprint
     from inferstack.stacks.offline import run_stack, stack_config, with_settings
 
     existing_file(prices_file, "--prices", "JSON price table")

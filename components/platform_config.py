@@ -15,7 +15,7 @@ its description, is the schema the reference and the provider are generated from
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -349,7 +349,7 @@ def _walk(loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], type[BaseM
         if isinstance(part, int):
             keys.append(part)
             continue
-        if field is not None and _section_type(field.annotation) is None:
+        if field is not None and section_type(field.annotation) is None:
             continue  # past a value's own key: pydantic's tag of a union member or a validator
         # A document may use either spelling (the provider's args come in the Python one).
         named = next((f for n, f in model.model_fields.items() if part in (f.alias, n)), None)
@@ -358,11 +358,11 @@ def _walk(loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], type[BaseM
             continue
         keys.append(named.alias or part)
         field = named
-        model = _section_type(named.annotation) or model
+        model = section_type(named.annotation) or model
     return tuple(keys), model, field
 
 
-def _section_type(annotation: Any) -> type[BaseModel] | None:
+def section_type(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
@@ -432,52 +432,3 @@ def check_alerts(alerts: AlertsConfig, key: str, is_secret: Callable[[str], bool
             "routing keys and webhook URLs from secret config: "
             f"`pulumi config set --secret --path '{key}.receivers[0].webhookUrl' <url>`",
         )
-
-
-def _reference_rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:
-    for name, field in model.model_fields.items():
-        key = f"{prefix}{field.alias or name}" if prefix else f"{NAMESPACE}:{field.alias or name}"
-        section = _section_type(field.annotation)
-        if section is not None and field.annotation is not None and "tuple" not in str(field.annotation):
-            yield from _reference_rows(section, f"{key}.")
-            continue
-        if section is not None:
-            yield key, "list of objects", field.description or ""
-            yield from _reference_rows(section, f"{key}[i].")
-            continue
-        default = "required" if field.is_required() else json.dumps(field.default)
-        yield key, default, field.description or ""
-
-
-def reference_table() -> str:
-    """The README's config reference: every key, its default and what it is for."""
-    rows = ["| key | default | what |", "|---|---|---|"]
-    rows += [
-        f"| `{key}` | {default} | {what} |" for key, default, what in _reference_rows(PlatformConfig, "")
-    ]
-    return "\n".join(rows)
-
-
-def _fed_fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str]]:
-    """(component field, stack key) for every setting that declares what it feeds."""
-    for name, field in model.model_fields.items():
-        key = f"{prefix}{field.alias or name}"
-        section = _section_type(field.annotation)
-        if section is not None and "tuple" not in str(field.annotation):
-            yield from _fed_fields(section, f"{key}.")
-        for marker in field.metadata:
-            if isinstance(marker, Feeds):
-                yield from ((fed, key) for fed in marker.fields)
-
-
-def stack_key(field: str) -> str:
-    """The stack key a component's field comes from, in Pulumi's spelling; an element keeps its index.
-    The longest declared field that ``field`` starts with wins (``gpu-spot-`` over ``gpu-``)."""
-    fed = sorted(_fed_fields(PlatformConfig, f"{NAMESPACE}:"), key=lambda pair: -len(pair[0]))
-    for source, key in fed:
-        if source.endswith("-") and field.startswith(source):
-            return key
-        if field == source or field.startswith((f"{source}[", f"{source}.")):
-            rest = field[len(source) :]
-            return f"{key}{rest if rest.startswith('[') else ''}"
-    return f"{NAMESPACE}:{field}"

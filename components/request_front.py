@@ -52,6 +52,8 @@ TIMES_LOG, TIMES_STATE = "front-times.log", "front-times.json"
 # The request log: one JSON line per inference request, refused or answered, on the front's stdout
 # (Fluent Bit's `front_access` parser reads it). `request_id` is the `id` of the request's JSON (or its
 # binary request's JSON header), the id Triton answers with; empty when the request named none.
+# nginx (uid 101, the container's PID 1) reopens /dev/stdout: runc's fixStdioPermissions hands PID 1's
+# stdio to the container's user before it starts, so the open is allowed without root.
 ACCESS_FORMAT = "front_access"
 ACCESS_FIELDS = {
     "time": "$time_iso8601",

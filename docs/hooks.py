@@ -1,5 +1,5 @@
 """MkDocs hooks: the reference pages are generated from the code when the site is built, and the
-benchmark's plot is served from where the bench writes it."""
+benchmark's plots are served from where the bench wrote them."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Any
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parent.parent
-PLOT = ROOT / "serving" / "bench" / "results" / "bench.png"
+RESULTS = ROOT / "serving" / "bench" / "results"
+PLOTS = ("bench.png", "bench-quiet.png")
 
 
 def _generated(marker: str) -> str:
     # Imported here: the hooks module is loaded before the site's pages, and only these pages need them.
     if marker == "config-reference":
-        from inferstack.components.platform_config import reference_table
+        from inferstack.components.config_keys import reference_table
 
         return reference_table()
     if marker == "policy-reference":
@@ -36,5 +37,6 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
 
 
 def on_files(files: Files, config: Any, **_: Any) -> Files:
-    files.append(File.generated(config, "assets/bench.png", abs_src_path=str(PLOT)))
+    for plot in PLOTS:
+        files.append(File.generated(config, f"assets/{plot}", abs_src_path=str(RESULTS / plot)))
     return files

@@ -14,7 +14,7 @@ status, sizes and times, about 186 bytes with an id like ``req-42`` and no ``tra
 traceparent adds its 55 characters). Measured on Debian's nginx with the pods' very config
 (tests/serving/test_request_front.py holds this figure to it). gRPC requests do not pass the front.
 
-Pure: the cost estimate (infra.cost) and the model service (components) both read it.
+Pure: the cost estimate (infra.footprint, infra.cost) and the model service (components) read it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from inferstack.infra.errors import InvalidInput
 TRITON_LOG_BYTES_PER_REQUEST = {0: 0, 1: 1731}
 TRITON_LOG_LINES_PER_REQUEST = {0: 0, 1: 11}
 FRONT_LOG_BYTES_PER_REQUEST = 186
-# How infra.cost tells, from a service's front ConfigMap, that its request log is on.
+# How infra.footprint tells, from a service's front ConfigMap, that its request log is on.
 FRONT_LOG_DIRECTIVE = "access_log /dev/stdout"
 SECONDS_PER_DAY = 86_400
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic.alias_generators import to_camel
 
+from inferstack.components.config_keys import stack_key
 from inferstack.components.model_service import (
     ModelSource,
     validate,
@@ -21,7 +22,7 @@ from inferstack.components.platform.args import (
     service_args,
     telemetry_args,
 )
-from inferstack.components.platform_config import PlatformConfig, stack_key
+from inferstack.components.platform_config import PlatformConfig
 from inferstack.components.telemetry import validate as validate_telemetry
 from inferstack.infra.cluster import ClusterArgs, validate_cluster_args
 from inferstack.infra.errors import InvalidInput

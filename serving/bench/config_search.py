@@ -15,14 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferstack.serving.bench.contenders import (
-    TRITON,
-    Point,
-    format_ms,
-    measure_point,
-    warm_up,
-)
+from inferstack.serving.bench.contenders import TRITON, Point, measure_point, warm_up
 from inferstack.serving.bench.perf_analyzer import Load, PerfAnalyzer
+from inferstack.serving.bench.report import format_ms
 from inferstack.serving.models.config import render_config
 from inferstack.serving.models.repository import read_repository
 from inferstack.serving.models.specs import RepositoryModel

@@ -34,20 +34,22 @@ from inferstack.serving.bench.contenders import (
     add_unbatched_variant,
     build_bench_repository,
     ceiling_batch,
-    ceiling_note,
     find_model,
-    format_ms,
-    geometric_mean_ratio,
     measure_point,
-    medians,
     parse_concurrency,
     parse_integers,
-    plot,
-    report,
     sweep,
     variable_shapes,
 )
 from inferstack.serving.bench.perf_analyzer import Load, PerfAnalyzer
+from inferstack.serving.bench.report import (
+    ceiling_note,
+    format_ms,
+    geometric_mean_ratio,
+    medians,
+    plot,
+    report,
+)
 from inferstack.serving.models.repository import read_repository, to_python_target
 
 

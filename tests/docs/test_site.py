@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inferstack.components.platform_config import reference_table
+from inferstack.components.config_keys import reference_table
 from inferstack.policies.pack import policies
 from inferstack.provider.reference import schema
 from tests.conftest import ROOT

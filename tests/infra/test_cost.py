@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from inferstack.cli.main import main
-from inferstack.infra.cost import PRICES_FILE, estimate, footprint, load_prices
+from inferstack.infra.cost import PRICES_FILE, estimate, load_prices
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.footprint import footprint
 from inferstack.infra.log_volume import FRONT_LOG_BYTES_PER_REQUEST, bytes_per_request, gb_per_day
 from inferstack.stacks import offline
 from tests.conftest import ROOT

@@ -47,14 +47,10 @@ from inferstack.serving.bench.contenders import (
     Point,
     add_unbatched_variant,
     ceiling_batch,
-    geometric_mean_ratio,
     group_cpu_seconds,
     in_process_point,
-    medians,
     parse_concurrency,
     percentile,
-    ratio,
-    table,
     variable_shapes,
 )
 from inferstack.serving.bench.perf_analyzer import (
@@ -66,6 +62,7 @@ from inferstack.serving.bench.perf_analyzer import (
     parse_csv,
     perf_analyzer_argv,
 )
+from inferstack.serving.bench.report import geometric_mean_ratio, medians, ratio, table
 from inferstack.serving.bench.run import BenchRequest
 from inferstack.serving.client.client import TritonClient
 from inferstack.serving.local.demo import build_demo_repository
