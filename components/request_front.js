@@ -20,6 +20,8 @@
 
 // Bytes per element, as serving/limits.py's ELEMENT_BYTES (a test holds the two equal).
 var ELEMENT_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2, "UINT32": 4, "INT32": 4, "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8, "BYTES": 4};
+// The most of a request's id the request log keeps (components/request_front.py: REQUEST_ID_CHARS).
+var REQUEST_ID_CHARS = 256;
 // The model names TritonModelService accepts: anything else is not served by this pod.
 var MODEL_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
@@ -188,7 +190,9 @@ async function infer(r) {
     try {
         // check_body, in two steps: the request log names the id even of a request refused for its shapes.
         var header = requestHeader(body, r.headersIn["Inference-Header-Content-Length"]);
-        r.variables.inference_id = typeof header.id === "string" ? header.id : "";
+        // Cut to REQUEST_ID_CHARS: the id is the client's, and Fluent Bit's tail skips a line longer
+        // than its buffer (32 KB) whole.
+        r.variables.inference_id = typeof header.id === "string" ? header.id.slice(0, REQUEST_ID_CHARS) : "";
         checkRequest(limits, declaredTensors(header));
     } catch (e) {
         if (e.refused === undefined) {

@@ -55,6 +55,7 @@ TIMES_LOG, TIMES_STATE = "front-times.log", "front-times.json"
 # nginx (uid 101, the container's PID 1) reopens /dev/stdout: runc's fixStdioPermissions hands PID 1's
 # stdio to the container's user before it starts, so the open is allowed without root.
 ACCESS_FORMAT = "front_access"
+REQUEST_ID_CHARS = 256  # the most of an id the line keeps (request_front.js; a test holds the two equal)
 ACCESS_FIELDS = {
     "time": "$time_iso8601",
     "request_id": "$inference_id",

@@ -14,6 +14,7 @@ from inferstack.components.request_front import (
     ACCESS_FORMAT,
     CONF_FILE,
     HEADER_ALLOWANCE,
+    REQUEST_ID_CHARS,
     SCRIPT_FILE,
     FrontPaths,
     config_files,
@@ -37,6 +38,7 @@ def test_the_constants_written_twice_are_equal() -> None:
     assert table is not None and json.loads(table.group(1)) == dict(limits.ELEMENT_BYTES)
     names = re.search(r"^var MODEL_NAME = /(.*)/;$", script(), flags=re.MULTILINE)
     assert names is not None and names.group(1) == checks._MODEL_NAME.pattern
+    assert f"\nvar REQUEST_ID_CHARS = {REQUEST_ID_CHARS};\n" in script()
 
 
 def test_the_whole_body_is_read_into_memory_up_to_the_limit() -> None:

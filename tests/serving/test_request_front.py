@@ -22,7 +22,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inferstack.components.model_service import METRICS_PORT, ModelSource, TritonModelServiceArgs
 from inferstack.components.model_service.pod import TRITON_HTTP_PORT, triton_args
-from inferstack.components.request_front import LIVE_PATH, TIMES_LOG
+from inferstack.components.request_front import LIVE_PATH, REQUEST_ID_CHARS, TIMES_LOG
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.log_volume import FRONT_LOG_BYTES_PER_REQUEST
 from inferstack.serving.client.limits import limits_from_config
@@ -279,6 +279,7 @@ def test_every_inference_request_logs_one_json_line_with_its_request_id(
     with the id the request carries (JSON or binary), its model, status, sizes and times."""
     before = len(access_lines(running))
     assert post(f"{running.url}/v2/models/demo/infer", named(CASES[0], "req-json-7"))[0] == 200
+    assert post(f"{running.url}/v2/models/demo/infer", named(CASES[0], "x" * 100_000))[0] == 200
     assert post(f"{running.url}/v2/models/demo/infer", CASES[0].body())[0] == 200  # no id
     assert post(f"{running.url}/v2/models/demo/infer", named(REFUSED[0], "req-refused-8"))[0] == 400
     binary = next(c for c in VALID if c.binary is not None)
@@ -294,12 +295,13 @@ def test_every_inference_request_logs_one_json_line_with_its_request_id(
     lines = access_lines(running)[before:]
     assert [(line["request_id"], line["model"], line["status"]) for line in lines] == [
         ("req-json-7", "demo", 200),
+        ("x" * REQUEST_ID_CHARS, "demo", 200),  # a client's huge id, cut: Fluent Bit would skip the line
         ("", "demo", 200),
         ("req-refused-8", "demo", 400),
         ("req-binary-9", binary.model, 200),
     ]
     answered = lines[0]
-    assert answered["triton_seconds"] not in ("", "-") and lines[2]["triton_seconds"] == ""
+    assert answered["triton_seconds"] not in ("", "-") and lines[3]["triton_seconds"] == ""  # refused
     assert isinstance(answered["seconds"], float) and isinstance(answered["request_bytes"], int)
 
 
