@@ -221,7 +221,7 @@ class ServiceConfig(_Section):
         0, ge=0, le=1, description="Triton --log-verbose: 0 no line per request, 1 ~1.7 KB a request"
     )
     request_log: Bool = Field(
-        True, description="the request front's JSON line per HTTP inference request, with its id (~200 B)"
+        True, description="the request front's JSON line per HTTP inference request, with its id (~186 B)"
     )
 
 

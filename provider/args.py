@@ -196,7 +196,7 @@ class ServiceArgs(TypedDict, total=False):
     """Triton --log-verbose: 0 no line per request, 1 ~1.7 KB a request. Default: 0."""
 
     request_log: bool
-    """The request front's JSON line per HTTP inference request, with its id (~200 B). Default: true."""
+    """The request front's JSON line per HTTP inference request, with its id (~186 B). Default: true."""
 
 
 class GpuArgs(TypedDict, total=False):

@@ -129,7 +129,7 @@ class TritonModelServiceArgs:
     # Triton's --log-verbose: 0 writes nothing per successful request, 1 about 1.7 KB a request
     # (infra.log_volume): turn it on for one service while debugging it, not for the fleet.
     log_verbose: int = 0
-    # The request front's JSON line per inference request with its request id (~200 B, infra.log_volume):
+    # The request front's JSON line per inference request with its request id (~186 B, infra.log_volume):
     # at log_verbose 0 the request's only log line. Off for a service whose rate makes it too dear.
     request_log: bool = True
 

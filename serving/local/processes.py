@@ -69,10 +69,10 @@ def python_library_dir() -> Path:
     """
     name = sysconfig.get_config_var("INSTSONAME") or f"libpython{PYTHON_TAG}.so.1.0"
     folder = Path(sysconfig.get_config_var("LIBDIR") or sys.base_prefix)
-    if sysconfig.get_config_var("Py_ENABLE_SHARED") and (folder / name).exists():
+    # Debian's static python3.x names the loader's default folder as its LIBDIR, where its libpython3.x
+    # package puts the library: the same test holds for both, as in the bootstrap's.
+    if (folder / name).exists() or ctypes.util.find_library(f"python{PYTHON_TAG}") is not None:
         return folder
-    if ctypes.util.find_library(f"python{PYTHON_TAG}") is not None:
-        return folder  # on the loader's default path (Debian's libpython3.x package)
     raise RuntimeFailure(
         f"Triton's python backend needs {name}, and this Python ({sys.executable}) has no shared "
         f"libpython: install Debian's or Ubuntu's libpython{PYTHON_TAG} (`bash .ci/bootstrap` does, as "

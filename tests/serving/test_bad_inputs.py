@@ -93,6 +93,8 @@ STACK_CONFIG = [
     service("queueTimeTargetMs", "nan"),
     service("queueTimeTargetMs", 0),
     service("gpuUtilizationTarget", 101),
+    service("requestLog", "yes", shown="yes"),
+    service("requestLog", 0),
     service("replicas", 3),
     setting("inferstack:services[3].name", "x", "--config"),
     # YAML and -c turning values into another type.

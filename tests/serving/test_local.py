@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ import pytest
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.serving.client.answers import compare
+from inferstack.serving.local import processes
+from inferstack.serving.local import runtime as runtime_module
 from inferstack.serving.local.demo import build_demo_repository
 from inferstack.serving.local.processes import RuntimeFailure, check_port
 from inferstack.serving.local.records import Ports
@@ -277,3 +280,39 @@ def test_prefixes_are_checked_as_the_stacks_are(tmp_path: Path, prefix: str) -> 
     with pytest.raises(InvalidInput) as caught:
         LocalRuntime(tmp_path, prefix=prefix)
     assert caught.value.field == "prefix"
+
+
+@pytest.mark.real_server
+@pytest.mark.usefixtures("triton_present")
+def test_a_stub_that_cannot_start_fails_the_start_up_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The python backend's stub of a Python whose libpython the loader cannot find (pyenv's 3.12 before
+    the fix) prints the loader's line and exits; Triton then waits for it and stays unready. The real
+    Triton runs a stub that fails as that one did: start-up ends with that line, well before the 180 s
+    readiness wait."""
+    fake = tmp_path / "stub" / "triton_python_backend_stub"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\necho 'triton_python_backend_stub: error while loading shared libraries: "
+        "libpython3.99.so.1.0: cannot open shared object file: No such file or directory' >&2\nexit 127\n"
+    )
+    fake.chmod(0o755)
+    real = processes.find_triton()
+    monkeypatch.setattr(runtime_module, "find_triton", lambda: replace(real, python_stub=fake))
+    started = time.monotonic()
+    with pytest.raises(RuntimeFailure, match=r"libpython3\.99\.so\.1\.0"):
+        repository = build_demo_repository(tmp_path / "repo")
+        LocalRuntime(repository, work_dir=tmp_path / "work", startup_timeout_s=90).start()
+    assert time.monotonic() - started < 60
+
+
+def test_an_interpreter_without_a_shared_libpython_is_named_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A static Python with no libpython3.x installed: one line saying what to install, no child started."""
+    settings = {"LIBDIR": "/nowhere", "INSTSONAME": "libpython3.99.so.1.0"}
+    monkeypatch.setattr(processes.sysconfig, "get_config_var", settings.get)
+    monkeypatch.setattr(processes.ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(RuntimeFailure, match=r"needs libpython3\.99\.so\.1\.0.*install Debian's"):
+        processes.python_library_dir()
