@@ -151,20 +151,26 @@ class LocalRuntime:
         self.models = read_repository(self.repository)
         triton = find_triton()
         haproxy = find_haproxy_or_fail() if self.replicas > 1 else ""
-        ports = {
-            name: free_port() if value is None else check_port(value, field=f"{name}_port")
-            for name, value in self.ports.items()
-        }
+        ports: dict[str, int] = {}
+
+        def fresh() -> int:
+            # Each probe socket is closed before the next: the kernel may hand the same port out again.
+            while (port := free_port()) in ports.values():
+                pass
+            return port
+
+        for name, value in self.ports.items():
+            ports[name] = fresh() if value is None else check_port(value, field=f"{name}_port")
         # The user's http port is the gateway's; grpc and metrics are the first replica's.
         ports["grpc-0"], ports["metrics-0"] = ports.pop("grpc"), ports.pop("metrics")
         for index in range(self.replicas):
             for kind in ("http", "grpc", "metrics"):
                 if f"{kind}-{index}" not in ports:
-                    ports[f"{kind}-{index}"] = free_port()
+                    ports[f"{kind}-{index}"] = fresh()
         if self.replicas > 1:
-            ports["balanced-http"], ports["balanced-grpc"] = free_port(), free_port()
-            ports["balancer-stats"] = free_port()
-        if len(set(ports.values())) != len(ports):  # a free port the kernel handed out twice
+            for name in ("balanced-http", "balanced-grpc", "balancer-stats"):
+                ports[name] = fresh()
+        if len(set(ports.values())) != len(ports):  # ports the user gave twice
             raise RuntimeFailure(f"could not pick {len(ports)} different free ports on 127.0.0.1: {ports}")
         if self.work_dir is None:
             self.work_dir = Path(tempfile.mkdtemp(prefix="inferstack-local-"))
