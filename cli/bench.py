@@ -15,6 +15,7 @@ import typer
 from inferstack.cli.options import (
     Config,
     StacksDir,
+    repository_option,
     settings,
     writable_folder,
 )
@@ -30,9 +31,7 @@ def bench(
             "--model-unbatched beside it where served (default: a local Triton and plain app)"
         ),
     ] = None,
-    repository: Annotated[
-        Path | None, typer.Option(help="a model repository (default: the built-in MLP, or the demo)")
-    ] = None,
+    repository: Annotated[Path | None, repository_option("the built-in MLP, or the demo")] = None,
     model: Annotated[
         str | None,
         typer.Option(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from inferstack.cli import interrupt
-from inferstack.cli.options import writable_folder
+from inferstack.cli.options import repository_option, writable_folder
 from inferstack.cli.output import brief_error, json_safe, print_table
 from inferstack.infra.errors import InvalidInput
 
@@ -39,10 +39,7 @@ def _loopback_port(serving: str) -> Any:
 
 @app.command()
 def up(
-    repository: Annotated[
-        Path | None,
-        typer.Option(help="a model repository folder (default: build the demo model)"),
-    ] = None,
+    repository: Annotated[Path | None, repository_option("build the demo model")] = None,
     once: Annotated[
         bool, typer.Option("--once", help="exit after the smoke inference (0 on success)")
     ] = False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,6 +43,19 @@ StacksDir = Annotated[
         callback=_program_folder,
     ),
 ]
+
+
+def _model_repository(path: Path | None) -> Path | None:
+    if path is not None and not any(path.glob("*/config.pbtxt")):
+        raise InvalidInput("--repository", str(path), "an existing folder holding <model>/config.pbtxt")
+    return path
+
+
+def repository_option(default: str) -> Any:
+    """``--repository``, refused as it is parsed unless it holds a model; ``default``: what runs without."""
+    return typer.Option(help=f"a model repository folder (default: {default})", callback=_model_repository)
+
+
 Config = Annotated[
     list[str] | None,
     typer.Option(

@@ -16,25 +16,19 @@ from inferstack.infra.errors import InvalidInput
 if TYPE_CHECKING:
     from inferstack.components.platform_config import PlatformConfig
     from inferstack.infra.aws_identity import AwsIdentity
-    from inferstack.infra.preflight import Clients, GroupNeed, Target
+    from inferstack.infra.node_plans import NodeGroupPlan
+    from inferstack.infra.preflight import Clients, Target
 
 # How a verdict reads in the table (coloured on a terminal by cli.output).
 SHOWN = {"pass": "pass", "warn": "warn", "fail": "FAIL"}
 
 
-def groups(config: PlatformConfig, zone_count: int) -> list[GroupNeed]:
+def groups(config: PlatformConfig, zone_count: int) -> list[NodeGroupPlan]:
     """The stack's node groups over ``zone_count`` zones, as the program plans them."""
     from inferstack.components.platform import node_plans
-    from inferstack.infra.preflight import GroupNeed
 
     named = config.network.zones if not isinstance(config.network.zones, int) else ()
-    zones = list(named) or [f"zone-{i + 1}" for i in range(zone_count)]
-    # A Capacity Block is bought whole and counts against no vCPU quota of these.
-    return [
-        GroupNeed(p.name, p.capacity_type, p.instance_types, p.desired_size, p.max_size)
-        for p in node_plans(config, zones)
-        if p.capacity_type != "CAPACITY_BLOCK"
-    ]
+    return node_plans(config, list(named) or [f"zone-{i + 1}" for i in range(zone_count)])
 
 
 def target(engine: Mapping[str, Any]) -> Target:

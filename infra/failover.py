@@ -287,7 +287,7 @@ class RegionalFailover(pulumi.ComponentResource):
                 f"{name}-{key}",
                 zone_id=args.zone_id,
                 name=args.record_name,
-                type="CNAME",
+                type="CNAME",  # any endpoint's hostname; resolvers keep the answer ttl_s, counted in the RTO
                 ttl=args.ttl_s,
                 records=[endpoint],
                 set_identifier=key,

@@ -183,7 +183,7 @@ class GroupFacts:
 
     name: str
     instance: InstanceType
-    zone: str
+    zone: str  # the ASG's first: getAsgTemplate labels the template node with that zone alone
     asg_tags: Mapping[str, str]
     nodefs_gib: float  # the volume the kubelet's file system is on (AL2023: root; Bottlerocket: data)
     managed_labels: Mapping[str, str] = field(default_factory=dict)

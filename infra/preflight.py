@@ -18,15 +18,16 @@ from botocore.exceptions import ClientError
 
 from inferstack.infra.errors import InvalidInput
 from inferstack.infra.instance_types import lookup
+from inferstack.infra.node_plans import NodeGroupPlan
 from inferstack.infra.zones import Zone, choose_zones
 
 Verdict = Literal["pass", "warn", "fail"]
-CapacityType = Literal["ON_DEMAND", "SPOT"]
+QuotaCapacity = Literal["ON_DEMAND", "SPOT"]
 # boto3.Session.client, or a test's: the service name in, a client out.
 Clients = Callable[[str], Any]
 
 # EC2's vCPU quotas (Service Quotas, service code ec2), by instance class and capacity type.
-VCPU_QUOTAS: dict[tuple[str, CapacityType], tuple[str, str]] = {
+VCPU_QUOTAS: dict[tuple[str, QuotaCapacity], tuple[str, str]] = {
     ("G", "ON_DEMAND"): ("L-DB2E81BA", "Running On-Demand G and VT instances"),
     ("G", "SPOT"): ("L-3819A6DF", "All G and VT Spot Instance Requests"),
     ("P", "ON_DEMAND"): ("L-417A185B", "Running On-Demand P instances"),
@@ -55,17 +56,6 @@ class Check:
 
 
 @dataclass(frozen=True)
-class GroupNeed:
-    """One node group's claim on the vCPU quotas: the nodes it starts with and the most it scales to."""
-
-    name: str
-    capacity_type: CapacityType
-    instance_types: tuple[str, ...]
-    start_nodes: int
-    max_nodes: int
-
-
-@dataclass(frozen=True)
 class Target:
     """What a stack will ask of the account, read from its config."""
 
@@ -74,7 +64,7 @@ class Target:
     zones: int | tuple[str, ...]  # as the stack asks: how many, or which
     gpu_types: tuple[str, ...]  # every zone used must offer each of them
     # The node groups for a number of zones: the quotas depend on how many the stack spreads over.
-    groups: Callable[[int], Sequence[GroupNeed]]
+    groups: Callable[[int], Sequence[NodeGroupPlan]]
     addons: Mapping[str, str]  # EKS add-on -> pinned version
     ami_release: str  # the AL2023 release, e.g. 1.35.2-20260304
     ami_flavours: tuple[str, ...]  # AL2023 variants the groups run: standard, nvidia
@@ -91,19 +81,21 @@ def instance_class(instance_type: str) -> str:
     return "Standard"
 
 
-def vcpu_needs(groups: Sequence[GroupNeed]) -> dict[tuple[str, CapacityType], tuple[int, int]]:
+def vcpu_needs(groups: Sequence[NodeGroupPlan]) -> dict[tuple[str, QuotaCapacity], tuple[int, int]]:
     """(class, capacity type) -> (vCPUs at the first `up`, vCPUs at every group's max size).
 
     A spot group's types share one shape (node_plans.check_spot_types), so any of them gives its vCPUs.
     """
-    needs: dict[tuple[str, CapacityType], tuple[int, int]] = {}
+    needs: dict[tuple[str, QuotaCapacity], tuple[int, int]] = {}
     for group in groups:
+        if group.capacity_type == "CAPACITY_BLOCK":
+            continue  # bought whole: it counts against no vCPU quota
         vcpus = max(lookup(t, field=f"{group.name}.instance_types").vcpus for t in group.instance_types)
         for quota_class in sorted({instance_class(t) for t in group.instance_types}):
             start, most = needs.get((quota_class, group.capacity_type), (0, 0))
             needs[(quota_class, group.capacity_type)] = (
-                start + group.start_nodes * vcpus,
-                most + group.max_nodes * vcpus,
+                start + group.desired_size * vcpus,
+                most + group.max_size * vcpus,
             )
     return needs
 
@@ -130,7 +122,7 @@ def _denied(name: str, error: ClientError, permission: str) -> Check:
     return Check(name, "warn", f"could not check: {_code(error)}", f"allow {permission} to the deployer")
 
 
-def check_quotas(groups: Sequence[GroupNeed], region: str, clients: Clients) -> list[Check]:
+def check_quotas(groups: Sequence[NodeGroupPlan], region: str, clients: Clients) -> list[Check]:
     quotas = clients("service-quotas")
     checks = []
     for (quota_class, capacity), (start, most) in sorted(vcpu_needs(groups).items()):

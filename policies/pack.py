@@ -27,7 +27,7 @@ from inferstack.policies.rules import RULES
 from inferstack.policies.rules_exposure import EXPOSURE_RULES
 from inferstack.policies.rules_failover import FAILOVER_RULES
 from inferstack.policies.rules_registries import REGISTRY_RULES
-from inferstack.policies.stack import Stack, StackResource
+from inferstack.policies.stack import Stack, StackResource, ordered_after
 from inferstack.policies.stack_rules import STACK_RULES, StackRule
 
 PACK_NAME = "inferstack"
@@ -75,14 +75,12 @@ def stack_resource(resource: PolicyResource) -> StackResource:
     by_property = {
         key: tuple(d.urn for d in deps) for key, deps in (resource.property_dependencies or {}).items()
     }
-    dependencies = [d.urn for d in resource.dependencies or []]
-    dependencies += [u for urns in by_property.values() for u in urns if u not in dependencies]
     return StackResource(
         type=resource.resource_type,
         name=resource.name,
         urn=resource.urn,
         props=plain(resource.props),
-        dependencies=tuple(dependencies),
+        dependencies=ordered_after((d.urn for d in resource.dependencies or []), by_property),
         property_dependencies=by_property,
         custom_timeouts=_timeouts(resource),
         provider=resource.provider.urn if resource.provider else "",

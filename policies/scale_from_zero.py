@@ -146,8 +146,11 @@ class Fit:
     group: StackResource
     node: TemplateNode
     pod: Placed
-    agents: tuple[str, ...]
-    missing: tuple[Shortfall, ...]
+    agents: tuple[Placed, ...]  # the DaemonSets that land on the node too
+
+    @property
+    def missing(self) -> list[Shortfall]:
+        return shortfalls(self.node, [pod_requests(p.spec) for p in (self.pod, *self.agents)])
 
 
 def fits(stack: Stack) -> list[Fit]:
@@ -162,11 +165,8 @@ def fits(stack: Stack) -> list[Fit]:
         node = group_node(stack, group, managed)
         if node is None:
             continue
-        there = [a for a in agents if may_land(a.spec, node)]
-        for pod in pods:
-            if may_land(pod.spec, node):
-                missing = shortfalls(node, [pod_requests(pod.spec), *(pod_requests(a.spec) for a in there)])
-                found.append(Fit(group, node, pod, tuple(a.label for a in there), tuple(missing)))
+        there = tuple(a for a in agents if may_land(a.spec, node))
+        found += [Fit(group, node, pod, there) for pod in pods if may_land(pod.spec, node)]
     return found
 
 

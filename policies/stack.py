@@ -64,6 +64,11 @@ class StackResource:
     provider: str = ""  # the URN of its explicit provider ("" for the default one): which cluster
 
 
+def ordered_after(depends_on: Iterable[str], by_property: Mapping[str, Iterable[str]]) -> tuple[str, ...]:
+    """Every URN the engine orders a resource after: its dependsOn, then those its inputs come from."""
+    return tuple(dict.fromkeys([*depends_on, *(urn for urns in by_property.values() for urn in urns)]))
+
+
 class Stack:
     """The resources of one stack, with the lookups the rules share."""
 

@@ -17,7 +17,7 @@ import base64
 import json
 import secrets
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -56,8 +56,8 @@ class RequestTiming:
 
     trace_id: str
     model: str
-    total_us: float
-    stages_us: dict[str, float]
+    total_us: float  # the model span: from Triton's receipt of the request to its response
+    stages_us: Mapping[str, float]  # STAGES by name; a stage whose two events were not exported is absent
 
 
 def traceparent(trace_id: str | None = None, parent_id: str | None = None) -> str:

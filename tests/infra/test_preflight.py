@@ -20,7 +20,8 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from inferstack.infra import preflight
-from inferstack.infra.preflight import Check, GroupNeed, Target, ami_parameter, quota_verdict, vcpu_needs
+from inferstack.infra.node_plans import CapacityType, NodeGroupPlan
+from inferstack.infra.preflight import Check, Target, ami_parameter, quota_verdict, vcpu_needs
 from inferstack.infra.versions import AL2023_RELEASE_VERSIONS, EBS_CSI_ADDON_VERSIONS, EKS_ADDON_VERSIONS
 
 REGION = "us-east-1"
@@ -132,13 +133,18 @@ def ready_account() -> Account:
     )
 
 
-def per_zone(count: int) -> list[GroupNeed]:
-    """prod's groups: system across zones, a g5 group and a spot group per zone."""
+def group(name: str, capacity: CapacityType, types: tuple[str, ...], start: int, most: int) -> NodeGroupPlan:
+    return NodeGroupPlan(name, ("us-east-1a",), capacity, types, "AL2023_x86_64_NVIDIA", 0, start, most)
+
+
+def per_zone(count: int) -> list[NodeGroupPlan]:
+    """prod's groups: system across zones, a g5 group and a spot group per zone, and a Capacity Block."""
     spot = ("g5.xlarge", "g6.xlarge", "g4dn.xlarge")
     return [
-        GroupNeed("system", "ON_DEMAND", ("m7i.xlarge", "m6i.xlarge"), 3, 6),
-        *(GroupNeed(f"gpu-{i}", "ON_DEMAND", ("g5.xlarge",), 1, 4) for i in range(count)),
-        *(GroupNeed(f"gpu-spot-{i}", "SPOT", spot, 0, 6) for i in range(count)),
+        group("system", "ON_DEMAND", ("m7i.xlarge", "m6i.xlarge"), 3, 6),
+        *(group(f"gpu-{i}", "ON_DEMAND", ("g5.xlarge",), 1, 4) for i in range(count)),
+        *(group(f"gpu-spot-{i}", "SPOT", spot, 0, 6) for i in range(count)),
+        group("gpu-reserved", "CAPACITY_BLOCK", ("p5.48xlarge",), 2, 2),
     ]
 
 
@@ -177,6 +183,7 @@ def test_vcpus_are_counted_per_quota_at_start_and_at_full_scale() -> None:
     assert needs[("G", "ON_DEMAND")] == (3 * 1 * 4, 3 * 4 * 4)  # 1 g5.xlarge per zone now, 4 at most
     assert needs[("G", "SPOT")] == (0, 3 * 6 * 4)  # spot starts from zero
     assert needs[("Standard", "ON_DEMAND")] == (3 * 4, 6 * 4)
+    assert not any(quota_class == "P" for quota_class, _ in needs)  # a Capacity Block is bought whole
 
 
 def test_a_quota_below_the_start_fails_and_below_full_scale_warns(aws: None) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import pytest
 
 from inferstack.policies.scale_from_zero import fits, node_template_fits, reachable_groups
-from inferstack.policies.stack import Stack, StackResource
+from inferstack.policies.stack import Stack, StackResource, ordered_after
 from inferstack.policies.stack_capacity import gpu_capacity, zone_loss
 from inferstack.stacks import offline
 from inferstack.stacks.offline import Recorded
@@ -30,9 +30,7 @@ def as_stack(resources: Iterable[Recorded]) -> Stack:
             r.name,
             r.urn,
             r.inputs,
-            tuple(
-                dict.fromkeys([*r.dependencies, *(u for v in r.property_dependencies.values() for u in v)])
-            ),
+            ordered_after(r.dependencies, r.property_dependencies),
             r.property_dependencies,
             r.custom_timeouts,
             r.provider.rsplit("::", 1)[0] if r.provider else "",

@@ -232,7 +232,8 @@ def cli_cases(scratch: Path) -> list[Bad]:
         Bad("cost --model-gb not a number", "--model-gb", (*cost, "--model-gb", "lots")),
         Bad("local up --work-dir onto a file", "--work-dir", (*up, "--work-dir", str(file))),
         Bad("local up --work-dir onto a device", "--work-dir", (*up, "--work-dir", "/dev/full")),
-        Bad("local up --repository missing", "repository", (*up, "--repository", str(scratch / "none"))),
+        Bad("local up --repository missing", "--repository", (*up, "--repository", str(scratch / "none"))),
+        Bad("local up --repository with no model", "--repository", (*up, "--repository", str(scratch))),
         Bad("local up --replicas 0", "replicas", (*up, "--replicas", "0")),
         Bad("local up --replicas 9", "replicas", (*up, "--replicas", "9")),
         Bad("local up --replicas two", "--replicas", (*up, "--replicas", "two")),
@@ -267,6 +268,7 @@ def cli_cases(scratch: Path) -> list[Bad]:
         Bad("bench --out onto a device", "--out", ("bench", "--out", "/dev/full")),
         Bad("bench --out under a file", "--out", ("bench", "--out", f"{file}/bench")),
         Bad("bench --concurrency 0", "concurrency", ("bench", "--concurrency", "0")),
+        Bad("bench --repository missing", "--repository", ("bench", "--repository", str(scratch / "none"))),
     ]
 
 
@@ -322,10 +324,10 @@ def test_the_cli_table_holds_its_share(scratch: Path) -> None:
     assert len(STACK_CONFIG) + len(cli_cases(scratch)) + len(HTTP_CASES) + len(GRPC_CASES) >= 100
 
 
-@pytest.mark.parametrize("number", range(38))
+@pytest.mark.parametrize("number", range(40))
 def test_a_bad_command_line_is_refused_in_one_line_naming_its_flag(number: int, scratch: Path) -> None:
     cases = cli_cases(scratch)
-    assert len(cases) == 38, "keep the parametrisation's range equal to the table"
+    assert len(cases) == 40, "keep the parametrisation's range equal to the table"
     case = cases[number]
     check_clear(case, case.args)
 
