@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code = command().main(args=arguments, prog_name="inferstack", standalone_mode=False)
+        interrupt.check()  # Typer answers an interrupted command with 130 alone: say so, and exit now
     except click.MissingParameter as missing:
         missing.show()
         return missing.exit_code

@@ -162,6 +162,7 @@ def test_ctrl_c_stops_every_child_of_local_up() -> None:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 130
         assert all(gone(pid) for pid in children)
+        assert process.stdout.read().strip().splitlines()[-1:] == ["inferstack: stopped"]
     finally:
         if process.poll() is None:
             process.kill()
@@ -212,6 +213,7 @@ def test_ctrl_c_at_any_moment_of_start_up_stops_everything_within_10_s(moment: s
         left = {pid for pid in started | descendants(process.pid) if not gone(pid)}
         assert not left, (moment, left)
         assert time.monotonic() - sent < 10, moment
+        assert process.stdout.read().strip().endswith("inferstack: stopped"), moment
     finally:
         if process.poll() is None:
             process.kill()
