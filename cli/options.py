@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from inferstack.infra.errors import InvalidInput
+from inferstack.infra.model_manifest import CONFIG, REPOSITORY_FOLDER
 
 Stack = Annotated[
     str,
@@ -46,8 +47,8 @@ StacksDir = Annotated[
 
 
 def _model_repository(path: Path | None) -> Path | None:
-    if path is not None and not any(path.glob("*/config.pbtxt")):
-        raise InvalidInput("--repository", str(path), "an existing folder holding <model>/config.pbtxt")
+    if path is not None and not any(path.glob(f"*/{CONFIG}")):
+        raise InvalidInput("--repository", str(path), REPOSITORY_FOLDER)
     return path
 
 

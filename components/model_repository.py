@@ -30,6 +30,7 @@ from inferstack.infra.errors import InvalidInput
 from inferstack.infra.model_cache import MANIFEST, SHA256_METADATA, render_manifest, sha256_of
 from inferstack.infra.model_manifest import (
     CONFIG,
+    REPOSITORY_FOLDER,
     links_out,
     model_dirs,
     publishable,
@@ -130,7 +131,7 @@ def plan_objects(repository: Path, models: tuple[str, ...]) -> tuple[ModelPlan, 
     checks the configs against Triton's schema; the deploy program does not carry it.)
     """
     if not repository.is_dir():
-        raise InvalidInput("repository", str(repository), "an existing folder holding <model>/config.pbtxt")
+        raise InvalidInput("repository", str(repository), REPOSITORY_FOLDER)
     outside = links_out(repository)
     if outside:
         raise InvalidInput("repository", outside, "files inside the repository (no links leading out of it)")

@@ -23,6 +23,8 @@ from pathlib import Path
 from inferstack.infra.errors import InvalidInput
 
 CONFIG = "config.pbtxt"
+# What a model repository folder must be, wherever one is refused.
+REPOSITORY_FOLDER = f"an existing folder holding <model>/{CONFIG}"
 
 
 def publishable(path: Path, repository: Path) -> bool:

@@ -13,6 +13,7 @@ Types only from ``stack_rules`` (it imports this module for ``gpu-capacity`` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -148,7 +149,7 @@ class Fit:
     pod: Placed
     agents: tuple[Placed, ...]  # the DaemonSets that land on the node too
 
-    @property
+    @functools.cached_property  # asked by every rule that reads the fit
     def missing(self) -> list[Shortfall]:
         return shortfalls(self.node, [pod_requests(p.spec) for p in (self.pod, *self.agents)])
 

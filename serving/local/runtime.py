@@ -151,7 +151,8 @@ class LocalRuntime:
         self.models = read_repository(self.repository)
         triton = find_triton()
         haproxy = find_haproxy_or_fail() if self.replicas > 1 else ""
-        ports: dict[str, int] = {}
+        # The user's ports first (Ports refused any given twice), so that no free port picked is one of them.
+        ports = {n: check_port(v, field=f"{n}_port") for n, v in self.ports.items() if v is not None}
 
         def fresh() -> int:
             # Each probe socket is closed before the next: the kernel may hand the same port out again.
@@ -160,7 +161,8 @@ class LocalRuntime:
             return port
 
         for name, value in self.ports.items():
-            ports[name] = fresh() if value is None else check_port(value, field=f"{name}_port")
+            if value is None:
+                ports[name] = fresh()
         # The user's http port is the gateway's; grpc and metrics are the first replica's.
         ports["grpc-0"], ports["metrics-0"] = ports.pop("grpc"), ports.pop("metrics")
         for index in range(self.replicas):
@@ -170,8 +172,6 @@ class LocalRuntime:
         if self.replicas > 1:
             for name in ("balanced-http", "balanced-grpc", "balancer-stats"):
                 ports[name] = fresh()
-        if len(set(ports.values())) != len(ports):  # ports the user gave twice
-            raise RuntimeFailure(f"could not pick {len(ports)} different free ports on 127.0.0.1: {ports}")
         if self.work_dir is None:
             self.work_dir = Path(tempfile.mkdtemp(prefix="inferstack-local-"))
             self._owns_work_dir = True

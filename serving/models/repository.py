@@ -13,7 +13,7 @@ import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inferstack.infra.errors import InvalidInput
-from inferstack.infra.model_manifest import VersionPolicy
+from inferstack.infra.model_manifest import REPOSITORY_FOLDER, VersionPolicy
 from inferstack.serving.models.config import dtype_name, parse_config, render_config
 from inferstack.serving.models.export import load_torchscript, run_model
 from inferstack.serving.models.specs import (
@@ -51,7 +51,7 @@ def read_repository(path: Path) -> list[RepositoryModel]:
     policy serves holding the files its backend loads; ``version`` is the one Triton answers by default
     (the highest served)."""
     if not path.is_dir():
-        raise InvalidInput("repository", str(path), "an existing folder holding <model>/config.pbtxt")
+        raise InvalidInput("repository", str(path), REPOSITORY_FOLDER)
     models = []
     for config_path in sorted(path.glob("*/config.pbtxt")):
         folder = config_path.parent
